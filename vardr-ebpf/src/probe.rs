@@ -1,0 +1,58 @@
+//! Trivial programs, one per program type, that `vardr probe` tries to load
+//! to learn what this kernel really accepts (a feature flag is not proof:
+//! on some kernels every trampoline program fails with EPERM).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, cgroup_sock_addr, kprobe, lsm, raw_tracepoint, tracepoint, uprobe},
+    programs::{
+        BtfTracePointContext, LsmContext, ProbeContext, RawTracePointContext, SockAddrContext,
+        TracePointContext,
+    },
+};
+
+#[lsm(hook = "file_open")]
+pub fn probe_lsm(_ctx: LsmContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn probe_tp_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[tracepoint]
+pub fn probe_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn probe_raw_tracepoint(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn probe_sock_addr(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[uprobe]
+pub fn probe_uprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[kprobe]
+pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

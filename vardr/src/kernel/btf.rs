@@ -1,0 +1,94 @@
+//! Kernel struct offsets from the running kernel's BTF.
+//!
+//! aya-ebpf has no CO-RE field relocations, so the programs get the offsets
+//! they need as read-only globals computed here.
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Type};
+use vardr_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("no kernel BTF at {VMLINUX_BTF} (kernel built without CONFIG_DEBUG_INFO_BTF)")]
+    Missing,
+    #[error("cannot parse {VMLINUX_BTF}: {0}")]
+    Parse(String),
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
+/// Whether the kernel exposes its BTF.
+pub fn available() -> bool {
+    Path::new(VMLINUX_BTF).exists()
+}
+
+/// Offsets of the struct members the BPF programs read.
+pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
+    if !available() {
+        return Err(BtfError::Missing);
+    }
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Parse(e.to_string()))?;
+    Ok(KernelOffsets {
+        file_f_path: member_offset(&btf, "file", "f_path")?,
+        binprm_filename: member_offset(&btf, "linux_binprm", "filename")?,
+    })
+}
+
+/// Byte offset of `member` in `struct name`, looking through anonymous
+/// structs and unions.
+pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u64, BtfError> {
+    let types = btf
+        .resolve_types_by_name(name)
+        .map_err(|_| BtfError::NoStruct(name.into()))?;
+    let strukt = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| BtfError::NoStruct(name.into()))?;
+    find_member(btf, &strukt.members, member)
+        .map(|bits| u64::from(bits) / 8)
+        .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
+}
+
+fn find_member(btf: &Btf, members: &[btf_rs::Member], wanted: &str) -> Option<u32> {
+    for m in members {
+        let name = btf.resolve_name(m as &dyn BtfType).unwrap_or_default();
+        if name == wanted {
+            return Some(m.bit_offset());
+        }
+        if name.is_empty() {
+            if let Ok(Type::Struct(s) | Type::Union(s)) = btf.resolve_chained_type(m) {
+                if let Some(inner) = find_member(btf, &s.members, wanted) {
+                    return Some(m.bit_offset() + inner);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_of_running_kernel() {
+        if !available() {
+            eprintln!("skipped: {VMLINUX_BTF} not present");
+            return;
+        }
+        let off = kernel_offsets().expect("offsets");
+        // struct file starts with other members; f_path is never first.
+        assert!(off.file_f_path > 0 && off.file_f_path < 512, "{off:?}");
+        assert!(
+            off.binprm_filename > 0 && off.binprm_filename < 1024,
+            "{off:?}"
+        );
+    }
+}

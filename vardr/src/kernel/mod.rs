@@ -1,0 +1,37 @@
+//! Facts about the running kernel and the mounts the agent depends on.
+pub mod btf;
+pub mod cgroup;
+pub mod mounts;
+
+/// Kernel release, as `uname -r` prints it.
+pub fn release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether this process runs with root's effective uid.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Short errno name ("EPERM") for an I/O error, for one-line reasons.
+pub fn errno_name(err: &std::io::Error) -> String {
+    let Some(code) = err.raw_os_error() else {
+        return err.to_string();
+    };
+    let name = match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::E2BIG => "E2BIG",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ESRCH => "ESRCH",
+        _ => return err.to_string(),
+    };
+    format!("{name} ({})", nix::errno::Errno::from_raw(code).desc())
+}

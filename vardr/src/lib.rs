@@ -1,0 +1,12 @@
+//! vardr: an eBPF runtime-security agent.
+//!
+//! - [`kernel`]: facts about the running kernel (mounts, BTF offsets, cgroups).
+//! - [`bpf`]: the embedded BPF objects and how they are loaded.
+//! - [`probe`]: what this kernel can do, and which backend each hook gets.
+//! - [`events`]: decoding ring buffer records into JSON events.
+//! - [`agent`]: the long-running agent.
+pub mod agent;
+pub mod bpf;
+pub mod events;
+pub mod kernel;
+pub mod probe;
