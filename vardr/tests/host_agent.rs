@@ -15,8 +15,15 @@ use nix::{sys::signal::Signal, unistd::Pid};
 const VARDR: &str = env!("CARGO_BIN_EXE_vardr");
 
 fn probe_json() -> serde_json::Value {
-    let out = Command::new(VARDR).args(["probe", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(VARDR)
+        .args(["probe", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("probe --json prints JSON")
 }
 
@@ -106,14 +113,17 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let wait_for = |pred: &dyn Fn(bool, &str) -> bool| -> Option<String> {
-        while let Ok((is_out, l)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok((is_out, l)) =
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             if pred(is_out, &l) {
                 return Some(l);
             }
         }
         None
     };
-    wait_for(&|is_out, l| !is_out && l.contains("agent running")).expect("agent never became ready");
+    wait_for(&|is_out, l| !is_out && l.contains("agent running"))
+        .expect("agent never became ready");
     assert_eq!(count_programs("vardr_exec"), before + 1);
 
     let child = Command::new("/bin/true").spawn().unwrap();

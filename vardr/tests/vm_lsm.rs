@@ -163,6 +163,12 @@ fn lsm_file_open_denies_only_inside_test_cgroup() {
             verdicts.push(verdict);
         }
     }
-    assert_eq!(verdicts, vec![Verdict::Deny, Verdict::Audit]);
+    // One deny, then the audited open. On overlayfs (the VM's /tmp) 6.1 also
+    // checks the backing file under the same path, so an open may report twice.
+    assert_eq!(verdicts.first(), Some(&Verdict::Deny), "{verdicts:?}");
+    assert!(
+        verdicts.len() >= 2 && verdicts[1..].iter().all(|v| *v == Verdict::Audit),
+        "{verdicts:?}"
+    );
     assert_eq!(std::fs::read(&secret).unwrap(), b"top secret\n");
 }

@@ -1,1 +1,158 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
+mod run;
+mod vm;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use run::{cargo, Tally};
+
+#[derive(Parser)]
+#[command(about = "vardr developer tasks (setup, run, tests, VM tests)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building (and with --vm, the VM tier) needs. Idempotent.
+    Setup {
+        /// Also install qemu, virtme-ng and the pinned test kernels.
+        #[arg(long)]
+        vm: bool,
+    },
+    /// Set up, build in release mode and run `vardr agent` with the shipped
+    /// default policy in audit mode. Extra arguments go to `vardr agent`.
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole test suite: lint, unit, host integration and VM tiers.
+    Test {
+        /// Skip the VM tier.
+        #[arg(long)]
+        no_vm: bool,
+        /// Kernels for the VM tier (see vm-test).
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
+    /// Boot pinned Debian kernels under QEMU and run the end-to-end tests inside.
+    VmTest {
+        /// 6.1, 6.12, 6.12-nobpflsm (6.12 booted without BPF LSM) or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Setup { vm } => setup(vm),
+        Task::Agent { args } => agent(args),
+        Task::Test { no_vm, kernel } => test(no_vm, &kernel),
+        Task::VmTest { kernel } => {
+            setup(true)?;
+            let mut tally = Tally::default();
+            vm::run(&kernel, &mut tally)?;
+            tally.finish()
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn setup(vm: bool) -> Result<()> {
+    let script = workspace_root().join("scripts/setup.sh");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script).arg("build");
+    if vm {
+        cmd.arg("vm");
+    }
+    run::status(&mut cmd)
+}
+
+fn agent(args: Vec<String>) -> Result<()> {
+    setup(false)?;
+    run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    let root = workspace_root();
+    let bin = root.join("target/release/vardr");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("agent");
+    if !args.iter().any(|a| a == "--policy") {
+        cmd.arg("--policy").arg(root.join("policies/default.yaml"));
+    }
+    cmd.args(args);
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    bail!("cannot start vardr: {err}")
+}
+
+fn test(no_vm: bool, kernel: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut tally = Tally::default();
+    let tier = |name: &str, tally: &mut Tally, f: &mut dyn FnMut(&mut Tally) -> Result<()>| {
+        let t = Instant::now();
+        println!("\n==== tier: {name} ====");
+        let r = f(tally);
+        let secs = t.elapsed().as_secs_f64();
+        tally.times.push((name.to_string(), secs, r.is_ok()));
+        println!(
+            "==== tier {name}: {} in {secs:.1}s ====",
+            if r.is_ok() { "ok" } else { "FAILED" }
+        );
+        if let Err(e) = &r {
+            eprintln!("tier {name}: {e:#}");
+        }
+    };
+    tier("setup", &mut tally, &mut |_| setup(!no_vm));
+    tier("lint", &mut tally, &mut |_| {
+        run::status(cargo().args(["fmt", "--all", "--check"]))?;
+        run::status(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    tier("unit", &mut tally, &mut |t| {
+        run::tests(cargo().args(["test", "--workspace", "--lib", "--bins"]), t)
+    });
+    tier("host integration", &mut tally, &mut |t| {
+        run::tests(
+            cargo().args([
+                "test",
+                "-p",
+                "vardr",
+                "--tests",
+                "--",
+                "--show-output",
+                "--test-threads=1",
+            ]),
+            t,
+        )
+    });
+    if no_vm {
+        println!("VM tier skipped (--no-vm)");
+    } else {
+        tier("vm", &mut tally, &mut |t| vm::run(kernel, t));
+    }
+    println!("\n==== tier times ====");
+    for (name, secs, ok) in &tally.times {
+        println!(
+            "  {name:<18} {secs:>7.1}s  {}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+    }
+    println!("  {:<18} {:>7.1}s", "total", start.elapsed().as_secs_f64());
+    tally.finish()
+}

@@ -36,10 +36,7 @@ impl Drop for TempDir {
 /// Runs `argv` through `sh -c` after moving the shell into `cgroup`
 /// (so the command runs inside it from its first instruction).
 pub fn run_in_cgroup(cgroup: &Path, argv: &str) -> std::process::Output {
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec {argv}",
-        cgroup.display()
-    );
+    let script = format!("echo $$ > {}/cgroup.procs && exec {argv}", cgroup.display());
     std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(script)

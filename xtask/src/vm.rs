@@ -1,0 +1,217 @@
+//! VM tier: boot pinned Debian kernels with virtme-ng under QEMU (software
+//! emulation; no KVM here) over the host's root filesystem, and run the
+//! integration test binaries inside, VM-only tests included.
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::run::{cargo, strip_ansi, Tally};
+
+struct Variant {
+    name: &'static str,
+    /// Directory under the kernel cache (see scripts/setup.sh).
+    kernel: &'static str,
+    /// Extra kernel command line.
+    append: Option<&'static str>,
+    /// Backend the probe must report for every hook on this boot.
+    expect: &'static str,
+}
+
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "6.1",
+        kernel: "6.1",
+        append: None,
+        expect: "lsm",
+    },
+    Variant {
+        name: "6.12",
+        kernel: "6.12",
+        append: None,
+        expect: "lsm",
+    },
+    // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
+    Variant {
+        name: "6.12-nobpflsm",
+        kernel: "6.12",
+        append: Some("lsm=lockdown,capability,landlock,yama,apparmor"),
+        expect: "fallback",
+    },
+];
+
+fn kernel_cache() -> PathBuf {
+    std::env::var_os("VARDR_KERNEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vardr/kernels"))
+}
+
+fn vmlinuz(kernel: &str) -> Result<PathBuf> {
+    let dir = kernel_cache().join(kernel);
+    let version = fs::read_to_string(dir.join(".ready")).with_context(|| {
+        format!(
+            "kernel {kernel} not in {} (run cargo xtask setup --vm)",
+            dir.display()
+        )
+    })?;
+    Ok(dir
+        .join("root/boot")
+        .join(format!("vmlinuz-{}", version.trim())))
+}
+
+/// Builds the binaries and returns the integration test executables.
+fn build_tests() -> Result<Vec<PathBuf>> {
+    crate::run::status(cargo().args(["build", "-p", "vardr"]))?;
+    let out = cargo()
+        .args([
+            "test",
+            "-p",
+            "vardr",
+            "--tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut exes = Vec::new();
+    for line in out.stdout.split(|&b| b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(exe)) = (is_test, msg["executable"].as_str()) {
+            exes.push(PathBuf::from(exe));
+        }
+    }
+    if exes.is_empty() {
+        bail!("no integration test binaries found");
+    }
+    Ok(exes)
+}
+
+pub fn run(which: &str, tally: &mut Tally) -> Result<()> {
+    let selected: Vec<&Variant> = VARIANTS
+        .iter()
+        .filter(|v| which == "all" || v.name == which)
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<_> = VARIANTS.iter().map(|v| v.name).collect();
+        bail!("unknown kernel {which}; choose one of {names:?} or all");
+    }
+    let exes = build_tests()?;
+    let root = crate::workspace_root();
+    let vardr = root.join("target/debug/vardr");
+    let logs = root.join("target/vm-logs");
+    fs::create_dir_all(&logs)?;
+    let mut failed = Vec::new();
+    for v in selected {
+        let t = Instant::now();
+        println!("\n---- VM {} (expect backend {}) ----", v.name, v.expect);
+        match boot(
+            v,
+            &vardr,
+            &exes,
+            &logs.join(format!("{}.log", v.name)),
+            tally,
+        ) {
+            Ok(()) => println!(
+                "---- VM {}: ok in {:.1}s ----",
+                v.name,
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                println!(
+                    "---- VM {}: FAILED in {:.1}s: {e:#} ----",
+                    v.name,
+                    t.elapsed().as_secs_f64()
+                );
+                failed.push(v.name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        tally.tier_failures += 1;
+        bail!(
+            "VM tier failed on {failed:?} (full logs in {})",
+            logs.display()
+        );
+    }
+    Ok(())
+}
+
+fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tally) -> Result<()> {
+    let kernel = vmlinuz(v.kernel)?;
+    let mut script = format!(
+        "export VARDR_EXPECT_BACKEND={} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
+        v.expect,
+        vardr.display()
+    );
+    for exe in exes {
+        script.push_str(&format!(
+            "{} --include-ignored --test-threads=1 --show-output --color=never || rc=1; ",
+            exe.display()
+        ));
+    }
+    script.push_str("echo VARDR_VM_RESULT=$rc");
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "--kill-after=10",
+        "900",
+        "vng",
+        "-v",
+        "--disable-kvm",
+        "--memory",
+        "1G",
+        "--cpus",
+        "2",
+    ])
+    .arg("-r")
+    .arg(&kernel);
+    if let Some(a) = v.append {
+        cmd.arg("--append").arg(a);
+    }
+    cmd.arg("--").arg(&script);
+    // The guest console arrives on vng's stderr: read both through one pipe.
+    let (reader, writer) = std::io::pipe()?;
+    cmd.current_dir(crate::workspace_root())
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = cmd.spawn().context("spawn vng (is virtme-ng installed?)")?;
+    drop(cmd); // closes our copies of the pipe's write end
+    let mut full = String::new();
+    let mut result = None;
+    for line in BufReader::new(reader).lines() {
+        let line = strip_ansi(&line?);
+        full.push_str(&line);
+        full.push('\n');
+        if let Some(rc) = line.trim().strip_prefix("VARDR_VM_RESULT=") {
+            result = rc.parse::<i32>().ok();
+        }
+        // Kernel log lines go to the log file only.
+        if !line.starts_with('[') {
+            println!("  {line}");
+        }
+        tally.line(&line);
+    }
+    let status = child.wait()?;
+    fs::write(log, &full)?;
+    match result {
+        Some(0) => Ok(()),
+        Some(rc) => bail!("tests in the VM failed (rc {rc}); log: {}", log.display()),
+        None => bail!(
+            "VM did not report a result (vng {status}); log: {}",
+            log.display()
+        ),
+    }
+}
