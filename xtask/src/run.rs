@@ -6,8 +6,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+/// `cargo` through rustup's proxy, so `+nightly` works as a first argument.
 pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c = Command::new("cargo");
     c.current_dir(crate::workspace_root());
     c
 }
