@@ -1,39 +1,92 @@
 //! Types shared by the vardr BPF programs and the userspace agent.
 //!
-//! Everything here is `#[repr(C)]` plain data: the kernel side writes it into
-//! maps and ring buffers and the userspace side reads the same bytes back.
+//! Everything here is `#[repr(C)]` plain data: the kernel side reads it from
+//! maps and writes it into the ring buffer, and userspace reads the same bytes.
 #![no_std]
 
-/// Longest path (with its NUL) a rule or event carries. 256 is also the
-/// largest key an LPM trie accepts, which is why path rules are limited to it.
-pub const PATH_MAX: usize = 256;
+/// Bytes of an LPM path key: one generation byte, then the path and its NUL.
+/// 256 is the largest key data an LPM trie accepts.
+pub const PATH_KEY_LEN: usize = 256;
+/// Longest path a rule can name (bytes, without the NUL).
+pub const PATH_MAX_RULE: usize = PATH_KEY_LEN - 2;
+/// Room for a path in an event.
+pub const EVENT_PATH_LEN: usize = 256;
 /// `TASK_COMM_LEN` in the kernel.
 pub const COMM_LEN: usize = 16;
+/// Net LPM key: generation, protocol, port (big endian), then the address.
+pub const NET4_KEY_LEN: usize = 4 + 4;
+pub const NET6_KEY_LEN: usize = 4 + 16;
+/// Bits of a net key before the address (generation, protocol, port).
+pub const NET_KEY_HEAD_BITS: u32 = 32;
 
 /// Kind of record at the start of every ring buffer entry.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Exec = 1,
-    FileOpen = 2,
+    Policy = 2,
 }
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Exec),
-            2 => Some(Self::FileOpen),
+            2 => Some(Self::Policy),
             _ => None,
         }
     }
 }
 
-/// What a matched rule asks for, as stored in the rule maps.
+/// What a rule asks for. `None` means no rule of that hook covers the key.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleAction {
-    Allow = 0,
-    Deny = 1,
+pub enum Action {
+    None = 0,
+    Allow = 1,
+    Deny = 2,
+    Alert = 3,
+}
+
+/// The governed operations; also the slot index in [`PathRules`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    FileOpen = 0,
+    FileWrite = 1,
+    Exec = 2,
+    Connect = 3,
+}
+
+impl Hook {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::FileOpen),
+            1 => Some(Self::FileWrite),
+            2 => Some(Self::Exec),
+            3 => Some(Self::Connect),
+            _ => None,
+        }
+    }
+}
+
+/// Which kind of program produced an event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Lsm = 1,
+    Fallback = 2,
+    Audit = 3,
+}
+
+impl BackendKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Lsm),
+            2 => Some(Self::Fallback),
+            3 => Some(Self::Audit),
+            _ => None,
+        }
+    }
 }
 
 /// Verdict recorded in an event.
@@ -43,8 +96,10 @@ pub enum Verdict {
     Allow = 0,
     /// Denied in the kernel (the syscall failed or the process was killed).
     Deny = 1,
-    /// Would have been denied, but enforcement is off.
+    /// Would have been denied, but enforcement is off for this hook.
     Audit = 2,
+    /// An alert rule matched; nothing was blocked.
+    Alert = 3,
 }
 
 impl Verdict {
@@ -53,9 +108,103 @@ impl Verdict {
             0 => Some(Self::Allow),
             1 => Some(Self::Deny),
             2 => Some(Self::Audit),
+            3 => Some(Self::Alert),
             _ => None,
         }
     }
+}
+
+/// A rule reference stored in the rule maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleRef {
+    pub rule_id: u32,
+    /// An [`Action`] as `u32`.
+    pub action: u32,
+}
+
+/// Value of the path LPM trie: the effective rule for each path hook at this
+/// prefix (file_open, file_write, exec). Userspace folds inherited rules in,
+/// because an LPM lookup returns only the single longest match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathRules {
+    pub slots: [RuleRef; 3],
+}
+
+/// Key of the inode map: a file's identity, so hard links, symlinks and
+/// renames of a binary do not escape its rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub generation: u32,
+    /// Kernel-internal `dev_t` of the file system (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Value of the inode map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeRule {
+    /// Exec rule for this binary.
+    pub exec: RuleRef,
+    /// Non-zero: processes running this binary are exempt from every rule.
+    pub exempt: u32,
+    pub _pad: u32,
+}
+
+/// Key of the exempt-pid map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PidKey {
+    pub generation: u32,
+    pub tgid: u32,
+}
+
+/// Runtime settings read by every program, slot 0 of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Generation (0 or 1) of the rule entries in force. A reload writes the
+    /// other generation, then flips this: no instant has half a rule set.
+    pub generation: u32,
+    /// Bit per [`Hook`]: deny in the kernel. Clear: emit `audit` events only.
+    pub enforce_mask: u32,
+    /// Bit per [`Hook`]: the hook has at least one rule.
+    pub active_mask: u32,
+    /// Non-zero: look processes up in the exempt maps.
+    pub has_exempt_pids: u32,
+    pub has_exempt_binaries: u32,
+    /// The agent's own process (exempt).
+    pub agent_tgid: u32,
+    /// The agent's own cgroup (exempt).
+    pub agent_cgroup_id: u64,
+    /// When non-zero, rules apply only inside this cgroup v2 subtree.
+    pub scope_cgroup_id: u64,
+    /// Level of `scope_cgroup_id` (root = 0).
+    pub scope_level: u32,
+    pub _pad: u32,
+}
+
+/// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field
+/// relocations), handed to the programs as read-only globals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub file_f_path: u64,
+    pub file_f_inode: u64,
+    pub file_f_flags: u64,
+    pub file_f_mode: u64,
+    pub inode_i_ino: u64,
+    pub inode_i_sb: u64,
+    pub super_block_s_dev: u64,
+    pub binprm_file: u64,
+    pub binprm_filename: u64,
+    pub task_flags: u64,
+    pub task_mm: u64,
+    pub mm_exe_file: u64,
+    pub socket_type: u64,
 }
 
 /// Common head of every event.
@@ -81,57 +230,44 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
     pub header: EventHeader,
-    pub filename: [u8; PATH_MAX],
+    pub filename: [u8; EVENT_PATH_LEN],
 }
 
-/// A governed file open that matched a rule.
+/// A governed operation that matched a deny or alert rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct FileEvent {
+pub struct PolicyEvent {
     pub header: EventHeader,
-    pub rule_id: u32,
+    /// [`Hook`] as u32.
+    pub hook: u32,
+    /// [`BackendKind`] as u32.
+    pub backend: u32,
+    /// [`Verdict`] as u32.
     pub verdict: u32,
-    pub path: [u8; PATH_MAX],
-}
-
-/// Value of a path rule in the file LPM trie.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PathRule {
     pub rule_id: u32,
-    /// A [`RuleAction`] as `u32`.
-    pub action: u32,
-}
-
-/// Runtime switches read by every program, in slot 0 of the `CONFIG` array.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Config {
-    /// 1: deny in the kernel; 0: audit only (emit events, never block).
-    pub enforce: u32,
-    /// Cgroup level of `scope_cgroup_id` (0 = root); used with
-    /// `bpf_get_current_ancestor_cgroup_id`.
-    pub scope_level: u32,
-    /// When non-zero, rules apply only to tasks inside this cgroup v2 subtree.
-    pub scope_cgroup_id: u64,
-}
-
-/// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field
-/// relocations), handed to the programs as read-only globals.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KernelOffsets {
-    /// `offsetof(struct file, f_path)`
-    pub file_f_path: u64,
-    /// `offsetof(struct linux_binprm, filename)`
-    pub binprm_filename: u64,
+    /// Open flags (file hooks).
+    pub flags: u32,
+    /// AF_INET / AF_INET6 (connect).
+    pub family: u16,
+    /// Host byte order (connect).
+    pub port: u16,
+    /// IPPROTO_TCP / IPPROTO_UDP, 0 when unknown (connect).
+    pub protocol: u32,
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6 (connect).
+    pub addr: [u8; 16],
+    /// Path as the hook saw it (file and exec hooks).
+    pub path: [u8; EVENT_PATH_LEN],
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C) plain data with no padding-dependent
-    // invariants; any bit pattern is a valid value.
-    unsafe impl aya::Pod for super::PathRule {}
+    // SAFETY: all of these are repr(C) plain data; any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::RuleRef {}
+    unsafe impl aya::Pod for super::PathRules {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::InodeRule {}
+    unsafe impl aya::Pod for super::PidKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -1,7 +1,4 @@
 //! The BPF objects built from `vardr-ebpf` and embedded in the binary.
-use aya::{Ebpf, EbpfError, EbpfLoader};
-use vardr_common::KernelOffsets;
-
 /// Agent programs and maps (exec tracking, enforcement hooks).
 pub static AGENT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr"));
 /// One trivial program per program type, for `vardr probe`.
@@ -12,21 +9,36 @@ pub static PROBE_OBJECT: &[u8] =
 pub mod progs {
     pub const EXEC: &str = "vardr_exec";
     pub const LSM_FILE_OPEN: &str = "vardr_file_open";
+    pub const LSM_BPRM_CHECK: &str = "vardr_bprm_check";
+    pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";
+    pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
+    /// Fallback open tracepoints: (program, syscalls/ tracepoint, required).
+    /// `open` and `creat` do not exist on every architecture.
+    pub const OPEN_TRACEPOINTS: [(&str, &str, bool); 4] = [
+        ("vardr_sys_openat", "sys_enter_openat", true),
+        ("vardr_sys_openat2", "sys_enter_openat2", false),
+        ("vardr_sys_open", "sys_enter_open", false),
+        ("vardr_sys_creat", "sys_enter_creat", false),
+    ];
+    /// Fallback network programs, attached to a cgroup.
+    pub const SOCK_ADDR: [&str; 4] = [
+        "vardr_connect4",
+        "vardr_connect6",
+        "vardr_sendmsg4",
+        "vardr_sendmsg6",
+    ];
 }
 
 /// Map names in [`AGENT_OBJECT`].
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
+    pub const LOST_EVENTS: &str = "LOST_EVENTS";
     pub const CONFIG: &str = "CONFIG";
-    pub const FILE_RULES: &str = "FILE_RULES";
-}
-
-/// Loads the agent object (maps created, programs not yet loaded) with the
-/// kernel struct offsets the programs need.
-pub fn load_agent(offsets: &KernelOffsets) -> Result<Ebpf, EbpfError> {
-    EbpfLoader::new()
-        .override_global("OFFSETS", offsets, true)
-        .load(AGENT_OBJECT)
+    pub const PATH_RULES: &str = "PATH_RULES";
+    pub const INODE_RULES: &str = "INODE_RULES";
+    pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";
+    pub const NET4_RULES: &str = "NET4_RULES";
+    pub const NET6_RULES: &str = "NET6_RULES";
 }
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.

@@ -6,7 +6,10 @@
 //! - [`events`]: decoding ring buffer records into JSON events.
 //! - [`agent`]: the long-running agent.
 pub mod agent;
+pub mod backend;
 pub mod bpf;
+pub mod compile;
 pub mod events;
 pub mod kernel;
+pub mod policy;
 pub mod probe;

@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use vardr_common::{EventHeader, Verdict};
+use vardr_common::{BackendKind, EventHeader, Hook, Verdict};
 
-use super::{c_str, Event};
+use super::{c_str, Event, PolicyMatch};
 
 /// Converts `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +32,14 @@ impl Clock {
         let ns = (self.boot_epoch_ns + boot_ns as i128).max(0) as u64;
         SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
     }
+}
+
+/// What the agent knows about a rule id.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub policy_name: String,
+    pub rule: String,
+    pub severity: String,
 }
 
 #[derive(Serialize, Debug)]
@@ -66,23 +74,38 @@ pub struct ProcessExec {
 }
 
 #[derive(Serialize, Debug)]
-pub struct FileArg {
-    pub path: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct Arg {
-    pub file_arg: FileArg,
+#[serde(rename_all = "snake_case")]
+pub enum Arg {
+    FileArg {
+        path: String,
+        flags: u32,
+    },
+    LinuxBinprmArg {
+        path: String,
+    },
+    SockArg {
+        family: &'static str,
+        protocol: &'static str,
+        daddr: String,
+        dport: u16,
+    },
 }
 
 #[derive(Serialize, Debug)]
 pub struct ProcessLsm {
     pub process: Process,
+    /// file_open, file_write, exec or connect.
+    pub hook: &'static str,
+    /// The kernel function or program that decided.
     pub function_name: &'static str,
     pub args: Vec<Arg>,
+    #[serde(flatten)]
+    pub rule: Option<RuleInfo>,
     pub rule_id: u32,
-    /// deny (blocked in the kernel) or audit (would deny; enforcement off).
+    /// deny (blocked in the kernel), audit (would deny; enforcement off) or alert.
     pub verdict: &'static str,
+    /// lsm, fallback or audit.
+    pub backend: &'static str,
 }
 
 #[derive(Serialize, Debug)]
@@ -101,45 +124,95 @@ pub struct JsonEvent {
     pub time: String,
 }
 
-fn verdict_name(v: Verdict) -> &'static str {
+pub fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Allow => "allow",
         Verdict::Deny => "deny",
         Verdict::Audit => "audit",
+        Verdict::Alert => "alert",
+    }
+}
+
+pub fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::FileOpen => "file_open",
+        Hook::FileWrite => "file_write",
+        Hook::Exec => "exec",
+        Hook::Connect => "connect",
+    }
+}
+
+pub fn backend_name(b: BackendKind) -> &'static str {
+    match b {
+        BackendKind::Lsm => "lsm",
+        BackendKind::Fallback => "fallback",
+        BackendKind::Audit => "audit",
+    }
+}
+
+fn function_name(p: &PolicyMatch) -> &'static str {
+    match (p.backend, p.hook) {
+        (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
+        (BackendKind::Lsm, Hook::Exec) => "security_bprm_check",
+        (BackendKind::Lsm, Hook::Connect) => "security_socket_connect",
+        (_, Hook::FileOpen | Hook::FileWrite) => "sys_openat",
+        (_, Hook::Exec) => "sched_process_exec",
+        (_, Hook::Connect) => "cgroup_sock_addr",
+    }
+}
+
+fn args(p: &PolicyMatch) -> Vec<Arg> {
+    match (p.hook, &p.path, &p.remote) {
+        (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::SockArg {
+            family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
+            protocol: match proto {
+                6 => "tcp",
+                17 => "udp",
+                _ => "any",
+            },
+            daddr: ip.to_string(),
+            dport: *port,
+        }],
+        (Hook::Exec, Some(path), _) => vec![Arg::LinuxBinprmArg { path: path.clone() }],
+        (_, Some(path), _) => vec![Arg::FileArg {
+            path: path.clone(),
+            flags: p.flags,
+        }],
+        _ => Vec::new(),
     }
 }
 
 impl JsonEvent {
-    pub fn new(ev: &Event, clock: &Clock, node_name: &str) -> Self {
-        let (boot_ns, body) = match ev {
-            Event::Exec { header, filename } => (
-                header.boot_ns,
-                Body::ProcessExec(ProcessExec {
-                    process: Process::from_header(header, Some(filename.clone())),
-                }),
-            ),
-            Event::FileOpen {
-                header,
-                rule_id,
-                verdict,
-                path,
-            } => (
-                header.boot_ns,
-                Body::ProcessLsm(ProcessLsm {
-                    process: Process::from_header(header, None),
-                    function_name: "security_file_open",
-                    args: vec![Arg {
-                        file_arg: FileArg { path: path.clone() },
-                    }],
-                    rule_id: *rule_id,
-                    verdict: verdict_name(*verdict),
-                }),
-            ),
+    /// `binary` is the process's executable when known; `rule` what the
+    /// agent knows of the matched rule; `backend` overrides the kernel's
+    /// label when the agent runs that hook in audit-only mode.
+    pub fn new(
+        ev: &Event,
+        clock: &Clock,
+        node_name: &str,
+        binary: Option<String>,
+        rule: Option<RuleInfo>,
+        backend: Option<&'static str>,
+    ) -> Self {
+        let body = match ev {
+            Event::Exec { header, filename } => Body::ProcessExec(ProcessExec {
+                process: Process::from_header(header, Some(filename.clone())),
+            }),
+            Event::Policy(p) => Body::ProcessLsm(ProcessLsm {
+                process: Process::from_header(&p.header, binary),
+                hook: hook_name(p.hook),
+                function_name: function_name(p),
+                args: args(p),
+                rule,
+                rule_id: p.rule_id,
+                verdict: verdict_name(p.verdict),
+                backend: backend.unwrap_or(backend_name(p.backend)),
+            }),
         };
         Self {
             body,
             node_name: node_name.to_string(),
-            time: humantime::format_rfc3339_nanos(clock.wall(boot_ns)).to_string(),
+            time: humantime::format_rfc3339_nanos(clock.wall(ev.header().boot_ns)).to_string(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Ring buffer records -> typed events -> Tetragon-shaped JSON.
 mod json;
 
-pub use json::{Clock, JsonEvent};
+pub use json::{Clock, JsonEvent, RuleInfo};
 
-use vardr_common::{EventHeader, EventKind, ExecEvent, FileEvent, Verdict};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use vardr_common::{BackendKind, EventHeader, EventKind, ExecEvent, Hook, PolicyEvent, Verdict};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -17,8 +19,23 @@ pub enum DecodeError {
         got: usize,
         want: usize,
     },
-    #[error("unknown verdict {0}")]
-    UnknownVerdict(u32),
+    #[error("unknown {0} value {1}")]
+    Field(&'static str, u32),
+}
+
+/// A decoded policy match.
+#[derive(Debug, Clone)]
+pub struct PolicyMatch {
+    pub header: EventHeader,
+    pub hook: Hook,
+    pub backend: BackendKind,
+    pub verdict: Verdict,
+    pub rule_id: u32,
+    pub flags: u32,
+    /// Path for file and exec hooks.
+    pub path: Option<String>,
+    /// Destination for connect.
+    pub remote: Option<(IpAddr, u16, u8)>,
 }
 
 /// A decoded kernel event.
@@ -28,15 +45,19 @@ pub enum Event {
         header: EventHeader,
         filename: String,
     },
-    FileOpen {
-        header: EventHeader,
-        rule_id: u32,
-        verdict: Verdict,
-        path: String,
-    },
+    Policy(PolicyMatch),
 }
 
-/// Reads a `T` from the start of a record of exactly its size.
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Exec { header, .. } => header,
+            Event::Policy(p) => &p.header,
+        }
+    }
+}
+
+/// Reads a `T` from a record of exactly its size.
 fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     let want = std::mem::size_of::<T>();
     if bytes.len() != want {
@@ -71,15 +92,31 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 filename: c_str(&ev.filename),
             })
         }
-        EventKind::FileOpen => {
-            let ev: FileEvent = read(bytes, kind)?;
-            Ok(Event::FileOpen {
+        EventKind::Policy => {
+            let ev: PolicyEvent = read(bytes, kind)?;
+            let hook = Hook::from_u32(ev.hook).ok_or(DecodeError::Field("hook", ev.hook))?;
+            let remote = (hook == Hook::Connect).then(|| {
+                let ip = if ev.family == 2 {
+                    IpAddr::V4(Ipv4Addr::new(
+                        ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+                    ))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(ev.addr))
+                };
+                (ip, ev.port, ev.protocol as u8)
+            });
+            Ok(Event::Policy(PolicyMatch {
                 header: ev.header,
-                rule_id: ev.rule_id,
+                hook,
+                backend: BackendKind::from_u32(ev.backend)
+                    .ok_or(DecodeError::Field("backend", ev.backend))?,
                 verdict: Verdict::from_u32(ev.verdict)
-                    .ok_or(DecodeError::UnknownVerdict(ev.verdict))?,
-                path: c_str(&ev.path),
-            })
+                    .ok_or(DecodeError::Field("verdict", ev.verdict))?,
+                rule_id: ev.rule_id,
+                flags: ev.flags,
+                path: (hook != Hook::Connect).then(|| c_str(&ev.path)),
+                remote,
+            }))
         }
     }
 }
@@ -87,9 +124,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vardr_common::{COMM_LEN, PATH_MAX};
+    use vardr_common::{COMM_LEN, EVENT_PATH_LEN};
 
-    fn header(kind: EventKind) -> EventHeader {
+    pub(crate) fn header(kind: EventKind) -> EventHeader {
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"true");
         EventHeader {
@@ -113,9 +150,30 @@ mod tests {
         .to_vec()
     }
 
+    fn policy_event(hook: Hook) -> PolicyEvent {
+        let mut path = [0u8; EVENT_PATH_LEN];
+        path[..11].copy_from_slice(b"/etc/shadow");
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        PolicyEvent {
+            header: header(EventKind::Policy),
+            hook: hook as u32,
+            backend: BackendKind::Lsm as u32,
+            verdict: Verdict::Audit as u32,
+            rule_id: 3,
+            flags: 0,
+            family: 2,
+            port: 8080,
+            protocol: 6,
+            _pad: 0,
+            addr,
+            path,
+        }
+    }
+
     #[test]
     fn decodes_exec() {
-        let mut filename = [0u8; PATH_MAX];
+        let mut filename = [0u8; EVENT_PATH_LEN];
         filename[..9].copy_from_slice(b"/bin/true");
         let ev = ExecEvent {
             header: header(EventKind::Exec),
@@ -138,30 +196,26 @@ mod tests {
         assert!(matches!(decode(&b), Err(DecodeError::Size { .. })));
         b[0] = 77;
         assert_eq!(decode(&b).unwrap_err(), DecodeError::UnknownKind(77));
+        let mut ev = policy_event(Hook::FileOpen);
+        ev.verdict = 99;
+        assert_eq!(
+            decode(&bytes(&ev)).unwrap_err(),
+            DecodeError::Field("verdict", 99)
+        );
     }
 
     #[test]
-    fn decodes_file_verdict() {
-        let mut path = [0u8; PATH_MAX];
-        path[..11].copy_from_slice(b"/etc/shadow");
-        let ev = FileEvent {
-            header: header(EventKind::FileOpen),
-            rule_id: 3,
-            verdict: Verdict::Audit as u32,
-            path,
+    fn decodes_file_and_connect_matches() {
+        let Event::Policy(p) = decode(&bytes(&policy_event(Hook::FileOpen))).unwrap() else {
+            panic!()
         };
-        match decode(&bytes(&ev)).unwrap() {
-            Event::FileOpen {
-                verdict,
-                path,
-                rule_id,
-                ..
-            } => {
-                assert_eq!(verdict, Verdict::Audit);
-                assert_eq!(path, "/etc/shadow");
-                assert_eq!(rule_id, 3);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(p.verdict, Verdict::Audit);
+        assert_eq!(p.path.as_deref(), Some("/etc/shadow"));
+        assert!(p.remote.is_none());
+        let Event::Policy(p) = decode(&bytes(&policy_event(Hook::Connect))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.remote, Some(("127.0.0.1".parse().unwrap(), 8080, 6)));
+        assert!(p.path.is_none());
     }
 }

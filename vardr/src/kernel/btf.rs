@@ -32,9 +32,21 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         return Err(BtfError::Missing);
     }
     let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Parse(e.to_string()))?;
+    let m = |s: &str, f: &str| member_offset(&btf, s, f);
     Ok(KernelOffsets {
-        file_f_path: member_offset(&btf, "file", "f_path")?,
-        binprm_filename: member_offset(&btf, "linux_binprm", "filename")?,
+        file_f_path: m("file", "f_path")?,
+        file_f_inode: m("file", "f_inode")?,
+        file_f_flags: m("file", "f_flags")?,
+        file_f_mode: m("file", "f_mode")?,
+        inode_i_ino: m("inode", "i_ino")?,
+        inode_i_sb: m("inode", "i_sb")?,
+        super_block_s_dev: m("super_block", "s_dev")?,
+        binprm_file: m("linux_binprm", "file")?,
+        binprm_filename: m("linux_binprm", "filename")?,
+        task_flags: m("task_struct", "flags")?,
+        task_mm: m("task_struct", "mm")?,
+        mm_exe_file: m("mm_struct", "exe_file")?,
+        socket_type: m("socket", "type")?,
     })
 }
 

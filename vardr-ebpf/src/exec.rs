@@ -1,0 +1,163 @@
+//! Exec: the exec event stream, `lsm/bprm_check_security` (EACCES), and the
+//! fallback SIGKILL at `sched_process_exec`, before the first instruction.
+use aya_ebpf::{
+    bindings::path,
+    helpers::{bpf_d_path, bpf_probe_read_kernel_str_bytes, bpf_send_signal},
+    macros::{btf_tracepoint, lsm},
+    programs::{BtfTracePointContext, LsmContext},
+};
+use vardr_common::{BackendKind, EventKind, ExecEvent, Hook, RuleRef, PATH_KEY_LEN};
+
+use crate::{
+    file::{path_rules, PathKey},
+    maps::{EVENTS, INODE_RULES, PATH_SCRATCH},
+    shared::{
+        config, count_lost, emit, file_identity, fill_header, governed, hook_bit, offsets, read,
+        stronger, verdict, Report,
+    },
+};
+
+const EACCES: i32 = 13;
+const SIGKILL: u32 = 9;
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved ring buffer entry; kernel memory is read through probes.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Exec);
+        (*ev).filename[0] = 0;
+        if let Some(name) = read::<*const u8>(bprm, offsets().binprm_filename) {
+            let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).filename);
+        }
+    }
+    entry.submit(0);
+    0
+}
+
+/// Exec rule for a binary's identity.
+#[inline(always)]
+fn inode_rule(file: *const u8, generation: u32) -> RuleRef {
+    let Some(key) = file_identity(file, generation) else {
+        return RuleRef::default();
+    };
+    match INODE_RULES.get_ptr(&key) {
+        // SAFETY: pointer into a map value returned by lookup.
+        Some(r) => unsafe { (*r).exec },
+        None => RuleRef::default(),
+    }
+}
+
+/// Combines identity and path matches, reports, returns whether to block.
+#[inline(always)]
+fn decide_exec(by_inode: RuleRef, key: *mut PathKey, n: i64, backend: BackendKind) -> bool {
+    let Some(cfg) = config() else {
+        return false;
+    };
+    let by_path = if n > 1 {
+        path_rules(key, cfg.generation, n as u32)
+            .map(|r| r.slots[Hook::Exec as usize])
+            .unwrap_or_default()
+    } else {
+        RuleRef::default()
+    };
+    let (rule, _) = stronger(by_inode, Hook::Exec, by_path, Hook::Exec);
+    let Some((verdict, block)) = verdict(cfg, Hook::Exec, &rule) else {
+        return false;
+    };
+    let report = Report {
+        hook: Hook::Exec,
+        backend,
+        verdict,
+        rule_id: rule.rule_id,
+        flags: 0,
+        family: 0,
+        port: 0,
+        protocol: 0,
+        addr: [0; 16],
+    };
+    emit(&report, if n > 1 { Some(key) } else { None });
+    block
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    if !governed(cfg, hook_bit(Hook::Exec)) {
+        return 0;
+    }
+    let off = offsets();
+    // SAFETY: a typed load from the hook's trusted `struct linux_binprm *`,
+    // so the verifier knows the result is a `struct file *` for bpf_d_path.
+    let file = unsafe { *(bprm.add(off.binprm_file as usize) as *const *const u8) };
+    if file.is_null() {
+        return 0;
+    }
+    let by_inode = inode_rule(file, cfg.generation);
+    let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `f_path` offset from BTF; buffer is the scratch key after its generation byte.
+    let n = unsafe {
+        bpf_d_path(
+            file.add(off.file_f_path as usize) as *mut path,
+            (*key).data.as_mut_ptr().add(1) as *mut _,
+            (PATH_KEY_LEN - 1) as u32,
+        )
+    };
+    if decide_exec(by_inode, key, n, BackendKind::Lsm) {
+        -EACCES
+    } else {
+        0
+    }
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    if !governed(cfg, hook_bit(Hook::Exec)) {
+        return 0;
+    }
+    let off = offsets();
+    let by_inode = match read::<*const u8>(bprm, off.binprm_file) {
+        Some(file) if !file.is_null() => inode_rule(file, cfg.generation),
+        _ => RuleRef::default(),
+    };
+    let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // The name as passed to execve: only absolute names can match path rules.
+    let mut n: i64 = 0;
+    if let Some(name) = read::<*const u8>(bprm, off.binprm_filename) {
+        // SAFETY: kernel string read through the probe helper into the scratch key.
+        unsafe {
+            let dst = &mut (&mut (*key).data)[1..];
+            if let Ok(s) = bpf_probe_read_kernel_str_bytes(name, dst) {
+                if s.first() == Some(&b'/') {
+                    n = s.len() as i64 + 1;
+                }
+            }
+        }
+    }
+    if decide_exec(by_inode, key, n, BackendKind::Fallback) {
+        // SAFETY: signals the current task, which has just been given the new image.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}

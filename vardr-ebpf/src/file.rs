@@ -1,0 +1,199 @@
+//! File opens: `lsm/file_open` (deny with EPERM) and, where BPF LSM is not
+//! usable, the open syscall tracepoints (SIGKILL; the open itself happens).
+use aya_ebpf::{
+    bindings::path,
+    helpers::{bpf_d_path, bpf_send_signal, generated::bpf_probe_read_user_str},
+    macros::{lsm, tracepoint},
+    maps::lpm_trie::Key,
+    programs::{LsmContext, TracePointContext},
+};
+use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
+
+use crate::{
+    maps::{PATH_RULES, PATH_SCRATCH},
+    shared::{config, emit, governed, hook_bit, offsets, read, stronger, verdict, Report},
+};
+
+const EPERM: i32 = 1;
+const SIGKILL: u32 = 9;
+const O_ACCMODE: u32 = 0o3;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_APPEND: u32 = 0o2000;
+
+pub type PathKey = Key<[u8; PATH_KEY_LEN]>;
+
+/// Opens that can change the file: write access, create, truncate, append.
+#[inline(always)]
+fn write_intent(flags: u32) -> bool {
+    flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC | O_APPEND) != 0
+}
+
+/// Looks up the path in the scratch key (`n` bytes at `data[1..]`, NUL included).
+#[inline(always)]
+pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> Option<PathRules> {
+    // SAFETY: `key` is this CPU's scratch slot.
+    unsafe {
+        (*key).data[0] = generation as u8;
+        (*key).prefix_len = (1 + n) * 8;
+        PATH_RULES.get(&*key).copied()
+    }
+}
+
+/// Whether any file rule could apply to an open with these flags.
+#[inline(always)]
+fn file_rules_apply(cfg: &Config, flags: u32) -> bool {
+    let open = cfg.active_mask & hook_bit(Hook::FileOpen) != 0;
+    let write = cfg.active_mask & hook_bit(Hook::FileWrite) != 0 && write_intent(flags);
+    open || write
+}
+
+/// Decides an open of the path in `key`; reports a match; returns whether to block.
+#[inline(always)]
+fn decide_open(cfg: &Config, key: *mut PathKey, n: u32, flags: u32, backend: BackendKind) -> bool {
+    let Some(rules) = path_rules(key, cfg.generation, n) else {
+        return false;
+    };
+    let (mut rule, mut hook) = (rules.slots[Hook::FileOpen as usize], Hook::FileOpen);
+    if write_intent(flags) {
+        (rule, hook) = stronger(
+            rule,
+            hook,
+            rules.slots[Hook::FileWrite as usize],
+            Hook::FileWrite,
+        );
+    }
+    let Some((verdict, block)) = verdict(cfg, hook, &rule) else {
+        return false;
+    };
+    let report = Report {
+        hook,
+        backend,
+        verdict,
+        rule_id: rule.rule_id,
+        flags,
+        family: 0,
+        port: 0,
+        protocol: 0,
+        addr: [0; 16],
+    };
+    emit(&report, Some(key));
+    block
+}
+
+#[lsm(hook = "file_open")]
+pub fn vardr_file_open(ctx: LsmContext) -> i32 {
+    // file_open(struct file *file); the previous LSM's verdict follows the arguments.
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let off = offsets();
+    let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
+    if !file_rules_apply(cfg, flags)
+        || !governed(cfg, hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite))
+    {
+        return 0;
+    }
+    let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `file` is the hook's trusted `struct file *`, `f_path` its
+    // offset from BTF; the buffer is this CPU's scratch key after the generation byte.
+    let n = unsafe {
+        bpf_d_path(
+            file.add(off.file_f_path as usize) as *mut path,
+            (*key).data.as_mut_ptr().add(1) as *mut _,
+            (PATH_KEY_LEN - 1) as u32,
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    if decide_open(cfg, key, n as u32, flags, BackendKind::Lsm) {
+        -EPERM
+    } else {
+        0
+    }
+}
+
+/// Fallback: the path as the caller wrote it (absolute paths only), then SIGKILL.
+#[inline(always)]
+fn fallback_open(filename: *const u8, flags: u32) -> u32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    if !file_rules_apply(cfg, flags)
+        || !governed(cfg, hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite))
+    {
+        return 0;
+    }
+    let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: user memory is only read through the probe helper, into the scratch key.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            (*key).data.as_mut_ptr().add(1) as *mut _,
+            (PATH_KEY_LEN - 1) as u32,
+            filename as *const _,
+        )
+    };
+    // SAFETY: scratch key read.
+    if n <= 1 || unsafe { (*key).data[1] } != b'/' {
+        return 0;
+    }
+    if decide_open(cfg, key, n as u32, flags, BackendKind::Fallback) {
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+// Syscall tracepoint records: 8 bytes of common fields, the syscall number,
+// then each argument in an 8-byte slot from offset 16.
+
+#[tracepoint]
+pub fn vardr_sys_openat(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets of the sys_enter_openat record (dfd, filename, flags, mode).
+    let (name, flags) = unsafe { (ctx.read_at::<u64>(24), ctx.read_at::<u64>(32)) };
+    match (name, flags) {
+        (Ok(n), Ok(f)) => fallback_open(n as *const u8, f as u32),
+        _ => 0,
+    }
+}
+
+#[tracepoint]
+pub fn vardr_sys_openat2(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_openat2 record (dfd, filename, how, usize); how->flags is the first u64.
+    unsafe {
+        let (Ok(name), Ok(how)) = (ctx.read_at::<u64>(24), ctx.read_at::<u64>(32)) else {
+            return 0;
+        };
+        let flags = aya_ebpf::helpers::bpf_probe_read_user(how as *const u64).unwrap_or(0);
+        fallback_open(name as *const u8, flags as u32)
+    }
+}
+
+#[tracepoint]
+pub fn vardr_sys_open(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_open record (filename, flags, mode).
+    let (name, flags) = unsafe { (ctx.read_at::<u64>(16), ctx.read_at::<u64>(24)) };
+    match (name, flags) {
+        (Ok(n), Ok(f)) => fallback_open(n as *const u8, f as u32),
+        _ => 0,
+    }
+}
+
+#[tracepoint]
+pub fn vardr_sys_creat(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_creat record (pathname, mode); creat means O_CREAT|O_WRONLY|O_TRUNC.
+    match unsafe { ctx.read_at::<u64>(16) } {
+        Ok(n) => fallback_open(n as *const u8, O_CREAT | 1 | O_TRUNC),
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,47 @@
+//! Maps shared by all programs. Rule keys carry a generation so a reload can
+//! write a whole new rule set beside the old one and switch with one write.
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use vardr_common::{
+    Config, InodeKey, InodeRule, PathRules, PidKey, RuleRef, NET4_KEY_LEN, NET6_KEY_LEN,
+    PATH_KEY_LEN,
+};
+
+/// Default capacities; userspace sets the real ones before loading.
+const RULES: u32 = 1 << 18;
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Ring buffer reservations that failed (events lost), per CPU.
+#[map]
+pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
+#[map]
+pub static PATH_RULES: LpmTrie<[u8; PATH_KEY_LEN], PathRules> = LpmTrie::with_max_entries(RULES, 0);
+
+/// Exec rules and exempt binaries by file identity.
+#[map]
+pub static INODE_RULES: HashMap<InodeKey, InodeRule> =
+    HashMap::with_max_entries(RULES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static EXEMPT_PIDS: HashMap<PidKey, u32> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// CIDR rules: key = generation, protocol, port (BE), address.
+#[map]
+pub static NET4_RULES: LpmTrie<[u8; NET4_KEY_LEN], RuleRef> = LpmTrie::with_max_entries(RULES, 0);
+
+#[map]
+pub static NET6_RULES: LpmTrie<[u8; NET6_KEY_LEN], RuleRef> = LpmTrie::with_max_entries(RULES, 0);
+
+/// Per-CPU room for a path key: too big for the 512-byte BPF stack.
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,231 @@
+//! Governance checks, rule decisions and event emission shared by the hooks.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    },
+    maps::lpm_trie::Key,
+    Global,
+};
+use vardr_common::{
+    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PidKey,
+    PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, PATH_KEY_LEN,
+};
+
+use crate::maps::{CONFIG, EVENTS, EXEMPT_PIDS, INODE_RULES, LOST_EVENTS};
+
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    file_f_path: 0,
+    file_f_inode: 0,
+    file_f_flags: 0,
+    file_f_mode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    super_block_s_dev: 0,
+    binprm_file: 0,
+    binprm_filename: 0,
+    task_flags: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    socket_type: 0,
+});
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    OFFSETS.load()
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// Reads a kernel value at `base + off`, or `None` if the read faults.
+#[inline(always)]
+pub fn read<T>(base: *const u8, off: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) }.ok()
+}
+
+/// Identity (device, inode) of a `struct file *`.
+#[inline(always)]
+pub fn file_identity(file: *const u8, generation: u32) -> Option<InodeKey> {
+    let off = offsets();
+    let inode: *const u8 = read(file, off.file_f_inode)?;
+    let ino: u64 = read(inode, off.inode_i_ino)?;
+    let sb: *const u8 = read(inode, off.inode_i_sb)?;
+    let dev: u32 = read(sb, off.super_block_s_dev)?;
+    Some(InodeKey {
+        generation,
+        dev,
+        ino,
+    })
+}
+
+#[inline(always)]
+pub fn hook_bit(hook: Hook) -> u32 {
+    1 << hook as u32
+}
+
+/// Whether rules apply to the current task: not exempt and inside the scope.
+#[inline(always)]
+pub fn governed(cfg: &Config, hooks: u32) -> bool {
+    if cfg.active_mask & hooks == 0 {
+        return false;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == 1 || tgid == cfg.agent_tgid {
+        return false;
+    }
+    // SAFETY: helpers without pointer arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if cfg.agent_cgroup_id != 0 && cgroup == cfg.agent_cgroup_id {
+        return false;
+    }
+    if cfg.scope_cgroup_id != 0 {
+        // SAFETY: helper without pointer arguments.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(cfg.scope_level as i32) };
+        if id != cfg.scope_cgroup_id {
+            return false;
+        }
+    }
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let flags: u32 = read(task, off.task_flags).unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return false;
+    }
+    if cfg.has_exempt_pids != 0 {
+        let key = PidKey {
+            generation: cfg.generation,
+            tgid,
+        };
+        if EXEMPT_PIDS.get_ptr(&key).is_some() {
+            return false;
+        }
+    }
+    if cfg.has_exempt_binaries != 0 {
+        if let Some(mm) = read::<*const u8>(task, off.task_mm) {
+            if let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) {
+                if let Some(key) = file_identity(exe, cfg.generation) {
+                    if let Some(rule) = INODE_RULES.get_ptr(&key) {
+                        // SAFETY: pointer into a map value returned by lookup.
+                        if unsafe { (*rule).exempt } != 0 {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// The stronger of two matches: deny > alert > allow > none.
+#[inline(always)]
+pub fn stronger(a: RuleRef, a_hook: Hook, b: RuleRef, b_hook: Hook) -> (RuleRef, Hook) {
+    let rank = |r: &RuleRef| match r.action {
+        x if x == Action::Deny as u32 => 3,
+        x if x == Action::Alert as u32 => 2,
+        x if x == Action::Allow as u32 => 1,
+        _ => 0,
+    };
+    if rank(&b) > rank(&a) {
+        (b, b_hook)
+    } else {
+        (a, a_hook)
+    }
+}
+
+/// Outcome of a matched rule: the verdict to report and whether to block.
+#[inline(always)]
+pub fn verdict(cfg: &Config, hook: Hook, rule: &RuleRef) -> Option<(Verdict, bool)> {
+    if rule.action == Action::Deny as u32 {
+        if cfg.enforce_mask & hook_bit(hook) != 0 {
+            Some((Verdict::Deny, true))
+        } else {
+            Some((Verdict::Audit, false))
+        }
+    } else if rule.action == Action::Alert as u32 {
+        Some((Verdict::Alert, false))
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub fn fill_header(h: &mut EventHeader, kind: EventKind) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    h.kind = kind as u32;
+    h._pad = 0;
+    // SAFETY: helpers without pointer arguments.
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.tid = pid_tgid as u32;
+    h.pid = (pid_tgid >> 32) as u32;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+}
+
+#[inline(always)]
+pub fn count_lost() {
+    if let Some(n) = LOST_EVENTS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe { *n += 1 };
+    }
+}
+
+/// What a policy event says beyond the header.
+pub struct Report {
+    pub hook: Hook,
+    pub backend: BackendKind,
+    pub verdict: Verdict,
+    pub rule_id: u32,
+    pub flags: u32,
+    pub family: u16,
+    pub port: u16,
+    pub protocol: u32,
+    pub addr: [u8; 16],
+}
+
+/// Emits a policy event; `path` is a path key (generation byte first) or none.
+#[inline(always)]
+pub fn emit(r: &Report, path: Option<*const Key<[u8; PATH_KEY_LEN]>>) {
+    let Some(mut entry) = EVENTS.reserve::<PolicyEvent>(0) else {
+        count_lost();
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved ring buffer entry of the right size; `path`
+    // points at this CPU's scratch key.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Policy);
+        (*ev).hook = r.hook as u32;
+        (*ev).backend = r.backend as u32;
+        (*ev).verdict = r.verdict as u32;
+        (*ev).rule_id = r.rule_id;
+        (*ev).flags = r.flags;
+        (*ev).family = r.family;
+        (*ev).port = r.port;
+        (*ev).protocol = r.protocol;
+        (*ev)._pad = 0;
+        (*ev).addr = r.addr;
+        match path {
+            Some(k) => core::ptr::copy_nonoverlapping(
+                (*k).data.as_ptr().add(1),
+                (*ev).path.as_mut_ptr(),
+                EVENT_PATH_LEN - 1,
+            ),
+            None => (*ev).path[0] = 0,
+        }
+        (*ev).path[EVENT_PATH_LEN - 1] = 0;
+    }
+    entry.submit(0);
+}

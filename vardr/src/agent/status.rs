@@ -1,0 +1,104 @@
+//! The agent's status file (`<runtime-dir>/status.json`), read by
+//! `vardr status` and `vardr policy apply`, and the apply request file.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/vardr";
+const STATUS: &str = "status.json";
+const APPLY_REQUEST: &str = "apply-request";
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct HookStatus {
+    pub hook: String,
+    pub backend: String,
+    pub enforcing: bool,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct ReloadStatus {
+    /// Increments on every reload attempt.
+    pub seq: u64,
+    pub ok: bool,
+    pub at: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Status {
+    pub pid: u32,
+    pub started_at: String,
+    pub kernel: String,
+    /// "enforce" or "audit".
+    pub mode: String,
+    pub policy_path: PathBuf,
+    pub policy_name: String,
+    pub rules: usize,
+    pub scope_cgroup: Option<PathBuf>,
+    pub hooks: Vec<HookStatus>,
+    pub last_reload: ReloadStatus,
+    pub events_lost: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no running agent found ({path}: {source}); is `vardr agent` running with --runtime-dir {dir}?")]
+    NotRunning {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, #[source] serde_json::Error),
+}
+
+pub fn status_path(dir: &Path) -> PathBuf {
+    dir.join(STATUS)
+}
+
+pub fn request_path(dir: &Path) -> PathBuf {
+    dir.join(APPLY_REQUEST)
+}
+
+/// Creates the runtime directory, readable by root only.
+pub fn create_dir(dir: &Path) -> Result<(), StatusError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StatusError::Io(dir.into(), e))
+}
+
+/// Writes the status atomically (temp file + rename).
+pub fn write(dir: &Path, s: &Status) -> Result<(), StatusError> {
+    let path = status_path(dir);
+    let tmp = dir.join(".status.json.tmp");
+    let json = serde_json::to_vec_pretty(s).map_err(|e| StatusError::Parse(path.clone(), e))?;
+    std::fs::write(&tmp, json).map_err(|e| StatusError::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StatusError::Io(path, e))
+}
+
+pub fn read(dir: &Path) -> Result<Status, StatusError> {
+    let path = status_path(dir);
+    let text = std::fs::read(&path).map_err(|source| StatusError::NotRunning {
+        path: path.clone(),
+        dir: dir.into(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| StatusError::Parse(path, e))
+}
+
+/// Removes the status file when the agent stops.
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_file(status_path(dir));
+    let _ = std::fs::remove_file(request_path(dir));
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

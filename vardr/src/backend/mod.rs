@@ -1,0 +1,324 @@
+//! Layer 1 loader: attaches the programs of the chosen backend for each hook
+//! and writes compiled rule sets into the maps, switching atomically.
+mod maps;
+mod plan;
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use vardr_common::{Config, Hook as KHook};
+
+pub use maps::ApplyStats;
+pub use plan::{BackendChoice, Plan, PlanError};
+
+use crate::{
+    bpf,
+    compile::{Limits, RuleSet},
+    kernel::{self, cgroup, mounts},
+    probe::{Backend, HookKind},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Btf(#[from] kernel::btf::BtfError),
+    #[error("loading the BPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("BPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("BPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("BPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("BPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// How the enforcer is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Deny in the kernel (otherwise matches produce `audit` events).
+    pub enforce: bool,
+    /// Govern only this cgroup v2 subtree.
+    pub scope_cgroup: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// The loaded programs and maps. Dropping it detaches everything.
+pub struct Enforcer {
+    ebpf: Ebpf,
+    plan: Plan,
+    config: Config,
+    written: maps::Written,
+    // Keep mounts and the cgroup fd alive as long as the programs.
+    _tracefs: Option<mounts::MountGuard>,
+    _cgroup_fd: Option<File>,
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BackendError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(BackendError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| BackendError::Program { name, source })
+}
+
+fn perr(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BackendError {
+    move |source| BackendError::Program { name, source }
+}
+
+impl Enforcer {
+    /// Loads the object, writes the initial config (no rules active), then
+    /// attaches the programs of `plan`. Nothing can be denied before the
+    /// first [`Enforcer::apply`].
+    pub fn start(plan: Plan, opts: &Options) -> Result<Self, BackendError> {
+        let offsets = kernel::btf::kernel_offsets()?;
+        bpf::raise_memlock_limit();
+        let btf = Btf::from_sys_fs().map_err(|e| BackendError::Load(e.into()))?;
+        let l = &opts.limits;
+        // Two generations live side by side during a reload.
+        let cap = |n: usize| (n.saturating_mul(2)).clamp(16, u32::MAX as usize) as u32;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries(bpf::maps::PATH_RULES, cap(l.path_entries))
+            .map_max_entries(bpf::maps::INODE_RULES, cap(l.inode_entries))
+            .map_max_entries(bpf::maps::NET4_RULES, cap(l.net4_entries))
+            .map_max_entries(bpf::maps::NET6_RULES, cap(l.net6_entries))
+            .map_max_entries(bpf::maps::EXEMPT_PIDS, cap(l.exempt_pids))
+            .load(bpf::AGENT_OBJECT)?;
+
+        let root = cgroup::root()?;
+        let (scope_id, scope_level) = match &opts.scope_cgroup {
+            Some(p) => (cgroup::id(p)?, cgroup::level(&root, p)?),
+            None => (0, 0),
+        };
+        let me = std::process::id();
+        let config = Config {
+            generation: 0,
+            enforce_mask: 0,
+            active_mask: 0,
+            has_exempt_pids: 0,
+            has_exempt_binaries: 0,
+            agent_tgid: me,
+            agent_cgroup_id: own_service_cgroup(&root, me),
+            scope_cgroup_id: scope_id,
+            scope_level,
+            _pad: 0,
+        };
+        maps::write_config(&mut ebpf, &config)?;
+
+        let mut this = Self {
+            ebpf,
+            plan,
+            config,
+            written: maps::Written::default(),
+            _tracefs: None,
+            _cgroup_fd: None,
+        };
+        this.config.enforce_mask = this.enforce_mask(opts.enforce);
+        this.attach(&btf, &root, opts.scope_cgroup.as_deref())?;
+        Ok(this)
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Enforcement bit per kernel hook: on only where the backend can block.
+    fn enforce_mask(&self, enforce: bool) -> u32 {
+        if !enforce {
+            return 0;
+        }
+        let mut mask = 0;
+        let mut set = |h: KHook, b: Backend| {
+            if matches!(b, Backend::Lsm | Backend::Fallback) {
+                mask |= 1 << h as u32;
+            }
+        };
+        set(KHook::FileOpen, self.plan.file.backend);
+        set(KHook::FileWrite, self.plan.file.backend);
+        set(KHook::Exec, self.plan.exec.backend);
+        set(KHook::Connect, self.plan.network.backend);
+        mask
+    }
+
+    fn attach(
+        &mut self,
+        btf: &Btf,
+        root: &std::path::Path,
+        scope: Option<&std::path::Path>,
+    ) -> Result<(), BackendError> {
+        let ebpf = &mut self.ebpf;
+        // Exec events, on every backend.
+        let p: &mut BtfTracePoint = prog(ebpf, bpf::progs::EXEC)?;
+        p.load("sched_process_exec", btf)
+            .map_err(perr(bpf::progs::EXEC))?;
+        p.attach().map_err(perr(bpf::progs::EXEC))?;
+
+        match self.plan.file.backend {
+            Backend::Lsm => attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?,
+            Backend::Fallback | Backend::Audit => {
+                let (_, guard) =
+                    mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;
+                self._tracefs = guard;
+                for (name, tp, required) in bpf::progs::OPEN_TRACEPOINTS {
+                    let p: &mut TracePoint = prog(ebpf, name)?;
+                    p.load().map_err(perr(name))?;
+                    match p.attach("syscalls", tp) {
+                        Ok(_) => {}
+                        Err(e) if !required => {
+                            tracing::debug!("tracepoint syscalls/{tp} unavailable: {e}")
+                        }
+                        Err(e) => return Err(perr(name)(e)),
+                    }
+                }
+            }
+            Backend::None => {}
+        }
+        match self.plan.exec.backend {
+            Backend::Lsm => {
+                attach_lsm(ebpf, btf, bpf::progs::LSM_BPRM_CHECK, "bprm_check_security")?
+            }
+            Backend::Fallback | Backend::Audit => {
+                let name = bpf::progs::EXEC_FALLBACK;
+                let p: &mut BtfTracePoint = prog(ebpf, name)?;
+                p.load("sched_process_exec", btf).map_err(perr(name))?;
+                p.attach().map_err(perr(name))?;
+            }
+            Backend::None => {}
+        }
+        match self.plan.network.backend {
+            Backend::Lsm => {
+                attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_CONNECT, "socket_connect")?
+            }
+            Backend::Fallback | Backend::Audit => {
+                let target = scope.unwrap_or(root);
+                let fd = File::open(target).map_err(|e| {
+                    BackendError::Io(format!("open cgroup {}", target.display()), e)
+                })?;
+                for name in bpf::progs::SOCK_ADDR {
+                    let p: &mut CgroupSockAddr = prog(ebpf, name)?;
+                    p.load().map_err(perr(name))?;
+                    // On 5.7+ aya attaches with a BPF link, which always coexists
+                    // with other programs and must be created with flags 0 (Single).
+                    p.attach(&fd, CgroupAttachMode::Single)
+                        .map_err(perr(name))?;
+                }
+                self._cgroup_fd = Some(fd);
+            }
+            Backend::None => {}
+        }
+        Ok(())
+    }
+
+    /// Replaces the rule set: writes it under the unused generation, flips
+    /// the generation in one map write, then deletes the old entries. On
+    /// error the running rule set stays in force.
+    pub fn apply(&mut self, set: &RuleSet) -> Result<ApplyStats, BackendError> {
+        let next = 1 - self.config.generation;
+        let written = match maps::write_rules(&mut self.ebpf, set, next) {
+            Ok(w) => w,
+            Err((partial, e)) => {
+                maps::delete(&mut self.ebpf, &partial);
+                return Err(e);
+            }
+        };
+        let mut cfg = self.config;
+        cfg.generation = next;
+        cfg.active_mask = set.active_mask;
+        cfg.has_exempt_pids = u32::from(!set.exempt_pids.is_empty());
+        cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
+        if let Err(e) = maps::write_config(&mut self.ebpf, &cfg) {
+            maps::delete(&mut self.ebpf, &written);
+            return Err(e);
+        }
+        self.config = cfg;
+        let old = std::mem::replace(&mut self.written, written);
+        let stats = self.written.stats();
+        maps::delete(&mut self.ebpf, &old);
+        Ok(stats)
+    }
+
+    /// Turns kernel enforcement on or off without touching the rules.
+    pub fn set_enforce(&mut self, enforce: bool) -> Result<(), BackendError> {
+        let mut cfg = self.config;
+        cfg.enforce_mask = self.enforce_mask(enforce);
+        maps::write_config(&mut self.ebpf, &cfg)?;
+        self.config = cfg;
+        Ok(())
+    }
+
+    /// Whether the kernel blocks matches of `hook`.
+    pub fn enforcing(&self, hook: HookKind) -> bool {
+        let h = match hook {
+            HookKind::File => KHook::FileOpen,
+            HookKind::Exec => KHook::Exec,
+            HookKind::Network => KHook::Connect,
+        };
+        self.config.enforce_mask & (1 << h as u32) != 0
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BackendError> {
+        let name = bpf::maps::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(BackendError::MissingMap(name))?;
+        RingBuf::try_from(map).map_err(|source| BackendError::Map { name, source })
+    }
+
+    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
+    pub fn lost_events(&self) -> Result<u64, BackendError> {
+        let name = bpf::maps::LOST_EVENTS;
+        let map = self.ebpf.map(name).ok_or(BackendError::MissingMap(name))?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| BackendError::Map { name, source })?;
+        let vals = arr
+            .get(&0, 0)
+            .map_err(|source| BackendError::Map { name, source })?;
+        Ok(vals.iter().sum())
+    }
+}
+
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    hook: &str,
+) -> Result<(), BackendError> {
+    let p: &mut Lsm = prog(ebpf, name)?;
+    p.load(hook, btf).map_err(perr(name))?;
+    p.attach().map_err(perr(name))?;
+    Ok(())
+}
+
+/// The agent's cgroup, when it is the dedicated `vardr.service` unit: the
+/// seed exempts the service's cgroup. A shared cgroup (a login session, a
+/// test runner) is not exempted: only the agent process itself is.
+fn own_service_cgroup(root: &std::path::Path, pid: u32) -> u64 {
+    match cgroup::of_pid(root, pid) {
+        Ok(p) if p.file_name().is_some_and(|n| n == "vardr.service") => cgroup::id(&p).unwrap_or(0),
+        _ => 0,
+    }
+}

@@ -1,0 +1,267 @@
+//! Compiles a validated [`Policy`] into the entries of the Layer 1 maps.
+//!
+//! Entries are generation-free here; the loader adds the generation byte
+//! when it writes them, so the same rule set can go into either half.
+mod net;
+mod paths;
+
+use std::{collections::HashMap, os::unix::fs::MetadataExt};
+
+use vardr_common::{Action as KAction, InodeRule, RuleRef};
+
+use crate::{
+    events::RuleInfo,
+    policy::{Action, Hook, Policy, Severity},
+};
+
+pub use net::{NetEntry, NET_ANY_PROTOCOL};
+pub use paths::PathEntry;
+
+/// Map capacities; a policy that does not fit is rejected with a clear error.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub path_entries: usize,
+    pub inode_entries: usize,
+    pub net4_entries: usize,
+    pub net6_entries: usize,
+    pub exempt_pids: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            path_entries: 1 << 17,
+            inode_entries: 1 << 17,
+            net4_entries: 1 << 17,
+            net6_entries: 1 << 17,
+            exempt_pids: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error(
+        "policy needs {needed} {what} entries, more than the limit of {limit} (see --max-rules)"
+    )]
+    TooMany {
+        what: &'static str,
+        needed: usize,
+        limit: usize,
+    },
+}
+
+/// Identity of a file as the kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// Kernel-internal dev_t: MAJOR << 20 | MINOR.
+    pub dev: u32,
+    pub ino: u64,
+}
+
+impl Identity {
+    /// Identity of the file at `path` (following symlinks, as exec does).
+    pub fn of(path: &str) -> std::io::Result<Self> {
+        let md = std::fs::metadata(path)?;
+        let dev = md.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        Ok(Self {
+            dev: (major << 20) | (minor & 0xfffff),
+            ino: md.ino(),
+        })
+    }
+}
+
+/// Everything the loader writes for one policy.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub policy_name: String,
+    pub rules: HashMap<u32, RuleInfo>,
+    pub paths: Vec<PathEntry>,
+    pub inodes: Vec<(Identity, InodeRule)>,
+    pub net4: Vec<NetEntry<4>>,
+    pub net6: Vec<NetEntry<16>>,
+    pub exempt_pids: Vec<u32>,
+    /// Bit per kernel hook that has at least one rule.
+    pub active_mask: u32,
+    pub has_exempt_binaries: bool,
+    /// Things the user should know (a binary that does not exist, ...).
+    pub warnings: Vec<String>,
+}
+
+impl RuleSet {
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+}
+
+pub fn kernel_hook(h: Hook) -> vardr_common::Hook {
+    match h {
+        Hook::FileOpen => vardr_common::Hook::FileOpen,
+        Hook::FileWrite => vardr_common::Hook::FileWrite,
+        Hook::Exec => vardr_common::Hook::Exec,
+        Hook::Connect => vardr_common::Hook::Connect,
+    }
+}
+
+fn kernel_action(a: Action) -> KAction {
+    match a {
+        Action::Deny => KAction::Deny,
+        Action::Alert => KAction::Alert,
+        Action::Allow => KAction::Allow,
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+/// Rank for conflicts on one key: deny > alert > allow.
+pub(crate) fn rank(r: &RuleRef) -> u8 {
+    match r.action {
+        x if x == KAction::Deny as u32 => 3,
+        x if x == KAction::Alert as u32 => 2,
+        x if x == KAction::Allow as u32 => 1,
+        _ => 0,
+    }
+}
+
+/// Compiles `policy`, numbering its rules from `first_id` (ids stay unique
+/// across reloads, so events in flight map to the rule that matched).
+pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSet, CompileError> {
+    let mut set = RuleSet {
+        policy_name: policy.name.clone(),
+        exempt_pids: policy.exempt_pids.clone(),
+        ..Default::default()
+    };
+    let mut path_rules = paths::Builder::default();
+    let mut net_rules = net::Builder::default();
+    let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
+
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let id = first_id + i as u32;
+        set.rules.insert(
+            id,
+            RuleInfo {
+                policy_name: policy.name.clone(),
+                rule: rule.name.clone(),
+                severity: severity_name(rule.severity).into(),
+            },
+        );
+        let r = RuleRef {
+            rule_id: id,
+            action: kernel_action(rule.action) as u32,
+        };
+        let hook = kernel_hook(rule.hook);
+        set.active_mask |= 1 << hook as u32;
+        match rule.hook {
+            Hook::FileOpen | Hook::FileWrite | Hook::Exec => {
+                for p in rule.paths.iter().chain(&rule.binaries) {
+                    path_rules.add(paths::exact_key(p), hook, r);
+                }
+                for p in &rule.prefixes {
+                    // The directory itself, and everything under it.
+                    let dir = p.trim_end_matches('/');
+                    if !dir.is_empty() {
+                        path_rules.add(paths::exact_key(dir), hook, r);
+                    }
+                    path_rules.add(p.as_bytes().to_vec(), hook, r);
+                }
+                for b in &rule.binaries {
+                    match Identity::of(b) {
+                        Ok(id) => {
+                            let e = inodes.entry(id).or_default();
+                            if rank(&r) > rank(&e.exec) {
+                                e.exec = r;
+                            }
+                        }
+                        Err(e) => set.warnings.push(format!(
+                            "rule {}: binary {b}: {e}; matched by path only until the next reload",
+                            rule.name
+                        )),
+                    }
+                }
+            }
+            Hook::Connect => net_rules.add(rule, r),
+        }
+    }
+    for b in &policy.exempt_binaries {
+        match Identity::of(b) {
+            Ok(id) => {
+                inodes.entry(id).or_default().exempt = 1;
+                set.has_exempt_binaries = true;
+            }
+            Err(e) => set.warnings.push(format!(
+                "exempt binary {b}: {e}; not exempt until the next reload"
+            )),
+        }
+    }
+    set.paths = path_rules.finish();
+    (set.net4, set.net6) = net_rules.finish();
+    set.inodes = inodes.into_iter().collect();
+
+    let check = |what, needed: usize, limit| {
+        if needed > limit {
+            Err(CompileError::TooMany {
+                what,
+                needed,
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    check("path", set.paths.len(), limits.path_entries)?;
+    check("binary identity", set.inodes.len(), limits.inode_entries)?;
+    check("IPv4 network", set.net4.len(), limits.net4_entries)?;
+    check("IPv6 network", set.net6.len(), limits.net6_entries)?;
+    check("exempt pid", set.exempt_pids.len(), limits.exempt_pids)?;
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy;
+
+    fn policy(rules: &str) -> Policy {
+        let y = format!(
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: t\nspec:\n  rules:\n{rules}"
+        );
+        policy::parse(&y, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn limits_are_enforced_with_a_clear_error() {
+        let p = policy("    - name: a\n      hook: file_open\n      action: deny\n      match: { paths: [/a, /b, /c] }\n");
+        let limits = Limits {
+            path_entries: 2,
+            ..Default::default()
+        };
+        let e = compile(&p, 1, &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policy needs 3 path entries, more than the limit of 2 (see --max-rules)"
+        );
+    }
+
+    #[test]
+    fn binaries_get_identity_and_path_entries() {
+        let p = policy("    - name: sh\n      hook: exec\n      action: deny\n      match: { binaries: [/bin/sh, /nonexistent/x] }\n");
+        let set = compile(&p, 10, &Limits::default()).unwrap();
+        assert_eq!(set.inodes.len(), 1);
+        assert_eq!(set.inodes[0].1.exec.rule_id, 10);
+        assert_eq!(set.paths.len(), 2);
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+        assert_eq!(set.rules[&10].rule, "sh");
+        assert_eq!(set.active_mask, 1 << vardr_common::Hook::Exec as u32);
+    }
+}

@@ -1,0 +1,163 @@
+//! Path entries for the LPM trie, with inherited rules folded in.
+//!
+//! An LPM lookup returns only the single longest matching key, so each key
+//! must carry, per hook, the rule of its own longest matching ancestor when
+//! it has none of its own: with `deny /etc/` (file_open) and `deny writes
+//! /etc/hosts` (file_write), the key `/etc/hosts` must still deny opens.
+use std::collections::BTreeMap;
+
+use vardr_common::{Hook, PathRules, RuleRef};
+
+use super::rank;
+
+/// A path key (without the generation byte) and its folded rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathEntry {
+    /// Path bytes; exact paths end with their NUL, prefixes with `/`.
+    pub key: Vec<u8>,
+    pub rules: PathRules,
+}
+
+impl PathEntry {
+    /// Significant bits of the key.
+    pub fn prefix_bits(&self) -> u32 {
+        (self.key.len() * 8) as u32
+    }
+}
+
+/// Key of an exact path: the NUL keeps `/etc/shadow` from matching `/etc/shadow2`.
+pub fn exact_key(path: &str) -> Vec<u8> {
+    let mut k = path.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+#[derive(Default)]
+pub struct Builder {
+    own: BTreeMap<Vec<u8>, PathRules>,
+}
+
+impl Builder {
+    /// Adds a rule; on the same key and hook the stronger action wins.
+    pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {
+        let slot = &mut self.own.entry(key).or_default().slots[hook as usize];
+        if rank(&r) > rank(slot) {
+            *slot = r;
+        }
+    }
+
+    /// Keys in sorted order put every ancestor before its descendants, so a
+    /// stack of open ancestors gives each key its inherited rules in one pass.
+    pub fn finish(self) -> Vec<PathEntry> {
+        let mut out: Vec<PathEntry> = Vec::with_capacity(self.own.len());
+        let mut stack: Vec<usize> = Vec::new();
+        for (key, own) in self.own {
+            while let Some(&top) = stack.last() {
+                if key.starts_with(&out[top].key) {
+                    break;
+                }
+                stack.pop();
+            }
+            let mut rules = own;
+            if let Some(&parent) = stack.last() {
+                for (slot, inherited) in rules.slots.iter_mut().zip(out[parent].rules.slots) {
+                    if rank(slot) == 0 {
+                        *slot = inherited;
+                    }
+                }
+            }
+            // Exact keys (ending in NUL) are never a prefix of another key.
+            let is_prefix = key.last() != Some(&0);
+            out.push(PathEntry { key, rules });
+            if is_prefix {
+                stack.push(out.len() - 1);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vardr_common::Action;
+
+    fn r(id: u32, a: Action) -> RuleRef {
+        RuleRef {
+            rule_id: id,
+            action: a as u32,
+        }
+    }
+
+    /// What an LPM lookup of `path` (an exact lookup key) would return.
+    fn lookup<'a>(entries: &'a [PathEntry], path: &str) -> Option<&'a PathRules> {
+        let k = exact_key(path);
+        entries
+            .iter()
+            .filter(|e| k.starts_with(&e.key))
+            .max_by_key(|e| e.key.len())
+            .map(|e| &e.rules)
+    }
+
+    #[test]
+    fn allow_carves_out_of_deny_prefix() {
+        let mut b = Builder::default();
+        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
+        b.add(exact_key("/etc/hosts"), Hook::FileOpen, r(2, Action::Allow));
+        let e = b.finish();
+        assert_eq!(
+            lookup(&e, "/etc/passwd").unwrap().slots[0],
+            r(1, Action::Deny)
+        );
+        assert_eq!(
+            lookup(&e, "/etc/hosts").unwrap().slots[0],
+            r(2, Action::Allow)
+        );
+        assert_eq!(
+            lookup(&e, "/etc/hosts.allow").unwrap().slots[0],
+            r(1, Action::Deny)
+        );
+        assert!(lookup(&e, "/etcetera").is_none());
+    }
+
+    #[test]
+    fn other_hooks_inherit_through_a_longer_key() {
+        let mut b = Builder::default();
+        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
+        b.add(exact_key("/etc/hosts"), Hook::FileWrite, r(2, Action::Deny));
+        b.add(b"/etc/ssh/".to_vec(), Hook::Exec, r(3, Action::Alert));
+        let e = b.finish();
+        let hosts = lookup(&e, "/etc/hosts").unwrap();
+        assert_eq!(hosts.slots[Hook::FileOpen as usize], r(1, Action::Deny));
+        assert_eq!(hosts.slots[Hook::FileWrite as usize], r(2, Action::Deny));
+        let key = lookup(&e, "/etc/ssh/key").unwrap();
+        assert_eq!(key.slots[Hook::FileOpen as usize], r(1, Action::Deny));
+        assert_eq!(key.slots[Hook::Exec as usize], r(3, Action::Alert));
+    }
+
+    #[test]
+    fn nested_prefixes_and_siblings() {
+        let mut b = Builder::default();
+        b.add(b"/a/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
+        b.add(b"/a/b/".to_vec(), Hook::FileOpen, r(2, Action::Allow));
+        b.add(b"/a/b/c/".to_vec(), Hook::FileWrite, r(3, Action::Deny));
+        b.add(b"/a/c/".to_vec(), Hook::FileWrite, r(4, Action::Deny));
+        let e = b.finish();
+        let c = lookup(&e, "/a/b/c/f").unwrap();
+        assert_eq!(c.slots[0], r(2, Action::Allow));
+        assert_eq!(c.slots[1], r(3, Action::Deny));
+        // /a/c/ must not inherit from its sibling /a/b/c/.
+        let sib = lookup(&e, "/a/c/f").unwrap();
+        assert_eq!(sib.slots[0], r(1, Action::Deny));
+        assert_eq!(sib.slots[1], r(4, Action::Deny));
+    }
+
+    #[test]
+    fn stronger_action_wins_on_the_same_key() {
+        let mut b = Builder::default();
+        b.add(exact_key("/x"), Hook::FileOpen, r(1, Action::Allow));
+        b.add(exact_key("/x"), Hook::FileOpen, r(2, Action::Deny));
+        b.add(exact_key("/x"), Hook::FileOpen, r(3, Action::Alert));
+        assert_eq!(b.finish()[0].rules.slots[0], r(2, Action::Deny));
+    }
+}

@@ -1,0 +1,180 @@
+//! vardr policy files (`apiVersion: vardr.dev/v1`, `kind: Policy`): parsing
+//! and validation with `file:line:column` errors.
+mod schema;
+mod validate;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+
+pub use validate::MAX_PATH_LEN;
+
+pub const API_VERSION: &str = "vardr.dev/v1";
+pub const KIND: &str = "Policy";
+
+/// The operation a rule governs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// Any open of a file (read or write).
+    FileOpen,
+    /// Opens with write intent: O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND.
+    FileWrite,
+    Exec,
+    Connect,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::FileOpen => "file_open",
+            Hook::FileWrite => "file_write",
+            Hook::Exec => "exec",
+            Hook::Connect => "connect",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Block in the kernel (with `--enforce`); an `audit` event otherwise.
+    Deny,
+    /// Report only.
+    Alert,
+    /// Carve an exception out of a shorter deny/alert match of the same hook.
+    Allow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+/// A validated rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub hook: Hook,
+    pub action: Action,
+    pub severity: Severity,
+    /// Exact paths.
+    pub paths: Vec<String>,
+    /// Directory subtrees, normalized to end with `/`.
+    pub prefixes: Vec<String>,
+    /// Exec only: binaries matched by path and by file identity.
+    pub binaries: Vec<String>,
+    pub cidrs: Vec<IpNet>,
+    /// Empty: any port.
+    pub ports: Vec<u16>,
+    pub protocol: Protocol,
+    /// Line of the rule in its file.
+    pub line: u64,
+}
+
+/// A validated policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub source: PathBuf,
+    pub rules: Vec<Rule>,
+    pub exempt_pids: Vec<u32>,
+    pub exempt_binaries: Vec<String>,
+}
+
+/// One problem in a policy file, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.path, .diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render(path: &Path, diags: &[Diagnostic]) -> String {
+    struct D<'a>(&'a Path, &'a [Diagnostic]);
+    impl fmt::Display for D<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for (i, d) in self.1.iter().enumerate() {
+                if i > 0 {
+                    writeln!(f)?;
+                }
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.0.display(),
+                    d.line,
+                    d.column,
+                    d.message
+                )?;
+            }
+            Ok(())
+        }
+    }
+    D(path, diags).to_string()
+}
+
+/// Reads and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates policy text; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let invalid = |diagnostics| PolicyError::Invalid {
+        path: path.into(),
+        diagnostics,
+    };
+    let doc: schema::PolicyDoc = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
+        invalid(vec![Diagnostic {
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }])
+    })?;
+    validate::validate(doc, path).map_err(invalid)
+}
+
+/// serde-saphyr renders a source snippet after the message; keep the message.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
+}
