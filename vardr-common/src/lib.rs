@@ -143,16 +143,23 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
-/// Value of the inode map.
+/// Value of the inode map: the folded rules of the path this file or
+/// directory had when the policy was loaded. The kernel walks a file's
+/// dentry chain up to its file system root and uses the first entry found,
+/// so bind mounts, chroots and other mount namespaces (which change the
+/// path, not the inodes) do not escape a rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InodeRule {
-    /// Exec rule for this binary.
-    pub exec: RuleRef,
+    pub rules: PathRules,
     /// Non-zero: processes running this binary are exempt from every rule.
     pub exempt: u32,
-    pub _pad: u32,
+    /// Non-zero: `rules` is meaningful (an exempt-only entry has none).
+    pub has_rules: u32,
 }
+
+/// Deepest directory nesting the identity walk follows.
+pub const MAX_DENTRY_DEPTH: u32 = 32;
 
 /// Key of the exempt-pid map.
 #[repr(C)]
@@ -193,6 +200,9 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelOffsets {
     pub file_f_path: u64,
+    pub path_dentry: u64,
+    pub dentry_d_inode: u64,
+    pub dentry_d_parent: u64,
     pub file_f_inode: u64,
     pub file_f_flags: u64,
     pub file_f_mode: u64,

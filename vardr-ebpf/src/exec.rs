@@ -10,9 +10,9 @@ use vardr_common::{BackendKind, EventKind, ExecEvent, Hook, RuleRef, PATH_KEY_LE
 
 use crate::{
     file::{path_rules, PathKey},
-    maps::{EVENTS, INODE_RULES, PATH_SCRATCH},
+    maps::{EVENTS, PATH_SCRATCH},
     shared::{
-        config, count_lost, emit, file_identity, fill_header, governed, hook_bit, offsets, read,
+        config, count_lost, emit, fill_header, governed, hook_bit, identity_rules, offsets, read,
         stronger, verdict, Report,
     },
 };
@@ -41,17 +41,12 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Exec rule for a binary's identity.
+/// Exec rule by the binary's identity (or a governed directory above it).
 #[inline(always)]
 fn inode_rule(file: *const u8, generation: u32) -> RuleRef {
-    let Some(key) = file_identity(file, generation) else {
-        return RuleRef::default();
-    };
-    match INODE_RULES.get_ptr(&key) {
-        // SAFETY: pointer into a map value returned by lookup.
-        Some(r) => unsafe { (*r).exec },
-        None => RuleRef::default(),
-    }
+    identity_rules(file, generation)
+        .map(|r| r.slots[Hook::Exec as usize])
+        .unwrap_or_default()
 }
 
 /// Combines identity and path matches, reports, returns whether to block.

@@ -7,11 +7,13 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{LsmContext, TracePointContext},
 };
-use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
+use vardr_common::{BackendKind, Config, Hook, PathRules, RuleRef, PATH_KEY_LEN};
 
 use crate::{
     maps::{PATH_RULES, PATH_SCRATCH},
-    shared::{config, emit, governed, hook_bit, offsets, read, stronger, verdict, Report},
+    shared::{
+        config, emit, governed, hook_bit, identity_rules, offsets, read, stronger, verdict, Report,
+    },
 };
 
 const EPERM: i32 = 1;
@@ -32,6 +34,9 @@ fn write_intent(flags: u32) -> bool {
 /// Looks up the path in the scratch key (`n` bytes at `data[1..]`, NUL included).
 #[inline(always)]
 pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> Option<PathRules> {
+    if n == 0 {
+        return None;
+    }
     // SAFETY: `key` is this CPU's scratch slot.
     unsafe {
         (*key).data[0] = generation as u8;
@@ -48,20 +53,32 @@ fn file_rules_apply(cfg: &Config, flags: u32) -> bool {
     open || write
 }
 
-/// Decides an open of the path in `key`; reports a match; returns whether to block.
+/// The stronger rule of two sources for one hook.
 #[inline(always)]
-fn decide_open(cfg: &Config, key: *mut PathKey, n: u32, flags: u32, backend: BackendKind) -> bool {
-    let Some(rules) = path_rules(key, cfg.generation, n) else {
+fn pick(a: &Option<PathRules>, b: &Option<PathRules>, hook: Hook) -> RuleRef {
+    let get = |r: &Option<PathRules>| r.map(|r| r.slots[hook as usize]).unwrap_or_default();
+    stronger(get(a), hook, get(b), hook).0
+}
+
+/// Decides an open of the path in `key` (and, when known, the file's
+/// identity rules); reports a match; returns whether to block.
+#[inline(always)]
+fn decide_open(
+    cfg: &Config,
+    key: *mut PathKey,
+    n: u32,
+    by_identity: Option<PathRules>,
+    flags: u32,
+    backend: BackendKind,
+) -> bool {
+    let by_path = path_rules(key, cfg.generation, n);
+    if by_path.is_none() && by_identity.is_none() {
         return false;
-    };
-    let (mut rule, mut hook) = (rules.slots[Hook::FileOpen as usize], Hook::FileOpen);
+    }
+    let (mut rule, mut hook) = (pick(&by_path, &by_identity, Hook::FileOpen), Hook::FileOpen);
     if write_intent(flags) {
-        (rule, hook) = stronger(
-            rule,
-            hook,
-            rules.slots[Hook::FileWrite as usize],
-            Hook::FileWrite,
-        );
+        let w = pick(&by_path, &by_identity, Hook::FileWrite);
+        (rule, hook) = stronger(rule, hook, w, Hook::FileWrite);
     }
     let Some((verdict, block)) = verdict(cfg, hook, &rule) else {
         return false;
@@ -77,7 +94,7 @@ fn decide_open(cfg: &Config, key: *mut PathKey, n: u32, flags: u32, backend: Bac
         protocol: 0,
         addr: [0; 16],
     };
-    emit(&report, Some(key));
+    emit(&report, if n > 0 { Some(key) } else { None });
     block
 }
 
@@ -111,10 +128,11 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
             (PATH_KEY_LEN - 1) as u32,
         )
     };
-    if n <= 0 {
+    let by_identity = identity_rules(file, cfg.generation);
+    if n <= 0 && by_identity.is_none() {
         return 0;
     }
-    if decide_open(cfg, key, n as u32, flags, BackendKind::Lsm) {
+    if decide_open(cfg, key, n.max(0) as u32, by_identity, flags, BackendKind::Lsm) {
         -EPERM
     } else {
         0
@@ -147,7 +165,7 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
     if n <= 1 || unsafe { (*key).data[1] } != b'/' {
         return 0;
     }
-    if decide_open(cfg, key, n as u32, flags, BackendKind::Fallback) {
+    if decide_open(cfg, key, n as u32, None, flags, BackendKind::Fallback) {
         // SAFETY: signals the current task only.
         unsafe { bpf_send_signal(SIGKILL) };
     }

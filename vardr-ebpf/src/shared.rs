@@ -9,8 +9,8 @@ use aya_ebpf::{
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PidKey,
-    PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, PATH_KEY_LEN,
+    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PathRules,
+    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, MAX_DENTRY_DEPTH, PATH_KEY_LEN,
 };
 
 use crate::maps::{CONFIG, EVENTS, EXEMPT_PIDS, INODE_RULES, LOST_EVENTS};
@@ -20,6 +20,9 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     file_f_path: 0,
+    path_dentry: 0,
+    dentry_d_inode: 0,
+    dentry_d_parent: 0,
     file_f_inode: 0,
     file_f_flags: 0,
     file_f_mode: 0,
@@ -54,8 +57,14 @@ pub fn read<T>(base: *const u8, off: u64) -> Option<T> {
 /// Identity (device, inode) of a `struct file *`.
 #[inline(always)]
 pub fn file_identity(file: *const u8, generation: u32) -> Option<InodeKey> {
+    let inode: *const u8 = read(file, offsets().file_f_inode)?;
+    inode_identity(inode, generation)
+}
+
+/// Identity of an inode.
+#[inline(always)]
+fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
     let off = offsets();
-    let inode: *const u8 = read(file, off.file_f_inode)?;
     let ino: u64 = read(inode, off.inode_i_ino)?;
     let sb: *const u8 = read(inode, off.inode_i_sb)?;
     let dev: u32 = read(sb, off.super_block_s_dev)?;
@@ -64,6 +73,32 @@ pub fn file_identity(file: *const u8, generation: u32) -> Option<InodeKey> {
         dev,
         ino,
     })
+}
+
+/// Rules by identity for a `struct file *`: walks from its dentry up to the
+/// file system root and returns the first (deepest) entry with rules.
+#[inline(always)]
+pub fn identity_rules(file: *const u8, generation: u32) -> Option<PathRules> {
+    let off = offsets();
+    let mut dentry: *const u8 = read(file, off.file_f_path + off.path_dentry)?;
+    for _ in 0..MAX_DENTRY_DEPTH {
+        let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
+        if let Some(key) = inode_identity(inode, generation) {
+            if let Some(r) = INODE_RULES.get_ptr(&key) {
+                // SAFETY: pointer into a map value returned by lookup.
+                let r = unsafe { *r };
+                if r.has_rules != 0 {
+                    return Some(r.rules);
+                }
+            }
+        }
+        let parent: *const u8 = read(dentry, off.dentry_d_parent)?;
+        if parent == dentry {
+            break;
+        }
+        dentry = parent;
+    }
+    None
 }
 
 #[inline(always)]

@@ -144,6 +144,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     let mut net_rules = net::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
+
     for (i, rule) in policy.rules.iter().enumerate() {
         let id = first_id + i as u32;
         set.rules.insert(
@@ -174,17 +175,11 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     path_rules.add(p.as_bytes().to_vec(), hook, r);
                 }
                 for b in &rule.binaries {
-                    match Identity::of(b) {
-                        Ok(id) => {
-                            let e = inodes.entry(id).or_default();
-                            if rank(&r) > rank(&e.exec) {
-                                e.exec = r;
-                            }
-                        }
-                        Err(e) => set.warnings.push(format!(
-                            "rule {}: binary {b}: {e}; matched by path only until the next reload",
+                    if let Err(e) = std::fs::metadata(b) {
+                        set.warnings.push(format!(
+                            "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
                             rule.name
-                        )),
+                        ));
                     }
                 }
             }
@@ -203,6 +198,15 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         }
     }
     set.paths = path_rules.finish();
+    // Every governed path that exists also gets an identity entry, so the
+    // kernel finds its rules whatever path the file is reached by.
+    for e in &set.paths {
+        if let Some(Ok(id)) = e.fs_path().map(|p| Identity::of(&p)) {
+            let entry = inodes.entry(id).or_default();
+            entry.rules = e.rules;
+            entry.has_rules = 1;
+        }
+    }
     (set.net4, set.net6) = net_rules.finish();
     set.inodes = inodes.into_iter().collect();
 
@@ -258,7 +262,8 @@ mod tests {
         let p = policy("    - name: sh\n      hook: exec\n      action: deny\n      match: { binaries: [/bin/sh, /nonexistent/x] }\n");
         let set = compile(&p, 10, &Limits::default()).unwrap();
         assert_eq!(set.inodes.len(), 1);
-        assert_eq!(set.inodes[0].1.exec.rule_id, 10);
+        let exec = set.inodes[0].1.rules.slots[vardr_common::Hook::Exec as usize];
+        assert_eq!(exec.rule_id, 10);
         assert_eq!(set.paths.len(), 2);
         assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
         assert_eq!(set.rules[&10].rule, "sh");

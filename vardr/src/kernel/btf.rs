@@ -35,6 +35,9 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
     let m = |s: &str, f: &str| member_offset(&btf, s, f);
     Ok(KernelOffsets {
         file_f_path: m("file", "f_path")?,
+        path_dentry: m("path", "dentry")?,
+        dentry_d_inode: m("dentry", "d_inode")?,
+        dentry_d_parent: m("dentry", "d_parent")?,
         file_f_inode: m("file", "f_inode")?,
         file_f_flags: m("file", "f_flags")?,
         file_f_mode: m("file", "f_mode")?,

@@ -370,8 +370,8 @@ mod tests {
       match: {{ cidrs: [10.0.0.1/8] }}
 "
         ));
-        assert!(e.contains("t.yaml:7:13: unknown hook \"file_opn\""), "{e}");
-        assert!(e.contains("t.yaml:11:15: unknown action \"block\""), "{e}");
+        assert!(e.contains("t.yaml:8:13: unknown hook \"file_opn\""), "{e}");
+        assert!(e.contains("t.yaml:13:15: unknown action \"block\""), "{e}");
         assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
     }
 
