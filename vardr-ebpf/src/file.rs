@@ -132,7 +132,14 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     if n <= 0 && by_identity.is_none() {
         return 0;
     }
-    if decide_open(cfg, key, n.max(0) as u32, by_identity, flags, BackendKind::Lsm) {
+    if decide_open(
+        cfg,
+        key,
+        n.max(0) as u32,
+        by_identity,
+        flags,
+        BackendKind::Lsm,
+    ) {
         -EPERM
     } else {
         0

@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use vardr_common::{
     Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PathRules,
-    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, MAX_DENTRY_DEPTH, PATH_KEY_LEN,
+    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, MAX_DENTRY_DEPTH,
+    PATH_KEY_LEN,
 };
 
 use crate::maps::{CONFIG, EVENTS, EXEMPT_PIDS, INODE_RULES, LOST_EVENTS};
@@ -54,10 +55,13 @@ pub fn read<T>(base: *const u8, off: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) }.ok()
 }
 
-/// Identity (device, inode) of a `struct file *`.
+/// Identity (device, inode) of a `struct file *`, through its dentry as the
+/// identity walk sees it (on overlayfs `f_inode` can be the real inode).
 #[inline(always)]
 pub fn file_identity(file: *const u8, generation: u32) -> Option<InodeKey> {
-    let inode: *const u8 = read(file, offsets().file_f_inode)?;
+    let off = offsets();
+    let dentry: *const u8 = read(file, off.file_f_path + off.path_dentry)?;
+    let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
     inode_identity(inode, generation)
 }
 

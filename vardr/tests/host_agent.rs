@@ -90,8 +90,11 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
         return;
     }
     let before = count_programs("vardr_exec");
+    let runtime = std::env::temp_dir().join(format!("vardr-host-agent-{}", std::process::id()));
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/default.yaml");
     let mut agent = Command::new(VARDR)
-        .arg("agent")
+        .args(["agent", "--policy", policy, "--runtime-dir"])
+        .arg(&runtime)
         .env("VARDR_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,13 +152,22 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(count_programs("vardr_exec"), before, "program left loaded");
+    assert!(
+        !runtime.join("status.json").exists(),
+        "status file left behind"
+    );
+    let _ = std::fs::remove_dir_all(&runtime);
 }
 
 #[test]
 fn agent_without_root_fails_with_a_clear_error() {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(VARDR);
-    cmd.arg("agent");
+    cmd.args([
+        "agent",
+        "--policy",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/default.yaml"),
+    ]);
     if nix::unistd::geteuid().is_root() {
         cmd.uid(65534).gid(65534);
     }

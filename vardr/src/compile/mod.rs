@@ -60,15 +60,29 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Identity of the file at `path` (following symlinks, as exec does).
-    pub fn of(path: &str) -> std::io::Result<Self> {
+    /// Identities the kernel may see for the file at `path` (following
+    /// symlinks, as exec does): `stat()`'s device, and the superblock device
+    /// of its mount when that differs (overlayfs reports the underlying file
+    /// system's device for files, while the kernel's inode is the overlay's).
+    pub fn of(path: &str) -> std::io::Result<Vec<Self>> {
         let md = std::fs::metadata(path)?;
         let dev = md.dev();
         let (major, minor) = (libc::major(dev), libc::minor(dev));
-        Ok(Self {
-            dev: (major << 20) | (minor & 0xfffff),
+        let stat_dev = (major << 20) | (minor & 0xfffff);
+        let mut ids = vec![Self {
+            dev: stat_dev,
             ino: md.ino(),
-        })
+        }];
+        let canonical = std::fs::canonicalize(path)?;
+        if let Some(sb) = crate::kernel::mounts::sb_dev_of(&canonical) {
+            if sb != stat_dev {
+                ids.push(Self {
+                    dev: sb,
+                    ino: md.ino(),
+                });
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -144,7 +158,6 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     let mut net_rules = net::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
-
     for (i, rule) in policy.rules.iter().enumerate() {
         let id = first_id + i as u32;
         set.rules.insert(
@@ -188,8 +201,10 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     }
     for b in &policy.exempt_binaries {
         match Identity::of(b) {
-            Ok(id) => {
-                inodes.entry(id).or_default().exempt = 1;
+            Ok(ids) => {
+                for id in ids {
+                    inodes.entry(id).or_default().exempt = 1;
+                }
                 set.has_exempt_binaries = true;
             }
             Err(e) => set.warnings.push(format!(
@@ -201,10 +216,12 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
     for e in &set.paths {
-        if let Some(Ok(id)) = e.fs_path().map(|p| Identity::of(&p)) {
-            let entry = inodes.entry(id).or_default();
-            entry.rules = e.rules;
-            entry.has_rules = 1;
+        if let Some(Ok(ids)) = e.fs_path().map(|p| Identity::of(&p)) {
+            for id in ids {
+                let entry = inodes.entry(id).or_default();
+                entry.rules = e.rules;
+                entry.has_rules = 1;
+            }
         }
     }
     (set.net4, set.net6) = net_rules.finish();

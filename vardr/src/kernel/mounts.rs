@@ -33,6 +33,44 @@ fn parse_mountinfo(info: &str, fstype: &str) -> Option<PathBuf> {
     })
 }
 
+/// Superblock device (`MAJOR << 20 | MINOR`, the kernel's encoding) of the
+/// mount holding `path` (absolute, canonical): the `maj:min` column of the
+/// longest matching mount point. This is `inode->i_sb->s_dev`, which can
+/// differ from `stat().st_dev` (overlayfs reports the real file system's
+/// device for files).
+pub fn sb_dev_of(path: &Path) -> Option<u32> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    sb_dev_in(&info, path)
+}
+
+fn sb_dev_in(info: &str, path: &Path) -> Option<u32> {
+    let mut best: Option<(usize, u32)> = None;
+    for line in info.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_), Some(_), Some(dev), Some(_), Some(mp)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let mp = PathBuf::from(unescape(mp));
+        if !path.starts_with(&mp) {
+            continue;
+        }
+        let len = mp.as_os_str().len();
+        let Some((maj, min)) = dev.split_once(':') else {
+            continue;
+        };
+        let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
+            continue;
+        };
+        // Later lines of the same mount point are mounted on top: keep the last.
+        if best.is_none_or(|(l, _)| len >= l) {
+            best = Some((len, (maj << 20) | (min & 0xfffff)));
+        }
+    }
+    best.map(|(_, d)| d)
+}
+
 /// Mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -123,6 +161,16 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/cpu"))
         );
         assert_eq!(parse_mountinfo(INFO, "bpf"), None);
+    }
+
+    #[test]
+    fn superblock_device_of_longest_mount() {
+        assert_eq!(
+            sb_dev_in(INFO, Path::new("/sys/fs/cgroup/unified/x")),
+            Some(30)
+        );
+        assert_eq!(sb_dev_in(INFO, Path::new("/sys/kernel")), Some(21));
+        assert_eq!(sb_dev_in(INFO, Path::new("/etc")), None);
     }
 
     #[test]

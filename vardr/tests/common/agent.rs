@@ -1,0 +1,190 @@
+//! Runs the real `vardr agent` binary and reads its JSON events.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+
+use super::TempDir;
+
+pub const VARDR: &str = env!("CARGO_BIN_EXE_vardr");
+
+pub struct AgentRun {
+    child: Option<Child>,
+    lines: mpsc::Receiver<(bool, String)>,
+    pub dir: TempDir,
+    pub events: Vec<Value>,
+    pub stderr: Vec<String>,
+}
+
+impl AgentRun {
+    /// Writes `policy` to a file and starts the agent on it with `args`;
+    /// returns once the agent says it is running.
+    pub fn start(policy: &str, args: &[&str]) -> Self {
+        let dir = TempDir::new("agent");
+        let policy_path = dir.join("policy.yaml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let mut child = Command::new(VARDR)
+            .arg("agent")
+            .arg("--policy")
+            .arg(&policy_path)
+            .arg("--runtime-dir")
+            .arg(dir.join("run"))
+            .args(args)
+            .env("VARDR_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vardr agent");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((true, l));
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send((false, l));
+            }
+        });
+        let mut run = Self {
+            child: Some(child),
+            lines: rx,
+            dir,
+            events: Vec::new(),
+            stderr: Vec::new(),
+        };
+        let ready = run.wait(Duration::from_secs(60), |is_out, l| {
+            !is_out && l.contains("agent running")
+        });
+        if ready.is_none() {
+            let status = run.stop();
+            panic!("agent did not start ({status}):\n{}", run.stderr.join("\n"));
+        }
+        run
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.yaml")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Reads lines until `pred` matches one (returned) or time runs out.
+    fn wait(&mut self, timeout: Duration, pred: impl Fn(bool, &str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (is_out, l) = self.lines.recv_timeout(left).ok()?;
+            if is_out {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    self.events.push(v);
+                }
+            } else {
+                self.stderr.push(l.clone());
+            }
+            if pred(is_out, &l) {
+                return Some(l);
+            }
+        }
+    }
+
+    /// Waits for a policy event (`process_lsm`) matching `pred`.
+    pub fn policy_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.events.iter().find(|e| pred(&e["process_lsm"])) {
+            return v["process_lsm"].clone();
+        }
+        let found = self.wait(Duration::from_secs(10), |is_out, l| {
+            is_out
+                && serde_json::from_str::<Value>(l)
+                    .map(|v| pred(&v["process_lsm"]))
+                    .unwrap_or(false)
+        });
+        match found {
+            Some(l) => serde_json::from_str::<Value>(&l).unwrap()["process_lsm"].clone(),
+            None => panic!(
+                "no policy event {what}; events: {:#?}\nstderr:\n{}",
+                self.events,
+                self.stderr.join("\n")
+            ),
+        }
+    }
+
+    /// Policy events seen so far (after draining what is queued).
+    pub fn policy_events(&mut self) -> Vec<Value> {
+        self.wait(Duration::from_millis(300), |_, _| false);
+        self.events
+            .iter()
+            .filter(|e| e.get("process_lsm").is_some())
+            .map(|e| e["process_lsm"].clone())
+            .collect()
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn log_line(&mut self, needle: &str) -> String {
+        if let Some(l) = self.stderr.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        self.wait(Duration::from_secs(10), |is_out, l| {
+            !is_out && l.contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{}", self.stderr.join("\n")))
+    }
+
+    /// SIGTERM, then waits for exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let status = child.wait().expect("wait agent");
+        // Collect the rest of the output.
+        while let Ok((is_out, l)) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            if is_out {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    self.events.push(v);
+                }
+            } else {
+                self.stderr.push(l);
+            }
+        }
+        status
+    }
+
+    pub fn vardr(&self, args: &[&str]) -> std::process::Output {
+        Command::new(VARDR).args(args).output().expect("run vardr")
+    }
+}
+
+impl Drop for AgentRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Resolves a command name to the real path of its binary.
+pub fn which(cmd: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let p = Path::new(dir).join(cmd);
+        if p.exists() {
+            return std::fs::canonicalize(p).unwrap();
+        }
+    }
+    panic!("{cmd} not found");
+}

@@ -1,0 +1,51 @@
+//! Host tier: Layer 1 with the fallback backend (tracepoints + SIGKILL,
+//! cgroup socket hooks), every rule scoped to a test cgroup, so nothing
+//! outside it can be denied or killed.
+mod common;
+
+use common::{require_backend, scenarios};
+use vardr::probe::Backend::Fallback;
+
+#[test]
+fn fallback_file_rules() {
+    if require_backend("fallback_file_rules", Fallback) {
+        scenarios::file_rules(Fallback);
+    }
+}
+
+#[test]
+fn fallback_exec_rules() {
+    if require_backend("fallback_exec_rules", Fallback) {
+        scenarios::exec_rules(Fallback);
+    }
+}
+
+#[test]
+fn fallback_network_rules() {
+    if require_backend("fallback_network_rules", Fallback)
+        && scenarios::python_available("fallback_network_rules")
+    {
+        scenarios::network_rules(Fallback);
+    }
+}
+
+#[test]
+fn fallback_audit_mode() {
+    if require_backend("fallback_audit_mode", Fallback) {
+        scenarios::audit_mode(Fallback);
+    }
+}
+
+#[test]
+fn fallback_exemptions() {
+    if require_backend("fallback_exemptions", Fallback) {
+        scenarios::exemptions(Fallback);
+    }
+}
+
+#[test]
+fn fallback_reload() {
+    if require_backend("fallback_reload", Fallback) {
+        scenarios::reload(Fallback);
+    }
+}
