@@ -21,6 +21,9 @@ struct Variant {
     append: Option<&'static str>,
     /// Backend the probe must report for every hook on this boot.
     expect: &'static str,
+    /// Integration test binaries to run (by name prefix): each backend's
+    /// tests run where that backend is the one the kernel offers.
+    tests: &'static [&'static str],
 }
 
 const VARIANTS: &[Variant] = &[
@@ -29,12 +32,14 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.1",
         append: None,
         expect: "lsm",
+        tests: &["vm_lsm", "host_agent"],
     },
     Variant {
         name: "6.12",
         kernel: "6.12",
         append: None,
         expect: "lsm",
+        tests: &["vm_lsm", "host_agent"],
     },
     // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
     Variant {
@@ -42,6 +47,7 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.12",
         append: Some("lsm=lockdown,capability,landlock,yama,apparmor"),
         expect: "fallback",
+        tests: &["vm_lsm", "enforce_fallback"],
     },
 ];
 
@@ -156,7 +162,11 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
         v.expect,
         vardr.display()
     );
-    for exe in exes {
+    let wanted = |exe: &PathBuf| {
+        let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        v.tests.iter().any(|t| name.starts_with(&format!("{t}-")))
+    };
+    for exe in exes.iter().filter(|e| wanted(e)) {
         script.push_str(&format!(
             "{} --include-ignored --test-threads=1 --show-output --color=never || rc=1; ",
             exe.display()
