@@ -88,7 +88,7 @@ pub fn identity_rules(file: *const u8, generation: u32) -> Option<PathRules> {
     for _ in 0..MAX_DENTRY_DEPTH {
         let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
         if let Some(key) = inode_identity(inode, generation) {
-            if let Some(r) = INODE_RULES.get_ptr(&key) {
+            if let Some(r) = INODE_RULES.get_ptr(key) {
                 // SAFETY: pointer into a map value returned by lookup.
                 let r = unsafe { *r };
                 if r.has_rules != 0 {
@@ -144,7 +144,7 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
             generation: cfg.generation,
             tgid,
         };
-        if EXEMPT_PIDS.get_ptr(&key).is_some() {
+        if EXEMPT_PIDS.get_ptr(key).is_some() {
             return false;
         }
     }
@@ -152,7 +152,7 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
         if let Some(mm) = read::<*const u8>(task, off.task_mm) {
             if let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) {
                 if let Some(key) = file_identity(exe, cfg.generation) {
-                    if let Some(rule) = INODE_RULES.get_ptr(&key) {
+                    if let Some(rule) = INODE_RULES.get_ptr(key) {
                         // SAFETY: pointer into a map value returned by lookup.
                         if unsafe { (*rule).exempt } != 0 {
                             return false;

@@ -82,9 +82,15 @@ fn setup(vm: bool) -> Result<()> {
 fn agent(args: Vec<String>) -> Result<()> {
     setup(false)?;
     run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
-    let bin = workspace_root().join("target/release/vardr");
-    let mut cmd = std::process::Command::new(bin);
+    let root = workspace_root();
+    let mut cmd = std::process::Command::new(root.join("target/release/vardr"));
     cmd.arg("agent");
+    if !args
+        .iter()
+        .any(|a| a == "--policy" || a.starts_with("--policy="))
+    {
+        cmd.arg("--policy").arg(root.join("policies/default.yaml"));
+    }
     cmd.args(args);
     use std::os::unix::process::CommandExt;
     let err = cmd.exec();

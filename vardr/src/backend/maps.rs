@@ -85,77 +85,69 @@ fn net_key<const N: usize, const A: usize>(
     Key::new(NET_KEY_HEAD_BITS + u32::from(prefix), data)
 }
 
-/// Writes every entry of `set` under `generation`. On error, returns what
-/// was written so far so the caller can remove it.
+/// Writes every entry of `set` under `generation`, recording each key in
+/// `w` as it goes, so that on error the caller can remove what was written.
 pub fn write_rules(
     ebpf: &mut Ebpf,
     set: &RuleSet,
     generation: u32,
-) -> Result<Written, (Written, BackendError)> {
-    let mut w = Written::default();
-    macro_rules! tryw {
-        ($e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(e) => return Err((w, e)),
-            }
-        };
-    }
+    w: &mut Written,
+) -> Result<(), BackendError> {
     {
         let name = names::PATH_RULES;
-        let mut m = tryw!(lpm::<PATH_KEY_LEN, PathRules>(ebpf, name));
+        let mut m = lpm::<PATH_KEY_LEN, PathRules>(ebpf, name)?;
         for e in &set.paths {
             let mut data = [0u8; PATH_KEY_LEN];
             data[0] = generation as u8;
             data[1..1 + e.key.len()].copy_from_slice(&e.key);
             let key = Key::new(8 + e.prefix_bits(), data);
-            tryw!(m.insert(&key, e.rules, 0).map_err(merr(name)));
+            m.insert(&key, e.rules, 0).map_err(merr(name))?;
             w.paths.push(key);
         }
     }
     {
         let name = names::INODE_RULES;
-        let mut m = tryw!(hash::<InodeKey, InodeRule>(ebpf, name));
+        let mut m = hash::<InodeKey, InodeRule>(ebpf, name)?;
         for (id, rule) in &set.inodes {
             let key = InodeKey {
                 generation,
                 dev: id.dev,
                 ino: id.ino,
             };
-            tryw!(m.insert(key, *rule, 0).map_err(merr(name)));
+            m.insert(key, *rule, 0).map_err(merr(name))?;
             w.inodes.push(key);
         }
     }
     {
         let name = names::EXEMPT_PIDS;
-        let mut m = tryw!(hash::<PidKey, u32>(ebpf, name));
+        let mut m = hash::<PidKey, u32>(ebpf, name)?;
         for &tgid in &set.exempt_pids {
             let key = PidKey { generation, tgid };
-            tryw!(m.insert(key, 1, 0).map_err(merr(name)));
+            m.insert(key, 1, 0).map_err(merr(name))?;
             w.pids.push(key);
         }
     }
     {
         let name = names::NET4_RULES;
-        let mut m = tryw!(lpm::<NET4_KEY_LEN, RuleRef>(ebpf, name));
+        let mut m = lpm::<NET4_KEY_LEN, RuleRef>(ebpf, name)?;
         for e in &set.net4 {
             let key =
                 net_key::<NET4_KEY_LEN, 4>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            tryw!(m.insert(&key, e.rule, 0).map_err(merr(name)));
+            m.insert(&key, e.rule, 0).map_err(merr(name))?;
             w.net4.push(key);
         }
     }
     {
         let name = names::NET6_RULES;
-        let mut m = tryw!(lpm::<NET6_KEY_LEN, RuleRef>(ebpf, name));
+        let mut m = lpm::<NET6_KEY_LEN, RuleRef>(ebpf, name)?;
         for e in &set.net6 {
             let key =
                 net_key::<NET6_KEY_LEN, 16>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            tryw!(m.insert(&key, e.rule, 0).map_err(merr(name)));
+            m.insert(&key, e.rule, 0).map_err(merr(name))?;
             w.net6.push(key);
         }
     }
-    Ok(w)
+    Ok(())
 }
 
 /// Removes entries; failures are logged (a leftover entry of an inactive

@@ -236,13 +236,11 @@ impl Enforcer {
     /// error the running rule set stays in force.
     pub fn apply(&mut self, set: &RuleSet) -> Result<ApplyStats, BackendError> {
         let next = 1 - self.config.generation;
-        let written = match maps::write_rules(&mut self.ebpf, set, next) {
-            Ok(w) => w,
-            Err((partial, e)) => {
-                maps::delete(&mut self.ebpf, &partial);
-                return Err(e);
-            }
-        };
+        let mut written = maps::Written::default();
+        if let Err(e) = maps::write_rules(&mut self.ebpf, set, next, &mut written) {
+            maps::delete(&mut self.ebpf, &written);
+            return Err(e);
+        }
         let mut cfg = self.config;
         cfg.generation = next;
         cfg.active_mask = set.active_mask;

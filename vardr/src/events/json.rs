@@ -73,17 +73,15 @@ pub struct ProcessExec {
     pub process: Process,
 }
 
+/// One hook argument, named as Tetragon names them.
 #[derive(Serialize, Debug)]
-#[serde(rename_all = "snake_case")]
 pub enum Arg {
-    FileArg {
-        path: String,
-        flags: u32,
-    },
-    LinuxBinprmArg {
-        path: String,
-    },
-    SockArg {
+    #[serde(rename = "file_arg")]
+    File { path: String, flags: u32 },
+    #[serde(rename = "linux_binprm_arg")]
+    LinuxBinprm { path: String },
+    #[serde(rename = "sock_arg")]
+    Sock {
         family: &'static str,
         protocol: &'static str,
         daddr: String,
@@ -163,7 +161,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
 
 fn args(p: &PolicyMatch) -> Vec<Arg> {
     match (p.hook, &p.path, &p.remote) {
-        (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::SockArg {
+        (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::Sock {
             family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
             protocol: match proto {
                 6 => "tcp",
@@ -173,8 +171,8 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
             daddr: ip.to_string(),
             dport: *port,
         }],
-        (Hook::Exec, Some(path), _) => vec![Arg::LinuxBinprmArg { path: path.clone() }],
-        (_, Some(path), _) => vec![Arg::FileArg {
+        (Hook::Exec, Some(path), _) => vec![Arg::LinuxBinprm { path: path.clone() }],
+        (_, Some(path), _) => vec![Arg::File {
             path: path.clone(),
             flags: p.flags,
         }],
