@@ -49,3 +49,10 @@ fn fallback_reload() {
         scenarios::reload(Fallback);
     }
 }
+
+#[test]
+fn audit_backend_never_blocks() {
+    if require_backend("audit_backend_never_blocks", Fallback) {
+        scenarios::audit_backend();
+    }
+}

@@ -96,8 +96,33 @@ fn load_rules(
     Ok((pol, set))
 }
 
+/// Last exec'd binary per pid, from exec events: names the binary of a
+/// process that is already gone (killed) when its policy event is written.
+/// Bounded; the process cache of a later version replaces it.
+#[derive(Default)]
+struct RecentExecs(HashMap<u32, String>);
+
+impl RecentExecs {
+    const MAX: usize = 32768;
+
+    fn record(&mut self, pid: u32, binary: &str) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(pid, binary.to_string());
+    }
+
+    fn binary(&self, pid: u32) -> Option<String> {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+            .or_else(|| self.0.get(&pid).cloned())
+    }
+}
+
 struct Agent {
     opts: AgentOptions,
+    execs: RecentExecs,
     enforcer: Enforcer,
     catalog: Catalog,
     status: Status,
@@ -117,23 +142,24 @@ impl Agent {
         (b == Backend::Audit).then_some("audit")
     }
 
-    fn write_event(&self, ev: &Event, out: &mut impl Write) -> std::io::Result<()> {
+    fn write_event(&mut self, ev: &Event, out: &mut impl Write) -> std::io::Result<()> {
         let (binary, rule, label) = match ev {
             Event::Policy(p) => (
-                std::fs::read_link(format!("/proc/{}/exe", p.header.pid))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned()),
+                self.execs.binary(p.header.pid),
                 self.catalog.get(p.rule_id),
                 self.hook_label(p.hook),
             ),
-            Event::Exec { .. } => (None, None, None),
+            Event::Exec { header, filename } => {
+                self.execs.record(header.pid, filename);
+                (None, None, None)
+            }
         };
         let json = JsonEvent::new(ev, &self.clock, &self.node, binary, rule, label);
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
     }
 
-    fn drain(&self, ring: &mut RingBuf<MapData>, out: &mut impl Write) -> std::io::Result<()> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl Write) -> std::io::Result<()> {
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(ev) => self.write_event(&ev, out)?,
@@ -284,6 +310,7 @@ pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentErr
     };
     let mut agent = Agent {
         opts,
+        execs: RecentExecs::default(),
         enforcer,
         catalog,
         status,

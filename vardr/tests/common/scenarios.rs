@@ -159,6 +159,7 @@ pub fn file_rules(b: Backend) {
     assert_eq!(ev["policy_name"], "test");
     assert_eq!(path_of(&ev), format!("{d}/dir/secret"));
     assert_eq!(ev["process"]["comm"], "cat");
+    assert_eq!(ev["process"]["binary"], which("cat").to_str().unwrap());
     let ev = agent.policy_event("no-write-notes", |e| is(e, "file_write", "no-write-notes"));
     assert_eq!(ev["verdict"], "deny");
     let ev = agent.policy_event("watch", |e| is(e, "file_open", "watch"));
@@ -316,6 +317,43 @@ pub fn audit_mode(b: Backend) {
         .unwrap()
         .iter()
         .all(|h| h["enforcing"] == false));
+    assert!(agent.stop().success());
+}
+
+/// `--backend audit --enforce`: the audit backend never blocks, says so in
+/// every event and in `vardr status`.
+pub fn audit_backend() {
+    let t = TempDir::new("auditbe");
+    std::fs::write(t.join("secret"), "s\n").unwrap();
+    let d = t.path().display();
+    let p = policy(&format!(
+        "  rules:\n    - name: deny-secret\n      hook: file_open\n      action: deny\n      match: {{ paths: [{d}/secret] }}\n"
+    ));
+    let cg = test_cgroup("auditbe");
+    let cgp = cg.path.to_str().unwrap().to_string();
+    let mut agent = AgentRun::start(
+        &p,
+        &["--backend", "audit", "--enforce", "--scope-cgroup", &cgp],
+    );
+    agent.log_line("cannot be enforced on this kernel");
+    let o = sh_in(&cg.path, &format!("exec cat {d}/secret"));
+    assert_ok(&o, "audit backend must not block");
+    let ev = agent.policy_event("audit", |e| is(e, "file_open", "deny-secret"));
+    assert_eq!(ev["verdict"], "audit");
+    assert_eq!(ev["backend"], "audit");
+    assert_eq!(ev["process"]["binary"], which("cat").to_str().unwrap());
+    let st = agent.vardr(&[
+        "status",
+        "--json",
+        "--runtime-dir",
+        agent.runtime_dir().to_str().unwrap(),
+    ]);
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["mode"], "enforce");
+    for h in st["hooks"].as_array().unwrap() {
+        assert_eq!(h["backend"], "audit");
+        assert_eq!(h["enforcing"], false);
+    }
     assert!(agent.stop().success());
 }
 
