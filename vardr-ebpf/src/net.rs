@@ -25,19 +25,17 @@ const IPPROTO_UDP: u8 = 17;
 fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
     let tries = [(proto, port), (proto, 0), (0, port), (0, 0)];
     for (p, pt) in tries {
-        let key = Key::new(
-            NET_KEY_HEAD_BITS + 32,
-            [
-                generation as u8,
-                p,
-                (pt >> 8) as u8,
-                pt as u8,
-                a[0],
-                a[1],
-                a[2],
-                a[3],
-            ],
-        );
+        let data: [u8; NET4_KEY_LEN] = [
+            generation as u8,
+            p,
+            (pt >> 8) as u8,
+            pt as u8,
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+        ];
+        let key = Key::new(NET_KEY_HEAD_BITS + 32, data);
         if let Some(r) = NET4_RULES.get(&key) {
             if r.action != Action::None as u32 {
                 return *r;
