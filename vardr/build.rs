@@ -1,9 +1,18 @@
 //! Builds the BPF programs of `vardr-ebpf` with the nightly toolchain and
-//! bpf-linker (`scripts/setup.sh build` installs both) into OUT_DIR.
+//! bpf-linker (`scripts/setup.sh build` installs both) into OUT_DIR, and
+//! generates the gRPC API code from `proto/`.
 use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    // gRPC API: protoc comes from a crate, so nothing needs installing.
+    let protoc = protoc_bin_vendored::protoc_bin_path().context("vendored protoc")?;
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=../proto");
+    tonic_prost_build::configure()
+        .compile_protos(&["../proto/vardr/v1/events.proto"], &["../proto"])
+        .context("compiling proto/vardr/v1/events.proto")?;
+
     let meta = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

@@ -25,6 +25,8 @@ pub const NET_KEY_HEAD_BITS: u32 = 32;
 pub enum EventKind {
     Exec = 1,
     Policy = 2,
+    Fork = 3,
+    Exit = 4,
 }
 
 impl EventKind {
@@ -32,10 +34,17 @@ impl EventKind {
         match v {
             1 => Some(Self::Exec),
             2 => Some(Self::Policy),
+            3 => Some(Self::Fork),
+            4 => Some(Self::Exit),
             _ => None,
         }
     }
 }
+
+/// Bytes of command line an exec event carries (NUL-separated arguments).
+pub const ARGS_LEN: usize = 1024;
+/// [`ExecEvent::flags`]: the arguments were cut at [`ARGS_LEN`].
+pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 
 /// What a rule asks for. `None` means no rule of that hook covers the key.
 #[repr(u32)]
@@ -213,6 +222,14 @@ pub struct KernelOffsets {
     pub binprm_filename: u64,
     pub task_flags: u64,
     pub task_mm: u64,
+    pub task_pid: u64,
+    pub task_tgid: u64,
+    pub task_real_parent: u64,
+    pub task_exit_code: u64,
+    /// 0 when the kernel has no audit support.
+    pub task_loginuid: u64,
+    pub mm_arg_start: u64,
+    pub mm_arg_end: u64,
     pub mm_exe_file: u64,
     pub socket_type: u64,
 }
@@ -240,7 +257,35 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
     pub header: EventHeader,
+    /// Parent process id (`real_parent->tgid`).
+    pub ppid: u32,
+    /// Audit (login) uid, `u32::MAX` when unset.
+    pub auid: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    /// Bytes used in `args`.
+    pub args_len: u32,
     pub filename: [u8; EVENT_PATH_LEN],
+    pub args: [u8; ARGS_LEN],
+}
+
+/// A new process (not a thread): `sched_process_fork`. The header is the parent's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+
+/// A process ended: its thread group leader passed `sched_process_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code`: exit status << 8 | terminating signal.
+    pub exit_code: u32,
+    pub _pad: u32,
 }
 
 /// A governed operation that matched a deny or alert rule.

@@ -1,45 +1,23 @@
-//! Exec: the exec event stream, `lsm/bprm_check_security` (EACCES), and the
-//! fallback SIGKILL at `sched_process_exec`, before the first instruction.
+//! Exec enforcement: `lsm/bprm_check_security` (EACCES), and the fallback
+//! SIGKILL at `sched_process_exec`, before the first instruction.
 use aya_ebpf::{
     bindings::path,
     helpers::{bpf_d_path, bpf_probe_read_kernel_str_bytes, bpf_send_signal},
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
-use vardr_common::{BackendKind, EventKind, ExecEvent, Hook, RuleRef, PATH_KEY_LEN};
+use vardr_common::{BackendKind, Hook, RuleRef, PATH_KEY_LEN};
 
 use crate::{
     file::{path_rules, PathKey},
-    maps::{EVENTS, PATH_SCRATCH},
+    maps::PATH_SCRATCH,
     shared::{
-        config, count_lost, emit, fill_header, governed, hook_bit, identity_rules, offsets, read,
-        stronger, verdict, Report,
+        config, emit, governed, hook_bit, identity_rules, offsets, read, stronger, verdict, Report,
     },
 };
 
 const EACCES: i32 = 13;
 const SIGKILL: u32 = 9;
-
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
-    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-    let bprm: *const u8 = ctx.arg(2);
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_lost();
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved ring buffer entry; kernel memory is read through probes.
-    unsafe {
-        fill_header(&mut (*ev).header, EventKind::Exec);
-        (*ev).filename[0] = 0;
-        if let Some(name) = read::<*const u8>(bprm, offsets().binprm_filename) {
-            let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).filename);
-        }
-    }
-    entry.submit(0);
-    0
-}
 
 /// Exec rule by the binary's identity (or a governed directory above it).
 #[inline(always)]

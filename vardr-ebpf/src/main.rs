@@ -10,6 +10,7 @@ mod exec;
 mod file;
 mod maps;
 mod net;
+mod process;
 mod shared;
 
 #[cfg(not(test))]

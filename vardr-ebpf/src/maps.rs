@@ -14,7 +14,7 @@ use vardr_common::{
 const RULES: u32 = 1 << 18;
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
 /// Ring buffer reservations that failed (events lost), per CPU.
 #[map]

@@ -34,6 +34,13 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     binprm_filename: 0,
     task_flags: 0,
     task_mm: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_exit_code: 0,
+    task_loginuid: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
     mm_exe_file: 0,
     socket_type: 0,
 });

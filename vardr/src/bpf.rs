@@ -8,6 +8,8 @@ pub static PROBE_OBJECT: &[u8] =
 /// Program names in [`AGENT_OBJECT`].
 pub mod progs {
     pub const EXEC: &str = "vardr_exec";
+    pub const FORK: &str = "vardr_fork";
+    pub const EXIT: &str = "vardr_exit";
     pub const LSM_FILE_OPEN: &str = "vardr_file_open";
     pub const LSM_BPRM_CHECK: &str = "vardr_bprm_check";
     pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";

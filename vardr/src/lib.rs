@@ -6,10 +6,14 @@
 //! - [`events`]: decoding ring buffer records into JSON events.
 //! - [`agent`]: the long-running agent.
 pub mod agent;
+pub mod api;
 pub mod backend;
 pub mod bpf;
 pub mod compile;
 pub mod events;
 pub mod kernel;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
+pub mod process;
+pub mod sinks;

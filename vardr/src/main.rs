@@ -7,6 +7,7 @@ use vardr::{
     agent::{self, control, status},
     backend::BackendChoice,
     compile::Limits,
+    sinks::Output,
 };
 
 /// vardr: eBPF runtime security. Stops forbidden file opens, executions and
@@ -34,6 +35,8 @@ enum Command {
     /// Check policy files, or hand one to the running agent.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Stream events from the running agent (its gRPC API), filtered.
+    Events(EventsArgs),
     /// Show the running agent's mode, backends, policy and last reload.
     Status {
         #[arg(long)]
@@ -64,9 +67,63 @@ struct AgentArgs {
     /// networks); a policy that needs more is rejected.
     #[arg(long, default_value_t = 131072)]
     max_rules: usize,
-    /// Where the agent keeps its status file and apply requests.
+    /// Where the agent keeps its status file, apply requests and the
+    /// event API socket (`vardr.sock`).
     #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
     runtime_dir: PathBuf,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Json)]
+    output: Output,
+    /// Also write JSON lines to this file (mode 0600), rotated by size.
+    #[arg(long)]
+    export_file: Option<PathBuf>,
+    /// Rotate the export file when it would exceed this many MiB.
+    #[arg(long, default_value_t = 100)]
+    export_max_size: u64,
+    /// Rotated export files to keep (events.json.1 ... .N).
+    #[arg(long, default_value_t = 5)]
+    export_keep: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default),
+    /// e.g. 127.0.0.1:2112.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = EventsFormat::Json)]
+    output: EventsFormat,
+    /// Only events of binaries whose path is or contains this (repeatable).
+    #[arg(long)]
+    binary: Vec<String>,
+    /// Only events of this process id (repeatable).
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// Only these event types: process_exec, process_exit, process_lsm,
+    /// events_lost (repeatable).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Only policy events with this verdict: deny, audit, alert (repeatable).
+    #[arg(long)]
+    verdict: Vec<String>,
+    /// Only processes whose cgroup path contains this (repeatable).
+    #[arg(long)]
+    cgroup: Vec<String>,
+    /// Only processes in containers whose id starts with this (repeatable).
+    #[arg(long)]
+    container: Vec<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
+    runtime_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EventsFormat {
+    Json,
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +161,63 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn events(e: EventsArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let filter = vardr::api::pb::SubscribeRequest {
+        binary: e.binary,
+        pid: e.pid,
+        r#type: e.types,
+        verdict: e.verdict,
+        cgroup: e.cgroup,
+        container_id: e.container,
+    };
+    let socket = e.runtime_dir.join(vardr::api::SOCKET_NAME);
+    let mut seen = 0u64;
+    let mut out = std::io::stdout().lock();
+    let mut write_err = None;
+    runtime()?.block_on(vardr::api::client::subscribe(&socket, filter, |ev| {
+        let line = if ev.r#type == "events_lost" && ev.json.is_empty() {
+            let msg = format!(
+                "this subscriber missed {} events (reading too slowly)",
+                ev.lost
+            );
+            match e.output {
+                EventsFormat::Json => {
+                    serde_json::json!({"subscriber_events_lost": {"count": ev.lost}}).to_string()
+                }
+                EventsFormat::Compact => format!("❗ {msg}"),
+            }
+        } else {
+            match e.output {
+                EventsFormat::Json => ev.json,
+                EventsFormat::Compact => serde_json::from_str(&ev.json)
+                    .ok()
+                    .as_ref()
+                    .and_then(vardr::events::compact)
+                    .unwrap_or(ev.json),
+            }
+        };
+        if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+            write_err = Some(err);
+            return false;
+        }
+        seen += 1;
+        e.count.is_none_or(|c| seen < c)
+    }))?;
+    match write_err {
+        // A closed pipe (`| head`) is a normal way to stop.
+        Some(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(a) => {
@@ -121,13 +235,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scope_cgroup: a.scope_cgroup,
                 limits,
                 runtime_dir: a.runtime_dir,
+                output: a.output,
+                export_file: a.export_file,
+                export_max_bytes: a.export_max_size.saturating_mul(1 << 20),
+                export_keep: a.export_keep,
+                metrics_addr: a.metrics_addr,
             };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(agent::run(opts, std::io::stdout().lock()))?;
+            let stdout = Box::new(std::io::BufWriter::new(std::io::stdout()));
+            runtime()?.block_on(agent::run(opts, stdout))?;
         }
+        Command::Events(e) => events(e)?,
         Command::Probe { json } => {
             let report = vardr::probe::run();
             if json {

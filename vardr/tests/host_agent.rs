@@ -130,7 +130,10 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
     };
     wait_for(&|is_out, l| !is_out && l.contains("agent running"))
         .expect("agent never became ready");
-    let ours: Vec<u32> = program_ids("vardr_exec").difference(&before).copied().collect();
+    let ours: Vec<u32> = program_ids("vardr_exec")
+        .difference(&before)
+        .copied()
+        .collect();
     assert_eq!(ours.len(), 1, "the agent's exec program is not loaded");
 
     let child = Command::new("/bin/true").spawn().unwrap();
@@ -155,7 +158,10 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
     while program_ids("vardr_exec").contains(&ours[0]) && Instant::now() < gone {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!program_ids("vardr_exec").contains(&ours[0]), "program left loaded");
+    assert!(
+        !program_ids("vardr_exec").contains(&ours[0]),
+        "program left loaded"
+    );
     assert!(
         !runtime.join("status.json").exists(),
         "status file left behind"

@@ -6,7 +6,9 @@ pub mod status;
 use std::{
     collections::HashMap,
     io::Write,
+    net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -17,11 +19,16 @@ use tokio::{
 };
 
 use crate::{
-    backend::{self, BackendChoice, Enforcer, Plan},
+    api,
+    backend::{self, ApplyStats, BackendChoice, Enforcer, Plan},
     compile::{self, Limits, RuleSet},
     events::{self, Clock, Event, JsonEvent, RuleInfo},
-    kernel, policy,
+    kernel,
+    metrics::{self, MatchLabels, Metrics, TypeLabel},
+    policy,
     probe::{self, Backend},
+    process::ProcessCache,
+    sinks::{Output, RotatingFile, Sinks},
 };
 use status::{HookStatus, ReloadStatus, Status};
 
@@ -56,6 +63,12 @@ pub struct AgentOptions {
     pub scope_cgroup: Option<PathBuf>,
     pub limits: Limits,
     pub runtime_dir: PathBuf,
+    pub output: Output,
+    /// JSON lines file, rotated at `export_max_bytes`, keeping `export_keep` old files.
+    pub export_file: Option<PathBuf>,
+    pub export_max_bytes: u64,
+    pub export_keep: usize,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Rule ids of the current and the previous rule set, so events queued
@@ -96,38 +109,16 @@ fn load_rules(
     Ok((pol, set))
 }
 
-/// Last exec'd binary per pid, from exec events: names the binary of a
-/// process that is already gone (killed) when its policy event is written.
-/// Bounded; the process cache of a later version replaces it.
-#[derive(Default)]
-struct RecentExecs(HashMap<u32, String>);
-
-impl RecentExecs {
-    const MAX: usize = 32768;
-
-    fn record(&mut self, pid: u32, binary: &str) {
-        if self.0.len() >= Self::MAX {
-            self.0.clear();
-        }
-        self.0.insert(pid, binary.to_string());
-    }
-
-    fn binary(&self, pid: u32) -> Option<String> {
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-            .or_else(|| self.0.get(&pid).cloned())
-    }
-}
-
 struct Agent {
     opts: AgentOptions,
-    execs: RecentExecs,
     enforcer: Enforcer,
     catalog: Catalog,
     status: Status,
     clock: Clock,
     node: String,
+    cache: ProcessCache,
+    sinks: Sinks,
+    metrics: Metrics,
     lost_reported: u64,
 }
 
@@ -142,31 +133,72 @@ impl Agent {
         (b == Backend::Audit).then_some("audit")
     }
 
-    fn write_event(&mut self, ev: &Event, out: &mut impl Write) -> std::io::Result<()> {
-        let (binary, rule, label) = match ev {
-            Event::Policy(p) => (
-                self.execs.binary(p.header.pid),
-                self.catalog.get(p.rule_id),
-                self.hook_label(p.hook),
-            ),
-            Event::Exec { header, filename } => {
-                self.execs.record(header.pid, filename);
-                (None, None, None)
+    /// Enriches one kernel event from the process cache and exports it.
+    fn handle(&mut self, ev: Event) -> std::io::Result<()> {
+        let time = self.clock.wall(ev.header().boot_ns);
+        let json = match ev {
+            Event::Exec(e) => {
+                let p = self.cache.on_exec(&e, time);
+                Some(JsonEvent::exec(&p, &self.node))
+            }
+            Event::Fork { header, child_pid } => {
+                self.cache.on_fork(header.pid, child_pid, time);
+                None
+            }
+            Event::Exit { header, exit_code } => self
+                .cache
+                .on_exit(header.pid)
+                // Kernel threads have no binary and are not reported.
+                .filter(|p| !p.binary.is_empty())
+                .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time)),
+            Event::Policy(m) => {
+                let p = self.cache.get(m.header.pid);
+                let rule = self.catalog.get(m.rule_id);
+                if let Some(r) = &rule {
+                    let labels = MatchLabels {
+                        rule: r.rule.clone(),
+                        verdict: events::verdict_name(m.verdict).into(),
+                    };
+                    self.metrics.policy_matches.get_or_create(&labels).inc();
+                }
+                let label = self.hook_label(m.hook);
+                Some(JsonEvent::policy(
+                    &m,
+                    p.as_deref(),
+                    rule,
+                    label,
+                    &self.node,
+                    time,
+                ))
             }
         };
-        let json = JsonEvent::new(ev, &self.clock, &self.node, binary, rule, label);
-        serde_json::to_writer(&mut *out, &json)?;
-        out.write_all(b"\n")
+        if let Some(j) = json {
+            self.emit(&j)?;
+        }
+        Ok(())
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl Write) -> std::io::Result<()> {
+    fn emit(&mut self, j: &JsonEvent) -> std::io::Result<()> {
+        let labels = TypeLabel {
+            r#type: j.kind().into(),
+        };
+        self.metrics.events.get_or_create(&labels).inc();
+        self.sinks.publish(j)
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
         while let Some(item) = ring.next() {
-            match events::decode(&item) {
-                Ok(ev) => self.write_event(&ev, out)?,
+            let decoded = events::decode(&item);
+            drop(item);
+            match decoded {
+                Ok(ev) => {
+                    tracing::trace!(kind = ev.header().kind, pid = ev.header().pid, "event");
+                    self.handle(ev)?
+                }
                 Err(e) => tracing::warn!("dropping malformed event: {e}"),
             }
         }
-        out.flush()
+        self.sinks.flush()
     }
 
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
@@ -182,12 +214,14 @@ impl Agent {
         let seq = self.status.last_reload.seq + 1;
         let result =
             load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|(pol, set)| {
-                self.enforcer.apply(&set)?;
-                Ok((pol, set))
+                let stats = self.enforcer.apply(&set)?;
+                Ok((pol, set, stats))
             });
         match result {
-            Ok((pol, set)) => {
+            Ok((pol, set, stats)) => {
                 tracing::info!(policy = %pol.name, rules = set.rule_count(), "policy reloaded from {}", path.display());
+                self.metrics.policy_reloads.inc();
+                self.record_maps(&stats);
                 self.catalog.next_id += set.rule_count() as u32;
                 self.catalog.replace(set.rules);
                 self.opts.policy = path.clone();
@@ -203,6 +237,7 @@ impl Agent {
             }
             Err(e) => {
                 tracing::error!("policy reload rejected, previous policy stays in force: {e}");
+                self.metrics.policy_reload_errors.inc();
                 self.status.last_reload = ReloadStatus {
                     seq,
                     ok: false,
@@ -214,8 +249,9 @@ impl Agent {
         self.save_status();
     }
 
-    /// Loss is never silent: a warning and an event whenever the count grows.
-    fn check_lost(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+    /// Loss is never silent: a warning, a metric and an event whenever the
+    /// kernel's count grows.
+    fn check_lost(&mut self) -> std::io::Result<()> {
         let lost = self.enforcer.lost_events().unwrap_or(0);
         if lost > self.lost_reported {
             let delta = lost - self.lost_reported;
@@ -224,19 +260,51 @@ impl Agent {
                 total = lost,
                 "kernel dropped events: ring buffer full"
             );
-            let ev = serde_json::json!({
-                "events_lost": {"count": delta, "total": lost},
-                "node_name": self.node,
-                "time": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            });
-            serde_json::to_writer(&mut *out, &ev)?;
-            out.write_all(b"\n")?;
-            out.flush()?;
+            self.metrics.kernel_events_lost.inc_by(delta);
+            self.emit(&JsonEvent::lost(delta, lost, &self.node))?;
+            self.sinks.flush()?;
             self.lost_reported = lost;
             self.status.events_lost = lost;
             self.save_status();
         }
         Ok(())
+    }
+
+    fn tick(&mut self) -> std::io::Result<()> {
+        self.check_lost()?;
+        self.cache.prune();
+        self.metrics.process_cache_size.set(self.cache.len() as i64);
+        Ok(())
+    }
+
+    fn record_maps(&self, stats: &ApplyStats) {
+        let l = &self.opts.limits;
+        let m = &self.metrics;
+        m.set_map(
+            crate::bpf::maps::PATH_RULES,
+            stats.path_entries,
+            2 * l.path_entries,
+        );
+        m.set_map(
+            crate::bpf::maps::INODE_RULES,
+            stats.inode_entries,
+            2 * l.inode_entries,
+        );
+        m.set_map(
+            crate::bpf::maps::NET4_RULES,
+            stats.net4_entries,
+            2 * l.net4_entries,
+        );
+        m.set_map(
+            crate::bpf::maps::NET6_RULES,
+            stats.net6_entries,
+            2 * l.net6_entries,
+        );
+        m.set_map(
+            crate::bpf::maps::EXEMPT_PIDS,
+            stats.exempt_pids,
+            2 * l.exempt_pids,
+        );
     }
 
     fn save_status(&self) {
@@ -258,8 +326,9 @@ fn hook_status(plan: &Plan, enforcer: &Enforcer) -> Vec<HookStatus> {
         .collect()
 }
 
-/// Runs until SIGINT or SIGTERM, writing one JSON event per line to `out`.
-pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentError> {
+/// Runs until SIGINT or SIGTERM, exporting events to `stdout` and the
+/// configured sinks.
+pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<(), AgentError> {
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
@@ -273,6 +342,17 @@ pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentErr
         }
     }
     status::create_dir(&opts.runtime_dir)?;
+    let file = match &opts.export_file {
+        Some(p) => Some(
+            RotatingFile::open(p, opts.export_max_bytes, opts.export_keep).map_err(|e| {
+                AgentError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", p.display()),
+                ))
+            })?,
+        ),
+        None => None,
+    };
     let mut enforcer = Enforcer::start(
         plan.clone(),
         &backend::Options {
@@ -283,8 +363,17 @@ pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentErr
     )?;
     let stats = enforcer.apply(&set)?;
     tracing::debug!(?stats, "rules written");
-
     let ring = enforcer.take_events()?;
+
+    let clock = Clock::now();
+    let node = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Programs are attached: whatever starts from now on arrives as events,
+    // and what ran before is read from /proc.
+    let mut cache = ProcessCache::new(&node);
+    cache.seed_from_proc(&clock);
+
     let mut catalog = Catalog {
         next_id: 1 + set.rule_count() as u32,
         ..Default::default()
@@ -308,19 +397,45 @@ pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentErr
         },
         events_lost: 0,
     };
+    let metrics = Metrics::default();
+    let sinks = Sinks::new(opts.output, stdout, file);
     let mut agent = Agent {
         opts,
-        execs: RecentExecs::default(),
         enforcer,
         catalog,
         status,
-        clock: Clock::now(),
-        node: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        clock,
+        node,
+        cache,
+        sinks,
+        metrics: metrics.clone(),
         lost_reported: 0,
     };
+    agent.record_maps(&stats);
     agent.save_status();
+
+    // Local API and metrics run beside the event loop until it ends.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let socket = agent.opts.runtime_dir.join(api::SOCKET_NAME);
+    let api_task = {
+        let (tx, m, socket) = (agent.sinks.sender(), metrics.clone(), socket.clone());
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = api::server::serve(&socket, tx, m, shutdown).await {
+                tracing::error!("event API stopped: {e}");
+            }
+        })
+    };
+    let metrics_task = agent.opts.metrics_addr.map(|addr| {
+        let registry = Arc::new(metrics.registry());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, registry).await {
+                tracing::error!("metrics endpoint {addr}: {e}");
+            }
+        })
+    });
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd owns the ring buffer.
@@ -336,24 +451,31 @@ pub async fn run(opts: AgentOptions, mut out: impl Write) -> Result<(), AgentErr
         policy = %pol.name,
         rules = agent.status.rules,
         mode = %agent.status.mode,
-        "vardr agent running: JSON events on stdout; SIGHUP reloads the policy; SIGINT/SIGTERM stops"
+        processes = agent.cache.len(),
+        "vardr agent running: events on stdout; SIGHUP reloads the policy; SIGINT/SIGTERM stops"
     );
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => agent.reload(),
-            _ = tick.tick() => agent.check_lost(&mut out)?,
+            _ = tick.tick() => agent.tick()?,
             guard = ring_fd.readable_mut() => {
                 let mut guard = guard?;
-                agent.drain(guard.get_inner_mut(), &mut out)?;
+                agent.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
         }
     }
     // Report what the kernel produced before the signal, then detach.
-    agent.drain(ring_fd.get_mut(), &mut out)?;
-    agent.check_lost(&mut out)?;
+    agent.drain(ring_fd.get_mut())?;
+    agent.check_lost()?;
+    let _ = stop_tx.send(());
+    let _ = api_task.await;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
     drop(ring_fd);
     status::remove(&agent.opts.runtime_dir);
     drop(agent);

@@ -169,11 +169,16 @@ impl Enforcer {
         scope: Option<&std::path::Path>,
     ) -> Result<(), BackendError> {
         let ebpf = &mut self.ebpf;
-        // Exec events, on every backend.
-        let p: &mut BtfTracePoint = prog(ebpf, bpf::progs::EXEC)?;
-        p.load("sched_process_exec", btf)
-            .map_err(perr(bpf::progs::EXEC))?;
-        p.attach().map_err(perr(bpf::progs::EXEC))?;
+        // Process lifecycle events for the process cache, on every backend.
+        for (name, tp) in [
+            (bpf::progs::EXEC, "sched_process_exec"),
+            (bpf::progs::FORK, "sched_process_fork"),
+            (bpf::progs::EXIT, "sched_process_exit"),
+        ] {
+            let p: &mut BtfTracePoint = prog(ebpf, name)?;
+            p.load(tp, btf).map_err(perr(name))?;
+            p.attach().map_err(perr(name))?;
+        }
 
         match self.plan.file.backend {
             Backend::Lsm => attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?,

@@ -1,11 +1,13 @@
 //! JSON shaped like Tetragon's export: one object per line, keyed by the
-//! event type (`process_exec`, `process_lsm`), with `node_name` and `time`.
+//! event type (`process_exec`, `process_exit`, `process_lsm`), with
+//! `node_name` and `time`.
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use vardr_common::{BackendKind, EventHeader, Hook, Verdict};
 
-use super::{c_str, Event, PolicyMatch};
+use super::{c_str, PolicyMatch};
+use crate::process::ProcessInfo;
 
 /// Converts `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +36,10 @@ impl Clock {
     }
 }
 
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
 /// What the agent knows about a rule id.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -42,28 +48,75 @@ pub struct RuleInfo {
     pub severity: String,
 }
 
-#[derive(Serialize, Debug)]
+/// A process as events show it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Process {
+    pub exec_id: String,
     pub pid: u32,
-    pub tid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
     pub uid: u32,
     pub gid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub binary: Option<String>,
-    pub comm: String,
+    pub auid: Option<u32>,
+    pub cwd: String,
+    pub binary: String,
+    pub arguments: String,
+    /// How the process became known (execve, procFS, clone), plus truncArgs.
+    pub flags: String,
+    pub start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_exec_id: Option<String>,
     pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cgroup: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 impl Process {
-    fn from_header(h: &EventHeader, binary: Option<String>) -> Self {
+    pub fn from_info(p: &ProcessInfo) -> Self {
+        let mut flags = p.origin.to_string();
+        if p.args_truncated {
+            flags.push_str(" truncArgs");
+        }
         Self {
+            exec_id: p.exec_id.clone(),
+            pid: p.pid,
+            tid: None,
+            uid: p.uid,
+            gid: p.gid,
+            auid: p.auid,
+            cwd: p.cwd.clone(),
+            binary: p.binary.clone(),
+            arguments: p.arguments.clone(),
+            flags,
+            start_time: rfc3339(p.start_time),
+            parent_exec_id: p.parent.as_ref().map(|p| p.exec_id.clone()),
+            cgroup_id: p.cgroup_id,
+            cgroup: p.cgroup.clone(),
+            container_id: p.container_id.clone(),
+        }
+    }
+
+    /// A process the cache does not know (started and gone between scans).
+    fn from_header(h: &EventHeader) -> Self {
+        Self {
+            exec_id: String::new(),
             pid: h.pid,
-            tid: h.tid,
+            tid: Some(h.tid),
             uid: h.uid,
             gid: h.gid,
-            binary,
-            comm: c_str(&h.comm),
+            auid: None,
+            cwd: String::new(),
+            binary: c_str(&h.comm),
+            arguments: String::new(),
+            flags: "unknown".into(),
+            start_time: String::new(),
+            parent_exec_id: None,
             cgroup_id: h.cgroup_id,
+            cgroup: String::new(),
+            container_id: None,
         }
     }
 }
@@ -71,6 +124,22 @@ impl Process {
 #[derive(Serialize, Debug)]
 pub struct ProcessExec {
     pub process: Process,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Process>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ProcessExit {
+    pub process: Process,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
+    /// Exit status (when not killed by a signal).
+    pub status: u32,
+    /// Terminating signal, e.g. "SIGKILL".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 /// One hook argument, named as Tetragon names them.
@@ -92,6 +161,8 @@ pub enum Arg {
 #[derive(Serialize, Debug)]
 pub struct ProcessLsm {
     pub process: Process,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
     /// file_open, file_write, exec or connect.
     pub hook: &'static str,
     /// The kernel function or program that decided.
@@ -107,10 +178,18 @@ pub struct ProcessLsm {
 }
 
 #[derive(Serialize, Debug)]
+pub struct EventsLost {
+    pub count: u64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     ProcessExec(ProcessExec),
+    ProcessExit(ProcessExit),
     ProcessLsm(ProcessLsm),
+    EventsLost(EventsLost),
 }
 
 /// One exported event.
@@ -180,37 +259,109 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
     }
 }
 
+/// Signal names for exit events.
+fn signal_name(sig: u32) -> String {
+    nix::sys::signal::Signal::try_from(sig as i32)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+fn parent_of(p: &ProcessInfo) -> Option<Process> {
+    p.parent.as_deref().map(Process::from_info)
+}
+
 impl JsonEvent {
-    /// `binary` is the process's executable when known; `rule` what the
-    /// agent knows of the matched rule; `backend` overrides the kernel's
-    /// label when the agent runs that hook in audit-only mode.
-    pub fn new(
-        ev: &Event,
-        clock: &Clock,
-        node_name: &str,
-        binary: Option<String>,
-        rule: Option<RuleInfo>,
-        backend: Option<&'static str>,
-    ) -> Self {
-        let body = match ev {
-            Event::Exec { header, filename } => Body::ProcessExec(ProcessExec {
-                process: Process::from_header(header, Some(filename.clone())),
-            }),
-            Event::Policy(p) => Body::ProcessLsm(ProcessLsm {
-                process: Process::from_header(&p.header, binary),
-                hook: hook_name(p.hook),
-                function_name: function_name(p),
-                args: args(p),
-                rule,
-                rule_id: p.rule_id,
-                verdict: verdict_name(p.verdict),
-                backend: backend.unwrap_or(backend_name(p.backend)),
-            }),
-        };
+    fn new(body: Body, node: &str, time: SystemTime) -> Self {
         Self {
             body,
-            node_name: node_name.to_string(),
-            time: humantime::format_rfc3339_nanos(clock.wall(ev.header().boot_ns)).to_string(),
+            node_name: node.to_string(),
+            time: rfc3339(time),
+        }
+    }
+
+    pub fn exec(p: &ProcessInfo, node: &str) -> Self {
+        let body = Body::ProcessExec(ProcessExec {
+            process: Process::from_info(p),
+            parent: parent_of(p),
+            ancestors: p
+                .ancestors()
+                .iter()
+                .map(|a| Process::from_info(a))
+                .collect(),
+        });
+        Self::new(body, node, p.start_time)
+    }
+
+    pub fn exit(p: &ProcessInfo, exit_code: u32, node: &str, time: SystemTime) -> Self {
+        let sig = exit_code & 0x7f;
+        let body = Body::ProcessExit(ProcessExit {
+            process: Process::from_info(p),
+            parent: parent_of(p),
+            status: (exit_code >> 8) & 0xff,
+            signal: (sig != 0).then(|| signal_name(sig)),
+        });
+        Self::new(body, node, time)
+    }
+
+    /// `backend` overrides the kernel's label when the agent runs that hook
+    /// in audit-only mode.
+    pub fn policy(
+        m: &PolicyMatch,
+        process: Option<&ProcessInfo>,
+        rule: Option<RuleInfo>,
+        backend: Option<&'static str>,
+        node: &str,
+        time: SystemTime,
+    ) -> Self {
+        let mut proc_json =
+            process.map_or_else(|| Process::from_header(&m.header), Process::from_info);
+        proc_json.tid = Some(m.header.tid);
+        let body = Body::ProcessLsm(ProcessLsm {
+            process: proc_json,
+            parent: process.and_then(parent_of),
+            hook: hook_name(m.hook),
+            function_name: function_name(m),
+            args: args(m),
+            rule,
+            rule_id: m.rule_id,
+            verdict: verdict_name(m.verdict),
+            backend: backend.unwrap_or(backend_name(m.backend)),
+        });
+        Self::new(body, node, time)
+    }
+
+    pub fn lost(count: u64, total: u64, node: &str) -> Self {
+        Self::new(
+            Body::EventsLost(EventsLost { count, total }),
+            node,
+            SystemTime::now(),
+        )
+    }
+
+    /// `process_exec`, `process_exit`, `process_lsm` or `events_lost`.
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::ProcessExec(_) => "process_exec",
+            Body::ProcessExit(_) => "process_exit",
+            Body::ProcessLsm(_) => "process_lsm",
+            Body::EventsLost(_) => "events_lost",
+        }
+    }
+
+    /// The process the event is about, if any.
+    pub fn process(&self) -> Option<&Process> {
+        match &self.body {
+            Body::ProcessExec(e) => Some(&e.process),
+            Body::ProcessExit(e) => Some(&e.process),
+            Body::ProcessLsm(e) => Some(&e.process),
+            Body::EventsLost(_) => None,
+        }
+    }
+
+    pub fn verdict(&self) -> Option<&'static str> {
+        match &self.body {
+            Body::ProcessLsm(e) => Some(e.verdict),
+            _ => None,
         }
     }
 }

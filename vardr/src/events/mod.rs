@@ -1,11 +1,17 @@
 //! Ring buffer records -> typed events -> Tetragon-shaped JSON.
 mod json;
 
-pub use json::{Clock, JsonEvent, RuleInfo};
+pub use json::{rfc3339, verdict_name, Body, Clock, JsonEvent, Process, RuleInfo};
+
+mod compact;
+pub use compact::compact;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vardr_common::{BackendKind, EventHeader, EventKind, ExecEvent, Hook, PolicyEvent, Verdict};
+use vardr_common::{
+    BackendKind, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook, PolicyEvent,
+    Verdict, ARGS_LEN, EXEC_ARGS_TRUNCATED,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -38,23 +44,44 @@ pub struct PolicyMatch {
     pub remote: Option<(IpAddr, u16, u8)>,
 }
 
+/// A decoded exec.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub header: EventHeader,
+    pub ppid: u32,
+    /// `None` when unset (`u32::MAX`).
+    pub auid: Option<u32>,
+    pub filename: String,
+    /// argv, including argv[0].
+    pub argv: Vec<String>,
+    pub args_truncated: bool,
+}
+
 /// A decoded kernel event.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Exec {
-        header: EventHeader,
-        filename: String,
-    },
+    Exec(Exec),
+    Fork { header: EventHeader, child_pid: u32 },
+    Exit { header: EventHeader, exit_code: u32 },
     Policy(PolicyMatch),
 }
 
 impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
-            Event::Exec { header, .. } => header,
+            Event::Exec(e) => &e.header,
+            Event::Fork { header, .. } | Event::Exit { header, .. } => header,
             Event::Policy(p) => &p.header,
         }
     }
+}
+
+/// NUL-separated arguments; a trailing partial argument is kept.
+fn split_args(buf: &[u8]) -> Vec<String> {
+    buf.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Reads a `T` from a record of exactly its size.
@@ -87,9 +114,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         EventKind::Exec => {
             let ev: ExecEvent = read(bytes, kind)?;
-            Ok(Event::Exec {
+            let n = (ev.args_len as usize).min(ARGS_LEN);
+            Ok(Event::Exec(Exec {
                 header: ev.header,
+                ppid: ev.ppid,
+                auid: (ev.auid != u32::MAX).then_some(ev.auid),
                 filename: c_str(&ev.filename),
+                argv: split_args(&ev.args[..n]),
+                args_truncated: ev.flags & EXEC_ARGS_TRUNCATED != 0,
+            }))
+        }
+        EventKind::Fork => {
+            let ev: ForkEvent = read(bytes, kind)?;
+            Ok(Event::Fork {
+                header: ev.header,
+                child_pid: ev.child_pid,
+            })
+        }
+        EventKind::Exit => {
+            let ev: ExitEvent = read(bytes, kind)?;
+            Ok(Event::Exit {
+                header: ev.header,
+                exit_code: ev.exit_code,
             })
         }
         EventKind::Policy => {
@@ -172,21 +218,54 @@ mod tests {
     }
 
     #[test]
-    fn decodes_exec() {
+    fn decodes_exec_with_arguments() {
         let mut filename = [0u8; EVENT_PATH_LEN];
-        filename[..9].copy_from_slice(b"/bin/true");
+        filename[..8].copy_from_slice(b"/bin/echo"[..8].as_ref());
+        let mut args = [0u8; ARGS_LEN];
+        let argv = b"echo\0hello\0wor";
+        args[..argv.len()].copy_from_slice(argv);
         let ev = ExecEvent {
             header: header(EventKind::Exec),
+            ppid: 1,
+            auid: u32::MAX,
+            flags: EXEC_ARGS_TRUNCATED,
+            args_len: argv.len() as u32,
             filename,
+            args,
         };
         match decode(&bytes(&ev)).unwrap() {
-            Event::Exec { header, filename } => {
-                assert_eq!(filename, "/bin/true");
-                assert_eq!(header.pid, 7);
-                assert_eq!(c_str(&header.comm), "true");
+            Event::Exec(e) => {
+                assert_eq!(e.filename, "/bin/ech");
+                assert_eq!(e.header.pid, 7);
+                assert_eq!(e.argv, vec!["echo", "hello", "wor"]);
+                assert!(e.args_truncated);
+                assert_eq!(e.auid, None);
+                assert_eq!(c_str(&e.header.comm), "true");
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn decodes_fork_and_exit() {
+        let ev = ExitEvent {
+            header: header(EventKind::Exit),
+            exit_code: 9,
+            _pad: 0,
+        };
+        assert!(matches!(
+            decode(&bytes(&ev)).unwrap(),
+            Event::Exit { exit_code: 9, .. }
+        ));
+        let ev = ForkEvent {
+            header: header(EventKind::Fork),
+            child_pid: 8,
+            _pad: 0,
+        };
+        assert!(matches!(
+            decode(&bytes(&ev)).unwrap(),
+            Event::Fork { child_pid: 8, .. }
+        ));
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         binprm_filename: m("linux_binprm", "filename")?,
         task_flags: m("task_struct", "flags")?,
         task_mm: m("task_struct", "mm")?,
+        task_pid: m("task_struct", "pid")?,
+        task_tgid: m("task_struct", "tgid")?,
+        task_real_parent: m("task_struct", "real_parent")?,
+        task_exit_code: m("task_struct", "exit_code")?,
+        task_loginuid: m("task_struct", "loginuid").unwrap_or(0),
+        mm_arg_start: m("mm_struct", "arg_start")?,
+        mm_arg_end: m("mm_struct", "arg_end")?,
         mm_exe_file: m("mm_struct", "exe_file")?,
         socket_type: m("socket", "type")?,
     })

@@ -1,0 +1,118 @@
+//! Process lifecycle events for the userspace process cache: exec (with
+//! arguments), fork (new processes, not threads) and exit.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task, bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use vardr_common::{EventKind, ExecEvent, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED};
+
+use crate::{
+    maps::EVENTS,
+    shared::{count_lost, fill_header, offsets, read},
+};
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    let off = offsets();
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: `ev` is a reserved ring buffer entry; kernel and user memory
+    // are read through probe helpers only.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Exec);
+        let parent: *const u8 = read(task, off.task_real_parent).unwrap_or(core::ptr::null());
+        (*ev).ppid = read(parent, off.task_tgid).unwrap_or(0);
+        (*ev).auid = if off.task_loginuid != 0 {
+            read(task, off.task_loginuid).unwrap_or(u32::MAX)
+        } else {
+            u32::MAX
+        };
+        (*ev).flags = 0;
+        (*ev).filename[0] = 0;
+        if let Some(name) = read::<*const u8>(bprm, off.binprm_filename) {
+            let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).filename);
+        }
+        // The new image's command line, from its stack.
+        (*ev).args_len = 0;
+        if let Some(mm) = read::<*const u8>(task, off.task_mm) {
+            let start: u64 = read(mm, off.mm_arg_start).unwrap_or(0);
+            let end: u64 = read(mm, off.mm_arg_end).unwrap_or(0);
+            let mut len = end.saturating_sub(start);
+            if len > ARGS_LEN as u64 {
+                len = ARGS_LEN as u64;
+                (*ev).flags |= EXEC_ARGS_TRUNCATED;
+            }
+            if len > 0
+                && bpf_probe_read_user(
+                    (*ev).args.as_mut_ptr() as *mut _,
+                    len as u32,
+                    start as *const _,
+                ) == 0
+            {
+                (*ev).args_len = len as u32;
+            }
+        }
+    }
+    entry.submit(0);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn vardr_fork(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_fork(struct task_struct *parent, struct task_struct *child)
+    let child: *const u8 = ctx.arg(1);
+    let off = offsets();
+    let pid: u32 = read(child, off.task_pid).unwrap_or(0);
+    let tgid: u32 = read(child, off.task_tgid).unwrap_or(0);
+    if pid == 0 || pid != tgid {
+        return 0; // a thread, not a process
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
+        count_lost();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved ring buffer entry.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Fork);
+        (*ev).child_pid = pid;
+        (*ev)._pad = 0;
+    }
+    entry.submit(0);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let pid: u32 = read(task, off.task_pid).unwrap_or(0);
+    let tgid: u32 = read(task, off.task_tgid).unwrap_or(0);
+    if pid != tgid {
+        return 0; // a thread ends, the process goes on
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_lost();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved ring buffer entry.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Exit);
+        (*ev).exit_code = read(task, off.task_exit_code).unwrap_or(0);
+        (*ev)._pad = 0;
+    }
+    entry.submit(0);
+    0
+}

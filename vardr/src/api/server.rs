@@ -1,0 +1,81 @@
+//! gRPC server: one task per subscriber, fed from the agent's broadcast.
+use std::{path::Path, pin::Pin, sync::Arc};
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_stream::{
+    wrappers::{ReceiverStream, UnixListenerStream},
+    Stream,
+};
+use tonic::{Request, Response, Status};
+
+use super::{
+    matches,
+    pb::{
+        events_server::{Events, EventsServer},
+        Event, SubscribeRequest,
+    },
+};
+use crate::{metrics::Metrics, sinks::Published};
+
+pub struct EventService {
+    tx: broadcast::Sender<Arc<Published>>,
+    metrics: Metrics,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Events for EventService {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let filter = req.into_inner();
+        let mut rx = self.tx.subscribe();
+        let metrics = self.metrics.clone();
+        let (out, stream) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let item = match rx.recv().await {
+                    Ok(e) if matches(&filter, &e) => Event::from(&*e),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        // Never silent: the subscriber learns how many it missed.
+                        metrics.subscriber_events_lost.inc_by(n);
+                        Event {
+                            r#type: "events_lost".into(),
+                            lost: n,
+                            ..Default::default()
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if out.send(Ok(item)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+}
+
+/// Binds `socket` (root-only) and serves until `shutdown` resolves.
+pub async fn serve(
+    socket: &Path,
+    tx: broadcast::Sender<Arc<Published>>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!("event API on unix:{}", socket.display());
+    tonic::transport::Server::builder()
+        .add_service(EventsServer::new(EventService { tx, metrics }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! One line per event for people, like Tetragon's compact output. Works on
+//! the JSON form, so `vardr events -o compact` renders what the agent sent.
+use serde_json::Value;
+
+fn proc_line(p: &Value) -> String {
+    let bin = p["binary"].as_str().unwrap_or("?");
+    let args = p["arguments"].as_str().unwrap_or("");
+    let where_ = p["container_id"]
+        .as_str()
+        .map(|c| format!("[{}] ", &c[..c.len().min(12)]))
+        .unwrap_or_default();
+    if args.is_empty() {
+        format!("{where_}{bin}")
+    } else {
+        format!("{where_}{bin} {args}")
+    }
+}
+
+/// The compact line for one event, or `None` for an unknown shape.
+pub fn compact(ev: &Value) -> Option<String> {
+    let node = ev["node_name"].as_str().unwrap_or("");
+    if let Some(e) = ev.get("process_exec") {
+        return Some(format!("🚀 process {node} {}", proc_line(&e["process"])));
+    }
+    if let Some(e) = ev.get("process_exit") {
+        let how = match e["signal"].as_str() {
+            Some(sig) => sig.to_string(),
+            None => e["status"].to_string(),
+        };
+        return Some(format!(
+            "💥 exit    {node} {} {how}",
+            proc_line(&e["process"])
+        ));
+    }
+    if let Some(e) = ev.get("process_lsm") {
+        let icon = match e["verdict"].as_str() {
+            Some("deny") => "🚫 deny   ",
+            Some("audit") => "👀 audit  ",
+            _ => "⚠️  alert  ",
+        };
+        let a = &e["args"][0];
+        let target = if let Some(s) = a.get("sock_arg") {
+            format!("{}:{}", s["daddr"].as_str().unwrap_or("?"), s["dport"])
+        } else {
+            a.get("file_arg")
+                .or_else(|| a.get("linux_binprm_arg"))
+                .and_then(|f| f["path"].as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        return Some(format!(
+            "{icon}{node} {} {} {target} (rule {}, {})",
+            proc_line(&e["process"]),
+            e["hook"].as_str().unwrap_or("?"),
+            e["rule"].as_str().unwrap_or("?"),
+            e["backend"].as_str().unwrap_or("?"),
+        ));
+    }
+    if let Some(e) = ev.get("events_lost") {
+        return Some(format!(
+            "❗ lost    {node} {} events (total {})",
+            e["count"], e["total"]
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_each_kind() {
+        let p = json!({"binary": "/usr/bin/curl", "arguments": "https://x"});
+        let exec = json!({"process_exec": {"process": p}, "node_name": "n1"});
+        assert_eq!(
+            compact(&exec).unwrap(),
+            "🚀 process n1 /usr/bin/curl https://x"
+        );
+        let exit = json!({"process_exit": {"process": p, "status": 0, "signal": "SIGKILL"}, "node_name": "n1"});
+        assert!(compact(&exit).unwrap().ends_with("SIGKILL"));
+        let lsm = json!({"process_lsm": {"process": p, "verdict": "deny", "hook": "connect",
+            "rule": "no-meta", "backend": "lsm",
+            "args": [{"sock_arg": {"daddr": "169.254.169.254", "dport": 80}}]}, "node_name": "n1"});
+        assert_eq!(
+            compact(&lsm).unwrap(),
+            "🚫 deny   n1 /usr/bin/curl https://x connect 169.254.169.254:80 (rule no-meta, lsm)"
+        );
+        assert!(compact(&json!({"x": 1})).is_none());
+    }
+}

@@ -1,0 +1,140 @@
+//! Prometheus metrics (OpenMetrics text), served on `--metrics-addr`.
+use std::{net::SocketAddr, sync::Arc};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MatchLabels {
+    pub rule: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabel {
+    pub map: String,
+}
+
+/// Every metric the agent keeps; cheap to clone (shared atomics).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub events: Family<TypeLabel, Counter>,
+    pub policy_matches: Family<MatchLabels, Counter>,
+    pub kernel_events_lost: Counter,
+    pub subscriber_events_lost: Counter,
+    pub process_cache_size: Gauge,
+    pub map_entries: Family<MapLabel, Gauge>,
+    pub map_capacity: Family<MapLabel, Gauge>,
+    pub policy_reloads: Counter,
+    pub policy_reload_errors: Counter,
+}
+
+impl Metrics {
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("vardr");
+        r.register("events", "Events exported, by type", self.events.clone());
+        r.register(
+            "policy_matches",
+            "Policy matches, by rule and verdict",
+            self.policy_matches.clone(),
+        );
+        r.register(
+            "kernel_events_lost",
+            "Events the kernel could not queue (ring buffer full)",
+            self.kernel_events_lost.clone(),
+        );
+        r.register(
+            "subscriber_events_lost",
+            "Events gRPC subscribers missed by reading too slowly",
+            self.subscriber_events_lost.clone(),
+        );
+        r.register(
+            "process_cache_size",
+            "Processes in the process cache",
+            self.process_cache_size.clone(),
+        );
+        r.register(
+            "map_entries",
+            "Entries in a rule map",
+            self.map_entries.clone(),
+        );
+        r.register(
+            "map_capacity",
+            "Capacity of a rule map",
+            self.map_capacity.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Policy reloads that took effect",
+            self.policy_reloads.clone(),
+        );
+        r.register(
+            "policy_reload_errors",
+            "Policy reloads rejected",
+            self.policy_reload_errors.clone(),
+        );
+        r
+    }
+
+    pub fn set_map(&self, map: &str, entries: usize, capacity: usize) {
+        let l = MapLabel { map: map.into() };
+        self.map_entries.get_or_create(&l).set(entries as i64);
+        self.map_capacity.get_or_create(&l).set(capacity as i64);
+    }
+}
+
+pub fn encode(r: &Registry) -> String {
+    let mut s = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut s, r) {
+        tracing::warn!("encoding metrics: {e}");
+    }
+    s
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::{body::Bytes, server::conn::http1, service::service_fn, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(Full::new(Bytes::from(encode(&registry))))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+                    };
+                    resp
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}

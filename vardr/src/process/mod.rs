@@ -1,0 +1,299 @@
+//! The process cache: every live process, seeded from /proc at start and
+//! kept current from fork, exec and exit events, so each event can say
+//! which process did it, who started that process, and where it runs.
+mod procfs;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use base64::Engine as _;
+
+pub use procfs::container_id;
+
+use crate::events::{Clock, Exec};
+
+/// How long an exited process stays resolvable for late events.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// Ancestors listed in an event, nearest first.
+pub const MAX_ANCESTORS: usize = 16;
+
+/// One process image (a pid between two execs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessInfo {
+    /// Unique across hosts and reboots: base64 of `node:start-ns:pid`.
+    pub exec_id: String,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub auid: Option<u32>,
+    pub binary: String,
+    /// argv without argv[0], joined by spaces (as Tetragon's `arguments`).
+    pub arguments: String,
+    pub args_truncated: bool,
+    pub cwd: String,
+    pub start_time: SystemTime,
+    pub cgroup_id: u64,
+    pub cgroup: String,
+    pub container_id: Option<String>,
+    /// How the process became known: "execve", "procFS" or "clone".
+    pub origin: &'static str,
+    pub parent: Option<Arc<ProcessInfo>>,
+}
+
+impl ProcessInfo {
+    pub fn ppid(&self) -> u32 {
+        self.parent.as_ref().map_or(0, |p| p.pid)
+    }
+
+    /// Parent's parent first, up to [`MAX_ANCESTORS`].
+    pub fn ancestors(&self) -> Vec<Arc<ProcessInfo>> {
+        let mut out = Vec::new();
+        let mut cur = self.parent.as_ref().and_then(|p| p.parent.clone());
+        while let Some(p) = cur {
+            if out.len() == MAX_ANCESTORS {
+                break;
+            }
+            cur = p.parent.clone();
+            out.push(p);
+        }
+        out
+    }
+}
+
+pub fn exec_id(node: &str, start: SystemTime, pid: u32) -> String {
+    let ns = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    base64::engine::general_purpose::STANDARD.encode(format!("{node}:{ns}:{pid}"))
+}
+
+pub struct ProcessCache {
+    node: String,
+    by_pid: HashMap<u32, Arc<ProcessInfo>>,
+    exited: VecDeque<(Instant, u32, String)>,
+}
+
+impl ProcessCache {
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            by_pid: HashMap::new(),
+            exited: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.by_pid.get(&pid).cloned()
+    }
+
+    /// Learns every process already running, parents before children.
+    pub fn seed_from_proc(&mut self, clock: &Clock) {
+        let mut procs = procfs::scan(clock);
+        procs.sort_by_key(|p| (p.start_time, p.pid));
+        for p in procs {
+            let parent = self.by_pid.get(&p.ppid).cloned();
+            let info = ProcessInfo {
+                exec_id: exec_id(&self.node, p.start_time, p.pid),
+                pid: p.pid,
+                uid: p.uid,
+                gid: p.gid,
+                auid: p.auid,
+                binary: p.binary,
+                arguments: p.argv.get(1..).unwrap_or_default().join(" "),
+                args_truncated: false,
+                cwd: p.cwd,
+                start_time: p.start_time,
+                cgroup_id: p.cgroup_id,
+                container_id: container_id(&p.cgroup),
+                cgroup: p.cgroup,
+                origin: "procFS",
+                parent,
+            };
+            self.by_pid.insert(p.pid, Arc::new(info));
+        }
+    }
+
+    /// A new process: a copy of its parent's image until it execs.
+    pub fn on_fork(&mut self, parent_pid: u32, child_pid: u32, time: SystemTime) {
+        let parent = self.by_pid.get(&parent_pid).cloned();
+        let info = match &parent {
+            Some(p) => ProcessInfo {
+                exec_id: exec_id(&self.node, time, child_pid),
+                pid: child_pid,
+                start_time: time,
+                origin: "clone",
+                parent: Some(p.clone()),
+                ..(**p).clone()
+            },
+            None => ProcessInfo {
+                exec_id: exec_id(&self.node, time, child_pid),
+                pid: child_pid,
+                uid: 0,
+                gid: 0,
+                auid: None,
+                binary: String::new(),
+                arguments: String::new(),
+                args_truncated: false,
+                cwd: String::new(),
+                start_time: time,
+                cgroup_id: 0,
+                cgroup: String::new(),
+                container_id: None,
+                origin: "clone",
+                parent: None,
+            },
+        };
+        self.by_pid.insert(child_pid, Arc::new(info));
+    }
+
+    /// A new image for `e.header.pid`; its parent is the process that forked it.
+    pub fn on_exec(&mut self, e: &Exec, time: SystemTime) -> Arc<ProcessInfo> {
+        let pid = e.header.pid;
+        let prior = self.by_pid.get(&pid).cloned();
+        // The parent is the forker's image, kept by the pre-exec record.
+        let parent = prior
+            .as_ref()
+            .and_then(|p| p.parent.clone())
+            .filter(|p| p.pid == e.ppid)
+            .or_else(|| self.by_pid.get(&e.ppid).cloned());
+        let cgroup = procfs::cgroup_of(pid)
+            .or_else(|| prior.as_ref().map(|p| p.cgroup.clone()))
+            .unwrap_or_default();
+        let cwd = procfs::cwd_of(pid)
+            .or_else(|| prior.as_ref().map(|p| p.cwd.clone()))
+            .unwrap_or_default();
+        let info = Arc::new(ProcessInfo {
+            exec_id: exec_id(&self.node, time, pid),
+            pid,
+            uid: e.header.uid,
+            gid: e.header.gid,
+            auid: e.auid,
+            binary: e.filename.clone(),
+            arguments: e.argv.get(1..).unwrap_or_default().join(" "),
+            args_truncated: e.args_truncated,
+            cwd,
+            start_time: time,
+            cgroup_id: e.header.cgroup_id,
+            container_id: container_id(&cgroup),
+            cgroup,
+            origin: "execve",
+            parent,
+        });
+        self.by_pid.insert(pid, info.clone());
+        info
+    }
+
+    /// Marks `pid` gone; it stays resolvable for a grace period.
+    pub fn on_exit(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        let p = self.by_pid.get(&pid).cloned()?;
+        self.exited
+            .push_back((Instant::now(), pid, p.exec_id.clone()));
+        Some(p)
+    }
+
+    /// Drops exited processes whose grace period is over.
+    pub fn prune(&mut self) {
+        self.prune_before(Instant::now() - EXIT_GRACE);
+    }
+
+    fn prune_before(&mut self, cutoff: Instant) {
+        while let Some((at, pid, id)) = self.exited.front() {
+            if *at > cutoff {
+                break;
+            }
+            // The pid may have been reused by a newer process meanwhile.
+            if self.by_pid.get(pid).is_some_and(|p| &p.exec_id == id) {
+                self.by_pid.remove(pid);
+            }
+            self.exited.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Exec;
+    use vardr_common::{EventHeader, EventKind};
+
+    fn exec(pid: u32, ppid: u32, bin: &str, argv: &[&str]) -> Exec {
+        Exec {
+            header: EventHeader {
+                kind: EventKind::Exec as u32,
+                _pad: 0,
+                boot_ns: 0,
+                tid: pid,
+                pid,
+                uid: 1000,
+                gid: 1000,
+                cgroup_id: 1,
+                comm: [0; 16],
+            },
+            ppid,
+            auid: Some(1000),
+            filename: bin.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            args_truncated: false,
+        }
+    }
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    #[test]
+    fn tree_of_fork_and_exec_gives_ancestry() {
+        let mut c = ProcessCache::new("node1");
+        c.on_exec(&exec(100_001, 1, "/bin/bash", &["bash"]), t(1));
+        c.on_fork(100_001, 100_002, t(2));
+        let sh = c.on_exec(&exec(100_002, 100_001, "/bin/sh", &["sh", "-c", "x"]), t(3));
+        c.on_fork(100_002, 100_003, t(4));
+        let leaf = c.on_exec(&exec(100_003, 100_002, "/bin/sleep", &["sleep", "1"]), t(5));
+        assert_eq!(leaf.arguments, "1");
+        assert_eq!(leaf.parent.as_ref().unwrap().exec_id, sh.exec_id);
+        assert_eq!(leaf.ppid(), 100_002);
+        let anc: Vec<_> = leaf.ancestors().iter().map(|a| a.binary.clone()).collect();
+        assert_eq!(anc, vec!["/bin/bash"]);
+        // exec ids are unique per image and stable per input.
+        assert_ne!(leaf.exec_id, sh.exec_id);
+        assert_eq!(leaf.exec_id, exec_id("node1", t(5), 100_003));
+        assert_ne!(exec_id("node1", t(5), 1), exec_id("node2", t(5), 1));
+    }
+
+    #[test]
+    fn exits_are_pruned_after_the_grace_period_without_leaking() {
+        let mut c = ProcessCache::new("n");
+        for pid in 200_000..200_100 {
+            c.on_fork(1, pid, t(1));
+            c.on_exec(&exec(pid, 1, "/bin/true", &["true"]), t(2));
+            c.on_exit(pid);
+        }
+        assert_eq!(c.len(), 100);
+        c.prune_before(Instant::now() + Duration::from_secs(1));
+        assert_eq!(c.len(), 0);
+        assert!(c.exited.is_empty());
+    }
+
+    #[test]
+    fn reused_pid_survives_the_old_exit() {
+        let mut c = ProcessCache::new("n");
+        c.on_exec(&exec(300_000, 1, "/bin/a", &["a"]), t(1));
+        c.on_exit(300_000);
+        c.on_fork(1, 300_000, t(2));
+        c.on_exec(&exec(300_000, 1, "/bin/b", &["b"]), t(3));
+        c.prune_before(Instant::now() + Duration::from_secs(1));
+        assert_eq!(c.get(300_000).unwrap().binary, "/bin/b");
+    }
+}
