@@ -104,10 +104,12 @@ mod tests {
         assert_eq!(names, vec!["events.json", "events.json.1", "events.json.2"]);
         let cur = std::fs::read_to_string(&path).unwrap();
         assert!(cur.len() <= 100 && cur.ends_with("\"}\n"), "{cur}");
-        // The newest line is in the live file, the next older ones in .1.
-        assert!(cur.contains("\"n\":0019"));
+        // One 53-byte line fits under 100 bytes: newest live, older ones shifted.
+        assert!(cur.contains("\"n\":0019"), "{cur}");
         let one = std::fs::read_to_string(dir.join("events.json.1")).unwrap();
-        assert!(one.contains("\"n\":0017"), "{one}");
+        assert!(one.contains("\"n\":0018"), "{one}");
+        let two = std::fs::read_to_string(dir.join("events.json.2")).unwrap();
+        assert!(two.contains("\"n\":0017"), "{two}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
