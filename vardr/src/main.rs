@@ -77,8 +77,9 @@ struct AgentArgs {
     /// Also write JSON lines to this file (mode 0600), rotated by size.
     #[arg(long)]
     export_file: Option<PathBuf>,
-    /// Rotate the export file when it would exceed this many MiB.
-    #[arg(long, default_value_t = 100)]
+    /// Rotate the export file when it would exceed this size (bytes, or
+    /// with a K, M or G suffix).
+    #[arg(long, default_value = "100M", value_parser = parse_size)]
     export_max_size: u64,
     /// Rotated export files to keep (events.json.1 ... .N).
     #[arg(long, default_value_t = 5)]
@@ -161,6 +162,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// "4096", "64K", "100M", "1G" (binary multiples).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4096, 64K, 100M or 1G"))?;
+    if n == 0 {
+        return Err("size must be above 0".into());
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -237,7 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 runtime_dir: a.runtime_dir,
                 output: a.output,
                 export_file: a.export_file,
-                export_max_bytes: a.export_max_size.saturating_mul(1 << 20),
+                export_max_bytes: a.export_max_size,
                 export_keep: a.export_keep,
                 metrics_addr: a.metrics_addr,
             };
@@ -318,4 +339,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("ten").is_err());
+    }
 }

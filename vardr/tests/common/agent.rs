@@ -104,6 +104,29 @@ impl AgentRun {
         }
     }
 
+    /// Waits for any event (a whole JSON line) matching `pred`.
+    pub fn event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.events.iter().find(|e| pred(e)) {
+            return v.clone();
+        }
+        let found = self.wait(Duration::from_secs(15), |is_out, l| {
+            is_out
+                && serde_json::from_str::<Value>(l)
+                    .map(|v| pred(&v))
+                    .unwrap_or(false)
+        });
+        match found {
+            Some(l) => serde_json::from_str(&l).unwrap(),
+            None => panic!("no event {what}; stderr:\n{}", self.stderr.join("\n")),
+        }
+    }
+
+    /// Reads events for `d`, then returns all seen so far.
+    pub fn events_after(&mut self, d: Duration) -> Vec<Value> {
+        self.wait(d, |_, _| false);
+        self.events.clone()
+    }
+
     /// Waits for a policy event (`process_lsm`) matching `pred`.
     pub fn policy_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(v) = self.events.iter().find(|e| pred(&e["process_lsm"])) {

@@ -1,0 +1,299 @@
+//! Host tier: the process cache and the event pipeline with a real agent
+//! (observation only: the policy has no rules, nothing can be denied).
+mod common;
+
+use std::{
+    io::{Read, Write},
+    process::Command,
+    time::Duration,
+};
+
+use common::{
+    agent::{AgentRun, VARDR},
+    require_root, TempDir,
+};
+use serde_json::Value;
+
+const NO_RULES: &str =
+    "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: observe\nspec:\n  rules: []\n";
+
+fn exec_of<'a>(ev: &'a Value, binary_suffix: &str, args: &str) -> Option<&'a Value> {
+    let p = &ev.get("process_exec")?["process"];
+    (p["binary"].as_str()?.ends_with(binary_suffix) && p["arguments"] == args).then_some(p)
+}
+
+#[test]
+fn process_tree_has_exec_ids_ancestry_and_exit() {
+    if !require_root("process_tree_has_exec_ids_ancestry_and_exit") {
+        return;
+    }
+    let mut agent = AgentRun::start(NO_RULES, &[]);
+    let marker = format!("tree-{}", std::process::id());
+    let st = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "/bin/sh -c 'exec /bin/sleep 0.01 && true' {marker}; exit 3"
+        ))
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(3));
+
+    let sleep = agent.event("sleep exec", |e| exec_of(e, "/sleep", "0.01").is_some());
+    let p = &sleep["process_exec"]["process"];
+    let parent = &sleep["process_exec"]["parent"];
+    let ancestors = sleep["process_exec"]["ancestors"].as_array().unwrap();
+    // sleep replaced the inner sh; its parent is the outer sh; then this test.
+    assert!(
+        parent["binary"].as_str().unwrap().ends_with("/sh"),
+        "{sleep}"
+    );
+    assert!(
+        parent["arguments"].as_str().unwrap().contains(&marker),
+        "{sleep}"
+    );
+    assert_eq!(p["parent_exec_id"], parent["exec_id"]);
+    assert_eq!(ancestors[0]["pid"], std::process::id());
+    assert_eq!(
+        ancestors[0]["flags"], "procFS",
+        "the test process predates the agent"
+    );
+    assert_ne!(p["exec_id"], parent["exec_id"]);
+    assert!(p["start_time"].as_str().unwrap().ends_with('Z'));
+    assert!(!p["cwd"].as_str().unwrap().is_empty());
+
+    // Each image has its own exec_id; exits carry the image's exec_id and status.
+    let sleep_id = p["exec_id"].clone();
+    let exit = agent.event("sleep exit", |e| {
+        e["process_exit"]["process"]["exec_id"] == sleep_id
+    });
+    assert_eq!(exit["process_exit"]["status"], 0);
+    let parent_id = parent["exec_id"].clone();
+    let exit = agent.event("outer sh exit", |e| {
+        e["process_exit"]["process"]["exec_id"] == parent_id
+    });
+    assert_eq!(exit["process_exit"]["status"], 3);
+
+    // A killed process reports its signal.
+    let _ = Command::new("/bin/sh").arg("-c").arg("kill -9 $$").status();
+    agent.event("killed sh", |e| e["process_exit"]["signal"] == "SIGKILL");
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn exec_storm_yields_every_event_or_an_exact_loss_count() {
+    if !require_root("exec_storm_yields_every_event_or_an_exact_loss_count") {
+        return;
+    }
+    const N: usize = 2000;
+    let mut agent = AgentRun::start(NO_RULES, &["--output", "json"]);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {N} ]; do /bin/true storm; i=$((i+1)); done"
+        ))
+        .spawn()
+        .unwrap();
+    let loop_pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let events = agent.events_after(Duration::from_secs(3));
+    let seen = events
+        .iter()
+        .filter_map(|e| exec_of(e, "/true", "storm"))
+        .filter(|p| p["parent_exec_id"].is_string())
+        .count();
+    let lost: u64 = events
+        .iter()
+        .filter_map(|e| e["events_lost"]["count"].as_u64())
+        .sum();
+    if lost == 0 {
+        assert_eq!(
+            seen, N,
+            "no loss reported, so every exec must be there (loop pid {loop_pid})"
+        );
+    } else {
+        assert!(seen + lost as usize >= N, "seen {seen} + lost {lost} < {N}");
+    }
+    assert!(agent.stop().success());
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(body: &str, line_start: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in:\n{body}"))
+}
+
+#[test]
+fn grpc_stream_export_file_and_metrics_agree() {
+    if !require_root("grpc_stream_export_file_and_metrics_agree") {
+        return;
+    }
+    let t = TempDir::new("export");
+    let export = t.join("events.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut agent = AgentRun::start(
+        NO_RULES,
+        &[
+            "--export-file",
+            export.to_str().unwrap(),
+            "--export-max-size",
+            "64K",
+            "--export-keep",
+            "2",
+            "--metrics-addr",
+            &metrics_addr,
+            "--output",
+            "none",
+        ],
+    );
+    let marker = format!("grpc-{}", std::process::id());
+    let rd = agent.runtime_dir();
+    // A subscriber that wants three execs of `echo` with our marker.
+    let sub = Command::new(VARDR)
+        .args([
+            "events",
+            "--type",
+            "process_exec",
+            "--binary",
+            "echo",
+            "--count",
+            "3",
+            "-o",
+            "json",
+        ])
+        .arg("--runtime-dir")
+        .arg(&rd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        Command::new("/bin/echo").arg(&marker).output().unwrap();
+    }
+    // Unrelated traffic the filter must drop.
+    Command::new("/bin/true").arg(&marker).status().unwrap();
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(streamed.len(), 3, "{streamed:?}");
+    for l in &streamed {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(exec_of(&v, "/echo", &marker).is_some(), "{l}");
+    }
+    // The export file holds the very lines the stream carried.
+    std::thread::sleep(Duration::from_secs(1));
+    let exported = std::fs::read_to_string(&export).unwrap();
+    for l in &streamed {
+        assert!(exported.lines().any(|e| e == l), "not exported: {l}");
+    }
+    // Enough traffic to rotate the 64K export file.
+    for _ in 0..120 {
+        Command::new("/bin/true")
+            .arg(format!("{marker}-{}", "x".repeat(200)))
+            .status()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let body = http_get(port, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(metric(&body, "vardr_events_total{type=\"process_exec\"}") >= 124.0);
+    assert!(metric(&body, "vardr_process_cache_size") > 10.0);
+    assert_eq!(metric(&body, "vardr_kernel_events_lost_total"), 0.0);
+    assert_eq!(metric(&body, "vardr_policy_reloads_total"), 0.0);
+    assert!(metric(&body, "vardr_map_capacity{map=\"PATH_RULES\"}") > 0.0);
+    assert!(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
+    assert!(agent.stop().success());
+
+    // Rotated within its limits.
+    for f in [
+        t.join("events.json.2"),
+        t.join("events.json.1"),
+        export.clone(),
+    ] {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 64 * 1024, "{} is {len} bytes", f.display());
+    }
+    assert!(t.join("events.json.1").exists(), "no rotation happened");
+    assert!(!t.join("events.json.3").exists(), "kept more than 2 files");
+}
+
+#[test]
+fn metrics_count_matches_and_reloads() {
+    if !require_root("metrics_count_matches_and_reloads") {
+        return;
+    }
+    let t = TempDir::new("metrics");
+    std::fs::write(t.join("watched"), "w\n").unwrap();
+    let policy = format!(
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: m\nspec:\n  rules:\n    - name: watch\n      hook: file_open\n      action: alert\n      match: {{ paths: [{}] }}\n",
+        t.join("watched").display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // Audit mode and an alert rule: nothing can be blocked.
+    let mut agent = AgentRun::start(&policy, &["--metrics-addr", &addr]);
+    for _ in 0..2 {
+        std::fs::read(t.join("watched")).unwrap();
+    }
+    agent.policy_event("alert", |e| e["rule"] == "watch");
+    let hup = |agent: &AgentRun| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    hup(&agent);
+    agent.log_line("policy reloaded");
+    std::fs::write(agent.policy_path(), "not: [a policy").unwrap();
+    hup(&agent);
+    agent.log_line("policy reload rejected");
+    std::thread::sleep(Duration::from_millis(500));
+    let body = http_get(port, "/metrics");
+    assert_eq!(
+        metric(
+            &body,
+            "vardr_policy_matches_total{rule=\"watch\",verdict=\"alert\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&body, "vardr_events_total{type=\"process_lsm\"}"),
+        2.0
+    );
+    assert_eq!(metric(&body, "vardr_policy_reloads_total"), 1.0);
+    assert_eq!(metric(&body, "vardr_policy_reload_errors_total"), 1.0);
+    assert_eq!(metric(&body, "vardr_map_entries{map=\"PATH_RULES\"}"), 1.0);
+    assert!(agent.stop().success());
+}
