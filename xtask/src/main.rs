@@ -155,7 +155,9 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
                 "--bins",
             ]),
             t,
-        )
+        )?;
+        // Benchmarks keep working: a short smoke pass, no timing thresholds.
+        run::status(cargo().args(["test", "-p", "vardr", "--bench", "pipeline"]))
     });
     tier("host integration", &mut tally, &mut |t| {
         run::tests(
