@@ -41,7 +41,10 @@ fn exec_record(pid: u32, ppid: u32) -> Vec<u8> {
     };
     // SAFETY: ExecEvent is repr(C) plain data; we copy its bytes.
     unsafe {
-        std::slice::from_raw_parts((&ev as *const ExecEvent).cast::<u8>(), std::mem::size_of::<ExecEvent>())
+        std::slice::from_raw_parts(
+            (&ev as *const ExecEvent).cast::<u8>(),
+            std::mem::size_of::<ExecEvent>(),
+        )
     }
     .to_vec()
 }
@@ -84,12 +87,16 @@ fn main() {
     let base = 4_000_000u32;
     let t0 = SystemTime::now();
     for depth in 0..6u32 {
-        let Event::Exec(e) = events::decode(&exec_record(base + depth, base + depth.saturating_sub(1))).unwrap() else {
+        let Event::Exec(e) =
+            events::decode(&exec_record(base + depth, base + depth.saturating_sub(1))).unwrap()
+        else {
             unreachable!()
         };
         cache.on_exec(&e, t0);
     }
-    let records: Vec<Vec<u8>> = (0..1024u32).map(|i| exec_record(base + 100 + i, base + 5)).collect();
+    let records: Vec<Vec<u8>> = (0..1024u32)
+        .map(|i| exec_record(base + 100 + i, base + 5))
+        .collect();
     let rec = |i: usize| &records[i % records.len()];
 
     let mut sink = 0usize;
@@ -104,13 +111,21 @@ fn main() {
     let serialize = run("decode+enrich+json", n, rounds, |i| {
         if let Ok(Event::Exec(e)) = events::decode(rec(i)) {
             let p = cache.on_exec(&e, clock.wall(e.header.boot_ns));
-            sink += serde_json::to_string(&JsonEvent::exec(&p, "bench-node")).map_or(0, |s| s.len());
+            sink +=
+                serde_json::to_string(&JsonEvent::exec(&p, "bench-node")).map_or(0, |s| s.len());
         }
     });
     let stages = [decode, enrich, serialize];
     let base_ns = stages[0].ns_per_event;
-    println!("pipeline benchmark ({} events x {rounds} rounds{})", n, if smoke { ", smoke" } else { "" });
-    println!("{:<22} {:>10} {:>14} {:>8}", "stage", "ns/event", "events/s", "ratio");
+    println!(
+        "pipeline benchmark ({} events x {rounds} rounds{})",
+        n,
+        if smoke { ", smoke" } else { "" }
+    );
+    println!(
+        "{:<22} {:>10} {:>14} {:>8}",
+        "stage", "ns/event", "events/s", "ratio"
+    );
     for s in &stages {
         println!(
             "{:<22} {:>10.0} {:>14.0} {:>7.1}x",
@@ -124,7 +139,10 @@ fn main() {
         .iter()
         .map(|s| serde_json::json!({"stage": s.name, "ns_per_event": s.ns_per_event, "events_per_sec": 1e9 / s.ns_per_event}))
         .collect();
-    println!("{}", serde_json::json!({"benchmark": "pipeline", "smoke": smoke, "events": n, "stages": json}));
+    println!(
+        "{}",
+        serde_json::json!({"benchmark": "pipeline", "smoke": smoke, "events": n, "stages": json})
+    );
     assert!(sink > 0);
     std::hint::black_box(Duration::ZERO);
 }

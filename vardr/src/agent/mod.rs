@@ -120,6 +120,7 @@ struct Agent {
     sinks: Sinks,
     metrics: Metrics,
     lost_reported: u64,
+    ticks: u64,
 }
 
 impl Agent {
@@ -272,6 +273,10 @@ impl Agent {
 
     fn tick(&mut self) -> std::io::Result<()> {
         self.check_lost()?;
+        self.ticks += 1;
+        if self.ticks % 30 == 0 {
+            self.cache.sweep_dead();
+        }
         self.cache.prune();
         self.metrics.process_cache_size.set(self.cache.len() as i64);
         Ok(())
@@ -410,6 +415,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         sinks,
         metrics: metrics.clone(),
         lost_reported: 0,
+        ticks: 0,
     };
     agent.record_maps(&stats);
     agent.save_status();

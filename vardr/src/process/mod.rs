@@ -203,6 +203,25 @@ impl ProcessCache {
         Some(p)
     }
 
+    /// Queues processes that are gone without an exit event (lost events,
+    /// or exits while the agent was starting), so the cache cannot leak.
+    pub fn sweep_dead(&mut self) {
+        let queued: std::collections::HashSet<u32> = self.exited.iter().map(|e| e.1).collect();
+        let dead: Vec<u32> = self
+            .by_pid
+            .keys()
+            .copied()
+            .filter(|pid| !queued.contains(pid))
+            .filter(|&pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            })
+            .collect();
+        for pid in dead {
+            self.on_exit(pid);
+        }
+    }
+
     /// Drops exited processes whose grace period is over.
     pub fn prune(&mut self) {
         self.prune_before(Instant::now() - EXIT_GRACE);
@@ -284,6 +303,18 @@ mod tests {
         c.prune_before(Instant::now() + Duration::from_secs(1));
         assert_eq!(c.len(), 0);
         assert!(c.exited.is_empty());
+    }
+
+    #[test]
+    fn sweep_finds_processes_that_died_silently() {
+        let mut c = ProcessCache::new("n");
+        // Far above pid_max: no such process.
+        c.on_exec(&exec(u32::MAX - 7, 1, "/bin/gone", &["gone"]), t(1));
+        c.on_exec(&exec(std::process::id(), 1, "/bin/me", &["me"]), t(1));
+        c.sweep_dead();
+        c.prune_before(Instant::now() + Duration::from_secs(1));
+        assert!(c.get(u32::MAX - 7).is_none());
+        assert!(c.get(std::process::id()).is_some());
     }
 
     #[test]
