@@ -1,4 +1,5 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
+mod bench;
 mod run;
 mod vm;
 
@@ -39,6 +40,14 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
+    /// Benchmarks: userspace pipeline throughput, and exec events end to end
+    /// (root). Every number comes with its ratio to a baseline measured in
+    /// the same run.
+    Bench {
+        /// A short run (what the test suite uses to keep it working).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Boot pinned Debian kernels under QEMU and run the end-to-end tests inside.
     VmTest {
         /// 6.1, 6.12, 6.12-nobpflsm (6.12 booted without BPF LSM) or all.
@@ -53,6 +62,10 @@ fn main() -> Result<()> {
         Task::Setup { vm } => setup(vm),
         Task::Agent { args } => agent(args),
         Task::Test { no_vm, kernel } => test(no_vm, &kernel),
+        Task::Bench { quick } => {
+            setup(false)?;
+            bench::run(&bench::BenchOpts { quick })
+        }
         Task::VmTest { kernel } => {
             setup(true)?;
             let mut tally = Tally::default();
