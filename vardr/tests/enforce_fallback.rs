@@ -56,3 +56,12 @@ fn audit_backend_never_blocks() {
         scenarios::audit_backend();
     }
 }
+
+#[test]
+fn fallback_shipped_policies() {
+    if require_backend("fallback_shipped_policies", Fallback)
+        && scenarios::python_available("fallback_shipped_policies")
+    {
+        scenarios::shipped_policies(Fallback);
+    }
+}

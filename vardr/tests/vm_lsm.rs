@@ -66,3 +66,13 @@ fn lsm_network_rules() {
         scenarios::network_rules(Lsm);
     }
 }
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_shipped_policies() {
+    if require_backend("lsm_shipped_policies", Lsm)
+        && scenarios::python_available("lsm_shipped_policies")
+    {
+        scenarios::shipped_policies(Lsm);
+    }
+}

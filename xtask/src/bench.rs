@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{self, cargo};
 
-const NO_RULES: &str = "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: bench\nspec:\n  rules: []\n";
+const NO_RULES: &str =
+    "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: bench\nspec:\n  rules: []\n";
 
 pub struct BenchOpts {
     pub quick: bool,
@@ -49,7 +50,13 @@ impl Agent {
             .arg(&policy)
             .arg("--runtime-dir")
             .arg(dir.join("run"))
-            .args(["--output", "none", "--export-max-size", "1G", "--export-file"])
+            .args([
+                "--output",
+                "none",
+                "--export-max-size",
+                "1G",
+                "--export-file",
+            ])
             .arg(dir.join("events.json"))
             .env("VARDR_LOG", "warn")
             .stdout(Stdio::null())
@@ -132,7 +139,10 @@ fn exec_rate(opts: &BenchOpts) -> Result<()> {
         let exported = agent.stop()?;
         let received = exported
             .lines()
-            .filter(|l| l.starts_with("{\"process_exec\"") && l.contains(&format!("\"arguments\":\"{marker}\"")))
+            .filter(|l| {
+                l.starts_with("{\"process_exec\"")
+                    && l.contains(&format!("\"arguments\":\"{marker}\""))
+            })
             .count() as u64;
         let lost: u64 = exported
             .lines()
@@ -152,6 +162,9 @@ fn exec_rate(opts: &BenchOpts) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("ratio = exec rate with the agent / without it, same thread count, same run");
-    println!("{}", serde_json::json!({"benchmark": "exec_end_to_end", "seconds": secs, "rows": rows}));
+    println!(
+        "{}",
+        serde_json::json!({"benchmark": "exec_end_to_end", "seconds": secs, "rows": rows})
+    );
     Ok(())
 }

@@ -552,3 +552,105 @@ pub fn bypass_attempts(b: Backend) {
     assert!(agent.stop().success());
     assert_eq!(std::fs::read(dir.join("secret")).unwrap(), b"secret\n");
 }
+
+/// The shipped policies do what they say (the parts that can be tried
+/// safely: no writes happen, and no traffic leaves loopback).
+pub fn shipped_policies(b: Backend) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cg = test_cgroup("shipped");
+    let cgp = cg.path.to_str().unwrap().to_string();
+    // An append-open that writes nothing: harmless even if it were allowed.
+    let append = |path: &str| format!("exec python3 -c \"open('{path}', 'a').close()\"");
+
+    let default = std::fs::read_to_string(repo.join("policies/default.yaml")).unwrap();
+    let mut agent = AgentRun::start(
+        &default,
+        &[
+            "--backend",
+            backend_name(b),
+            "--scope-cgroup",
+            &cgp,
+            "--enforce",
+        ],
+    );
+    let before = std::fs::metadata("/etc/shadow")
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_open_blocked(
+        b,
+        &sh_in(&cg.path, &append("/etc/shadow")),
+        "default: write-open /etc/shadow",
+    );
+    assert_eq!(
+        std::fs::metadata("/etc/shadow")
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    assert_ok(
+        &sh_in(&cg.path, "exec cat /etc/shadow > /dev/null"),
+        "default: reading shadow is only an alert",
+    );
+    let ev = agent.policy_event("read-shadow", |e| is(e, "file_open", "read-shadow"));
+    assert_eq!(ev["verdict"], "alert");
+    let ev = agent.policy_event("protect-credentials", |e| {
+        is(e, "file_write", "protect-credentials")
+    });
+    assert_eq!(ev["verdict"], "deny");
+    assert!(agent.stop().success());
+
+    let examples = repo.join("policies/examples");
+    let no_tmp = std::fs::read_to_string(examples.join("no-shells-from-tmp.yaml")).unwrap();
+    let mut agent = AgentRun::start(
+        &no_tmp,
+        &[
+            "--backend",
+            backend_name(b),
+            "--scope-cgroup",
+            &cgp,
+            "--enforce",
+        ],
+    );
+    let t = TempDir::new("shipped");
+    std::fs::copy(which("true"), t.join("dropper")).unwrap();
+    if t.path().starts_with("/tmp") {
+        assert_exec_blocked(
+            b,
+            &sh_in(&cg.path, &format!("exec {}/dropper", t.path().display())),
+            "exec from /tmp",
+        );
+        agent.policy_event("no-exec-tmp", |e| is(e, "exec", "no-exec-tmp"));
+    } else {
+        eprintln!(
+            "SKIPPED exec-from-/tmp check: the temp dir is {}",
+            t.path().display()
+        );
+    }
+    assert_ok(&sh_in(&cg.path, "exec /bin/true"), "exec from /bin");
+    assert!(agent.stop().success());
+
+    let ro_etc = std::fs::read_to_string(examples.join("allow-exceptions.yaml")).unwrap();
+    let mut agent = AgentRun::start(
+        &ro_etc,
+        &[
+            "--backend",
+            backend_name(b),
+            "--scope-cgroup",
+            &cgp,
+            "--enforce",
+        ],
+    );
+    assert_open_blocked(
+        b,
+        &sh_in(&cg.path, &append("/etc/hostname")),
+        "allow-exceptions: /etc is read-only",
+    );
+    assert_ok(
+        &sh_in(&cg.path, "exec cat /etc/hostname"),
+        "allow-exceptions: reads stay allowed",
+    );
+    agent.policy_event("etc-read-only", |e| is(e, "file_write", "etc-read-only"));
+    assert!(agent.stop().success());
+}
