@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
 mod bench;
+mod bench_syscalls;
 mod run;
 mod vm;
 
@@ -47,6 +48,8 @@ enum Task {
         /// A short run (what the test suite uses to keep it working).
         #[arg(long)]
         quick: bool,
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
     },
     /// Boot pinned Debian kernels under QEMU and run the end-to-end tests inside.
     VmTest {
@@ -56,15 +59,59 @@ enum Task {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Per-syscall cost of enforcement: open, exec, connect under no agent,
+    /// audit, and 10 / 1 000 / 100 000 rules per kind (root).
+    Syscalls {
+        /// Backend for the agent: auto, lsm or fallback.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Use already built binaries (the VM runner uses this).
+        #[arg(long)]
+        no_build: bool,
+        /// Also measure under another agent started by this shell command.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Run it inside the Debian 6.12 VM, with the LSM backend.
+        #[arg(long)]
+        vm: bool,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Task::Setup { vm } => setup(vm),
         Task::Agent { args } => agent(args),
         Task::Test { no_vm, kernel } => test(no_vm, &kernel),
-        Task::Bench { quick } => {
+        Task::Bench { quick, what: None } => {
             setup(false)?;
             bench::run(&bench::BenchOpts { quick })
+        }
+        Task::Bench {
+            quick,
+            what:
+                Some(BenchWhat::Syscalls {
+                    backend,
+                    no_build,
+                    peer,
+                    vm,
+                }),
+        } => {
+            if vm {
+                setup(true)?;
+                return vm::bench(quick);
+            }
+            if !no_build {
+                setup(false)?;
+            }
+            bench_syscalls::run(&bench_syscalls::Opts {
+                quick,
+                backend,
+                no_build,
+                peer,
+            })
         }
         Task::VmTest { kernel } => {
             setup(true)?;

@@ -225,3 +225,32 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
         ),
     }
 }
+
+/// `cargo xtask bench syscalls --vm`: the syscall benchmark with the LSM
+/// backend inside the 6.12 VM (timings are under software emulation: only
+/// the ratios of the same run mean anything).
+pub fn bench(quick: bool) -> Result<()> {
+    crate::run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    crate::run::status(cargo().args(["bench", "-p", "vardr", "--bench", "syscalls", "--no-run"]))?;
+    crate::run::status(cargo().args(["build", "-p", "xtask"]))?;
+    let root = crate::workspace_root();
+    let kernel = vmlinuz("6.12")?;
+    let xtask = root.join("target/debug/xtask");
+    let script = format!(
+        "cd {} && {} bench {} syscalls --backend lsm --no-build; echo VARDR_VM_RESULT=$?",
+        root.display(),
+        xtask.display(),
+        if quick { "--quick" } else { "" }
+    );
+    let st = Command::new("vng")
+        .args(["-v", "--disable-kvm", "--memory", "2G", "--cpus", "2", "-r"])
+        .arg(&kernel)
+        .arg("--")
+        .arg(&script)
+        .current_dir(&root)
+        .status()?;
+    if !st.success() {
+        bail!("VM benchmark failed: {st}");
+    }
+    Ok(())
+}

@@ -158,7 +158,7 @@ pub fn file_rules(b: Backend) {
     assert_eq!(ev["severity"], "high");
     assert_eq!(ev["policy_name"], "test");
     assert_eq!(path_of(&ev), format!("{d}/dir/secret"));
-    assert_eq!(ev["process"]["comm"], "cat");
+    assert_eq!(ev["process"]["arguments"], format!("{d}/dir/secret"));
     assert_eq!(ev["process"]["binary"], which("cat").to_str().unwrap());
     let ev = agent.policy_event("no-write-notes", |e| is(e, "file_write", "no-write-notes"));
     assert_eq!(ev["verdict"], "deny");

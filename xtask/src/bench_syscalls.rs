@@ -1,0 +1,410 @@
+//! `cargo xtask bench syscalls`: what enforcement costs per syscall. The
+//! same workload (open+close, exec of a small binary, TCP connect+close on
+//! loopback) runs with no agent, with the agent in audit mode, enforcing
+//! 10 / 1 000 / 100 000 rules of each kind (none matching the workload, one
+//! matching a sibling path), and optionally under a peer agent; every number
+//! is printed with its ratio to the no-agent baseline of the same run.
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::run::{self, cargo};
+
+pub struct Opts {
+    pub quick: bool,
+    /// `lsm`, `fallback` or `auto`.
+    pub backend: String,
+    /// Use already built binaries (inside the VM the tree is read-only).
+    pub no_build: bool,
+    /// A command that starts another agent to measure side by side.
+    pub peer: Option<String>,
+}
+
+struct Paths {
+    vardr: PathBuf,
+    workload: PathBuf,
+}
+
+fn build(no_build: bool) -> Result<Paths> {
+    let root = crate::workspace_root();
+    if !no_build {
+        run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    }
+    let out = cargo()
+        .args([
+            "bench",
+            "-p",
+            "vardr",
+            "--bench",
+            "syscalls",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .args(if no_build {
+            &["--offline", "--frozen"][..]
+        } else {
+            &[][..]
+        })
+        .stderr(Stdio::null())
+        .output()?;
+    let mut workload = None;
+    for line in out.stdout.split(|&b| b == b'\n') {
+        if let Ok(v) = serde_json::from_slice::<Value>(line) {
+            if v["target"]["name"] == "syscalls" {
+                if let Some(e) = v["executable"].as_str() {
+                    workload = Some(PathBuf::from(e));
+                }
+            }
+        }
+    }
+    let workload = match workload {
+        Some(w) => w,
+        // Without cargo (the VM): the newest built workload binary.
+        None => newest(&root.join("target/release/deps"), "syscalls-")?,
+    };
+    Ok(Paths {
+        vardr: root.join("target/release/vardr"),
+        workload,
+    })
+}
+
+fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(prefix) && !n.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .context("no built syscalls benchmark (run cargo bench -p vardr --bench syscalls --no-run)")
+}
+
+/// Everything the workload touches, and the cgroup it runs in.
+struct Bench {
+    dir: PathBuf,
+    cgroup: PathBuf,
+    exec: (String, Option<String>),
+}
+
+impl Bench {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("vardr-bench-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("work"))?;
+        std::fs::write(dir.join("work/target"), "x")?;
+        std::fs::write(dir.join("work/other"), "x")?;
+        std::fs::copy("/bin/true", dir.join("work/other-bin"))?;
+        let root = cgroup2_root()?;
+        let cgroup = root.join(format!("vardr-bench-{}", std::process::id()));
+        std::fs::create_dir(&cgroup).with_context(|| format!("create {}", cgroup.display()))?;
+        // A static binary when there is one (busybox-static), as exec target.
+        let exec = if Path::new("/bin/busybox").exists() {
+            ("/bin/busybox".to_string(), Some("true".to_string()))
+        } else {
+            ("/bin/true".to_string(), None)
+        };
+        Ok(Self { dir, cgroup, exec })
+    }
+
+    fn policy(&self, n: usize) -> String {
+        let w = self.dir.join("work");
+        let w = w.display();
+        let mut files = format!("[{w}/other");
+        let mut execs = format!("[{w}/other-bin");
+        let mut nets = String::from("[127.0.0.2/32");
+        for i in 1..n {
+            let _ = write!(files, ", /var/lib/vardr-bench/f{i}");
+            let _ = write!(execs, ", /var/lib/vardr-bench/bin{i}");
+            let _ = write!(
+                nets,
+                ", 10.{}.{}.{}/32",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            );
+        }
+        format!(
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: bench-{n}\nspec:\n  rules:\n\
+             - {{name: files, hook: file_open, action: deny, match: {{paths: {files}]}}}}\n\
+             - {{name: execs, hook: exec, action: deny, match: {{paths: {execs}]}}}}\n\
+             - {{name: nets, hook: connect, action: deny, match: {{cidrs: {nets}]}}}}\n"
+        )
+    }
+
+    /// Runs the workload inside the bench cgroup; returns its JSON.
+    fn workload(&self, p: &Paths, iters: usize) -> Result<Value> {
+        let mut cmd = format!(
+            "echo $$ > {}/cgroup.procs && exec {} --file {} --exec {} --iters {iters}",
+            self.cgroup.display(),
+            p.workload.display(),
+            self.dir.join("work/target").display(),
+            self.exec.0
+        );
+        if let Some(a) = &self.exec.1 {
+            let _ = write!(cmd, " --exec-arg {a}");
+        }
+        let out = Command::new("/bin/sh").arg("-c").arg(cmd).output()?;
+        if !out.status.success() {
+            bail!("workload failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cgroup2_root() -> Result<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .context("cgroup v2 is not mounted")
+}
+
+struct AgentRun {
+    child: Child,
+    run_dir: PathBuf,
+    start_ms: f64,
+}
+
+fn status(run_dir: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(run_dir.join("status.json")).ok()?).ok()
+}
+
+impl AgentRun {
+    fn start(
+        p: &Paths,
+        b: &Bench,
+        policy: &str,
+        backend: &str,
+        enforce: bool,
+        tag: &str,
+    ) -> Result<Self> {
+        let run_dir = b.dir.join(format!("run-{tag}"));
+        let policy_path = b.dir.join(format!("policy-{tag}.yaml"));
+        std::fs::write(&policy_path, policy)?;
+        let mut cmd = Command::new(&p.vardr);
+        cmd.arg("agent")
+            .arg("--policy")
+            .arg(&policy_path)
+            .arg("--runtime-dir")
+            .arg(&run_dir)
+            .arg("--scope-cgroup")
+            .arg(&b.cgroup)
+            .args([
+                "--backend",
+                backend,
+                "--output",
+                "none",
+                "--max-rules",
+                "262144",
+            ])
+            .env("VARDR_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if enforce {
+            cmd.arg("--enforce");
+        }
+        let t = Instant::now();
+        let mut child = cmd.spawn()?;
+        while status(&run_dir).is_none() {
+            if child.try_wait()?.is_some() {
+                bail!("agent exited during start");
+            }
+            if t.elapsed() > Duration::from_secs(300) {
+                let _ = child.kill();
+                bail!("agent did not start in 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Self {
+            child,
+            run_dir,
+            start_ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn cpu_ms(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks * 10.0 // USER_HZ is 100 on Linux
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// SIGHUP and wait for the reload to land; returns its duration.
+    fn reload_ms(&self) -> Result<f64> {
+        let before = status(&self.run_dir)
+            .map(|s| s["last_reload"]["seq"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        loop {
+            if let Some(s) = status(&self.run_dir) {
+                if s["last_reload"]["seq"].as_u64().unwrap_or(0) > before {
+                    if s["last_reload"]["ok"] != true {
+                        bail!("reload failed: {}", s["last_reload"]["error"]);
+                    }
+                    return Ok(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            if t.elapsed() > Duration::from_secs(300) {
+                bail!("reload did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+pub fn run(o: &Opts) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED bench syscalls: needs root");
+        return Ok(());
+    }
+    let paths = build(o.no_build)?;
+    let b = Bench::new()?;
+    let iters = if o.quick { 500 } else { 20_000 };
+    let sizes: &[usize] = if o.quick {
+        &[10]
+    } else {
+        &[10, 1_000, 100_000]
+    };
+    let mut rows: Vec<(String, Value, Value)> = Vec::new();
+
+    rows.push(("no agent".into(), b.workload(&paths, iters)?, json!({})));
+    let audit = AgentRun::start(&paths, &b, &b.policy(10), &o.backend, false, "audit")?;
+    let cpu0 = audit.cpu_ms();
+    let w = b.workload(&paths, iters)?;
+    rows.push(("audit, 10 rules".into(), w, json!({"agent_cpu_ms": audit.cpu_ms() - cpu0, "rss_mib": audit.peak_rss_mib(), "start_ms": audit.start_ms})));
+    audit.stop()?;
+    for &n in sizes {
+        let a = AgentRun::start(&paths, &b, &b.policy(n), &o.backend, true, &format!("e{n}"))?;
+        let cpu0 = a.cpu_ms();
+        let w = b.workload(&paths, iters)?;
+        let cpu = a.cpu_ms() - cpu0;
+        let reload = a.reload_ms()?;
+        rows.push((
+            format!("enforce, {n} rules/kind"),
+            w,
+            json!({"agent_cpu_ms": cpu, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "reload_ms": reload}),
+        ));
+        a.stop()?;
+    }
+    if let Some(peer) = &o.peer {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(peer)
+            .stdout(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_secs(5));
+        let w = b.workload(&paths, iters);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+        rows.push((format!("peer: {peer}"), w?, json!({})));
+    }
+    print_table(&rows, &o.backend);
+    Ok(())
+}
+
+fn print_table(rows: &[(String, Value, Value)], backend: &str) {
+    let base = &rows[0].1;
+    let ops = [
+        ("open_close", "open+close"),
+        ("exec", "exec"),
+        ("tcp_connect_close", "connect+close"),
+    ];
+    println!(
+        "\nbackend: {backend}; ns per operation, p50 / p99, and p50 ratio to no agent (same run)"
+    );
+    print!("{:<26}", "config");
+    for (_, name) in ops {
+        print!(" {:>30}", name);
+    }
+    println!(
+        " {:>9} {:>8} {:>9} {:>9}",
+        "cpu ms", "rss MiB", "start ms", "reload ms"
+    );
+    for (name, w, extra) in rows {
+        print!("{name:<26}");
+        for (k, _) in ops {
+            let p50 = w[k]["p50"].as_f64().unwrap_or(0.0);
+            let p99 = w[k]["p99"].as_f64().unwrap_or(0.0);
+            let r = p50 / base[k]["p50"].as_f64().unwrap_or(1.0).max(1.0);
+            print!(" {:>11.0} / {:>9.0} {:>5.2}x", p50, p99, r);
+        }
+        let f = |k: &str| {
+            extra[k]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.0}"))
+        };
+        let rss = extra["rss_mib"]
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            " {:>9} {:>8} {:>9} {:>9}",
+            f("agent_cpu_ms"),
+            rss,
+            f("start_ms"),
+            f("reload_ms")
+        );
+    }
+    let json_rows: Vec<Value> = rows
+        .iter()
+        .map(|(n, w, e)| json!({"config": n, "workload": w, "agent": e}))
+        .collect();
+    println!(
+        "{}",
+        json!({"benchmark": "syscalls", "backend": backend, "rows": json_rows})
+    );
+}
