@@ -132,9 +132,9 @@ impl Bench {
         }
         format!(
             "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: bench-{n}\nspec:\n  rules:\n\
-             - {{name: files, hook: file_open, action: deny, match: {{paths: {files}]}}}}\n\
-             - {{name: execs, hook: exec, action: deny, match: {{paths: {execs}]}}}}\n\
-             - {{name: nets, hook: connect, action: deny, match: {{cidrs: {nets}]}}}}\n"
+             \x20 - {{name: files, hook: file_open, action: deny, match: {{paths: {files}]}}}}\n\
+             \x20 - {{name: execs, hook: exec, action: deny, match: {{paths: {execs}]}}}}\n\
+             \x20 - {{name: nets, hook: connect, action: deny, match: {{cidrs: {nets}]}}}}\n"
         )
     }
 
