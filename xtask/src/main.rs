@@ -215,9 +215,7 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
                 "--bins",
             ]),
             t,
-        )?;
-        // Benchmarks keep working: a short smoke pass, no timing thresholds.
-        run::status(cargo().args(["test", "-p", "vardr", "--bench", "pipeline"]))
+        )
     });
     tier("host integration", &mut tally, &mut |t| {
         run::tests(
@@ -232,6 +230,16 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
             ]),
             t,
         )
+    });
+    // Benchmarks keep working: short passes, no timing thresholds.
+    tier("bench smoke", &mut tally, &mut |_| {
+        bench::run(&bench::BenchOpts { quick: true })?;
+        bench_syscalls::run(&bench_syscalls::Opts {
+            quick: true,
+            backend: "auto".into(),
+            no_build: false,
+            peer: None,
+        })
     });
     if no_vm {
         println!("VM tier skipped (--no-vm)");

@@ -161,7 +161,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         path: path.into(),
         diagnostics,
     };
-    let doc: schema::PolicyDoc = serde_saphyr::from_str(text).map_err(|e| {
+    let doc: schema::PolicyDoc = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
         let (line, column) = e
             .location()
             .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
@@ -172,6 +172,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         }])
     })?;
     validate::validate(doc, path).map_err(invalid)
+}
+
+/// The parser's defaults guard against YAML bombs with a budget of 250 000
+/// nodes; a policy with hundreds of thousands of paths or networks is
+/// legitimate, so the node and event budgets are raised (aliases stay capped).
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 8_000_000;
+    budget.max_events = 32_000_000;
+    let mut o = serde_saphyr::Options::default();
+    o.budget = Some(budget);
+    o
 }
 
 /// serde-saphyr renders a source snippet after the message; keep the message.
