@@ -274,7 +274,7 @@ impl Agent {
     fn tick(&mut self) -> std::io::Result<()> {
         self.check_lost()?;
         self.ticks += 1;
-        if self.ticks % 30 == 0 {
+        if self.ticks.is_multiple_of(30) {
             self.cache.sweep_dead();
         }
         self.cache.prune();
