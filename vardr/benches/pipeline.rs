@@ -16,7 +16,7 @@ fn exec_record(pid: u32, ppid: u32) -> Vec<u8> {
     let name = b"/usr/bin/curl";
     filename[..name.len()].copy_from_slice(name);
     let mut args = [0u8; ARGS_LEN];
-    let argv = b"curl\0-sS\0--retry\03\0https://example.invalid/api/v1/items?page=2\0";
+    let argv = b"curl\0-sS\0--retry\0\x33\0https://example.invalid/api/v1/items?page=2\0";
     args[..argv.len()].copy_from_slice(argv);
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"curl");
