@@ -44,17 +44,7 @@ fn decide_exec(by_inode: RuleRef, key: *mut PathKey, n: i64, backend: BackendKin
     let Some((verdict, block)) = verdict(cfg, Hook::Exec, &rule) else {
         return false;
     };
-    let report = Report {
-        hook: Hook::Exec,
-        backend,
-        verdict,
-        rule_id: rule.rule_id,
-        flags: 0,
-        family: 0,
-        port: 0,
-        protocol: 0,
-        addr: [0; 16],
-    };
+    let report = Report::path(Hook::Exec, backend, verdict, rule.rule_id, 0);
     emit(&report, if n > 1 { Some(key) } else { None });
     block
 }

@@ -83,17 +83,7 @@ fn decide_open(
     let Some((verdict, block)) = verdict(cfg, hook, &rule) else {
         return false;
     };
-    let report = Report {
-        hook,
-        backend,
-        verdict,
-        rule_id: rule.rule_id,
-        flags,
-        family: 0,
-        port: 0,
-        protocol: 0,
-        addr: [0; 16],
-    };
+    let report = Report::path(hook, backend, verdict, rule.rule_id, flags);
     emit(&report, if n > 0 { Some(key) } else { None });
     block
 }

@@ -241,6 +241,30 @@ pub struct Report {
     pub addr: [u8; 16],
 }
 
+impl Report {
+    /// A file or exec match (no network fields).
+    #[inline(always)]
+    pub fn path(
+        hook: Hook,
+        backend: BackendKind,
+        verdict: Verdict,
+        rule_id: u32,
+        flags: u32,
+    ) -> Self {
+        Self {
+            hook,
+            backend,
+            verdict,
+            rule_id,
+            flags,
+            family: 0,
+            port: 0,
+            protocol: 0,
+            addr: [0; 16],
+        }
+    }
+}
+
 /// Emits a policy event; `path` is a path key (generation byte first) or none.
 #[inline(always)]
 pub fn emit(r: &Report, path: Option<*const Key<[u8; PATH_KEY_LEN]>>) {

@@ -161,16 +161,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         path: path.into(),
         diagnostics,
     };
-    let doc: schema::PolicyDoc = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
-        invalid(vec![Diagnostic {
-            line,
-            column,
-            message: first_line(&e.to_string()),
-        }])
-    })?;
+    let doc: schema::PolicyDoc =
+        serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
+            invalid(vec![Diagnostic {
+                line,
+                column,
+                message: first_line(&e.to_string()),
+            }])
+        })?;
     validate::validate(doc, path).map_err(invalid)
 }
 

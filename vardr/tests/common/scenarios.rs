@@ -31,16 +31,13 @@ fn start(b: Backend, cgroup: &Path, policy: &str, enforce: bool) -> AgentRun {
     AgentRun::start(policy, &args)
 }
 
-/// A denied open: EPERM from LSM, SIGKILL from the fallback.
-pub fn assert_open_blocked(b: Backend, o: &Output, what: &str) {
+/// A denial as each backend shows it: the LSM hook's error (the shell
+/// prints `lsm_message`), or death by SIGKILL from the fallback.
+fn assert_blocked(b: Backend, o: &Output, what: &str, lsm_message: &str) {
     match b {
         Backend::Lsm => {
-            assert!(!o.status.success(), "{what}: open succeeded");
-            assert!(
-                stderr(o).contains("Operation not permitted"),
-                "{what}: {}",
-                stderr(o)
-            );
+            assert!(!o.status.success(), "{what}: not denied");
+            assert!(stderr(o).contains(lsm_message), "{what}: {}", stderr(o));
         }
         _ => assert!(
             killed(o),
@@ -51,24 +48,14 @@ pub fn assert_open_blocked(b: Backend, o: &Output, what: &str) {
     }
 }
 
-/// A denied exec: EACCES from LSM, SIGKILL from the fallback.
+/// A denied open: EPERM.
+pub fn assert_open_blocked(b: Backend, o: &Output, what: &str) {
+    assert_blocked(b, o, what, "Operation not permitted");
+}
+
+/// A denied exec: EACCES.
 pub fn assert_exec_blocked(b: Backend, o: &Output, what: &str) {
-    match b {
-        Backend::Lsm => {
-            assert!(!o.status.success(), "{what}: exec succeeded");
-            assert!(
-                stderr(o).contains("Permission denied"),
-                "{what}: {}",
-                stderr(o)
-            );
-        }
-        _ => assert!(
-            killed(o),
-            "{what}: not killed: {:?} {}",
-            o.status,
-            stderr(o)
-        ),
-    }
+    assert_blocked(b, o, what, "Permission denied");
 }
 
 pub fn assert_ok(o: &Output, what: &str) {
