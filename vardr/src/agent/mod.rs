@@ -337,7 +337,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
+    let started = std::time::Instant::now();
     let (pol, set) = load_rules(&opts.policy, 1, &opts.limits)?;
+    let t_policy = started.elapsed();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
     for h in plan.hooks() {
@@ -366,8 +368,19 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             limits: opts.limits,
         },
     )?;
+    let t_loaded = started.elapsed();
     let stats = enforcer.apply(&set)?;
-    tracing::debug!(?stats, "rules written");
+    tracing::info!(
+        policy_ms = t_policy.as_millis() as u64,
+        programs_ms = (t_loaded - t_policy).as_millis() as u64,
+        rules_ms = (started.elapsed() - t_loaded).as_millis() as u64,
+        "rules in force {} ms after start ({} path, {} identity, {} IPv4, {} IPv6 entries)",
+        started.elapsed().as_millis(),
+        stats.path_entries,
+        stats.inode_entries,
+        stats.net4_entries,
+        stats.net6_entries
+    );
     let ring = enforcer.take_events()?;
 
     let clock = Clock::now();

@@ -65,6 +65,11 @@ impl Identity {
     /// of its mount when that differs (overlayfs reports the underlying file
     /// system's device for files, while the kernel's inode is the overlay's).
     pub fn of(path: &str) -> std::io::Result<Vec<Self>> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Self::of_with(path, &info)
+    }
+
+    fn of_with(path: &str, mountinfo: &str) -> std::io::Result<Vec<Self>> {
         let md = std::fs::metadata(path)?;
         let dev = md.dev();
         let (major, minor) = (libc::major(dev), libc::minor(dev));
@@ -74,7 +79,7 @@ impl Identity {
             ino: md.ino(),
         }];
         let canonical = std::fs::canonicalize(path)?;
-        if let Some(sb) = crate::kernel::mounts::sb_dev_of(&canonical) {
+        if let Some(sb) = crate::kernel::mounts::sb_dev_in(mountinfo, &canonical) {
             if sb != stat_dev {
                 ids.push(Self {
                     dev: sb,
@@ -83,6 +88,36 @@ impl Identity {
             }
         }
         Ok(ids)
+    }
+}
+
+/// Looks up identities for many paths: mountinfo is read once, and paths
+/// whose directory does not exist are skipped without a `stat` each (big
+/// rule sets name many files in few directories).
+struct IdentityLookup {
+    mountinfo: String,
+    dirs: HashMap<String, bool>,
+}
+
+impl IdentityLookup {
+    fn new() -> Self {
+        Self {
+            mountinfo: std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+            dirs: HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, path: &str) -> Option<Vec<Identity>> {
+        if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
+            let exists = *self
+                .dirs
+                .entry(dir.to_string())
+                .or_insert_with(|| std::path::Path::new(dir).is_dir());
+            if !exists {
+                return None;
+            }
+        }
+        Identity::of_with(path, &self.mountinfo).ok()
     }
 }
 
@@ -215,8 +250,9 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     set.paths = path_rules.finish();
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
+    let mut lookup = IdentityLookup::new();
     for e in &set.paths {
-        if let Some(Ok(ids)) = e.fs_path().map(|p| Identity::of(&p)) {
+        if let Some(ids) = e.fs_path().and_then(|p| lookup.of(&p)) {
             for id in ids {
                 let entry = inodes.entry(id).or_default();
                 entry.rules = e.rules;

@@ -43,7 +43,8 @@ pub fn sb_dev_of(path: &Path) -> Option<u32> {
     sb_dev_in(&info, path)
 }
 
-fn sb_dev_in(info: &str, path: &Path) -> Option<u32> {
+/// `sb_dev_of` against a mountinfo text read once for many paths.
+pub fn sb_dev_in(info: &str, path: &Path) -> Option<u32> {
     let mut best: Option<(usize, u32)> = None;
     for line in info.lines() {
         let mut f = line.split_whitespace();
