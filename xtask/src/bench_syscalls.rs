@@ -33,9 +33,15 @@ struct Paths {
 
 fn build(no_build: bool) -> Result<Paths> {
     let root = crate::workspace_root();
-    if !no_build {
-        run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    let vardr = root.join("target/release/vardr");
+    if no_build {
+        // Inside the VM there is no cargo and the tree is read-only.
+        return Ok(Paths {
+            vardr,
+            workload: newest(&root.join("target/release/deps"), "syscalls-")?,
+        });
     }
+    run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
     let out = cargo()
         .args([
             "bench",
@@ -46,32 +52,16 @@ fn build(no_build: bool) -> Result<Paths> {
             "--no-run",
             "--message-format=json",
         ])
-        .args(if no_build {
-            &["--offline", "--frozen"][..]
-        } else {
-            &[][..]
-        })
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .output()?;
-    let mut workload = None;
-    for line in out.stdout.split(|&b| b == b'\n') {
-        if let Ok(v) = serde_json::from_slice::<Value>(line) {
-            if v["target"]["name"] == "syscalls" {
-                if let Some(e) = v["executable"].as_str() {
-                    workload = Some(PathBuf::from(e));
-                }
-            }
-        }
-    }
-    let workload = match workload {
-        Some(w) => w,
-        // Without cargo (the VM): the newest built workload binary.
-        None => newest(&root.join("target/release/deps"), "syscalls-")?,
-    };
-    Ok(Paths {
-        vardr: root.join("target/release/vardr"),
-        workload,
-    })
+    let workload = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "syscalls")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not report the syscalls benchmark binary")?;
+    Ok(Paths { vardr, workload })
 }
 
 fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
