@@ -267,18 +267,9 @@ fn metrics_count_matches_and_reloads() {
         std::fs::read(t.join("watched")).unwrap();
     }
     agent.policy_event("alert", |e| e["rule"] == "watch");
-    let hup = |agent: &AgentRun| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(agent.pid() as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap()
-    };
-    hup(&agent);
-    agent.log_line("policy reloaded");
+    assert_eq!(agent.reload()["last_reload"]["ok"], true);
     std::fs::write(agent.policy_path(), "not: [a policy").unwrap();
-    hup(&agent);
-    agent.log_line("policy reload rejected");
+    assert_eq!(agent.reload()["last_reload"]["ok"], false);
     std::thread::sleep(Duration::from_millis(500));
     let body = http_get(port, "/metrics");
     assert_eq!(

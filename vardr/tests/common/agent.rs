@@ -158,6 +158,38 @@ impl AgentRun {
             .collect()
     }
 
+    /// The agent's status file.
+    pub fn status(&self) -> Value {
+        let out = self.vardr(&[
+            "status",
+            "--json",
+            "--runtime-dir",
+            self.runtime_dir().to_str().unwrap(),
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Sends SIGHUP and waits until the agent has finished that reload
+    /// (its status counts reload attempts); returns the new status.
+    pub fn reload(&mut self) -> Value {
+        let seq = |s: &Value| s["last_reload"]["seq"].as_u64().unwrap_or(0);
+        let before = seq(&self.status());
+        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), Signal::SIGHUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.status();
+            if seq(&s) > before {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload did not finish:\n{}",
+                self.stderr.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for a stderr line containing `needle`.
     pub fn log_line(&mut self, needle: &str) -> String {
         if let Some(l) = self.stderr.iter().find(|l| l.contains(needle)) {

@@ -58,6 +58,13 @@ pub fn assert_exec_blocked(b: Backend, o: &Output, what: &str) {
     assert_blocked(b, o, what, "Permission denied");
 }
 
+/// The event's binary is `cmd` (reported as executed: `/bin/cat` or
+/// `/usr/bin/cat`, by PATH order).
+fn assert_binary(ev: &Value, cmd: &str) {
+    let bin = ev["process"]["binary"].as_str().unwrap_or_default();
+    assert_eq!(std::fs::canonicalize(bin).ok(), Some(which(cmd)), "{ev}");
+}
+
 pub fn assert_ok(o: &Output, what: &str) {
     assert!(o.status.success(), "{what}: {:?} {}", o.status, stderr(o));
 }
@@ -146,7 +153,7 @@ pub fn file_rules(b: Backend) {
     assert_eq!(ev["policy_name"], "test");
     assert_eq!(path_of(&ev), format!("{d}/dir/secret"));
     assert_eq!(ev["process"]["arguments"], format!("{d}/dir/secret"));
-    assert_eq!(ev["process"]["binary"], which("cat").to_str().unwrap());
+    assert_binary(&ev, "cat");
     let ev = agent.policy_event("no-write-notes", |e| is(e, "file_write", "no-write-notes"));
     assert_eq!(ev["verdict"], "deny");
     let ev = agent.policy_event("watch", |e| is(e, "file_open", "watch"));
@@ -328,7 +335,7 @@ pub fn audit_backend() {
     let ev = agent.policy_event("audit", |e| is(e, "file_open", "deny-secret"));
     assert_eq!(ev["verdict"], "audit");
     assert_eq!(ev["backend"], "audit");
-    assert_eq!(ev["process"]["binary"], which("cat").to_str().unwrap());
+    assert_binary(&ev, "cat");
     let st = agent.vardr(&[
         "status",
         "--json",
@@ -437,12 +444,8 @@ pub fn reload(b: Backend) {
         deny("b", &format!("  exempt_pids: [{}]\n", waiter.id())),
     )
     .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    agent.log_line("policy reloaded");
+    let st = agent.reload();
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
     writeln!(waiter.stdin.take().unwrap()).unwrap();
     let o = waiter.wait_with_output().unwrap();
     assert_ok(&o, "exempt pid");
@@ -459,19 +462,12 @@ pub fn reload(b: Backend) {
         "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: x}\nspec: {rules: [{name: y}]}\n",
     )
     .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    agent.log_line("policy reload rejected");
+    let st = agent.reload();
     assert_open_blocked(
         b,
         &sh_in(&cg.path, &format!("exec cat {d}/b")),
         "b after rejected reload",
     );
-    let st = agent.vardr(&["status", "--json", "--runtime-dir", rd]);
-    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(st["last_reload"]["ok"], false);
     assert_eq!(st["last_reload"]["seq"], 3);
     let err = st["last_reload"]["error"].as_str().unwrap();
