@@ -172,7 +172,15 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
             exe.display()
         ));
     }
-    script.push_str("echo VARDR_VM_RESULT=$rc");
+    // The console can lose its last lines at power-off: the result also goes
+    // to a file in a directory shared read-write with the guest.
+    let out_dir = log.with_extension("out");
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir)?;
+    script.push_str(&format!(
+        "echo $rc > {}/result; echo VARDR_VM_RESULT=$rc; sync; sleep 1",
+        out_dir.display()
+    ));
     let mut cmd = Command::new("timeout");
     cmd.args([
         "--kill-after=10",
@@ -186,7 +194,8 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
         "2",
     ])
     .arg("-r")
-    .arg(&kernel);
+    .arg(&kernel)
+    .arg(format!("--rwdir={}", out_dir.display()));
     if let Some(a) = v.append {
         cmd.arg("--append").arg(a);
     }
@@ -216,6 +225,11 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
     }
     let status = child.wait()?;
     fs::write(log, &full)?;
+    let result = result.or_else(|| {
+        fs::read_to_string(out_dir.join("result"))
+            .ok()
+            .and_then(|r| r.trim().parse().ok())
+    });
     match result {
         Some(0) => Ok(()),
         Some(rc) => bail!("tests in the VM failed (rc {rc}); log: {}", log.display()),
