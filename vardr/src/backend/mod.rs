@@ -262,15 +262,6 @@ impl Enforcer {
         Ok(stats)
     }
 
-    /// Turns kernel enforcement on or off without touching the rules.
-    pub fn set_enforce(&mut self, enforce: bool) -> Result<(), BackendError> {
-        let mut cfg = self.config;
-        cfg.enforce_mask = self.enforce_mask(enforce);
-        maps::write_config(&mut self.ebpf, &cfg)?;
-        self.config = cfg;
-        Ok(())
-    }
-
     /// Whether the kernel blocks matches of `hook`.
     pub fn enforcing(&self, hook: HookKind) -> bool {
         let h = match hook {
