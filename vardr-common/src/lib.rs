@@ -139,6 +139,10 @@ pub struct RuleRef {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathRules {
     pub slots: [RuleRef; 3],
+    /// Length of the path key these rules belong to: when a path match and
+    /// an identity match disagree, the more specific (longer) one wins.
+    pub specificity: u32,
+    pub _pad: u32,
 }
 
 /// Key of the inode map: a file's identity, so hard links, symlinks and
@@ -165,6 +169,10 @@ pub struct InodeRule {
     pub exempt: u32,
     /// Non-zero: `rules` is meaningful (an exempt-only entry has none).
     pub has_rules: u32,
+    /// Non-zero: the rules came from an exact path, so they apply to this
+    /// inode only, not to what lies below it.
+    pub exact: u32,
+    pub _pad: u32,
 }
 
 /// Deepest directory nesting the identity walk follows.

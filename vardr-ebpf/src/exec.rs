@@ -6,41 +6,36 @@ use aya_ebpf::{
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
-use vardr_common::{BackendKind, Hook, RuleRef, PATH_KEY_LEN};
+use vardr_common::{BackendKind, Hook, PathRules, PATH_KEY_LEN};
 
 use crate::{
     file::{path_rules, PathKey},
     maps::PATH_SCRATCH,
     shared::{
-        config, emit, governed, hook_bit, identity_rules, offsets, read, stronger, verdict, Report,
+        config, emit, governed, hook_bit, identity_rules, offsets, pick, read, verdict, Report,
     },
 };
 
 const EACCES: i32 = 13;
 const SIGKILL: u32 = 9;
 
-/// Exec rule by the binary's identity (or a governed directory above it).
-#[inline(always)]
-fn inode_rule(file: *const u8, generation: u32) -> RuleRef {
-    identity_rules(file, generation)
-        .map(|r| r.slots[Hook::Exec as usize])
-        .unwrap_or_default()
-}
-
 /// Combines identity and path matches, reports, returns whether to block.
 #[inline(always)]
-fn decide_exec(by_inode: RuleRef, key: *mut PathKey, n: i64, backend: BackendKind) -> bool {
-    let Some(cfg) = config() else {
+fn decide_exec(
+    by_identity: Option<PathRules>,
+    key: *mut PathKey,
+    n: i64,
+    backend: BackendKind,
+) -> bool {
+    let Some(ref cfg) = config() else {
         return false;
     };
     let by_path = if n > 1 {
         path_rules(key, cfg.generation, n as u32)
-            .map(|r| r.slots[Hook::Exec as usize])
-            .unwrap_or_default()
     } else {
-        RuleRef::default()
+        None
     };
-    let (rule, _) = stronger(by_inode, Hook::Exec, by_path, Hook::Exec);
+    let rule = pick(&by_path, &by_identity, Hook::Exec);
     let Some((verdict, block)) = verdict(cfg, Hook::Exec, &rule) else {
         return false;
     };
@@ -56,7 +51,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
         return prev;
     }
     let bprm: *const u8 = ctx.arg(0);
-    let Some(cfg) = config() else {
+    let Some(ref cfg) = config() else {
         return 0;
     };
     if !governed(cfg, hook_bit(Hook::Exec)) {
@@ -69,7 +64,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return 0;
     }
-    let by_inode = inode_rule(file, cfg.generation);
+    let by_identity = identity_rules(file, cfg.generation);
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -81,7 +76,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
             (PATH_KEY_LEN - 1) as u32,
         )
     };
-    if decide_exec(by_inode, key, n, BackendKind::Lsm) {
+    if decide_exec(by_identity, key, n, BackendKind::Lsm) {
         -EACCES
     } else {
         0
@@ -91,16 +86,16 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
-    let Some(cfg) = config() else {
+    let Some(ref cfg) = config() else {
         return 0;
     };
     if !governed(cfg, hook_bit(Hook::Exec)) {
         return 0;
     }
     let off = offsets();
-    let by_inode = match read::<*const u8>(bprm, off.binprm_file) {
-        Some(file) if !file.is_null() => inode_rule(file, cfg.generation),
-        _ => RuleRef::default(),
+    let by_identity = match read::<*const u8>(bprm, off.binprm_file) {
+        Some(file) if !file.is_null() => identity_rules(file, cfg.generation),
+        _ => None,
     };
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
@@ -118,7 +113,7 @@ pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    if decide_exec(by_inode, key, n, BackendKind::Fallback) {
+    if decide_exec(by_identity, key, n, BackendKind::Fallback) {
         // SAFETY: signals the current task, which has just been given the new image.
         unsafe { bpf_send_signal(SIGKILL) };
     }

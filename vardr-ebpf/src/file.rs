@@ -7,12 +7,13 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{LsmContext, TracePointContext},
 };
-use vardr_common::{BackendKind, Config, Hook, PathRules, RuleRef, PATH_KEY_LEN};
+use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
 
 use crate::{
     maps::{PATH_RULES, PATH_SCRATCH},
     shared::{
-        config, emit, governed, hook_bit, identity_rules, offsets, read, stronger, verdict, Report,
+        config, emit, governed, hook_bit, identity_rules, offsets, pick, read, stronger, verdict,
+        Report,
     },
 };
 
@@ -53,13 +54,6 @@ fn file_rules_apply(cfg: &Config, flags: u32) -> bool {
     open || write
 }
 
-/// The stronger rule of two sources for one hook.
-#[inline(always)]
-fn pick(a: &Option<PathRules>, b: &Option<PathRules>, hook: Hook) -> RuleRef {
-    let get = |r: &Option<PathRules>| r.map(|r| r.slots[hook as usize]).unwrap_or_default();
-    stronger(get(a), hook, get(b), hook).0
-}
-
 /// Decides an open of the path in `key` (and, when known, the file's
 /// identity rules); reports a match; returns whether to block.
 #[inline(always)]
@@ -96,7 +90,7 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         return prev;
     }
     let file: *const u8 = ctx.arg(0);
-    let Some(cfg) = config() else {
+    let Some(ref cfg) = config() else {
         return 0;
     };
     let off = offsets();
@@ -139,7 +133,7 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
 /// Fallback: the path as the caller wrote it (absolute paths only), then SIGKILL.
 #[inline(always)]
 fn fallback_open(filename: *const u8, flags: u32) -> u32 {
-    let Some(cfg) = config() else {
+    let Some(ref cfg) = config() else {
         return 0;
     };
     if !file_rules_apply(cfg, flags)

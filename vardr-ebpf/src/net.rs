@@ -20,10 +20,11 @@ const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Port-specific rules first, then protocol-specific, then any.
+/// A rule naming a port is more specific than one naming only a protocol:
+/// (protocol, port), (any, port), (protocol, any), (any, any).
 #[inline(always)]
 fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
-    let tries = [(proto, port), (proto, 0), (0, port), (0, 0)];
+    let tries = [(proto, port), (0, port), (proto, 0), (0, 0)];
     for (p, pt) in tries {
         let data: [u8; NET4_KEY_LEN] = [
             generation as u8,
@@ -47,7 +48,7 @@ fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
 
 #[inline(always)]
 fn lookup6(generation: u32, proto: u8, port: u16, a: &[u8; 16]) -> RuleRef {
-    let tries = [(proto, port), (proto, 0), (0, port), (0, 0)];
+    let tries = [(proto, port), (0, port), (proto, 0), (0, 0)];
     for (p, pt) in tries {
         let mut data = [0u8; NET6_KEY_LEN];
         data[0] = generation as u8;
@@ -79,7 +80,7 @@ fn v4_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
 /// Decides a connection; reports a match; returns whether to block.
 #[inline(always)]
 fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKind) -> bool {
-    let Some(cfg) = config() else {
+    let Some(ref cfg) = config() else {
         return false;
     };
     if !governed(cfg, hook_bit(Hook::Connect)) {

@@ -50,9 +50,11 @@ pub fn offsets() -> KernelOffsets {
     OFFSETS.load()
 }
 
+/// A copy of the config, so one program run sees one consistent version
+/// even if a reload rewrites the map meanwhile.
 #[inline(always)]
-pub fn config() -> Option<&'static Config> {
-    CONFIG.get(0)
+pub fn config() -> Option<Config> {
+    CONFIG.get(0).copied()
 }
 
 /// Reads a kernel value at `base + off`, or `None` if the read faults.
@@ -92,13 +94,14 @@ fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
 pub fn identity_rules(file: *const u8, generation: u32) -> Option<PathRules> {
     let off = offsets();
     let mut dentry: *const u8 = read(file, off.file_f_path + off.path_dentry)?;
-    for _ in 0..MAX_DENTRY_DEPTH {
+    for depth in 0..MAX_DENTRY_DEPTH {
         let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
         if let Some(key) = inode_identity(inode, generation) {
             if let Some(r) = INODE_RULES.get_ptr(key) {
                 // SAFETY: pointer into a map value returned by lookup.
                 let r = unsafe { *r };
-                if r.has_rules != 0 {
+                // An exact-path entry governs that inode, not its subtree.
+                if r.has_rules != 0 && (depth == 0 || r.exact == 0) {
                     return Some(r.rules);
                 }
             }
@@ -185,6 +188,31 @@ pub fn stronger(a: RuleRef, a_hook: Hook, b: RuleRef, b_hook: Hook) -> (RuleRef,
         (b, b_hook)
     } else {
         (a, a_hook)
+    }
+}
+
+/// The rule for `hook` from a path match and an identity match: the more
+/// specific source wins (so an allow on `/etc/hosts` beats the identity of
+/// `/etc`); on a tie, the stronger action.
+#[inline(always)]
+pub fn pick(by_path: &Option<PathRules>, by_identity: &Option<PathRules>, hook: Hook) -> RuleRef {
+    let h = hook as usize;
+    match (by_path, by_identity) {
+        (Some(p), Some(i)) => {
+            let (rp, ri) = (p.slots[h], i.slots[h]);
+            if rp.action == Action::None as u32 {
+                ri
+            } else if ri.action == Action::None as u32 || p.specificity > i.specificity {
+                rp
+            } else if i.specificity > p.specificity {
+                ri
+            } else {
+                stronger(rp, hook, ri, hook).0
+            }
+        }
+        (Some(p), None) => p.slots[h],
+        (None, Some(i)) => i.slots[h],
+        (None, None) => RuleRef::default(),
     }
 }
 

@@ -212,26 +212,29 @@ impl Enforcer {
             }
             Backend::None => {}
         }
-        match self.plan.network.backend {
+        // `socket_connect` does not see unconnected UDP sends (`sendto`), so
+        // the LSM backend adds the cgroup sendmsg programs for those.
+        let sock_addr: &[&'static str] = match self.plan.network.backend {
             Backend::Lsm => {
-                attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_CONNECT, "socket_connect")?
+                attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_CONNECT, "socket_connect")?;
+                &bpf::progs::SOCK_ADDR[2..]
             }
-            Backend::Fallback | Backend::Audit => {
-                let target = scope.unwrap_or(root);
-                let fd = File::open(target).map_err(|e| {
-                    BackendError::Io(format!("open cgroup {}", target.display()), e)
-                })?;
-                for name in bpf::progs::SOCK_ADDR {
-                    let p: &mut CgroupSockAddr = prog(ebpf, name)?;
-                    p.load().map_err(perr(name))?;
-                    // On 5.7+ aya attaches with a BPF link, which always coexists
-                    // with other programs and must be created with flags 0 (Single).
-                    p.attach(&fd, CgroupAttachMode::Single)
-                        .map_err(perr(name))?;
-                }
-                self._cgroup_fd = Some(fd);
+            Backend::Fallback | Backend::Audit => &bpf::progs::SOCK_ADDR,
+            Backend::None => &[],
+        };
+        if !sock_addr.is_empty() {
+            let target = scope.unwrap_or(root);
+            let fd = File::open(target)
+                .map_err(|e| BackendError::Io(format!("open cgroup {}", target.display()), e))?;
+            for &name in sock_addr {
+                let p: &mut CgroupSockAddr = prog(ebpf, name)?;
+                p.load().map_err(perr(name))?;
+                // On 5.7+ aya attaches with a BPF link, which always coexists
+                // with other programs and must be created with flags 0 (Single).
+                p.attach(&fd, CgroupAttachMode::Single)
+                    .map_err(perr(name))?;
             }
-            Backend::None => {}
+            self._cgroup_fd = Some(fd);
         }
         Ok(())
     }
@@ -258,6 +261,10 @@ impl Enforcer {
         self.config = cfg;
         let old = std::mem::replace(&mut self.written, written);
         let stats = self.written.stats();
+        // A program that read the old generation just before the switch may
+        // still be looking up its entries: give running programs time to
+        // finish before the old half goes away.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         maps::delete(&mut self.ebpf, &old);
         Ok(stats)
     }

@@ -253,10 +253,17 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     let mut lookup = IdentityLookup::new();
     for e in &set.paths {
         if let Some(ids) = e.fs_path().and_then(|p| lookup.of(&p)) {
+            let exact = e.key.last() == Some(&0);
             for id in ids {
                 let entry = inodes.entry(id).or_default();
+                // A directory named both exactly and as a prefix: the prefix
+                // entry (which covers the subtree) wins.
+                if entry.has_rules != 0 && entry.exact == 0 && exact {
+                    continue;
+                }
                 entry.rules = e.rules;
                 entry.has_rules = 1;
+                entry.exact = u32::from(exact);
             }
         }
     }

@@ -1,8 +1,8 @@
 //! Network entries: one LPM key per (protocol, port, CIDR).
 //!
-//! The kernel looks up (protocol, port), (protocol, any port), (any
-//! protocol, port), then (any, any), and the first hit wins: a rule naming
-//! a port is more specific than one that does not. Within one bucket the
+//! The kernel looks up (protocol, port), (any protocol, port), (protocol,
+//! any port), then (any, any), and the first hit wins: a rule naming a port
+//! is more specific than one that does not. Within one bucket the
 //! longest prefix wins, so an allow carves exceptions out of a deny CIDR.
 //! IPv4-mapped IPv6 destinations are looked up in the IPv4 table.
 use std::collections::BTreeMap;

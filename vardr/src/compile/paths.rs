@@ -67,6 +67,7 @@ impl Builder {
                 stack.pop();
             }
             let mut rules = own;
+            rules.specificity = key.len() as u32;
             if let Some(&parent) = stack.last() {
                 for (slot, inherited) in rules.slots.iter_mut().zip(out[parent].rules.slots) {
                     if rank(slot) == 0 {

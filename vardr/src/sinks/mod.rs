@@ -56,6 +56,8 @@ pub struct Sinks {
     stdout: Box<dyn Write + Send>,
     file: Option<RotatingFile>,
     stream: broadcast::Sender<Arc<Published>>,
+    /// Failed sink writes.
+    pub errors: u64,
 }
 
 impl Sinks {
@@ -67,6 +69,7 @@ impl Sinks {
             stdout,
             file,
             stream,
+            errors: 0,
         }
     }
 
@@ -78,34 +81,63 @@ impl Sinks {
         self.stream.clone()
     }
 
-    pub fn publish(&mut self, ev: &JsonEvent) -> std::io::Result<()> {
-        let p = Published::new(ev)?;
-        match self.output {
-            Output::Json => writeln!(self.stdout, "{}", p.json)?,
-            Output::Compact => {
-                if let Some(line) = serde_json::from_str(&p.json)
-                    .ok()
-                    .as_ref()
-                    .and_then(compact)
-                {
-                    writeln!(self.stdout, "{line}")?;
-                }
+    fn failed(&mut self, sink: &str, e: &std::io::Error) {
+        self.errors += 1;
+        // The first failure, then one in a thousand: never a log storm.
+        if self.errors % 1000 == 1 {
+            tracing::error!(errors = self.errors, "writing events to {sink}: {e}");
+        }
+    }
+
+    /// Sends the event to every sink. Sink failures are counted and logged,
+    /// never fatal (enforcement must not depend on a full disk or a closed
+    /// pipe); stdout is dropped for good when its reader has gone.
+    pub fn publish(&mut self, ev: &JsonEvent) {
+        let p = match Published::new(ev) {
+            Ok(p) => p,
+            Err(e) => return self.failed("the serializer", &e.into()),
+        };
+        let line = match self.output {
+            Output::Json => Some(p.json.clone()),
+            Output::Compact => serde_json::from_str(&p.json)
+                .ok()
+                .as_ref()
+                .and_then(compact),
+            Output::None => None,
+        };
+        if let Some(line) = line {
+            if let Err(e) = writeln!(self.stdout, "{line}") {
+                self.stdout_failed(&e);
             }
-            Output::None => {}
         }
         if let Some(f) = &mut self.file {
-            f.write_line(&p.json)?;
+            if let Err(e) = f.write_line(&p.json) {
+                self.failed("the export file", &e);
+            }
         }
         // No subscribers is fine: send only fails then.
         let _ = self.stream.send(Arc::new(p));
-        Ok(())
     }
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.stdout.flush()?;
-        if let Some(f) = &mut self.file {
-            f.flush()?;
+    fn stdout_failed(&mut self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            tracing::warn!("stdout was closed; events keep going to the other sinks");
+            self.output = Output::None;
+        } else {
+            self.failed("stdout", e);
         }
-        Ok(())
+    }
+
+    pub fn flush(&mut self) {
+        if self.output != Output::None {
+            if let Err(e) = self.stdout.flush() {
+                self.stdout_failed(&e);
+            }
+        }
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.flush() {
+                self.failed("the export file", &e);
+            }
+        }
     }
 }

@@ -89,6 +89,8 @@ pub fn file_rules(b: Backend) {
     std::fs::write(dir.join("public"), "public\n").unwrap();
     std::fs::write(t.join("notes"), "orig\n").unwrap();
     std::fs::write(t.join("watched"), "w\n").unwrap();
+    std::fs::create_dir(t.join("exactdir")).unwrap();
+    std::fs::write(t.join("exactdir/f"), "f\n").unwrap();
     let d = t.path().display();
     let p = policy(&format!(
         "  rules:
@@ -109,6 +111,10 @@ pub fn file_rules(b: Backend) {
       hook: file_open
       action: alert
       match: {{ paths: [{d}/watched] }}
+    - name: exact-dir
+      hook: file_open
+      action: deny
+      match: {{ paths: [{d}/exactdir] }}
 "
     ));
     let cg = test_cgroup("file");
@@ -139,6 +145,19 @@ pub fn file_rules(b: Backend) {
     assert_ok(
         &sh_in(&cg.path, &format!("exec cat {d}/watched")),
         "alert rule",
+    );
+    // An exact path names that file or directory only, not what is below it.
+    assert_ok(
+        &sh_in(&cg.path, &format!("exec cat {d}/exactdir/f")),
+        "below an exact path",
+    );
+    // The allowed file replaced by a new inode (write + rename) stays allowed:
+    // the path rule is more specific than the directory's identity.
+    std::fs::write(dir.join("public.new"), "public\n").unwrap();
+    std::fs::rename(dir.join("public.new"), dir.join("public")).unwrap();
+    assert_ok(
+        &sh_in(&cg.path, &format!("exec cat {d}/dir/public")),
+        "replaced allowed file",
     );
     // Outside the scope nothing is governed.
     assert_ok(
@@ -207,6 +226,19 @@ pub fn exec_rules(b: Backend) {
     assert!(agent.stop().success());
 }
 
+/// `python3 -c` sending one UDP datagram to `host:port` without connecting;
+/// prints the errno (0 on success).
+fn sendto(cgroup: &Path, host: &str, port: u16) -> i32 {
+    let script = format!(
+        "python3 -c 'import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n  s.sendto(b\"x\", (\"{host}\",{port})); print(0)\nexcept OSError as e: print(e.errno)'"
+    );
+    let o = sh_in(cgroup, &script);
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python3 said: {:?} {}", o.stdout, stderr(&o)))
+}
+
 /// `python3 -c` connecting to `host:port`; prints the errno (0 on success).
 fn connect(cgroup: Option<&Path>, family: &str, host: &str, port: u16) -> i32 {
     let script = format!(
@@ -247,6 +279,10 @@ pub fn network_rules(b: Backend) {
       hook: connect
       action: deny
       match: {{ cidrs: [127.0.0.0/8], ports: [{dp}], protocol: tcp }}
+    - name: no-udp
+      hook: connect
+      action: deny
+      match: {{ cidrs: [127.0.0.1], ports: [{dp}], protocol: udp }}
 "
     ));
     let cg = test_cgroup("net");
@@ -275,6 +311,13 @@ pub fn network_rules(b: Backend) {
         connect(None, "AF_INET", "127.0.0.1", dp),
         0,
         "outside the cgroup"
+    );
+    // Unconnected UDP sends are checked too (cgroup sendmsg hooks on both backends).
+    assert_eq!(sendto(&cg.path, "127.0.0.1", dp), libc::EPERM, "UDP sendto");
+    assert_eq!(
+        sendto(&cg.path, "127.0.0.1", op),
+        0,
+        "UDP sendto to another port"
     );
     let ev = agent.policy_event("no-port", |e| is(e, "connect", "no-port"));
     assert_eq!(ev["verdict"], "deny");
