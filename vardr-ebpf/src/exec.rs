@@ -21,19 +21,14 @@ const SIGKILL: u32 = 9;
 
 /// Combines identity and path matches, reports, returns whether to block.
 #[inline(always)]
-fn decide_exec(
-    by_identity: Option<PathRules>,
-    key: *mut PathKey,
-    n: i64,
-    backend: BackendKind,
-) -> bool {
+fn decide_exec(by_identity: PathRules, key: *mut PathKey, n: i64, backend: BackendKind) -> bool {
     let Some(ref cfg) = config() else {
         return false;
     };
     let by_path = if n > 1 {
         path_rules(key, cfg.generation, n as u32)
     } else {
-        None
+        PathRules::default()
     };
     let rule = pick(&by_path, &by_identity, Hook::Exec);
     let Some((verdict, block)) = verdict(cfg, Hook::Exec, &rule) else {
@@ -95,7 +90,7 @@ pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
     let off = offsets();
     let by_identity = match read::<*const u8>(bprm, off.binprm_file) {
         Some(file) if !file.is_null() => identity_rules(file, cfg.generation),
-        _ => None,
+        _ => PathRules::default(),
     };
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;

@@ -32,17 +32,18 @@ fn write_intent(flags: u32) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC | O_APPEND) != 0
 }
 
-/// Looks up the path in the scratch key (`n` bytes at `data[1..]`, NUL included).
+/// Looks up the path in the scratch key (`n` bytes at `data[1..]`, NUL
+/// included); all-`None` rules when nothing matches.
 #[inline(always)]
-pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> Option<PathRules> {
+pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> PathRules {
     if n == 0 {
-        return None;
+        return PathRules::default();
     }
     // SAFETY: `key` is this CPU's scratch slot.
     unsafe {
         (*key).data[0] = generation as u8;
         (*key).prefix_len = (1 + n) * 8;
-        PATH_RULES.get(&*key).copied()
+        PATH_RULES.get(&*key).copied().unwrap_or_default()
     }
 }
 
@@ -61,14 +62,11 @@ fn decide_open(
     cfg: &Config,
     key: *mut PathKey,
     n: u32,
-    by_identity: Option<PathRules>,
+    by_identity: PathRules,
     flags: u32,
     backend: BackendKind,
 ) -> bool {
     let by_path = path_rules(key, cfg.generation, n);
-    if by_path.is_none() && by_identity.is_none() {
-        return false;
-    }
     let (mut rule, mut hook) = (pick(&by_path, &by_identity, Hook::FileOpen), Hook::FileOpen);
     if write_intent(flags) {
         let w = pick(&by_path, &by_identity, Hook::FileWrite);
@@ -113,9 +111,6 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         )
     };
     let by_identity = identity_rules(file, cfg.generation);
-    if n <= 0 && by_identity.is_none() {
-        return 0;
-    }
     if decide_open(
         cfg,
         key,
@@ -156,7 +151,14 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
     if n <= 1 || unsafe { (*key).data[1] } != b'/' {
         return 0;
     }
-    if decide_open(cfg, key, n as u32, None, flags, BackendKind::Fallback) {
+    if decide_open(
+        cfg,
+        key,
+        n as u32,
+        PathRules::default(),
+        flags,
+        BackendKind::Fallback,
+    ) {
         // SAFETY: signals the current task only.
         unsafe { bpf_send_signal(SIGKILL) };
     }

@@ -89,30 +89,38 @@ fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
 }
 
 /// Rules by identity for a `struct file *`: walks from its dentry up to the
-/// file system root and returns the first (deepest) entry with rules.
+/// file system root and returns the first (deepest) entry with rules, or
+/// all-`None` rules. (Not an `Option`: LLVM may spill the uninitialized
+/// payload of a `None`, which the verifier rejects.)
 #[inline(always)]
-pub fn identity_rules(file: *const u8, generation: u32) -> Option<PathRules> {
+pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
     let off = offsets();
-    let mut dentry: *const u8 = read(file, off.file_f_path + off.path_dentry)?;
+    let Some(mut dentry) = read::<*const u8>(file, off.file_f_path + off.path_dentry) else {
+        return PathRules::default();
+    };
     for depth in 0..MAX_DENTRY_DEPTH {
-        let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
+        let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
+            break;
+        };
         if let Some(key) = inode_identity(inode, generation) {
             if let Some(r) = INODE_RULES.get_ptr(key) {
                 // SAFETY: pointer into a map value returned by lookup.
                 let r = unsafe { *r };
                 // An exact-path entry governs that inode, not its subtree.
                 if r.has_rules != 0 && (depth == 0 || r.exact == 0) {
-                    return Some(r.rules);
+                    return r.rules;
                 }
             }
         }
-        let parent: *const u8 = read(dentry, off.dentry_d_parent)?;
+        let Some(parent) = read::<*const u8>(dentry, off.dentry_d_parent) else {
+            break;
+        };
         if parent == dentry {
             break;
         }
         dentry = parent;
     }
-    None
+    PathRules::default()
 }
 
 #[inline(always)]
@@ -195,24 +203,17 @@ pub fn stronger(a: RuleRef, a_hook: Hook, b: RuleRef, b_hook: Hook) -> (RuleRef,
 /// specific source wins (so an allow on `/etc/hosts` beats the identity of
 /// `/etc`); on a tie, the stronger action.
 #[inline(always)]
-pub fn pick(by_path: &Option<PathRules>, by_identity: &Option<PathRules>, hook: Hook) -> RuleRef {
+pub fn pick(by_path: &PathRules, by_identity: &PathRules, hook: Hook) -> RuleRef {
     let h = hook as usize;
-    match (by_path, by_identity) {
-        (Some(p), Some(i)) => {
-            let (rp, ri) = (p.slots[h], i.slots[h]);
-            if rp.action == Action::None as u32 {
-                ri
-            } else if ri.action == Action::None as u32 || p.specificity > i.specificity {
-                rp
-            } else if i.specificity > p.specificity {
-                ri
-            } else {
-                stronger(rp, hook, ri, hook).0
-            }
-        }
-        (Some(p), None) => p.slots[h],
-        (None, Some(i)) => i.slots[h],
-        (None, None) => RuleRef::default(),
+    let (rp, ri) = (by_path.slots[h], by_identity.slots[h]);
+    if rp.action == Action::None as u32 {
+        ri
+    } else if ri.action == Action::None as u32 || by_path.specificity > by_identity.specificity {
+        rp
+    } else if by_identity.specificity > by_path.specificity {
+        ri
+    } else {
+        stronger(rp, hook, ri, hook).0
     }
 }
 
