@@ -234,6 +234,9 @@ pub struct KernelOffsets {
     pub task_tgid: u64,
     pub task_real_parent: u64,
     pub task_exit_code: u64,
+    pub task_signal: u64,
+    /// `signal_struct.live`: threads of the group still running.
+    pub signal_live: u64,
     /// 0 when the kernel has no audit support.
     pub task_loginuid: u64,
     pub mm_arg_start: u64,

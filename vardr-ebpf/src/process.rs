@@ -97,10 +97,14 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    let pid: u32 = read(task, off.task_pid).unwrap_or(0);
-    let tgid: u32 = read(task, off.task_tgid).unwrap_or(0);
-    if pid != tgid {
-        return 0; // a thread ends, the process goes on
+    // The process ends with its last thread: `signal->live` has already been
+    // decremented here. (Not "the leader exits": a leader can pthread_exit
+    // early, and a non-leader's exec kills the old leader.)
+    let Some(signal) = read::<*const u8>(task, off.task_signal) else {
+        return 0;
+    };
+    if read::<i32>(signal, off.signal_live).unwrap_or(1) != 0 {
+        return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost();

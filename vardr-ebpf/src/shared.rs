@@ -38,6 +38,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_tgid: 0,
     task_real_parent: 0,
     task_exit_code: 0,
+    task_signal: 0,
+    signal_live: 0,
     task_loginuid: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,

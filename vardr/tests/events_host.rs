@@ -288,3 +288,45 @@ fn metrics_count_matches_and_reloads() {
     assert_eq!(metric(&body, "vardr_map_entries{map=\"PATH_RULES\"}"), 1.0);
     assert!(agent.stop().success());
 }
+
+#[test]
+fn exit_is_reported_when_the_last_thread_ends() {
+    if !require_root("exit_is_reported_when_the_last_thread_ends") {
+        return;
+    }
+    let py = Command::new("python3").arg("-c").arg("pass").status();
+    if !py.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED exit_is_reported_when_the_last_thread_ends: python3 needed");
+        return;
+    }
+    let mut agent = AgentRun::start(NO_RULES, &[]);
+    // The main thread leaves first (pthread_exit); another thread ends the
+    // process 300 ms later with status 5.
+    let marker = format!("threads-{}", std::process::id());
+    let script = format!(
+        "import threading, os, time, ctypes, sys\n\
+         threading.Thread(target=lambda: (time.sleep(0.3), os._exit(5))).start()\n\
+         ctypes.CDLL(None).pthread_exit(None)  # {marker}"
+    );
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(5));
+    // (python3 may be a shim that execs the real interpreter: match the
+    // final image, whose command line carries the marker.)
+    let is_ours = |p: &Value| {
+        p["binary"].as_str().is_some_and(|b| b.ends_with("python3"))
+            && p["arguments"].as_str().is_some_and(|a| a.contains(&marker))
+    };
+    let exit = agent.event("python exit", |e| is_ours(&e["process_exit"]["process"]));
+    assert_eq!(exit["process_exit"]["status"], 5, "{exit}");
+    let exits = agent
+        .events_after(Duration::from_secs(1))
+        .iter()
+        .filter(|e| is_ours(&e["process_exit"]["process"]))
+        .count();
+    assert_eq!(exits, 1, "one exit per process, when its last thread ends");
+    assert!(agent.stop().success());
+}

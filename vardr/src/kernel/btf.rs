@@ -52,6 +52,8 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         task_tgid: m("task_struct", "tgid")?,
         task_real_parent: m("task_struct", "real_parent")?,
         task_exit_code: m("task_struct", "exit_code")?,
+        task_signal: m("task_struct", "signal")?,
+        signal_live: m("signal_struct", "live")?,
         task_loginuid: m("task_struct", "loginuid").unwrap_or(0),
         mm_arg_start: m("mm_struct", "arg_start")?,
         mm_arg_end: m("mm_struct", "arg_end")?,
