@@ -71,6 +71,9 @@ pub struct AgentOptions {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// Records handled before the event loop looks at signals and ticks again.
+const DRAIN_BATCH: usize = 4096;
+
 /// Rule ids of the current and the previous rule set, so events queued
 /// before a reload still name their rule.
 #[derive(Default)]
@@ -188,8 +191,19 @@ impl Agent {
         Ok(())
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
-        while let Some(item) = ring.next() {
+    /// Processes up to `limit` records (all with `None`); returns whether
+    /// the limit was reached, so more may be waiting.
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        limit: Option<usize>,
+    ) -> std::io::Result<bool> {
+        let mut n = 0;
+        while limit.is_none_or(|l| n < l) {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            n += 1;
             let decoded = events::decode(&item);
             drop(item);
             match decoded {
@@ -201,7 +215,7 @@ impl Agent {
             }
         }
         self.sinks.flush();
-        Ok(())
+        Ok(limit.is_some_and(|l| n >= l))
     }
 
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
@@ -483,13 +497,16 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             _ = tick.tick() => agent.tick()?,
             guard = ring_fd.readable_mut() => {
                 let mut guard = guard?;
-                agent.drain(guard.get_inner_mut())?;
-                guard.clear_ready();
+                // Bounded batches: under an event storm, signals and the
+                // loss check still get their turn between batches.
+                if !agent.drain(guard.get_inner_mut(), Some(DRAIN_BATCH))? {
+                    guard.clear_ready();
+                }
             }
         }
     }
     // Report what the kernel produced before the signal, then detach.
-    agent.drain(ring_fd.get_mut())?;
+    agent.drain(ring_fd.get_mut(), None)?;
     agent.check_lost()?;
     let _ = stop_tx.send(());
     let _ = api_task.await;
