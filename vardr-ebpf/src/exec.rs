@@ -6,14 +6,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
-use vardr_common::{BackendKind, Hook, PathRules, PATH_KEY_LEN};
+use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
 
 use crate::{
     file::{path_rules, PathKey},
     maps::PATH_SCRATCH,
-    shared::{
-        config, emit, governed, hook_bit, identity_rules, offsets, pick, read, verdict, Report,
-    },
+    shared::{conclude_path, config, governed, hook_bit, identity_rules, offsets, pick, read},
 };
 
 const EACCES: i32 = 13;
@@ -21,22 +19,25 @@ const SIGKILL: u32 = 9;
 
 /// Combines identity and path matches, reports, returns whether to block.
 #[inline(always)]
-fn decide_exec(by_identity: PathRules, key: *mut PathKey, n: i64, backend: BackendKind) -> bool {
-    let Some(ref cfg) = config() else {
-        return false;
-    };
+fn decide_exec(
+    cfg: &Config,
+    by_identity: PathRules,
+    key: *mut PathKey,
+    n: i64,
+    backend: BackendKind,
+) -> bool {
     let by_path = if n > 1 {
         path_rules(key, cfg.generation, n as u32)
     } else {
         PathRules::default()
     };
     let rule = pick(&by_path, &by_identity, Hook::Exec);
-    let Some((verdict, block)) = verdict(cfg, Hook::Exec, &rule) else {
-        return false;
+    let path = if n > 1 {
+        Some(key as *const PathKey)
+    } else {
+        None
     };
-    let report = Report::path(Hook::Exec, backend, verdict, rule.rule_id, 0);
-    emit(&report, if n > 1 { Some(key) } else { None });
-    block
+    conclude_path(cfg, Hook::Exec, &rule, backend, 0, path)
 }
 
 #[lsm(hook = "bprm_check_security")]
@@ -71,7 +72,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
             (PATH_KEY_LEN - 1) as u32,
         )
     };
-    if decide_exec(by_identity, key, n, BackendKind::Lsm) {
+    if decide_exec(cfg, by_identity, key, n, BackendKind::Lsm) {
         -EACCES
     } else {
         0
@@ -108,7 +109,7 @@ pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    if decide_exec(by_identity, key, n, BackendKind::Fallback) {
+    if decide_exec(cfg, by_identity, key, n, BackendKind::Fallback) {
         // SAFETY: signals the current task, which has just been given the new image.
         unsafe { bpf_send_signal(SIGKILL) };
     }

@@ -12,8 +12,7 @@ use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
 use crate::{
     maps::{PATH_RULES, PATH_SCRATCH},
     shared::{
-        config, emit, governed, hook_bit, identity_rules, offsets, pick, read, stronger, verdict,
-        Report,
+        conclude_path, config, governed, hook_bit, identity_rules, offsets, pick, read, stronger,
     },
 };
 
@@ -72,12 +71,12 @@ fn decide_open(
         let w = pick(&by_path, &by_identity, Hook::FileWrite);
         (rule, hook) = stronger(rule, hook, w, Hook::FileWrite);
     }
-    let Some((verdict, block)) = verdict(cfg, hook, &rule) else {
-        return false;
+    let path = if n > 0 {
+        Some(key as *const PathKey)
+    } else {
+        None
     };
-    let report = Report::path(hook, backend, verdict, rule.rule_id, flags);
-    emit(&report, if n > 0 { Some(key) } else { None });
-    block
+    conclude_path(cfg, hook, &rule, backend, flags, path)
 }
 
 #[lsm(hook = "file_open")]

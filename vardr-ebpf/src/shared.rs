@@ -296,6 +296,27 @@ impl Report {
     }
 }
 
+/// Reports a file or exec match, if it asks for a report, and returns
+/// whether to block; `path` is the scratch key holding the path, if any.
+#[inline(always)]
+pub fn conclude_path(
+    cfg: &Config,
+    hook: Hook,
+    rule: &RuleRef,
+    backend: BackendKind,
+    flags: u32,
+    path: Option<*const Key<[u8; PATH_KEY_LEN]>>,
+) -> bool {
+    let Some((verdict, block)) = verdict(cfg, hook, rule) else {
+        return false;
+    };
+    emit(
+        &Report::path(hook, backend, verdict, rule.rule_id, flags),
+        path,
+    );
+    block
+}
+
 /// Emits a policy event; `path` is a path key (generation byte first) or none.
 #[inline(always)]
 pub fn emit(r: &Report, path: Option<*const Key<[u8; PATH_KEY_LEN]>>) {
