@@ -17,6 +17,15 @@ use serde_json::Value;
 const NO_RULES: &str =
     "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: observe\nspec:\n  rules: []\n";
 
+/// These tests each run an agent that sees every exec on the host; run in
+/// parallel, one test's exec storm rotates another's export file and skews
+/// its counts. One at a time keeps each test about its own traffic.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn exec_of<'a>(ev: &'a Value, binary_suffix: &str, args: &str) -> Option<&'a Value> {
     let p = &ev.get("process_exec")?["process"];
     (p["binary"].as_str()?.ends_with(binary_suffix) && p["arguments"] == args).then_some(p)
@@ -27,6 +36,7 @@ fn process_tree_has_exec_ids_ancestry_and_exit() {
     if !require_root("process_tree_has_exec_ids_ancestry_and_exit") {
         return;
     }
+    let _serial = serial();
     let mut agent = AgentRun::start(NO_RULES, &[]);
     let marker = format!("tree-{}", std::process::id());
     let st = Command::new("/bin/sh")
@@ -84,6 +94,7 @@ fn exec_storm_yields_every_event_or_an_exact_loss_count() {
     if !require_root("exec_storm_yields_every_event_or_an_exact_loss_count") {
         return;
     }
+    let _serial = serial();
     const N: usize = 2000;
     let mut agent = AgentRun::start(NO_RULES, &["--output", "json"]);
     let mut child = Command::new("/bin/sh")
@@ -141,6 +152,7 @@ fn grpc_stream_export_file_and_metrics_agree() {
     if !require_root("grpc_stream_export_file_and_metrics_agree") {
         return;
     }
+    let _serial = serial();
     let t = TempDir::new("export");
     let export = t.join("events.json");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -209,7 +221,11 @@ fn grpc_stream_export_file_and_metrics_agree() {
     }
     // The export file holds the very lines the stream carried.
     std::thread::sleep(Duration::from_secs(1));
-    let exported = std::fs::read_to_string(&export).unwrap();
+    // Other activity on the host may have rotated the file already.
+    let exported: String = [t.join("events.json.1"), export.clone()]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
     for l in &streamed {
         assert!(exported.lines().any(|e| e == l), "not exported: {l}");
     }
@@ -249,6 +265,7 @@ fn metrics_count_matches_and_reloads() {
     if !require_root("metrics_count_matches_and_reloads") {
         return;
     }
+    let _serial = serial();
     let t = TempDir::new("metrics");
     std::fs::write(t.join("watched"), "w\n").unwrap();
     let policy = format!(
@@ -294,6 +311,7 @@ fn exit_is_reported_when_the_last_thread_ends() {
     if !require_root("exit_is_reported_when_the_last_thread_ends") {
         return;
     }
+    let _serial = serial();
     let py = Command::new("python3").arg("-c").arg("pass").status();
     if !py.is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED exit_is_reported_when_the_last_thread_ends: python3 needed");
