@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod backend;
 pub mod bpf;
+pub mod cedar;
 pub mod compile;
 pub mod events;
 pub mod kernel;

@@ -5,7 +5,10 @@
 mod net;
 mod paths;
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+};
 
 use vardr_common::{Action as KAction, InodeRule, RuleRef};
 
@@ -158,6 +161,8 @@ fn kernel_action(a: Action) -> KAction {
         Action::Deny => KAction::Deny,
         Action::Alert => KAction::Alert,
         Action::Allow => KAction::Allow,
+        // Reported like an alert; the agent relabels the event.
+        Action::Observe => KAction::Alert,
     }
 }
 
@@ -171,12 +176,13 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
-/// Rank for conflicts on one key: deny > alert > allow.
-pub(crate) fn rank(r: &RuleRef) -> u8 {
+/// Rank for conflicts on one key: deny > alert > allow > observe.
+pub(crate) fn rank(r: &RuleRef, observe: &HashSet<u32>) -> u8 {
     match r.action {
-        x if x == KAction::Deny as u32 => 3,
-        x if x == KAction::Alert as u32 => 2,
-        x if x == KAction::Allow as u32 => 1,
+        _ if observe.contains(&r.rule_id) => 1,
+        x if x == KAction::Deny as u32 => 4,
+        x if x == KAction::Alert as u32 => 3,
+        x if x == KAction::Allow as u32 => 2,
         _ => 0,
     }
 }
@@ -189,8 +195,15 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         exempt_pids: policy.exempt_pids.clone(),
         ..Default::default()
     };
-    let mut path_rules = paths::Builder::default();
-    let mut net_rules = net::Builder::default();
+    let observe: HashSet<u32> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == Action::Observe)
+        .map(|(i, _)| first_id + i as u32)
+        .collect();
+    let mut path_rules = paths::Builder::new(observe.clone());
+    let mut net_rules = net::Builder::new(observe);
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -201,6 +214,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                 policy_name: policy.name.clone(),
                 rule: rule.name.clone(),
                 severity: severity_name(rule.severity).into(),
+                observe: rule.action == Action::Observe,
             },
         );
         let r = RuleRef {

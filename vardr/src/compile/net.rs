@@ -5,7 +5,7 @@
 //! is more specific than one that does not. Within one bucket the
 //! longest prefix wins, so an allow carves exceptions out of a deny CIDR.
 //! IPv4-mapped IPv6 destinations are looked up in the IPv4 table.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use ipnet::IpNet;
 use vardr_common::RuleRef;
@@ -32,16 +32,46 @@ type Key<const N: usize> = (u8, u16, [u8; N], u8);
 pub struct Builder {
     v4: BTreeMap<Key<4>, RuleRef>,
     v6: BTreeMap<Key<16>, RuleRef>,
+    /// Ids of report-only rules (see [`Builder::finish`]).
+    observe: HashSet<u32>,
 }
 
-fn put<const N: usize>(m: &mut BTreeMap<Key<N>, RuleRef>, k: Key<N>, r: RuleRef) {
+fn put<const N: usize>(
+    m: &mut BTreeMap<Key<N>, RuleRef>,
+    k: Key<N>,
+    r: RuleRef,
+    observe: &HashSet<u32>,
+) {
     let e = m.entry(k).or_default();
-    if rank(&r) > rank(e) {
+    if rank(&r, observe) > rank(e, observe) {
         *e = r;
     }
 }
 
+/// Whether network `outer` (address, prefix length) contains `inner`.
+fn covers<const N: usize>(outer: (&[u8; N], u8), inner: (&[u8; N], u8)) -> bool {
+    if outer.1 > inner.1 {
+        return false;
+    }
+    let bits = outer.1 as usize;
+    let (full, rest) = (bits / 8, bits % 8);
+    if outer.0[..full] != inner.0[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        outer.0[full] & mask == inner.0[full] & mask
+    }
+}
+
 impl Builder {
+    pub fn new(observe: HashSet<u32>) -> Self {
+        Self {
+            observe,
+            ..Default::default()
+        }
+    }
+
     pub fn add(&mut self, rule: &Rule, r: RuleRef) {
         let proto = match rule.protocol {
             Protocol::Any => NET_ANY_PROTOCOL,
@@ -60,20 +90,43 @@ impl Builder {
                         &mut self.v4,
                         (proto, port, n.addr().octets(), n.prefix_len()),
                         r,
+                        &self.observe,
                     ),
                     IpNet::V6(n) => put(
                         &mut self.v6,
                         (proto, port, n.addr().octets(), n.prefix_len()),
                         r,
+                        &self.observe,
                     ),
                 }
             }
         }
     }
 
+    /// An observe entry inside a real rule's network of the same bucket
+    /// would win the longest-prefix match and hide that rule: it is dropped
+    /// (the real rule reports those connects itself, or allows them).
     pub fn finish(self) -> (Vec<NetEntry<4>>, Vec<NetEntry<16>>) {
-        fn out<const N: usize>(m: BTreeMap<Key<N>, RuleRef>) -> Vec<NetEntry<N>> {
+        fn out<const N: usize>(
+            m: BTreeMap<Key<N>, RuleRef>,
+            observe: &HashSet<u32>,
+        ) -> Vec<NetEntry<N>> {
+            let real: Vec<&Key<N>> = m
+                .iter()
+                .filter(|(_, r)| !observe.contains(&r.rule_id))
+                .map(|(k, _)| k)
+                .collect();
+            let shadows = |k: &Key<N>, r: &RuleRef| {
+                observe.contains(&r.rule_id)
+                    && real
+                        .iter()
+                        .any(|o| (o.0, o.1) == (k.0, k.1) && covers((&o.2, o.3), (&k.2, k.3)))
+            };
+            let keep: Vec<bool> = m.iter().map(|(k, r)| !shadows(k, r)).collect();
             m.into_iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(e, _)| e)
                 .map(|((protocol, port, addr, prefix_len), rule)| NetEntry {
                     protocol,
                     port,
@@ -83,6 +136,86 @@ impl Builder {
                 })
                 .collect()
         }
-        (out(self.v4), out(self.v6))
+        (out(self.v4, &self.observe), out(self.v6, &self.observe))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vardr_common::Action;
+
+    use super::*;
+    use crate::policy::{self, Hook, Severity};
+
+    fn rule(action: policy::Action, cidrs: &[&str], ports: &[u16]) -> Rule {
+        Rule {
+            name: "r".into(),
+            hook: Hook::Connect,
+            action,
+            severity: Severity::Medium,
+            paths: vec![],
+            prefixes: vec![],
+            binaries: vec![],
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            ports: ports.to_vec(),
+            protocol: Protocol::Any,
+            line: 0,
+        }
+    }
+
+    fn r(id: u32, a: Action) -> RuleRef {
+        RuleRef {
+            rule_id: id,
+            action: a as u32,
+        }
+    }
+
+    #[test]
+    fn observe_entries_inside_real_networks_are_dropped() {
+        let mut b = Builder::new([9].into());
+        b.add(
+            &rule(policy::Action::Deny, &["10.0.0.0/8"], &[]),
+            r(1, Action::Deny),
+        );
+        b.add(
+            &rule(
+                policy::Action::Observe,
+                &["10.1.0.0/16", "0.0.0.0/0", "::/0"],
+                &[],
+            ),
+            r(9, Action::Alert),
+        );
+        // Another bucket (a port) does not shadow the any-port bucket.
+        b.add(
+            &rule(policy::Action::Allow, &["192.168.0.0/16"], &[22]),
+            r(2, Action::Allow),
+        );
+        b.add(
+            &rule(policy::Action::Observe, &["192.168.1.0/24"], &[]),
+            r(9, Action::Alert),
+        );
+        let (v4, v6) = b.finish();
+        let nets: Vec<(u16, [u8; 4], u8, u32)> = v4
+            .iter()
+            .map(|e| (e.port, e.addr, e.prefix_len, e.rule.rule_id))
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                (0, [0, 0, 0, 0], 0, 9),
+                (0, [10, 0, 0, 0], 8, 1),
+                (0, [192, 168, 1, 0], 24, 9),
+                (22, [192, 168, 0, 0], 16, 2),
+            ]
+        );
+        assert_eq!(v6.len(), 1);
+    }
+
+    #[test]
+    fn covers_checks_partial_bytes() {
+        assert!(covers((&[10, 0, 0, 0], 8), (&[10, 1, 0, 0], 16)));
+        assert!(covers((&[10, 128, 0, 0], 9), (&[10, 200, 0, 0], 16)));
+        assert!(!covers((&[10, 128, 0, 0], 9), (&[10, 100, 0, 0], 16)));
+        assert!(!covers((&[10, 1, 0, 0], 16), (&[10, 0, 0, 0], 8)));
     }
 }

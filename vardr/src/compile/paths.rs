@@ -4,7 +4,7 @@
 //! must carry, per hook, the rule of its own longest matching ancestor when
 //! it has none of its own: with `deny /etc/` (file_open) and `deny writes
 //! /etc/hosts` (file_write), the key `/etc/hosts` must still deny opens.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use vardr_common::{Hook, PathRules, RuleRef};
 
@@ -43,14 +43,30 @@ pub fn exact_key(path: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct Builder {
     own: BTreeMap<Vec<u8>, PathRules>,
+    /// Ids of report-only rules: they rank lowest and never replace a rule
+    /// inherited from a shorter key.
+    observe: HashSet<u32>,
 }
 
 impl Builder {
+    pub fn new(observe: HashSet<u32>) -> Self {
+        Self {
+            own: BTreeMap::new(),
+            observe,
+        }
+    }
+
+    fn rank(&self, r: &RuleRef) -> u8 {
+        rank(r, &self.observe)
+    }
+
     /// Adds a rule; on the same key and hook the stronger action wins.
     pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {
-        let slot = &mut self.own.entry(key).or_default().slots[hook as usize];
-        if rank(&r) > rank(slot) {
-            *slot = r;
+        let current = self.own.entry(key.clone()).or_default().slots[hook as usize];
+        if self.rank(&r) > self.rank(&current) {
+            if let Some(e) = self.own.get_mut(&key) {
+                e.slots[hook as usize] = r;
+            }
         }
     }
 
@@ -59,6 +75,8 @@ impl Builder {
     pub fn finish(self) -> Vec<PathEntry> {
         let mut out: Vec<PathEntry> = Vec::with_capacity(self.own.len());
         let mut stack: Vec<usize> = Vec::new();
+        let observe = self.observe;
+        let rank = |r: &RuleRef| rank(r, &observe);
         for (key, own) in self.own {
             while let Some(&top) = stack.last() {
                 if key.starts_with(&out[top].key) {
@@ -70,7 +88,8 @@ impl Builder {
             rules.specificity = key.len() as u32;
             if let Some(&parent) = stack.last() {
                 for (slot, inherited) in rules.slots.iter_mut().zip(out[parent].rules.slots) {
-                    if rank(slot) == 0 {
+                    // An observe rule must not shadow a real rule above it.
+                    if rank(slot) == 0 || (rank(slot) == 1 && rank(&inherited) > 1) {
                         *slot = inherited;
                     }
                 }
@@ -159,6 +178,32 @@ mod tests {
         let sib = lookup(&e, "/a/c/f").unwrap();
         assert_eq!(sib.slots[0], r(1, Action::Deny));
         assert_eq!(sib.slots[1], r(4, Action::Deny));
+    }
+
+    #[test]
+    fn observe_rules_never_shadow_real_rules() {
+        // Rule 9 is report-only (a Cedar observation).
+        let mut b = Builder::new([9].into());
+        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
+        b.add(b"/etc/ssh/".to_vec(), Hook::FileOpen, r(9, Action::Alert));
+        b.add(b"/var/".to_vec(), Hook::FileOpen, r(9, Action::Alert));
+        b.add(exact_key("/var/log/x"), Hook::FileOpen, r(2, Action::Allow));
+        b.add(exact_key("/srv/x"), Hook::FileOpen, r(3, Action::Allow));
+        b.add(exact_key("/srv/x"), Hook::FileOpen, r(9, Action::Alert));
+        let e = b.finish();
+        assert_eq!(
+            lookup(&e, "/etc/ssh/k").unwrap().slots[0],
+            r(1, Action::Deny)
+        );
+        assert_eq!(
+            lookup(&e, "/var/lib/y").unwrap().slots[0],
+            r(9, Action::Alert)
+        );
+        assert_eq!(
+            lookup(&e, "/var/log/x").unwrap().slots[0],
+            r(2, Action::Allow)
+        );
+        assert_eq!(lookup(&e, "/srv/x").unwrap().slots[0], r(3, Action::Allow));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct RuleInfo {
     pub policy_name: String,
     pub rule: String,
     pub severity: String,
+    /// A report-only rule generated for a Cedar policy: the event is not
+    /// a Layer 1 match.
+    #[serde(skip)]
+    pub observe: bool,
 }
 
 /// A process as events show it.

@@ -47,6 +47,9 @@ pub enum Action {
     Alert,
     /// Carve an exception out of a shorter deny/alert match of the same hook.
     Allow,
+    /// Report to Layer 2 only (generated for Cedar policies, never written
+    /// in YAML): never shadows another rule, and the event says "allow".
+    Observe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, Default)]

@@ -1,0 +1,351 @@
+//! The Layer 2 engine: one policy set per action, so an event is checked
+//! only against the policies that can apply to it.
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use cedar_policy::{Authorizer, Decision, Policy, PolicySet};
+
+use super::{
+    request::{self, Action, Ask},
+    CedarSet, PolicyMeta,
+};
+
+/// A Layer 2 verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Alert,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Alert => "alert",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// What Layer 2 concluded for one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The policies that decided, by name, sorted.
+    pub policies: Vec<String>,
+    /// A deciding deny policy asks for the process to be killed.
+    pub kill: bool,
+    /// Highest severity among the deciding policies.
+    pub severity: String,
+}
+
+pub struct Engine {
+    by_action: HashMap<Action, PolicySet>,
+    meta: HashMap<String, PolicyMeta>,
+    authorizer: Authorizer,
+    count: usize,
+    /// Policies skipped on some event because they failed to evaluate.
+    policy_errors: AtomicU64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new(&CedarSet::default())
+    }
+}
+
+/// Which actions a policy's action scope can match (from its JSON form:
+/// `All`, `==` one action, `in` one or a list).
+pub(super) fn actions_of(p: &Policy) -> Vec<Action> {
+    let Ok(json) = p.to_json() else {
+        return Action::ALL.to_vec();
+    };
+    let scope = &json["action"];
+    let named = |e: &serde_json::Value| e["id"].as_str().and_then(Action::from_name);
+    let mut out: Vec<Action> = match scope["op"].as_str() {
+        Some("==") => named(&scope["entity"]).into_iter().collect(),
+        Some("in") => {
+            let list: Vec<&serde_json::Value> = match scope["entities"].as_array() {
+                Some(l) => l.iter().collect(),
+                None => vec![&scope["entity"]],
+            };
+            list.into_iter()
+                .filter_map(named)
+                .flat_map(|a| a.members().iter().copied())
+                .collect()
+        }
+        _ => Action::ALL.to_vec(),
+    };
+    out.sort_by_key(|a| *a as u8);
+    out.dedup();
+    out
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "info" => 0,
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        _ => 4,
+    }
+}
+
+impl Engine {
+    pub fn new(set: &CedarSet) -> Self {
+        let mut by_action: HashMap<Action, PolicySet> = HashMap::new();
+        let mut meta = HashMap::new();
+        for (p, m) in &set.policies {
+            for a in actions_of(p) {
+                // Names are unique (checked when loading).
+                let _ = by_action.entry(a).or_default().add(p.clone());
+            }
+            meta.insert(m.name.clone(), m.clone());
+        }
+        Self {
+            by_action,
+            meta,
+            authorizer: Authorizer::new(),
+            count: set.len(),
+            policy_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Policy evaluation errors so far.
+    pub fn policy_errors(&self) -> u64 {
+        self.policy_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether any policy can apply to `action`.
+    pub fn covers(&self, action: Action) -> bool {
+        self.by_action.contains_key(&action)
+    }
+
+    /// `Ok(None)`: no policy applies. Errors are per event (a value Cedar
+    /// cannot represent, a policy that failed on this input); the caller
+    /// counts them.
+    pub fn evaluate(&self, ask: &Ask) -> Result<Option<Outcome>, String> {
+        let Some(set) = self.by_action.get(&ask.action) else {
+            return Ok(None);
+        };
+        let (req, ents) = request::build(ask)?;
+        let resp = self.authorizer.is_authorized(&req, set, &ents);
+        let diag = resp.diagnostics();
+        for e in diag.errors() {
+            // Cedar skips a policy that errors and keeps the decision of
+            // the others; count it so it is never silent.
+            tracing::debug!("Layer 2 policy error: {e}");
+            self.policy_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let deciding: Vec<&PolicyMeta> = diag
+            .reason()
+            .filter_map(|id| self.meta.get::<str>(id.as_ref()))
+            .collect();
+        if deciding.is_empty() {
+            return Ok(None);
+        }
+        let verdict = match resp.decision() {
+            Decision::Allow => Verdict::Allow,
+            Decision::Deny if deciding.iter().any(|m| m.verdict == Verdict::Deny) => Verdict::Deny,
+            Decision::Deny => Verdict::Alert,
+        };
+        // Only the policies that carry the verdict decide: an alert beside a
+        // deny is listed, but only a deny policy can ask for a kill.
+        let mut policies: Vec<String> = deciding.iter().map(|m| m.name.clone()).collect();
+        policies.sort();
+        let kill = verdict == Verdict::Deny
+            && deciding
+                .iter()
+                .any(|m| m.verdict == Verdict::Deny && m.kill);
+        let severity = deciding
+            .iter()
+            .map(|m| m.severity.as_str())
+            .max_by_key(|s| severity_rank(s))
+            .unwrap_or("medium")
+            .to_string();
+        Ok(Some(Outcome {
+            verdict,
+            policies,
+            kill,
+            severity,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc, time::SystemTime};
+
+    use super::*;
+    use crate::{
+        cedar::{parse_text, request::tests::proc, Target},
+        process::ProcessInfo,
+    };
+
+    fn engine(text: &str) -> Engine {
+        Engine::new(&parse_text(text, Path::new("t.cedar")).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn ask<'a>(action: Action, p: &'a ProcessInfo, target: Target) -> Ask<'a> {
+        Ask {
+            action,
+            process: p,
+            target,
+            hook: "file_open",
+            flags: 0,
+            backend: "lsm",
+            layer1: "allow",
+            rule: "",
+            time: SystemTime::now(),
+        }
+    }
+
+    fn tree() -> (Arc<ProcessInfo>, Arc<ProcessInfo>) {
+        let init = proc(1, "/sbin/init", "/init.scope", None);
+        let nginx = proc(
+            10,
+            "/usr/sbin/nginx",
+            "/system.slice/nginx.service",
+            Some(init.clone()),
+        );
+        let sh = proc(20, "/bin/sh", "/system.slice/nginx.service", Some(nginx));
+        let bash = proc(30, "/bin/bash", "/user.slice", Some(init));
+        (sh, bash)
+    }
+
+    const POLICIES: &str = r#"
+@id("shell-under-nginx") @response("kill") @severity("critical")
+forbid (principal in Vardr::Binary::"/usr/sbin/nginx", action == Vardr::Action::"exec", resource in Vardr::Dir::"/bin");
+
+@id("etc-by-non-root") @verdict("alert")
+forbid (principal, action in Vardr::Action::"open", resource in Vardr::Dir::"/etc")
+unless { principal.uid == 0 };
+
+@id("nginx-web")
+permit (principal in Vardr::Service::"nginx.service", action == Vardr::Action::"connect", resource)
+when { resource.port == 443 };
+
+@id("no-metadata")
+forbid (principal, action == Vardr::Action::"connect", resource)
+when { resource.ip.isInRange(ip("169.254.0.0/16")) };
+"#;
+
+    #[test]
+    fn ancestry_decides_deny_with_kill() {
+        let e = engine(POLICIES);
+        let (sh, bash) = tree();
+        let out = e
+            .evaluate(&ask(Action::Exec, &sh, Target::Binary("/bin/sh".into())))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Deny);
+        assert_eq!(out.policies, ["shell-under-nginx"]);
+        assert!(out.kill);
+        assert_eq!(out.severity, "critical");
+        // Same binary, not started by nginx: no policy applies.
+        assert_eq!(
+            e.evaluate(&ask(Action::Exec, &bash, Target::Binary("/bin/sh".into())))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn alert_with_unless_and_write_is_part_of_open() {
+        let e = engine(POLICIES);
+        let (sh, _) = tree();
+        for a in [Action::Open, Action::Write] {
+            let out = e
+                .evaluate(&ask(a, &sh, Target::File("/etc/passwd".into())))
+                .unwrap()
+                .unwrap();
+            assert_eq!(out.verdict, Verdict::Alert, "{a:?}");
+            assert!(!out.kill);
+        }
+        let mut root = (*sh).clone();
+        root.uid = 0;
+        assert_eq!(
+            e.evaluate(&ask(
+                Action::Open,
+                &root,
+                Target::File("/etc/passwd".into())
+            ))
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            e.evaluate(&ask(Action::Open, &sh, Target::File("/etcetera".into())))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn permit_allows_and_forbid_overrides_it() {
+        let e = engine(POLICIES);
+        let (sh, bash) = tree();
+        let ep = |ip: &str, port| Target::Endpoint {
+            ip: ip.parse().unwrap(),
+            port,
+            protocol: "tcp",
+        };
+        let out = e
+            .evaluate(&ask(Action::Connect, &sh, ep("10.0.0.1", 443)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (out.verdict, out.policies),
+            (Verdict::Allow, vec!["nginx-web".to_string()])
+        );
+        let out = e
+            .evaluate(&ask(Action::Connect, &sh, ep("169.254.169.254", 443)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (out.verdict, out.policies),
+            (Verdict::Deny, vec!["no-metadata".to_string()])
+        );
+        assert!(!out.kill);
+        assert_eq!(
+            e.evaluate(&ask(Action::Connect, &bash, ep("10.0.0.1", 443)))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn policies_are_bucketed_by_action() {
+        let e = engine(POLICIES);
+        assert!(e.covers(Action::Write) && e.covers(Action::Exec) && e.covers(Action::Connect));
+        let only_exec = engine("forbid (principal, action == Vardr::Action::\"exec\", resource);");
+        assert!(only_exec.covers(Action::Exec));
+        assert!(!only_exec.covers(Action::Open) && !only_exec.covers(Action::Connect));
+        let any = engine("forbid (principal, action, resource) when { context.hour == 3 };");
+        assert!(Action::ALL.iter().all(|a| any.covers(*a)));
+    }
+
+    #[test]
+    fn context_carries_layer1_and_time() {
+        let e = engine(
+            "@verdict(\"alert\") forbid (principal, action, resource) when { context.layer1 == \"audit\" && context.time > datetime(\"2020-01-01\") };",
+        );
+        let (sh, _) = tree();
+        let mut a = ask(Action::Exec, &sh, Target::Binary("/bin/sh".into()));
+        assert_eq!(e.evaluate(&a).unwrap(), None);
+        a.layer1 = "audit";
+        assert_eq!(e.evaluate(&a).unwrap().unwrap().verdict, Verdict::Alert);
+    }
+}
