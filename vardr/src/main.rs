@@ -48,7 +48,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// Policy file (vardr.dev/v1 Policy YAML).
+    /// Policy file (vardr.dev/v1 Policy YAML; its `spec.cedar` names the
+    /// Layer 2 Cedar files, reloaded with it).
     #[arg(long, default_value = "/etc/vardr/policy.yaml")]
     policy: PathBuf,
     /// Deny in the kernel. Without it (the default) every match is reported
@@ -129,7 +130,10 @@ enum EventsFormat {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check policy files; prints file:line:column errors.
+    /// Check policy files: vardr YAML (with the Cedar files its
+    /// `spec.cedar` names) or `.cedar` files, against the shipped Cedar
+    /// schema. Prints file:line:column errors, and which Cedar policies
+    /// the kernel will enforce.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -160,6 +164,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks a policy YAML (with the Cedar files it names) or one Cedar file
+/// against the shipped schema; says what the kernel will enforce.
+fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyError> {
+    let (yaml, cedar, kernel) = if f.extension().is_some_and(|e| e == "cedar") {
+        let set = vardr::cedar::load_files(&[f.to_path_buf()])?;
+        let kernel = vardr::cedar::kernel::compile(&set);
+        (None, set, kernel)
+    } else {
+        let (p, set, kernel) = vardr::compile::bundle::parse(f)?;
+        let own = p.rules.len() - kernel.enforced.len() - kernel.observe.len();
+        (Some((p.name, own)), set, kernel)
+    };
+    for w in &kernel.warnings {
+        eprintln!("{}: warning: {w}", f.display());
+    }
+    let mut parts = Vec::new();
+    if let Some((name, rules)) = &yaml {
+        parts.push(format!("policy {name}, {rules} rules"));
+    }
+    if yaml.is_none() || !cedar.is_empty() {
+        parts.push(format!("{} Cedar policies", cedar.len()));
+    }
+    if !kernel.kernel_enforced.is_empty() {
+        parts.push(format!(
+            "enforced in the kernel: {}",
+            kernel.kernel_enforced.join(", ")
+        ));
+    }
+    Ok(parts.join("; "))
 }
 
 /// "4096", "64K", "100M", "1G" (binary multiples).
@@ -277,13 +312,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Validate { files }) => {
             let mut failed = false;
             for f in &files {
-                match vardr::policy::load(f) {
-                    Ok(p) => println!(
-                        "{}: ok (policy {}, {} rules)",
-                        f.display(),
-                        p.name,
-                        p.rules.len()
-                    ),
+                match validate_file(f) {
+                    Ok(summary) => println!("{}: ok ({summary})", f.display()),
                     Err(e) => {
                         eprintln!("{e}");
                         failed = true;

@@ -3,7 +3,12 @@ use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
@@ -23,6 +28,22 @@ pub struct MapLabel {
     pub map: String,
 }
 
+/// Time to evaluate one event against the Cedar policies: 1 µs to ~0.5 s.
+#[derive(Clone)]
+pub struct EvalHistogram(pub Histogram);
+
+impl Default for EvalHistogram {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(1e-6, 2.0, 20)))
+    }
+}
+
+impl EvalHistogram {
+    pub fn observe(&self, secs: f64) {
+        self.0.observe(secs);
+    }
+}
+
 /// Every metric the agent keeps; cheap to clone (shared atomics).
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -35,6 +56,14 @@ pub struct Metrics {
     pub map_capacity: Family<MapLabel, Gauge>,
     pub policy_reloads: Counter,
     pub policy_reload_errors: Counter,
+    /// Layer 2 verdicts, labelled type=allow|alert|deny.
+    pub layer2_verdicts: Family<TypeLabel, Counter>,
+    pub layer2_kills: Counter,
+    /// Events Layer 2 could not turn into a request.
+    pub layer2_request_errors: Counter,
+    /// Policies that failed to evaluate on some event (Cedar skips them).
+    pub layer2_policy_errors: Counter,
+    pub layer2_eval_seconds: EvalHistogram,
 }
 
 impl Metrics {
@@ -80,6 +109,31 @@ impl Metrics {
             "policy_reload_errors",
             "Policy reloads rejected",
             self.policy_reload_errors.clone(),
+        );
+        r.register(
+            "layer2_verdicts",
+            "Layer 2 (Cedar) verdicts, by type allow, alert or deny",
+            self.layer2_verdicts.clone(),
+        );
+        r.register(
+            "layer2_kills",
+            "Processes killed by a Layer 2 deny with @response(\"kill\")",
+            self.layer2_kills.clone(),
+        );
+        r.register(
+            "layer2_request_errors",
+            "Events Layer 2 could not evaluate",
+            self.layer2_request_errors.clone(),
+        );
+        r.register(
+            "layer2_policy_errors",
+            "Cedar policies skipped on an event because they failed to evaluate",
+            self.layer2_policy_errors.clone(),
+        );
+        r.register(
+            "layer2_eval_seconds",
+            "Time to evaluate one event against the Cedar policies",
+            self.layer2_eval_seconds.0.clone(),
         );
         r
     }

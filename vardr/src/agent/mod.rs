@@ -1,6 +1,7 @@
 //! The long-running agent: loads the policy into the kernel, streams events,
 //! reloads on SIGHUP, and removes everything it attached when it stops.
 pub mod control;
+pub mod response;
 pub mod status;
 
 use std::{
@@ -21,15 +22,20 @@ use tokio::{
 use crate::{
     api,
     backend::{self, ApplyStats, BackendChoice, Enforcer, Plan},
-    compile::{self, Limits, RuleSet},
-    events::{self, Clock, Event, JsonEvent, RuleInfo},
+    cedar,
+    compile::{
+        bundle::{self, Bundle, BundleError},
+        Limits,
+    },
+    events::{self, Clock, Event, JsonEvent, Layer2, RuleInfo},
     kernel,
     metrics::{self, MatchLabels, Metrics, TypeLabel},
     policy,
     probe::{self, Backend},
-    process::ProcessCache,
+    process::{ProcessCache, ProcessInfo},
     sinks::{Output, RotatingFile, Sinks},
 };
+use response::Responder;
 use status::{HookStatus, ReloadStatus, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +44,8 @@ pub enum AgentError {
     NotRoot,
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
-    #[error("{path}: {source}")]
-    Compile {
-        path: PathBuf,
-        #[source]
-        source: compile::CompileError,
-    },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error(transparent)]
     Plan(#[from] backend::PlanError),
     #[error(transparent)]
@@ -96,20 +98,43 @@ impl Catalog {
     }
 }
 
-fn load_rules(
-    path: &Path,
-    first_id: u32,
-    limits: &Limits,
-) -> Result<(policy::Policy, RuleSet), AgentError> {
-    let pol = policy::load(path)?;
-    let set = compile::compile(&pol, first_id, limits).map_err(|source| AgentError::Compile {
-        path: path.into(),
-        source,
-    })?;
-    for w in &set.warnings {
+fn load_rules(path: &Path, first_id: u32, limits: &Limits) -> Result<Bundle, AgentError> {
+    let b = bundle::load(path, first_id, limits)?;
+    for w in &b.rules.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    Ok((pol, set))
+    for name in &b.kernel.kernel_enforced {
+        tracing::info!("Cedar policy {name} is enforced in the kernel (Layer 1)");
+    }
+    Ok(b)
+}
+
+/// Open flags that make an open a write (O_WRONLY, O_RDWR, O_CREAT,
+/// O_TRUNC, O_APPEND).
+fn writes(flags: u32) -> bool {
+    let f = flags as i32;
+    f & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) != 0
+}
+
+/// A process the cache does not know, from what the kernel said.
+fn unknown_process(h: &vardr_common::EventHeader) -> ProcessInfo {
+    ProcessInfo {
+        exec_id: String::new(),
+        pid: h.pid,
+        uid: h.uid,
+        gid: h.gid,
+        auid: None,
+        binary: events::c_str(&h.comm),
+        arguments: String::new(),
+        args_truncated: false,
+        cwd: String::new(),
+        start_time: std::time::SystemTime::UNIX_EPOCH,
+        cgroup_id: h.cgroup_id,
+        cgroup: String::new(),
+        container_id: None,
+        origin: "unknown",
+        parent: None,
+    }
 }
 
 struct Agent {
@@ -124,6 +149,8 @@ struct Agent {
     metrics: Metrics,
     lost_reported: u64,
     ticks: u64,
+    layer2: cedar::Engine,
+    responder: Responder,
 }
 
 impl Agent {
@@ -143,7 +170,23 @@ impl Agent {
         let json = match ev {
             Event::Exec(e) => {
                 let p = self.cache.on_exec(&e, time);
-                Some(JsonEvent::exec(&p, &self.node))
+                let mut j = JsonEvent::exec(&p, &self.node);
+                let backend = self.exec_backend();
+                let ask = cedar::Ask {
+                    action: cedar::Action::Exec,
+                    process: &p,
+                    target: cedar::Target::Binary(p.binary.clone()),
+                    hook: "exec",
+                    flags: 0,
+                    backend,
+                    layer1: "allow",
+                    rule: "",
+                    time,
+                };
+                if let Some(l) = self.layer2(&ask) {
+                    j.set_layer2(l);
+                }
+                Some(j)
             }
             Event::Fork { header, child_pid } => {
                 self.cache.on_fork(header.pid, child_pid, time);
@@ -155,9 +198,15 @@ impl Agent {
                 // Kernel threads have no binary and are not reported.
                 .filter(|p| !p.binary.is_empty())
                 .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time)),
-            Event::Policy(m) => {
+            Event::Policy(mut m) => {
                 let p = self.cache.get(m.header.pid);
-                let rule = self.catalog.get(m.rule_id);
+                let mut rule = self.catalog.get(m.rule_id);
+                // A report-only rule for Layer 2: not a Layer 1 match.
+                let observed = rule.as_ref().is_some_and(|r| r.observe);
+                if observed {
+                    rule = None;
+                    m.verdict = vardr_common::Verdict::Allow;
+                }
                 if let Some(r) = &rule {
                     let labels = MatchLabels {
                         rule: r.rule.clone(),
@@ -166,20 +215,131 @@ impl Agent {
                     self.metrics.policy_matches.get_or_create(&labels).inc();
                 }
                 let label = self.hook_label(m.hook);
-                Some(JsonEvent::policy(
-                    &m,
-                    p.as_deref(),
-                    rule,
-                    label,
-                    &self.node,
-                    time,
-                ))
+                let mut j =
+                    JsonEvent::policy(&m, p.as_deref(), rule.clone(), label, &self.node, time);
+                let fallback;
+                let process = match p.as_deref() {
+                    Some(p) => p,
+                    None => {
+                        fallback = unknown_process(&m.header);
+                        &fallback
+                    }
+                };
+                let l2 = self.layer2_of_match(&m, process, rule.as_ref(), label, time);
+                let has_l2 = l2.is_some();
+                if let Some(l) = l2 {
+                    j.set_layer2(l);
+                }
+                // Observations only matter when a Cedar policy decided.
+                (!observed || has_l2).then_some(j)
             }
         };
         if let Some(j) = json {
             self.emit(&j)?;
         }
         Ok(())
+    }
+
+    fn exec_backend(&self) -> &'static str {
+        match self.enforcer.plan().exec.backend {
+            Backend::Lsm => "lsm",
+            Backend::Fallback => "fallback",
+            _ => "audit",
+        }
+    }
+
+    /// Layer 2 for a Layer 1 report.
+    fn layer2_of_match(
+        &mut self,
+        m: &events::PolicyMatch,
+        process: &ProcessInfo,
+        rule: Option<&RuleInfo>,
+        backend_label: Option<&'static str>,
+        time: std::time::SystemTime,
+    ) -> Option<Layer2> {
+        use vardr_common::Hook as K;
+        let (action, target) = match (m.hook, &m.path, &m.remote) {
+            (K::FileOpen | K::FileWrite, Some(path), _) => (
+                if m.hook == K::FileWrite || writes(m.flags) {
+                    cedar::Action::Write
+                } else {
+                    cedar::Action::Open
+                },
+                cedar::Target::File(path.clone()),
+            ),
+            (K::Exec, Some(path), _) => (cedar::Action::Exec, cedar::Target::Binary(path.clone())),
+            (K::Connect, _, Some((ip, port, proto))) => (
+                cedar::Action::Connect,
+                cedar::Target::Endpoint {
+                    ip: *ip,
+                    port: *port,
+                    protocol: match proto {
+                        6 => "tcp",
+                        17 => "udp",
+                        _ => "any",
+                    },
+                },
+            ),
+            _ => return None,
+        };
+        let rule_name = rule.map(|r| r.rule.clone()).unwrap_or_default();
+        let ask = cedar::Ask {
+            action,
+            process,
+            target,
+            hook: events::hook_name(m.hook),
+            flags: m.flags,
+            backend: backend_label.unwrap_or(events::backend_name(m.backend)),
+            layer1: events::verdict_name(m.verdict),
+            rule: &rule_name,
+            time,
+        };
+        self.layer2(&ask)
+    }
+
+    /// Evaluates the Cedar policies; runs the kill response on a deny.
+    fn layer2(&mut self, ask: &cedar::Ask) -> Option<Layer2> {
+        if self.layer2.is_empty() {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let result = self.layer2.evaluate(ask);
+        self.metrics
+            .layer2_eval_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.layer2_policy_errors.inner().store(
+            self.layer2.policy_errors(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let out = match result {
+            Ok(Some(o)) => o,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(pid = ask.process.pid, "Layer 2 cannot evaluate event: {e}");
+                self.metrics.layer2_request_errors.inc();
+                return None;
+            }
+        };
+        self.metrics
+            .layer2_verdicts
+            .get_or_create(&TypeLabel {
+                r#type: out.verdict.as_str().into(),
+            })
+            .inc();
+        let response = out.kill.then(|| {
+            let r = self.responder.kill(ask.process, ask.layer1);
+            if r == "killed" {
+                self.metrics.layer2_kills.inc();
+                tracing::warn!(pid = ask.process.pid, binary = %ask.process.binary, policies = ?out.policies, "Layer 2 deny: process killed");
+            }
+            r
+        });
+        Some(Layer2 {
+            verdict: out.verdict.as_str(),
+            policies: out.policies,
+            severity: out.severity,
+            response,
+        })
     }
 
     fn emit(&mut self, j: &JsonEvent) -> std::io::Result<()> {
@@ -229,22 +389,28 @@ impl Agent {
             Err(_) => self.opts.policy.clone(),
         };
         let seq = self.status.last_reload.seq + 1;
-        let result =
-            load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|(pol, set)| {
-                let stats = self.enforcer.apply(&set)?;
-                Ok((pol, set, stats))
-            });
+        let result = load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|b| {
+            let stats = self.enforcer.apply(&b.rules)?;
+            Ok((b, stats))
+        });
         match result {
-            Ok((pol, set, stats)) => {
-                tracing::info!(policy = %pol.name, rules = set.rule_count(), "policy reloaded from {}", path.display());
+            Ok((b, stats)) => {
+                tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), "policy reloaded from {}", path.display());
                 self.metrics.policy_reloads.inc();
                 self.record_maps(&stats);
-                self.catalog.next_id += set.rule_count() as u32;
-                self.catalog.replace(set.rules);
+                self.catalog.next_id += b.rules.rule_count() as u32;
+                self.catalog.replace(b.rules.rules);
+                // Kernel rules and Cedar set switch together: the maps
+                // are in force, now the engine that reads their reports.
+                self.layer2 = cedar::Engine::new(&b.cedar);
+                self.responder.exempt_pids = b.policy.exempt_pids.iter().copied().collect();
+                self.responder.exempt_binaries = b.policy.exempt_binaries.iter().cloned().collect();
                 self.opts.policy = path.clone();
                 self.status.policy_path = path;
-                self.status.policy_name = pol.name;
+                self.status.policy_name = b.policy.name;
                 self.status.rules = self.catalog.current.len();
+                self.status.cedar_policies = b.cedar.len();
+                self.status.kernel_enforced = b.kernel.kernel_enforced;
                 self.status.last_reload = ReloadStatus {
                     seq,
                     ok: true,
@@ -354,7 +520,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         return Err(AgentError::NotRoot);
     }
     let started = std::time::Instant::now();
-    let (pol, set) = load_rules(&opts.policy, 1, &opts.limits)?;
+    let Bundle {
+        policy: pol,
+        cedar: cedar_set,
+        kernel: kernel_rules,
+        rules: set,
+    } = load_rules(&opts.policy, 1, &opts.limits)?;
     let t_policy = started.elapsed();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
@@ -430,7 +601,21 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             error: None,
         },
         events_lost: 0,
+        cedar_policies: cedar_set.len(),
+        kernel_enforced: kernel_rules.kernel_enforced.clone(),
     };
+    let responder = Responder {
+        enforce: opts.enforce,
+        agent_pid: std::process::id(),
+        exempt_pids: pol.exempt_pids.iter().copied().collect(),
+        exempt_binaries: pol.exempt_binaries.iter().cloned().collect(),
+        scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
+    };
+    if opts.scope_cgroup.is_some() && responder.scope.is_none() {
+        return Err(AgentError::Io(std::io::Error::other(
+            "--scope-cgroup is not below the cgroup v2 root",
+        )));
+    }
     let metrics = Metrics::default();
     let sinks = Sinks::new(opts.output, stdout, file);
     let mut agent = Agent {
@@ -445,6 +630,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         metrics: metrics.clone(),
         lost_reported: 0,
         ticks: 0,
+        layer2: cedar::Engine::new(&cedar_set),
+        responder,
     };
     agent.record_maps(&stats);
     agent.save_status();

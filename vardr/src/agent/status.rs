@@ -39,6 +39,12 @@ pub struct Status {
     pub hooks: Vec<HookStatus>,
     pub last_reload: ReloadStatus,
     pub events_lost: u64,
+    /// Layer 2 Cedar policies in force.
+    #[serde(default)]
+    pub cedar_policies: usize,
+    /// Cedar policies compiled into Layer 1 (enforced in the kernel).
+    #[serde(default)]
+    pub kernel_enforced: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

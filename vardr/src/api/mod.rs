@@ -18,7 +18,9 @@ pub fn matches(f: &pb::SubscribeRequest, e: &Published) -> bool {
     any(&f.binary, &|b| e.binary == b || e.binary.contains(b))
         && (f.pid.is_empty() || f.pid.contains(&e.pid))
         && any(&f.r#type, &|t| e.kind == t)
-        && any(&f.verdict, &|v| e.verdict == Some(v))
+        && any(&f.verdict, &|v| {
+            e.verdict == Some(v) || e.layer2_verdict == Some(v)
+        })
         && any(&f.cgroup, &|c| e.cgroup.contains(c))
         && any(&f.container_id, &|c| {
             e.container_id
@@ -54,6 +56,7 @@ mod tests {
             pid: 42,
             binary: "/usr/bin/curl".into(),
             verdict: Some("deny"),
+            layer2_verdict: None,
             exec_id: "x".into(),
             cgroup: "/system.slice/web.service".into(),
             container_id: Some("abcdef".into()),

@@ -285,34 +285,9 @@ pub fn build(a: &Ask) -> Result<(Request, Entities), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
-    pub fn proc(
-        pid: u32,
-        binary: &str,
-        cgroup: &str,
-        parent: Option<Arc<ProcessInfo>>,
-    ) -> Arc<ProcessInfo> {
-        Arc::new(ProcessInfo {
-            exec_id: format!("id-{pid}"),
-            pid,
-            uid: 1000,
-            gid: 1000,
-            auid: None,
-            binary: binary.into(),
-            arguments: "-c x".into(),
-            args_truncated: false,
-            cwd: "/".into(),
-            start_time: SystemTime::UNIX_EPOCH,
-            cgroup_id: 1,
-            cgroup: cgroup.into(),
-            container_id: None,
-            origin: "execve",
-            parent,
-        })
-    }
+    pub(crate) use crate::process::sample as proc;
 
     #[test]
     fn dirs_and_cgroups() {

@@ -2,6 +2,7 @@
 //!
 //! Entries are generation-free here; the loader adds the generation byte
 //! when it writes them, so the same rule set can go into either half.
+pub mod bundle;
 mod net;
 mod paths;
 

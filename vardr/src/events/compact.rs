@@ -16,8 +16,35 @@ fn proc_line(p: &Value) -> String {
     }
 }
 
+/// " | layer2 deny by p1,p2 (killed)" when a Cedar policy decided.
+fn layer2_suffix(e: &Value) -> String {
+    let l = &e["layer2"];
+    let Some(v) = l["verdict"].as_str() else {
+        return String::new();
+    };
+    let policies: Vec<&str> = l["policies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let resp = l["response"]
+        .as_str()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(" | layer2 {v} by {}{resp}", policies.join(","))
+}
+
 /// The compact line for one event, or `None` for an unknown shape.
 pub fn compact(ev: &Value) -> Option<String> {
+    let line = compact_base(ev)?;
+    let body = ev
+        .get("process_exec")
+        .or_else(|| ev.get("process_lsm"))
+        .map(layer2_suffix)
+        .unwrap_or_default();
+    Some(line + &body)
+}
+
+fn compact_base(ev: &Value) -> Option<String> {
     let node = ev["node_name"].as_str().unwrap_or("");
     if let Some(e) = ev.get("process_exec") {
         return Some(format!("🚀 process {node} {}", proc_line(&e["process"])));
@@ -36,6 +63,7 @@ pub fn compact(ev: &Value) -> Option<String> {
         let icon = match e["verdict"].as_str() {
             Some("deny") => "🚫 deny   ",
             Some("audit") => "👀 audit  ",
+            Some("allow") => "🔎 observe",
             _ => "⚠️  alert  ",
         };
         let a = &e["args"][0];
@@ -86,6 +114,12 @@ mod tests {
         assert_eq!(
             compact(&lsm).unwrap(),
             "🚫 deny   n1 /usr/bin/curl https://x connect 169.254.169.254:80 (rule no-meta, lsm)"
+        );
+        let l2 = json!({"process_exec": {"process": p, "layer2": {"verdict": "deny",
+            "policies": ["a", "b"], "severity": "high", "response": "killed"}}, "node_name": "n1"});
+        assert_eq!(
+            compact(&l2).unwrap(),
+            "🚀 process n1 /usr/bin/curl https://x | layer2 deny by a,b (killed)"
         );
         assert!(compact(&json!({"x": 1})).is_none());
     }

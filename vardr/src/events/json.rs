@@ -125,6 +125,19 @@ impl Process {
     }
 }
 
+/// What Layer 2 (Cedar) concluded about an event, after the fact.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Layer2 {
+    /// allow, alert or deny.
+    pub verdict: &'static str,
+    /// The Cedar policies that decided.
+    pub policies: Vec<String>,
+    pub severity: String,
+    /// For a deny whose policy asks `@response("kill")`: what was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
 #[derive(Serialize, Debug)]
 pub struct ProcessExec {
     pub process: Process,
@@ -132,6 +145,8 @@ pub struct ProcessExec {
     pub parent: Option<Process>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<Process>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer2: Option<Layer2>,
 }
 
 #[derive(Serialize, Debug)]
@@ -179,6 +194,8 @@ pub struct ProcessLsm {
     pub verdict: &'static str,
     /// lsm, fallback or audit.
     pub backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer2: Option<Layer2>,
 }
 
 #[derive(Serialize, Debug)]
@@ -292,6 +309,7 @@ impl JsonEvent {
                 .iter()
                 .map(|a| Process::from_info(a))
                 .collect(),
+            layer2: None,
         });
         Self::new(body, node, p.start_time)
     }
@@ -330,6 +348,7 @@ impl JsonEvent {
             rule_id: m.rule_id,
             verdict: verdict_name(m.verdict),
             backend: backend.unwrap_or(backend_name(m.backend)),
+            layer2: None,
         });
         Self::new(body, node, time)
     }
@@ -366,6 +385,23 @@ impl JsonEvent {
         match &self.body {
             Body::ProcessLsm(e) => Some(e.verdict),
             _ => None,
+        }
+    }
+
+    pub fn layer2(&self) -> Option<&Layer2> {
+        match &self.body {
+            Body::ProcessExec(e) => e.layer2.as_ref(),
+            Body::ProcessLsm(e) => e.layer2.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Attaches Layer 2's conclusion (exec and policy events only).
+    pub fn set_layer2(&mut self, l: Layer2) {
+        match &mut self.body {
+            Body::ProcessExec(e) => e.layer2 = Some(l),
+            Body::ProcessLsm(e) => e.layer2 = Some(l),
+            _ => {}
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Ring buffer records -> typed events -> Tetragon-shaped JSON.
 mod json;
 
-pub use json::{rfc3339, verdict_name, Body, Clock, JsonEvent, Process, RuleInfo};
+pub use json::{
+    backend_name, hook_name, rfc3339, verdict_name, Body, Clock, JsonEvent, Layer2, Process,
+    RuleInfo,
+};
 
 mod compact;
 pub use compact::compact;

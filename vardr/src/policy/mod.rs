@@ -101,6 +101,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub exempt_pids: Vec<u32>,
     pub exempt_binaries: Vec<String>,
+    /// Layer 2 Cedar files (resolved against the policy file's directory).
+    pub cedar: Vec<PathBuf>,
 }
 
 /// One problem in a policy file, with its position.

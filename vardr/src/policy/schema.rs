@@ -26,6 +26,9 @@ pub struct Spec {
     pub exempt_binaries: Vec<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<RuleDoc>,
+    /// Layer 2 Cedar files, relative to this file.
+    #[serde(default)]
+    pub cedar: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

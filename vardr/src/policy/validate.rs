@@ -60,6 +60,18 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
             exempt_pids.push(p.value);
         }
     }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut cedar = Vec::new();
+    for c in &doc.spec.cedar {
+        let f = base.join(&c.value);
+        if c.value.trim().is_empty() {
+            d.at(c, "cedar: empty file name");
+        } else if !f.is_file() {
+            d.at(c, format!("cedar: {} is not a file", f.display()));
+        } else {
+            cedar.push(f);
+        }
+    }
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for r in doc.spec.rules {
@@ -77,6 +89,7 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
             rules,
             exempt_pids,
             exempt_binaries,
+            cedar,
         })
     } else {
         d.0.sort_by_key(|x| (x.line, x.column));

@@ -11,7 +11,34 @@ use std::{
 
 use base64::Engine as _;
 
-pub use procfs::container_id;
+pub use procfs::{cgroup_of, container_id};
+
+/// A process for unit tests.
+#[cfg(test)]
+pub(crate) fn sample(
+    pid: u32,
+    binary: &str,
+    cgroup: &str,
+    parent: Option<Arc<ProcessInfo>>,
+) -> Arc<ProcessInfo> {
+    Arc::new(ProcessInfo {
+        exec_id: format!("id-{pid}"),
+        pid,
+        uid: 1000,
+        gid: 1000,
+        auid: None,
+        binary: binary.into(),
+        arguments: "-c x".into(),
+        args_truncated: false,
+        cwd: "/".into(),
+        start_time: SystemTime::UNIX_EPOCH,
+        cgroup_id: 1,
+        cgroup: cgroup.into(),
+        container_id: None,
+        origin: "execve",
+        parent,
+    })
+}
 
 use crate::events::{Clock, Exec};
 

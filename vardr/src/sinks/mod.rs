@@ -18,6 +18,8 @@ pub struct Published {
     pub pid: u32,
     pub binary: String,
     pub verdict: Option<&'static str>,
+    /// Layer 2's verdict, if a Cedar policy decided.
+    pub layer2_verdict: Option<&'static str>,
     pub exec_id: String,
     pub cgroup: String,
     pub container_id: Option<String>,
@@ -32,6 +34,7 @@ impl Published {
             pid: p.map_or(0, |p| p.pid),
             binary: p.map(|p| p.binary.clone()).unwrap_or_default(),
             verdict: ev.verdict(),
+            layer2_verdict: ev.layer2().map(|l| l.verdict),
             exec_id: p.map(|p| p.exec_id.clone()).unwrap_or_default(),
             cgroup: p.map(|p| p.cgroup.clone()).unwrap_or_default(),
             container_id: p.and_then(|p| p.container_id.clone()),
