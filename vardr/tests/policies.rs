@@ -1,7 +1,7 @@
 //! Every policy shipped in policies/ parses, validates and compiles.
 use std::path::Path;
 
-use vardr::{compile, policy};
+use vardr::compile;
 
 fn shipped() -> Vec<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
@@ -21,12 +21,48 @@ fn shipped() -> Vec<std::path::PathBuf> {
 fn shipped_policies_are_valid() {
     let files = shipped();
     assert!(files.len() >= 4, "{files:?}");
+    let mut cedar = 0;
     for f in files {
-        let p = policy::load(&f).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!p.rules.is_empty(), "{}", f.display());
-        compile::compile(&p, 1, &compile::Limits::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let b = compile::bundle::load(&f, 1, &compile::Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!b.policy.rules.is_empty(), "{}", f.display());
+        cedar += b.cedar.len();
     }
+    assert!(cedar >= 4, "the shipped Cedar example is loaded");
+}
+
+#[test]
+fn validate_command_checks_cedar_against_the_schema() {
+    let dir = std::env::temp_dir().join(format!("vardr-validate-cedar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.cedar");
+    std::fs::write(
+        &bad,
+        "forbid (principal, action == Vardr::Action::\"exec\", resource)\nwhen { principal.binray == \"/bin/sh\" };\n",
+    )
+    .unwrap();
+    let good = dir.join("good.cedar");
+    std::fs::write(
+        &good,
+        "@id(\"nc\") forbid (principal, action == Vardr::Action::\"exec\", resource == Vardr::Binary::\"/usr/bin/nc\");\n",
+    )
+    .unwrap();
+    let run = |f: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vardr"))
+            .args(["policy", "validate"])
+            .arg(f)
+            .output()
+            .unwrap()
+    };
+    let (b, g) = (run(&bad), run(&good));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&b.stderr);
+    assert!(!b.status.success());
+    assert!(err.contains("bad.cedar:2:8:"), "{err}");
+    assert!(err.contains("binray"), "{err}");
+    let out = String::from_utf8_lossy(&g.stdout);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    assert!(out.contains("enforced in the kernel: nc"), "{out}");
 }
 
 #[test]
