@@ -2,13 +2,17 @@
 //! only against the policies that can apply to it.
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
 };
 
-use cedar_policy::{Authorizer, Decision, Policy, PolicySet};
+use cedar_policy::{Authorizer, Decision, Policy};
 
 use super::{
     request::{self, Action, Ask},
+    slice::Slices,
     CedarSet, PolicyMeta,
 };
 
@@ -44,12 +48,13 @@ pub struct Outcome {
 }
 
 pub struct Engine {
-    by_action: HashMap<Action, PolicySet>,
+    by_action: HashMap<Action, Slices>,
     meta: HashMap<String, PolicyMeta>,
     authorizer: Authorizer,
     count: usize,
     /// Policies skipped on some event because they failed to evaluate.
     policy_errors: AtomicU64,
+    memo: Mutex<request::Memo>,
 }
 
 impl Default for Engine {
@@ -97,12 +102,12 @@ fn severity_rank(s: &str) -> u8 {
 
 impl Engine {
     pub fn new(set: &CedarSet) -> Self {
-        let mut by_action: HashMap<Action, PolicySet> = HashMap::new();
+        let mut by_action: HashMap<Action, Slices> = HashMap::new();
         let mut meta = HashMap::new();
         for (p, m) in &set.policies {
             for a in actions_of(p) {
                 // Names are unique (checked when loading).
-                let _ = by_action.entry(a).or_default().add(p.clone());
+                by_action.entry(a).or_default().add(p);
             }
             meta.insert(m.name.clone(), m.clone());
         }
@@ -112,6 +117,7 @@ impl Engine {
             authorizer: Authorizer::new(),
             count: set.len(),
             policy_errors: AtomicU64::new(0),
+            memo: Mutex::default(),
         }
     }
 
@@ -138,29 +144,43 @@ impl Engine {
     /// cannot represent, a policy that failed on this input); the caller
     /// counts them.
     pub fn evaluate(&self, ask: &Ask) -> Result<Option<Outcome>, String> {
-        let Some(set) = self.by_action.get(&ask.action) else {
+        let Some(slices) = self.by_action.get(&ask.action) else {
             return Ok(None);
         };
-        let (req, ents) = request::build(ask)?;
-        let resp = self.authorizer.is_authorized(&req, set, &ents);
-        let diag = resp.diagnostics();
-        for e in diag.errors() {
-            // Cedar skips a policy that errors and keeps the decision of
-            // the others; count it so it is never silent.
-            tracing::debug!("Layer 2 policy error: {e}");
-            self.policy_errors.fetch_add(1, Ordering::Relaxed);
+        let (req, ents, sets) = {
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            request::build(ask, &mut memo, |p, r| slices.matching(p, r))?
+        };
+        // Each group answers with its satisfied forbids (decision Deny) or
+        // else its satisfied permits; together they are Cedar's answer for
+        // the whole set: any forbid wins, then any permit.
+        let mut forbids: Vec<&PolicyMeta> = Vec::new();
+        let mut permits: Vec<&PolicyMeta> = Vec::new();
+        for set in sets {
+            let resp = self.authorizer.is_authorized(&req, set, &ents);
+            let diag = resp.diagnostics();
+            for e in diag.errors() {
+                // Cedar skips a policy that errors and keeps the decision
+                // of the others; count it so it is never silent.
+                tracing::debug!("Layer 2 policy error: {e}");
+                self.policy_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let reasons = diag
+                .reason()
+                .filter_map(|id| self.meta.get::<str>(id.as_ref()));
+            match resp.decision() {
+                Decision::Deny => forbids.extend(reasons),
+                Decision::Allow => permits.extend(reasons),
+            }
         }
-        let deciding: Vec<&PolicyMeta> = diag
-            .reason()
-            .filter_map(|id| self.meta.get::<str>(id.as_ref()))
-            .collect();
-        if deciding.is_empty() {
+        let (verdict, deciding) = if forbids.iter().any(|m| m.verdict == Verdict::Deny) {
+            (Verdict::Deny, forbids)
+        } else if !forbids.is_empty() {
+            (Verdict::Alert, forbids)
+        } else if !permits.is_empty() {
+            (Verdict::Allow, permits)
+        } else {
             return Ok(None);
-        }
-        let verdict = match resp.decision() {
-            Decision::Allow => Verdict::Allow,
-            Decision::Deny if deciding.iter().any(|m| m.verdict == Verdict::Deny) => Verdict::Deny,
-            Decision::Deny => Verdict::Alert,
         };
         // Only the policies that carry the verdict decide: an alert beside a
         // deny is listed, but only a deny policy can ask for a kill.
@@ -324,6 +344,57 @@ when { resource.ip.isInRange(ip("169.254.0.0/16")) };
                 .unwrap(),
             None
         );
+    }
+
+    /// Slicing must never change Cedar's answer: compare with one
+    /// authorization over the whole set.
+    #[test]
+    fn sliced_evaluation_matches_the_whole_set() {
+        let text = format!(
+            "{POLICIES}{}",
+            r#"
+@id("eq-principal") forbid (principal == Vardr::Process::"id-20", action, resource is Vardr::Binary);
+@id("is-in") @verdict("alert") forbid (principal is Vardr::Process in Vardr::Cgroup::"/system.slice", action, resource is Vardr::File in Vardr::Dir::"/etc");
+@id("any-exec") permit (principal, action == Vardr::Action::"exec", resource);
+@id("dir-exec") forbid (principal, action == Vardr::Action::"exec", resource in Vardr::Dir::"/usr/sbin");
+@id("like-dir") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { principal.uid > 0 && resource.path like "/etc/*" };
+@id("like-file") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path like "/bin/s*" };
+@id("eq-path") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path == "/tmp/x" };
+@id("like-or") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path like "/nope/*" || principal.uid == 1000 };
+"#
+        );
+        let set = parse_text(&text, Path::new("t.cedar")).unwrap();
+        let e = Engine::new(&set);
+        let mut whole = cedar_policy::PolicySet::new();
+        for (p, _) in &set.policies {
+            whole.add(p.clone()).unwrap();
+        }
+        let (sh, bash) = tree();
+        let targets = [
+            (Action::Exec, Target::Binary("/bin/sh".into())),
+            (Action::Exec, Target::Binary("/usr/sbin/nginx".into())),
+            (Action::Open, Target::File("/etc/passwd".into())),
+            (Action::Write, Target::File("/etc/x/y".into())),
+            (Action::Open, Target::File("/tmp/x".into())),
+        ];
+        for p in [&sh, &bash] {
+            for (a, t) in &targets {
+                let q = ask(*a, p, t.clone());
+                let (req, ents, ()) =
+                    request::build(&q, &mut request::Memo::default(), |_, _| ()).unwrap();
+                let resp = Authorizer::new().is_authorized(&req, &whole, &ents);
+                let mut want: Vec<String> =
+                    resp.diagnostics().reason().map(|r| r.to_string()).collect();
+                want.sort();
+                let got = e.evaluate(&q).unwrap();
+                let got_ids = got.as_ref().map(|o| o.policies.clone()).unwrap_or_default();
+                assert_eq!(got_ids, want, "{a:?} {t:?} by {}", p.binary);
+                if let Some(o) = got {
+                    let allow = resp.decision() == Decision::Allow;
+                    assert_eq!(o.verdict == Verdict::Allow, allow, "{a:?} {t:?}");
+                }
+            }
+        }
     }
 
     #[test]

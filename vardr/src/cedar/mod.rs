@@ -9,6 +9,7 @@ mod eval;
 pub mod kernel;
 mod load;
 mod request;
+mod slice;
 
 use std::sync::OnceLock;
 

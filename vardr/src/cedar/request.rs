@@ -5,13 +5,16 @@ use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     str::FromStr,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::SystemTime,
 };
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
+
+use cedar_policy_core::ast::{Entity as CoreEntity, EntityUID as Uid, PartialValue};
+use smol_str::SmolStr;
 
 use crate::process::ProcessInfo;
 
@@ -137,32 +140,56 @@ fn cgroups_of(path: &str) -> impl Iterator<Item = &str> {
     own.into_iter().chain(dirs_of(path))
 }
 
-/// Everything a process is `in`: its ancestors and what they all run in.
-fn parents_of(p: &ProcessInfo) -> HashSet<EntityUid> {
+/// The core form of an entity id (what entities store).
+fn core_uid(t: &EntityTypeName, id: &str) -> Uid {
+    uid(t, id).into()
+}
+
+/// What one process image is `in` by itself: its binary and that binary's
+/// directories, its services, cgroups and container.
+fn own_parents(q: &ProcessInfo, out: &mut HashSet<Uid>) {
     let t = types();
-    let mut out = HashSet::new();
-    let mut cur = Some(p);
-    let mut first = true;
-    while let Some(q) = cur {
-        if !first {
-            out.insert(uid(&t.process, &q.exec_id));
-        }
-        first = false;
-        if !q.binary.is_empty() {
-            out.insert(uid(&t.binary, &q.binary));
-            out.extend(dirs_of(&q.binary).map(|d| uid(&t.dir, d)));
-        }
-        for part in q.cgroup.split('/') {
-            if part.ends_with(".service") {
-                out.insert(uid(&t.service, part));
-            }
-        }
-        out.extend(cgroups_of(&q.cgroup).map(|c| uid(&t.cgroup, c)));
-        if let Some(c) = &q.container_id {
-            out.insert(uid(&t.container, c));
-        }
-        cur = q.parent.as_deref();
+    if !q.binary.is_empty() {
+        out.insert(core_uid(&t.binary, &q.binary));
+        out.extend(dirs_of(&q.binary).map(|d| core_uid(&t.dir, d)));
     }
+    for part in q.cgroup.split('/') {
+        if part.ends_with(".service") {
+            out.insert(core_uid(&t.service, part));
+        }
+    }
+    out.extend(cgroups_of(&q.cgroup).map(|c| core_uid(&t.cgroup, c)));
+    if let Some(c) = &q.container_id {
+        out.insert(core_uid(&t.container, c));
+    }
+}
+
+/// What a process is `in` through itself and its ancestors, memoized by
+/// exec id: siblings share their parent's set.
+fn ancestry(p: &ProcessInfo, memo: &mut Memo) -> Arc<HashSet<Uid>> {
+    if let Some(hit) = memo.ancestry.get(&p.exec_id) {
+        return hit.clone();
+    }
+    let out = Arc::new(parents_of(p, memo));
+    if !p.exec_id.is_empty() {
+        memo.remember_ancestry(&p.exec_id, out.clone());
+    }
+    out
+}
+
+/// Everything a process is `in`: its own binary, cgroups and so on
+/// (always fresh), its parent, and the parent's ancestry.
+fn parents_of(p: &ProcessInfo, memo: &mut Memo) -> HashSet<Uid> {
+    // Cloning the parent's set copies its table without rehashing.
+    let mut out = match p.parent.as_deref() {
+        Some(parent) => {
+            let mut set = (*ancestry(parent, memo)).clone();
+            set.insert(core_uid(&types().process, &parent.exec_id));
+            set
+        }
+        None => HashSet::new(),
+    };
+    own_parents(p, &mut out);
     out
 }
 
@@ -170,39 +197,56 @@ fn s(v: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(v.to_string())
 }
 
-fn principal(p: &ProcessInfo) -> Result<Entity, String> {
-    let mut attrs = HashMap::from([
-        ("exec_id".to_string(), s(&p.exec_id)),
-        ("pid".into(), RestrictedExpression::new_long(p.pid.into())),
-        ("uid".into(), RestrictedExpression::new_long(p.uid.into())),
-        ("gid".into(), RestrictedExpression::new_long(p.gid.into())),
-        ("binary".into(), s(&p.binary)),
-        ("args".into(), s(&p.arguments)),
-        ("cwd".into(), s(&p.cwd)),
-        ("cgroup".into(), s(&p.cgroup)),
-    ]);
-    if let Some(a) = p.auid {
-        attrs.insert("auid".into(), RestrictedExpression::new_long(a.into()));
-    }
-    if let Some(c) = &p.container_id {
-        attrs.insert("container_id".into(), s(c));
-    }
-    Entity::new(uid(&types().process, &p.exec_id), attrs, parents_of(p)).map_err(|e| e.to_string())
+fn text(v: &str) -> PartialValue {
+    PartialValue::from(v)
 }
 
-fn resource(target: &Target) -> Result<Entity, String> {
+fn long(v: u32) -> PartialValue {
+    PartialValue::from(i64::from(v))
+}
+
+/// The process entity, built from values directly: nothing to evaluate.
+fn principal(p: &ProcessInfo, memo: &mut Memo) -> CoreEntity {
+    let mut attrs: Vec<(SmolStr, PartialValue)> = vec![
+        ("exec_id".into(), text(&p.exec_id)),
+        ("pid".into(), long(p.pid)),
+        ("uid".into(), long(p.uid)),
+        ("gid".into(), long(p.gid)),
+        ("binary".into(), text(&p.binary)),
+        ("args".into(), text(&p.arguments)),
+        ("cwd".into(), text(&p.cwd)),
+        ("cgroup".into(), text(&p.cgroup)),
+    ];
+    if let Some(a) = p.auid {
+        attrs.push(("auid".into(), long(a)));
+    }
+    if let Some(c) = &p.container_id {
+        attrs.push(("container_id".into(), text(c)));
+    }
+    let parents = parents_of(p, memo);
+    CoreEntity::new_with_attr_partial_value(
+        core_uid(&types().process, &p.exec_id),
+        attrs,
+        HashSet::new(),
+        parents,
+        [],
+    )
+}
+
+fn resource(target: &Target) -> Result<CoreEntity, String> {
     let t = types();
     let with_path = |ty: &EntityTypeName, path: &str| {
-        let parents = dirs_of(path).map(|d| uid(&t.dir, d)).collect();
-        Entity::new(
-            uid(ty, path),
-            HashMap::from([("path".to_string(), s(path))]),
-            parents,
+        CoreEntity::new_with_attr_partial_value(
+            core_uid(ty, path),
+            [("path".into(), text(path))],
+            HashSet::new(),
+            dirs_of(path).map(|d| core_uid(&t.dir, d)).collect(),
+            [],
         )
     };
     match target {
-        Target::File(p) => with_path(&t.file, p),
-        Target::Binary(p) => with_path(&t.binary, p),
+        Target::File(p) => Ok(with_path(&t.file, p)),
+        Target::Binary(p) => Ok(with_path(&t.binary, p)),
         Target::Endpoint { ip, port, protocol } => Entity::new(
             uid(&t.endpoint, &endpoint_id(ip, *port, protocol)),
             HashMap::from([
@@ -217,9 +261,10 @@ fn resource(target: &Target) -> Result<Entity, String> {
                 ("protocol".into(), s(protocol)),
             ]),
             HashSet::new(),
-        ),
+        )
+        .map(|e| e.as_ref().clone())
+        .map_err(|e| e.to_string()),
     }
-    .map_err(|e| e.to_string())
 }
 
 fn endpoint_id(ip: &IpAddr, port: u16, protocol: &str) -> String {
@@ -229,11 +274,13 @@ fn endpoint_id(ip: &IpAddr, port: u16, protocol: &str) -> String {
     }
 }
 
+fn secs_of(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn context(a: &Ask) -> Result<Context, String> {
-    let secs = a
-        .time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = secs_of(a.time);
     Context::from_pairs([
         ("hook".to_string(), s(a.hook)),
         (
@@ -246,7 +293,7 @@ fn context(a: &Ask) -> Result<Context, String> {
         (
             "time".into(),
             RestrictedExpression::new_datetime(
-                humantime::format_rfc3339_millis(a.time).to_string(),
+                humantime::format_rfc3339_seconds(a.time).to_string(),
             ),
         ),
         (
@@ -257,30 +304,165 @@ fn context(a: &Ask) -> Result<Context, String> {
     .map_err(|e| e.to_string())
 }
 
-fn action_entities() -> &'static Entities {
-    static E: OnceLock<Entities> = OnceLock::new();
-    E.get_or_init(|| match super::schema().action_entities() {
-        Ok(e) => e,
-        // Derived from the shipped schema, covered by the unit tests.
-        Err(e) => panic!("action entities of the shipped schema: {e}"),
+/// `Vardr::Action::"write"` in `Vardr::Action::"open"`, as the schema says.
+fn write_action() -> &'static cedar_policy_core::ast::Entity {
+    static E: OnceLock<cedar_policy_core::ast::Entity> = OnceLock::new();
+    E.get_or_init(|| {
+        let open = action_uid(Action::Open);
+        Entity::new_no_attrs(action_uid(Action::Write), HashSet::from([open]))
+            .as_ref()
+            .clone()
     })
+}
+
+/// Entries kept before a memo table starts over (a reload also does).
+const MEMO_LIMIT: usize = 8192;
+
+/// Work shared between events: the ancestry sets of processes (siblings
+/// share their parent's), principals seen before (a process that opens
+/// many files), and the last context (events of one second share it).
+#[derive(Default)]
+pub struct Memo {
+    ancestry: HashMap<String, Arc<HashSet<Uid>>>,
+    principals: HashMap<String, CachedPrincipal>,
+    /// Processes seen once: a principal is cached from its second event
+    /// (an exec is usually the only event of its process).
+    seen: HashSet<String>,
+    context: Option<(ContextKey, Context)>,
+}
+
+/// A principal entity and the attributes it was built from: a hit must
+/// still describe the same process (the test suite changes a uid in
+/// place; the agent's cache never does, but a stale answer is never safe).
+#[derive(Clone)]
+struct CachedPrincipal {
+    attrs: (u32, u32, Option<u32>, String, String, String, String),
+    entity: CoreEntity,
+}
+
+fn attrs_key(p: &ProcessInfo) -> (u32, u32, Option<u32>, String, String, String, String) {
+    (
+        p.uid,
+        p.gid,
+        p.auid,
+        p.binary.clone(),
+        p.arguments.clone(),
+        p.cwd.clone(),
+        p.cgroup.clone(),
+    )
+}
+
+fn same_attrs(c: &CachedPrincipal, p: &ProcessInfo) -> bool {
+    let a = &c.attrs;
+    (a.0, a.1, a.2) == (p.uid, p.gid, p.auid)
+        && a.3 == p.binary
+        && a.4 == p.arguments
+        && a.5 == p.cwd
+        && a.6 == p.cgroup
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct ContextKey {
+    hook: &'static str,
+    flags: u32,
+    backend: &'static str,
+    layer1: &'static str,
+    rule: String,
+    secs: u64,
+}
+
+impl Memo {
+    fn remember_ancestry(&mut self, exec_id: &str, set: Arc<HashSet<Uid>>) {
+        if self.ancestry.len() >= MEMO_LIMIT {
+            self.ancestry.clear();
+        }
+        self.ancestry.insert(exec_id.to_string(), set);
+    }
+
+    fn principal(&mut self, p: &ProcessInfo) -> CoreEntity {
+        if let Some(hit) = self.principals.get(&p.exec_id) {
+            if same_attrs(hit, p) {
+                return hit.entity.clone();
+            }
+        }
+        let entity = principal(p, self);
+        if !p.exec_id.is_empty() {
+            if self.seen.contains(&p.exec_id) {
+                if self.principals.len() >= MEMO_LIMIT {
+                    self.principals.clear();
+                }
+                let cached = CachedPrincipal {
+                    attrs: attrs_key(p),
+                    entity: entity.clone(),
+                };
+                self.principals.insert(p.exec_id.clone(), cached);
+            } else {
+                if self.seen.len() >= MEMO_LIMIT {
+                    self.seen.clear();
+                }
+                self.seen.insert(p.exec_id.clone());
+            }
+        }
+        entity
+    }
+
+    fn context(&mut self, a: &Ask) -> Result<Context, String> {
+        let key = ContextKey {
+            hook: a.hook,
+            flags: a.flags,
+            backend: a.backend,
+            layer1: a.layer1,
+            rule: a.rule.to_string(),
+            secs: secs_of(a.time),
+        };
+        if let Some((k, c)) = &self.context {
+            if *k == key {
+                return Ok(c.clone());
+            }
+        }
+        let c = context(a)?;
+        self.context = Some((key, c.clone()));
+        Ok(c)
+    }
 }
 
 /// The request and entities for one event. Errors (which the agent counts
 /// and logs) come only from values Cedar cannot represent.
-pub fn build(a: &Ask) -> Result<(Request, Entities), String> {
-    let p = principal(a.process)?;
+/// `pick` sees the principal and resource entities before they go into
+/// the store (the engine chooses its policies with it).
+pub fn build<T>(
+    a: &Ask,
+    memo: &mut Memo,
+    pick: impl FnOnce(&cedar_policy_core::ast::Entity, &cedar_policy_core::ast::Entity) -> T,
+) -> Result<(Request, Entities, T), String> {
+    let p = memo.principal(a.process);
     let r = resource(&a.target)?;
-    let req = Request::new(p.uid(), action_uid(a.action), r.uid(), context(a)?, None)
-        .map_err(|e| e.to_string())?;
-    // Both entities are built to the schema (a test checks it), so the
-    // store skips validation on the hot path. The action entities carry
-    // the action groups (`write` in `open`).
-    let ents = action_entities()
-        .clone()
-        .add_entities([p, r], None)
-        .map_err(|e| e.to_string())?;
-    Ok((req, ents))
+    let req = Request::new(
+        p.uid().clone().into(),
+        action_uid(a.action),
+        r.uid().clone().into(),
+        memo.context(a)?,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    // The principal's parents are already its whole ancestry, so the
+    // store needs no transitive closure (cedar-policy's own constructors
+    // always compute one: most of the cost of an event). Both entities are
+    // built to the schema (a test checks it), so validation is skipped too.
+    // `write` carries its action group (`write` in `open`).
+    let picked = pick(&p, &r);
+    let mut list = vec![p, r];
+    if a.action == Action::Write {
+        list.push(write_action().clone());
+    }
+    let core = cedar_policy_core::entities::Entities::from_entities(
+        list,
+        None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+        cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+        cedar_policy_core::extensions::Extensions::all_available(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((req, Entities::from(core), picked))
 }
 
 #[cfg(test)]
@@ -337,8 +519,8 @@ pub(crate) mod tests {
                 rule: "",
                 time: SystemTime::now(),
             };
-            let p = principal(ask.process).unwrap();
-            let r = resource(&ask.target).unwrap();
+            let p = Entity::from(principal(ask.process, &mut Memo::default()));
+            let r = Entity::from(resource(&ask.target).unwrap());
             Entities::from_entities([p.clone(), r.clone()], Some(super::super::schema()))
                 .unwrap_or_else(|e| panic!("{action:?}: {e}"));
             Request::new(
