@@ -29,6 +29,13 @@ pub fn run(opts: &BenchOpts) -> Result<()> {
         c.args(["--", "--smoke"]);
     }
     run::status(&mut c)?;
+    println!("\n== Layer 2 (Cedar) evaluation per event (one core) ==");
+    let mut c = cargo();
+    c.args(["bench", "-p", "vardr", "--bench", "layer2"]);
+    if opts.quick {
+        c.args(["--", "--smoke"]);
+    }
+    run::status(&mut c)?;
     println!("\n== exec events end to end ==");
     exec_rate(opts)
 }
