@@ -221,11 +221,16 @@ fn grpc_stream_export_file_and_metrics_agree() {
     }
     // The export file holds the very lines the stream carried.
     std::thread::sleep(Duration::from_secs(1));
-    // Other activity on the host may have rotated the file already.
-    let exported: String = [t.join("events.json.1"), export.clone()]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .collect();
+    // Other activity on the host (the agent sees every exec) may have
+    // rotated the file already: look in the kept files too.
+    let exported: String = [
+        t.join("events.json.2"),
+        t.join("events.json.1"),
+        export.clone(),
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .collect();
     for l in &streamed {
         assert!(exported.lines().any(|e| e == l), "not exported: {l}");
     }
