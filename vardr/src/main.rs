@@ -348,6 +348,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     s.rules,
                     s.policy_path.display()
                 );
+                if s.cedar_policies > 0 {
+                    let k = if s.kernel_enforced.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; in the kernel: {}", s.kernel_enforced.join(", "))
+                    };
+                    println!("layer 2   {} Cedar policies{k}", s.cedar_policies);
+                }
                 if let Some(c) = &s.scope_cgroup {
                     println!("scope     {}", c.display());
                 }

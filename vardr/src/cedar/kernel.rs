@@ -64,7 +64,7 @@ struct NetCond {
     other: bool,
 }
 
-fn resource_attr<'a>(v: &'a Value, attr: &str) -> bool {
+fn resource_attr(v: &Value, attr: &str) -> bool {
     v["."]["left"]["Var"] == "resource" && v["."]["attr"] == attr
 }
 

@@ -110,15 +110,6 @@ pub fn parse_text(text: &str, path: &Path) -> Result<CedarSet, PolicyError> {
             "policy templates (?principal, ?resource) are not supported".into(),
         )]));
     }
-    let result = Validator::new(schema().clone()).validate(&parsed, ValidationMode::Strict);
-    let mut diags: Vec<Diagnostic> = result
-        .validation_errors()
-        .map(|e| diagnostic(text, e))
-        .collect();
-    if !diags.is_empty() {
-        diags.sort_by_key(|d| (d.line, d.column));
-        return Err(invalid(diags));
-    }
     // Policies in the order they are written: the parser numbers them
     // policy0, policy1, ...
     let mut numbered: Vec<(usize, &Policy)> = parsed
@@ -139,6 +130,33 @@ pub fn parse_text(text: &str, path: &Path) -> Result<CedarSet, PolicyError> {
         || path.display().to_string(),
         |f| f.to_string_lossy().into(),
     );
+    // Errors name policies as the user knows them (`@id` or file#N), not
+    // by the parser's internal numbering.
+    let names: HashMap<String, String> = numbered
+        .iter()
+        .map(|(n, p)| {
+            let name = p
+                .annotation("id")
+                .map_or_else(|| format!("{file}#{n}"), str::to_string);
+            (p.id().to_string(), name)
+        })
+        .collect();
+    let result = Validator::new(schema().clone()).validate(&parsed, ValidationMode::Strict);
+    let mut diags: Vec<Diagnostic> = result
+        .validation_errors()
+        .map(|e| {
+            let mut d = diagnostic(text, e);
+            let id = e.policy_id().to_string();
+            if let Some(name) = names.get(&id) {
+                d.message = d.message.replace(&format!("`{id}`"), &format!("`{name}`"));
+            }
+            d
+        })
+        .collect();
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| (d.line, d.column));
+        return Err(invalid(diags));
+    }
     let mut set = CedarSet::default();
     for (n, p) in numbered {
         let meta = meta_of(p, &file, n)
@@ -262,6 +280,7 @@ permit (principal, action == Vardr::Action::"connect", resource);
         .unwrap_err();
         assert!(e.starts_with("t.cedar:3:3:"), "{e}");
         assert!(e.contains("nope"), "{e}");
+        assert!(e.contains("`t.cedar#0`"), "{e}");
         let e = parse("forbid (principal, action == Vardr::Action::\"read\", resource);\n")
             .unwrap_err();
         assert!(e.starts_with("t.cedar:1:"), "{e}");
