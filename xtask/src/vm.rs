@@ -39,7 +39,8 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.12",
         append: None,
         expect: "lsm",
-        tests: &["vm_lsm", "host_agent"],
+        // Layer 2 once with the LSM backend (the host runs it on fallback).
+        tests: &["vm_lsm", "host_agent", "layer2_host"],
     },
     // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
     Variant {
