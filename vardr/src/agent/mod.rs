@@ -303,14 +303,16 @@ impl Agent {
             return None;
         }
         let started = std::time::Instant::now();
+        let errors_before = self.layer2.policy_errors();
         let result = self.layer2.evaluate(ask);
         self.metrics
             .layer2_eval_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.layer2_policy_errors.inner().store(
-            self.layer2.policy_errors(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        // The engine's count restarts with each reload; the metric must not.
+        let new_errors = self.layer2.policy_errors().saturating_sub(errors_before);
+        if new_errors > 0 {
+            self.metrics.layer2_policy_errors.inc_by(new_errors);
+        }
         let out = match result {
             Ok(Some(o)) => o,
             Ok(None) => return None,
