@@ -10,21 +10,12 @@ use std::{
 
 use common::{
     agent::{AgentRun, VARDR},
-    require_root, TempDir,
+    require_root, serial, TempDir,
 };
 use serde_json::Value;
 
 const NO_RULES: &str =
     "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: observe\nspec:\n  rules: []\n";
-
-/// These tests each run an agent that sees every exec on the host; run in
-/// parallel, one test's exec storm rotates another's export file and skews
-/// its counts. One at a time keeps each test about its own traffic.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn exec_of<'a>(ev: &'a Value, binary_suffix: &str, args: &str) -> Option<&'a Value> {
     let p = &ev.get("process_exec")?["process"];

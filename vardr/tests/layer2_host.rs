@@ -6,16 +6,9 @@ use std::{process::Command, time::Duration};
 
 use common::{
     agent::{which, AgentRun},
-    require_root, sh, sh_in, test_cgroup, TempDir,
+    require_root, serial, sh, sh_in, test_cgroup, TempDir,
 };
 use serde_json::Value;
-
-/// One agent at a time: each sees every exec on the host.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A policy YAML naming `cedar.cedar` next to it.
 fn policy_with_cedar(rules: &str) -> String {

@@ -14,6 +14,14 @@ use vardr::{
     probe::{self, Backend, HookKind},
 };
 
+/// Tests that each run an agent seeing every exec on the host take turns
+/// (within one test binary): one test's exec storm must not rotate another's
+/// export file or skew its counts.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Returns false (after printing why) when the test cannot run here.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
