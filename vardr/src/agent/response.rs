@@ -3,7 +3,7 @@
 //! master switch.
 use std::{
     collections::HashSet,
-    os::fd::{FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
 };
 
@@ -60,13 +60,19 @@ impl Responder {
         }
         // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let cg = process::cgroup_of(p.pid);
+        // The agent's own unit is exempt, as it is in the kernel.
+        if cg
+            .as_deref()
+            .is_some_and(|c| c.split('/').any(|part| part == "vardr.service"))
+        {
+            return "none: exempt process".into();
+        }
         if let Some(scope) = &self.scope {
-            match process::cgroup_of(p.pid) {
-                Some(cg) if within(&cg, scope) => {}
-                _ => return "none: outside --scope-cgroup".into(),
+            if !cg.as_deref().is_some_and(|c| within(c, scope)) {
+                return "none: outside --scope-cgroup".into();
             }
         }
-        use std::os::fd::AsRawFd;
         // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
         // siginfo and no flags.
         let rc = unsafe {
