@@ -1,6 +1,12 @@
 //! Events as Cedar requests: principal, action, resource, context and the
 //! two entities they need (the process, with its ancestry flattened into
 //! its parents, and the resource).
+//!
+//! Entities are built with `cedar-policy-core` (the engine behind
+//! `cedar-policy`, same version): from plain values, and into a store that
+//! skips the transitive-closure pass, which the facade always runs and
+//! which cost most of an event's time. The ancestry is flattened here, so
+//! the closure is already complete.
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -12,7 +18,6 @@ use std::{
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
-
 use cedar_policy_core::ast::{Entity as CoreEntity, EntityUID as Uid, PartialValue};
 use smol_str::SmolStr;
 
@@ -305,8 +310,8 @@ fn context(a: &Ask) -> Result<Context, String> {
 }
 
 /// `Vardr::Action::"write"` in `Vardr::Action::"open"`, as the schema says.
-fn write_action() -> &'static cedar_policy_core::ast::Entity {
-    static E: OnceLock<cedar_policy_core::ast::Entity> = OnceLock::new();
+fn write_action() -> &'static CoreEntity {
+    static E: OnceLock<CoreEntity> = OnceLock::new();
     E.get_or_init(|| {
         let open = action_uid(Action::Open);
         Entity::new_no_attrs(action_uid(Action::Write), HashSet::from([open]))
@@ -433,7 +438,7 @@ impl Memo {
 pub fn build<T>(
     a: &Ask,
     memo: &mut Memo,
-    pick: impl FnOnce(&cedar_policy_core::ast::Entity, &cedar_policy_core::ast::Entity) -> T,
+    pick: impl FnOnce(&CoreEntity, &CoreEntity) -> T,
 ) -> Result<(Request, Entities, T), String> {
     let p = memo.principal(a.process);
     let r = resource(&a.target)?;
