@@ -54,6 +54,10 @@ pub enum Action {
     Allow = 1,
     Deny = 2,
     Alert = 3,
+    /// Report only, for Layer 2 (generated from Cedar policies): ranks below
+    /// every other action, so it never overrides a rule, and its events say
+    /// "allow".
+    Observe = 4,
 }
 
 /// The governed operations; also the slot index in [`PathRules`].

@@ -189,9 +189,10 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
 #[inline(always)]
 pub fn stronger(a: RuleRef, a_hook: Hook, b: RuleRef, b_hook: Hook) -> (RuleRef, Hook) {
     let rank = |r: &RuleRef| match r.action {
-        x if x == Action::Deny as u32 => 3,
-        x if x == Action::Alert as u32 => 2,
-        x if x == Action::Allow as u32 => 1,
+        x if x == Action::Deny as u32 => 4,
+        x if x == Action::Alert as u32 => 3,
+        x if x == Action::Allow as u32 => 2,
+        x if x == Action::Observe as u32 => 1,
         _ => 0,
     };
     if rank(&b) > rank(&a) {
@@ -203,14 +204,20 @@ pub fn stronger(a: RuleRef, a_hook: Hook, b: RuleRef, b_hook: Hook) -> (RuleRef,
 
 /// The rule for `hook` from a path match and an identity match: the more
 /// specific source wins (so an allow on `/etc/hosts` beats the identity of
-/// `/etc`); on a tie, the stronger action.
+/// `/etc`); on a tie, the stronger action. A report-only (observe) rule
+/// never wins over a real one, however specific.
 #[inline(always)]
 pub fn pick(by_path: &PathRules, by_identity: &PathRules, hook: Hook) -> RuleRef {
     let h = hook as usize;
     let (rp, ri) = (by_path.slots[h], by_identity.slots[h]);
+    let observe = Action::Observe as u32;
     if rp.action == Action::None as u32 {
         ri
-    } else if ri.action == Action::None as u32 || by_path.specificity > by_identity.specificity {
+    } else if ri.action == Action::None as u32 || (ri.action == observe && rp.action != observe) {
+        rp
+    } else if rp.action == observe && ri.action != observe {
+        ri
+    } else if by_path.specificity > by_identity.specificity {
         rp
     } else if by_identity.specificity > by_path.specificity {
         ri
@@ -230,6 +237,8 @@ pub fn verdict(cfg: &Config, hook: Hook, rule: &RuleRef) -> Option<(Verdict, boo
         }
     } else if rule.action == Action::Alert as u32 {
         Some((Verdict::Alert, false))
+    } else if rule.action == Action::Observe as u32 {
+        Some((Verdict::Allow, false))
     } else {
         None
     }

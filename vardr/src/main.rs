@@ -178,6 +178,9 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
         let own = p.rules.len() - kernel.enforced.len() - kernel.observe.len();
         (Some((p.name, own)), set, kernel)
     };
+    for w in &cedar.warnings {
+        eprintln!("{w}");
+    }
     for w in &kernel.warnings {
         eprintln!("{}: warning: {w}", f.display());
     }

@@ -103,6 +103,9 @@ fn load_rules(path: &Path, first_id: u32, limits: &Limits) -> Result<Bundle, Age
     for w in &b.rules.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
+    for w in &b.cedar.warnings {
+        tracing::warn!("{w}");
+    }
     for name in &b.kernel.kernel_enforced {
         tracing::info!("Cedar policy {name} is enforced in the kernel (Layer 1)");
     }

@@ -359,12 +359,15 @@ when { resource.ip.isInRange(ip("169.254.0.0/16")) };
 @id("dir-exec") forbid (principal, action == Vardr::Action::"exec", resource in Vardr::Dir::"/usr/sbin");
 @id("like-dir") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { principal.uid > 0 && resource.path like "/etc/*" };
 @id("like-file") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path like "/bin/s*" };
+@id("dir-itself") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path like "/srv/app/*" };
 @id("eq-path") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path == "/tmp/x" };
 @id("like-or") @verdict("alert") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource) when { resource.path like "/nope/*" || principal.uid == 1000 };
 "#
         );
         let set = parse_text(&text, Path::new("t.cedar")).unwrap();
         let e = Engine::new(&set);
+        // The index is really used: exec policies fall into many groups.
+        assert!(e.by_action[&Action::Exec].group_count() >= 6);
         let mut whole = cedar_policy::PolicySet::new();
         for (p, _) in &set.policies {
             whole.add(p.clone()).unwrap();
@@ -376,6 +379,8 @@ when { resource.ip.isInRange(ip("169.254.0.0/16")) };
             (Action::Open, Target::File("/etc/passwd".into())),
             (Action::Write, Target::File("/etc/x/y".into())),
             (Action::Open, Target::File("/tmp/x".into())),
+            (Action::Open, Target::File("/srv/app/".into())),
+            (Action::Open, Target::File("/srv/app/f".into())),
         ];
         for p in [&sh, &bash] {
             for (a, t) in &targets {

@@ -29,8 +29,24 @@ pub struct KernelRules {
 /// A resource scope the kernel can match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Scope {
-    Exact(String),
+    /// `resource == Vardr::File::"p"`.
+    File(String),
+    /// `resource == Vardr::Binary::"p"`.
+    Binary(String),
+    /// `resource in Vardr::Dir::"d"` (kept as "d/"): what is below d.
     Prefix(String),
+}
+
+impl Scope {
+    /// Whether the scope names a resource of `action` at all (Cedar never
+    /// matches a File for exec, or a Binary for an open).
+    fn fits(&self, action: Action) -> bool {
+        match (self, action) {
+            (Scope::Prefix(_), _) => true,
+            (Scope::File(_), a) => a == Action::Open || a == Action::Write,
+            (Scope::Binary(_), a) => a == Action::Exec,
+        }
+    }
 }
 
 fn path_ok(p: &str) -> bool {
@@ -41,16 +57,60 @@ fn path_ok(p: &str) -> bool {
         && !p.split('/').any(|c| c == "." || c == "..")
 }
 
+/// A directory id as the agent builds them: absolute, normalized, no
+/// trailing slash (except the root).
+fn dir_ok(d: &str) -> bool {
+    path_ok(d) && (d == "/" || !d.ends_with('/'))
+}
+
+fn prefix(d: &str) -> Scope {
+    Scope::Prefix(if d == "/" {
+        "/".into()
+    } else {
+        format!("{d}/")
+    })
+}
+
 fn scope_of(resource: &Value) -> Option<Scope> {
     let ty = resource["entity"]["type"].as_str()?;
     let id = resource["entity"]["id"].as_str()?;
-    if !path_ok(id) {
-        return None;
-    }
     match (resource["op"].as_str()?, ty) {
-        ("==", "Vardr::File" | "Vardr::Binary") => Some(Scope::Exact(id.to_string())),
-        ("in", "Vardr::Dir") => Some(Scope::Prefix(id.trim_end_matches('/').to_string() + "/")),
+        ("==", "Vardr::File") if path_ok(id) => Some(Scope::File(id.to_string())),
+        ("==", "Vardr::Binary") if path_ok(id) => Some(Scope::Binary(id.to_string())),
+        ("in", "Vardr::Dir") if dir_ok(id) => Some(prefix(id)),
         _ => None,
+    }
+}
+
+/// What an observation can watch: the scope, `is T in Dir`, or a
+/// `resource.path like "/dir/*"` in the condition.
+fn observed_scope(json: &Value) -> Option<Scope> {
+    let r = &json["resource"];
+    if let Some(s) = scope_of(r) {
+        return Some(s);
+    }
+    let dir = match (r["op"].as_str(), r["in"]["entity"]["type"].as_str()) {
+        (Some("is"), Some("Vardr::Dir")) => r["in"]["entity"]["id"].as_str().map(str::to_string),
+        // The kernel reports a directory opened as "/opt/app/" under the
+        // "/opt/app/" prefix anyway.
+        _ => super::slice::path_dir(&json["conditions"], false),
+    }?;
+    dir_ok(&dir).then(|| prefix(&dir))
+}
+
+/// Directory ids with a trailing slash never match (the agent names
+/// directories without one); say so rather than let a policy sit idle.
+fn trailing_slash_dirs(json: &Value, name: &str, out: &mut Vec<String>) {
+    for scope in [&json["principal"], &json["resource"]] {
+        for e in [&scope["entity"], &scope["in"]["entity"]] {
+            if e["type"] == "Vardr::Dir" {
+                if let Some(id) = e["id"].as_str().filter(|d| *d != "/" && d.ends_with('/')) {
+                    out.push(format!(
+                        "Cedar policy {name}: Vardr::Dir::{id:?} never matches: directory ids have no trailing slash"
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -133,15 +193,17 @@ fn rule(name: String, hook: Hook, action: policy::Action, severity: Severity) ->
         cidrs: Vec::new(),
         ports: Vec::new(),
         protocol: Protocol::Any,
+        // In Cedar a directory is not `in` itself.
+        prefix_covers_dir: false,
         line: 0,
     }
 }
 
 fn with_scope(mut r: Rule, scope: &Scope) -> Rule {
-    match (scope, r.hook) {
-        (Scope::Exact(p), Hook::Exec) => r.binaries.push(p.clone()),
-        (Scope::Exact(p), _) => r.paths.push(p.clone()),
-        (Scope::Prefix(p), _) => r.prefixes.push(p.clone()),
+    match scope {
+        Scope::Binary(p) if r.hook == Hook::Exec => r.binaries.push(p.clone()),
+        Scope::File(p) | Scope::Binary(p) => r.paths.push(p.clone()),
+        Scope::Prefix(p) => r.prefixes.push(p.clone()),
     }
     r
 }
@@ -168,7 +230,9 @@ fn enforceable(json: &Value, actions: &[Action], name: &str, sev: Severity) -> O
     let file = has(Action::Open) || has(Action::Write);
     if file || has(Action::Exec) {
         let scope = scope_of(&json["resource"])?;
-        if !conditions.is_empty() {
+        // Every action must be one Cedar can match on this resource, or the
+        // kernel would deny what Cedar never would.
+        if !conditions.is_empty() || !actions.iter().all(|a| scope.fits(*a)) {
             return None;
         }
         // Layer 1 has "any open" and "open for write", not "read-only open".
@@ -205,8 +269,14 @@ fn enforceable(json: &Value, actions: &[Action], name: &str, sev: Severity) -> O
         if c.other {
             return None;
         }
+        let cidr = c.cidr?;
+        // The kernel checks IPv4-mapped IPv6 destinations against the IPv4
+        // rules; a mapped CIDR would sit in a table it never consults.
+        if matches!(cidr, IpNet::V6(n) if n.addr().to_ipv4_mapped().is_some()) {
+            return None;
+        }
         let mut r = rule(rname, Hook::Connect, policy::Action::Deny, sev);
-        r.cidrs.push(c.cidr?);
+        r.cidrs.push(cidr);
         r.ports.extend(c.port);
         r.protocol = c.protocol.unwrap_or_default();
         out.push(r);
@@ -217,15 +287,21 @@ fn enforceable(json: &Value, actions: &[Action], name: &str, sev: Severity) -> O
 /// Report-only rules so the kernel reports what the policy must see.
 fn observation(json: &Value, actions: &[Action], name: &str, out: &mut KernelRules) {
     let rname = format!("cedar-observe:{name}");
-    if actions.contains(&Action::Open) || actions.contains(&Action::Write) {
-        match scope_of(&json["resource"]) {
+    let (open, write) = (
+        actions.contains(&Action::Open),
+        actions.contains(&Action::Write),
+    );
+    if open || write {
+        // Write-only policies watch the write slot, so the observation
+        // never competes with a Layer 1 rule on plain opens.
+        let hook = if open {
+            Hook::FileOpen
+        } else {
+            Hook::FileWrite
+        };
+        match observed_scope(json) {
             Some(scope) => out.observe.push(with_scope(
-                rule(
-                    rname.clone(),
-                    Hook::FileOpen,
-                    policy::Action::Observe,
-                    Severity::Info,
-                ),
+                rule(rname.clone(), hook, policy::Action::Observe, Severity::Info),
                 &scope,
             )),
             None => out.warnings.push(format!(
@@ -270,6 +346,7 @@ pub fn compile(set: &CedarSet) -> KernelRules {
             continue;
         };
         let actions = actions_of(p);
+        trailing_slash_dirs(&json, &meta.name, &mut out.warnings);
         if meta.verdict == Verdict::Deny {
             if let Some(rules) = enforceable(&json, &actions, &meta.name, severity(&meta.severity))
             {
@@ -304,7 +381,7 @@ mod tests {
 @id("shadow") forbid (principal, action in Vardr::Action::"open", resource == Vardr::File::"/etc/shadow");
 @id("ssh-writes") forbid (principal, action == Vardr::Action::"write", resource in Vardr::Dir::"/etc/ssh");
 @id("nc") forbid (principal, action == Vardr::Action::"exec", resource == Vardr::Binary::"/usr/bin/nc");
-@id("tmp-exec") forbid (principal, action == Vardr::Action::"exec", resource in Vardr::Dir::"/tmp/");
+@id("tmp-exec") forbid (principal, action == Vardr::Action::"exec", resource in Vardr::Dir::"/tmp");
 @id("ssh-out") forbid (principal, action == Vardr::Action::"connect", resource)
   when { resource.ip.isInRange(ip("10.1.2.3/8")) && resource.port == 22 && resource.protocol == "tcp" };
 @id("meta") forbid (principal, action == Vardr::Action::"connect", resource)
@@ -330,6 +407,9 @@ mod tests {
             (Hook::Exec, &["/usr/bin/nc".to_string()][..])
         );
         assert_eq!(r[3].prefixes, ["/tmp/"]);
+        // A directory is not `in` itself in Cedar: the kernel rule must not
+        // govern /tmp itself either.
+        assert!(r.iter().all(|r| !r.prefix_covers_dir));
         assert_eq!(r[4].cidrs, ["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert_eq!(
             (r[4].ports.as_slice(), r[4].protocol),
@@ -339,6 +419,56 @@ mod tests {
         assert!(r
             .iter()
             .all(|r| r.action == policy::Action::Deny && r.name.starts_with("cedar:")));
+    }
+
+    #[test]
+    fn forbids_the_kernel_would_enforce_more_strictly_stay_in_layer2() {
+        let k = kernel(
+            r#"
+@id("both-on-binary") forbid (principal, action in [Vardr::Action::"open", Vardr::Action::"exec"], resource == Vardr::Binary::"/usr/bin/nc");
+@id("slash") forbid (principal, action in Vardr::Action::"open", resource in Vardr::Dir::"/tmp/");
+@id("is-in") @verdict("alert") forbid (principal, action == Vardr::Action::"write", resource is Vardr::File in Vardr::Dir::"/srv");
+@id("like") @verdict("alert") forbid (principal, action in Vardr::Action::"open", resource) when { resource.path like "/opt/app/*" };
+"#,
+        );
+        assert!(k.kernel_enforced.is_empty(), "{k:?}");
+        assert!(k.enforced.is_empty(), "{k:?}");
+        assert!(
+            k.warnings
+                .iter()
+                .any(|w| w.contains("slash") && w.contains("trailing slash")),
+            "{:?}",
+            k.warnings
+        );
+        let obs: Vec<(&str, Hook, &[String])> = k
+            .observe
+            .iter()
+            .map(|r| (r.name.as_str(), r.hook, r.prefixes.as_slice()))
+            .collect();
+        let both = &k
+            .observe
+            .iter()
+            .find(|r| r.name == "cedar-observe:both-on-binary")
+            .unwrap()
+            .paths;
+        assert_eq!(both, &["/usr/bin/nc".to_string()]);
+        assert!(
+            obs.contains(&(
+                "cedar-observe:is-in",
+                Hook::FileWrite,
+                &["/srv/".to_string()][..]
+            )),
+            "{obs:?}"
+        );
+        assert!(
+            obs.contains(&(
+                "cedar-observe:like",
+                Hook::FileOpen,
+                &["/opt/app/".to_string()][..]
+            )),
+            "{obs:?}"
+        );
+        assert!(!obs.iter().any(|o| o.0 == "cedar-observe:slash"), "{obs:?}");
     }
 
     #[test]

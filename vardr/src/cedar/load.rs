@@ -18,6 +18,9 @@ pub struct CedarSet {
     pub policies: Vec<(Policy, PolicyMeta)>,
     /// Where each policy came from, by name.
     pub sources: HashMap<String, PathBuf>,
+    /// The validator's warnings (e.g. a policy that can never apply), as
+    /// `file:line:column: message`.
+    pub warnings: Vec<String>,
 }
 
 impl CedarSet {
@@ -57,6 +60,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<CedarSet, PolicyError> {
             set.sources.insert(meta.name.clone(), f.clone());
             set.policies.push((p, meta));
         }
+        set.warnings.extend(one.warnings);
     }
     Ok(set)
 }
@@ -157,7 +161,22 @@ pub fn parse_text(text: &str, path: &Path) -> Result<CedarSet, PolicyError> {
         diags.sort_by_key(|d| (d.line, d.column));
         return Err(invalid(diags));
     }
-    let mut set = CedarSet::default();
+    let rename = |id: &str, msg: String| match names.get(id) {
+        Some(name) => msg.replace(&format!("`{id}`"), &format!("`{name}`")),
+        None => msg,
+    };
+    let warnings: Vec<String> = result
+        .validation_warnings()
+        .map(|w| {
+            let d = diagnostic(text, w);
+            let msg = rename(w.policy_id().as_ref(), d.message);
+            format!("{}:{}:{}: warning: {msg}", path.display(), d.line, d.column)
+        })
+        .collect();
+    let mut set = CedarSet {
+        warnings,
+        ..Default::default()
+    };
     for (n, p) in numbered {
         let meta = meta_of(p, &file, n)
             .map_err(|(needle, msg)| invalid(vec![at(text, find(text, &needle), msg)]))?;

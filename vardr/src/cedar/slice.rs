@@ -31,24 +31,33 @@ fn scope_key(scope: &Value) -> Key {
 
 /// `resource.path like "/opt/app/*"` (or `== "/opt/app/x"`) in a `when`
 /// clause's top-level `&&`: such a policy only applies to resources in
-/// `Dir::"/opt/app"`, so it is keyed by that directory.
-fn path_dir_key(conditions: &Value) -> Key {
+/// `Dir::"/opt/app"`; returns that directory (never the root). With
+/// `exact_dirs`, a pattern that also matches the directory's own path
+/// written with a slash ("/opt/app/") gives its parent, so the answer
+/// holds for every path Cedar can match (what slicing needs).
+pub(super) fn path_dir(conditions: &Value, exact_dirs: bool) -> Option<String> {
     fn is_path(v: &Value) -> bool {
         v["."]["left"]["Var"] == "resource" && v["."]["attr"] == "path"
     }
-    fn literal_prefix(term: &Value) -> Option<String> {
+    /// The literal start of the matched paths, and whether a path may be
+    /// exactly that start (the rest of the pattern can match nothing).
+    fn literal_prefix(term: &Value) -> Option<(String, bool)> {
         if let Some(like) = term.get("like").filter(|l| is_path(&l["left"])) {
+            let pattern = like["pattern"].as_array()?;
             let mut prefix = String::new();
-            for part in like["pattern"].as_array()? {
+            let mut n = 0;
+            for part in pattern {
                 match part["Literal"].as_str() {
                     Some(c) => prefix.push_str(c),
                     None => break,
                 }
+                n += 1;
             }
-            return Some(prefix);
+            let rest_may_be_empty = pattern[n..].iter().all(|p| p == "Wildcard");
+            return Some((prefix, rest_may_be_empty));
         }
         let eq = term.get("==").filter(|e| is_path(&e["left"]))?;
-        eq["right"]["Value"].as_str().map(str::to_string)
+        eq["right"]["Value"].as_str().map(|v| (v.to_string(), true))
     }
     fn terms<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
         match v.get("&&") {
@@ -68,15 +77,26 @@ fn path_dir_key(conditions: &Value) -> Key {
         terms(&c["body"], &mut all);
     }
     all.into_iter().find_map(|t| {
-        let prefix = literal_prefix(t)?;
-        let dir = &prefix[..prefix.rfind('/')?];
-        // Below the root only: every path is in Dir "/".
-        if !prefix.starts_with('/') || dir.is_empty() {
+        let (prefix, whole) = literal_prefix(t)?;
+        if !prefix.starts_with('/') {
             return None;
         }
-        let ty = EntityTypeName::from_str("Vardr::Dir").ok()?;
-        Some(EntityUid::from_type_name_and_id(ty, EntityId::new(dir)).into())
+        // "/opt/app/" matches `like "/opt/app/*"` but is not in
+        // Dir "/opt/app" (only in "/opt"): drop that trailing slash.
+        let base = match prefix.strip_suffix('/') {
+            Some(b) if whole && exact_dirs => b,
+            _ => &prefix,
+        };
+        let dir = &base[..base.rfind('/')?];
+        // Below the root only: every path is in Dir "/".
+        (!dir.is_empty()).then(|| dir.to_string())
     })
+}
+
+fn path_dir_key(conditions: &Value) -> Key {
+    let dir = path_dir(conditions, true)?;
+    let ty = EntityTypeName::from_str("Vardr::Dir").ok()?;
+    Some(EntityUid::from_type_name_and_id(ty, EntityId::new(dir)).into())
 }
 
 #[derive(Default)]
@@ -129,6 +149,12 @@ impl Slices {
             .entry(rk)
             .or_default()
             .add(p.clone());
+    }
+
+    /// Distinct (principal, resource) groups.
+    #[cfg(test)]
+    pub fn group_count(&self) -> usize {
+        self.groups.values().map(HashMap::len).sum()
     }
 
     /// The policy sets that can apply to this principal and resource.

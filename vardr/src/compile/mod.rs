@@ -6,10 +6,7 @@ pub mod bundle;
 mod net;
 mod paths;
 
-use std::{
-    collections::{HashMap, HashSet},
-    os::unix::fs::MetadataExt,
-};
+use std::{collections::HashMap, os::unix::fs::MetadataExt};
 
 use vardr_common::{Action as KAction, InodeRule, RuleRef};
 
@@ -162,8 +159,7 @@ fn kernel_action(a: Action) -> KAction {
         Action::Deny => KAction::Deny,
         Action::Alert => KAction::Alert,
         Action::Allow => KAction::Allow,
-        // Reported like an alert; the agent relabels the event.
-        Action::Observe => KAction::Alert,
+        Action::Observe => KAction::Observe,
     }
 }
 
@@ -178,9 +174,9 @@ fn severity_name(s: Severity) -> &'static str {
 }
 
 /// Rank for conflicts on one key: deny > alert > allow > observe.
-pub(crate) fn rank(r: &RuleRef, observe: &HashSet<u32>) -> u8 {
+pub(crate) fn rank(r: &RuleRef) -> u8 {
     match r.action {
-        _ if observe.contains(&r.rule_id) => 1,
+        x if x == KAction::Observe as u32 => 1,
         x if x == KAction::Deny as u32 => 4,
         x if x == KAction::Alert as u32 => 3,
         x if x == KAction::Allow as u32 => 2,
@@ -196,15 +192,8 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         exempt_pids: policy.exempt_pids.clone(),
         ..Default::default()
     };
-    let observe: HashSet<u32> = policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.action == Action::Observe)
-        .map(|(i, _)| first_id + i as u32)
-        .collect();
-    let mut path_rules = paths::Builder::new(observe.clone());
-    let mut net_rules = net::Builder::new(observe);
+    let mut path_rules = paths::Builder::default();
+    let mut net_rules = net::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -232,7 +221,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                 for p in &rule.prefixes {
                     // The directory itself, and everything under it.
                     let dir = p.trim_end_matches('/');
-                    if !dir.is_empty() {
+                    if !dir.is_empty() && rule.prefix_covers_dir {
                         path_rules.add(paths::exact_key(dir), hook, r);
                     }
                     path_rules.add(p.as_bytes().to_vec(), hook, r);
@@ -267,6 +256,13 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     // kernel finds its rules whatever path the file is reached by.
     let mut lookup = IdentityLookup::new();
     for e in &set.paths {
+        // Report-only keys get no identity entry: the kernel's walk up the
+        // directory chain stops at the first entry it finds, and an
+        // observation must never hide a real rule further up (a symlinked
+        // or bind-mounted alias of a denied directory).
+        if e.rules.slots.iter().all(|r| rank(r) <= 1) {
+            continue;
+        }
         if let Some(ids) = e.fs_path().and_then(|p| lookup.of(&p)) {
             let exact = e.key.last() == Some(&0);
             for id in ids {

@@ -5,7 +5,7 @@
 //! is more specific than one that does not. Within one bucket the
 //! longest prefix wins, so an allow carves exceptions out of a deny CIDR.
 //! IPv4-mapped IPv6 destinations are looked up in the IPv4 table.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use vardr_common::RuleRef;
@@ -32,20 +32,17 @@ type Key<const N: usize> = (u8, u16, [u8; N], u8);
 pub struct Builder {
     v4: BTreeMap<Key<4>, RuleRef>,
     v6: BTreeMap<Key<16>, RuleRef>,
-    /// Ids of report-only rules (see [`Builder::finish`]).
-    observe: HashSet<u32>,
 }
 
-fn put<const N: usize>(
-    m: &mut BTreeMap<Key<N>, RuleRef>,
-    k: Key<N>,
-    r: RuleRef,
-    observe: &HashSet<u32>,
-) {
+fn put<const N: usize>(m: &mut BTreeMap<Key<N>, RuleRef>, k: Key<N>, r: RuleRef) {
     let e = m.entry(k).or_default();
-    if rank(&r, observe) > rank(e, observe) {
+    if rank(&r) > rank(e) {
         *e = r;
     }
+}
+
+fn is_observe(r: &RuleRef) -> bool {
+    r.action == vardr_common::Action::Observe as u32
 }
 
 /// Whether network `outer` (address, prefix length) contains `inner`.
@@ -65,13 +62,6 @@ fn covers<const N: usize>(outer: (&[u8; N], u8), inner: (&[u8; N], u8)) -> bool 
 }
 
 impl Builder {
-    pub fn new(observe: HashSet<u32>) -> Self {
-        Self {
-            observe,
-            ..Default::default()
-        }
-    }
-
     pub fn add(&mut self, rule: &Rule, r: RuleRef) {
         let proto = match rule.protocol {
             Protocol::Any => NET_ANY_PROTOCOL,
@@ -90,13 +80,11 @@ impl Builder {
                         &mut self.v4,
                         (proto, port, n.addr().octets(), n.prefix_len()),
                         r,
-                        &self.observe,
                     ),
                     IpNet::V6(n) => put(
                         &mut self.v6,
                         (proto, port, n.addr().octets(), n.prefix_len()),
                         r,
-                        &self.observe,
                     ),
                 }
             }
@@ -107,17 +95,14 @@ impl Builder {
     /// would win the longest-prefix match and hide that rule: it is dropped
     /// (the real rule reports those connects itself, or allows them).
     pub fn finish(self) -> (Vec<NetEntry<4>>, Vec<NetEntry<16>>) {
-        fn out<const N: usize>(
-            m: BTreeMap<Key<N>, RuleRef>,
-            observe: &HashSet<u32>,
-        ) -> Vec<NetEntry<N>> {
+        fn out<const N: usize>(m: BTreeMap<Key<N>, RuleRef>) -> Vec<NetEntry<N>> {
             let real: Vec<&Key<N>> = m
                 .iter()
-                .filter(|(_, r)| !observe.contains(&r.rule_id))
+                .filter(|(_, r)| !is_observe(r))
                 .map(|(k, _)| k)
                 .collect();
             let shadows = |k: &Key<N>, r: &RuleRef| {
-                observe.contains(&r.rule_id)
+                is_observe(r)
                     && real
                         .iter()
                         .any(|o| (o.0, o.1) == (k.0, k.1) && covers((&o.2, o.3), (&k.2, k.3)))
@@ -136,7 +121,7 @@ impl Builder {
                 })
                 .collect()
         }
-        (out(self.v4, &self.observe), out(self.v6, &self.observe))
+        (out(self.v4), out(self.v6))
     }
 }
 
@@ -159,6 +144,7 @@ mod tests {
             cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
             ports: ports.to_vec(),
             protocol: Protocol::Any,
+            prefix_covers_dir: true,
             line: 0,
         }
     }
@@ -172,7 +158,7 @@ mod tests {
 
     #[test]
     fn observe_entries_inside_real_networks_are_dropped() {
-        let mut b = Builder::new([9].into());
+        let mut b = Builder::default();
         b.add(
             &rule(policy::Action::Deny, &["10.0.0.0/8"], &[]),
             r(1, Action::Deny),
@@ -183,7 +169,7 @@ mod tests {
                 &["10.1.0.0/16", "0.0.0.0/0", "::/0"],
                 &[],
             ),
-            r(9, Action::Alert),
+            r(9, Action::Observe),
         );
         // Another bucket (a port) does not shadow the any-port bucket.
         b.add(
@@ -192,7 +178,7 @@ mod tests {
         );
         b.add(
             &rule(policy::Action::Observe, &["192.168.1.0/24"], &[]),
-            r(9, Action::Alert),
+            r(9, Action::Observe),
         );
         let (v4, v6) = b.finish();
         let nets: Vec<(u16, [u8; 4], u8, u32)> = v4

@@ -4,7 +4,7 @@
 //! must carry, per hook, the rule of its own longest matching ancestor when
 //! it has none of its own: with `deny /etc/` (file_open) and `deny writes
 //! /etc/hosts` (file_write), the key `/etc/hosts` must still deny opens.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use vardr_common::{Hook, PathRules, RuleRef};
 
@@ -40,33 +40,19 @@ pub fn exact_key(path: &str) -> Vec<u8> {
     k
 }
 
+/// Report-only (observe) rules rank lowest and never replace a rule
+/// inherited from a shorter key.
 #[derive(Default)]
 pub struct Builder {
     own: BTreeMap<Vec<u8>, PathRules>,
-    /// Ids of report-only rules: they rank lowest and never replace a rule
-    /// inherited from a shorter key.
-    observe: HashSet<u32>,
 }
 
 impl Builder {
-    pub fn new(observe: HashSet<u32>) -> Self {
-        Self {
-            own: BTreeMap::new(),
-            observe,
-        }
-    }
-
-    fn rank(&self, r: &RuleRef) -> u8 {
-        rank(r, &self.observe)
-    }
-
     /// Adds a rule; on the same key and hook the stronger action wins.
     pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {
-        let current = self.own.entry(key.clone()).or_default().slots[hook as usize];
-        if self.rank(&r) > self.rank(&current) {
-            if let Some(e) = self.own.get_mut(&key) {
-                e.slots[hook as usize] = r;
-            }
+        let slot = &mut self.own.entry(key).or_default().slots[hook as usize];
+        if rank(&r) > rank(slot) {
+            *slot = r;
         }
     }
 
@@ -75,8 +61,6 @@ impl Builder {
     pub fn finish(self) -> Vec<PathEntry> {
         let mut out: Vec<PathEntry> = Vec::with_capacity(self.own.len());
         let mut stack: Vec<usize> = Vec::new();
-        let observe = self.observe;
-        let rank = |r: &RuleRef| rank(r, &observe);
         for (key, own) in self.own {
             while let Some(&top) = stack.last() {
                 if key.starts_with(&out[top].key) {
@@ -183,13 +167,13 @@ mod tests {
     #[test]
     fn observe_rules_never_shadow_real_rules() {
         // Rule 9 is report-only (a Cedar observation).
-        let mut b = Builder::new([9].into());
+        let mut b = Builder::default();
         b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
-        b.add(b"/etc/ssh/".to_vec(), Hook::FileOpen, r(9, Action::Alert));
-        b.add(b"/var/".to_vec(), Hook::FileOpen, r(9, Action::Alert));
+        b.add(b"/etc/ssh/".to_vec(), Hook::FileOpen, r(9, Action::Observe));
+        b.add(b"/var/".to_vec(), Hook::FileOpen, r(9, Action::Observe));
         b.add(exact_key("/var/log/x"), Hook::FileOpen, r(2, Action::Allow));
         b.add(exact_key("/srv/x"), Hook::FileOpen, r(3, Action::Allow));
-        b.add(exact_key("/srv/x"), Hook::FileOpen, r(9, Action::Alert));
+        b.add(exact_key("/srv/x"), Hook::FileOpen, r(9, Action::Observe));
         let e = b.finish();
         assert_eq!(
             lookup(&e, "/etc/ssh/k").unwrap().slots[0],
@@ -197,7 +181,7 @@ mod tests {
         );
         assert_eq!(
             lookup(&e, "/var/lib/y").unwrap().slots[0],
-            r(9, Action::Alert)
+            r(9, Action::Observe)
         );
         assert_eq!(
             lookup(&e, "/var/log/x").unwrap().slots[0],

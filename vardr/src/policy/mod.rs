@@ -89,6 +89,9 @@ pub struct Rule {
     /// Empty: any port.
     pub ports: Vec<u16>,
     pub protocol: Protocol,
+    /// Whether `prefixes` also govern the directory itself (YAML rules do;
+    /// rules compiled from Cedar do not: a directory is not `in` itself).
+    pub prefix_covers_dir: bool,
     /// Line of the rule in its file.
     pub line: u64,
 }

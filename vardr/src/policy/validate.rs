@@ -256,6 +256,7 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
         cidrs,
         ports,
         protocol,
+        prefix_covers_dir: true,
         line: r.name.referenced.line(),
     })
 }
