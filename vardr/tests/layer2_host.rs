@@ -266,3 +266,68 @@ fn reload_switches_cedar_atomically_and_keeps_the_old_set_on_error() {
     assert!(exec_event(&events, &echo, "l2-new").is_some());
     assert!(agent.stop().success());
 }
+
+#[test]
+fn observations_never_hide_layer1_rules() {
+    if !require_root("observations_never_hide_layer1_rules") {
+        return;
+    }
+    let _serial = serial();
+    let t = TempDir::new("l2-shadow");
+    let (real, w) = (t.join("real"), t.join("w"));
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::write(real.join("f"), "secret").unwrap();
+    // A longer alias of the denied directory: its identity is the real
+    // directory's, and an observation there must not outrank the deny.
+    let alias = t.join("alias-of-the-real-directory");
+    std::os::unix::fs::symlink(&real, &alias).unwrap();
+    // Root runs the tests: these Cedar policies never decide, they only
+    // make the kernel observe.
+    let cedar = format!(
+        r#"
+@verdict("alert") forbid (principal, action in Vardr::Action::"open", resource in Vardr::Dir::"{}") unless {{ principal.uid == 0 }};
+@verdict("alert") forbid (principal, action in Vardr::Action::"open", resource in Vardr::Dir::"{}") unless {{ principal.uid == 0 }};
+"#,
+        alias.display(),
+        w.display()
+    );
+    let rules = format!(
+        "\n    - {{name: deny-real, hook: file_open, action: deny, match: {{prefixes: [{}]}}}}\n    - {{name: alert-w, hook: file_write, action: alert, match: {{prefixes: [{}]}}}}\n",
+        real.display(),
+        w.display()
+    );
+    let dir = TempDir::new("l2-shadow-policy");
+    let file = dir.join("cedar.cedar");
+    std::fs::write(&file, cedar).unwrap();
+    let yaml = policy_with_cedar(&rules).replace("[cedar.cedar]", &format!("[{}]", file.display()));
+    let cg = test_cgroup("l2shadow");
+    let mut agent = AgentRun::start(
+        &yaml,
+        &["--enforce", "--scope-cgroup", cg.path.to_str().unwrap()],
+    );
+    let o = sh_in(&cg.path, &format!("cat {}/f", real.display()));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("secret"));
+    let f = real.join("f").to_string_lossy().into_owned();
+    let ev = agent.policy_event("deny of the real directory", |e| {
+        e["args"][0]["file_arg"]["path"] == f.as_str()
+    });
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str()),
+        (Some("deny"), Some("deny-real")),
+        "{ev}"
+    );
+    // A write: the Layer 1 write alert wins over the open observation.
+    let g = w.join("g").to_string_lossy().into_owned();
+    sh_in(&cg.path, &format!("echo x > {g}"));
+    let ev = agent.policy_event("write alert", |e| {
+        e["args"][0]["file_arg"]["path"] == g.as_str()
+    });
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str()),
+        (Some("alert"), Some("alert-w")),
+        "{ev}"
+    );
+    assert!(agent.stop().success());
+    drop(cg);
+}
