@@ -186,7 +186,7 @@ impl Agent {
                     rule: "",
                     time,
                 };
-                if let Some(l) = self.layer2(&ask) {
+                if let Some(l) = self.layer2(&ask, e.header.boot_ns) {
                     j.set_layer2(l);
                 }
                 Some(j)
@@ -274,7 +274,9 @@ impl Agent {
             (K::Connect, _, Some((ip, port, proto))) => (
                 cedar::Action::Connect,
                 cedar::Target::Endpoint {
-                    ip: *ip,
+                    // ::ffff:a.b.c.d is the IPv4 host it names, as the
+                    // kernel's rules treat it.
+                    ip: ip.to_canonical(),
                     port: *port,
                     protocol: match proto {
                         6 => "tcp",
@@ -297,11 +299,11 @@ impl Agent {
             rule: &rule_name,
             time,
         };
-        self.layer2(&ask)
+        self.layer2(&ask, m.header.boot_ns)
     }
 
     /// Evaluates the Cedar policies; runs the kill response on a deny.
-    fn layer2(&mut self, ask: &cedar::Ask) -> Option<Layer2> {
+    fn layer2(&mut self, ask: &cedar::Ask, boot_ns: u64) -> Option<Layer2> {
         if self.layer2.is_empty() {
             return None;
         }
@@ -332,7 +334,7 @@ impl Agent {
             })
             .inc();
         let response = out.kill.then(|| {
-            let r = self.responder.kill(ask.process, ask.layer1);
+            let r = self.responder.kill(ask.process, ask.layer1, boot_ns);
             if r == "killed" {
                 self.metrics.layer2_kills.inc();
                 tracing::warn!(pid = ask.process.pid, binary = %ask.process.binary, policies = ?out.policies, "Layer 2 deny: process killed");
@@ -409,7 +411,7 @@ impl Agent {
                 // are in force, now the engine that reads their reports.
                 self.layer2 = cedar::Engine::new(&b.cedar);
                 self.responder.exempt_pids = b.policy.exempt_pids.iter().copied().collect();
-                self.responder.exempt_binaries = b.policy.exempt_binaries.iter().cloned().collect();
+                self.responder.exempt_binaries = Responder::exempt_set(&b.policy.exempt_binaries);
                 self.opts.policy = path.clone();
                 self.status.policy_path = path;
                 self.status.policy_name = b.policy.name;
@@ -613,8 +615,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         enforce: opts.enforce,
         agent_pid: std::process::id(),
         exempt_pids: pol.exempt_pids.iter().copied().collect(),
-        exempt_binaries: pol.exempt_binaries.iter().cloned().collect(),
+        exempt_binaries: Responder::exempt_set(&pol.exempt_binaries),
         scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
+        agent_cgroup: Responder::own_service_cgroup(),
     };
     if opts.scope_cgroup.is_some() && responder.scope.is_none() {
         return Err(AgentError::Io(std::io::Error::other(

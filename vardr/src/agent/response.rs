@@ -15,15 +15,32 @@ pub struct Responder {
     pub enforce: bool,
     pub agent_pid: u32,
     pub exempt_pids: HashSet<u32>,
+    /// Exempt binaries as written and as their canonical paths.
     pub exempt_binaries: HashSet<String>,
     /// `--scope-cgroup`, relative to the cgroup root ("/vardr-test").
     pub scope: Option<String>,
+    /// The agent's cgroup when it is the dedicated `vardr.service` unit
+    /// (exempt, as in the kernel).
+    pub agent_cgroup: Option<String>,
 }
 
 /// Whether cgroup path `cg` is `scope` or below it.
 fn within(cg: &str, scope: &str) -> bool {
     let scope = scope.trim_end_matches('/');
     scope.is_empty() || cg == scope || cg.strip_prefix(scope).is_some_and(|r| r.starts_with('/'))
+}
+
+/// When a process started, in ns since boot (field 22 of /proc/PID/stat,
+/// in clock ticks; boot-based like the kernel's event stamps).
+fn start_boot_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(ticks.saturating_mul(1_000_000_000 / hz))
 }
 
 impl Responder {
@@ -35,8 +52,27 @@ impl Responder {
         Some(format!("/{}", rel.display()))
     }
 
-    /// Kills `p` for a Layer 2 deny; returns what happened, for the event.
-    pub fn kill(&self, p: &ProcessInfo, layer1: &str) -> String {
+    /// The agent's own cgroup, if it is `.../vardr.service`.
+    pub fn own_service_cgroup() -> Option<String> {
+        process::cgroup_of(std::process::id()).filter(|c| c.ends_with("/vardr.service"))
+    }
+
+    /// Exempt binaries: the paths as written plus their canonical forms,
+    /// so a process running one through a symlink is recognised.
+    pub fn exempt_set(binaries: &[String]) -> HashSet<String> {
+        let mut out: HashSet<String> = binaries.iter().cloned().collect();
+        out.extend(
+            binaries
+                .iter()
+                .filter_map(|b| std::fs::canonicalize(b).ok())
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
+        out
+    }
+
+    /// Kills `p` for a Layer 2 deny about an event at `event_boot_ns`;
+    /// returns what happened, for the event.
+    pub fn kill(&self, p: &ProcessInfo, layer1: &str, event_boot_ns: u64) -> String {
         if layer1 == "deny" {
             return "none: Layer 1 already blocked it".into();
         }
@@ -56,17 +92,29 @@ impl Responder {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::c_int, 0) };
         if fd < 0 {
-            return format!("failed: {}", std::io::Error::last_os_error());
+            return format!("none: process gone ({})", std::io::Error::last_os_error());
         }
         // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-        let cg = process::cgroup_of(p.pid);
-        // The agent's own unit is exempt, as it is in the kernel.
-        if cg
-            .as_deref()
-            .is_some_and(|c| c.split('/').any(|part| part == "vardr.service"))
-        {
+        // The pid may have been reused since the event (events can wait in
+        // the ring buffer): a process started after the event is another.
+        match start_boot_ns(p.pid) {
+            Some(start) if start <= event_boot_ns => {}
+            Some(_) => return "none: process gone (pid reused)".into(),
+            None => return "none: process gone".into(),
+        }
+        // What it runs now (it may have exec'd an exempt binary since).
+        let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid))
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.exempt_binaries.contains(&exe) {
             return "none: exempt process".into();
+        }
+        let cg = process::cgroup_of(p.pid);
+        if let (Some(agent), Some(c)) = (&self.agent_cgroup, &cg) {
+            if within(c, agent) {
+                return "none: exempt process".into();
+            }
         }
         if let Some(scope) = &self.scope {
             if !cg.as_deref().is_some_and(|c| within(c, scope)) {
@@ -108,13 +156,26 @@ mod tests {
     fn no_kill_without_enforce_for_exempt_or_already_blocked() {
         let p = crate::process::sample(std::process::id(), "/bin/x", "/", None);
         let mut r = Responder::default();
-        assert!(r.kill(&p, "audit").starts_with("audit:"));
+        assert!(r.kill(&p, "audit", u64::MAX).starts_with("audit:"));
         r.enforce = true;
-        assert!(r.kill(&p, "deny").starts_with("none: Layer 1"));
+        assert!(r.kill(&p, "deny", u64::MAX).starts_with("none: Layer 1"));
         r.agent_pid = p.pid;
-        assert_eq!(r.kill(&p, "allow"), "none: exempt process");
+        assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
         r.agent_pid = 0;
         r.exempt_binaries.insert("/bin/x".into());
-        assert_eq!(r.kill(&p, "allow"), "none: exempt process");
+        assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
+    }
+
+    #[test]
+    fn a_process_started_after_the_event_is_not_the_one_to_kill() {
+        // This test process, as if an event about its pid came at boot:
+        // the pid must be taken for reused, and nothing is signalled.
+        let p = crate::process::sample(std::process::id(), "/bin/x", "/", None);
+        let r = Responder {
+            enforce: true,
+            ..Default::default()
+        };
+        assert_eq!(r.kill(&p, "allow", 0), "none: process gone (pid reused)");
+        assert!(start_boot_ns(std::process::id()).is_some_and(|s| s > 0));
     }
 }

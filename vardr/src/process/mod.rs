@@ -90,6 +90,33 @@ impl ProcessInfo {
     }
 }
 
+/// The program path an exec names, made absolute against the caller's
+/// working directory and cleaned of `//`, `.` and `..` (lexically: the
+/// kernel hands over the name as written, and `./sh` or `/bin/../bin/sh`
+/// must not read as another program than `/bin/sh`).
+pub fn absolute(filename: &str, cwd: &str) -> String {
+    let joined;
+    let path = if filename.starts_with('/') {
+        filename
+    } else if cwd.starts_with('/') {
+        joined = format!("{cwd}/{filename}");
+        &joined
+    } else {
+        return filename.to_string();
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 pub fn exec_id(node: &str, start: SystemTime, pid: u32) -> String {
     let ns = start
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -207,7 +234,7 @@ impl ProcessCache {
             uid: e.header.uid,
             gid: e.header.gid,
             auid: e.auid,
-            binary: e.filename.clone(),
+            binary: absolute(&e.filename, &cwd),
             arguments: e.argv.get(1..).unwrap_or_default().join(" "),
             args_truncated: e.args_truncated,
             cwd,
@@ -273,6 +300,18 @@ mod tests {
     use super::*;
     use crate::events::Exec;
     use vardr_common::{EventHeader, EventKind};
+
+    #[test]
+    fn exec_names_are_made_absolute_and_clean() {
+        assert_eq!(absolute("/bin/sh", "/x"), "/bin/sh");
+        assert_eq!(absolute("//bin/./sh", "/x"), "/bin/sh");
+        assert_eq!(absolute("/usr/bin/../../bin/sh", "/"), "/bin/sh");
+        assert_eq!(absolute("./sh", "/bin"), "/bin/sh");
+        assert_eq!(absolute("../bin/sh", "/usr/lib"), "/usr/bin/sh");
+        assert_eq!(absolute("/../../sh", "/"), "/sh");
+        // No working directory known: keep what was written.
+        assert_eq!(absolute("sh", ""), "sh");
+    }
 
     fn exec(pid: u32, ppid: u32, bin: &str, argv: &[&str]) -> Exec {
         Exec {
