@@ -154,6 +154,9 @@ struct Agent {
     ticks: u64,
     layer2: cedar::Engine,
     responder: Responder,
+    /// Layer 1's verdict on an exec, by pid, until that exec's own event
+    /// arrives (Layer 2 then knows the exec was audited or alerted).
+    exec_verdicts: HashMap<u32, &'static str>,
 }
 
 impl Agent {
@@ -175,6 +178,7 @@ impl Agent {
                 let p = self.cache.on_exec(&e, time);
                 let mut j = JsonEvent::exec(&p, &self.node);
                 let backend = self.exec_backend();
+                let layer1 = self.exec_verdicts.remove(&p.pid).unwrap_or("allow");
                 let ask = cedar::Ask {
                     action: cedar::Action::Exec,
                     process: &p,
@@ -182,7 +186,7 @@ impl Agent {
                     hook: "exec",
                     flags: 0,
                     backend,
-                    layer1: "allow",
+                    layer1,
                     rule: "",
                     time,
                 };
@@ -218,6 +222,13 @@ impl Agent {
                     self.metrics.policy_matches.get_or_create(&labels).inc();
                 }
                 let label = self.hook_label(m.hook);
+                if m.hook == vardr_common::Hook::Exec && !observed {
+                    if self.exec_verdicts.len() >= 4096 {
+                        self.exec_verdicts.clear();
+                    }
+                    self.exec_verdicts
+                        .insert(m.header.pid, events::verdict_name(m.verdict));
+                }
                 let mut j =
                     JsonEvent::policy(&m, p.as_deref(), rule.clone(), label, &self.node, time);
                 let fallback;
@@ -640,6 +651,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         ticks: 0,
         layer2: cedar::Engine::new(&cedar_set),
         responder,
+        exec_verdicts: HashMap::new(),
     };
     agent.record_maps(&stats);
     agent.save_status();
