@@ -154,9 +154,10 @@ struct Agent {
     ticks: u64,
     layer2: cedar::Engine,
     responder: Responder,
-    /// Layer 1's verdict on an exec, by pid, until that exec's own event
-    /// arrives (Layer 2 then knows the exec was audited or alerted).
-    exec_verdicts: HashMap<u32, &'static str>,
+    /// Layer 1's verdict on an exec that goes ahead (audit or alert), by
+    /// pid with its time, until that exec's own event arrives. Only the LSM
+    /// backend decides before the exec; the fallback reports after it.
+    exec_verdicts: HashMap<u32, (u64, &'static str)>,
 }
 
 impl Agent {
@@ -178,7 +179,11 @@ impl Agent {
                 let p = self.cache.on_exec(&e, time);
                 let mut j = JsonEvent::exec(&p, &self.node);
                 let backend = self.exec_backend();
-                let layer1 = self.exec_verdicts.remove(&p.pid).unwrap_or("allow");
+                let layer1 = self
+                    .exec_verdicts
+                    .remove(&p.pid)
+                    .filter(|(at, _)| e.header.boot_ns.saturating_sub(*at) < 1_000_000_000)
+                    .map_or("allow", |(_, v)| v);
                 let ask = cedar::Ask {
                     action: cedar::Action::Exec,
                     process: &p,
@@ -196,15 +201,18 @@ impl Agent {
                 Some(j)
             }
             Event::Fork { header, child_pid } => {
+                self.exec_verdicts.remove(&child_pid);
                 self.cache.on_fork(header.pid, child_pid, time);
                 None
             }
-            Event::Exit { header, exit_code } => self
-                .cache
-                .on_exit(header.pid)
-                // Kernel threads have no binary and are not reported.
-                .filter(|p| !p.binary.is_empty())
-                .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time)),
+            Event::Exit { header, exit_code } => {
+                self.exec_verdicts.remove(&header.pid);
+                self.cache
+                    .on_exit(header.pid)
+                    // Kernel threads have no binary and are not reported.
+                    .filter(|p| !p.binary.is_empty())
+                    .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time))
+            }
             Event::Policy(mut m) => {
                 let p = self.cache.get(m.header.pid);
                 let mut rule = self.catalog.get(m.rule_id);
@@ -222,12 +230,18 @@ impl Agent {
                     self.metrics.policy_matches.get_or_create(&labels).inc();
                 }
                 let label = self.hook_label(m.hook);
-                if m.hook == vardr_common::Hook::Exec && !observed {
+                if m.hook == vardr_common::Hook::Exec
+                    && !observed
+                    && m.backend == vardr_common::BackendKind::Lsm
+                    && m.verdict != vardr_common::Verdict::Deny
+                {
                     if self.exec_verdicts.len() >= 4096 {
                         self.exec_verdicts.clear();
                     }
-                    self.exec_verdicts
-                        .insert(m.header.pid, events::verdict_name(m.verdict));
+                    self.exec_verdicts.insert(
+                        m.header.pid,
+                        (m.header.boot_ns, events::verdict_name(m.verdict)),
+                    );
                 }
                 let mut j =
                     JsonEvent::policy(&m, p.as_deref(), rule.clone(), label, &self.node, time);

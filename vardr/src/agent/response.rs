@@ -83,7 +83,6 @@ impl Responder {
             || p.pid == self.agent_pid
             || p.binary.is_empty()
             || self.exempt_pids.contains(&p.pid)
-            || self.exempt_binaries.contains(&p.binary)
         {
             return "none: exempt process".into();
         }
@@ -103,11 +102,12 @@ impl Responder {
             Some(_) => return "none: process gone (pid reused)".into(),
             None => return "none: process gone".into(),
         }
-        // What it runs now (it may have exec'd an exempt binary since).
+        // Exempt binaries by what the kernel says the process runs (the
+        // name an exec was given is the caller's to choose).
         let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid))
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if self.exempt_binaries.contains(&exe) {
+        if exe.is_empty() || self.exempt_binaries.contains(&exe) {
             return "none: exempt process".into();
         }
         let cg = process::cgroup_of(p.pid);
@@ -162,7 +162,9 @@ mod tests {
         r.agent_pid = p.pid;
         assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
         r.agent_pid = 0;
-        r.exempt_binaries.insert("/bin/x".into());
+        // What this test process runs is exempt: decided from /proc/PID/exe.
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        r.exempt_binaries = Responder::exempt_set(&[me.to_string_lossy().into_owned()]);
         assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{compile, CompileError, Limits, RuleSet};
 use crate::{
     cedar::{self, kernel::KernelRules, CedarSet},
-    policy::{self, Action, Policy, PolicyError, Rule},
+    policy::{self, Action, Hook, Policy, PolicyError, Protocol, Rule},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +40,53 @@ pub fn parse(path: &Path) -> Result<(Policy, CedarSet, KernelRules), PolicyError
     Ok((pol, cedar, kernel))
 }
 
+/// Order in which the kernel tries network buckets: (protocol, port),
+/// (any, port), (protocol, any), (any, any); the first hit wins.
+fn bucket_order(protocol: Protocol, port: u16) -> u8 {
+    match (protocol == Protocol::Any, port == 0) {
+        (false, false) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (true, true) => 3,
+    }
+}
+
+/// Whether YAML rule `y` wins over Cedar rule `c` for some connect both
+/// match: `y` is tried in an earlier bucket, or in the same bucket with a
+/// longer prefix inside `c`'s network.
+fn net_shadows(y: &Rule, c: &Rule) -> bool {
+    let ports = |r: &Rule| {
+        if r.ports.is_empty() {
+            vec![0]
+        } else {
+            r.ports.clone()
+        }
+    };
+    let fits = |a: u16, b: u16| a == 0 || b == 0 || a == b;
+    let proto_fits =
+        y.protocol == Protocol::Any || c.protocol == Protocol::Any || y.protocol == c.protocol;
+    if !proto_fits {
+        return false;
+    }
+    ports(y).into_iter().any(|yp| {
+        ports(c).into_iter().filter(|cp| fits(yp, *cp)).any(|cp| {
+            let (by, bc) = (bucket_order(y.protocol, yp), bucket_order(c.protocol, cp));
+            y.cidrs.iter().any(|n| {
+                c.cidrs.iter().any(|m| {
+                    let overlap = m.contains(n) || n.contains(m);
+                    overlap
+                        && (by < bc
+                            || (by == bc && m.contains(n) && n.prefix_len() > m.prefix_len()))
+                })
+            })
+        })
+    })
+}
+
 /// Where a YAML `allow` or `alert` is more specific than a Cedar forbid
 /// compiled into the kernel, the YAML rule decides there (longest match
-/// wins) and no event reaches Layer 2: say so.
+/// wins) and no event reaches Layer 2: say so. On the very same key the
+/// deny wins, so that is no overlap.
 fn shadowed_cedar(rules: &[Rule]) -> Vec<String> {
     let (cedar, yaml): (Vec<&Rule>, Vec<&Rule>) =
         rules.iter().partition(|r| r.name.starts_with("cedar:"));
@@ -52,16 +96,23 @@ fn shadowed_cedar(rules: &[Rule]) -> Vec<String> {
             .iter()
             .filter(|y| y.hook == c.hook && matches!(y.action, Action::Allow | Action::Alert))
         {
-            let within = |p: &String| {
-                c.prefixes.iter().any(|cp| p.starts_with(cp.as_str()))
-                    || c.paths.iter().chain(&c.binaries).any(|e| e == p)
+            let inside = |p: &String| {
+                let key = if y.prefixes.contains(p) {
+                    p.clone()
+                } else {
+                    format!("{p}\0")
+                };
+                c.prefixes
+                    .iter()
+                    .any(|cp| key.starts_with(cp.as_str()) && key.len() > cp.len())
             };
-            let paths = y.paths.iter().chain(&y.prefixes).chain(&y.binaries);
-            let nets = y
-                .cidrs
+            let paths = y
+                .paths
                 .iter()
-                .any(|n| c.cidrs.iter().any(|m| m.contains(n) || n.contains(m)));
-            if paths.clone().any(within) || nets {
+                .chain(&y.prefixes)
+                .chain(&y.binaries)
+                .any(inside);
+            if paths || (y.hook == Hook::Connect && net_shadows(y, c)) {
                 out.push(format!(
                     "Cedar policy {} is enforced in the kernel, but the more specific rule {} ({:?}) decides where they overlap; Layer 2 does not see those events",
                     c.name.trim_start_matches("cedar:"),
@@ -102,7 +153,8 @@ mod tests {
         std::fs::write(
             dir.join("p.cedar"),
             "@id(\"ssh\") forbid (principal, action in Vardr::Action::\"open\", resource in Vardr::Dir::\"/etc/ssh\");\n\
-             @id(\"net\") forbid (principal, action == Vardr::Action::\"connect\", resource) when { resource.ip.isInRange(ip(\"10.0.0.0/8\")) };\n",
+             @id(\"net\") forbid (principal, action == Vardr::Action::\"connect\", resource) when { resource.ip.isInRange(ip(\"10.0.0.0/8\")) };\n\
+             @id(\"ssh22\") forbid (principal, action == Vardr::Action::\"connect\", resource) when { resource.ip.isInRange(ip(\"10.0.0.0/8\")) && resource.port == 22 && resource.protocol == \"tcp\" };\n",
         )
         .unwrap();
         std::fs::write(
@@ -112,14 +164,22 @@ mod tests {
                 "    - {name: moduli, hook: file_open, action: allow, match: {paths: [/etc/ssh/moduli]}}\n",
                 "    - {name: web, hook: connect, action: alert, match: {cidrs: [10.1.0.0/16], ports: [443]}}\n",
                 "    - {name: other, hook: file_open, action: allow, match: {paths: [/etc/hosts]}}\n",
+                "    - {name: same-key, hook: file_open, action: alert, match: {prefixes: [/etc/ssh]}}\n",
+                "    - {name: other-port, hook: connect, action: alert, match: {cidrs: [10.0.0.0/8], ports: [443]}}\n",
             ),
         )
         .unwrap();
         let b = load(&dir.join("p.yaml"), 1, &super::super::Limits::default());
         let _ = std::fs::remove_dir_all(&dir);
         let w = b.unwrap().rules.warnings;
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("ssh") && w[0].contains("moduli"), "{w:?}");
-        assert!(w[1].contains("net") && w[1].contains("web"), "{w:?}");
+        // Not warned: the same key (deny wins on it), another port than
+        // the Cedar rule's, a path outside it.
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("ssh ") && w[0].contains("moduli"), "{w:?}");
+        assert!(w[1].contains("net ") && w[1].contains("web"), "{w:?}");
+        assert!(
+            w[2].contains("net ") && w[2].contains("other-port"),
+            "{w:?}"
+        );
     }
 }

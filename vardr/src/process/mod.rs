@@ -91,29 +91,24 @@ impl ProcessInfo {
 }
 
 /// The program path an exec names, made absolute against the caller's
-/// working directory and cleaned of `//`, `.` and `..` (lexically: the
-/// kernel hands over the name as written, and `./sh` or `/bin/../bin/sh`
-/// must not read as another program than `/bin/sh`).
+/// working directory and cleaned of `//` and `.` (the kernel hands over
+/// the name as written: `./sh` or `//bin/sh` must read as `/bin/sh`).
+/// `..` is kept: collapsing it as text would be wrong through a symlink,
+/// and would let a caller dress a program up as another one.
 pub fn absolute(filename: &str, cwd: &str) -> String {
     let joined;
     let path = if filename.starts_with('/') {
         filename
-    } else if cwd.starts_with('/') {
+    } else if cwd.starts_with('/') && !filename.is_empty() {
         joined = format!("{cwd}/{filename}");
         &joined
     } else {
         return filename.to_string();
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     format!("/{}", parts.join("/"))
 }
 
@@ -305,12 +300,16 @@ mod tests {
     fn exec_names_are_made_absolute_and_clean() {
         assert_eq!(absolute("/bin/sh", "/x"), "/bin/sh");
         assert_eq!(absolute("//bin/./sh", "/x"), "/bin/sh");
-        assert_eq!(absolute("/usr/bin/../../bin/sh", "/"), "/bin/sh");
         assert_eq!(absolute("./sh", "/bin"), "/bin/sh");
-        assert_eq!(absolute("../bin/sh", "/usr/lib"), "/usr/bin/sh");
-        assert_eq!(absolute("/../../sh", "/"), "/sh");
-        // No working directory known: keep what was written.
+        // `..` stays: /tmp/l may be a symlink, so this is not /usr/sbin/x.
+        assert_eq!(
+            absolute("/tmp/l/../../usr/sbin/x", "/"),
+            "/tmp/l/../../usr/sbin/x"
+        );
+        assert_eq!(absolute("../bin/sh", "/usr/lib"), "/usr/lib/../bin/sh");
+        // No working directory known, or no name: keep what was written.
         assert_eq!(absolute("sh", ""), "sh");
+        assert_eq!(absolute("", "/x"), "");
     }
 
     fn exec(pid: u32, ppid: u32, bin: &str, argv: &[&str]) -> Exec {
