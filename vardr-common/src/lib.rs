@@ -168,7 +168,12 @@ pub struct InodeKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InodeRule {
+    /// Rules for what lies below this directory (or, with `exact`, unused).
     pub rules: PathRules,
+    /// Rules for this inode itself: what a path lookup of its own name
+    /// gives (a rule on a directory's subtree need not cover the directory:
+    /// in Cedar a directory is not `in` itself).
+    pub own: PathRules,
     /// Non-zero: processes running this binary are exempt from every rule.
     pub exempt: u32,
     /// Non-zero: `rules` is meaningful (an exempt-only entry has none).

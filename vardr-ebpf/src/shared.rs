@@ -108,9 +108,15 @@ pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
             if let Some(r) = INODE_RULES.get_ptr(key) {
                 // SAFETY: pointer into a map value returned by lookup.
                 let r = unsafe { *r };
-                // An exact-path entry governs that inode, not its subtree.
-                if r.has_rules != 0 && (depth == 0 || r.exact == 0) {
-                    return r.rules;
+                // The inode itself has its own rules; an exact-path entry
+                // governs that inode, not its subtree.
+                if r.has_rules != 0 {
+                    if depth == 0 {
+                        return r.own;
+                    }
+                    if r.exact == 0 {
+                        return r.rules;
+                    }
                 }
             }
         }

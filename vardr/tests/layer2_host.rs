@@ -171,6 +171,9 @@ fn deny_kills_inside_the_scope_and_simple_forbids_run_in_the_kernel() {
     let sleep = which("sleep").to_string_lossy().into_owned();
     let forbidden = t.join("l2-forbidden");
     std::fs::copy(which("true"), &forbidden).unwrap();
+    let locked = t.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::write(locked.join("f"), "inside").unwrap();
     let cedar = format!(
         r#"
 @id("sleep-under-l2killer") @response("kill")
@@ -178,8 +181,12 @@ forbid (principal in Vardr::Binary::"{shell}", action == Vardr::Action::"exec", 
 
 @id("forbidden-binary")
 forbid (principal, action == Vardr::Action::"exec", resource == Vardr::Binary::"{}");
+
+@id("locked-files")
+forbid (principal, action in Vardr::Action::"open", resource in Vardr::Dir::"{}");
 "#,
-        forbidden.display()
+        forbidden.display(),
+        locked.display()
     );
     let cg = test_cgroup("l2");
     let cg_path = cg.path.clone();
@@ -189,6 +196,7 @@ forbid (principal, action == Vardr::Action::"exec", resource == Vardr::Binary::"
     );
     let status = agent.status();
     assert_eq!(status["kernel_enforced"][0], "forbidden-binary", "{status}");
+    assert_eq!(status["kernel_enforced"][1], "locked-files", "{status}");
     agent.log_line("Cedar policy forbidden-binary is enforced in the kernel");
 
     // Inside the scope: the sleep is killed after its exec is reported.
@@ -224,6 +232,20 @@ forbid (principal, action == Vardr::Action::"exec", resource == Vardr::Binary::"
     assert_eq!(ev["rule"], "cedar:forbidden-binary");
     assert_eq!(ev["layer2"]["verdict"], "deny");
     assert_eq!(ev["layer2"]["response"], Value::Null);
+
+    // `in Dir` governs what is below the directory, not the directory
+    // itself (Cedar's meaning), in the kernel too.
+    let o = sh_in(
+        &cg_path,
+        &format!(
+            "ls {0}; echo ls=$?; cat {0}/f; echo cat=$?",
+            locked.display()
+        ),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("f\nls=0"), "{out}");
+    assert!(!out.contains("inside"), "{out}");
+    assert!(agent.status()["kernel_enforced"].as_array().unwrap().len() == 2);
     assert!(agent.stop().success());
     drop(cg);
 }

@@ -8,7 +8,7 @@ mod paths;
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt};
 
-use vardr_common::{Action as KAction, InodeRule, RuleRef};
+use vardr_common::{Action as KAction, InodeRule, PathRules, RuleRef};
 
 use crate::{
     events::RuleInfo,
@@ -254,6 +254,24 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     set.paths = path_rules.finish();
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
+    // What a path lookup of a directory's own name gives (the LPM trie's
+    // answer for "/dir\0"): the rules for the directory inode itself.
+    let by_key: HashMap<&[u8], PathRules> = set
+        .paths
+        .iter()
+        .map(|e| (e.key.as_slice(), e.rules))
+        .collect();
+    let own_rules = |dir: &str| {
+        let exact = paths::exact_key(dir);
+        if let Some(r) = by_key.get(exact.as_slice()) {
+            return *r;
+        }
+        dir.char_indices()
+            .rev()
+            .filter(|(_, c)| *c == '/')
+            .find_map(|(i, _)| by_key.get(&dir.as_bytes()[..=i]).copied())
+            .unwrap_or_default()
+    };
     let mut lookup = IdentityLookup::new();
     for e in &set.paths {
         // Report-only keys get no identity entry: the kernel's walk up the
@@ -263,8 +281,12 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         if e.rules.slots.iter().all(|r| rank(r) <= 1) {
             continue;
         }
-        if let Some(ids) = e.fs_path().and_then(|p| lookup.of(&p)) {
+        let Some(fs_path) = e.fs_path() else {
+            continue;
+        };
+        if let Some(ids) = lookup.of(&fs_path) {
             let exact = e.key.last() == Some(&0);
+            let own = if exact { e.rules } else { own_rules(&fs_path) };
             for id in ids {
                 let entry = inodes.entry(id).or_default();
                 // A directory named both exactly and as a prefix: the prefix
@@ -273,6 +295,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     continue;
                 }
                 entry.rules = e.rules;
+                entry.own = own;
                 entry.has_rules = 1;
                 entry.exact = u32::from(exact);
             }
@@ -325,6 +348,48 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "policy needs 3 path entries, more than the limit of 2 (see --max-rules)"
+        );
+    }
+
+    #[test]
+    fn a_directory_inode_has_its_own_rules_apart_from_its_subtree() {
+        let dir = std::env::temp_dir().join(format!("vardr-own-{}", std::process::id()));
+        let (sub, yaml_dir) = (dir.join("sub"), dir.join("yaml"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::create_dir_all(&yaml_dir).unwrap();
+        let mut p = policy(&format!(
+            "    - name: y\n      hook: file_open\n      action: deny\n      match: {{ prefixes: [{}] }}\n",
+            yaml_dir.display()
+        ));
+        // As compiled from Cedar `resource in Vardr::Dir::".../sub"`.
+        let mut c = p.rules[0].clone();
+        c.name = "cedar:c".into();
+        c.prefixes = vec![format!("{}/", sub.display())];
+        c.prefix_covers_dir = false;
+        p.rules.push(c);
+        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let ids = |d: &std::path::Path| Identity::of(d.to_str().unwrap()).unwrap();
+        let entry = |d: &std::path::Path| {
+            let id = ids(d)[0];
+            set.inodes
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, r)| *r)
+                .unwrap()
+        };
+        let open = vardr_common::Hook::FileOpen as usize;
+        let (cedar, yaml) = (entry(&sub), entry(&yaml_dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cedar.rules.slots[open].rule_id, 2, "below the directory");
+        assert_eq!(
+            cedar.own.slots[open].action,
+            KAction::None as u32,
+            "not the directory itself"
+        );
+        assert_eq!(yaml.rules.slots[open].rule_id, 1);
+        assert_eq!(
+            yaml.own.slots[open].rule_id, 1,
+            "YAML prefixes cover the directory too"
         );
     }
 
