@@ -178,25 +178,26 @@ impl Agent {
             Event::Exec(e) => {
                 let p = self.cache.on_exec(&e, time);
                 let mut j = JsonEvent::exec(&p, &self.node);
-                let backend = self.exec_backend();
                 let layer1 = self
                     .exec_verdicts
                     .remove(&p.pid)
                     .filter(|(at, _)| e.header.boot_ns.saturating_sub(*at) < 1_000_000_000)
                     .map_or("allow", |(_, v)| v);
-                let ask = cedar::Ask {
-                    action: cedar::Action::Exec,
-                    process: &p,
-                    target: cedar::Target::Binary(p.binary.clone()),
-                    hook: "exec",
-                    flags: 0,
-                    backend,
-                    layer1,
-                    rule: "",
-                    time,
-                };
-                if let Some(l) = self.layer2(&ask, e.header.boot_ns) {
-                    j.set_layer2(l);
+                if self.layer2.covers(cedar::Action::Exec) {
+                    let ask = cedar::Ask {
+                        action: cedar::Action::Exec,
+                        process: &p,
+                        target: cedar::Target::Binary(p.binary.clone()),
+                        hook: "exec",
+                        flags: 0,
+                        backend: self.exec_backend(),
+                        layer1,
+                        rule: "",
+                        time,
+                    };
+                    if let Some(l) = self.layer2(&ask, e.header.boot_ns) {
+                        j.set_layer2(l);
+                    }
                 }
                 Some(j)
             }
@@ -312,6 +313,9 @@ impl Agent {
             ),
             _ => return None,
         };
+        if !self.layer2.covers(action) {
+            return None;
+        }
         let rule_name = rule.map(|r| r.rule.clone()).unwrap_or_default();
         let ask = cedar::Ask {
             action,
@@ -329,9 +333,6 @@ impl Agent {
 
     /// Evaluates the Cedar policies; runs the kill response on a deny.
     fn layer2(&mut self, ask: &cedar::Ask, boot_ns: u64) -> Option<Layer2> {
-        if self.layer2.is_empty() {
-            return None;
-        }
         let started = std::time::Instant::now();
         let errors_before = self.layer2.policy_errors();
         let result = self.layer2.evaluate(ask);
@@ -497,33 +498,18 @@ impl Agent {
     }
 
     fn record_maps(&self, stats: &ApplyStats) {
+        use crate::bpf::maps;
         let l = &self.opts.limits;
-        let m = &self.metrics;
-        m.set_map(
-            crate::bpf::maps::PATH_RULES,
-            stats.path_entries,
-            2 * l.path_entries,
-        );
-        m.set_map(
-            crate::bpf::maps::INODE_RULES,
-            stats.inode_entries,
-            2 * l.inode_entries,
-        );
-        m.set_map(
-            crate::bpf::maps::NET4_RULES,
-            stats.net4_entries,
-            2 * l.net4_entries,
-        );
-        m.set_map(
-            crate::bpf::maps::NET6_RULES,
-            stats.net6_entries,
-            2 * l.net6_entries,
-        );
-        m.set_map(
-            crate::bpf::maps::EXEMPT_PIDS,
-            stats.exempt_pids,
-            2 * l.exempt_pids,
-        );
+        // Maps hold two generations of rules (see backend), so twice the limit.
+        for (map, entries, limit) in [
+            (maps::PATH_RULES, stats.path_entries, l.path_entries),
+            (maps::INODE_RULES, stats.inode_entries, l.inode_entries),
+            (maps::NET4_RULES, stats.net4_entries, l.net4_entries),
+            (maps::NET6_RULES, stats.net6_entries, l.net6_entries),
+            (maps::EXEMPT_PIDS, stats.exempt_pids, l.exempt_pids),
+        ] {
+            self.metrics.set_map(map, entries, 2 * limit);
+        }
     }
 
     fn save_status(&self) {

@@ -15,6 +15,7 @@ use super::{
     slice::Slices,
     CedarSet, PolicyMeta,
 };
+use crate::policy::Severity;
 
 /// A Layer 2 verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,7 +52,6 @@ pub struct Engine {
     by_action: HashMap<Action, Slices>,
     meta: HashMap<String, PolicyMeta>,
     authorizer: Authorizer,
-    count: usize,
     /// Policies skipped on some event because they failed to evaluate.
     policy_errors: AtomicU64,
     memo: Mutex<request::Memo>,
@@ -90,16 +90,6 @@ pub(super) fn actions_of(p: &Policy) -> Vec<Action> {
     out
 }
 
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "info" => 0,
-        "low" => 1,
-        "medium" => 2,
-        "high" => 3,
-        _ => 4,
-    }
-}
-
 impl Engine {
     pub fn new(set: &CedarSet) -> Self {
         let mut by_action: HashMap<Action, Slices> = HashMap::new();
@@ -115,19 +105,14 @@ impl Engine {
             by_action,
             meta,
             authorizer: Authorizer::new(),
-            count: set.len(),
             policy_errors: AtomicU64::new(0),
             memo: Mutex::default(),
         }
     }
 
-    /// Number of policies.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
+    /// Whether there are no policies (every policy applies to some action).
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.by_action.is_empty()
     }
 
     /// Policy evaluation errors so far.
@@ -193,7 +178,7 @@ impl Engine {
         let severity = deciding
             .iter()
             .map(|m| m.severity.as_str())
-            .max_by_key(|s| severity_rank(s))
+            .max_by_key(|s| Severity::parse(s).unwrap_or_default())
             .unwrap_or("medium")
             .to_string();
         Ok(Some(Outcome {

@@ -208,16 +208,6 @@ fn with_scope(mut r: Rule, scope: &Scope) -> Rule {
     r
 }
 
-fn severity(s: &str) -> Severity {
-    match s {
-        "info" => Severity::Info,
-        "low" => Severity::Low,
-        "high" => Severity::High,
-        "critical" => Severity::Critical,
-        _ => Severity::Medium,
-    }
-}
-
 /// The Layer 1 deny rules for a policy the kernel can enforce alone.
 fn enforceable(json: &Value, actions: &[Action], name: &str, sev: Severity) -> Option<Vec<Rule>> {
     if json["principal"]["op"] != "All" {
@@ -348,8 +338,12 @@ pub fn compile(set: &CedarSet) -> KernelRules {
         let actions = actions_of(p);
         trailing_slash_dirs(&json, &meta.name, &mut out.warnings);
         if meta.verdict == Verdict::Deny {
-            if let Some(rules) = enforceable(&json, &actions, &meta.name, severity(&meta.severity))
-            {
+            if let Some(rules) = enforceable(
+                &json,
+                &actions,
+                &meta.name,
+                Severity::parse(&meta.severity).unwrap_or_default(),
+            ) {
                 if !rules.is_empty() {
                     out.enforced.extend(rules);
                     out.kernel_enforced.push(meta.name.clone());

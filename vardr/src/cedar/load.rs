@@ -9,7 +9,7 @@ use std::{
 use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
 
 use super::{schema, PolicyMeta, Verdict};
-use crate::policy::{Diagnostic, PolicyError};
+use crate::policy::{Diagnostic, PolicyError, Severity};
 
 /// Validated Cedar policies from one or more files.
 #[derive(Clone, Debug, Default)]
@@ -232,7 +232,7 @@ fn meta_of(p: &Policy, file: &str, n: usize) -> Result<PolicyMeta, (String, Stri
     };
     let severity = match p.annotation("severity") {
         None => "medium".to_string(),
-        Some(s @ ("info" | "low" | "medium" | "high" | "critical")) => s.to_string(),
+        Some(s) if Severity::parse(s).is_some() => s.to_string(),
         Some(v) => return Err(bad("severity", v, "info, low, medium, high or critical")),
     };
     Ok(PolicyMeta {

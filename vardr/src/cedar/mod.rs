@@ -17,7 +17,7 @@ use cedar_policy::Schema;
 
 pub use eval::{Engine, Outcome, Verdict};
 pub use load::{load_files, parse_text, CedarSet};
-pub use request::{Action, Ask, Subject, Target};
+pub use request::{Action, Ask, Target};
 
 /// The schema shipped with vardr (`policies/vardr.cedarschema`).
 pub const SCHEMA_TEXT: &str = include_str!("../../../policies/vardr.cedarschema");

@@ -72,14 +72,11 @@ pub enum Target {
     },
 }
 
-/// The process an event belongs to.
-pub type Subject = ProcessInfo;
-
 /// One event, as Layer 2 sees it.
 #[derive(Clone, Debug)]
 pub struct Ask<'a> {
     pub action: Action,
-    pub process: &'a Subject,
+    pub process: &'a ProcessInfo,
     pub target: Target,
     pub hook: &'static str,
     pub flags: u32,

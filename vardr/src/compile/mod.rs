@@ -12,7 +12,7 @@ use vardr_common::{Action as KAction, InodeRule, PathRules, RuleRef};
 
 use crate::{
     events::RuleInfo,
-    policy::{Action, Hook, Policy, Severity},
+    policy::{Action, Hook, Policy},
 };
 
 pub use net::{NetEntry, NET_ANY_PROTOCOL};
@@ -163,16 +163,6 @@ fn kernel_action(a: Action) -> KAction {
     }
 }
 
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
-}
-
 /// Rank for conflicts on one key: deny > alert > allow > observe.
 pub(crate) fn rank(r: &RuleRef) -> u8 {
     match r.action {
@@ -203,7 +193,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             RuleInfo {
                 policy_name: policy.name.clone(),
                 rule: rule.name.clone(),
-                severity: severity_name(rule.severity).into(),
+                severity: rule.severity.as_str().into(),
                 observe: rule.action == Action::Observe,
             },
         );

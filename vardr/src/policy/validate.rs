@@ -138,13 +138,10 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
     let severity = match &r.severity {
         None => Severity::default(),
         Some(s) => {
-            match s.value.as_str() {
-                "info" => Severity::Info,
-                "low" => Severity::Low,
-                "medium" => Severity::Medium,
-                "high" => Severity::High,
-                "critical" => Severity::Critical,
-                other => {
+            match Severity::parse(&s.value) {
+                Some(v) => v,
+                None => {
+                    let other = &s.value;
                     d.at(s, format!("unknown severity {other:?}: expected info, low, medium, high or critical"));
                     Severity::default()
                 }
