@@ -106,7 +106,8 @@ struct EventsArgs {
     /// events_lost (repeatable).
     #[arg(long = "type")]
     types: Vec<String>,
-    /// Only policy events with this verdict: deny, audit, alert (repeatable).
+    /// Only events with this verdict, from Layer 1 (deny, audit, alert,
+    /// allow) or Layer 2 (deny, alert, allow) (repeatable).
     #[arg(long)]
     verdict: Vec<String>,
     /// Only processes whose cgroup path contains this (repeatable).
