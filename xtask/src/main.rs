@@ -223,7 +223,9 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
                 "test",
                 "-p",
                 "vardr",
-                "--tests",
+                // Integration tests only: the unit tier already ran the lib and bin tests.
+                "--test",
+                "*",
                 "--",
                 "--show-output",
                 "--test-threads=1",

@@ -29,32 +29,54 @@ pub struct Tally {
     pub skipped: u64,
     pub tier_failures: u64,
     pub times: Vec<(String, f64, bool)>,
+    /// Tests of the running test binary that said they skipped: libtest
+    /// counts them as passed, so its summary line is corrected by these.
+    pending_skips: u64,
 }
 
 impl Tally {
-    /// Counts one line of test output: libtest summaries and our SKIPPED lines.
+    /// Counts one line of test output: libtest summaries and our SKIPPED
+    /// lines. A test that skips prints one `SKIPPED <test>: <reason>` line
+    /// and returns, which libtest reports as passed: the binary's summary
+    /// (which follows its tests' output, with `--show-output`) is counted
+    /// with those tests moved from passed to skipped.
     pub fn line(&mut self, line: &str) {
         let line = strip_ansi(line);
         if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            let mut passed = 0;
             for part in rest.split([';', '.']) {
                 let mut w = part.split_whitespace();
                 if let (Some(n), Some(what)) = (w.next(), w.next()) {
                     if let Ok(n) = n.parse::<u64>() {
                         match what {
-                            "passed" => self.passed += n,
+                            "passed" => passed += n,
                             "failed" => self.failed += n,
                             _ => {}
                         }
                     }
                 }
             }
+            let skips = std::mem::take(&mut self.pending_skips);
+            if skips > passed {
+                // A skip line outside a passing test: count it, never hide it.
+                self.failed += skips - passed;
+                println!("tally: {skips} SKIPPED lines but only {passed} passing tests");
+            }
+            self.passed += passed.saturating_sub(skips);
+            self.skipped += skips.min(passed);
         } else if line.trim_start().starts_with("SKIPPED ") {
-            self.skipped += 1;
+            self.pending_skips += 1;
         }
     }
 
     pub fn finish(&self) -> Result<()> {
         let failed_tiers = self.times.iter().filter(|t| !t.2).count();
+        if self.pending_skips > 0 {
+            println!(
+                "tally: {} SKIPPED lines without a test summary (a test binary died?)",
+                self.pending_skips
+            );
+        }
         println!(
             "\n{} passed, {} failed, {} skipped",
             self.passed, self.failed, self.skipped
@@ -111,8 +133,27 @@ mod tests {
         let mut t = Tally::default();
         t.line("test result: ok. 11 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out");
         t.line("\x1b[32mtest result: ok\x1b[m. 4 passed; 0 failed; 0 ignored");
+        assert_eq!((t.passed, t.failed, t.skipped), (15, 2, 0));
+    }
+
+    #[test]
+    fn a_skipped_test_is_not_also_a_pass() {
+        let mut t = Tally::default();
         t.line("SKIPPED foo: needs root");
         t.line("test foo ... ok");
-        assert_eq!((t.passed, t.failed, t.skipped), (15, 2, 1));
+        t.line("test bar ... ok");
+        t.line("test result: ok. 2 passed; 0 failed; 0 ignored");
+        // The next binary starts from zero pending skips.
+        t.line("test result: ok. 3 passed; 0 failed; 0 ignored");
+        assert_eq!((t.passed, t.failed, t.skipped), (4, 0, 1));
+    }
+
+    #[test]
+    fn more_skips_than_passes_is_a_failure() {
+        let mut t = Tally::default();
+        t.line("SKIPPED a: x");
+        t.line("SKIPPED b: y");
+        t.line("test result: FAILED. 1 passed; 1 failed; 0 ignored");
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 2, 1));
     }
 }
