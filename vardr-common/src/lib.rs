@@ -187,13 +187,42 @@ pub struct InodeRule {
 /// Deepest directory nesting the identity walk follows.
 pub const MAX_DENTRY_DEPTH: u32 = 32;
 
-/// Key of the exempt-pid map.
+/// Key of the exempt-pid map. The value is the process's start time in
+/// clock ticks since boot (`/proc/PID/stat` field 22), so a process that
+/// reuses the pid later is not exempt.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PidKey {
     pub generation: u32,
     pub tgid: u32,
 }
+
+/// A process exempt because of the binary it executed: value of the
+/// exempt-task map (key: tgid). Written at exec from the file the kernel
+/// executes (never from `mm->exe_file`, which a process can change),
+/// copied to children at fork, removed at exit. The identity is checked
+/// against the rules in force at each use, so a reload that drops the
+/// binary from `exempt_binaries` ends the exemption at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExemptTask {
+    /// Start time of the process in clock ticks since boot, as in
+    /// `/proc/PID/stat`: an entry never applies to a reused pid.
+    pub start_ticks: u64,
+    /// Identity of the executed binary.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Nanoseconds per `USER_HZ` clock tick (100 Hz), the unit of start times
+/// in `/proc/PID/stat` that userspace can read for any process.
+pub const NS_PER_TICK: u64 = 10_000_000;
+
+/// Slots of the config array: a reload writes the unused slot, then flips
+/// [`Config`] selection with one 4-byte write of the slot map, so no
+/// program ever copies a config that is half old and half new.
+pub const CONFIG_SLOTS: u32 = 2;
 
 /// Runtime settings read by every program, slot 0 of the `CONFIG` array.
 #[repr(C)]
@@ -218,6 +247,10 @@ pub struct Config {
     /// Level of `scope_cgroup_id` (root = 0).
     pub scope_level: u32,
     pub _pad: u32,
+    /// Start time of the agent process in clock ticks since boot: the
+    /// agent is exempt by pid *and* start time, so a process that reuses
+    /// its pid after it died is not.
+    pub agent_start_ticks: u64,
 }
 
 /// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field
@@ -252,6 +285,9 @@ pub struct KernelOffsets {
     pub mm_arg_end: u64,
     pub mm_exe_file: u64,
     pub socket_type: u64,
+    pub task_group_leader: u64,
+    /// `task_struct.start_boottime` (ns since boot, suspend included).
+    pub task_start_boottime: u64,
 }
 
 /// Common head of every event.
@@ -343,6 +379,7 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::InodeRule {}
     unsafe impl aya::Pod for super::PidKey {}
+    unsafe impl aya::Pod for super::ExemptTask {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

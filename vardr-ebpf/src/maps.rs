@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use vardr_common::{
-    Config, InodeKey, InodeRule, PathRules, PidKey, RuleRef, NET4_KEY_LEN, NET6_KEY_LEN,
-    PATH_KEY_LEN,
+    Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
+    NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
 };
 
 /// Default capacities; userspace sets the real ones before loading.
@@ -20,8 +20,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 #[map]
 pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Two config slots; `CONFIG_SLOT` says which one is in force.
 #[map]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::with_max_entries(CONFIG_SLOTS, 0);
+
+#[map]
+pub static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
 #[map]
@@ -32,8 +36,15 @@ pub static PATH_RULES: LpmTrie<[u8; PATH_KEY_LEN], PathRules> = LpmTrie::with_ma
 pub static INODE_RULES: HashMap<InodeKey, InodeRule> =
     HashMap::with_max_entries(RULES, BPF_F_NO_PREALLOC);
 
+/// Exempt pids of the policy; value: the process's start time in ticks.
 #[map]
-pub static EXEMPT_PIDS: HashMap<PidKey, u32> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+pub static EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// Processes exempt by the binary they executed (key: tgid), kept by the
+/// exec, fork and exit programs. When full, a new process is not exempt.
+#[map]
+pub static EXEMPT_TASKS: HashMap<u32, ExemptTask> =
+    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// CIDR rules: key = generation, protocol, port (BE), address.
 #[map]

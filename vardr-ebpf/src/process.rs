@@ -2,17 +2,51 @@
 //! arguments), fork (new processes, not threads) and exit.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_task, bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel_str_bytes,
+        generated::bpf_probe_read_user,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use vardr_common::{EventKind, ExecEvent, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED};
+use vardr_common::{
+    EventKind, ExecEvent, ExemptTask, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED,
+};
 
 use crate::{
-    maps::EVENTS,
-    shared::{count_lost, fill_header, offsets, read},
+    maps::{EVENTS, EXEMPT_TASKS, INODE_RULES},
+    shared::{config, count_lost, file_identity, fill_header, offsets, process_start_ticks, read},
 };
+
+/// A process is exempt by the binary the kernel executes for it now: the
+/// file of the exec, not `mm->exe_file` (which the process can change).
+/// An exec of anything else ends an inherited exemption.
+#[inline(always)]
+fn track_exemption(bprm: *const u8, task: *const u8) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(cfg) = config() {
+        if cfg.has_exempt_binaries != 0 {
+            let file = read::<*const u8>(bprm, offsets().binprm_file);
+            if let Some(key) = file.and_then(|f| file_identity(f, cfg.generation)) {
+                if let Some(rule) = INODE_RULES.get_ptr(key) {
+                    // SAFETY: pointer into a map value returned by lookup.
+                    if unsafe { (*rule).exempt } != 0 {
+                        let t = ExemptTask {
+                            start_ticks: process_start_ticks(task),
+                            dev: key.dev,
+                            _pad: 0,
+                            ino: key.ino,
+                        };
+                        // When the map is full the process is simply not
+                        // exempt: enforcement errs on the safe side.
+                        let _ = EXEMPT_TASKS.insert(tgid, t, 0);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let _ = EXEMPT_TASKS.remove(tgid);
+}
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
@@ -64,6 +98,7 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
         }
     }
     entry.submit(0);
+    track_exemption(bprm, task);
     0
 }
 
@@ -76,6 +111,18 @@ pub fn vardr_fork(ctx: BtfTracePointContext) -> i32 {
     let tgid: u32 = read(child, off.task_tgid).unwrap_or(0);
     if pid == 0 || pid != tgid {
         return 0; // a thread, not a process
+    }
+    // A child inherits its parent's exemption (same binary, until it execs).
+    let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(p) = EXEMPT_TASKS.get_ptr(ptgid) {
+        // SAFETY: pointer into a map value returned by lookup; the current
+        // task is the parent.
+        let mut t = unsafe { *p };
+        let parent = unsafe { bpf_get_current_task() } as *const u8;
+        if t.start_ticks == process_start_ticks(parent) {
+            t.start_ticks = process_start_ticks(child);
+            let _ = EXEMPT_TASKS.insert(tgid, t, 0);
+        }
     }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count_lost();
@@ -106,6 +153,7 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
     if read::<i32>(signal, off.signal_live).unwrap_or(1) != 0 {
         return 0;
     }
+    let _ = EXEMPT_TASKS.remove((bpf_get_current_pid_tgid() >> 32) as u32);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost();
         return 0;

@@ -10,11 +10,13 @@ use aya_ebpf::{
 };
 use vardr_common::{
     Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PathRules,
-    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, EVENT_PATH_LEN, MAX_DENTRY_DEPTH,
-    PATH_KEY_LEN,
+    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, CONFIG_SLOTS, EVENT_PATH_LEN,
+    MAX_DENTRY_DEPTH, NS_PER_TICK, PATH_KEY_LEN,
 };
 
-use crate::maps::{CONFIG, EVENTS, EXEMPT_PIDS, INODE_RULES, LOST_EVENTS};
+use crate::maps::{
+    CONFIG, CONFIG_SLOT, EVENTS, EXEMPT_PIDS, EXEMPT_TASKS, INODE_RULES, LOST_EVENTS,
+};
 
 const PF_KTHREAD: u32 = 0x0020_0000;
 
@@ -45,6 +47,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     mm_arg_end: 0,
     mm_exe_file: 0,
     socket_type: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
 });
 
 #[inline(always)]
@@ -52,11 +56,47 @@ pub fn offsets() -> KernelOffsets {
     OFFSETS.load()
 }
 
-/// A copy of the config, so one program run sees one consistent version
-/// even if a reload rewrites the map meanwhile.
+/// A copy of the config in force, so one program run sees one consistent
+/// version. A reload writes the other slot and then flips `CONFIG_SLOT`
+/// (one aligned 4-byte store), so the slot copied here is never being
+/// written: the agent waits a grace period before reusing a slot.
 #[inline(always)]
 pub fn config() -> Option<Config> {
-    CONFIG.get(0).copied()
+    let slot = CONFIG_SLOT.get(0).copied().unwrap_or(0) & (CONFIG_SLOTS - 1);
+    CONFIG.get(slot).copied()
+}
+
+/// Start time of a task's process (its thread group leader) in clock
+/// ticks since boot, the unit userspace reads from `/proc/PID/stat`.
+#[inline(always)]
+pub fn process_start_ticks(task: *const u8) -> u64 {
+    let off = offsets();
+    let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
+    read::<u64>(leader, off.task_start_boottime).unwrap_or(0) / NS_PER_TICK
+}
+
+/// Whether the process recorded in the exempt-task map for `tgid` (and
+/// started at `start`) runs a binary that is exempt under the rules in force.
+#[inline(always)]
+fn exempt_by_binary(tgid: u32, start: u64, generation: u32) -> bool {
+    let Some(t) = EXEMPT_TASKS.get_ptr(tgid) else {
+        return false;
+    };
+    // SAFETY: pointer into a map value returned by lookup.
+    let t = unsafe { *t };
+    if t.start_ticks != start {
+        return false;
+    }
+    let key = InodeKey {
+        generation,
+        dev: t.dev,
+        ino: t.ino,
+    };
+    match INODE_RULES.get_ptr(key) {
+        // SAFETY: pointer into a map value returned by lookup.
+        Some(rule) => unsafe { (*rule).exempt != 0 },
+        None => false,
+    }
 }
 
 /// Reads a kernel value at `base + off`, or `None` if the read faults.
@@ -137,13 +177,16 @@ pub fn hook_bit(hook: Hook) -> u32 {
 }
 
 /// Whether rules apply to the current task: not exempt and inside the scope.
+/// Process exemptions (the agent, exempt pids, exempt binaries) hold only
+/// for the process that had them: each is checked against the start time
+/// of the current process, so a reused pid inherits nothing.
 #[inline(always)]
 pub fn governed(cfg: &Config, hooks: u32) -> bool {
     if cfg.active_mask & hooks == 0 {
         return false;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == 1 || tgid == cfg.agent_tgid {
+    if tgid == 1 {
         return false;
     }
     // SAFETY: helpers without pointer arguments.
@@ -165,28 +208,27 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
     if flags & PF_KTHREAD != 0 {
         return false;
     }
+    if tgid != cfg.agent_tgid && cfg.has_exempt_pids == 0 && cfg.has_exempt_binaries == 0 {
+        return true;
+    }
+    let start = process_start_ticks(task);
+    if tgid == cfg.agent_tgid && start == cfg.agent_start_ticks {
+        return false;
+    }
     if cfg.has_exempt_pids != 0 {
         let key = PidKey {
             generation: cfg.generation,
             tgid,
         };
-        if EXEMPT_PIDS.get_ptr(key).is_some() {
-            return false;
-        }
-    }
-    if cfg.has_exempt_binaries != 0 {
-        if let Some(mm) = read::<*const u8>(task, off.task_mm) {
-            if let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) {
-                if let Some(key) = file_identity(exe, cfg.generation) {
-                    if let Some(rule) = INODE_RULES.get_ptr(key) {
-                        // SAFETY: pointer into a map value returned by lookup.
-                        if unsafe { (*rule).exempt } != 0 {
-                            return false;
-                        }
-                    }
-                }
+        if let Some(s) = EXEMPT_PIDS.get_ptr(key) {
+            // SAFETY: pointer into a map value returned by lookup.
+            if unsafe { *s } == start {
+                return false;
             }
         }
+    }
+    if cfg.has_exempt_binaries != 0 && exempt_by_binary(tgid, start, cfg.generation) {
+        return false;
     }
     true
 }

@@ -37,6 +37,8 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST_EVENTS: &str = "LOST_EVENTS";
     pub const CONFIG: &str = "CONFIG";
+    pub const CONFIG_SLOT: &str = "CONFIG_SLOT";
+    pub const EXEMPT_TASKS: &str = "EXEMPT_TASKS";
     pub const PATH_RULES: &str = "PATH_RULES";
     pub const INODE_RULES: &str = "INODE_RULES";
     pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";

@@ -51,6 +51,13 @@ fn fallback_reload() {
 }
 
 #[test]
+fn fallback_reload_under_load() {
+    if require_backend("fallback_reload_under_load", Fallback) {
+        scenarios::reload_under_load(Fallback);
+    }
+}
+
+#[test]
 fn audit_backend_never_blocks() {
     if require_backend("audit_backend_never_blocks", Fallback) {
         scenarios::audit_backend();

@@ -56,6 +56,7 @@ lsm_test!(lsm_exec_rules, exec_rules);
 lsm_test!(lsm_audit_mode, audit_mode);
 lsm_test!(lsm_exemptions, exemptions);
 lsm_test!(lsm_reload, reload);
+lsm_test!(lsm_reload_under_load, reload_under_load);
 lsm_test!(lsm_bypass_attempts, bypass_attempts);
 
 #[test]

@@ -4,8 +4,8 @@ use aya::{
     Ebpf, Pod,
 };
 use vardr_common::{
-    Config, InodeKey, InodeRule, PathRules, PidKey, RuleRef, NET4_KEY_LEN, NET6_KEY_LEN,
-    NET_KEY_HEAD_BITS, PATH_KEY_LEN,
+    Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
+    NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
 };
 
 use super::BackendError;
@@ -47,11 +47,70 @@ fn merr(name: &'static str) -> impl Fn(aya::maps::MapError) -> BackendError {
     move |source| BackendError::Map { name, source }
 }
 
-pub fn write_config(ebpf: &mut Ebpf, cfg: &Config) -> Result<(), BackendError> {
+/// Writes `cfg` into config slot `slot` (not the one in force).
+pub fn write_config(ebpf: &mut Ebpf, slot: u32, cfg: &Config) -> Result<(), BackendError> {
     let name = names::CONFIG;
     let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
     let mut arr: Array<_, Config> = Array::try_from(map).map_err(merr(name))?;
-    arr.set(0, *cfg, 0).map_err(merr(name))
+    arr.set(slot % CONFIG_SLOTS, *cfg, 0).map_err(merr(name))
+}
+
+/// Puts config slot `slot` in force: one 4-byte map write.
+pub fn select_config(ebpf: &mut Ebpf, slot: u32) -> Result<(), BackendError> {
+    let name = names::CONFIG_SLOT;
+    let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
+    let mut arr: Array<_, u32> = Array::try_from(map).map_err(merr(name))?;
+    arr.set(0, slot % CONFIG_SLOTS, 0).map_err(merr(name))
+}
+
+/// Records running processes that execute an exempt binary (by what
+/// `/proc/PID/exe` names: they were exec'd before the kernel side could
+/// see it, at agent start or before a reload that made the binary
+/// exempt). Processes exec'd from now on are recorded by the kernel at
+/// exec. Returns how many were recorded.
+pub fn seed_exempt_tasks(ebpf: &mut Ebpf, set: &RuleSet) -> Result<usize, BackendError> {
+    if !set.has_exempt_binaries {
+        return Ok(0);
+    }
+    let exempt: std::collections::HashSet<(u32, u64)> = set
+        .inodes
+        .iter()
+        .filter(|(_, r)| r.exempt != 0)
+        .map(|(id, _)| (id.dev, id.ino))
+        .collect();
+    let name = names::EXEMPT_TASKS;
+    let mut m = hash::<u32, ExemptTask>(ebpf, name)?;
+    let mut n = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Ok(0);
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(start) = crate::process::start_ticks(pid) else {
+            continue;
+        };
+        let Ok(ids) = crate::compile::Identity::of(&format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let Some(id) = ids.iter().find(|i| exempt.contains(&(i.dev, i.ino))) else {
+            continue;
+        };
+        // The pid must still be the process whose binary was read.
+        if crate::process::start_ticks(pid) != Some(start) {
+            continue;
+        }
+        let t = ExemptTask {
+            start_ticks: start,
+            dev: id.dev,
+            _pad: 0,
+            ino: id.ino,
+        };
+        m.insert(pid, t, 0).map_err(merr(name))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn lpm<'a, const N: usize, V: Pod>(
@@ -120,10 +179,15 @@ pub fn write_rules(
     }
     {
         let name = names::EXEMPT_PIDS;
-        let mut m = hash::<PidKey, u32>(ebpf, name)?;
+        let mut m = hash::<PidKey, u64>(ebpf, name)?;
         for &tgid in &set.exempt_pids {
+            // Exempt is the process that has the pid now; none: nothing to exempt.
+            let Some(start) = crate::process::start_ticks(tgid) else {
+                tracing::warn!("exempt pid {tgid}: no such process; not exempted");
+                continue;
+            };
             let key = PidKey { generation, tgid };
-            m.insert(key, 1, 0).map_err(merr(name))?;
+            m.insert(key, start, 0).map_err(merr(name))?;
             w.pids.push(key);
         }
     }
@@ -168,7 +232,7 @@ pub fn delete(ebpf: &mut Ebpf, w: &Written) {
             log(m.remove(k), names::INODE_RULES);
         }
     }
-    if let Ok(mut m) = hash::<PidKey, u32>(ebpf, names::EXEMPT_PIDS) {
+    if let Ok(mut m) = hash::<PidKey, u64>(ebpf, names::EXEMPT_PIDS) {
         for k in &w.pids {
             log(m.remove(k), names::EXEMPT_PIDS);
         }

@@ -67,6 +67,8 @@ pub struct Enforcer {
     ebpf: Ebpf,
     plan: Plan,
     config: Config,
+    /// Config slot in force (see `vardr_common::CONFIG_SLOTS`).
+    config_slot: u32,
     written: maps::Written,
     // Keep mounts and the cgroup fd alive as long as the programs.
     _tracefs: Option<mounts::MountGuard>,
@@ -113,6 +115,7 @@ impl Enforcer {
             None => (0, 0),
         };
         let me = std::process::id();
+        let agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
         let config = Config {
             generation: 0,
             enforce_mask: 0,
@@ -124,13 +127,16 @@ impl Enforcer {
             scope_cgroup_id: scope_id,
             scope_level,
             _pad: 0,
+            agent_start_ticks,
         };
-        maps::write_config(&mut ebpf, &config)?;
+        maps::write_config(&mut ebpf, 0, &config)?;
+        maps::select_config(&mut ebpf, 0)?;
 
         let mut this = Self {
             ebpf,
             plan,
             config,
+            config_slot: 0,
             written: maps::Written::default(),
             _tracefs: None,
             _cgroup_fd: None,
@@ -254,11 +260,23 @@ impl Enforcer {
         cfg.active_mask = set.active_mask;
         cfg.has_exempt_pids = u32::from(!set.exempt_pids.is_empty());
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
-        if let Err(e) = maps::write_config(&mut self.ebpf, &cfg) {
+        // The unused slot: no program reads it (the last switch was a
+        // grace period ago), so it can be written at leisure; the switch
+        // itself is one 4-byte write.
+        let slot = 1 - self.config_slot;
+        if let Err(e) = maps::write_config(&mut self.ebpf, slot, &cfg)
+            .and_then(|()| maps::select_config(&mut self.ebpf, slot))
+        {
             maps::delete(&mut self.ebpf, &written);
             return Err(e);
         }
         self.config = cfg;
+        self.config_slot = slot;
+        match maps::seed_exempt_tasks(&mut self.ebpf, set) {
+            Ok(n) if n > 0 => tracing::debug!("{n} running processes exempt by their binary"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("recording processes of exempt binaries: {e}"),
+        }
         let old = std::mem::replace(&mut self.written, written);
         let stats = self.written.stats();
         // A program that read the old generation just before the switch may

@@ -59,6 +59,8 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         mm_arg_end: m("mm_struct", "arg_end")?,
         mm_exe_file: m("mm_struct", "exe_file")?,
         socket_type: m("socket", "type")?,
+        task_group_leader: m("task_struct", "group_leader")?,
+        task_start_boottime: m("task_struct", "start_boottime")?,
     })
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use base64::Engine as _;
 
-pub use procfs::{cgroup_of, container_id};
+pub use procfs::{cgroup_of, container_id, start_ticks};
 
 /// A process for unit tests.
 #[cfg(test)]

@@ -60,6 +60,15 @@ fn status_ids(status: &str, key: &str) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Start time of a process in clock ticks since boot (`/proc/PID/stat`
+/// field 22): with the pid, it names one process, never a later one that
+/// reuses the pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = read(pid, "stat")?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Every process in /proc (kernel threads included; they have no binary).
 pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -83,6 +92,7 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
         // rest starts at field 3 (state): ppid is field 4, starttime field 22.
         let ppid = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         let start_ticks: u64 = f.get(19).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // starttime is field 22 (see start_ticks).
         let boot_ns = start_ticks.saturating_mul(1_000_000_000) / ticks;
         let status = read(pid, "status").unwrap_or_default();
         let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -150,5 +160,7 @@ mod tests {
         assert_eq!(p.ppid, std::os::unix::process::parent_id());
         assert!(!p.binary.is_empty());
         assert!(p.start_time <= SystemTime::now());
+        assert!(start_ticks(std::process::id()).is_some_and(|t| t > 0));
+        assert_eq!(start_ticks(u32::MAX), None);
     }
 }

@@ -400,8 +400,9 @@ pub fn exemptions(b: Backend) {
     let d = t.path().display();
     let head = which("head");
     let p = policy(&format!(
-        "  exempt_binaries: [{}]\n  rules:\n    - name: deny-secret\n      hook: file_open\n      action: deny\n      match: {{ paths: [{d}/secret] }}\n",
-        head.display()
+        "  exempt_binaries: [{}, {}]\n  rules:\n    - name: deny-secret\n      hook: file_open\n      action: deny\n      match: {{ paths: [{d}/secret] }}\n",
+        head.display(),
+        which("python3").display()
     ));
     let cg = test_cgroup("exempt");
     let mut agent = start(b, &cg.path, &p, true);
@@ -414,7 +415,154 @@ pub fn exemptions(b: Backend) {
         &sh_in(&cg.path, &format!("exec cat {d}/secret")),
         "not exempt",
     );
+    // A child of an exempt process keeps the exemption (fork without exec)
+    // and loses it when it executes a binary that is not exempt.
+    let py = which("python3");
+    let fork_read = format!(
+        "exec {} -c 'import os,sys; pid = os.fork(); (sys.stdout.write(open(\"{d}/secret\").read()), sys.stdout.flush(), os._exit(0)) if pid == 0 else os._exit(os.waitpid(pid, 0)[1] >> 8)'",
+        py.display()
+    );
+    let o = sh_in(&cg.path, &fork_read);
+    assert_ok(&o, "child of an exempt process");
+    assert_eq!(o.stdout, b"s\n");
+    assert_open_blocked(
+        b,
+        &sh_in(
+            &cg.path,
+            &format!(
+                "exec {} -c 'import os; os.execv(\"/bin/cat\", [\"cat\", \"{d}/secret\"])'",
+                py.display()
+            ),
+        ),
+        "exempt process that executed cat",
+    );
+    // Impersonation: a process that makes its exe link point at the exempt
+    // binary (prctl PR_SET_MM_EXE_FILE) is still the program it executed.
+    let forger = t.join("forger");
+    if compile_c(FORGER_C, &forger) {
+        let ld = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("the dynamic loader");
+        let o = sh_in(
+            &cg.path,
+            &format!(
+                "exec {ld} {} {} {d}/secret",
+                forger.display(),
+                head.display()
+            ),
+        );
+        assert_ne!(
+            o.status.code(),
+            Some(3),
+            "the forger could not change its exe link: {}",
+            stderr(&o)
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains('s'),
+            "the forged exemption read the secret: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+        assert_open_blocked(b, &o, "exe link forged to the exempt binary");
+    } else {
+        eprintln!("CHECK NOT RUN (the test goes on): exe link forgery: no C compiler (cc)");
+    }
     assert!(agent.stop().success());
+}
+
+/// Changes its own exe link (`/proc/self/exe`, `mm->exe_file`) to argv[1]
+/// and then reads argv[2]. Run through the dynamic loader, so that its exe
+/// is the loader, whose mappings it replaces by anonymous copies first (the
+/// kernel refuses the change while the old exe is mapped). Exit 3: the
+/// change failed; 1: the open failed with EPERM.
+const FORGER_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include <linux/prctl.h>
+int main(int argc, char **argv) {
+    unsigned long lo[64], hi[64];
+    char perm[64][5];
+    int n = 0;
+    char line[512];
+    FILE *m = fopen("/proc/self/maps", "r");
+    while (m && n < 64 && fgets(line, sizeof line, m))
+        if (strstr(line, "/ld-linux") && sscanf(line, "%lx-%lx %4s", &lo[n], &hi[n], perm[n]) == 3) n++;
+    if (m) fclose(m);
+    int exe = open(argv[1], O_RDONLY);
+    /* Replace every mapping of the loader (the exe) by an anonymous copy:
+       same content, no file behind it. */
+    for (int i = 0; i < n; i++) {
+        size_t len = hi[i] - lo[i];
+        int prot = (perm[i][0] == 'r' ? PROT_READ : 0) | (perm[i][1] == 'w' ? PROT_WRITE : 0) |
+                   (perm[i][2] == 'x' ? PROT_EXEC : 0);
+        void *tmp = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (tmp == MAP_FAILED) _exit(4);
+        memcpy(tmp, (void *)lo[i], len);
+        if (mmap((void *)lo[i], len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) _exit(4);
+        memcpy((void *)lo[i], tmp, len);
+        mprotect((void *)lo[i], len, prot);
+        munmap(tmp, len);
+    }
+    /* PR_SET_MM_MAP needs only CAP_CHECKPOINT_RESTORE for exe_fd (not
+       CAP_SYS_RESOURCE like PR_SET_MM_EXE_FILE): keep every other field. */
+    unsigned long f[64] = {0};
+    (void)argc;
+    char stat[2048];
+    FILE *st = fopen("/proc/self/stat", "r");
+    char *p = st && fgets(stat, sizeof stat, st) ? strrchr(stat, ')') : 0;
+    if (st) fclose(st);
+    for (int i = 0; p && i < 49; i++) {
+        p = strchr(p + 1, ' ');
+        if (p && i >= 1) f[i] = strtoul(p + 1, 0, 10);
+    }
+    /* f[k] is field k + 3 of /proc/PID/stat (f[1] = field 4, ppid). */
+    struct prctl_mm_map map = {
+        .start_code = f[23], .end_code = f[24], .start_stack = f[25],
+        .start_data = f[42], .end_data = f[43], .start_brk = f[44],
+        .brk = (unsigned long)sbrk(0), .arg_start = f[45], .arg_end = f[46],
+        .env_start = f[47], .env_end = f[48], .auxv = 0, .auxv_size = 0, .exe_fd = exe,
+    };
+    if (exe < 0 || prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map, 0) != 0) {
+        dprintf(2, "prctl: %s\n", strerror(errno));
+        _exit(3);
+    }
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) {
+        dprintf(2, "open: %s\n", strerror(errno));
+        _exit(errno == EPERM ? 1 : 2);
+    }
+    char buf[64];
+    ssize_t r = read(fd, buf, sizeof buf);
+    if (r > 0) write(1, buf, r);
+    _exit(0);
+}
+"#;
+
+/// Compiles a C program with the system compiler (`-z now`: nothing is
+/// resolved lazily through the loader later). False when there is no cc.
+pub fn compile_c(src: &str, out: &Path) -> bool {
+    let c = out.with_extension("c");
+    std::fs::write(&c, src).unwrap();
+    match std::process::Command::new("cc")
+        .arg("-O1")
+        .arg("-Wl,-z,now")
+        .arg("-o")
+        .arg(out)
+        .arg(&c)
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("cc failed: {}", stderr(&o)),
+        Err(_) => false,
+    }
 }
 
 pub fn reload(b: Backend) {
@@ -678,5 +826,71 @@ pub fn shipped_policies(b: Backend) {
         "allow-exceptions: reads stay allowed",
     );
     agent.policy_event("etc-read-only", |e| is(e, "file_write", "etc-read-only"));
+    assert!(agent.stop().success());
+}
+
+/// Reload under load: loops keep opening a denied and an allowed file
+/// while 50 reloads alternate two policies that deny the same file by
+/// different rules and differ in their config (active hooks, exemptions).
+/// Every program run must see one whole rule set and one whole config: no
+/// denied open may succeed and no allowed open may fail.
+pub fn reload_under_load(b: Backend) {
+    let t = TempDir::new("reload-load");
+    std::fs::create_dir_all(t.join("dir")).unwrap();
+    std::fs::write(t.join("dir/denied"), "d\n").unwrap();
+    std::fs::write(t.join("allowed"), "a\n").unwrap();
+    let d = t.path().display();
+    let one = policy(&format!(
+        "  rules:\n    - name: exact\n      hook: file_open\n      action: deny\n      match: {{ paths: [{d}/dir/denied] }}\n"
+    ));
+    let two = policy(&format!(
+        "  exempt_binaries: [{}]\n  rules:\n    - name: by-dir\n      hook: file_open\n      action: deny\n      match: {{ prefixes: [{d}/dir] }}\n    - name: no-nc\n      hook: exec\n      action: deny\n      match: {{ binaries: [{d}/nc] }}\n",
+        which("head").display()
+    ));
+    let (p1, p2) = (t.join("one.yaml"), t.join("two.yaml"));
+    std::fs::write(&p1, &one).unwrap();
+    std::fs::write(&p2, &two).unwrap();
+    let cg = test_cgroup("reload-load");
+    let mut agent = start(b, &cg.path, &one, true);
+    let rd = agent.runtime_dir();
+    let stop = t.join("stop");
+    // Counts: iterations, denied opens that succeeded, allowed opens that failed.
+    let loops = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {cg}/cgroup.procs; i=0; leak=0; fail=0; \
+             while [ ! -e {stop} ]; do \
+               if cat {d}/dir/denied >/dev/null 2>&1; then leak=$((leak+1)); fi; \
+               cat {d}/allowed >/dev/null 2>&1 || fail=$((fail+1)); \
+               i=$((i+1)); \
+             done; echo $i $leak $fail",
+            cg = cg.path.display(),
+            stop = stop.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for n in 0..50 {
+        let p = if n % 2 == 0 { &p2 } else { &p1 };
+        let o = agent.vardr(&[
+            "policy",
+            "apply",
+            p.to_str().unwrap(),
+            "--runtime-dir",
+            rd.to_str().unwrap(),
+        ]);
+        assert_ok(&o, &format!("reload {n}"));
+    }
+    std::fs::write(&stop, "").unwrap();
+    let o = loops.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v: Vec<u64> = out
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 3, "loop output: {out:?}");
+    assert!(v[0] >= 10, "too few iterations to mean anything: {out}");
+    assert_eq!(v[1], 0, "denied opens that succeeded (of {})", v[0]);
+    assert_eq!(v[2], 0, "allowed opens that failed (of {})", v[0]);
     assert!(agent.stop().success());
 }
