@@ -360,7 +360,10 @@ impl Agent {
             })
             .inc();
         let response = out.kill.then(|| {
-            let r = self.responder.kill(ask.process, ask.layer1, boot_ns);
+            let enforcer = &self.enforcer;
+            let r = self.responder.kill(ask.process, ask.layer1, boot_ns, &|pid| {
+                enforcer.exempt_by_binary(pid)
+            });
             if r == "killed" {
                 self.metrics.layer2_kills.inc();
                 tracing::warn!(pid = ask.process.pid, binary = %ask.process.binary, policies = ?out.policies, "Layer 2 deny: process killed");
@@ -437,7 +440,6 @@ impl Agent {
                 // are in force, now the engine that reads their reports.
                 self.layer2 = cedar::Engine::new(&b.cedar);
                 self.responder.exempt_pids = b.policy.exempt_pids.iter().copied().collect();
-                self.responder.exempt_binaries = Responder::exempt_set(&b.policy.exempt_binaries);
                 self.opts.policy = path.clone();
                 self.status.policy_path = path;
                 self.status.policy_name = b.policy.name;
@@ -626,7 +628,6 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         enforce: opts.enforce,
         agent_pid: std::process::id(),
         exempt_pids: pol.exempt_pids.iter().copied().collect(),
-        exempt_binaries: Responder::exempt_set(&pol.exempt_binaries),
         scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
         agent_cgroup: Responder::own_service_cgroup(),
     };

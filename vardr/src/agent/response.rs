@@ -15,8 +15,6 @@ pub struct Responder {
     pub enforce: bool,
     pub agent_pid: u32,
     pub exempt_pids: HashSet<u32>,
-    /// Exempt binaries as written and as their canonical paths.
-    pub exempt_binaries: HashSet<String>,
     /// `--scope-cgroup`, relative to the cgroup root ("/vardr-test").
     pub scope: Option<String>,
     /// The agent's cgroup when it is the dedicated `vardr.service` unit
@@ -57,22 +55,18 @@ impl Responder {
         process::cgroup_of(std::process::id()).filter(|c| c.ends_with("/vardr.service"))
     }
 
-    /// Exempt binaries: the paths as written plus their canonical forms,
-    /// so a process running one through a symlink is recognised.
-    pub fn exempt_set(binaries: &[String]) -> HashSet<String> {
-        let mut out: HashSet<String> = binaries.iter().cloned().collect();
-        out.extend(
-            binaries
-                .iter()
-                .filter_map(|b| std::fs::canonicalize(b).ok())
-                .map(|p| p.to_string_lossy().into_owned()),
-        );
-        out
-    }
-
     /// Kills `p` for a Layer 2 deny about an event at `event_boot_ns`;
-    /// returns what happened, for the event.
-    pub fn kill(&self, p: &ProcessInfo, layer1: &str, event_boot_ns: u64) -> String {
+    /// returns what happened, for the event. `exempt_by_binary` says
+    /// whether the kernel holds the process exempt by the binary it
+    /// executed (never decided from `/proc/PID/exe`, which a process can
+    /// point elsewhere).
+    pub fn kill(
+        &self,
+        p: &ProcessInfo,
+        layer1: &str,
+        event_boot_ns: u64,
+        exempt_by_binary: &dyn Fn(u32) -> bool,
+    ) -> String {
         if layer1 == "deny" {
             return "none: Layer 1 already blocked it".into();
         }
@@ -102,12 +96,9 @@ impl Responder {
             Some(_) => return "none: process gone (pid reused)".into(),
             None => return "none: process gone".into(),
         }
-        // Exempt binaries by what the kernel says the process runs (the
-        // name an exec was given is the caller's to choose).
-        let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid))
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if exe.is_empty() || self.exempt_binaries.contains(&exe) {
+        // Exempt binaries as the kernel recorded them at exec (the name an
+        // exec was given, and the exe link, are the process's to choose).
+        if exempt_by_binary(p.pid) {
             return "none: exempt process".into();
         }
         let cg = process::cgroup_of(p.pid);
@@ -156,16 +147,21 @@ mod tests {
     fn no_kill_without_enforce_for_exempt_or_already_blocked() {
         let p = crate::process::sample(std::process::id(), "/bin/x", "/", None);
         let mut r = Responder::default();
-        assert!(r.kill(&p, "audit", u64::MAX).starts_with("audit:"));
+        let no = |_| false;
+        assert!(r.kill(&p, "audit", u64::MAX, &no).starts_with("audit:"));
         r.enforce = true;
-        assert!(r.kill(&p, "deny", u64::MAX).starts_with("none: Layer 1"));
+        assert!(r
+            .kill(&p, "deny", u64::MAX, &no)
+            .starts_with("none: Layer 1"));
         r.agent_pid = p.pid;
-        assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
+        assert_eq!(r.kill(&p, "allow", u64::MAX, &no), "none: exempt process");
         r.agent_pid = 0;
-        // What this test process runs is exempt: decided from /proc/PID/exe.
-        let me = std::fs::read_link("/proc/self/exe").unwrap();
-        r.exempt_binaries = Responder::exempt_set(&[me.to_string_lossy().into_owned()]);
-        assert_eq!(r.kill(&p, "allow", u64::MAX), "none: exempt process");
+        // The kernel says this process executed an exempt binary.
+        let me = p.pid;
+        assert_eq!(
+            r.kill(&p, "allow", u64::MAX, &|pid| pid == me),
+            "none: exempt process"
+        );
     }
 
     #[test]
@@ -177,7 +173,10 @@ mod tests {
             enforce: true,
             ..Default::default()
         };
-        assert_eq!(r.kill(&p, "allow", 0), "none: process gone (pid reused)");
+        assert_eq!(
+            r.kill(&p, "allow", 0, &|_| false),
+            "none: process gone (pid reused)"
+        );
         assert!(start_boot_ns(std::process::id()).is_some_and(|s| s > 0));
     }
 }

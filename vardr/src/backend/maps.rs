@@ -113,6 +113,27 @@ pub fn seed_exempt_tasks(ebpf: &mut Ebpf, set: &RuleSet) -> Result<usize, Backen
     Ok(n)
 }
 
+/// See [`super::Enforcer::exempt_by_binary`]; a map that cannot be read
+/// exempts nobody.
+pub fn exempt_by_binary(ebpf: &Ebpf, pid: u32, start: u64, generation: u32) -> bool {
+    let task = ebpf
+        .map(names::EXEMPT_TASKS)
+        .and_then(|m| HashMap::<_, u32, ExemptTask>::try_from(m).ok())
+        .and_then(|m| m.get(&pid, 0).ok());
+    let Some(t) = task.filter(|t| t.start_ticks == start) else {
+        return false;
+    };
+    let key = InodeKey {
+        generation,
+        dev: t.dev,
+        ino: t.ino,
+    };
+    ebpf.map(names::INODE_RULES)
+        .and_then(|m| HashMap::<_, InodeKey, InodeRule>::try_from(m).ok())
+        .and_then(|m| m.get(&key, 0).ok())
+        .is_some_and(|r| r.exempt != 0)
+}
+
 fn lpm<'a, const N: usize, V: Pod>(
     ebpf: &'a mut Ebpf,
     name: &'static str,

@@ -297,6 +297,19 @@ impl Enforcer {
         self.config.enforce_mask & (1 << h as u32) != 0
     }
 
+    /// Whether the kernel holds process `pid` exempt by the binary it
+    /// executed (recorded at exec, checked against its start time and the
+    /// exempt binaries in force), as the BPF programs decide it.
+    pub fn exempt_by_binary(&self, pid: u32) -> bool {
+        if self.config.has_exempt_binaries == 0 {
+            return false;
+        }
+        let Some(start) = crate::process::start_ticks(pid) else {
+            return false;
+        };
+        maps::exempt_by_binary(&self.ebpf, pid, start, self.config.generation)
+    }
+
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BackendError> {
         let name = bpf::maps::EVENTS;
