@@ -1,9 +1,17 @@
 //! Outbound connections: `lsm/socket_connect` (ECONNREFUSED) and, as the
 //! fallback, cgroup `connect4/6` and `sendmsg4/6` programs (EPERM).
+//!
+//! With the LSM backend the cgroup programs run too: `sendmsg4/6` for
+//! unconnected UDP sends, which `socket_connect` never sees, and
+//! `connect4/6` for TCP Fast Open (`sendto(MSG_FASTOPEN)` connects without
+//! `socket_connect`). A connect that `socket_connect` already decided is
+//! recognised by its thread and destination and not decided twice.
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, lsm},
-    maps::lpm_trie::Key,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{cgroup_sock_addr, lsm, map},
+    maps::{lpm_trie::Key, LruHashMap},
     programs::{LsmContext, SockAddrContext},
+    Global,
 };
 use vardr_common::{
     Action, BackendKind, Hook, RuleRef, NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS,
@@ -15,6 +23,25 @@ use crate::{
 };
 
 const ECONNREFUSED: i32 = 111;
+
+/// Backend the cgroup programs report as: `Fallback`, or `Lsm` when they
+/// complete the LSM backend (set by the loader).
+#[unsafe(no_mangle)]
+pub static SOCK_ADDR_BACKEND: Global<u32> = Global::new(BackendKind::Fallback as u32);
+
+/// A connect `socket_connect` allowed, by thread: the `connect4/6`
+/// program that follows it in the same call has nothing left to decide.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Decided {
+    generation: u32,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+#[map]
+static LSM_DECIDED: LruHashMap<u32, Decided> = LruHashMap::with_max_entries(4096, 0);
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u8 = 6;
@@ -147,15 +174,25 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
         addr = read(sa, 8).unwrap_or([0; 16]);
     }
     if decide(family, proto, port, addr, BackendKind::Lsm) {
-        -ECONNREFUSED
-    } else {
-        0
+        return -ECONNREFUSED;
     }
+    if let Some(cfg) = config() {
+        if cfg.active_mask & hook_bit(Hook::Connect) != 0 {
+            let d = Decided {
+                generation: cfg.generation,
+                family,
+                port,
+                addr,
+            };
+            let _ = LSM_DECIDED.insert(bpf_get_current_pid_tgid() as u32, d, 0);
+        }
+    }
+    0
 }
 
 /// Fallback: 1 lets the call proceed, 0 makes it fail with EPERM.
 #[inline(always)]
-fn sock_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
+fn sock_addr(ctx: &SockAddrContext, v6: bool, connect: bool) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: context fields of `struct bpf_sock_addr`, read as u32 as the verifier requires.
     let (proto, port, addr) = unsafe {
@@ -173,7 +210,25 @@ fn sock_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
         (proto, port, addr)
     };
     let family = if v6 { AF_INET6 } else { AF_INET };
-    if decide(family, proto, port, addr, BackendKind::Fallback) {
+    let backend = if SOCK_ADDR_BACKEND.load() == BackendKind::Lsm as u32 {
+        BackendKind::Lsm
+    } else {
+        BackendKind::Fallback
+    };
+    if connect && backend == BackendKind::Lsm {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(d) = LSM_DECIDED.get_ptr(tid) {
+            // SAFETY: pointer into a map value returned by lookup.
+            let d = unsafe { *d };
+            let _ = LSM_DECIDED.remove(tid);
+            let generation = config().map(|c| c.generation).unwrap_or(u32::MAX);
+            if d.family == family && d.port == port && d.addr == addr && d.generation == generation
+            {
+                return 1;
+            }
+        }
+    }
+    if decide(family, proto, port, addr, backend) {
         0
     } else {
         1
@@ -182,20 +237,20 @@ fn sock_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn vardr_connect4(ctx: SockAddrContext) -> i32 {
-    sock_addr(&ctx, false)
+    sock_addr(&ctx, false, true)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn vardr_connect6(ctx: SockAddrContext) -> i32 {
-    sock_addr(&ctx, true)
+    sock_addr(&ctx, true, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn vardr_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr(&ctx, false)
+    sock_addr(&ctx, false, false)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn vardr_sendmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr(&ctx, true)
+    sock_addr(&ctx, true, false)
 }

@@ -22,8 +22,8 @@ pub mod progs {
         ("vardr_sys_open", "sys_enter_open", false),
         ("vardr_sys_creat", "sys_enter_creat", false),
     ];
-    /// Fallback network programs, attached to a cgroup (the two sendmsg
-    /// programs last: the LSM backend attaches only those).
+    /// Cgroup network programs: the fallback's network backend, and on the
+    /// LSM backend the complement of `socket_connect` (UDP sends, TFO).
     pub const SOCK_ADDR: [&str; 4] = [
         "vardr_connect4",
         "vardr_connect6",

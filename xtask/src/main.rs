@@ -56,6 +56,12 @@ enum Task {
         /// 6.1, 6.12, 6.12-nobpflsm (6.12 booted without BPF LSM) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Only these test binaries (of the kernel's list), e.g. vm_lsm.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Only tests whose name contains this (passed to each test binary).
+        #[arg(long)]
+        filter: Option<String>,
     },
 }
 
@@ -113,10 +119,18 @@ fn main() -> Result<()> {
                 peer,
             })
         }
-        Task::VmTest { kernel } => {
+        Task::VmTest {
+            kernel,
+            only,
+            filter,
+        } => {
             setup(true)?;
             let mut tally = Tally::default();
-            vm::run(&kernel, &mut tally)?;
+            let sel = vm::Selection {
+                only,
+                filter: filter.unwrap_or_default(),
+            };
+            vm::run(&kernel, &sel, &mut tally)?;
             tally.finish()
         }
     }
@@ -246,7 +260,9 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
     if no_vm {
         println!("VM tier skipped (--no-vm)");
     } else {
-        tier("vm", &mut tally, &mut |t| vm::run(kernel, t));
+        tier("vm", &mut tally, &mut |t| {
+            vm::run(kernel, &vm::Selection::default(), t)
+        });
     }
     println!("\n==== tier times ====");
     for (name, secs, ok) in &tally.times {

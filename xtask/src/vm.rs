@@ -106,7 +106,16 @@ fn build_tests() -> Result<Vec<PathBuf>> {
     Ok(exes)
 }
 
-pub fn run(which: &str, tally: &mut Tally) -> Result<()> {
+/// A subset of the VM tier, for development (the suite runs everything).
+#[derive(Default)]
+pub struct Selection {
+    /// Test binaries by name (empty: each kernel's whole list).
+    pub only: Vec<String>,
+    /// Test name filter handed to the binaries.
+    pub filter: String,
+}
+
+pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     let selected: Vec<&Variant> = VARIANTS
         .iter()
         .filter(|v| which == "all" || v.name == which)
@@ -126,6 +135,7 @@ pub fn run(which: &str, tally: &mut Tally) -> Result<()> {
         println!("\n---- VM {} (expect backend {}) ----", v.name, v.expect);
         match boot(
             v,
+            sel,
             &vardr,
             &exes,
             &logs.join(format!("{}.log", v.name)),
@@ -156,7 +166,14 @@ pub fn run(which: &str, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tally) -> Result<()> {
+fn boot(
+    v: &Variant,
+    sel: &Selection,
+    vardr: &Path,
+    exes: &[PathBuf],
+    log: &Path,
+    tally: &mut Tally,
+) -> Result<()> {
     let kernel = vmlinuz(v.kernel)?;
     let mut script = format!(
         "export VARDR_EXPECT_BACKEND={} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
@@ -165,12 +182,16 @@ fn boot(v: &Variant, vardr: &Path, exes: &[PathBuf], log: &Path, tally: &mut Tal
     );
     let wanted = |exe: &PathBuf| {
         let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        v.tests.iter().any(|t| name.starts_with(&format!("{t}-")))
+        v.tests
+            .iter()
+            .filter(|t| sel.only.is_empty() || sel.only.iter().any(|o| o == *t))
+            .any(|t| name.starts_with(&format!("{t}-")))
     };
     for exe in exes.iter().filter(|e| wanted(e)) {
         script.push_str(&format!(
-            "{} --include-ignored --test-threads=1 --show-output --color=never || rc=1; ",
-            exe.display()
+            "{} --include-ignored --test-threads=1 --show-output --color=never {} || rc=1; ",
+            exe.display(),
+            sel.filter
         ));
     }
     // The console can lose its last lines at power-off: the result also goes

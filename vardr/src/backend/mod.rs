@@ -100,8 +100,14 @@ impl Enforcer {
         let l = &opts.limits;
         // Two generations live side by side during a reload.
         let cap = |n: usize| (n.saturating_mul(2)).clamp(16, u32::MAX as usize) as u32;
+        let sock_addr_backend = if plan.network.backend == Backend::Lsm {
+            vardr_common::BackendKind::Lsm
+        } else {
+            vardr_common::BackendKind::Fallback
+        } as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global("SOCK_ADDR_BACKEND", &sock_addr_backend, true)
             .map_max_entries(bpf::maps::PATH_RULES, cap(l.path_entries))
             .map_max_entries(bpf::maps::INODE_RULES, cap(l.inode_entries))
             .map_max_entries(bpf::maps::NET4_RULES, cap(l.net4_entries))
@@ -218,12 +224,13 @@ impl Enforcer {
             }
             Backend::None => {}
         }
-        // `socket_connect` does not see unconnected UDP sends (`sendto`), so
-        // the LSM backend adds the cgroup sendmsg programs for those.
+        // `socket_connect` does not see unconnected UDP sends (`sendto`) nor
+        // TCP Fast Open, so the LSM backend adds the cgroup programs for
+        // those (they skip what `socket_connect` already decided).
         let sock_addr: &[&'static str] = match self.plan.network.backend {
             Backend::Lsm => {
                 attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_CONNECT, "socket_connect")?;
-                &bpf::progs::SOCK_ADDR[2..]
+                &bpf::progs::SOCK_ADDR
             }
             Backend::Fallback | Backend::Audit => &bpf::progs::SOCK_ADDR,
             Backend::None => &[],

@@ -239,6 +239,19 @@ fn sendto(cgroup: &Path, host: &str, port: u16) -> i32 {
         .unwrap_or_else(|_| panic!("python3 said: {:?} {}", o.stdout, stderr(&o)))
 }
 
+/// A TCP Fast Open send (`sendto(MSG_FASTOPEN)`, which connects without
+/// `connect()`); the errno, 0 on success.
+fn fastopen(cgroup: &Path, host: &str, port: u16) -> i32 {
+    let script = format!(
+        "python3 -c 'import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ntry:\n  s.sendto(b\"x\", socket.MSG_FASTOPEN, (\"{host}\",{port})); print(0)\nexcept OSError as e: print(e.errno)'"
+    );
+    let o = sh_in(cgroup, &script);
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python3 said: {:?} {}", o.stdout, stderr(&o)))
+}
+
 /// `python3 -c` connecting to `host:port`; prints the errno (0 on success).
 fn connect(cgroup: Option<&Path>, family: &str, host: &str, port: u16) -> i32 {
     let script = format!(
@@ -311,6 +324,18 @@ pub fn network_rules(b: Backend) {
         connect(None, "AF_INET", "127.0.0.1", dp),
         0,
         "outside the cgroup"
+    );
+    // TCP Fast Open connects inside sendto(), without connect(): the
+    // cgroup connect hook stops it on both backends.
+    assert_eq!(
+        fastopen(&cg.path, "127.0.0.1", dp),
+        libc::EPERM,
+        "TCP Fast Open sendto"
+    );
+    assert_eq!(
+        fastopen(&cg.path, "127.0.0.1", op),
+        0,
+        "TCP Fast Open to another port"
     );
     // Unconnected UDP sends are checked too (cgroup sendmsg hooks on both backends).
     assert_eq!(sendto(&cg.path, "127.0.0.1", dp), libc::EPERM, "UDP sendto");
