@@ -104,6 +104,23 @@ fn v4_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
     }
 }
 
+/// The address a connect really reaches: the kernel sends a connect to the
+/// unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0) to the loopback, so a
+/// rule on 127.0.0.1 or ::1 must see it as that.
+#[inline(always)]
+fn effective(family: u16, mut addr: [u8; 16]) -> [u8; 16] {
+    if family == AF_INET {
+        if addr[..4] == [0; 4] {
+            addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        }
+    } else if addr == [0; 16] {
+        addr[15] = 1;
+    } else if v4_mapped(&addr) == Some([0; 4]) {
+        addr[12..].copy_from_slice(&[127, 0, 0, 1]);
+    }
+    addr
+}
+
 /// Decides a connection; reports a match; returns whether to block.
 #[inline(always)]
 fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKind) -> bool {
@@ -113,6 +130,7 @@ fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKin
     if !governed(cfg, hook_bit(Hook::Connect)) {
         return false;
     }
+    let addr = effective(family, addr);
     let rule = if family == AF_INET {
         lookup4(
             cfg.generation,

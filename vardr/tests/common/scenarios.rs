@@ -316,6 +316,11 @@ pub fn network_rules(b: Backend) {
         "IPv4-mapped IPv6 must not bypass an IPv4 rule"
     );
     assert_eq!(
+        connect(Some(&cg.path), "AF_INET", "0.0.0.0", dp),
+        want,
+        "0.0.0.0 reaches the loopback and must not bypass a 127.0.0.0/8 rule"
+    );
+    assert_eq!(
         connect(Some(&cg.path), "AF_INET", "127.0.0.1", op),
         0,
         "other port"
