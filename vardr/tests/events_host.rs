@@ -169,14 +169,18 @@ fn grpc_stream_export_file_and_metrics_agree() {
     );
     let marker = format!("grpc-{}", std::process::id());
     let rd = agent.runtime_dir();
-    // A subscriber that wants three execs of `echo` with our marker.
+    // A copy of echo with a name no other process on the host runs (the
+    // agent sees every exec here, other tests' and tools' included).
+    let echo = t.join(&format!("echo-{marker}"));
+    std::fs::copy("/bin/echo", &echo).unwrap();
+    // A subscriber that wants three execs of that echo.
     let sub = Command::new(VARDR)
         .args([
             "events",
             "--type",
             "process_exec",
             "--binary",
-            "echo",
+            echo.to_str().unwrap(),
             "--count",
             "3",
             "-o",
@@ -190,7 +194,7 @@ fn grpc_stream_export_file_and_metrics_agree() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     for _ in 0..3 {
-        Command::new("/bin/echo").arg(&marker).output().unwrap();
+        Command::new(&echo).arg(&marker).output().unwrap();
     }
     // Unrelated traffic the filter must drop.
     Command::new("/bin/true").arg(&marker).status().unwrap();
@@ -208,7 +212,10 @@ fn grpc_stream_export_file_and_metrics_agree() {
     assert_eq!(streamed.len(), 3, "{streamed:?}");
     for l in &streamed {
         let v: Value = serde_json::from_str(l).unwrap();
-        assert!(exec_of(&v, "/echo", &marker).is_some(), "{l}");
+        assert!(
+            exec_of(&v, &format!("/echo-{marker}"), &marker).is_some(),
+            "{l}"
+        );
     }
     // The export file holds the very lines the stream carried.
     std::thread::sleep(Duration::from_secs(1));

@@ -660,13 +660,14 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     // Local API and metrics run beside the event loop until it ends.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let socket = agent.opts.runtime_dir.join(api::SOCKET_NAME);
+    let listener = api::server::bind(&socket)?;
     let api_task = {
-        let (tx, m, socket) = (agent.sinks.sender(), metrics.clone(), socket.clone());
+        let (tx, m) = (agent.sinks.sender(), metrics.clone());
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            if let Err(e) = api::server::serve(&socket, tx, m, shutdown).await {
+            if let Err(e) = api::server::serve(listener, tx, m, shutdown).await {
                 tracing::error!("event API stopped: {e}");
             }
         })

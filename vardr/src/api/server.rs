@@ -61,18 +61,24 @@ impl Events for EventService {
     }
 }
 
-/// Binds `socket` (root-only) and serves until `shutdown` resolves.
-pub async fn serve(
-    socket: &Path,
-    tx: broadcast::Sender<Arc<Published>>,
-    metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Binds `socket` (root-only), before the agent says it is running, so a
+/// client that saw it running can connect.
+pub fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!("event API on unix:{}", socket.display());
+    Ok(listener)
+}
+
+/// Serves on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    tx: broadcast::Sender<Arc<Published>>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tonic::transport::Server::builder()
         .add_service(EventsServer::new(EventService { tx, metrics }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
