@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent setup for building and testing vardr on Debian 12 (root).
-# Usage: scripts/setup.sh [build|vm]...
+# Usage: scripts/setup.sh [build|vm|deb]...
 #   build  nightly rust-src + bpf-linker (needed to build the BPF programs)
 #   vm     qemu, virtme-ng and the pinned Debian kernels for the VM tier
+#   deb    cargo-deb (cargo xtask deb builds the Debian package with it)
 # Every step checks first and skips what is already there; a second run takes seconds.
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
+CARGO_DEB_VERSION=3.8.0
 NIGHTLY=nightly
 # Pinned Debian kernel packages for the VM tier (name -> version directory).
 # The generic (not cloud) flavour: the cloud kernel lacks 9p, which virtme-ng needs.
@@ -56,6 +58,15 @@ setup_build() {
     --no-default-features --features "llvm-$major" >&2
 }
 
+setup_deb() {
+  apt_install dpkg-dev
+  if command -v cargo-deb >/dev/null && cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    return 0
+  fi
+  log "installing cargo-deb $CARGO_DEB_VERSION (takes a few minutes)"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >&2
+}
+
 setup_vm() {
   apt_install qemu-system-x86 kmod busybox-static python3-pip
   if ! command -v vng >/dev/null; then
@@ -63,6 +74,9 @@ setup_vm() {
     pip install -q virtme-ng 2>/dev/null || pip install -q --break-system-packages virtme-ng
   fi
   mkdir -p "$KERNEL_CACHE"
+  # virtme-ng --systemd (the packaging test) mounts the test kernel's
+  # modules on /lib/modules, which must exist on the (read-only) host root.
+  [ -d /lib/modules ] || { need_root; mkdir -p /lib/modules; }
   for entry in "${VM_KERNELS[@]}"; do
     local short=${entry%%:*} pkg=${entry#*:} dir
     dir="$KERNEL_CACHE/$short"
@@ -84,8 +98,9 @@ setup_vm() {
 [ $# -gt 0 ] || set -- build
 for what in "$@"; do
   case "$what" in
-    build) setup_build ;;
-    vm) setup_vm ;;
+    build) setup_build; log "build tools ready: $NIGHTLY with rust-src, bpf-linker $BPF_LINKER_VERSION" ;;
+    vm) setup_vm; log "VM tools ready: qemu, virtme-ng, kernels in $KERNEL_CACHE" ;;
+    deb) setup_deb; log "packaging tools ready: cargo-deb $CARGO_DEB_VERSION" ;;
     *) log "unknown setup target: $what"; exit 2 ;;
   esac
 done

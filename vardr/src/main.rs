@@ -44,6 +44,18 @@ enum Command {
         #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
         runtime_dir: PathBuf,
     },
+    /// Write man pages or shell completions generated from this command
+    /// line definition (used to build the Debian package).
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// One man page per command into DIR: vardr.1, vardr-agent.1, ...
+    Man { dir: PathBuf },
+    /// Completions into DIR: vardr (bash), _vardr (zsh), vardr.fish.
+    Completions { dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -152,10 +164,15 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: journald and log files get
+    // plain text. NO_COLOR (https://no-color.org) turns it off everywhere.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("VARDR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -199,6 +216,51 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
         ));
     }
     Ok(parts.join("; "))
+}
+
+/// Man pages for `cmd` and its visible subcommands, named like git's
+/// (`vardr-policy-apply.1`), into `dir`.
+fn write_man_pages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let page = cmd.clone().name(name.to_string());
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).render(&mut out)?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, out).with_context(|| path.display().to_string())?;
+    // Not the hidden ones, nor clap's `help` subcommands.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        write_man_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
+}
+
+fn generate(what: GenerateCommand) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let mut cmd = Cli::command();
+    cmd.build();
+    match what {
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+            write_man_pages(&cmd, "vardr", &dir)
+        }
+        GenerateCommand::Completions { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+            for (shell, file) in [
+                (Shell::Bash, "vardr"),
+                (Shell::Zsh, "_vardr"),
+                (Shell::Fish, "vardr.fish"),
+            ] {
+                let path = dir.join(file);
+                let mut f =
+                    std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+                clap_complete::generate(shell, &mut cmd, "vardr", &mut f);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// "4096", "64K", "100M", "1G" (binary multiples).
@@ -305,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(agent::run(opts, stdout))?;
         }
         Command::Events(e) => events(e)?,
+        Command::Generate(what) => generate(what)?,
         Command::Probe { json } => {
             let report = vardr::probe::run();
             if json {

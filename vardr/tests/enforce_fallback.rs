@@ -72,3 +72,10 @@ fn fallback_shipped_policies() {
         scenarios::shipped_policies(Fallback);
     }
 }
+
+#[test]
+fn fallback_installed_after_start() {
+    if require_backend("fallback_installed_after_start", Fallback) {
+        scenarios::installed_after_start(Fallback);
+    }
+}

@@ -86,3 +86,18 @@ fn validate_command_reports_positions() {
     assert!(err.contains("bad.yaml:9:"), "{err}");
     assert!(err.contains("must be absolute"), "{err}");
 }
+
+/// The shipped default starts without a warning on a stock machine: a
+/// governed binary that is not installed is not a problem (the agent
+/// matches it by path and watches for it).
+#[test]
+fn default_policy_loads_without_warnings() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
+    let b =
+        compile::bundle::load(&f, 1, &compile::Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.rules.warnings.is_empty(), "{:?}", b.rules.warnings);
+    assert!(b.cedar.warnings.is_empty(), "{:?}", b.cedar.warnings);
+    for absent in &b.rules.absent_binaries {
+        assert!(!Path::new(absent).exists(), "{absent}");
+    }
+}

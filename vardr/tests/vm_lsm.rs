@@ -58,6 +58,7 @@ lsm_test!(lsm_exemptions, exemptions);
 lsm_test!(lsm_reload, reload);
 lsm_test!(lsm_reload_under_load, reload_under_load);
 lsm_test!(lsm_bypass_attempts, bypass_attempts);
+lsm_test!(lsm_installed_after_start, installed_after_start);
 
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]

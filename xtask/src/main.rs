@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
 mod bench;
 mod bench_syscalls;
+mod deb;
 mod run;
 mod vm;
 
@@ -51,6 +52,10 @@ enum Task {
         #[command(subcommand)]
         what: Option<BenchWhat>,
     },
+    /// Build the Debian package (cargo-deb): the binary, vardr.service,
+    /// /etc/vardr (policy and agent flags, as conffiles), man pages and
+    /// shell completions. Prints the package's path.
+    Deb(deb::DebArgs),
     /// Boot pinned Debian kernels under QEMU and run the end-to-end tests inside.
     VmTest {
         /// 6.1, 6.12, 6.12-nobpflsm (6.12 booted without BPF LSM) or all.
@@ -119,6 +124,16 @@ fn main() -> Result<()> {
                 peer,
             })
         }
+        Task::Deb(args) => {
+            run::status(
+                std::process::Command::new("bash")
+                    .arg(workspace_root().join("scripts/setup.sh"))
+                    .args(["build", "deb"]),
+            )?;
+            let deb = deb::build(&args)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Task::VmTest {
             kernel,
             only,
@@ -143,18 +158,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `vm` adds what the VM tier needs, the packaging test's cargo-deb too.
 fn setup(vm: bool) -> Result<()> {
     let script = workspace_root().join("scripts/setup.sh");
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(script).arg("build");
     if vm {
-        cmd.arg("vm");
+        cmd.args(["vm", "deb"]);
     }
     run::status(&mut cmd)
 }
 
 fn agent(args: Vec<String>) -> Result<()> {
+    println!("[agent] 1/3 setup: build tools (scripts/setup.sh build)");
     setup(false)?;
+    println!("[agent] 2/3 build: vardr and its BPF programs, release mode (the first build takes a few minutes)");
     run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
     let root = workspace_root();
     let mut cmd = std::process::Command::new(root.join("target/release/vardr"));
@@ -165,7 +183,20 @@ fn agent(args: Vec<String>) -> Result<()> {
     {
         cmd.arg("--policy").arg(root.join("policies/default.yaml"));
     }
-    cmd.args(args);
+    let mode = if args.iter().any(|a| a == "--enforce") {
+        "enforce mode: matches are blocked"
+    } else {
+        "audit mode: matches are reported, nothing is blocked; `cargo xtask agent -- --enforce` blocks"
+    };
+    cmd.args(&args);
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    println!(
+        "[agent] 3/3 run: {} ({mode}); events on stdout, Ctrl-C stops",
+        line.join(" ")
+    );
     use std::os::unix::process::CommandExt;
     let err = cmd.exec();
     bail!("cannot start vardr: {err}")

@@ -39,8 +39,9 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.12",
         append: None,
         expect: "lsm",
-        // Layer 2 once with the LSM backend (the host runs it on fallback).
-        tests: &["vm_lsm", "host_agent", "layer2_host"],
+        // Layer 2 once with the LSM backend (the host runs it on fallback);
+        // the Debian package under systemd.
+        tests: &["vm_lsm", "host_agent", "layer2_host", "vm_package"],
     },
     // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
     Variant {
@@ -126,6 +127,16 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     }
     let exes = build_tests()?;
     let root = crate::workspace_root();
+    // The packaging test installs revision 1, then upgrades to revision 2.
+    let package_test = |v: &&Variant| {
+        v.tests.contains(&"vm_package")
+            && (sel.only.is_empty() || sel.only.iter().any(|o| o == "vm_package"))
+    };
+    let debs = if selected.iter().any(package_test) {
+        build_debs(&root.join("target/vm-debs"))?
+    } else {
+        String::new()
+    };
     let vardr = root.join("target/debug/vardr");
     let logs = root.join("target/vm-logs");
     fs::create_dir_all(&logs)?;
@@ -137,6 +148,7 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
             v,
             sel,
             &vardr,
+            &debs,
             &exes,
             &logs.join(format!("{}.log", v.name)),
             tally,
@@ -166,17 +178,34 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// Two revisions of the package (dev profile, as the tests): the paths,
+/// colon-separated, for `VARDR_TEST_DEBS`.
+fn build_debs(dir: &Path) -> Result<String> {
+    let _ = fs::remove_dir_all(dir);
+    let mut paths = Vec::new();
+    for revision in ["1", "2"] {
+        let deb = crate::deb::build(&crate::deb::DebArgs {
+            profile: "dev".into(),
+            output: Some(dir.join(revision)),
+            revision: Some(revision.into()),
+        })?;
+        paths.push(deb.display().to_string());
+    }
+    Ok(paths.join(":"))
+}
+
 fn boot(
     v: &Variant,
     sel: &Selection,
     vardr: &Path,
+    debs: &str,
     exes: &[PathBuf],
     log: &Path,
     tally: &mut Tally,
 ) -> Result<()> {
     let kernel = vmlinuz(v.kernel)?;
     let mut script = format!(
-        "export VARDR_EXPECT_BACKEND={} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
+        "export VARDR_EXPECT_BACKEND={} VARDR_TEST_DEBS={debs} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
         v.expect,
         vardr.display()
     );

@@ -1,7 +1,9 @@
 //! The long-running agent: loads the policy into the kernel, streams events,
 //! reloads on SIGHUP, and removes everything it attached when it stops.
+pub mod appear;
 pub mod control;
 pub mod response;
+pub mod sd_notify;
 pub mod status;
 
 use std::{
@@ -103,6 +105,13 @@ fn load_rules(path: &Path, first_id: u32, limits: &Limits) -> Result<Bundle, Age
     for w in &b.rules.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
+    if !b.rules.absent_binaries.is_empty() {
+        tracing::info!(
+            "{}: not installed, matched by path until they appear: {}",
+            path.display(),
+            b.rules.absent_binaries.join(", ")
+        );
+    }
     for w in &b.cedar.warnings {
         tracing::warn!("{w}");
     }
@@ -158,6 +167,8 @@ struct Agent {
     /// pid with its time, until that exec's own event arrives. Only the LSM
     /// backend decides before the exec; the fallback reports after it.
     exec_verdicts: HashMap<u32, (u64, &'static str)>,
+    /// Named binaries not installed at the last load (see [`appear`]).
+    awaited: appear::Awaited,
 }
 
 impl Agent {
@@ -430,11 +441,12 @@ impl Agent {
             Ok((b, stats))
         });
         match result {
-            Ok((b, stats)) => {
+            Ok((mut b, stats)) => {
                 tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), "policy reloaded from {}", path.display());
                 self.metrics.policy_reloads.inc();
                 self.record_maps(&stats);
                 self.catalog.next_id += b.rules.rule_count() as u32;
+                self.awaited = appear::Awaited::new(std::mem::take(&mut b.rules.absent_binaries));
                 self.catalog.replace(b.rules.rules);
                 // Kernel rules and Cedar set switch together: the maps
                 // are in force, now the engine that reads their reports.
@@ -490,6 +502,14 @@ impl Agent {
 
     fn tick(&mut self) -> std::io::Result<()> {
         self.check_lost()?;
+        let appeared = self.awaited.appeared();
+        if !appeared.is_empty() {
+            tracing::info!(
+                "{} installed: reloading the policy to match by identity too",
+                appeared.join(", ")
+            );
+            self.reload();
+        }
         self.ticks += 1;
         if self.ticks.is_multiple_of(30) {
             self.cache.sweep_dead();
@@ -544,7 +564,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         policy: pol,
         cedar: cedar_set,
         kernel: kernel_rules,
-        rules: set,
+        rules: mut set,
     } = load_rules(&opts.policy, 1, &opts.limits)?;
     let t_policy = started.elapsed();
     let report = probe::run();
@@ -603,6 +623,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         next_id: 1 + set.rule_count() as u32,
         ..Default::default()
     };
+    let absent_binaries = std::mem::take(&mut set.absent_binaries);
     catalog.replace(set.rules);
     let status = Status {
         pid: std::process::id(),
@@ -653,6 +674,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         layer2: cedar::Engine::new(&cedar_set),
         responder,
         exec_verdicts: HashMap::new(),
+        awaited: appear::Awaited::new(absent_binaries),
     };
     agent.record_maps(&stats);
     agent.save_status();
@@ -696,13 +718,21 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         rules = agent.status.rules,
         mode = %agent.status.mode,
         processes = agent.cache.len(),
-        "vardr agent running: events on stdout; SIGHUP reloads the policy; SIGINT/SIGTERM stops"
+        "vardr agent running, {}; SIGHUP reloads the policy; SIGINT/SIGTERM stops",
+        agent.status.summary()
     );
+    // systemd (Type=notify): started once the policy is in force.
+    let notifier = sd_notify::Notifier::from_env();
+    notifier.ready(&agent.status.summary());
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => agent.reload(),
+            _ = sighup.recv() => {
+                notifier.reloading();
+                agent.reload();
+                notifier.ready(&agent.status.summary());
+            }
             _ = tick.tick() => agent.tick()?,
             guard = ring_fd.readable_mut() => {
                 let mut guard = guard?;
@@ -714,6 +744,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             }
         }
     }
+    notifier.stopping();
     // Report what the kernel produced before the signal, then detach.
     agent.drain(ring_fd.get_mut(), None)?;
     agent.check_lost()?;

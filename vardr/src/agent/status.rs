@@ -47,6 +47,35 @@ pub struct Status {
     pub kernel_enforced: Vec<String>,
 }
 
+impl Status {
+    /// One line for people: "auditing policy default (4 rules)",
+    /// "enforcing policy default (4 rules; audit only: file)", plus a
+    /// rejected last reload. systemd shows it in `systemctl status`.
+    pub fn summary(&self) -> String {
+        let enforcing = self.mode == "enforce";
+        let mut s = format!(
+            "{} policy {} ({} rules",
+            if enforcing { "enforcing" } else { "auditing" },
+            self.policy_name,
+            self.rules
+        );
+        let audit_only: Vec<&str> = self
+            .hooks
+            .iter()
+            .filter(|h| !h.enforcing)
+            .map(|h| h.hook.as_str())
+            .collect();
+        if enforcing && !audit_only.is_empty() {
+            s.push_str(&format!("; audit only: {}", audit_only.join(", ")));
+        }
+        s.push(')');
+        if let Some(e) = &self.last_reload.error {
+            s.push_str(&format!("; last reload REJECTED: {e}"));
+        }
+        s
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("no running agent found ({path}: {source}); is `vardr agent` running with --runtime-dir {dir}?")]
@@ -107,4 +136,40 @@ pub fn remove(dir: &Path) {
 
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(name: &str, enforcing: bool) -> HookStatus {
+        HookStatus {
+            hook: name.into(),
+            backend: "fallback".into(),
+            enforcing,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn summary_says_what_is_in_force() {
+        let mut s = Status {
+            mode: "audit".into(),
+            policy_name: "default".into(),
+            rules: 4,
+            hooks: vec![hook("file", false), hook("exec", false)],
+            ..Default::default()
+        };
+        assert_eq!(s.summary(), "auditing policy default (4 rules)");
+        s.mode = "enforce".into();
+        s.hooks[1].enforcing = true;
+        assert_eq!(
+            s.summary(),
+            "enforcing policy default (4 rules; audit only: file)"
+        );
+        s.last_reload.error = Some("x.yaml:3:5: unknown field".into());
+        assert!(s
+            .summary()
+            .ends_with("; last reload REJECTED: x.yaml:3:5: unknown field"));
+    }
 }

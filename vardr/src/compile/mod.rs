@@ -135,8 +135,13 @@ pub struct RuleSet {
     /// Bit per kernel hook that has at least one rule.
     pub active_mask: u32,
     pub has_exempt_binaries: bool,
-    /// Things the user should know (a binary that does not exist, ...).
+    /// Things the user should know (an exempt binary that does not
+    /// exist, overlapping rules, ...).
     pub warnings: Vec<String>,
+    /// Governed or exempt binaries that are not installed: matched by path
+    /// until they appear, when a reload records their identity (the agent
+    /// watches for them).
+    pub absent_binaries: Vec<String>,
 }
 
 impl RuleSet {
@@ -217,11 +222,18 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     path_rules.add(p.as_bytes().to_vec(), hook, r);
                 }
                 for b in &rule.binaries {
-                    if let Err(e) = std::fs::metadata(b) {
-                        set.warnings.push(format!(
+                    match std::fs::metadata(b) {
+                        Ok(_) => {}
+                        // Not installed (yet): an ordinary state, not a problem.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            if !set.absent_binaries.contains(b) {
+                                set.absent_binaries.push(b.clone());
+                            }
+                        }
+                        Err(e) => set.warnings.push(format!(
                             "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
                             rule.name
-                        ));
+                        )),
                     }
                 }
             }
@@ -236,9 +248,14 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                 }
                 set.has_exempt_binaries = true;
             }
-            Err(e) => set.warnings.push(format!(
-                "exempt binary {b}: {e}; not exempt until the next reload"
-            )),
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::NotFound && !set.absent_binaries.contains(b) {
+                    set.absent_binaries.push(b.clone());
+                }
+                set.warnings.push(format!(
+                    "exempt binary {b}: {e}; not exempt until it is installed"
+                ))
+            }
         }
     }
     set.paths = path_rules.finish();
@@ -391,7 +408,9 @@ mod tests {
         let exec = set.inodes[0].1.rules.slots[vardr_common::Hook::Exec as usize];
         assert_eq!(exec.rule_id, 10);
         assert_eq!(set.paths.len(), 2);
-        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+        // Not installed is not a warning: the agent watches for it.
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        assert_eq!(set.absent_binaries, ["/nonexistent/x"]);
         assert_eq!(set.rules[&10].rule, "sh");
         assert_eq!(set.active_mask, 1 << vardr_common::Hook::Exec as u32);
     }

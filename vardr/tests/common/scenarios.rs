@@ -924,3 +924,39 @@ pub fn reload_under_load(b: Backend) {
     assert_eq!(v[2], 0, "allowed opens that failed (of {})", v[0]);
     assert!(agent.stop().success());
 }
+
+/// A governed binary that is not installed when the policy loads: not a
+/// warning; when it appears the agent reloads by itself, so the kernel
+/// matches it by identity too (a hard link under another name is denied,
+/// which a path-only rule would not do).
+pub fn installed_after_start(b: Backend) {
+    let t = TempDir::new("appear");
+    let d = t.path().display();
+    let p = policy(&format!(
+        "  rules:
+    - name: no-tool
+      hook: exec
+      action: deny
+      match: {{ binaries: [{d}/tool] }}
+"
+    ));
+    let cg = test_cgroup("appear");
+    let mut agent = start(b, &cg.path, &p, true);
+    agent.log_line(&format!("matched by path until they appear: {d}/tool"));
+    assert!(
+        !agent.stderr.iter().any(|l| l.contains("WARN")),
+        "an absent binary is not a warning:\n{}",
+        agent.stderr.join("\n")
+    );
+    std::fs::copy(which("true"), t.join("tool")).unwrap();
+    agent.log_line(&format!("{d}/tool installed: reloading the policy"));
+    agent.log_line("policy reloaded");
+    std::fs::hard_link(t.join("tool"), t.join("alias")).unwrap();
+    assert_exec_blocked(b, &sh_in(&cg.path, &format!("exec {d}/tool")), "by path");
+    assert_exec_blocked(
+        b,
+        &sh_in(&cg.path, &format!("exec {d}/alias")),
+        "a hard link, by identity",
+    );
+    assert!(agent.stop().success());
+}
