@@ -371,6 +371,53 @@ pub struct PolicyEvent {
     pub path: [u8; EVENT_PATH_LEN],
 }
 
+/// Bump when a map definition (type, key, value, meaning of a field) or an
+/// event changes in a way the sizes below do not show.
+pub const MAP_REVISION: u32 = 1;
+
+/// Version of everything a pinned set shares with the agent that reads it:
+/// the map key and value types, the event records and [`MAP_REVISION`]. An
+/// agent never reads the maps of a pinned set whose version differs.
+pub const LAYOUT_VERSION: u32 = layout_version();
+
+const fn layout_version() -> u32 {
+    let parts = [
+        MAP_REVISION as usize,
+        PATH_KEY_LEN,
+        NET4_KEY_LEN,
+        NET6_KEY_LEN,
+        EVENT_PATH_LEN,
+        ARGS_LEN,
+        core::mem::size_of::<RuleRef>(),
+        core::mem::size_of::<PathRules>(),
+        core::mem::size_of::<InodeKey>(),
+        core::mem::size_of::<InodeRule>(),
+        core::mem::size_of::<PidKey>(),
+        core::mem::size_of::<Config>(),
+        core::mem::size_of::<KernelOffsets>(),
+        core::mem::size_of::<EventHeader>(),
+        core::mem::size_of::<ExecEvent>(),
+        core::mem::size_of::<ForkEvent>(),
+        core::mem::size_of::<ExitEvent>(),
+        core::mem::size_of::<PolicyEvent>(),
+    ];
+    // FNV-1a over the sizes.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut v = parts[i] as u32;
+        let mut b = 0;
+        while b < 4 {
+            h ^= v & 0xff;
+            h = h.wrapping_mul(0x0100_0193);
+            v >>= 8;
+            b += 1;
+        }
+        i += 1;
+    }
+    h
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C) plain data; any bit pattern is a valid value.

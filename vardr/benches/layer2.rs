@@ -27,6 +27,7 @@ fn process(
     Arc::new(ProcessInfo {
         exec_id: format!("bench-{pid}"),
         pid,
+        start_boot_ns: 0,
         uid: 1000,
         gid: 1000,
         auid: Some(1000),

@@ -5,6 +5,7 @@
 //! - [`probe`]: what this kernel can do, and which backend each hook gets.
 //! - [`events`]: decoding ring buffer records into JSON events.
 //! - [`agent`]: the long-running agent.
+//! - [`pin`]: program sets pinned in bpffs (enforcement across restarts).
 pub mod agent;
 pub mod api;
 pub mod backend;
@@ -14,6 +15,7 @@ pub mod compile;
 pub mod events;
 pub mod kernel;
 pub mod metrics;
+pub mod pin;
 pub mod policy;
 pub mod probe;
 pub mod process;

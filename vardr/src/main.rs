@@ -37,12 +37,26 @@ enum Command {
     Policy(PolicyCommand),
     /// Stream events from the running agent (its gRPC API), filtered.
     Events(EventsArgs),
-    /// Show the running agent's mode, backends, policy and last reload.
+    /// Show the running agent's mode, backends, policy and last reload,
+    /// and what is pinned in the kernel (also when no agent runs).
     Status {
         #[arg(long)]
         json: bool,
         #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
         runtime_dir: PathBuf,
+        /// bpffs directory of pinned sets (see `vardr agent --keep-enforcing`).
+        #[arg(long, default_value = vardr::pin::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Remove everything vardr pinned in --pin-dir: programs detach, rules
+    /// are lifted. Refuses while the agent that pinned a set runs, unless
+    /// --force (that agent then keeps enforcing until it exits, and leaves
+    /// nothing behind).
+    Unpin {
+        #[arg(long, default_value = vardr::pin::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long)]
+        force: bool,
     },
     /// Write man pages or shell completions generated from this command
     /// line definition (used to build the Debian package).
@@ -101,6 +115,19 @@ struct AgentArgs {
     /// e.g. 127.0.0.1:2112.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep enforcing after the agent exits (clean stop or crash): programs,
+    /// links and maps stay pinned in --pin-dir and the kernel goes on
+    /// applying the policy, without events, until the next agent takes the
+    /// set over (it loads its own set beside it, then removes it: no gap)
+    /// or `vardr unpin` removes it. Without this flag, stopping the agent
+    /// lifts every rule and leaves nothing pinned.
+    #[arg(long)]
+    keep_enforcing: bool,
+    /// bpffs directory for pinned sets (bpffs is mounted on /sys/fs/bpf if
+    /// needed). A starting agent takes over the sets of its own
+    /// --scope-cgroup found here, whatever its flags.
+    #[arg(long, default_value = vardr::pin::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -362,6 +389,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 export_max_bytes: a.export_max_size,
                 export_keep: a.export_keep,
                 metrics_addr: a.metrics_addr,
+                keep_enforcing: a.keep_enforcing,
+                pin_dir: a.pin_dir,
             };
             let stdout = Box::new(std::io::BufWriter::new(std::io::stdout()));
             runtime()?.block_on(agent::run(opts, stdout))?;
@@ -399,50 +428,219 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = control::apply(&runtime_dir, &file, Duration::from_secs(timeout))?;
             println!("{}: applied at {}", file.display(), r.at);
         }
-        Command::Status { json, runtime_dir } => {
-            let s = control::running(&runtime_dir)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!(
-                    "agent     pid {} since {} on {}",
-                    s.pid, s.started_at, s.kernel
-                );
-                println!("mode      {}", s.mode);
-                println!(
-                    "policy    {} ({} rules) from {}",
-                    s.policy_name,
-                    s.rules,
-                    s.policy_path.display()
-                );
-                if s.cedar_policies > 0 {
-                    let k = if s.kernel_enforced.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; in the kernel: {}", s.kernel_enforced.join(", "))
-                    };
-                    println!("layer 2   {} Cedar policies{k}", s.cedar_policies);
+        Command::Status {
+            json,
+            runtime_dir,
+            pin_dir,
+        } => show_status(json, &runtime_dir, &pin_dir)?,
+        Command::Unpin { pin_dir, force } => unpin(&pin_dir, force)?,
+    }
+    Ok(())
+}
+
+/// A pinned set as `vardr status` shows it.
+#[derive(serde::Serialize)]
+struct PinnedView {
+    set_id: String,
+    /// "up" or "down".
+    agent: &'static str,
+    agent_pid: Option<u32>,
+    /// When the agent started (up) or was last known alive (down).
+    since: Option<String>,
+    policy_name: Option<String>,
+    policy_hash: Option<String>,
+    mode: Option<String>,
+    hooks: Vec<vardr::pin::HookBackend>,
+    scope_cgroup: Option<PathBuf>,
+    layout: Option<u32>,
+    /// Seconds enforced with no agent.
+    unattended_secs: Option<u64>,
+    error: Option<String>,
+}
+
+fn rfc3339(ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn pinned_views(pin_dir: &std::path::Path) -> Vec<PinnedView> {
+    let pins = vardr::pin::PinDir::new(pin_dir);
+    if !pins.exists() {
+        return Vec::new();
+    }
+    pins.sets()
+        .into_iter()
+        .map(|s| {
+            let up = s.owner_running();
+            let m = s.meta.as_ref().ok();
+            let since = m.map(|m| {
+                if up {
+                    m.started_at
+                } else {
+                    s.alive_at.or(m.stopped_at).unwrap_or(m.started_at)
                 }
-                if let Some(c) = &s.scope_cgroup {
-                    println!("scope     {}", c.display());
-                }
-                for h in &s.hooks {
-                    let e = if h.enforcing {
-                        "enforcing"
-                    } else {
-                        "audit only"
-                    };
-                    println!("  {:<8} {:<9} {:<11} {}", h.hook, h.backend, e, h.reason);
-                }
-                let r = &s.last_reload;
-                match &r.error {
-                    None => println!("reload    ok at {}", r.at),
-                    Some(e) => println!("reload    REJECTED at {}: {e}", r.at),
-                }
-                println!("lost      {} events", s.events_lost);
+            });
+            PinnedView {
+                set_id: s.id.clone(),
+                agent: if up { "up" } else { "down" },
+                agent_pid: m.map(|m| m.agent_pid),
+                since: since.map(rfc3339),
+                policy_name: m.map(|m| m.policy_name.clone()),
+                policy_hash: m.map(|m| m.policy_hash.clone()),
+                mode: m.map(|m| m.mode.clone()),
+                hooks: m.map(|m| m.hooks.clone()).unwrap_or_default(),
+                scope_cgroup: m.and_then(|m| m.scope_cgroup.clone()),
+                layout: m.map(|m| m.layout),
+                unattended_secs: s.unattended().map(|d| d.as_secs()),
+                error: s.meta.as_ref().err().cloned(),
             }
+        })
+        .collect()
+}
+
+fn show_status(
+    json: bool,
+    runtime_dir: &std::path::Path,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let running = control::running(runtime_dir);
+    let pinned = pinned_views(pin_dir);
+    let s = match running {
+        Ok(s) => Some(s),
+        Err(e) if pinned.is_empty() => return Err(e.into()),
+        Err(_) => None,
+    };
+    if json {
+        let mut v = match &s {
+            Some(s) => serde_json::to_value(s)?,
+            None => serde_json::json!({ "running": false }),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("pinned".into(), serde_json::to_value(&pinned)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match &s {
+        Some(s) => print_agent(s),
+        None => println!("agent     not running ({})", runtime_dir.display()),
+    }
+    for p in &pinned {
+        println!(
+            "pinned    set {} in {}: agent {} (pid {}) since {}",
+            p.set_id,
+            pin_dir.display(),
+            p.agent,
+            p.agent_pid.map_or("?".into(), |p| p.to_string()),
+            p.since.as_deref().unwrap_or("?")
+        );
+        if let Some(e) = &p.error {
+            println!("          unreadable metadata: {e}");
+            continue;
+        }
+        println!(
+            "          policy {} (hash {}), {}{}",
+            p.policy_name.as_deref().unwrap_or("?"),
+            p.policy_hash.as_deref().unwrap_or("?"),
+            p.mode.as_deref().unwrap_or("?"),
+            p.scope_cgroup
+                .as_ref()
+                .map_or(String::new(), |c| format!(", scope {}", c.display()))
+        );
+        for h in &p.hooks {
+            let e = if h.enforcing {
+                "enforcing"
+            } else {
+                "audit only"
+            };
+            println!("            {:<8} {:<9} {e}", h.hook, h.backend);
+        }
+        if let Some(u) = p.unattended_secs {
+            println!("          enforcing with no agent for {u} s (no events are read meanwhile)");
         }
     }
+    Ok(())
+}
+
+fn print_agent(s: &status::Status) {
+    println!(
+        "agent     pid {} since {} on {}",
+        s.pid, s.started_at, s.kernel
+    );
+    println!("mode      {}", s.mode);
+    println!(
+        "policy    {} ({} rules) from {}",
+        s.policy_name,
+        s.rules,
+        s.policy_path.display()
+    );
+    if s.cedar_policies > 0 {
+        let k = if s.kernel_enforced.is_empty() {
+            String::new()
+        } else {
+            format!("; in the kernel: {}", s.kernel_enforced.join(", "))
+        };
+        println!("layer 2   {} Cedar policies{k}", s.cedar_policies);
+    }
+    if let Some(c) = &s.scope_cgroup {
+        println!("scope     {}", c.display());
+    }
+    for h in &s.hooks {
+        let e = if h.enforcing {
+            "enforcing"
+        } else {
+            "audit only"
+        };
+        println!("  {:<8} {:<9} {:<11} {}", h.hook, h.backend, e, h.reason);
+    }
+    let r = &s.last_reload;
+    match &r.error {
+        None => println!("reload    ok at {}", r.at),
+        Some(e) => println!("reload    REJECTED at {}: {e}", r.at),
+    }
+    println!("lost      {} events", s.events_lost);
+    for t in &s.took_over {
+        println!(
+            "took over set {} (policy {}): unattended {}, {} queued events delivered late, {} lost",
+            t.set_id,
+            t.policy_name,
+            t.unattended_secs
+                .map_or("-".into(), |u| format!("{u:.1} s")),
+            t.queued_events,
+            t.events_lost
+        );
+    }
+}
+
+fn unpin(pin_dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let pins = vardr::pin::PinDir::new(pin_dir);
+    if !pins.exists() {
+        println!("nothing pinned in {}", pin_dir.display());
+        return Ok(());
+    }
+    let sets = pins.sets();
+    if !force {
+        if let Some(s) = sets.iter().find(|s| s.owner_running()) {
+            let pid = s.meta.as_ref().map(|m| m.agent_pid).unwrap_or(0);
+            anyhow::bail!(
+                "set {} in {} belongs to a running agent (pid {pid}); stop it first, or --force",
+                s.id,
+                pin_dir.display()
+            );
+        }
+    }
+    let mut failed = false;
+    for s in &sets {
+        for e in s.remove() {
+            eprintln!("{e}");
+            failed = true;
+        }
+    }
+    pins.remove_if_empty();
+    if failed {
+        anyhow::bail!("some pins could not be removed");
+    }
+    println!("removed {} pinned set(s) from {}", sets.len(), pin_dir.display());
     Ok(())
 }
 

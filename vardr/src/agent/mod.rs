@@ -2,6 +2,7 @@
 //! reloads on SIGHUP, and removes everything it attached when it stops.
 pub mod appear;
 pub mod control;
+pub mod persist;
 pub mod response;
 pub mod sd_notify;
 pub mod status;
@@ -56,6 +57,12 @@ pub enum AgentError {
     Status(#[from] status::StatusError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
+    #[error(transparent)]
+    Cgroup(#[from] kernel::cgroup::CgroupError),
+    #[error("{dir} belongs to a running agent (pid {pid}) for the same scope; stop it first")]
+    PinOwned { dir: PathBuf, pid: u32 },
 }
 
 /// `vardr agent` settings.
@@ -73,6 +80,10 @@ pub struct AgentOptions {
     pub export_max_bytes: u64,
     pub export_keep: usize,
     pub metrics_addr: Option<SocketAddr>,
+    /// Leave programs, links and maps pinned in force when the agent exits.
+    pub keep_enforcing: bool,
+    /// bpffs directory of this scope's pinned sets.
+    pub pin_dir: PathBuf,
 }
 
 /// Records handled before the event loop looks at signals and ticks again.
@@ -133,6 +144,7 @@ fn unknown_process(h: &vardr_common::EventHeader) -> ProcessInfo {
     ProcessInfo {
         exec_id: String::new(),
         pid: h.pid,
+        start_boot_ns: 0,
         uid: h.uid,
         gid: h.gid,
         auid: None,
@@ -169,6 +181,7 @@ struct Agent {
     exec_verdicts: HashMap<u32, (u64, &'static str)>,
     /// Named binaries not installed at the last load (see [`appear`]).
     awaited: appear::Awaited,
+    persist: persist::Persist,
 }
 
 impl Agent {
@@ -214,7 +227,7 @@ impl Agent {
             }
             Event::Fork { header, child_pid } => {
                 self.exec_verdicts.remove(&child_pid);
-                self.cache.on_fork(header.pid, child_pid, time);
+                self.cache.on_fork(header.pid, child_pid, header.boot_ns, time);
                 None
             }
             Event::Exit { header, exit_code } => {
@@ -398,13 +411,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Processes up to `limit` records (all with `None`); returns whether
-    /// the limit was reached, so more may be waiting.
+    /// Processes up to `limit` records (all with `None`); returns how many
+    /// (the limit: more may be waiting).
     fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
         limit: Option<usize>,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<usize> {
         let mut n = 0;
         while limit.is_none_or(|l| n < l) {
             let Some(item) = ring.next() else {
@@ -422,7 +435,7 @@ impl Agent {
             }
         }
         self.sinks.flush();
-        Ok(limit.is_some_and(|l| n >= l))
+        Ok(n)
     }
 
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
@@ -458,6 +471,9 @@ impl Agent {
                 self.status.rules = self.catalog.current.len();
                 self.status.cedar_policies = b.cedar.len();
                 self.status.kernel_enforced = b.kernel.kernel_enforced;
+                let hash = persist::policy_hash(&path, &b.policy.cedar);
+                let name = self.status.policy_name.clone();
+                self.pin_policy(&name, hash);
                 self.status.last_reload = ReloadStatus {
                     seq,
                     ok: true,
@@ -494,6 +510,7 @@ impl Agent {
             self.emit(&JsonEvent::lost(delta, lost, &self.node))?;
             self.sinks.flush();
             self.lost_reported = lost;
+            self.touch_pins();
             self.status.events_lost = lost;
             self.save_status();
         }
@@ -587,6 +604,18 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         ),
         None => None,
     };
+    let pins = crate::pin::PinDir::new(&opts.pin_dir);
+    let scope_id = match &opts.scope_cgroup {
+        Some(p) => kernel::cgroup::id(p)?,
+        None => 0,
+    };
+    let previous = persist::previous_sets(&pins, scope_id)?;
+    for s in previous.iter().filter(|s| s.same_layout()) {
+        // The old set's rules must not hit this agent while both run.
+        if let Err(e) = s.exempt_agent(std::process::id()) {
+            tracing::warn!(set = %s.id, "cannot exempt this agent in the pinned set: {e}");
+        }
+    }
     let mut enforcer = Enforcer::start(
         plan.clone(),
         &backend::Options {
@@ -608,6 +637,61 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         stats.net4_entries,
         stats.net6_entries
     );
+    let mut catalog = Catalog {
+        next_id: 1 + set.rule_count() as u32,
+        ..Default::default()
+    };
+    let absent_binaries = std::mem::take(&mut set.absent_binaries);
+    catalog.replace(set.rules);
+    let hooks = hook_status(&plan, &enforcer);
+    let mut persist = persist::Persist {
+        pins,
+        own: None,
+        meta: None,
+    };
+    if opts.keep_enforcing {
+        // Pinned before the ring buffer is taken out of the object.
+        persist.pins.prepare()?;
+        let started_at = crate::pin::now_ns();
+        let me = std::process::id();
+        let meta = crate::pin::SetMeta {
+            layout: vardr_common::LAYOUT_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            set_id: format!("{started_at:x}-{me}"),
+            policy_name: pol.name.clone(),
+            policy_path: opts.policy.clone(),
+            policy_hash: persist::policy_hash(&opts.policy, &pol.cedar),
+            mode: if opts.enforce { "enforce" } else { "audit" }.into(),
+            hooks: hooks
+                .iter()
+                .map(|h| crate::pin::HookBackend {
+                    hook: h.hook.clone(),
+                    backend: h.backend.clone(),
+                    enforcing: h.enforcing,
+                })
+                .collect(),
+            started_at,
+            agent_pid: me,
+            agent_start_ticks: crate::pin::start_ticks(me).unwrap_or(0),
+            scope_cgroup_id: enforcer.scope_cgroup_id(),
+            scope_cgroup: opts.scope_cgroup.clone(),
+            stopped_at: None,
+        };
+        let own = persist.pins.create_set(&meta, &catalog.entries())?;
+        match enforcer.pin(&own) {
+            Ok(links) => tracing::info!(
+                links,
+                "programs and maps pinned in {} (--keep-enforcing)",
+                own.dir.display()
+            ),
+            Err(e) => {
+                own.remove();
+                return Err(e.into());
+            }
+        }
+        persist.own = Some(own);
+        persist.meta = Some(meta);
+    }
     let ring = enforcer.take_events()?;
 
     let clock = Clock::now();
@@ -619,12 +703,6 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let mut cache = ProcessCache::new(&node);
     cache.seed_from_proc(&clock);
 
-    let mut catalog = Catalog {
-        next_id: 1 + set.rule_count() as u32,
-        ..Default::default()
-    };
-    let absent_binaries = std::mem::take(&mut set.absent_binaries);
-    catalog.replace(set.rules);
     let status = Status {
         pid: std::process::id(),
         started_at: status::now(),
@@ -634,7 +712,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         policy_name: pol.name.clone(),
         rules: catalog.current.len(),
         scope_cgroup: opts.scope_cgroup.clone(),
-        hooks: hook_status(&plan, &enforcer),
+        hooks,
         last_reload: ReloadStatus {
             seq: 0,
             ok: true,
@@ -644,6 +722,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         events_lost: 0,
         cedar_policies: cedar_set.len(),
         kernel_enforced: kernel_rules.kernel_enforced.clone(),
+        pinned_set: None,
+        took_over: Vec::new(),
     };
     let responder = Responder {
         enforce: opts.enforce,
@@ -675,8 +755,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         responder,
         exec_verdicts: HashMap::new(),
         awaited: appear::Awaited::new(absent_binaries),
+        persist,
     };
     agent.record_maps(&stats);
+    agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
+    // This agent's set enforces: the sets earlier agents left go now.
+    agent.take_over(previous)?;
     agent.save_status();
 
     // Local API and metrics run beside the event loop until it ends.
@@ -712,6 +796,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
 
     tracing::info!(
         policy = %pol.name,
@@ -734,11 +819,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 notifier.ready(&agent.status.summary());
             }
             _ = tick.tick() => agent.tick()?,
+            _ = alive.tick() => agent.touch_pins(),
             guard = ring_fd.readable_mut() => {
                 let mut guard = guard?;
                 // Bounded batches: under an event storm, signals and the
                 // loss check still get their turn between batches.
-                if !agent.drain(guard.get_inner_mut(), Some(DRAIN_BATCH))? {
+                if agent.drain(guard.get_inner_mut(), Some(DRAIN_BATCH))? < DRAIN_BATCH {
                     guard.clear_ready();
                 }
             }
@@ -748,6 +834,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     // Report what the kernel produced before the signal, then detach.
     agent.drain(ring_fd.get_mut(), None)?;
     agent.check_lost()?;
+    agent.leave_pinned();
     let _ = stop_tx.send(());
     let _ = api_task.await;
     if let Some(t) = metrics_task {
@@ -756,7 +843,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let _ = std::fs::remove_file(&socket);
     drop(ring_fd);
     status::remove(&agent.opts.runtime_dir);
+    let kept = agent.persist.own.is_some();
     drop(agent);
-    tracing::info!("vardr agent stopped; all programs detached");
+    if kept {
+        tracing::info!("vardr agent stopped; its programs stay pinned");
+    } else {
+        tracing::info!("vardr agent stopped; all programs detached");
+    }
     Ok(())
 }

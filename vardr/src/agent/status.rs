@@ -45,6 +45,12 @@ pub struct Status {
     /// Cedar policies compiled into Layer 1 (enforced in the kernel).
     #[serde(default)]
     pub kernel_enforced: Vec<String>,
+    /// The set this agent pinned (`--keep-enforcing`).
+    #[serde(default)]
+    pub pinned_set: Option<String>,
+    /// Sets earlier agents left pinned, taken over at start.
+    #[serde(default)]
+    pub took_over: Vec<super::persist::Takeover>,
 }
 
 impl Status {

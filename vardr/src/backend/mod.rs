@@ -294,6 +294,29 @@ impl Enforcer {
         Ok(stats)
     }
 
+    /// Pins every map and attached link in `set`: they stay in force when
+    /// this process exits.
+    pub fn pin(&self, set: &crate::pin::OwnSet) -> Result<usize, crate::pin::PinError> {
+        set.pin_objects(&self.ebpf)
+    }
+
+    /// The cgroup the rules are scoped to (0: everything).
+    pub fn scope_cgroup_id(&self) -> u64 {
+        self.config.scope_cgroup_id
+    }
+
+    /// Ends the agent's own exemption, before it exits leaving the programs
+    /// pinned: whoever reuses its pid must not inherit it. (The
+    /// `vardr.service` cgroup stays exempt: cgroup ids are never reused, and
+    /// the next agent starts in it.)
+    pub fn release_exemption(&mut self) -> Result<(), BackendError> {
+        let mut cfg = self.config;
+        cfg.agent_tgid = 0;
+        maps::write_config(&mut self.ebpf, &cfg)?;
+        self.config = cfg;
+        Ok(())
+    }
+
     /// Whether the kernel blocks matches of `hook`.
     pub fn enforcing(&self, hook: HookKind) -> bool {
         let h = match hook {

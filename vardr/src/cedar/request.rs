@@ -169,12 +169,16 @@ fn own_parents(q: &ProcessInfo, out: &mut HashSet<Uid>) {
 /// What a process is `in` through itself and its ancestors, memoized by
 /// exec id: siblings share their parent's set.
 fn ancestry(p: &ProcessInfo, memo: &mut Memo) -> Arc<HashSet<Uid>> {
+    // An exec_id names a process, which keeps it across an exec (or a
+    // cgroup move): the set is reused only for the same image and cgroup.
     if let Some(hit) = memo.ancestry.get(&p.exec_id) {
-        return hit.clone();
+        if hit.binary == p.binary && hit.cgroup == p.cgroup {
+            return hit.set.clone();
+        }
     }
     let out = Arc::new(parents_of(p, memo));
     if !p.exec_id.is_empty() {
-        memo.remember_ancestry(&p.exec_id, out.clone());
+        memo.remember_ancestry(p, out.clone());
     }
     out
 }
@@ -320,12 +324,19 @@ fn write_action() -> &'static CoreEntity {
 /// Entries kept before a memo table starts over (a reload also does).
 const MEMO_LIMIT: usize = 8192;
 
+/// A memoized ancestry set, with the image it was computed for.
+struct MemoAncestry {
+    binary: String,
+    cgroup: String,
+    set: Arc<HashSet<Uid>>,
+}
+
 /// Work shared between events: the ancestry sets of processes (siblings
 /// share their parent's), principals seen before (a process that opens
 /// many files), and the last context (events of one second share it).
 #[derive(Default)]
 pub struct Memo {
-    ancestry: HashMap<String, Arc<HashSet<Uid>>>,
+    ancestry: HashMap<String, MemoAncestry>,
     principals: HashMap<String, CachedPrincipal>,
     /// Processes seen once: a principal is cached from its second event
     /// (an exec is usually the only event of its process).
@@ -374,11 +385,18 @@ struct ContextKey {
 }
 
 impl Memo {
-    fn remember_ancestry(&mut self, exec_id: &str, set: Arc<HashSet<Uid>>) {
+    fn remember_ancestry(&mut self, p: &ProcessInfo, set: Arc<HashSet<Uid>>) {
         if self.ancestry.len() >= MEMO_LIMIT {
             self.ancestry.clear();
         }
-        self.ancestry.insert(exec_id.to_string(), set);
+        self.ancestry.insert(
+            p.exec_id.clone(),
+            MemoAncestry {
+                binary: p.binary.clone(),
+                cgroup: p.cgroup.clone(),
+                set,
+            },
+        );
     }
 
     fn principal(&mut self, p: &ProcessInfo) -> CoreEntity {

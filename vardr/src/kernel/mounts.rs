@@ -102,6 +102,13 @@ pub struct MountGuard {
     target: PathBuf,
 }
 
+impl MountGuard {
+    /// Leaves the mount in place when the guard goes away.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Err(e) = umount2(&self.target, MntFlags::MNT_DETACH) {

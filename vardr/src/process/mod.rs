@@ -24,6 +24,7 @@ pub(crate) fn sample(
     Arc::new(ProcessInfo {
         exec_id: format!("id-{pid}"),
         pid,
+        start_boot_ns: 0,
         uid: 1000,
         gid: 1000,
         auid: None,
@@ -50,9 +51,15 @@ pub const MAX_ANCESTORS: usize = 16;
 /// One process image (a pid between two execs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessInfo {
-    /// Unique across hosts and reboots: base64 of `node:start-ns:pid`.
+    /// The process (pid and start time) on this node: base64 of
+    /// `node:start-ns:pid`, from boot-clock values only, so every agent
+    /// (before and after a restart) gives a live process the same id. An
+    /// exec without a fork keeps the process's id.
     pub exec_id: String,
     pub pid: u32,
+    /// When the task started, in boot-clock ns, at the kernel's clock-tick
+    /// resolution (what /proc/PID/stat says).
+    pub start_boot_ns: u64,
     pub uid: u32,
     pub gid: u32,
     pub auid: Option<u32>,
@@ -112,12 +119,23 @@ pub fn absolute(filename: &str, cwd: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-pub fn exec_id(node: &str, start: SystemTime, pid: u32) -> String {
-    let ns = start
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    base64::engine::general_purpose::STANDARD.encode(format!("{node}:{ns}:{pid}"))
+/// Length of a clock tick (`/proc/PID/stat` start times are in ticks).
+pub fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    1_000_000_000 / hz
+}
+
+/// A boot-clock time cut to whole clock ticks, as /proc reports a task's
+/// start: the fork event (a few µs after the task started) and /proc agree.
+pub fn to_tick(boot_ns: u64) -> u64 {
+    let t = tick_ns();
+    boot_ns / t * t
+}
+
+/// `start_boot_ns` is the task's start in boot-clock ns at tick resolution.
+pub fn exec_id(node: &str, start_boot_ns: u64, pid: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start_boot_ns}:{pid}"))
 }
 
 pub struct ProcessCache {
@@ -154,8 +172,9 @@ impl ProcessCache {
         for p in procs {
             let parent = self.by_pid.get(&p.ppid).cloned();
             let info = ProcessInfo {
-                exec_id: exec_id(&self.node, p.start_time, p.pid),
+                exec_id: exec_id(&self.node, p.start_boot_ns, p.pid),
                 pid: p.pid,
+                start_boot_ns: p.start_boot_ns,
                 uid: p.uid,
                 gid: p.gid,
                 auid: p.auid,
@@ -175,20 +194,24 @@ impl ProcessCache {
     }
 
     /// A new process: a copy of its parent's image until it execs.
-    pub fn on_fork(&mut self, parent_pid: u32, child_pid: u32, time: SystemTime) {
+    /// `boot_ns` is the fork event's time.
+    pub fn on_fork(&mut self, parent_pid: u32, child_pid: u32, boot_ns: u64, time: SystemTime) {
         let parent = self.by_pid.get(&parent_pid).cloned();
+        let start = to_tick(boot_ns);
         let info = match &parent {
             Some(p) => ProcessInfo {
-                exec_id: exec_id(&self.node, time, child_pid),
+                exec_id: exec_id(&self.node, start, child_pid),
                 pid: child_pid,
+                start_boot_ns: start,
                 start_time: time,
                 origin: "clone",
                 parent: Some(p.clone()),
                 ..(**p).clone()
             },
             None => ProcessInfo {
-                exec_id: exec_id(&self.node, time, child_pid),
+                exec_id: exec_id(&self.node, start, child_pid),
                 pid: child_pid,
+                start_boot_ns: start,
                 uid: 0,
                 gid: 0,
                 auid: None,
@@ -223,9 +246,18 @@ impl ProcessCache {
         let cwd = procfs::cwd_of(pid)
             .or_else(|| prior.as_ref().map(|p| p.cwd.clone()))
             .unwrap_or_default();
+        // The task started at its fork (known from the fork event or
+        // /proc), not at this exec.
+        let start = prior
+            .as_ref()
+            .map(|p| p.start_boot_ns)
+            .filter(|&s| s != 0 && s <= e.header.boot_ns)
+            .or_else(|| procfs::start_boot_ns(pid).filter(|&s| s <= e.header.boot_ns))
+            .unwrap_or_else(|| to_tick(e.header.boot_ns));
         let info = Arc::new(ProcessInfo {
-            exec_id: exec_id(&self.node, time, pid),
+            exec_id: exec_id(&self.node, start, pid),
             pid,
+            start_boot_ns: start,
             uid: e.header.uid,
             gid: e.header.gid,
             auid: e.auid,
@@ -317,7 +349,7 @@ mod tests {
             header: EventHeader {
                 kind: EventKind::Exec as u32,
                 _pad: 0,
-                boot_ns: 0,
+                boot_ns: 100 * SEC,
                 tid: pid,
                 pid,
                 uid: 1000,
@@ -333,6 +365,8 @@ mod tests {
         }
     }
 
+    const SEC: u64 = 1_000_000_000;
+
     fn t(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
     }
@@ -341,26 +375,53 @@ mod tests {
     fn tree_of_fork_and_exec_gives_ancestry() {
         let mut c = ProcessCache::new("node1");
         c.on_exec(&exec(100_001, 1, "/bin/bash", &["bash"]), t(1));
-        c.on_fork(100_001, 100_002, t(2));
+        c.on_fork(100_001, 100_002, 2 * SEC, t(2));
         let sh = c.on_exec(&exec(100_002, 100_001, "/bin/sh", &["sh", "-c", "x"]), t(3));
-        c.on_fork(100_002, 100_003, t(4));
+        c.on_fork(100_002, 100_003, 4 * SEC + 1234, t(4));
         let leaf = c.on_exec(&exec(100_003, 100_002, "/bin/sleep", &["sleep", "1"]), t(5));
         assert_eq!(leaf.arguments, "1");
         assert_eq!(leaf.parent.as_ref().unwrap().exec_id, sh.exec_id);
         assert_eq!(leaf.ppid(), 100_002);
         let anc: Vec<_> = leaf.ancestors().iter().map(|a| a.binary.clone()).collect();
         assert_eq!(anc, vec!["/bin/bash"]);
-        // exec ids are unique per image and stable per input.
+        // exec ids are unique per process and come from its start time
+        // (the fork, at clock-tick resolution), not from the exec.
         assert_ne!(leaf.exec_id, sh.exec_id);
-        assert_eq!(leaf.exec_id, exec_id("node1", t(5), 100_003));
-        assert_ne!(exec_id("node1", t(5), 1), exec_id("node2", t(5), 1));
+        assert_eq!(leaf.exec_id, exec_id("node1", 4 * SEC, 100_003));
+        assert_ne!(exec_id("node1", 5, 1), exec_id("node2", 5, 1));
+    }
+
+    #[test]
+    fn exec_id_from_proc_matches_the_fork_event_and_survives_a_restart() {
+        // A process this test starts: the fork event's time (just after
+        // the task's start) and /proc give the same id.
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let from_proc = procfs::start_boot_ns(pid).unwrap();
+        let fork_event_ns = from_proc + 3_000; // a few µs later, same tick
+        let mut before = ProcessCache::new("n");
+        before.on_fork(std::process::id(), pid, fork_event_ns, t(1));
+        let id_before = before.get(pid).unwrap().exec_id.clone();
+        // A new agent learns it from /proc.
+        let mut after = ProcessCache::new("n");
+        after.seed_from_proc(&Clock::now());
+        let id_after = after.get(pid).unwrap().exec_id.clone();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(id_before, id_after);
+        assert_eq!(id_after, exec_id("n", from_proc, pid));
+        // The agent's own clock plays no part.
+        assert_eq!(to_tick(from_proc), from_proc);
     }
 
     #[test]
     fn exits_are_pruned_after_the_grace_period_without_leaking() {
         let mut c = ProcessCache::new("n");
         for pid in 200_000..200_100 {
-            c.on_fork(1, pid, t(1));
+            c.on_fork(1, pid, SEC, t(1));
             c.on_exec(&exec(pid, 1, "/bin/true", &["true"]), t(2));
             c.on_exit(pid);
         }
@@ -387,7 +448,7 @@ mod tests {
         let mut c = ProcessCache::new("n");
         c.on_exec(&exec(300_000, 1, "/bin/a", &["a"]), t(1));
         c.on_exit(300_000);
-        c.on_fork(1, 300_000, t(2));
+        c.on_fork(1, 300_000, 2 * SEC, t(2));
         c.on_exec(&exec(300_000, 1, "/bin/b", &["b"]), t(3));
         c.prune_before(Instant::now() + Duration::from_secs(1));
         assert_eq!(c.get(300_000).unwrap().binary, "/bin/b");

@@ -14,6 +14,8 @@ pub struct ProcEntry {
     pub argv: Vec<String>,
     pub cwd: String,
     pub start_time: SystemTime,
+    /// Boot-clock ns, at clock-tick resolution.
+    pub start_boot_ns: u64,
     pub cgroup_id: u64,
     pub cgroup: String,
 }
@@ -26,6 +28,14 @@ fn link(pid: u32, what: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/{what}"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// When a process started (`/proc/PID/stat` field 22), in boot-clock ns.
+pub fn start_boot_ns(pid: u32) -> Option<u64> {
+    let stat = read(pid, "stat")?;
+    let rest = stat.rsplit_once(')')?.1;
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ticks.saturating_mul(super::tick_ns()))
 }
 
 pub fn cwd_of(pid: u32) -> Option<String> {
@@ -71,8 +81,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 
 /// Every process in /proc (kernel threads included; they have no binary).
 pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let tick = super::tick_ns();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -92,8 +101,7 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
         // rest starts at field 3 (state): ppid is field 4, starttime field 22.
         let ppid = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         let start_ticks: u64 = f.get(19).and_then(|v| v.parse().ok()).unwrap_or(0);
-        // starttime is field 22 (see start_ticks).
-        let boot_ns = start_ticks.saturating_mul(1_000_000_000) / ticks;
+        let boot_ns = start_ticks.saturating_mul(tick);
         let status = read(pid, "status").unwrap_or_default();
         let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| {
@@ -120,6 +128,7 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
             argv,
             cwd: cwd_of(pid).unwrap_or_default(),
             start_time: clock.wall(boot_ns),
+            start_boot_ns: boot_ns,
             cgroup_id,
             cgroup,
         });

@@ -1,0 +1,238 @@
+//! Persistent enforcement in the agent: the set it pins with
+//! `--keep-enforcing`, and the sets earlier agents left pinned, which it
+//! takes over once its own set enforces.
+use std::{collections::HashMap, path::Path};
+
+use super::{AgentError, Catalog};
+use crate::{
+    events::RuleInfo,
+    pin::{self, CatalogEntry, PinDir, PinnedSet, SetMeta},
+};
+
+/// What the agent learnt from one set it took over.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Default)]
+pub struct Takeover {
+    pub set_id: String,
+    pub policy_name: String,
+    pub policy_hash: String,
+    /// Whether its maps were read (same layout version).
+    pub same_layout: bool,
+    /// Seconds its programs enforced with no agent (its agent stopped or died).
+    pub unattended_secs: Option<f64>,
+    /// Events queued in its ring buffer, delivered late.
+    pub queued_events: u64,
+    /// Events its programs could not queue and that its agent had not yet
+    /// reported.
+    pub events_lost: u64,
+}
+
+/// Sets of this scope pinned by earlier agents. Fails when the agent that
+/// pinned one still runs: two agents must not fight over one scope.
+pub fn previous_sets(pins: &PinDir, scope_id: u64) -> Result<Vec<PinnedSet>, AgentError> {
+    if !pins.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for s in pins.sets() {
+        match &s.meta {
+            Ok(m) if m.scope_cgroup_id != scope_id => tracing::info!(
+                set = %s.id,
+                "leaving pinned set alone: it governs another scope ({})",
+                m.scope_cgroup.as_deref().map_or("everything".into(), |p| p.display().to_string())
+            ),
+            Ok(m) if s.owner_running() => {
+                return Err(AgentError::PinOwned {
+                    dir: pins.root.clone(),
+                    pid: m.agent_pid,
+                })
+            }
+            Ok(_) => out.push(s),
+            Err(e) => tracing::warn!(
+                set = %s.id,
+                "pinned set without readable metadata left in place ({e}); `vardr unpin` removes it"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Hash of the policy file and the Cedar files it names.
+pub fn policy_hash(policy: &Path, cedar: &[std::path::PathBuf]) -> String {
+    let mut texts = vec![std::fs::read(policy).unwrap_or_default()];
+    texts.extend(cedar.iter().map(|p| std::fs::read(p).unwrap_or_default()));
+    pin::fnv_hex(texts.iter().map(Vec::as_slice))
+}
+
+impl Catalog {
+    /// Every rule an event still in flight can name (current and previous).
+    pub(super) fn entries(&self) -> Vec<CatalogEntry> {
+        let mut out: Vec<CatalogEntry> = self
+            .previous
+            .iter()
+            .chain(self.current.iter())
+            .map(|(&id, r)| CatalogEntry {
+                id,
+                policy_name: r.policy_name.clone(),
+                rule: r.rule.clone(),
+                severity: r.severity.clone(),
+                observe: r.observe,
+            })
+            .collect();
+        out.sort_by_key(|e| e.id);
+        out.dedup_by_key(|e| e.id);
+        out
+    }
+
+    pub(super) fn from_entries(entries: Vec<CatalogEntry>) -> Self {
+        let current: HashMap<u32, RuleInfo> = entries
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id,
+                    RuleInfo {
+                        policy_name: e.policy_name,
+                        rule: e.rule,
+                        severity: e.severity,
+                        observe: e.observe,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            current,
+            ..Default::default()
+        }
+    }
+}
+
+impl super::Agent {
+    /// Retires sets earlier agents pinned, now that this agent's set
+    /// enforces: detaches their programs, delivers the events still queued
+    /// in their ring buffer (named with their own rule catalog), reports
+    /// what their kernel side dropped, then removes their maps.
+    pub(super) fn take_over(&mut self, old: Vec<PinnedSet>) -> std::io::Result<()> {
+        for s in old {
+            let meta: Option<&SetMeta> = s.meta.as_ref().ok();
+            let same = s.same_layout();
+            let mut t = Takeover {
+                set_id: s.id.clone(),
+                policy_name: meta.map(|m| m.policy_name.clone()).unwrap_or_default(),
+                policy_hash: meta.map(|m| m.policy_hash.clone()).unwrap_or_default(),
+                same_layout: same,
+                unattended_secs: s.unattended().map(|d| d.as_secs_f64()),
+                ..Default::default()
+            };
+            let mut errors = s.unpin_links();
+            if same {
+                let catalog = match s.catalog() {
+                    Ok(c) => Catalog::from_entries(c),
+                    Err(e) => {
+                        tracing::warn!(set = %s.id, "cannot read its rule catalog: {e}");
+                        Catalog::default()
+                    }
+                };
+                let saved = std::mem::replace(&mut self.catalog, catalog);
+                let drained = match s.events() {
+                    Ok(mut ring) => self.drain(&mut ring, None),
+                    Err(e) => {
+                        tracing::warn!(set = %s.id, "cannot open its ring buffer: {e}");
+                        Ok(0)
+                    }
+                };
+                self.catalog = saved;
+                t.queued_events = drained? as u64;
+                match s.lost_events() {
+                    Ok(n) => t.events_lost = n.saturating_sub(s.lost_reported),
+                    Err(e) => tracing::warn!(set = %s.id, "cannot read its lost count: {e}"),
+                }
+            } else {
+                tracing::warn!(
+                    set = %s.id,
+                    layout = meta.map_or(0, |m| m.layout),
+                    ours = vardr_common::LAYOUT_VERSION,
+                    "pinned set has another map layout: removed without reading its maps (its queued events are discarded)"
+                );
+            }
+            errors.extend(s.remove());
+            for e in &errors {
+                tracing::warn!(set = %s.id, "removing pinned set: {e}");
+            }
+            if t.events_lost > 0 {
+                self.metrics.kernel_events_lost.inc_by(t.events_lost);
+                let j = crate::events::JsonEvent::lost(t.events_lost, t.events_lost, &self.node);
+                self.emit(&j)?;
+                self.sinks.flush();
+            }
+            tracing::info!(
+                set = %t.set_id,
+                policy = %t.policy_name,
+                policy_hash = %t.policy_hash,
+                unattended_s = t.unattended_secs.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+                queued_events = t.queued_events,
+                events_lost = t.events_lost,
+                "took over pinned set: its programs are detached and its pins removed"
+            );
+            self.status.took_over.push(t);
+        }
+        if self.persist.own.is_none() {
+            self.persist.pins.remove_if_empty();
+        }
+        Ok(())
+    }
+
+    /// Once a second with `--keep-enforcing`: the pinned set's agent is alive.
+    pub(super) fn touch_pins(&mut self) {
+        let lost = self.lost_reported;
+        if let Some(own) = &mut self.persist.own {
+            own.touch();
+            own.set_lost_reported(lost);
+        }
+    }
+
+    /// After a reload: the pinned metadata and catalog follow the policy.
+    pub(super) fn pin_policy(&mut self, name: &str, hash: String) {
+        let Some(own) = &self.persist.own else {
+            return;
+        };
+        let catalog = self.catalog.entries();
+        if let Some(meta) = &mut self.persist.meta {
+            meta.policy_name = name.to_string();
+            meta.policy_path = self.opts.policy.clone();
+            meta.policy_hash = hash;
+            // Catalog first: the programs may report the new ids already.
+            if let Err(e) = own.write_catalog(&catalog).and_then(|_| own.write_meta(meta)) {
+                tracing::warn!("cannot update the pinned set after the reload: {e}");
+            }
+        }
+    }
+
+    /// Stopping with `--keep-enforcing`: the set stays, without the
+    /// agent's own pid exemption.
+    pub(super) fn leave_pinned(&mut self) {
+        let Some(own) = &mut self.persist.own else {
+            return;
+        };
+        if let Err(e) = self.enforcer.release_exemption() {
+            tracing::warn!("cannot end the agent's exemption in the pinned set: {e}");
+        }
+        own.touch();
+        own.set_lost_reported(self.lost_reported);
+        if let Some(meta) = &mut self.persist.meta {
+            meta.stopped_at = Some(pin::now_ns());
+            if let Err(e) = own.write_meta(meta) {
+                tracing::warn!("cannot update the pinned set: {e}");
+            }
+        }
+        tracing::info!(
+            "enforcement stays in force without the agent (--keep-enforcing): pinned in {}; the next agent takes it over, `vardr unpin` removes it",
+            own.dir.display()
+        );
+    }
+}
+
+/// The agent's pin directory and, with `--keep-enforcing`, its own set.
+pub struct Persist {
+    pub pins: PinDir,
+    pub own: Option<pin::OwnSet>,
+    pub meta: Option<SetMeta>,
+}

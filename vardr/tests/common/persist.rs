@@ -1,0 +1,509 @@
+//! Persistent enforcement scenarios (`--keep-enforcing`), shared by the
+//! host tier (fallback backend) and the VM tier (LSM backend). Every test
+//! pins into a bpffs of its own, mounted on a temp directory and unmounted
+//! on drop: whatever happens, its pins (and so its programs) go with it.
+use std::{
+    io::Read,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use nix::{
+    mount::{mount, umount2, MntFlags, MsFlags},
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use serde_json::Value;
+use vardr::probe::Backend;
+
+use super::{agent::AgentRun, agent::VARDR, sh_in, test_cgroup, TempDir};
+
+/// A private bpffs instance; unmounting it drops every pin in it.
+pub struct Bpffs {
+    dir: TempDir,
+}
+
+impl Bpffs {
+    pub fn mount(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        mount(
+            Some("bpf"),
+            dir.path(),
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .expect("mount a bpffs for the test");
+        Self { dir }
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.join("vardr")
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = umount2(self.dir.path(), MntFlags::MNT_DETACH);
+    }
+}
+
+/// Child processes of a test, stopped (STOP file, then SIGKILL) on drop.
+struct Loops {
+    stop: PathBuf,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Loops {
+    /// Creates the stop file and collects each loop's "tries failures" line.
+    fn finish(&mut self) -> Vec<(&'static str, u64, u64, String)> {
+        std::fs::write(&self.stop, "").unwrap();
+        let mut out = Vec::new();
+        for (name, mut c) in self.children.drain(..) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(s) = c.try_wait().unwrap() {
+                    break Some(s);
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut text = String::new();
+            if let Some(mut o) = c.stdout.take() {
+                let _ = o.read_to_string(&mut text);
+            }
+            let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+            let (tries, bad) = match (f.next().flatten(), f.next().flatten()) {
+                (Some(t), Some(b)) => (t, b),
+                // No report: the loop died (killed, crashed) or hung.
+                _ => (0, u64::MAX),
+            };
+            out.push((name, tries, bad, format!("{status:?} {text}")));
+        }
+        out
+    }
+}
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        for (_, c) in &mut self.children {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn_in(cgroup: &Path, script: &str) -> Child {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && {script}",
+            cgroup.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn loop")
+}
+
+fn policy(name: &str, dir: &Path, port: u16, extra: &str) -> String {
+    let d = dir.display();
+    format!(
+        "apiVersion: vardr.dev/v1
+kind: Policy
+metadata:
+  name: {name}
+spec:
+  rules:
+    - name: no-secret
+      hook: file_open
+      action: deny
+      match: {{ paths: [{d}/secret.txt] }}
+    - name: no-vault
+      hook: file_open
+      action: deny
+      match: {{ prefixes: [{d}/vault] }}
+    - name: no-tool
+      hook: exec
+      action: deny
+      match: {{ binaries: [{d}/denied-true] }}
+    - name: no-port
+      hook: connect
+      action: deny
+      match: {{ cidrs: [127.0.0.1/32], ports: [{port}], protocol: tcp }}
+{extra}"
+    )
+}
+
+fn agent(b: Backend, cg: &Path, pins: &Path, policy: &str) -> AgentRun {
+    let (cg, pins) = (cg.to_str().unwrap(), pins.to_str().unwrap());
+    let backend = if b == Backend::Lsm { "lsm" } else { "fallback" };
+    AgentRun::start(
+        policy,
+        &[
+            "--backend",
+            backend,
+            "--scope-cgroup",
+            cg,
+            "--enforce",
+            "--keep-enforcing",
+            "--pin-dir",
+            pins,
+        ],
+    )
+}
+
+fn sigkill(a: &mut AgentRun) {
+    kill(Pid::from_raw(a.pid() as i32), Signal::SIGKILL).unwrap();
+    a.stop();
+}
+
+fn pinned_sets(pins: &Path) -> Vec<String> {
+    std::fs::read_dir(pins)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn status_json(pins: &Path, runtime: &Path) -> Value {
+    let out = Command::new(VARDR)
+        .args(["status", "--json", "--runtime-dir"])
+        .arg(runtime)
+        .arg("--pin-dir")
+        .arg(pins)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "vardr status: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The proof the issue asks for: denied open, exec and connect tried in
+/// loops (and an allowed open that must never fail) inside the test
+/// cgroup, while the agent is restarted 20 times: clean stops, SIGKILLs,
+/// and restarts with a changed policy that keeps the same denials.
+pub fn restarts_without_gap(b: Backend) {
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = bpffs.pin_dir();
+    let dir = TempDir::new("persist");
+    let d = dir.path();
+    std::fs::write(d.join("secret.txt"), "secret\n").unwrap();
+    std::fs::write(d.join("allowed.txt"), "allowed\n").unwrap();
+    std::fs::create_dir(d.join("vault")).unwrap();
+    std::fs::copy("/bin/true", d.join("denied-true")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        })
+    };
+    let cg = test_cgroup("persist");
+    let policy_a = policy("persist-a", d, port, "");
+    let mut current = agent(b, &cg.path, &pins, &policy_a);
+    assert_eq!(pinned_sets(&pins).len(), 1, "one set pinned");
+
+    // A second agent for the same scope must not take a running agent's set.
+    let second = Command::new(VARDR)
+        .args(["agent", "--policy"])
+        .arg(current.policy_path())
+        .arg("--runtime-dir")
+        .arg(dir.join("second-run"))
+        .args(["--backend", "fallback", "--scope-cgroup"])
+        .arg(&cg.path)
+        .arg("--pin-dir")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("belongs to a running agent"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let stop = d.join("STOP");
+    let (s, dd) = (stop.display(), d.display());
+    let mut loops = Loops {
+        stop: stop.clone(),
+        children: Vec::new(),
+    };
+    // Denied open and exec: a try that succeeded is a breach (the fallback
+    // kills the process instead: no success either).
+    loops.children.push((
+        "denied open+exec",
+        spawn_in(
+            &cg.path,
+            &format!(
+                "n=0; b=0; while [ ! -e {s} ]; do
+                   if cat {dd}/secret.txt >/dev/null 2>&1; then b=$((b+1)); fi
+                   if {dd}/denied-true 2>/dev/null; then b=$((b+1)); fi
+                   n=$((n+1)); done; echo $n $b"
+            ),
+        ),
+    ));
+    loops.children.push((
+        "denied connect",
+        spawn_in(
+            &cg.path,
+            &format!(
+                "exec python3 -c '
+import os, socket, time
+n = b = 0
+while not os.path.exists(\"{s}\"):
+    c = socket.socket()
+    c.settimeout(2)
+    try:
+        c.connect((\"127.0.0.1\", {port}))
+        b += 1
+    except OSError:
+        pass
+    c.close()
+    n += 1
+    time.sleep(0.001)
+print(n, b)'"
+            ),
+        ),
+    ));
+    // The allowed open: one long-lived process, which must never fail or be killed.
+    loops.children.push((
+        "allowed open",
+        spawn_in(
+            &cg.path,
+            &format!(
+                "exec python3 -c '
+import os, time
+n = f = 0
+while not os.path.exists(\"{s}\"):
+    try:
+        with open(\"{dd}/allowed.txt\") as fh:
+            if fh.read() != \"allowed\\n\":
+                f += 1
+    except OSError:
+        f += 1
+    n += 1
+    time.sleep(0.0005)
+print(n, f)'"
+            ),
+        ),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = Instant::now();
+    let mut late_checked = false;
+    let mut unattended_seen = false;
+    for i in 0..20 {
+        let changed = i % 4 >= 2;
+        let crash = i % 2 == 1;
+        if crash {
+            sigkill(&mut current);
+        } else {
+            assert!(current.stop().success(), "clean stop {i}");
+        }
+        // With no agent, the pins enforce. The first time, leave a denied
+        // open in the ring buffer for the next agent to deliver late.
+        let late = d.join("vault").join(format!("late-{i}"));
+        if !late_checked {
+            std::fs::write(&late, "x").unwrap();
+            let o = sh_in(&cg.path, &format!("cat {} >/dev/null", late.display()));
+            assert!(!o.status.success(), "denied while no agent runs");
+            let st = status_json(&pins, &current.runtime_dir());
+            let p = &st["pinned"][0];
+            assert_eq!(st["running"], false, "{st}");
+            assert_eq!(p["agent"], "down", "{st}");
+            assert_eq!(p["policy_name"], "persist-a", "{st}");
+            assert!(p["policy_hash"].as_str().is_some_and(|h| h.len() == 16));
+            assert!(p["unattended_secs"].is_u64(), "{st}");
+        }
+        let pol = if changed {
+            policy(
+                &format!("persist-b{i}"),
+                d,
+                port,
+                &format!(
+                    "    - name: extra-{i}\n      hook: file_open\n      action: alert\n      match: {{ paths: [{dd}/other-{i}] }}\n"
+                ),
+            )
+        } else {
+            policy_a.clone()
+        };
+        current = agent(b, &cg.path, &pins, &pol);
+        let took = current.log_line("took over pinned set");
+        if took.contains("unattended_s=") && !took.contains("unattended_s=-") {
+            unattended_seen = true;
+        }
+        if !late_checked {
+            let late_name = late.to_str().unwrap().to_string();
+            let ev = current.policy_event("queued while no agent ran", |e| {
+                e["args"][0]["file_arg"]["path"] == late_name.as_str()
+            });
+            assert_eq!(ev["rule"], "no-vault", "named from the old set's catalog");
+            assert_eq!(ev["verdict"], "deny");
+            late_checked = true;
+        }
+        let sets = pinned_sets(&pins);
+        assert_eq!(sets.len(), 1, "the old set is gone after the takeover: {sets:?}");
+    }
+    let took = started.elapsed();
+    let results = loops.finish();
+    done.store(true, Ordering::Relaxed);
+    let _ = acceptor.join();
+    eprintln!("20 restarts in {:.1} s; loops: {results:?}", took.as_secs_f64());
+    for (name, tries, bad, raw) in &results {
+        assert!(*tries > 0, "{name} never ran: {raw}");
+        assert_eq!(*bad, 0, "{name}: {bad} of {tries} tries went wrong: {raw}");
+    }
+    assert!(unattended_seen, "the takeover reports unattended time");
+
+    // The last agent leaves its set pinned; `vardr unpin` lifts it.
+    assert!(current.stop().success());
+    let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
+    assert!(!o.status.success(), "still enforced with no agent");
+    let out = Command::new(VARDR)
+        .arg("unpin")
+        .arg("--pin-dir")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pinned_sets(&pins).is_empty());
+    let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
+    assert!(o.status.success(), "unpin lifts the rules");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "secret\n");
+    drop(bpffs);
+}
+
+/// Without --keep-enforcing nothing is pinned, and stopping lifts the rules.
+pub fn no_keep_leaves_nothing(b: Backend) {
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = bpffs.pin_dir();
+    let dir = TempDir::new("nokeep");
+    let d = dir.path();
+    std::fs::write(d.join("secret.txt"), "secret\n").unwrap();
+    let cg = test_cgroup("nokeep");
+    let backend = if b == Backend::Lsm { "lsm" } else { "fallback" };
+    let mut a = AgentRun::start(
+        &policy("nokeep", d, 9, ""),
+        &[
+            "--backend",
+            backend,
+            "--scope-cgroup",
+            cg.path.to_str().unwrap(),
+            "--enforce",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    let o = sh_in(&cg.path, &format!("cat {}/secret.txt", d.display()));
+    assert!(!o.status.success());
+    assert!(pinned_sets(&pins).is_empty(), "nothing pinned without the flag");
+    assert!(a.stop().success());
+    let o = sh_in(&cg.path, &format!("cat {}/secret.txt", d.display()));
+    assert!(o.status.success(), "stopping lifts the rules");
+}
+
+/// An old set with another layout version is removed without its maps
+/// being read; a set of another scope is left alone.
+pub fn other_layout_and_other_scope(b: Backend) {
+    use vardr::pin::{PinDir, SetMeta};
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = PinDir::new(bpffs.pin_dir());
+    pins.prepare().unwrap();
+    let cg = test_cgroup("layout");
+    let fake = |id: &str, layout: u32, scope: u64| SetMeta {
+        layout,
+        agent_version: "0.0.1".into(),
+        set_id: id.into(),
+        policy_name: "old".into(),
+        policy_path: "/old.yaml".into(),
+        policy_hash: "0".repeat(16),
+        mode: "enforce".into(),
+        hooks: Vec::new(),
+        started_at: vardr::pin::now_ns() - 5_000_000_000,
+        agent_pid: u32::MAX - 9,
+        agent_start_ticks: 1,
+        scope_cgroup_id: scope,
+        scope_cgroup: None,
+        stopped_at: None,
+    };
+    let scope_id = cg.id().unwrap();
+    let other = pins
+        .create_set(&fake("0-old-layout", vardr_common::LAYOUT_VERSION ^ 1, scope_id), &[])
+        .unwrap();
+    // Its "ring buffer" is not one: reading it as this layout's would fail.
+    let bogus: aya::maps::Array<aya::maps::MapData, u32> = aya::maps::Array::create(1, 0).unwrap();
+    bogus.pin(other.dir.join("maps").join("EVENTS")).unwrap();
+    let foreign = pins
+        .create_set(&fake("1-other-scope", vardr_common::LAYOUT_VERSION, 1), &[])
+        .unwrap();
+    let dir = TempDir::new("layout");
+    let mut a = agent(b, &cg.path, &pins.root, &policy("new", dir.path(), 9, ""));
+    let line = a.log_line("another map layout");
+    assert!(line.contains("0-old-layout"), "{line}");
+    a.log_line("took over pinned set");
+    assert!(!other.dir.exists(), "old-layout set removed");
+    assert!(foreign.dir.exists(), "another scope's set is left alone");
+    assert!(a.stop().success());
+    // Left: the foreign set and the new agent's own.
+    assert_eq!(pinned_sets(&pins.root).len(), 2);
+}
+
+/// A process that lives across a restart keeps its exec_id: its child,
+/// reported by the next agent, names it as parent with the id the first
+/// agent gave it.
+pub fn exec_id_survives_restart() {
+    let dir = TempDir::new("execid");
+    let go = dir.join("go");
+    let marker = format!("execid-{}", std::process::id());
+    let policy = "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: none\nspec:\n  rules: []\n";
+    let mut first = AgentRun::start(policy, &[]);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; /bin/echo {marker}",
+            go.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let sh = first.event("the shell's exec", |e| {
+        e["process_exec"]["process"]["pid"] == pid
+    });
+    let sh_id = sh["process_exec"]["process"]["exec_id"].clone();
+    assert!(first.stop().success());
+    let mut second = AgentRun::start(policy, &[]);
+    std::fs::write(&go, "").unwrap();
+    let echo = second.event("the child's exec", |e| {
+        e["process_exec"]["process"]["arguments"] == marker.as_str()
+    });
+    assert_eq!(echo["process_exec"]["process"]["parent_exec_id"], sh_id);
+    assert_eq!(echo["process_exec"]["parent"]["exec_id"], sh_id);
+    let _ = child.wait();
+    assert!(second.stop().success());
+}

@@ -1,0 +1,41 @@
+//! Host tier: persistent enforcement (`--keep-enforcing`, takeover at
+//! restart, `vardr unpin`) with the fallback backend, scoped to a test
+//! cgroup and pinned in a bpffs of the test's own.
+mod common;
+
+use common::{persist, require_backend, require_root, scenarios, serial};
+use vardr::probe::Backend::Fallback;
+
+#[test]
+fn fallback_restarts_without_gap() {
+    if require_backend("fallback_restarts_without_gap", Fallback)
+        && scenarios::python_available("fallback_restarts_without_gap")
+    {
+        let _serial = serial();
+        persist::restarts_without_gap(Fallback);
+    }
+}
+
+#[test]
+fn fallback_no_keep_leaves_nothing() {
+    if require_backend("fallback_no_keep_leaves_nothing", Fallback) {
+        let _serial = serial();
+        persist::no_keep_leaves_nothing(Fallback);
+    }
+}
+
+#[test]
+fn fallback_other_layout_and_other_scope() {
+    if require_backend("fallback_other_layout_and_other_scope", Fallback) {
+        let _serial = serial();
+        persist::other_layout_and_other_scope(Fallback);
+    }
+}
+
+#[test]
+fn exec_id_survives_restart() {
+    if require_root("exec_id_survives_restart") {
+        let _serial = serial();
+        persist::exec_id_survives_restart();
+    }
+}

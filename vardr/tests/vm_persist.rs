@@ -1,0 +1,24 @@
+//! VM tier: persistent enforcement with the LSM backend
+//! (`cargo xtask vm-test`): the same restart proof as the host's fallback run.
+mod common;
+
+use common::{persist, require_backend, scenarios};
+use vardr::probe::Backend::Lsm;
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_restarts_without_gap() {
+    if require_backend("lsm_restarts_without_gap", Lsm)
+        && scenarios::python_available("lsm_restarts_without_gap")
+    {
+        persist::restarts_without_gap(Lsm);
+    }
+}
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_other_layout_and_other_scope() {
+    if require_backend("lsm_other_layout_and_other_scope", Lsm) {
+        persist::other_layout_and_other_scope(Lsm);
+    }
+}
