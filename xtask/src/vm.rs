@@ -32,7 +32,7 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.1",
         append: None,
         expect: "lsm",
-        tests: &["vm_lsm", "host_agent"],
+        tests: &["vm_lsm", "host_agent", "vm_persist"],
     },
     Variant {
         name: "6.12",
@@ -41,7 +41,7 @@ const VARIANTS: &[Variant] = &[
         expect: "lsm",
         // Layer 2 once with the LSM backend (the host runs it on fallback);
         // the Debian package under systemd.
-        tests: &["vm_lsm", "host_agent", "layer2_host", "vm_package"],
+        tests: &["vm_lsm", "host_agent", "layer2_host", "vm_package", "vm_persist"],
     },
     // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
     Variant {

@@ -52,7 +52,7 @@ pub const MAX_ANCESTORS: usize = 16;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessInfo {
     /// The process (pid and start time) on this node: base64 of
-    /// `node:start-ns:pid`, from boot-clock values only, so every agent
+    /// `node:boot-id:start-ns:pid`, from boot-time values only, so every agent
     /// (before and after a restart) gives a live process the same id. An
     /// exec without a fork keeps the process's id.
     pub exec_id: String,
@@ -133,7 +133,8 @@ pub fn to_tick(boot_ns: u64) -> u64 {
     boot_ns / t * t
 }
 
-/// `start_boot_ns` is the task's start in boot-clock ns at tick resolution.
+/// `node` is `node:boot-id`; `start_boot_ns` is the task's start in
+/// boot-clock ns at tick resolution.
 pub fn exec_id(node: &str, start_boot_ns: u64, pid: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start_boot_ns}:{pid}"))
 }
@@ -145,9 +146,18 @@ pub struct ProcessCache {
 }
 
 impl ProcessCache {
+    /// exec_ids name `node` and this boot (the kernel's boot id), so they
+    /// stay unique across reboots although start times restart from zero.
     pub fn new(node: &str) -> Self {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let boot: String = boot.trim().chars().filter(|c| *c != '-').take(8).collect();
+        Self::for_boot(&format!("{node}:{boot}"))
+    }
+
+    /// A cache whose exec_ids start with `prefix` (`node:boot`).
+    pub fn for_boot(prefix: &str) -> Self {
         Self {
-            node: node.to_string(),
+            node: prefix.to_string(),
             by_pid: HashMap::new(),
             exited: VecDeque::new(),
         }
@@ -373,7 +383,7 @@ mod tests {
 
     #[test]
     fn tree_of_fork_and_exec_gives_ancestry() {
-        let mut c = ProcessCache::new("node1");
+        let mut c = ProcessCache::for_boot("node1");
         c.on_exec(&exec(100_001, 1, "/bin/bash", &["bash"]), t(1));
         c.on_fork(100_001, 100_002, 2 * SEC, t(2));
         let sh = c.on_exec(&exec(100_002, 100_001, "/bin/sh", &["sh", "-c", "x"]), t(3));
@@ -402,11 +412,11 @@ mod tests {
         let pid = child.id();
         let from_proc = procfs::start_boot_ns(pid).unwrap();
         let fork_event_ns = from_proc + 3_000; // a few µs later, same tick
-        let mut before = ProcessCache::new("n");
+        let mut before = ProcessCache::for_boot("n");
         before.on_fork(std::process::id(), pid, fork_event_ns, t(1));
         let id_before = before.get(pid).unwrap().exec_id.clone();
         // A new agent learns it from /proc.
-        let mut after = ProcessCache::new("n");
+        let mut after = ProcessCache::for_boot("n");
         after.seed_from_proc(&Clock::now());
         let id_after = after.get(pid).unwrap().exec_id.clone();
         let _ = child.kill();
@@ -419,7 +429,7 @@ mod tests {
 
     #[test]
     fn exits_are_pruned_after_the_grace_period_without_leaking() {
-        let mut c = ProcessCache::new("n");
+        let mut c = ProcessCache::for_boot("n");
         for pid in 200_000..200_100 {
             c.on_fork(1, pid, SEC, t(1));
             c.on_exec(&exec(pid, 1, "/bin/true", &["true"]), t(2));
@@ -433,7 +443,7 @@ mod tests {
 
     #[test]
     fn sweep_finds_processes_that_died_silently() {
-        let mut c = ProcessCache::new("n");
+        let mut c = ProcessCache::for_boot("n");
         // Far above pid_max: no such process.
         c.on_exec(&exec(u32::MAX - 7, 1, "/bin/gone", &["gone"]), t(1));
         c.on_exec(&exec(std::process::id(), 1, "/bin/me", &["me"]), t(1));
@@ -445,7 +455,7 @@ mod tests {
 
     #[test]
     fn reused_pid_survives_the_old_exit() {
-        let mut c = ProcessCache::new("n");
+        let mut c = ProcessCache::for_boot("n");
         c.on_exec(&exec(300_000, 1, "/bin/a", &["a"]), t(1));
         c.on_exit(300_000);
         c.on_fork(1, 300_000, 2 * SEC, t(2));
