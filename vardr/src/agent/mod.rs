@@ -455,6 +455,7 @@ impl Agent {
         });
         match result {
             Ok((mut b, stats)) => {
+                let hash = persist::policy_hash(&path, &b.policy.cedar);
                 tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), "policy reloaded from {}", path.display());
                 self.metrics.policy_reloads.inc();
                 self.record_maps(&stats);
@@ -471,7 +472,6 @@ impl Agent {
                 self.status.rules = self.catalog.current.len();
                 self.status.cedar_policies = b.cedar.len();
                 self.status.kernel_enforced = b.kernel.kernel_enforced;
-                let hash = persist::policy_hash(&path, &b.policy.cedar);
                 let name = self.status.policy_name.clone();
                 self.pin_policy(&name, hash);
                 self.status.last_reload = ReloadStatus {
