@@ -38,7 +38,10 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), PinError> {
         chunk.0.copy_from_slice(c);
         arr.set(i as u32, chunk, 0).map_err(map_err(path))?;
     }
-    let tmp = path.with_extension("new");
+    // bpffs refuses names with a dot.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push("-new");
+    let tmp = std::path::PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     arr.pin(&tmp).map_err(|e| PinError::Pin(tmp.clone(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| PinError::Io(path.into(), e))

@@ -408,7 +408,8 @@ impl OwnSet {
     /// the one source of truth.
     pub fn pin_objects(&self, ebpf: &Ebpf) -> Result<usize, PinError> {
         for (name, map) in ebpf.maps() {
-            let path = self.dir.join(MAPS).join(name);
+            // bpffs refuses names with a dot (".rodata").
+            let path = self.dir.join(MAPS).join(name.replace('.', "_"));
             map.pin(&path).map_err(|e| PinError::Pin(path.clone(), e))?;
         }
         let mut ours: std::collections::HashMap<u32, String> = std::collections::HashMap::new();

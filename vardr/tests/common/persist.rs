@@ -146,6 +146,11 @@ spec:
 }
 
 fn agent(b: Backend, cg: &Path, pins: &Path, policy: &str) -> AgentRun {
+    agent_with(b, cg, pins, policy, "json")
+}
+
+/// `output`: "none" keeps the loops' flood of events off the test's pipe.
+fn agent_with(b: Backend, cg: &Path, pins: &Path, policy: &str, output: &str) -> AgentRun {
     let (cg, pins) = (cg.to_str().unwrap(), pins.to_str().unwrap());
     let backend = if b == Backend::Lsm { "lsm" } else { "fallback" };
     AgentRun::start(
@@ -159,6 +164,8 @@ fn agent(b: Backend, cg: &Path, pins: &Path, policy: &str) -> AgentRun {
             "--keep-enforcing",
             "--pin-dir",
             pins,
+            "--output",
+            output,
         ],
     )
 }
@@ -285,7 +292,7 @@ while not os.path.exists(\"{s}\"):
         pass
     c.close()
     n += 1
-    time.sleep(0.001)
+    time.sleep(0.002)
 print(n, b)'"
             ),
         ),
@@ -307,7 +314,7 @@ while not os.path.exists(\"{s}\"):
     except OSError:
         f += 1
     n += 1
-    time.sleep(0.0005)
+    time.sleep(0.001)
 print(n, f)'"
             ),
         ),
@@ -352,7 +359,10 @@ print(n, f)'"
         } else {
             policy_a.clone()
         };
-        current = agent(b, &cg.path, &pins, &pol);
+        let output = if late_checked { "none" } else { "json" };
+        let t = Instant::now();
+        current = agent_with(b, &cg.path, &pins, &pol, output);
+        eprintln!("restart {i} ({}): running after {} ms", if crash { "SIGKILL" } else { "clean stop" }, t.elapsed().as_millis());
         let took = current.log_line("took over pinned set");
         if took.contains("unattended_s=") && !took.contains("unattended_s=-") {
             unattended_seen = true;
