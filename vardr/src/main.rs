@@ -640,7 +640,11 @@ fn unpin(pin_dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
     if failed {
         anyhow::bail!("some pins could not be removed");
     }
-    println!("removed {} pinned set(s) from {}", sets.len(), pin_dir.display());
+    println!(
+        "removed {} pinned set(s) from {}",
+        sets.len(),
+        pin_dir.display()
+    );
     Ok(())
 }
 

@@ -227,7 +227,8 @@ impl Agent {
             }
             Event::Fork { header, child_pid } => {
                 self.exec_verdicts.remove(&child_pid);
-                self.cache.on_fork(header.pid, child_pid, header.boot_ns, time);
+                self.cache
+                    .on_fork(header.pid, child_pid, header.boot_ns, time);
                 None
             }
             Event::Exit { header, exit_code } => {

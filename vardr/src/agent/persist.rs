@@ -200,7 +200,10 @@ impl super::Agent {
             meta.policy_path = self.opts.policy.clone();
             meta.policy_hash = hash;
             // Catalog first: the programs may report the new ids already.
-            if let Err(e) = own.write_catalog(&catalog).and_then(|_| own.write_meta(meta)) {
+            if let Err(e) = own
+                .write_catalog(&catalog)
+                .and_then(|_| own.write_meta(meta))
+            {
                 tracing::warn!("cannot update the pinned set after the reload: {e}");
             }
         }

@@ -27,7 +27,7 @@ pub use blob::Counter;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/vardr";
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 const META: &str = "meta";
 const CATALOG: &str = "catalog";
@@ -134,7 +134,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// A pin directory: the sets of one scope.
@@ -176,7 +176,9 @@ impl PinnedSet {
         if self.owner_running() {
             return None;
         }
-        let since = self.alive_at.or(self.meta.as_ref().ok().map(|m| m.started_at))?;
+        let since = self
+            .alive_at
+            .or(self.meta.as_ref().ok().map(|m| m.started_at))?;
         Some(Duration::from_nanos(now_ns().saturating_sub(since)))
     }
 
@@ -318,9 +320,7 @@ impl PinDir {
                 let meta = blob::read(&dir.join(META))
                     .map_err(|e| e.to_string())
                     .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
-                let alive_at = Counter::open(&dir.join(ALIVE))
-                    .ok()
-                    .and_then(|c| c.get());
+                let alive_at = Counter::open(&dir.join(ALIVE)).ok().and_then(|c| c.get());
                 let lost_reported = Counter::open(&dir.join(LOST_REPORTED))
                     .ok()
                     .and_then(|c| c.get())
@@ -344,11 +344,7 @@ impl PinDir {
     }
 
     /// Creates the directory of a new set and writes its documents.
-    pub fn create_set(
-        &self,
-        meta: &SetMeta,
-        catalog: &[CatalogEntry],
-    ) -> Result<OwnSet, PinError> {
+    pub fn create_set(&self, meta: &SetMeta, catalog: &[CatalogEntry]) -> Result<OwnSet, PinError> {
         let dir = self.root.join(&meta.set_id);
         for d in [dir.clone(), dir.join(MAPS), dir.join(LINKS)] {
             std::fs::create_dir_all(&d).map_err(|e| PinError::Io(d.clone(), e))?;
@@ -380,7 +376,10 @@ impl OwnSet {
     /// Records how many kernel-side drops the agent has reported.
     pub fn set_lost_reported(&mut self, n: u64) {
         if let Err(e) = self.lost_reported.set(n) {
-            tracing::debug!("cannot update {}: {e}", self.dir.join(LOST_REPORTED).display());
+            tracing::debug!(
+                "cannot update {}: {e}",
+                self.dir.join(LOST_REPORTED).display()
+            );
         }
     }
 
@@ -424,10 +423,7 @@ impl OwnSet {
             let Some(prog) = ours.get(&link.program_id()) else {
                 continue;
             };
-            let path = self
-                .dir
-                .join(LINKS)
-                .join(format!("{prog}-{}", link.id()));
+            let path = self.dir.join(LINKS).join(format!("{prog}-{}", link.id()));
             let fd = sys::link_by_id(link.id()).map_err(|e| PinError::Io(path.clone(), e))?;
             sys::pin_fd(fd.as_fd(), &path).map_err(|e| PinError::Io(path.clone(), e))?;
             pinned.insert(link.id());

@@ -362,7 +362,11 @@ print(n, f)'"
         let output = if late_checked { "none" } else { "json" };
         let t = Instant::now();
         current = agent_with(b, &cg.path, &pins, &pol, output);
-        eprintln!("restart {i} ({}): running after {} ms", if crash { "SIGKILL" } else { "clean stop" }, t.elapsed().as_millis());
+        eprintln!(
+            "restart {i} ({}): running after {} ms",
+            if crash { "SIGKILL" } else { "clean stop" },
+            t.elapsed().as_millis()
+        );
         let took = current.log_line("took over pinned set");
         if took.contains("unattended_s=") && !took.contains("unattended_s=-") {
             unattended_seen = true;
@@ -377,13 +381,20 @@ print(n, f)'"
             late_checked = true;
         }
         let sets = pinned_sets(&pins);
-        assert_eq!(sets.len(), 1, "the old set is gone after the takeover: {sets:?}");
+        assert_eq!(
+            sets.len(),
+            1,
+            "the old set is gone after the takeover: {sets:?}"
+        );
     }
     let took = started.elapsed();
     let results = loops.finish();
     done.store(true, Ordering::Relaxed);
     let _ = acceptor.join();
-    eprintln!("20 restarts in {:.1} s; loops: {results:?}", took.as_secs_f64());
+    eprintln!(
+        "20 restarts in {:.1} s; loops: {results:?}",
+        took.as_secs_f64()
+    );
     for (name, tries, bad, raw) in &results {
         assert!(*tries > 0, "{name} never ran: {raw}");
         assert_eq!(*bad, 0, "{name}: {bad} of {tries} tries went wrong: {raw}");
@@ -400,7 +411,11 @@ print(n, f)'"
         .arg(&pins)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(pinned_sets(&pins).is_empty());
     let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
     assert!(o.status.success(), "unpin lifts the rules");
@@ -431,7 +446,10 @@ pub fn no_keep_leaves_nothing(b: Backend) {
     );
     let o = sh_in(&cg.path, &format!("cat {}/secret.txt", d.display()));
     assert!(!o.status.success());
-    assert!(pinned_sets(&pins).is_empty(), "nothing pinned without the flag");
+    assert!(
+        pinned_sets(&pins).is_empty(),
+        "nothing pinned without the flag"
+    );
     assert!(a.stop().success());
     let o = sh_in(&cg.path, &format!("cat {}/secret.txt", d.display()));
     assert!(o.status.success(), "stopping lifts the rules");
@@ -463,7 +481,10 @@ pub fn other_layout_and_other_scope(b: Backend) {
     };
     let scope_id = cg.id().unwrap();
     let other = pins
-        .create_set(&fake("0-old-layout", vardr_common::LAYOUT_VERSION ^ 1, scope_id), &[])
+        .create_set(
+            &fake("0-old-layout", vardr_common::LAYOUT_VERSION ^ 1, scope_id),
+            &[],
+        )
         .unwrap();
     // Its "ring buffer" is not one: reading it as this layout's would fail.
     let bogus: aya::maps::Array<aya::maps::MapData, u32> = aya::maps::Array::create(1, 0).unwrap();
@@ -490,7 +511,8 @@ pub fn exec_id_survives_restart() {
     let dir = TempDir::new("execid");
     let go = dir.join("go");
     let marker = format!("execid-{}", std::process::id());
-    let policy = "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: none\nspec:\n  rules: []\n";
+    let policy =
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: none\nspec:\n  rules: []\n";
     let mut first = AgentRun::start(policy, &[]);
     let mut child = Command::new("/bin/sh")
         .arg("-c")
