@@ -312,8 +312,12 @@ impl Enforcer {
     pub fn release_exemption(&mut self) -> Result<(), BackendError> {
         let mut cfg = self.config;
         cfg.agent_tgid = 0;
-        maps::write_config(&mut self.ebpf, &cfg)?;
+        cfg.agent_start_ticks = 0;
+        let slot = 1 - self.config_slot;
+        maps::write_config(&mut self.ebpf, slot, &cfg)?;
+        maps::select_config(&mut self.ebpf, slot)?;
         self.config = cfg;
+        self.config_slot = slot;
         Ok(())
     }
 

@@ -125,13 +125,7 @@ pub fn fnv_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     format!("{h:016x}")
 }
 
-/// Start time of a process in clock ticks since boot (`/proc/PID/stat`
-/// field 22), or `None` when it does not exist.
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+pub use crate::process::start_ticks;
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
@@ -192,14 +186,23 @@ impl PinnedSet {
     /// set of the same layout.
     pub fn exempt_agent(&self, tgid: u32) -> Result<(), PinError> {
         use aya::maps::{Array, Map};
-        let name = crate::bpf::maps::CONFIG;
-        let path = self.dir.join(MAPS).join(name);
-        let err = |e| PinError::Map(path.clone(), e);
-        let mut arr: Array<_, vardr_common::Config> =
-            Array::try_from(Map::Array(self.map(name)?)).map_err(err)?;
-        let mut cfg = arr.get(&0, 0).map_err(err)?;
+        let (cname, sname) = (crate::bpf::maps::CONFIG, crate::bpf::maps::CONFIG_SLOT);
+        let cpath = self.dir.join(MAPS).join(cname);
+        let spath = self.dir.join(MAPS).join(sname);
+        let cerr = |e| PinError::Map(cpath.clone(), e);
+        let serr = |e| PinError::Map(spath.clone(), e);
+        let mut configs: Array<_, vardr_common::Config> =
+            Array::try_from(Map::Array(self.map(cname)?)).map_err(cerr)?;
+        let mut selector: Array<_, u32> =
+            Array::try_from(Map::Array(self.map(sname)?)).map_err(serr)?;
+        // As a reload does: write the slot not in force, then switch.
+        let slot = selector.get(&0, 0).map_err(serr)? % vardr_common::CONFIG_SLOTS;
+        let mut cfg = configs.get(&slot, 0).map_err(cerr)?;
         cfg.agent_tgid = tgid;
-        arr.set(0, cfg, 0).map_err(err)
+        cfg.agent_start_ticks = start_ticks(tgid).unwrap_or(0);
+        let next = 1 - slot;
+        configs.set(next, cfg, 0).map_err(cerr)?;
+        selector.set(0, next, 0).map_err(serr)
     }
 
     /// The set's event ring buffer (same layout only).
@@ -445,9 +448,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn own_start_time_is_known_and_a_missing_pid_has_none() {
-        assert!(start_ticks(std::process::id()).is_some());
-        assert_eq!(start_ticks(u32::MAX - 3), None);
-    }
 }
