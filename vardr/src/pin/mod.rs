@@ -447,5 +447,4 @@ mod tests {
             fnv_hex([b"a".as_slice(), b"bc"])
         );
     }
-
 }

@@ -386,6 +386,11 @@ print(n, f)'"
             1,
             "the old set is gone after the takeover: {sets:?}"
         );
+        if i == 10 {
+            // A reload of a pinned set: the same generation switch.
+            let st = current.reload();
+            assert_eq!(st["last_reload"]["ok"], true, "{st}");
+        }
     }
     let took = started.elapsed();
     let results = loops.finish();
