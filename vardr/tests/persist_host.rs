@@ -12,7 +12,7 @@ fn fallback_restarts_without_gap() {
         && scenarios::python_available("fallback_restarts_without_gap")
     {
         let _serial = serial();
-        persist::restarts_without_gap(Fallback);
+        persist::restarts_without_gap(Fallback, 20, 0.0);
     }
 }
 
