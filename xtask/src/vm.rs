@@ -41,7 +41,13 @@ const VARIANTS: &[Variant] = &[
         expect: "lsm",
         // Layer 2 once with the LSM backend (the host runs it on fallback);
         // the Debian package under systemd.
-        tests: &["vm_lsm", "host_agent", "layer2_host", "vm_package", "vm_persist"],
+        tests: &[
+            "vm_lsm",
+            "host_agent",
+            "layer2_host",
+            "vm_package",
+            "vm_persist",
+        ],
     },
     // Same kernel with BPF LSM left out of the LSM list: the fallback must take over.
     Variant {
