@@ -89,6 +89,9 @@ pub enum BackendKind {
     Lsm = 1,
     Fallback = 2,
     Audit = 3,
+    /// fanotify permission events answered by the agent (userspace only:
+    /// no BPF program writes it).
+    Fanotify = 4,
 }
 
 impl BackendKind {
@@ -97,6 +100,7 @@ impl BackendKind {
             1 => Some(Self::Lsm),
             2 => Some(Self::Fallback),
             3 => Some(Self::Audit),
+            4 => Some(Self::Fanotify),
             _ => None,
         }
     }

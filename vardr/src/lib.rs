@@ -13,6 +13,7 @@ pub mod bpf;
 pub mod cedar;
 pub mod compile;
 pub mod events;
+pub mod fanotify;
 pub mod kernel;
 pub mod metrics;
 pub mod pin;

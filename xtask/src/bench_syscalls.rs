@@ -128,6 +128,18 @@ impl Bench {
         )
     }
 
+    /// `policy(10)` plus an allow rule on the file the workload opens: the
+    /// open is governed (a map hit with LSM, a fanotify round trip to the
+    /// agent with the fallback) and allowed.
+    fn policy_governed(&self) -> String {
+        let w = self.dir.join("work/target");
+        format!(
+            "{}\x20 - {{name: governed, hook: file_open, action: allow, match: {{paths: [{}]}}}}\n",
+            self.policy(10),
+            w.display()
+        )
+    }
+
     /// Runs the workload inside the bench cgroup; returns its JSON.
     fn workload(&self, p: &Paths, iters: usize) -> Result<Value> {
         let mut cmd = format!(
@@ -325,6 +337,17 @@ pub fn run(o: &Opts) -> Result<()> {
             format!("enforce, {n} rules/kind"),
             w,
             json!({"agent_cpu_ms": cpu, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "reload_ms": reload}),
+        ));
+        a.stop()?;
+    }
+    {
+        let a = AgentRun::start(&paths, &b, &b.policy_governed(), &o.backend, true, "gov")?;
+        let cpu0 = a.cpu_ms();
+        let w = b.workload(&paths, iters)?;
+        rows.push((
+            "enforce, open governed".into(),
+            w,
+            json!({"agent_cpu_ms": a.cpu_ms() - cpu0, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms}),
         ));
         a.stop()?;
     }

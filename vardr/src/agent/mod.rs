@@ -30,8 +30,8 @@ use crate::{
         bundle::{self, Bundle, BundleError},
         Limits,
     },
-    events::{self, Clock, Event, JsonEvent, Layer2, RuleInfo},
-    kernel,
+    events::{self, Clock, Event, JsonEvent, Layer2, PolicyMatch, RuleInfo},
+    fanotify, kernel,
     metrics::{self, MatchLabels, Metrics, TypeLabel},
     policy,
     probe::{self, Backend},
@@ -55,6 +55,8 @@ pub enum AgentError {
     Backend(#[from] backend::BackendError),
     #[error(transparent)]
     Status(#[from] status::StatusError),
+    #[error(transparent)]
+    Fanotify(#[from] fanotify::FanotifyError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -182,6 +184,8 @@ struct Agent {
     /// Named binaries not installed at the last load (see [`appear`]).
     awaited: appear::Awaited,
     persist: persist::Persist,
+    /// The fanotify deny path of the fallback backend, when it runs.
+    fanotify: Option<fanotify::Service>,
 }
 
 impl Agent {
@@ -452,6 +456,9 @@ impl Agent {
         let seq = self.status.last_reload.seq + 1;
         let result = load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|b| {
             let stats = self.enforcer.apply(&b.rules)?;
+            if let Some(f) = self.fanotify.as_mut() {
+                f.apply(&b.rules)?;
+            }
             Ok((b, stats))
         });
         match result {
@@ -473,6 +480,8 @@ impl Agent {
                 self.status.rules = self.catalog.current.len();
                 self.status.cedar_policies = b.cedar.len();
                 self.status.kernel_enforced = b.kernel.kernel_enforced;
+                self.status.hooks =
+                    hook_status(self.enforcer.plan(), &self.enforcer, self.fanotify.as_ref());
                 let name = self.status.policy_name.clone();
                 self.pin_policy(&name, hash);
                 self.status.last_reload = ReloadStatus {
@@ -559,16 +568,81 @@ impl Agent {
     }
 }
 
-fn hook_status(plan: &Plan, enforcer: &Enforcer) -> Vec<HookStatus> {
+fn hook_status(
+    plan: &Plan,
+    enforcer: &Enforcer,
+    fan: Option<&fanotify::Service>,
+) -> Vec<HookStatus> {
     plan.hooks()
         .iter()
-        .map(|h| HookStatus {
-            hook: h.hook.to_string(),
-            backend: h.backend.to_string(),
-            enforcing: enforcer.enforcing(h.hook),
-            reason: h.reason.clone(),
+        .map(|h| {
+            let served = fan.and_then(|f| fanotify_role(f, h.hook));
+            HookStatus {
+                hook: h.hook.to_string(),
+                backend: h.backend.to_string(),
+                enforcing: enforcer.enforcing(h.hook),
+                reason: match &served {
+                    Some(what) => format!("{what}; {}", h.reason),
+                    None => h.reason.clone(),
+                },
+                fanotify: served.is_some(),
+            }
         })
         .collect()
+}
+
+/// What fanotify does for `hook`, if it serves it.
+fn fanotify_role(f: &fanotify::Service, hook: probe::HookKind) -> Option<String> {
+    let o = f.options();
+    let m = f.marks();
+    let marks = format!(
+        "{} inode marks{}",
+        m.marked,
+        if m.over_limit > 0 {
+            format!(", {} objects over the limit", m.over_limit)
+        } else {
+            String::new()
+        }
+    );
+    match hook {
+        probe::HookKind::File if o.file => Some(format!(
+            "fanotify FAN_OPEN_PERM answered by the agent: a denied open fails with EPERM on the resolved object ({marks}); the open tracepoints are not attached"
+        )),
+        probe::HookKind::Exec if o.exec => Some(format!(
+            "fanotify FAN_OPEN_EXEC_PERM: a denied exec fails with EPERM ({marks}); SIGKILL at sched_process_exec stays as second line (memfd, copies)"
+        )),
+        _ => None,
+    }
+}
+
+/// Starts the fanotify deny path for the hooks the fallback serves; `None`
+/// (and the tracepoints keep the hooks) when the kernel refuses it.
+fn start_fanotify(
+    plan: &Plan,
+    opts: &AgentOptions,
+    events: tokio::sync::mpsc::UnboundedSender<PolicyMatch>,
+) -> Option<fanotify::Service> {
+    let file = plan.file.backend == Backend::Fallback;
+    let exec = plan.exec.backend == Backend::Fallback && opts.enforce;
+    if !file && !exec {
+        return None;
+    }
+    let fo = fanotify::Options {
+        enforce: opts.enforce,
+        file,
+        exec,
+        scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
+        agent_cgroup: Responder::own_service_cgroup(),
+        cgroup_root: kernel::cgroup::root().ok()?,
+        max_marks: fanotify::marks::MAX_MARKS,
+    };
+    match fanotify::Service::start(fo, events) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("{e}: fanotify unavailable; file rules stay with SIGKILL at the open tracepoints and exec with SIGKILL at sched_process_exec");
+            None
+        }
+    }
 }
 
 /// Runs until SIGINT or SIGTERM, exporting events to `stdout` and the
@@ -617,16 +691,28 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             tracing::warn!(set = %s.id, "cannot exempt this agent in the pinned set: {e}");
         }
     }
+    let (fan_tx, mut fan_rx) = tokio::sync::mpsc::unbounded_channel::<PolicyMatch>();
+    let mut fan = start_fanotify(&plan, &opts, fan_tx);
     let mut enforcer = Enforcer::start(
         plan.clone(),
         &backend::Options {
             enforce: opts.enforce,
             scope_cgroup: opts.scope_cgroup.clone(),
             limits: opts.limits,
+            fanotify_file: fan.as_ref().is_some_and(|f| f.options().file),
         },
     )?;
     let t_loaded = started.elapsed();
     let stats = enforcer.apply(&set)?;
+    if let Some(f) = fan.as_mut() {
+        let m = f.apply(&set)?;
+        tracing::info!(
+            marks = m.marked,
+            over_limit = m.over_limit,
+            failed = m.failed,
+            "fanotify deny path in force"
+        );
+    }
     tracing::info!(
         policy_ms = t_policy.as_millis() as u64,
         programs_ms = (t_loaded - t_policy).as_millis() as u64,
@@ -644,7 +730,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     };
     let absent_binaries = std::mem::take(&mut set.absent_binaries);
     catalog.replace(set.rules);
-    let hooks = hook_status(&plan, &enforcer);
+    let hooks = hook_status(&plan, &enforcer, fan.as_ref());
     let mut persist = persist::Persist {
         pins,
         own: None,
@@ -757,6 +843,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         exec_verdicts: HashMap::new(),
         awaited: appear::Awaited::new(absent_binaries),
         persist,
+        fanotify: fan,
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
@@ -821,6 +908,16 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             }
             _ = tick.tick() => agent.tick()?,
             _ = alive.tick() => agent.touch_pins(),
+            Some(m) = fan_rx.recv() => {
+                // The exec that started the process is in the ring buffer
+                // already: the cache must know it before this event.
+                agent.drain(ring_fd.get_mut(), Some(DRAIN_BATCH))?;
+                agent.handle(Event::Policy(m))?;
+                while let Ok(m) = fan_rx.try_recv() {
+                    agent.handle(Event::Policy(m))?;
+                }
+                agent.sinks.flush();
+            }
             guard = ring_fd.readable_mut() => {
                 let mut guard = guard?;
                 // Bounded batches: under an event storm, signals and the
@@ -834,6 +931,13 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     notifier.stopping();
     // Report what the kernel produced before the signal, then detach.
     agent.drain(ring_fd.get_mut(), None)?;
+    // Close the fanotify groups (pending opens are released as allowed),
+    // then report what they decided.
+    drop(agent.fanotify.take());
+    while let Ok(m) = fan_rx.try_recv() {
+        agent.handle(Event::Policy(m))?;
+    }
+    agent.sinks.flush();
     agent.check_lost()?;
     agent.leave_pinned();
     let _ = stop_tx.send(());

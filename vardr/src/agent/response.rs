@@ -23,7 +23,7 @@ pub struct Responder {
 }
 
 /// Whether cgroup path `cg` is `scope` or below it.
-fn within(cg: &str, scope: &str) -> bool {
+pub(crate) fn within(cg: &str, scope: &str) -> bool {
     let scope = scope.trim_end_matches('/');
     scope.is_empty() || cg == scope || cg.strip_prefix(scope).is_some_and(|r| r.starts_with('/'))
 }

@@ -14,6 +14,9 @@ pub struct HookStatus {
     pub backend: String,
     pub enforcing: bool,
     pub reason: String,
+    /// fanotify permission events serve this hook (fallback backend).
+    #[serde(default)]
+    pub fanotify: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]

@@ -60,6 +60,9 @@ pub struct Options {
     /// Govern only this cgroup v2 subtree.
     pub scope_cgroup: Option<PathBuf>,
     pub limits: Limits,
+    /// fanotify serves the file hooks: the open tracepoints are not
+    /// attached (they would kill and report the same opens again).
+    pub fanotify_file: bool,
 }
 
 /// The loaded programs and maps. Dropping it detaches everything.
@@ -148,7 +151,12 @@ impl Enforcer {
             _cgroup_fd: None,
         };
         this.config.enforce_mask = this.enforce_mask(opts.enforce);
-        this.attach(&btf, &root, opts.scope_cgroup.as_deref())?;
+        this.attach(
+            &btf,
+            &root,
+            opts.scope_cgroup.as_deref(),
+            opts.fanotify_file,
+        )?;
         Ok(this)
     }
 
@@ -179,6 +187,7 @@ impl Enforcer {
         btf: &Btf,
         root: &std::path::Path,
         scope: Option<&std::path::Path>,
+        fanotify_file: bool,
     ) -> Result<(), BackendError> {
         let ebpf = &mut self.ebpf;
         // Process lifecycle events for the process cache, on every backend.
@@ -194,6 +203,7 @@ impl Enforcer {
 
         match self.plan.file.backend {
             Backend::Lsm => attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?,
+            Backend::Fallback if fanotify_file => {}
             Backend::Fallback | Backend::Audit => {
                 let (_, guard) =
                     mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;

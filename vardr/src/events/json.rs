@@ -245,6 +245,7 @@ pub fn backend_name(b: BackendKind) -> &'static str {
         BackendKind::Lsm => "lsm",
         BackendKind::Fallback => "fallback",
         BackendKind::Audit => "audit",
+        BackendKind::Fanotify => "fanotify",
     }
 }
 
@@ -253,6 +254,8 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
         (BackendKind::Lsm, Hook::Exec) => "security_bprm_check",
         (BackendKind::Lsm, Hook::Connect) => "security_socket_connect",
+        (BackendKind::Fanotify, Hook::Exec) => "fanotify_open_exec_perm",
+        (BackendKind::Fanotify, _) => "fanotify_open_perm",
         (_, Hook::FileOpen | Hook::FileWrite) => "sys_openat",
         (_, Hook::Exec) => "sched_process_exec",
         (_, Hook::Connect) => "cgroup_sock_addr",

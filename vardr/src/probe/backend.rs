@@ -124,6 +124,12 @@ pub fn choose(r: &Report, hook: HookKind) -> HookBackend {
         ),
     };
     if fallback {
+        let what = match hook {
+            HookKind::File if r.fanotify.ok => "fanotify FAN_OPEN_PERM: the agent decides on the opened object and a denied open fails with EPERM (the SIGKILL tracepoints serve only if fanotify fails)".to_string(),
+            HookKind::Exec if r.fanotify.ok => "fanotify FAN_OPEN_EXEC_PERM: a denied exec fails with EPERM (with --enforce); SIGKILL at sched_process_exec as second line".to_string(),
+            HookKind::File | HookKind::Exec => format!("{what}; no fanotify: {}", r.fanotify.detail),
+            HookKind::Network => what.to_string(),
+        };
         return pick(Backend::Fallback, format!("{what}; no LSM: {no_lsm}"));
     }
     if observe {
@@ -175,6 +181,7 @@ mod tests {
             ring_buffer: Check::ok("yes"),
             bpffs: Check::ok("yes"),
             cgroup2: Check::ok("yes"),
+            fanotify: Check::ok("yes"),
             backends: vec![],
         }
     }

@@ -55,6 +55,8 @@ pub struct Report {
     pub ring_buffer: Check,
     pub bpffs: Check,
     pub cgroup2: Check,
+    /// fanotify permission events (the fallback's deny path for files and exec).
+    pub fanotify: Check,
     pub backends: Vec<HookBackend>,
 }
 
@@ -95,6 +97,10 @@ pub fn run() -> Report {
     let ring_buffer = loads::ring_buffer(root);
     let bpffs = mount_check("bpf");
     let cgroup2 = mount_check("cgroup2");
+    let fanotify = match crate::fanotify::probe() {
+        Ok(()) => Check::ok("FAN_CLASS_CONTENT group: FAN_OPEN_PERM, FAN_OPEN_EXEC_PERM"),
+        Err(e) => Check::fail(format!("fanotify_init(FAN_CLASS_CONTENT): {e}")),
+    };
     let mut report = Report {
         kernel_release: kernel::release(),
         root,
@@ -106,6 +112,7 @@ pub fn run() -> Report {
         ring_buffer,
         bpffs,
         cgroup2,
+        fanotify,
         backends: Vec::new(),
     };
     report.backends = HookKind::ALL.iter().map(|&h| choose(&report, h)).collect();

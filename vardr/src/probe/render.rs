@@ -26,6 +26,7 @@ pub fn table(r: &Report) -> String {
     row(&mut out, "ring buffer", &r.ring_buffer);
     row(&mut out, "bpffs", &r.bpffs);
     row(&mut out, "cgroup v2", &r.cgroup2);
+    row(&mut out, "fanotify perm", &r.fanotify);
     out.push_str("\nprogram types (try-load)\n");
     for p in &r.programs {
         row(&mut out, &p.program_type, &p.check);

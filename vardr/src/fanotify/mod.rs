@@ -1,0 +1,519 @@
+//! The fallback backend's deny path for files and exec: fanotify permission
+//! events (`FAN_OPEN_PERM`, `FAN_OPEN_EXEC_PERM`) on inode marks of the
+//! governed objects, answered by a dedicated thread of the agent.
+//!
+//! The kernel asks before it completes the open or exec, about the object
+//! it resolved: paths, symlinks, `/proc/self/fd` reopens, file handles and
+//! io_uring all arrive as the same inode. `FAN_DENY` fails the open or exec
+//! with EPERM.
+//!
+//! Each rule set gets its own group (and thread). A reload marks the new
+//! group first, then drains and closes the old one: while both exist an
+//! open needs both to allow it, so no instant has no rules. Closing a group
+//! (also when the agent exits or is killed) releases its pending events as
+//! allowed; while the agent is stopped, governed opens wait (killably).
+mod decide;
+pub mod marks;
+mod task;
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use nix::{
+    errno::Errno,
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::fanotify::{
+        EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MaskFlags, Response,
+    },
+};
+use tokio::sync::mpsc::UnboundedSender;
+use vardr_common::{BackendKind, EventHeader, EventKind, Hook, Verdict};
+
+pub use decide::{Access, Rules};
+pub use marks::MarkStats;
+
+use crate::{agent::response::within, compile::RuleSet, events::PolicyMatch, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanotifyError {
+    #[error("fanotify_init(FAN_CLASS_CONTENT): {0}")]
+    Init(Errno),
+    #[error("inotify_init (new directories below governed ones): {0}")]
+    Inotify(Errno),
+    #[error("cannot start the fanotify thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Creates a permission-event group: FAN_CLASS_CONTENT, the thread id in
+/// events (to read the open's flags), unlimited queue and marks (the agent
+/// bounds its marks itself).
+fn new_group() -> Result<Fanotify, Errno> {
+    Fanotify::init(
+        InitFlags::FAN_CLASS_CONTENT
+            | InitFlags::FAN_CLOEXEC
+            | InitFlags::FAN_NONBLOCK
+            | InitFlags::FAN_REPORT_TID
+            | InitFlags::FAN_UNLIMITED_QUEUE
+            | InitFlags::FAN_UNLIMITED_MARKS,
+        EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+    )
+}
+
+/// Whether this kernel gives permission events (`vardr probe`).
+pub fn probe() -> Result<(), Errno> {
+    new_group().map(drop)
+}
+
+/// Who is governed and how, fixed for the agent's life.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub enforce: bool,
+    /// Serve the file hooks (`FAN_OPEN_PERM`).
+    pub file: bool,
+    /// Serve exec (`FAN_OPEN_EXEC_PERM`); only with `enforce` (audit and
+    /// alert on exec are reported by `sched_process_exec`, after the exec).
+    pub exec: bool,
+    /// `--scope-cgroup`, relative to the cgroup v2 root.
+    pub scope: Option<String>,
+    /// The agent's `vardr.service` cgroup, exempt.
+    pub agent_cgroup: Option<String>,
+    pub cgroup_root: PathBuf,
+    pub max_marks: usize,
+}
+
+/// State shared with the answering threads.
+struct Shared {
+    opts: Options,
+    agent_pid: u32,
+    events: UnboundedSender<PolicyMatch>,
+    answered: AtomicU64,
+    denied: AtomicU64,
+}
+
+struct Group {
+    fan: Arc<Fanotify>,
+    stop: Arc<AtomicBool>,
+    stop_follow: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    follower: Option<JoinHandle<()>>,
+}
+
+impl Group {
+    /// Stops following directories (while events are still answered: the
+    /// follower's own opens need answers), then answers everything queued
+    /// and closes the group (pending events nobody read are allowed by the
+    /// kernel).
+    fn close(mut self) {
+        self.stop_follow.store(true, Ordering::SeqCst);
+        if let Some(t) = self.follower.take() {
+            let _ = t.join();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop_follow.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The fanotify deny path: one group per rule set in force.
+pub struct Service {
+    shared: Arc<Shared>,
+    current: Option<Group>,
+    last: MarkStats,
+}
+
+impl Service {
+    /// Checks that the kernel gives permission events; marks nothing yet.
+    pub fn start(
+        opts: Options,
+        events: UnboundedSender<PolicyMatch>,
+    ) -> Result<Self, FanotifyError> {
+        new_group().map_err(FanotifyError::Init)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                opts,
+                agent_pid: std::process::id(),
+                events,
+                answered: AtomicU64::new(0),
+                denied: AtomicU64::new(0),
+            }),
+            current: None,
+            last: MarkStats::default(),
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.shared.opts
+    }
+
+    /// Marks of the rule set in force.
+    pub fn marks(&self) -> MarkStats {
+        self.last
+    }
+
+    /// Puts `set` in force: a new group answers and is marked, then the
+    /// old one is drained and closed. On error the old group stays.
+    pub fn apply(&mut self, set: &RuleSet) -> Result<MarkStats, FanotifyError> {
+        let o = &self.shared.opts;
+        let mut rules = Rules::new(set);
+        let mut plan = if o.file || o.exec {
+            marks::plan(set, &rules, o.exec, o.max_marks)
+        } else {
+            marks::MarkPlan::default()
+        };
+        rules.walked = std::sync::RwLock::new(std::mem::take(&mut plan.walked));
+        let rules = Arc::new(rules);
+        let fan = Arc::new(new_group().map_err(FanotifyError::Init)?);
+        let watches = Arc::new(marks::Watches::new().map_err(FanotifyError::Inotify)?);
+        let mut group = Group {
+            fan: fan.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_follow: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            follower: None,
+        };
+        // Answers permission events.
+        group.thread = Some({
+            let (fan, stop, shared, rules) = (
+                fan.clone(),
+                group.stop.clone(),
+                self.shared.clone(),
+                rules.clone(),
+            );
+            std::thread::Builder::new()
+                .name("vardr-fanotify".into())
+                .spawn(move || answer_loop(&fan, &stop, &rules, &shared))
+                .map_err(FanotifyError::Thread)?
+        });
+        // Marks new directories. A thread of its own: listing a marked
+        // directory raises an event the answering thread must answer.
+        group.follower = Some({
+            let (fan, stop, watches, limit) = (
+                fan.clone(),
+                group.stop_follow.clone(),
+                watches.clone(),
+                self.shared.opts.max_marks,
+            );
+            std::thread::Builder::new()
+                .name("vardr-fan-dirs".into())
+                .spawn(move || follow_loop(&fan, &watches, &stop, &rules, limit))
+                .map_err(FanotifyError::Thread)?
+        });
+        let stats = marks::apply(&group.fan, &plan, &watches);
+        let o = &self.shared.opts;
+        if stats.over_limit > 0 {
+            tracing::warn!(
+                marked = stats.marked,
+                over_limit = stats.over_limit,
+                "fanotify: more governed objects than {} marks; the rest are seen only through their directory (a rename out of it or a hard link made elsewhere escapes)",
+                o.max_marks
+            );
+        }
+        if let Some(old) = self.current.replace(group) {
+            old.close();
+        }
+        self.last = stats;
+        Ok(stats)
+    }
+
+    /// Permission events answered and denied so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.answered.load(Ordering::Relaxed),
+            self.shared.denied.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(g) = self.current.take() {
+            g.close();
+        }
+    }
+}
+
+fn answer_loop(fan: &Fanotify, stop: &AtomicBool, rules: &Rules, shared: &Shared) {
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if !stopping {
+            let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("fanotify poll: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        match fan.read_events() {
+            Ok(events) => {
+                for ev in &events {
+                    answer(fan, ev, rules, shared);
+                }
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) if stopping => return,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("fanotify read: {e}");
+                if stopping {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn follow_loop(
+    fan: &Fanotify,
+    watches: &marks::Watches,
+    stop: &AtomicBool,
+    rules: &Rules,
+    limit: usize,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(watches.inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("inotify poll: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        }
+        if let Ok(events) = watches.inotify.read_events() {
+            for ev in events {
+                follow(fan, watches, rules, limit, ev);
+            }
+        }
+    }
+}
+
+/// A new directory below a governed one gets marks like those of the load.
+fn follow(
+    fan: &Fanotify,
+    watches: &marks::Watches,
+    rules: &Rules,
+    limit: usize,
+    ev: nix::sys::inotify::InotifyEvent,
+) {
+    use nix::sys::inotify::AddWatchFlags as F;
+    if ev.mask.contains(F::IN_Q_OVERFLOW) {
+        tracing::warn!("inotify queue overflow: new directories below governed ones may be unmarked until the next reload");
+        return;
+    }
+    if ev.mask.contains(F::IN_IGNORED) {
+        watches.forget(ev.wd);
+        return;
+    }
+    let (Some(f), Some(name)) = (watches.dir(ev.wd), ev.name) else {
+        return;
+    };
+    let path = f.dir.join(&name);
+    if ev.mask.contains(F::IN_ISDIR) {
+        if let Some(mask) = f.subtree {
+            marks::follow_new_dir(fan, watches, rules, path, mask, limit);
+        }
+    } else if let Some(mask) = f.names.get(&name) {
+        marks::follow_new_file(fan, watches, &path, *mask);
+    }
+}
+
+fn answer(fan: &Fanotify, ev: &FanotifyEvent, rules: &Rules, shared: &Shared) {
+    let Some(fd) = ev.fd() else {
+        return; // queue overflow: no permission event carries no fd
+    };
+    if !ev.check_version() {
+        return;
+    }
+    let deny = decide(ev, fd.as_raw_fd(), rules, shared);
+    let r = if deny {
+        shared.denied.fetch_add(1, Ordering::Relaxed);
+        Response::FAN_DENY
+    } else {
+        Response::FAN_ALLOW
+    };
+    shared.answered.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = fan.write_response(FanotifyResponse::new(fd, r)) {
+        tracing::debug!("fanotify response: {e}");
+    }
+}
+
+/// Decides one event; reports what matters; returns whether to deny.
+fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
+    let o = &shared.opts;
+    // The object first, from the event's fd only: most events (siblings of
+    // a governed file, processes touching what no rule names) stop here,
+    // without reading /proc.
+    // SAFETY: fstat on the event's fd, valid while `ev` lives, into a zeroed stat.
+    let st = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some(st)
+    };
+    let Some(st) = st else {
+        return false;
+    };
+    let me = crate::compile::Identity {
+        dev: task::kernel_dev(st.st_dev),
+        ino: st.st_ino,
+    };
+    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.strip_suffix(" (deleted)")
+                .map(str::to_string)
+                .unwrap_or(s)
+        })
+        .unwrap_or_default();
+    let mut chain = vec![me];
+    let mut dir = std::path::Path::new(&path).parent();
+    while let Some(d) = dir.filter(|_| chain.len() < vardr_common::MAX_DENTRY_DEPTH as usize) {
+        if let Ok(md) = std::fs::metadata(d) {
+            chain.push(task::identity(&md));
+        }
+        dir = d.parent();
+    }
+    let by_path = if path.starts_with('/') {
+        rules.by_path(&path)
+    } else {
+        Default::default()
+    };
+    let by_identity = rules.by_identity(&chain);
+    let mask = ev.mask();
+    let open = mask.contains(MaskFlags::FAN_OPEN_PERM) && o.file;
+    let exec = mask.contains(MaskFlags::FAN_OPEN_EXEC_PERM) && o.exec;
+    let worst = Access {
+        open,
+        write: open,
+        exec,
+    };
+    if decide::rule_for(&by_path, &by_identity, worst).is_none() {
+        return false;
+    }
+    // Then who opens it.
+    let Ok(tid) = u32::try_from(ev.pid()) else {
+        return false;
+    };
+    // A thread that is gone no longer waits for the answer.
+    let Some(pid) = task::tgid_of(tid) else {
+        return false;
+    };
+    if pid <= 1 || pid == shared.agent_pid {
+        return false;
+    }
+    let cg = process::cgroup_of(pid);
+    if let Some(scope) = &o.scope {
+        if !cg.as_deref().is_some_and(|c| within(c, scope)) {
+            return false;
+        }
+    }
+    if let (Some(agent), Some(c)) = (&o.agent_cgroup, &cg) {
+        if within(c, agent) {
+            return false;
+        }
+    }
+    if task::is_kernel_thread(pid) || rules.exempt_pids.contains(&pid) {
+        return false;
+    }
+    if rules.has_exempt_binaries
+        && task::exe_identity(pid).is_some_and(|id| rules.exempt_binary(&id))
+    {
+        return false;
+    }
+    let access = Access {
+        open,
+        // Unknown flags (io_uring, openat2, ...) count as a write.
+        write: open && task::open_flags(pid, tid).is_none_or(task::flags_write),
+        exec,
+    };
+    let Some((rule, hook)) = decide::rule_for(&by_path, &by_identity, access) else {
+        return false;
+    };
+    let Some((verdict, block)) = decide::verdict(&rule, o.enforce) else {
+        return false;
+    };
+    // Exec matches that let the exec go on are reported by
+    // sched_process_exec; only the deny is this path's to report.
+    if hook != Hook::Exec || block {
+        report(
+            shared,
+            tid,
+            pid,
+            cg.as_deref(),
+            hook,
+            verdict,
+            rule.rule_id,
+            &path,
+            access,
+        );
+    }
+    block
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    shared: &Shared,
+    tid: u32,
+    pid: u32,
+    cgroup: Option<&str>,
+    hook: Hook,
+    verdict: Verdict,
+    rule_id: u32,
+    path: &str,
+    access: Access,
+) {
+    let (uid, gid) = task::ids_of(tid);
+    let boot_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0);
+    let cgroup_id = cgroup
+        .and_then(|c| {
+            crate::kernel::cgroup::id(&shared.opts.cgroup_root.join(c.trim_start_matches('/'))).ok()
+        })
+        .unwrap_or(0);
+    let flags = match hook {
+        Hook::Exec => 0,
+        _ => {
+            task::open_flags(pid, tid).unwrap_or(if access.write { libc::O_RDWR as u64 } else { 0 })
+        }
+    };
+    let m = PolicyMatch {
+        header: EventHeader {
+            kind: EventKind::Policy as u32,
+            _pad: 0,
+            boot_ns,
+            tid,
+            pid,
+            uid,
+            gid,
+            cgroup_id,
+            comm: task::comm_of(tid),
+        },
+        hook,
+        backend: BackendKind::Fanotify,
+        verdict,
+        rule_id,
+        flags: flags as u32,
+        path: Some(path.to_string()),
+        remote: None,
+    };
+    let _ = shared.events.send(m);
+}
