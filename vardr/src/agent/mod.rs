@@ -705,6 +705,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let t_loaded = started.elapsed();
     let stats = enforcer.apply(&set)?;
     if let Some(f) = fan.as_mut() {
+        if let Some(m) = enforcer.exempt_tasks() {
+            f.set_exempt_tasks(m);
+        }
         let m = f.apply(&set)?;
         tracing::info!(
             marks = m.marked,

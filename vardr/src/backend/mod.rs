@@ -13,6 +13,9 @@ use aya::{
 use vardr_common::{Config, Hook as KHook};
 
 pub use maps::ApplyStats;
+
+/// The exempt-task map (tgid -> binary executed, start time).
+pub type ExemptTasks = aya::maps::HashMap<MapData, u32, vardr_common::ExemptTask>;
 pub use plan::{BackendChoice, Plan, PlanError};
 
 use crate::{
@@ -339,6 +342,18 @@ impl Enforcer {
             HookKind::Network => KHook::Connect,
         };
         self.config.enforce_mask & (1 << h as u32) != 0
+    }
+
+    /// A handle on the exempt-task map for another thread: the fanotify
+    /// deny path decides exemptions from what the programs recorded at exec.
+    pub fn exempt_tasks(&self) -> Option<ExemptTasks> {
+        use std::os::fd::AsFd;
+        let aya::maps::Map::HashMap(d) = self.ebpf.map(bpf::maps::EXEMPT_TASKS)? else {
+            return None;
+        };
+        let fd = d.fd().as_fd().try_clone_to_owned().ok()?;
+        let data = MapData::from_fd(fd).ok()?;
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).ok()
     }
 
     /// Whether the kernel holds process `pid` exempt by the binary it

@@ -96,6 +96,8 @@ struct Shared {
     events: UnboundedSender<PolicyMatch>,
     answered: AtomicU64,
     denied: AtomicU64,
+    /// The kernel's record of processes exempt by the binary they executed.
+    exempt_tasks: std::sync::OnceLock<crate::backend::ExemptTasks>,
 }
 
 struct Group {
@@ -151,10 +153,19 @@ impl Service {
                 events,
                 answered: AtomicU64::new(0),
                 denied: AtomicU64::new(0),
+                exempt_tasks: std::sync::OnceLock::new(),
             }),
             current: None,
             last: MarkStats::default(),
         })
+    }
+
+    /// Exempt binaries are decided from the exempt-task map the programs
+    /// keep (written at exec from the file executed, never from
+    /// `/proc/PID/exe`, which a process can change). Without it nobody is
+    /// exempt by binary.
+    pub fn set_exempt_tasks(&self, map: crate::backend::ExemptTasks) {
+        let _ = self.shared.exempt_tasks.set(map);
     }
 
     pub fn options(&self) -> &Options {
@@ -433,9 +444,7 @@ fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
     if task::is_kernel_thread(pid) || rules.exempt_pids.contains(&pid) {
         return false;
     }
-    if rules.has_exempt_binaries
-        && task::exe_identity(pid).is_some_and(|id| rules.exempt_binary(&id))
-    {
+    if rules.has_exempt_binaries && exempt_by_binary(shared, rules, pid) {
         return false;
     }
     let access = Access {
@@ -466,6 +475,22 @@ fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
         );
     }
     block
+}
+
+/// As the programs decide it: the binary recorded at exec for this very
+/// process (same start time) is exempt in the rules in force.
+fn exempt_by_binary(shared: &Shared, rules: &Rules, pid: u32) -> bool {
+    let Some(map) = shared.exempt_tasks.get() else {
+        return false;
+    };
+    let Ok(t) = map.get(&pid, 0) else {
+        return false;
+    };
+    process::start_ticks(pid) == Some(t.start_ticks)
+        && rules.exempt_binary(&crate::compile::Identity {
+            dev: t.dev,
+            ino: t.ino,
+        })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -55,13 +55,6 @@ pub fn is_kernel_thread(pid: u32) -> bool {
         .is_some_and(|f| f & PF_KTHREAD != 0)
 }
 
-/// Identity of the executable `pid` runs.
-pub fn exe_identity(pid: u32) -> Option<Identity> {
-    std::fs::metadata(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|m| identity(&m))
-}
-
 /// The command name of a thread, as the kernel's `comm`.
 pub fn comm_of(tid: u32) -> [u8; vardr_common::COMM_LEN] {
     let mut out = [0u8; vardr_common::COMM_LEN];
