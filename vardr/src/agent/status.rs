@@ -157,6 +157,7 @@ mod tests {
             backend: "fallback".into(),
             enforcing,
             reason: String::new(),
+            fanotify: false,
         }
     }
 
