@@ -622,7 +622,10 @@ fn start_fanotify(
     opts: &AgentOptions,
     events: tokio::sync::mpsc::UnboundedSender<PolicyMatch>,
 ) -> Option<fanotify::Service> {
-    let file = plan.file.backend == Backend::Fallback;
+    // With --keep-enforcing the pinned open tracepoints must keep file
+    // rules in force while no agent runs, and a fanotify group ends with
+    // its agent: files stay with the tracepoints then (exec keeps both).
+    let file = plan.file.backend == Backend::Fallback && !opts.keep_enforcing;
     let exec = plan.exec.backend == Backend::Fallback && opts.enforce;
     if !file && !exec {
         return None;
