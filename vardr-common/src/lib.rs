@@ -185,7 +185,9 @@ pub struct InodeRule {
     /// Non-zero: the rules came from an exact path, so they apply to this
     /// inode only, not to what lies below it.
     pub exact: u32,
-    pub _pad: u32,
+    /// Non-zero: this binary runs scripts; what a process running it opens
+    /// is checked against the exec rules.
+    pub interpreter: u32,
 }
 
 /// Deepest directory nesting the identity walk follows.
@@ -250,7 +252,8 @@ pub struct Config {
     pub scope_cgroup_id: u64,
     /// Level of `scope_cgroup_id` (root = 0).
     pub scope_level: u32,
-    pub _pad: u32,
+    /// Non-zero: some binary is an interpreter (see [`InodeRule::interpreter`]).
+    pub has_interpreters: u32,
     /// Start time of the agent process in clock ticks since boot: the
     /// agent is exempt by pid *and* start time, so a process that reuses
     /// its pid after it died is not.
@@ -292,6 +295,16 @@ pub struct KernelOffsets {
     pub task_group_leader: u64,
     /// `task_struct.start_boottime` (ns since boot, suspend included).
     pub task_start_boottime: u64,
+    /// `dentry.d_name.name`: the name's pointer inside the dentry.
+    pub dentry_d_name_name: u64,
+    pub path_mnt: u64,
+    pub vfsmount_mnt_root: u64,
+    /// `struct mount` embeds the `struct vfsmount` at this offset.
+    pub mount_mnt: u64,
+    pub mount_mnt_parent: u64,
+    pub mount_mnt_mountpoint: u64,
+    pub vma_vm_file: u64,
+    pub vma_vm_flags: u64,
 }
 
 /// Common head of every event.
@@ -348,6 +361,49 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+/// The kernel operation behind a policy event, beyond the hook's own
+/// (open, exec, connect): mutations of a path are `file_write` matches,
+/// executable mappings are `exec` matches.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// The hook's own operation (`file_open`, `bprm_check_security`, ...).
+    Hook = 0,
+    Unlink = 1,
+    Rmdir = 2,
+    Rename = 3,
+    Link = 4,
+    Truncate = 5,
+    /// A new file: `mknod(2)` or `open(O_CREAT)` of a path that does not exist.
+    Create = 6,
+    Mkdir = 7,
+    Symlink = 8,
+    MmapExec = 9,
+    MprotectExec = 10,
+    /// An interpreter opened a file the exec rules deny (a script).
+    ScriptOpen = 11,
+}
+
+impl Operation {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Hook,
+            1 => Self::Unlink,
+            2 => Self::Rmdir,
+            3 => Self::Rename,
+            4 => Self::Link,
+            5 => Self::Truncate,
+            6 => Self::Create,
+            7 => Self::Mkdir,
+            8 => Self::Symlink,
+            9 => Self::MmapExec,
+            10 => Self::MprotectExec,
+            11 => Self::ScriptOpen,
+            _ => return None,
+        })
+    }
+}
+
 /// A governed operation that matched a deny or alert rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -368,7 +424,8 @@ pub struct PolicyEvent {
     pub port: u16,
     /// IPPROTO_TCP / IPPROTO_UDP, 0 when unknown (connect).
     pub protocol: u32,
-    pub _pad: u32,
+    /// [`Operation`] as u32.
+    pub op: u32,
     /// IPv4 in the first 4 bytes, or IPv6 (connect).
     pub addr: [u8; 16],
     /// Path as the hook saw it (file and exec hooks).

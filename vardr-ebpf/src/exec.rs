@@ -11,10 +11,11 @@ use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
 use crate::{
     file::{path_rules, PathKey},
     maps::PATH_SCRATCH,
-    shared::{conclude_path, config, governed, hook_bit, identity_rules, offsets, pick, read},
+    shared::{
+        conclude_path, config, eacces, governed, hook_bit, identity_rules, offsets, pick, read,
+    },
 };
 
-const EACCES: i32 = 13;
 const SIGKILL: u32 = 9;
 
 /// Combines identity and path matches, reports, returns whether to block.
@@ -73,7 +74,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
         )
     };
     if decide_exec(cfg, by_identity, key, n, BackendKind::Lsm) {
-        -EACCES
+        eacces()
     } else {
         0
     }

@@ -7,16 +7,16 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{LsmContext, TracePointContext},
 };
-use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
+use vardr_common::{Action, BackendKind, Config, Hook, Operation, PathRules, PATH_KEY_LEN};
 
 use crate::{
     maps::{PATH_RULES, PATH_SCRATCH},
     shared::{
-        conclude_path, config, governed, hook_bit, identity_rules, offsets, pick, read, stronger,
+        conclude_op, conclude_path, config, current_program, eacces, eperm, governed, hook_bit,
+        identity_rules, offsets, pick, read, stronger,
     },
 };
 
-const EPERM: i32 = 1;
 const SIGKILL: u32 = 9;
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
@@ -92,9 +92,18 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     };
     let off = offsets();
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
-    if !file_rules_apply(cfg, flags)
-        || !governed(cfg, hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite))
-    {
+    // A read by an interpreter may be a script it is about to run.
+    let script = cfg.has_interpreters != 0
+        && cfg.active_mask & hook_bit(Hook::Exec) != 0
+        && !write_intent(flags)
+        && current_program(cfg.generation).is_some_and(|p| p.interpreter != 0);
+    let hooks = hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite);
+    let hooks = if script {
+        hooks | hook_bit(Hook::Exec)
+    } else {
+        hooks
+    };
+    if !(script || file_rules_apply(cfg, flags)) || !governed(cfg, hooks) {
         return 0;
     }
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
@@ -109,19 +118,30 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
             (PATH_KEY_LEN - 1) as u32,
         )
     };
+    let n = n.max(0) as u32;
     let by_identity = identity_rules(file, cfg.generation);
-    if decide_open(
-        cfg,
-        key,
-        n.max(0) as u32,
-        by_identity,
-        flags,
-        BackendKind::Lsm,
-    ) {
-        -EPERM
-    } else {
-        0
+    if decide_open(cfg, key, n, by_identity, flags, BackendKind::Lsm) {
+        return eperm();
     }
+    if script {
+        let by_path = path_rules(key, cfg.generation, n);
+        let rule = pick(&by_path, &by_identity, Hook::Exec);
+        let path = (n > 0).then_some(key as *const PathKey);
+        if rule.action == Action::Deny as u32
+            && conclude_op(
+                cfg,
+                Hook::Exec,
+                &rule,
+                Operation::ScriptOpen,
+                flags,
+                path,
+                BackendKind::Lsm,
+            )
+        {
+            return eacces();
+        }
+    }
+    0
 }
 
 /// Fallback: the path as the caller wrote it (absolute paths only), then SIGKILL.

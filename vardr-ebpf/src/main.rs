@@ -9,8 +9,11 @@
 mod exec;
 mod file;
 mod maps;
+mod mmap;
+mod mutate;
 mod net;
 mod process;
+mod resolve;
 mod shared;
 
 #[cfg(not(test))]

@@ -56,3 +56,8 @@ pub static NET6_RULES: LpmTrie<[u8; NET6_KEY_LEN], RuleRef> = LpmTrie::with_max_
 /// Per-CPU room for a path key: too big for the 512-byte BPF stack.
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for the two paths of a rename or link (source, destination).
+#[map]
+pub static NAME_SCRATCH: PerCpuArray<crate::resolve::Resolved> =
+    PerCpuArray::with_max_entries(2, 0);

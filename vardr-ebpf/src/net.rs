@@ -157,6 +157,7 @@ fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKin
         port,
         protocol: proto as u32,
         addr,
+        op: vardr_common::Operation::Hook as u32,
     };
     emit(&report, None);
     block

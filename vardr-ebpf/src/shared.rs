@@ -9,9 +9,9 @@ use aya_ebpf::{
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, KernelOffsets, PathRules,
-    PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, CONFIG_SLOTS, EVENT_PATH_LEN,
-    MAX_DENTRY_DEPTH, NS_PER_TICK, PATH_KEY_LEN,
+    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, InodeRule, KernelOffsets,
+    Operation, PathRules, PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, CONFIG_SLOTS,
+    EVENT_PATH_LEN, MAX_DENTRY_DEPTH, NS_PER_TICK, PATH_KEY_LEN,
 };
 
 use crate::maps::{
@@ -49,7 +49,36 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     socket_type: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
+    dentry_d_name_name: 0,
+    path_mnt: 0,
+    vfsmount_mnt_root: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vma_vm_file: 0,
+    vma_vm_flags: 0,
 });
+
+/// LSM verdicts: "operation not permitted", "permission denied".
+static DENY_EPERM: i32 = -1;
+static DENY_EACCES: i32 = -13;
+
+/// The LSM return value that denies with EPERM. Read through
+/// `read_volatile`, so LLVM cannot turn "deny or 0" into a negation of
+/// the condition: verifiers before 6.13 lose the range of a negation and
+/// reject the program (an LSM program must return a value in [-4095, 0]).
+#[inline(always)]
+pub fn eperm() -> i32 {
+    // SAFETY: a read of an immutable static.
+    unsafe { core::ptr::read_volatile(&DENY_EPERM) }
+}
+
+/// [`eperm`] for EACCES.
+#[inline(always)]
+pub fn eacces() -> i32 {
+    // SAFETY: a read of an immutable static.
+    unsafe { core::ptr::read_volatile(&DENY_EACCES) }
+}
 
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
@@ -130,6 +159,21 @@ fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
     })
 }
 
+/// The current process's program, as an identity-map entry (exempt,
+/// interpreter, rules), when it has one.
+#[inline(always)]
+pub fn current_program(generation: u32) -> Option<InodeRule> {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm: *const u8 = read(task, off.task_mm)?;
+    let exe: *const u8 = read(mm, off.mm_exe_file)?;
+    let key = file_identity(exe, generation)?;
+    let r = INODE_RULES.get_ptr(key)?;
+    // SAFETY: pointer into a map value returned by lookup.
+    Some(unsafe { *r })
+}
+
 /// Rules by identity for a `struct file *`: walks from its dentry up to the
 /// file system root and returns the first (deepest) entry with rules, or
 /// all-`None` rules. (Not an `Option`: LLVM may spill the uninitialized
@@ -137,25 +181,37 @@ fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
 #[inline(always)]
 pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
     let off = offsets();
-    let Some(mut dentry) = read::<*const u8>(file, off.file_f_path + off.path_dentry) else {
-        return PathRules::default();
-    };
+    match read::<*const u8>(file, off.file_f_path + off.path_dentry) {
+        Some(dentry) => identity_walk(dentry, generation, false),
+        None => PathRules::default(),
+    }
+}
+
+/// Rules by identity for a dentry, walking up its directory chain. With
+/// `below`, the dentry's own inode is skipped: the rules a new file put at
+/// this name would get from the directories above it.
+#[inline(always)]
+pub fn identity_walk(start: *const u8, generation: u32, below: bool) -> PathRules {
+    let off = offsets();
+    let mut dentry = start;
     for depth in 0..MAX_DENTRY_DEPTH {
-        let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
-            break;
-        };
-        if let Some(key) = inode_identity(inode, generation) {
-            if let Some(r) = INODE_RULES.get_ptr(key) {
-                // SAFETY: pointer into a map value returned by lookup.
-                let r = unsafe { *r };
-                // The inode itself has its own rules; an exact-path entry
-                // governs that inode, not its subtree.
-                if r.has_rules != 0 {
-                    if depth == 0 {
-                        return r.own;
-                    }
-                    if r.exact == 0 {
-                        return r.rules;
+        if depth > 0 || !below {
+            let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
+                break;
+            };
+            if let Some(key) = inode_identity(inode, generation) {
+                if let Some(r) = INODE_RULES.get_ptr(key) {
+                    // SAFETY: pointer into a map value returned by lookup.
+                    let r = unsafe { *r };
+                    // The inode itself has its own rules; an exact-path entry
+                    // governs that inode, not its subtree.
+                    if r.has_rules != 0 {
+                        if depth == 0 {
+                            return r.own;
+                        }
+                        if r.exact == 0 {
+                            return r.rules;
+                        }
                     }
                 }
             }
@@ -169,6 +225,37 @@ pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
         dentry = parent;
     }
     PathRules::default()
+}
+
+/// Rules that travel with a dentry's inode wherever it is moved or linked:
+/// its own identity entry (for itself and, for a directory named as a
+/// prefix, for its subtree). Slot by slot the stronger of the two.
+#[inline(always)]
+pub fn travelling_rules(dentry: *const u8, generation: u32) -> PathRules {
+    let off = offsets();
+    let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
+        return PathRules::default();
+    };
+    let Some(key) = inode_identity(inode, generation) else {
+        return PathRules::default();
+    };
+    let Some(r) = INODE_RULES.get_ptr(key) else {
+        return PathRules::default();
+    };
+    // SAFETY: pointer into a map value returned by lookup.
+    let r = unsafe { *r };
+    if r.has_rules == 0 {
+        return PathRules::default();
+    }
+    let mut out = r.own;
+    if r.exact == 0 {
+        for h in 0..3 {
+            if r.rules.slots[h].action == Action::Deny as u32 {
+                out.slots[h] = r.rules.slots[h];
+            }
+        }
+    }
+    out
 }
 
 #[inline(always)]
@@ -327,6 +414,8 @@ pub struct Report {
     pub port: u16,
     pub protocol: u32,
     pub addr: [u8; 16],
+    /// [`Operation`] as u32.
+    pub op: u32,
 }
 
 impl Report {
@@ -349,6 +438,7 @@ impl Report {
             port: 0,
             protocol: 0,
             addr: [0; 16],
+            op: Operation::Hook as u32,
         }
     }
 }
@@ -364,13 +454,26 @@ pub fn conclude_path(
     flags: u32,
     path: Option<*const Key<[u8; PATH_KEY_LEN]>>,
 ) -> bool {
+    conclude_op(cfg, hook, rule, Operation::Hook, flags, path, backend)
+}
+
+/// [`conclude_path`] for an operation other than the hook's own.
+#[inline(always)]
+pub fn conclude_op(
+    cfg: &Config,
+    hook: Hook,
+    rule: &RuleRef,
+    op: Operation,
+    flags: u32,
+    path: Option<*const Key<[u8; PATH_KEY_LEN]>>,
+    backend: BackendKind,
+) -> bool {
     let Some((verdict, block)) = verdict(cfg, hook, rule) else {
         return false;
     };
-    emit(
-        &Report::path(hook, backend, verdict, rule.rule_id, flags),
-        path,
-    );
+    let mut report = Report::path(hook, backend, verdict, rule.rule_id, flags);
+    report.op = op as u32;
+    emit(&report, path);
     block
 }
 
@@ -394,7 +497,7 @@ pub fn emit(r: &Report, path: Option<*const Key<[u8; PATH_KEY_LEN]>>) {
         (*ev).family = r.family;
         (*ev).port = r.port;
         (*ev).protocol = r.protocol;
-        (*ev)._pad = 0;
+        (*ev).op = r.op;
         (*ev).addr = r.addr;
         match path {
             Some(k) => core::ptr::copy_nonoverlapping(

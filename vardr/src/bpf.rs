@@ -14,6 +14,24 @@ pub mod progs {
     pub const LSM_BPRM_CHECK: &str = "vardr_bprm_check";
     pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
+    /// LSM programs beside `file_open` for the file rules: changes to the
+    /// tree (program, LSM hook).
+    pub const LSM_PATH_HOOKS: [(&str, &str); 8] = [
+        ("vardr_path_unlink", "path_unlink"),
+        ("vardr_path_rmdir", "path_rmdir"),
+        ("vardr_path_mkdir", "path_mkdir"),
+        ("vardr_path_mknod", "path_mknod"),
+        ("vardr_path_symlink", "path_symlink"),
+        ("vardr_path_truncate", "path_truncate"),
+        ("vardr_path_link", "path_link"),
+        ("vardr_path_rename", "path_rename"),
+    ];
+    /// LSM programs beside `bprm_check_security` for the exec rules:
+    /// executable mappings (program, LSM hook).
+    pub const LSM_MAP_HOOKS: [(&str, &str); 2] = [
+        ("vardr_mmap_file", "mmap_file"),
+        ("vardr_file_mprotect", "file_mprotect"),
+    ];
     /// Fallback open tracepoints: (program, syscalls/ tracepoint, required).
     /// `open` and `creat` do not exist on every architecture.
     pub const OPEN_TRACEPOINTS: [(&str, &str, bool); 4] = [

@@ -32,7 +32,7 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.1",
         append: None,
         expect: "lsm",
-        tests: &["vm_lsm", "host_agent", "vm_persist"],
+        tests: &["vm_lsm", "vm_bypass_lsm", "vm_persist"],
     },
     Variant {
         name: "6.12",
@@ -43,6 +43,7 @@ const VARIANTS: &[Variant] = &[
         // the Debian package under systemd.
         tests: &[
             "vm_lsm",
+            "vm_bypass_lsm",
             "host_agent",
             "layer2_host",
             "vm_package",
@@ -241,7 +242,7 @@ fn boot(
     let mut cmd = Command::new("timeout");
     cmd.args([
         "--kill-after=10",
-        "900",
+        "2400",
         "vng",
         "-v",
         "--disable-kvm",

@@ -138,7 +138,7 @@ impl Enforcer {
             agent_cgroup_id: own_service_cgroup(&root, me),
             scope_cgroup_id: scope_id,
             scope_level,
-            _pad: 0,
+            has_interpreters: 0,
             agent_start_ticks,
         };
         maps::write_config(&mut ebpf, 0, &config)?;
@@ -205,7 +205,12 @@ impl Enforcer {
         }
 
         match self.plan.file.backend {
-            Backend::Lsm => attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?,
+            Backend::Lsm => {
+                attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?;
+                for (name, hook) in bpf::progs::LSM_PATH_HOOKS {
+                    attach_lsm(ebpf, btf, name, hook)?;
+                }
+            }
             Backend::Fallback if fanotify_file => {}
             Backend::Fallback | Backend::Audit => {
                 let (_, guard) =
@@ -227,7 +232,10 @@ impl Enforcer {
         }
         match self.plan.exec.backend {
             Backend::Lsm => {
-                attach_lsm(ebpf, btf, bpf::progs::LSM_BPRM_CHECK, "bprm_check_security")?
+                attach_lsm(ebpf, btf, bpf::progs::LSM_BPRM_CHECK, "bprm_check_security")?;
+                for (name, hook) in bpf::progs::LSM_MAP_HOOKS {
+                    attach_lsm(ebpf, btf, name, hook)?;
+                }
             }
             Backend::Fallback | Backend::Audit => {
                 let name = bpf::progs::EXEC_FALLBACK;
@@ -280,6 +288,7 @@ impl Enforcer {
         cfg.active_mask = set.active_mask;
         cfg.has_exempt_pids = u32::from(!set.exempt_pids.is_empty());
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
+        cfg.has_interpreters = u32::from(set.has_interpreters);
         // The unused slot: no program reads it (the last switch was a
         // grace period ago), so it can be written at leisure; the switch
         // itself is one 4-byte write.

@@ -135,6 +135,8 @@ pub struct RuleSet {
     /// Bit per kernel hook that has at least one rule.
     pub active_mask: u32,
     pub has_exempt_binaries: bool,
+    /// Some binary is listed in `interpreters`.
+    pub has_interpreters: bool,
     /// Things the user should know (an exempt binary that does not
     /// exist, overlapping rules, ...).
     pub warnings: Vec<String>,
@@ -256,6 +258,19 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     "exempt binary {b}: {e}; not exempt until it is installed"
                 ))
             }
+        }
+    }
+    for b in &policy.interpreters {
+        match Identity::of(b) {
+            Ok(ids) => {
+                for id in ids {
+                    inodes.entry(id).or_default().interpreter = 1;
+                }
+                set.has_interpreters = true;
+            }
+            Err(e) => set.warnings.push(format!(
+                "interpreter {b}: {e}; not treated as an interpreter until the next reload"
+            )),
         }
     }
     set.paths = path_rules.finish();
@@ -413,5 +428,35 @@ mod tests {
         assert_eq!(set.absent_binaries, ["/nonexistent/x"]);
         assert_eq!(set.rules[&10].rule, "sh");
         assert_eq!(set.active_mask, 1 << vardr_common::Hook::Exec as u32);
+    }
+
+    #[test]
+    fn an_exec_allowlist_denies_below_the_root() {
+        let p = policy("    - name: all\n      hook: exec\n      action: deny\n      match: { prefixes: [/] }\n    - name: sys\n      hook: exec\n      action: allow\n      match: { prefixes: [/usr] }\n");
+        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let exec = vardr_common::Hook::Exec as usize;
+        let key = |k: &[u8]| {
+            set.paths
+                .iter()
+                .find(|e| e.key == k)
+                .map(|e| e.rules.slots[exec])
+        };
+        assert_eq!(key(b"/").map(|r| r.rule_id), Some(1), "{:?}", set.paths);
+        assert_eq!(key(b"/usr/").map(|r| r.action), Some(KAction::Allow as u32));
+        let root = Identity::of("/").unwrap()[0];
+        let (_, r) = set.inodes.iter().find(|(i, _)| *i == root).unwrap();
+        assert_eq!(r.rules.slots[exec].action, KAction::Deny as u32);
+    }
+
+    #[test]
+    fn interpreters_are_marked_by_identity() {
+        let y = "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: t\nspec:\n  interpreters: [/bin/sh, /nonexistent/sh]\n";
+        let p = policy::parse(y, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let set = compile(&p, 1, &Limits::default()).unwrap();
+        assert!(set.has_interpreters);
+        let sh = Identity::of("/bin/sh").unwrap()[0];
+        let (_, r) = set.inodes.iter().find(|(i, _)| *i == sh).unwrap();
+        assert_eq!((r.interpreter, r.has_rules, r.exempt), (1, 0, 0));
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
     }
 }

@@ -76,10 +76,20 @@ fn compact_base(ev: &Value) -> Option<String> {
                 .unwrap_or("?")
                 .to_string()
         };
+        let hook = e["hook"].as_str().unwrap_or("?");
+        // Operations other than the hook's own: file_write/unlink, exec/mmap_file, ...
+        let hook = match e["function_name"].as_str().and_then(|f| {
+            f.strip_prefix("security_path_").or_else(|| {
+                f.strip_prefix("security_")
+                    .filter(|f| f.contains("mmap") || f.contains("mprotect"))
+            })
+        }) {
+            Some(op) => format!("{hook}/{op}"),
+            None => hook.to_string(),
+        };
         return Some(format!(
-            "{icon}{node} {} {} {target} (rule {}, {})",
+            "{icon}{node} {} {hook} {target} (rule {}, {})",
             proc_line(&e["process"]),
-            e["hook"].as_str().unwrap_or("?"),
             e["rule"].as_str().unwrap_or("?"),
             e["backend"].as_str().unwrap_or("?"),
         ));
@@ -114,6 +124,13 @@ mod tests {
         assert_eq!(
             compact(&lsm).unwrap(),
             "🚫 deny   n1 /usr/bin/curl https://x connect 169.254.169.254:80 (rule no-meta, lsm)"
+        );
+        let unlink = json!({"process_lsm": {"process": p, "verdict": "deny", "hook": "file_write",
+            "function_name": "security_path_unlink", "rule": "ro", "backend": "lsm",
+            "args": [{"file_arg": {"path": "/etc/passwd", "flags": 0}}]}, "node_name": "n1"});
+        assert_eq!(
+            compact(&unlink).unwrap(),
+            "🚫 deny   n1 /usr/bin/curl https://x file_write/unlink /etc/passwd (rule ro, lsm)"
         );
         let l2 = json!({"process_exec": {"process": p, "layer2": {"verdict": "deny",
             "policies": ["a", "b"], "severity": "high", "response": "killed"}}, "node_name": "n1"});

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use vardr_common::{BackendKind, EventHeader, Hook, Verdict};
+use vardr_common::{BackendKind, EventHeader, Hook, Operation, Verdict};
 
 use super::{c_str, PolicyMatch};
 use crate::process::ProcessInfo;
@@ -250,6 +250,20 @@ pub fn backend_name(b: BackendKind) -> &'static str {
 }
 
 fn function_name(p: &PolicyMatch) -> &'static str {
+    match p.op {
+        Operation::Hook => {}
+        Operation::Unlink => return "security_path_unlink",
+        Operation::Rmdir => return "security_path_rmdir",
+        Operation::Rename => return "security_path_rename",
+        Operation::Link => return "security_path_link",
+        Operation::Truncate => return "security_path_truncate",
+        Operation::Create => return "security_path_mknod",
+        Operation::Mkdir => return "security_path_mkdir",
+        Operation::Symlink => return "security_path_symlink",
+        Operation::MmapExec => return "security_mmap_file",
+        Operation::MprotectExec => return "security_file_mprotect",
+        Operation::ScriptOpen => return "security_file_open",
+    }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
         (BackendKind::Lsm, Hook::Exec) => "security_bprm_check",

@@ -12,8 +12,8 @@ pub use compact::compact;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vardr_common::{
-    BackendKind, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook, PolicyEvent,
-    Verdict, ARGS_LEN, EXEC_ARGS_TRUNCATED,
+    BackendKind, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook, Operation,
+    PolicyEvent, Verdict, ARGS_LEN, EXEC_ARGS_TRUNCATED,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,6 +41,9 @@ pub struct PolicyMatch {
     pub verdict: Verdict,
     pub rule_id: u32,
     pub flags: u32,
+    /// The kernel operation, when not the hook's own (unlink, rename, an
+    /// executable mapping, ...).
+    pub op: Operation,
     /// Path for file and exec hooks.
     pub path: Option<String>,
     /// Destination for connect.
@@ -163,6 +166,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     .ok_or(DecodeError::Field("verdict", ev.verdict))?,
                 rule_id: ev.rule_id,
                 flags: ev.flags,
+                op: Operation::from_u32(ev.op).ok_or(DecodeError::Field("op", ev.op))?,
                 path: (hook != Hook::Connect).then(|| c_str(&ev.path)),
                 remote,
             }))
@@ -214,7 +218,7 @@ mod tests {
             family: 2,
             port: 8080,
             protocol: 6,
-            _pad: 0,
+            op: 0,
             addr,
             path,
         }
@@ -299,5 +303,20 @@ mod tests {
         };
         assert_eq!(p.remote, Some(("127.0.0.1".parse().unwrap(), 8080, 6)));
         assert!(p.path.is_none());
+    }
+
+    #[test]
+    fn decodes_the_operation() {
+        let mut ev = policy_event(Hook::FileWrite);
+        ev.op = Operation::Rename as u32;
+        let Event::Policy(p) = decode(&bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.op, Operation::Rename);
+        ev.op = 99;
+        assert_eq!(
+            decode(&bytes(&ev)).unwrap_err(),
+            DecodeError::Field("op", 99)
+        );
     }
 }

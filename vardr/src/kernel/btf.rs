@@ -61,6 +61,14 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         socket_type: m("socket", "type")?,
         task_group_leader: m("task_struct", "group_leader")?,
         task_start_boottime: m("task_struct", "start_boottime")?,
+        dentry_d_name_name: m("dentry", "d_name")? + m("qstr", "name")?,
+        path_mnt: m("path", "mnt")?,
+        vfsmount_mnt_root: m("vfsmount", "mnt_root")?,
+        mount_mnt: m("mount", "mnt")?,
+        mount_mnt_parent: m("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: m("mount", "mnt_mountpoint")?,
+        vma_vm_file: m("vm_area_struct", "vm_file")?,
+        vma_vm_flags: m("vm_area_struct", "vm_flags")?,
     })
 }
 

@@ -130,6 +130,9 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub exempt_pids: Vec<u32>,
     pub exempt_binaries: Vec<String>,
+    /// Interpreters (by file identity): what they open is checked against
+    /// the exec rules.
+    pub interpreters: Vec<String>,
     /// Layer 2 Cedar files (resolved against the policy file's directory).
     pub cedar: Vec<PathBuf>,
 }

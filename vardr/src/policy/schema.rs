@@ -24,6 +24,10 @@ pub struct Spec {
     pub exempt_pids: Vec<Spanned<u32>>,
     #[serde(default)]
     pub exempt_binaries: Vec<Spanned<String>>,
+    /// Programs that run scripts: their opens of a file are checked against
+    /// the exec rules, as an exec of that file.
+    #[serde(default)]
+    pub interpreters: Vec<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<RuleDoc>,
     /// Layer 2 Cedar files, relative to this file.

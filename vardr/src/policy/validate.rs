@@ -52,6 +52,12 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
         .iter()
         .filter_map(|b| abs_path(&mut d, b, "exempt_binaries entry"))
         .collect();
+    let interpreters = doc
+        .spec
+        .interpreters
+        .iter()
+        .filter_map(|b| abs_path(&mut d, b, "interpreters entry"))
+        .collect();
     let mut exempt_pids = Vec::new();
     for p in &doc.spec.exempt_pids {
         if p.value == 0 {
@@ -89,6 +95,7 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
             rules,
             exempt_pids,
             exempt_binaries,
+            interpreters,
             cedar,
         })
     } else {

@@ -63,7 +63,9 @@ impl AgentRun {
             events: Vec::new(),
             stderr: Vec::new(),
         };
-        let ready = run.wait(Duration::from_secs(60), |is_out, l| {
+        // Loading verifies every program: under the VM tier's software
+        // emulation that takes tens of seconds on a busy machine.
+        let ready = run.wait(Duration::from_secs(180), |is_out, l| {
             !is_out && l.contains("agent running")
         });
         if ready.is_none() {
