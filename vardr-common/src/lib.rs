@@ -433,8 +433,9 @@ pub struct PolicyEvent {
 }
 
 /// Bump when a map definition (type, key, value, meaning of a field) or an
-/// event changes in a way the sizes below do not show.
-pub const MAP_REVISION: u32 = 1;
+/// event changes in a way the sizes below do not show. 2: `Config`,
+/// `InodeRule` and `PolicyEvent` padding became interpreter and operation fields.
+pub const MAP_REVISION: u32 = 2;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

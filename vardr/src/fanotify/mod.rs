@@ -539,6 +539,7 @@ fn report(
         flags: flags as u32,
         path: Some(path.to_string()),
         remote: None,
+        op: vardr_common::Operation::Hook,
     };
     let _ = shared.events.send(m);
 }
