@@ -434,7 +434,16 @@ print(n, f)'"
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(pinned_sets(&pins).is_empty());
-    let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
+    // The kernel detaches a released LSM link after an RCU grace period
+    // (seconds under emulation, with a dozen LSM programs): wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let o = loop {
+        let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(o.status.success(), "unpin lifts the rules");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "secret\n");
     drop(bpffs);
