@@ -185,7 +185,7 @@ enum PolicyCommand {
         #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
         runtime_dir: PathBuf,
         /// How long to wait for the agent's answer, in seconds.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
 }

@@ -253,6 +253,8 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
         run::tests(
             cargo().args([
                 "test",
+                // Every test binary runs, so the tally counts them all.
+                "--no-fail-fast",
                 "--workspace",
                 "--exclude",
                 "vardr-ebpf",
@@ -266,6 +268,7 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
         run::tests(
             cargo().args([
                 "test",
+                "--no-fail-fast",
                 "-p",
                 "vardr",
                 // Integration tests only: the unit tier already ran the lib and bin tests.

@@ -2,6 +2,7 @@
 //! emulation; no KVM here) over the host's root filesystem, and run the
 //! integration test binaries inside, VM-only tests included.
 use std::{
+    collections::VecDeque,
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -159,33 +160,61 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     let vardr = root.join("target/debug/vardr");
     let logs = root.join("target/vm-logs");
     fs::create_dir_all(&logs)?;
+    // The guests run their tests one at a time, so one emulated guest
+    // leaves much of the second core idle: two boots at once finish the
+    // tier in about the time of the longest kernel instead of the sum.
+    let jobs = std::env::var("VARDR_VM_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .filter(|&j| j > 0)
+        .unwrap_or(2);
+    println!("booting {} kernel(s), {jobs} at a time", selected.len());
+    let queue = std::sync::Mutex::new(selected.iter().copied().collect::<VecDeque<_>>());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
+                let Some(v) = next else { break };
+                let t = Instant::now();
+                println!(
+                    "---- VM {} (expect backend {}): booting ----",
+                    v.name, v.expect
+                );
+                let log = logs.join(format!("{}.log", v.name));
+                let mut lines = Vec::new();
+                let mut outcome = boot(v, sel, &vardr, &debs, &exes, &log, &mut lines);
+                // A kernel that dies while booting under software emulation
+                // (seen once: an early exception before any test ran) gets
+                // one more boot.
+                if let Err(e) = &outcome {
+                    if e.downcast_ref::<EarlyPanic>().is_some() {
+                        println!("---- VM {}: {e}; booting it again ----", v.name);
+                        lines.clear();
+                        outcome = boot(v, sel, &vardr, &debs, &exes, &log, &mut lines);
+                    }
+                }
+                let secs = t.elapsed().as_secs_f64();
+                if let Ok(mut d) = done.lock() {
+                    d.push((v.name, lines, outcome, secs));
+                }
+            });
+        }
+    });
     let mut failed = Vec::new();
-    for v in selected {
-        let t = Instant::now();
-        println!("\n---- VM {} (expect backend {}) ----", v.name, v.expect);
-        let log = logs.join(format!("{}.log", v.name));
-        let mut outcome = boot(v, sel, &vardr, &debs, &exes, &log, tally);
-        // A kernel that dies while booting under software emulation (seen
-        // once: an early exception before any test ran) gets one more boot.
-        if let Err(e) = &outcome {
-            if e.downcast_ref::<EarlyPanic>().is_some() {
-                println!("---- VM {}: {e}; booting it again ----", v.name);
-                outcome = boot(v, sel, &vardr, &debs, &exes, &log, tally);
-            }
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_by_key(|d| VARIANTS.iter().position(|v| v.name == d.0));
+    for (name, lines, outcome, secs) in done {
+        // Counted here, one kernel after the other, so each test binary's
+        // summary meets its own SKIPPED lines.
+        for l in &lines {
+            tally.line(l);
         }
         match outcome {
-            Ok(()) => println!(
-                "---- VM {}: ok in {:.1}s ----",
-                v.name,
-                t.elapsed().as_secs_f64()
-            ),
+            Ok(()) => println!("---- VM {name}: ok in {secs:.1}s ----"),
             Err(e) => {
-                println!(
-                    "---- VM {}: FAILED in {:.1}s: {e:#} ----",
-                    v.name,
-                    t.elapsed().as_secs_f64()
-                );
-                failed.push(v.name);
+                println!("---- VM {name}: FAILED in {secs:.1}s: {e:#} ----");
+                failed.push(name);
             }
         }
     }
@@ -222,7 +251,7 @@ fn boot(
     debs: &str,
     exes: &[PathBuf],
     log: &Path,
-    tally: &mut Tally,
+    lines: &mut Vec<String>,
 ) -> Result<()> {
     let kernel = vmlinuz(v.kernel)?;
     let mut script = format!(
@@ -316,11 +345,12 @@ fn boot(
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Kernel log lines go to the log file only.
+        // Kernel log lines go to the log file only; each line says which
+        // kernel it comes from (boots run side by side).
         if !line.starts_with('[') {
-            println!("  {line}");
+            println!("  [{}] {line}", v.name);
         }
-        tally.line(&line);
+        lines.push(line);
     }
     let status = child.wait()?;
     fs::write(log, &full)?;

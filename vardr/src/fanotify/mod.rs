@@ -31,7 +31,8 @@ use nix::{
     errno::Errno,
     poll::{poll, PollFd, PollFlags, PollTimeout},
     sys::fanotify::{
-        EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MaskFlags, Response,
+        EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+        Response,
     },
 };
 use tokio::sync::mpsc::UnboundedSender;
@@ -110,13 +111,24 @@ struct Group {
 
 impl Group {
     /// Stops following directories (while events are still answered: the
-    /// follower's own opens need answers), then answers everything queued
-    /// and closes the group (pending events nobody read are allowed by the
-    /// kernel).
+    /// follower's own opens need answers), removes the marks so no new
+    /// events arrive, then answers what is queued and closes the group
+    /// (pending events nobody read are allowed by the kernel; the group in
+    /// force still decides them).
     fn close(mut self) {
         self.stop_follow.store(true, Ordering::SeqCst);
         if let Some(t) = self.follower.take() {
             let _ = t.join();
+        }
+        // Without this a busy system keeps the queue from ever draining
+        // (a reload under load never finished).
+        if let Err(e) = self.fan.mark(
+            MarkFlags::FAN_MARK_FLUSH,
+            MaskFlags::empty(),
+            nix::fcntl::AT_FDCWD,
+            None::<&str>,
+        ) {
+            tracing::warn!("fanotify: removing the marks of the old rule set: {e}");
         }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -259,9 +271,20 @@ impl Drop for Service {
     }
 }
 
+/// How long a closing group answers what is queued before it closes and
+/// leaves the rest to the kernel (allowed here, decided by the new group).
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
 fn answer_loop(fan: &Fanotify, stop: &AtomicBool, rules: &Rules, shared: &Shared) {
+    let mut drain_until = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
+        if stopping {
+            let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+            if std::time::Instant::now() >= until {
+                return;
+            }
+        }
         if !stopping {
             let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(100u16)) {
