@@ -221,6 +221,18 @@ pub struct ExemptTask {
     pub ino: u64,
 }
 
+/// The fallback's file rules answered by a live agent's fanotify group
+/// (`--keep-enforcing`): while `until_ns` (CLOCK_BOOTTIME) lies ahead, the
+/// pinned open tracepoints stand by; they take over when the lease lapses,
+/// or at once when process `holder_tgid` exits (before its group closes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FanotifyLease {
+    pub holder_tgid: u32,
+    pub _pad: u32,
+    pub until_ns: u64,
+}
+
 /// Nanoseconds per `USER_HZ` clock tick (100 Hz), the unit of start times
 /// in `/proc/PID/stat` that userspace can read for any process.
 pub const NS_PER_TICK: u64 = 10_000_000;
@@ -305,6 +317,14 @@ pub struct KernelOffsets {
     pub mount_mnt_mountpoint: u64,
     pub vma_vm_file: u64,
     pub vma_vm_flags: u64,
+    /// `task_struct.fs` and `fs_struct.root`: the caller's root, the mount
+    /// hooks given only a dentry resolve through.
+    pub task_fs: u64,
+    pub fs_struct_root: u64,
+    pub dentry_d_sb: u64,
+    pub vfsmount_mnt_sb: u64,
+    /// `task_struct.ptrace`: non-zero while the task is traced.
+    pub task_ptrace: u64,
 }
 
 /// Common head of every event.
@@ -382,6 +402,15 @@ pub enum Operation {
     MprotectExec = 10,
     /// An interpreter opened a file the exec rules deny (a script).
     ScriptOpen = 11,
+    Chmod = 12,
+    Chown = 13,
+    SetXattr = 14,
+    RemoveXattr = 15,
+    /// `ftruncate(2)` (6.2+; earlier kernels pass `path_truncate`).
+    FileTruncate = 16,
+    /// A governed process attaching to an exempt one (ptrace, memory
+    /// writes, `pidfd_getfd`): built-in, rule id 0.
+    Ptrace = 17,
 }
 
 impl Operation {
@@ -399,6 +428,12 @@ impl Operation {
             9 => Self::MmapExec,
             10 => Self::MprotectExec,
             11 => Self::ScriptOpen,
+            12 => Self::Chmod,
+            13 => Self::Chown,
+            14 => Self::SetXattr,
+            15 => Self::RemoveXattr,
+            16 => Self::FileTruncate,
+            17 => Self::Ptrace,
             _ => return None,
         })
     }
@@ -434,8 +469,9 @@ pub struct PolicyEvent {
 
 /// Bump when a map definition (type, key, value, meaning of a field) or an
 /// event changes in a way the sizes below do not show. 2: `Config`,
-/// `InodeRule` and `PolicyEvent` padding became interpreter and operation fields.
-pub const MAP_REVISION: u32 = 2;
+/// `InodeRule` and `PolicyEvent` padding became interpreter and operation
+/// fields. 3: the `FAN_LEASE` map.
+pub const MAP_REVISION: u32 = 3;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An
@@ -456,6 +492,7 @@ const fn layout_version() -> u32 {
         core::mem::size_of::<InodeRule>(),
         core::mem::size_of::<PidKey>(),
         core::mem::size_of::<Config>(),
+        core::mem::size_of::<FanotifyLease>(),
         core::mem::size_of::<KernelOffsets>(),
         core::mem::size_of::<EventHeader>(),
         core::mem::size_of::<ExecEvent>(),
@@ -489,6 +526,7 @@ mod pod {
     unsafe impl aya::Pod for super::InodeRule {}
     unsafe impl aya::Pod for super::PidKey {}
     unsafe impl aya::Pod for super::ExemptTask {}
+    unsafe impl aya::Pod for super::FanotifyLease {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -2,7 +2,9 @@
 //! usable, the open syscall tracepoints (SIGKILL; the open itself happens).
 use aya_ebpf::{
     bindings::path,
-    helpers::{bpf_d_path, bpf_send_signal, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_d_path, bpf_ktime_get_boot_ns, bpf_send_signal, generated::bpf_probe_read_user_str,
+    },
     macros::{lsm, tracepoint},
     maps::lpm_trie::Key,
     programs::{LsmContext, TracePointContext},
@@ -10,7 +12,7 @@ use aya_ebpf::{
 use vardr_common::{Action, BackendKind, Config, Hook, Operation, PathRules, PATH_KEY_LEN};
 
 use crate::{
-    maps::{PATH_RULES, PATH_SCRATCH},
+    maps::{FAN_LEASE, PATH_RULES, PATH_SCRATCH},
     shared::{
         conclude_op, conclude_path, config, current_program, eacces, eperm, governed, hook_bit,
         identity_rules, offsets, pick, read, stronger,
@@ -150,6 +152,9 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
     let Some(ref cfg) = config() else {
         return 0;
     };
+    if fanotify_answers() {
+        return 0;
+    }
     if !file_rules_apply(cfg, flags)
         || !governed(cfg, hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite))
     {
@@ -182,6 +187,17 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
         unsafe { bpf_send_signal(SIGKILL) };
     }
     0
+}
+
+/// A live agent's fanotify group decides file opens (with EPERM, on the
+/// resolved object): these tracepoints stand by until its lease lapses.
+#[inline(always)]
+fn fanotify_answers() -> bool {
+    let Some(lease) = FAN_LEASE.get(0) else {
+        return false;
+    };
+    // SAFETY: helper without arguments.
+    lease.until_ns > unsafe { bpf_ktime_get_boot_ns() }
 }
 
 // Syscall tracepoint records: 8 bytes of common fields, the syscall number,

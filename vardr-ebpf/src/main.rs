@@ -6,8 +6,10 @@
 #![no_std]
 #![no_main]
 
+mod attr;
 mod exec;
 mod file;
+mod guard;
 mod maps;
 mod mmap;
 mod mutate;

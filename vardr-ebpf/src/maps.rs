@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use vardr_common::{
-    Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
-    NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
+    Config, ExemptTask, FanotifyLease, InodeKey, InodeRule, PathRules, PidKey, RuleRef,
+    CONFIG_SLOTS, NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
 };
 
 /// Default capacities; userspace sets the real ones before loading.
@@ -26,6 +26,10 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(CONFIG_SLOTS, 0);
 
 #[map]
 pub static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether a live agent's fanotify group answers the fallback's file rules.
+#[map]
+pub static FAN_LEASE: Array<FanotifyLease> = Array::with_max_entries(1, 0);
 
 /// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
 #[map]

@@ -13,18 +13,21 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{EVENTS, EXEMPT_TASKS, INODE_RULES},
+    maps::{EVENTS, EXEMPT_TASKS, FAN_LEASE, INODE_RULES},
     shared::{config, count_lost, file_identity, fill_header, offsets, process_start_ticks, read},
 };
 
 /// A process is exempt by the binary the kernel executes for it now: the
 /// file of the exec, not `mm->exe_file` (which the process can change).
-/// An exec of anything else ends an inherited exemption.
+/// An exec of anything else ends an inherited exemption, and so does an
+/// exec under a tracer (`PTRACE_TRACEME` then exec of an exempt binary
+/// would hand the tracer a process with the exemption).
 #[inline(always)]
 fn track_exemption(bprm: *const u8, task: *const u8) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let traced = read::<u32>(task, offsets().task_ptrace).unwrap_or(1) != 0;
     if let Some(cfg) = config() {
-        if cfg.has_exempt_binaries != 0 {
+        if cfg.has_exempt_binaries != 0 && !traced {
             let file = read::<*const u8>(bprm, offsets().binprm_file);
             if let Some(key) = file.and_then(|f| file_identity(f, cfg.generation)) {
                 if let Some(rule) = INODE_RULES.get_ptr(key) {
@@ -153,7 +156,19 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
     if read::<i32>(signal, off.signal_live).unwrap_or(1) != 0 {
         return 0;
     }
-    let _ = EXEMPT_TASKS.remove((bpf_get_current_pid_tgid() >> 32) as u32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = EXEMPT_TASKS.remove(tgid);
+    // The agent holding the fanotify lease is ending: its group closes
+    // (and lets everything pending through) only after this point, so the
+    // open tracepoints take over before any open goes unanswered.
+    if let Some(lease) = FAN_LEASE.get_ptr_mut(0) {
+        // SAFETY: pointer into the single-entry array, valid for this call.
+        unsafe {
+            if (*lease).holder_tgid == tgid {
+                (*lease).until_ns = 0;
+            }
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost();
         return 0;

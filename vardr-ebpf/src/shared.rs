@@ -57,6 +57,11 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     mount_mnt_mountpoint: 0,
     vma_vm_file: 0,
     vma_vm_flags: 0,
+    task_fs: 0,
+    fs_struct_root: 0,
+    dentry_d_sb: 0,
+    vfsmount_mnt_sb: 0,
+    task_ptrace: 0,
 });
 
 /// LSM verdicts: "operation not permitted", "permission denied".
@@ -295,12 +300,20 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
     if flags & PF_KTHREAD != 0 {
         return false;
     }
+    !exempt_process(cfg, task, tgid)
+}
+
+/// Whether process `tgid` (its task `task`) is exempt as a process: the
+/// agent, an exempt pid or a process running an exempt binary, each held
+/// against the process's start time.
+#[inline(always)]
+pub fn exempt_process(cfg: &Config, task: *const u8, tgid: u32) -> bool {
     if tgid != cfg.agent_tgid && cfg.has_exempt_pids == 0 && cfg.has_exempt_binaries == 0 {
-        return true;
+        return false;
     }
     let start = process_start_ticks(task);
     if tgid == cfg.agent_tgid && start == cfg.agent_start_ticks {
-        return false;
+        return true;
     }
     if cfg.has_exempt_pids != 0 {
         let key = PidKey {
@@ -310,14 +323,11 @@ pub fn governed(cfg: &Config, hooks: u32) -> bool {
         if let Some(s) = EXEMPT_PIDS.get_ptr(key) {
             // SAFETY: pointer into a map value returned by lookup.
             if unsafe { *s } == start {
-                return false;
+                return true;
             }
         }
     }
-    if cfg.has_exempt_binaries != 0 && exempt_by_binary(tgid, start, cfg.generation) {
-        return false;
-    }
-    true
+    cfg.has_exempt_binaries != 0 && exempt_by_binary(tgid, start, cfg.generation)
 }
 
 /// The stronger of two matches: deny > alert > allow > none.

@@ -13,10 +13,12 @@ pub mod progs {
     pub const LSM_FILE_OPEN: &str = "vardr_file_open";
     pub const LSM_BPRM_CHECK: &str = "vardr_bprm_check";
     pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";
+    /// Exempt processes cannot be attached to by governed ones.
+    pub const LSM_PTRACE: &str = "vardr_ptrace_access_check";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
     /// LSM programs beside `file_open` for the file rules: changes to the
     /// tree (program, LSM hook).
-    pub const LSM_PATH_HOOKS: [(&str, &str); 8] = [
+    pub const LSM_PATH_HOOKS: [(&str, &str); 12] = [
         ("vardr_path_unlink", "path_unlink"),
         ("vardr_path_rmdir", "path_rmdir"),
         ("vardr_path_mkdir", "path_mkdir"),
@@ -25,7 +27,15 @@ pub mod progs {
         ("vardr_path_truncate", "path_truncate"),
         ("vardr_path_link", "path_link"),
         ("vardr_path_rename", "path_rename"),
+        ("vardr_path_chmod", "path_chmod"),
+        ("vardr_path_chown", "path_chown"),
+        ("vardr_inode_setxattr", "inode_setxattr"),
+        ("vardr_inode_removexattr", "inode_removexattr"),
     ];
+    /// File hooks that not every kernel has (program, LSM hook):
+    /// `file_truncate` came with 6.2.
+    pub const LSM_OPTIONAL_FILE_HOOKS: [(&str, &str); 1] =
+        [("vardr_file_truncate", "file_truncate")];
     /// LSM programs beside `bprm_check_security` for the exec rules:
     /// executable mappings (program, LSM hook).
     pub const LSM_MAP_HOOKS: [(&str, &str); 2] = [
@@ -57,6 +67,7 @@ pub mod maps {
     pub const CONFIG: &str = "CONFIG";
     pub const CONFIG_SLOT: &str = "CONFIG_SLOT";
     pub const EXEMPT_TASKS: &str = "EXEMPT_TASKS";
+    pub const FAN_LEASE: &str = "FAN_LEASE";
     pub const PATH_RULES: &str = "PATH_RULES";
     pub const INODE_RULES: &str = "INODE_RULES";
     pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";

@@ -17,6 +17,16 @@ fn fallback_restarts_without_gap() {
 }
 
 #[test]
+fn fallback_fanotify_lease_handover() {
+    if require_backend("fallback_fanotify_lease_handover", Fallback)
+        && scenarios::fanotify_required("fallback_fanotify_lease_handover")
+    {
+        let _serial = serial();
+        persist::fanotify_lease_handover();
+    }
+}
+
+#[test]
 fn fallback_no_keep_leaves_nothing() {
     if require_backend("fallback_no_keep_leaves_nothing", Fallback) {
         let _serial = serial();

@@ -666,6 +666,202 @@ fn interpreters() {
     assert!(agent.stop().success());
 }
 
+/// A governed process cannot take over an exempt one: attaching with
+/// ptrace, opening its memory for writing and taking its descriptors are
+/// refused; an exempt binary executed under a tracer (PTRACE_TRACEME)
+/// gets no exemption. Attaching to a process that is not exempt works.
+fn exempt_takeover() {
+    let t = TempDir::new("takeover");
+    let d = t.path().display().to_string();
+    std::fs::write(t.join("secret"), "secret\n").unwrap();
+    std::fs::copy(which("sleep"), t.join("exempt-sleep")).unwrap();
+    std::fs::copy(which("cat"), t.join("exempt-cat")).unwrap();
+    let p = format!(
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: test\nspec:\n  exempt_binaries: [{d}/exempt-sleep, {d}/exempt-cat]\n  rules:\n{}",
+        rule("secret", "file_open", "paths", &format!("{d}/secret"))
+    );
+    let cg = test_cgroup("takeover");
+    let mut agent = start(&cg.path, &p);
+    // The exemption itself works: the exempt cat reads the file.
+    let o = sh_in(&cg.path, &format!("exec {d}/exempt-cat {d}/secret"));
+    assert!(o.status.success(), "exempt cat: {}", stderr(&o));
+    let attach = |target: &str| {
+        format!(
+            "import ctypes, subprocess, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+child = subprocess.Popen([\"{target}\", \"30\"])
+time.sleep(0.5)
+try:
+  if libc.ptrace(16, child.pid, None, None) != 0:
+    raise OSError(ctypes.get_errno(), \"PTRACE_ATTACH\")
+  libc.ptrace(17, child.pid, None, None)
+finally:
+  child.kill()"
+        )
+    };
+    assert_eq!(
+        errno(&cg.path, &attach(&format!("{d}/exempt-sleep"))),
+        EPERM
+    );
+    assert_eq!(
+        errno(&cg.path, &attach(&which("sleep").display().to_string())),
+        0
+    );
+    let mem = format!(
+        "import subprocess, time
+child = subprocess.Popen([\"{d}/exempt-sleep\", \"30\"])
+time.sleep(0.5)
+try:
+  open(\"/proc/%d/mem\" % child.pid, \"r+b\").close()
+finally:
+  child.kill()"
+    );
+    assert_eq!(errno(&cg.path, &mem), EACCES);
+    let getfd = format!(
+        "import subprocess, time
+child = subprocess.Popen([\"{d}/exempt-sleep\", \"30\"])
+time.sleep(0.5)
+try:
+  pidfd = os.pidfd_open(child.pid)
+  import ctypes
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.syscall(438, pidfd, 0, 0) < 0:
+    raise OSError(ctypes.get_errno(), \"pidfd_getfd\")
+finally:
+  child.kill()"
+    );
+    assert_eq!(errno(&cg.path, &getfd), EPERM);
+    // PTRACE_TRACEME, then exec of the exempt cat: no exemption.
+    let traceme = format!(
+        "import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+pid = os.fork()
+if pid == 0:
+  libc.ptrace(0, 0, None, None)
+  os.execv(\"{d}/exempt-cat\", [\"cat\", \"{d}/secret\"])
+os.waitpid(pid, 0)
+libc.ptrace(7, pid, None, None)
+_, status = os.waitpid(pid, 0)
+if os.waitstatus_to_exitcode(status) != 0:
+  raise OSError(1, \"the traced exempt cat failed\")"
+    );
+    let o = sh_in(
+        &cg.path,
+        &format!("exec {PYTHON} -c '{}'", traceme.replace('\'', "'\\''")),
+    );
+    assert!(!o.status.success(), "traced exempt cat read the secret");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("secret"));
+    assert!(
+        stderr(&o).contains("Permission denied") || stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    let ev = agent.policy_event("ptrace", |e| {
+        e["function_name"] == "security_ptrace_access_check"
+            && e["rule"] == "protect-exempt-processes"
+    });
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    assert!(agent.stop().success());
+}
+
+/// Attributes of a write-denied file: mode (also through a read-only
+/// descriptor), owner, extended attributes, and ftruncate(2) of a
+/// descriptor opened for writing outside the scope and inherited.
+fn metadata(agent: &mut AgentRun, cg: &Path) {
+    use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+    let tr = Tree::new("attrs");
+    let ro = tr.p("ro");
+    // An attribute to remove, set from outside the scope.
+    let setx = format!(
+        "import os; os.setxattr(\"{}\", \"trusted.vardr\", b\"1\")",
+        ro.display()
+    );
+    assert!(std::process::Command::new(PYTHON)
+        .args(["-c", &setx])
+        .status()
+        .unwrap()
+        .success());
+    use_policy(agent, &tr.policy());
+    let d = tr.d();
+    let before = std::fs::metadata(&ro).unwrap();
+    let cases = [
+        (
+            format!("os.chmod(\"{d}/ro\", 0o4777)"),
+            "security_path_chmod",
+        ),
+        (
+            format!("fd = os.open(\"{d}/ro\", os.O_RDONLY)\nos.fchmod(fd, 0o777)"),
+            "security_path_chmod",
+        ),
+        (format!("os.chown(\"{d}/ro\", 1, 1)"), "security_path_chown"),
+        (
+            format!("os.setxattr(\"{d}/ro\", \"trusted.cap\", b\"x\")"),
+            "security_inode_setxattr",
+        ),
+        (
+            format!("os.removexattr(\"{d}/ro\", \"trusted.vardr\")"),
+            "security_inode_removexattr",
+        ),
+    ];
+    for (code, function) in &cases {
+        assert_eq!(errno(cg, code), EPERM, "{code}");
+        if function.contains("xattr") {
+            // The xattr hooks get no mount: off the caller's root file
+            // system (here: /tmp) the event has the rule, not the path.
+            let ev = agent.policy_event(function, |e| {
+                e["rule"] == "ro-file" && e["function_name"] == *function
+            });
+            assert_eq!(ev["verdict"], "deny", "{ev}");
+        } else {
+            assert_denied_event(agent, "file_write", "ro-file", function, &ro);
+        }
+    }
+    let after = std::fs::metadata(&ro).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid(), after.gid()),
+        (before.mode(), before.uid(), before.gid()),
+        "mode and owner untouched"
+    );
+    let getx = format!("import os; print(os.listxattr(\"{}\"))", ro.display());
+    let o = std::process::Command::new(PYTHON)
+        .args(["-c", &getx])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "['trusted.vardr']"
+    );
+    // A descriptor opened for writing outside the scope, inherited by a
+    // governed process: ftruncate is a write of the file too.
+    let f = std::fs::OpenOptions::new().write(true).open(&ro).unwrap();
+    let fd = f.as_raw_fd();
+    nix::fcntl::fcntl(
+        &f,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    assert_eq!(errno(cg, &format!("os.ftruncate({fd}, 0)")), EPERM);
+    drop(f);
+    assert_eq!(read(&ro), "ro\n");
+    let ev = agent.policy_event("ftruncate", |e| {
+        e["rule"] == "ro-file"
+            && (e["function_name"] == "security_file_truncate"
+                || e["function_name"] == "security_path_truncate")
+    });
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    // The free file beside it.
+    for code in [
+        format!("os.chmod(\"{d}/free\", 0o600)"),
+        format!("os.chown(\"{d}/free\", 1, 1)"),
+        format!("os.setxattr(\"{d}/free\", \"trusted.x\", b\"1\")"),
+        format!("os.removexattr(\"{d}/free\", \"trusted.x\")"),
+    ] {
+        assert_eq!(errno(cg, &code), 0, "{code}");
+    }
+}
+
 /// Changes to the tree, one class after another with one agent (each
 /// agent start verifies every program again: tens of seconds under
 /// emulation); each class reloads the agent with its own tree's policy.
@@ -674,7 +870,7 @@ fn tree_changes() {
     let idle = rule("idle", "file_write", "paths", "/nonexistent/vardr-test");
     let mut agent = start(&cg.path, &policy(&idle));
     type Class = fn(&mut AgentRun, &Path);
-    let classes: [(&str, Class); 7] = [
+    let classes: [(&str, Class); 8] = [
         ("truncate", truncate),
         ("rename onto", rename_onto),
         ("rename away", rename_away),
@@ -682,6 +878,7 @@ fn tree_changes() {
         ("link", link),
         ("create", create),
         ("open_by_handle_at", open_by_handle),
+        ("attributes", metadata),
     ];
     for (what, class) in classes {
         eprintln!("class: {what}");
@@ -702,3 +899,4 @@ vm_test!(vm_identity_follows_rename, identity_follows_rename);
 vm_test!(vm_loader_and_mappings, loader_and_mappings);
 vm_test!(vm_exec_allowlist, exec_allowlist);
 vm_test!(vm_interpreters, interpreters);
+vm_test!(vm_exempt_takeover, exempt_takeover);

@@ -102,6 +102,16 @@ struct Catalog {
 
 impl Catalog {
     fn get(&self, id: u32) -> Option<RuleInfo> {
+        if id == 0 {
+            // The kernel's built-in deny: a governed process attaching to
+            // an exempt one.
+            return Some(RuleInfo {
+                policy_name: "vardr".into(),
+                rule: "protect-exempt-processes".into(),
+                severity: "high".into(),
+                observe: false,
+            });
+        }
         self.current
             .get(&id)
             .or_else(|| self.previous.get(&id))
@@ -606,7 +616,12 @@ fn fanotify_role(f: &fanotify::Service, hook: probe::HookKind) -> Option<String>
     );
     match hook {
         probe::HookKind::File if o.file => Some(format!(
-            "fanotify FAN_OPEN_PERM answered by the agent: a denied open fails with EPERM on the resolved object ({marks}); the open tracepoints are not attached"
+            "fanotify FAN_OPEN_PERM answered by the agent: a denied open fails with EPERM on the resolved object ({marks}); {}",
+            if f.holds_lease() {
+                "the pinned open tracepoints stand by and take over (SIGKILL, by path) when the agent is gone"
+            } else {
+                "the open tracepoints are not attached"
+            }
         )),
         probe::HookKind::Exec if o.exec => Some(format!(
             "fanotify FAN_OPEN_EXEC_PERM: a denied exec fails with EPERM ({marks}); SIGKILL at sched_process_exec stays as second line (memfd, copies)"
@@ -622,10 +637,9 @@ fn start_fanotify(
     opts: &AgentOptions,
     events: tokio::sync::mpsc::UnboundedSender<PolicyMatch>,
 ) -> Option<fanotify::Service> {
-    // With --keep-enforcing the pinned open tracepoints must keep file
-    // rules in force while no agent runs, and a fanotify group ends with
-    // its agent: files stay with the tracepoints then (exec keeps both).
-    let file = plan.file.backend == Backend::Fallback && !opts.keep_enforcing;
+    // With --keep-enforcing a fanotify group ends with its agent: the
+    // pinned open tracepoints stand by and take the file rules over then.
+    let file = plan.file.backend == Backend::Fallback;
     let exec = plan.exec.backend == Backend::Fallback && opts.enforce;
     if !file && !exec {
         return None;
@@ -702,7 +716,10 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             enforce: opts.enforce,
             scope_cgroup: opts.scope_cgroup.clone(),
             limits: opts.limits,
-            fanotify_file: fan.as_ref().is_some_and(|f| f.options().file),
+            // With --keep-enforcing the open tracepoints stay attached
+            // (pinned, they hold the file rules while no agent runs) and
+            // stand by while this agent's fanotify group answers.
+            fanotify_file: fan.as_ref().is_some_and(|f| f.options().file) && !opts.keep_enforcing,
         },
     )?;
     let t_loaded = started.elapsed();
@@ -710,6 +727,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if let Some(f) = fan.as_mut() {
         if let Some(m) = enforcer.exempt_tasks() {
             f.set_exempt_tasks(m);
+        }
+        if opts.keep_enforcing && f.options().file {
+            match enforcer.fanotify_lease() {
+                Some(l) => f.set_lease(l),
+                None => tracing::warn!("no fanotify lease map: file rules are decided by the open tracepoints too (SIGKILL)"),
+            }
         }
         let m = f.apply(&set)?;
         tracing::info!(

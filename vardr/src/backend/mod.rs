@@ -76,8 +76,7 @@ pub struct Enforcer {
     /// Config slot in force (see `vardr_common::CONFIG_SLOTS`).
     config_slot: u32,
     written: maps::Written,
-    // Keep mounts and the cgroup fd alive as long as the programs.
-    _tracefs: Option<mounts::MountGuard>,
+    // Keep the cgroup fd alive as long as the programs.
     _cgroup_fd: Option<File>,
 }
 
@@ -150,7 +149,6 @@ impl Enforcer {
             config,
             config_slot: 0,
             written: maps::Written::default(),
-            _tracefs: None,
             _cgroup_fd: None,
         };
         this.config.enforce_mask = this.enforce_mask(opts.enforce);
@@ -210,12 +208,28 @@ impl Enforcer {
                 for (name, hook) in bpf::progs::LSM_PATH_HOOKS {
                     attach_lsm(ebpf, btf, name, hook)?;
                 }
+                for (name, hook) in bpf::progs::LSM_OPTIONAL_FILE_HOOKS {
+                    let p: &mut Lsm = prog(ebpf, name)?;
+                    match p.load(hook, btf) {
+                        Ok(()) => {
+                            p.attach().map_err(perr(name))?;
+                        }
+                        // file_truncate: before 6.2 ftruncate(2) passes path_truncate.
+                        Err(aya::programs::ProgramError::Btf(
+                            aya::BtfError::UnknownBtfTypeName { .. },
+                        )) => tracing::debug!("LSM hook {hook} not in this kernel"),
+                        Err(e) => return Err(perr(name)(e)),
+                    }
+                }
             }
             Backend::Fallback if fanotify_file => {}
             Backend::Fallback | Backend::Audit => {
-                let (_, guard) =
+                // Needed only to look the tracepoint ids up: a tracefs this
+                // agent mounted is unmounted once they are attached (the
+                // guard drops at the end of this arm), so an agent that is
+                // killed later leaves no mount behind.
+                let (_, _tracefs) =
                     mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;
-                self._tracefs = guard;
                 for (name, tp, required) in bpf::progs::OPEN_TRACEPOINTS {
                     let p: &mut TracePoint = prog(ebpf, name)?;
                     p.load().map_err(perr(name))?;
@@ -236,6 +250,7 @@ impl Enforcer {
                 for (name, hook) in bpf::progs::LSM_MAP_HOOKS {
                     attach_lsm(ebpf, btf, name, hook)?;
                 }
+                attach_lsm(ebpf, btf, bpf::progs::LSM_PTRACE, "ptrace_access_check")?;
             }
             Backend::Fallback | Backend::Audit => {
                 let name = bpf::progs::EXEC_FALLBACK;
@@ -363,6 +378,18 @@ impl Enforcer {
         let fd = d.fd().as_fd().try_clone_to_owned().ok()?;
         let data = MapData::from_fd(fd).ok()?;
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).ok()
+    }
+
+    /// A handle on the fanotify lease for the answering thread (see
+    /// [`crate::fanotify::lease`]).
+    pub fn fanotify_lease(&self) -> Option<crate::fanotify::lease::LeaseMap> {
+        use std::os::fd::AsFd;
+        let aya::maps::Map::Array(d) = self.ebpf.map(bpf::maps::FAN_LEASE)? else {
+            return None;
+        };
+        let fd = d.fd().as_fd().try_clone_to_owned().ok()?;
+        let data = MapData::from_fd(fd).ok()?;
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).ok()
     }
 
     /// Whether the kernel holds process `pid` exempt by the binary it

@@ -263,6 +263,12 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::MmapExec => return "security_mmap_file",
         Operation::MprotectExec => return "security_file_mprotect",
         Operation::ScriptOpen => return "security_file_open",
+        Operation::Chmod => return "security_path_chmod",
+        Operation::Chown => return "security_path_chown",
+        Operation::SetXattr => return "security_inode_setxattr",
+        Operation::RemoveXattr => return "security_inode_removexattr",
+        Operation::FileTruncate => return "security_file_truncate",
+        Operation::Ptrace => return "security_ptrace_access_check",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",

@@ -377,7 +377,8 @@ pub fn apply(group: &Fanotify, plan: &MarkPlan, watches: &Watches) -> MarkStats 
     for m in &plan.marks {
         if mark_one(group, &m.path, m.mask) {
             stats.marked += 1;
-        } else {
+        } else if m.path.symlink_metadata().is_ok() {
+            // Refused, not gone since the walk (a removed object needs no mark).
             stats.failed += 1;
         }
     }

@@ -13,6 +13,7 @@
 //! (also when the agent exits or is killed) releases its pending events as
 //! allowed; while the agent is stopped, governed opens wait (killably).
 mod decide;
+pub mod lease;
 pub mod marks;
 mod task;
 
@@ -99,10 +100,15 @@ struct Shared {
     denied: AtomicU64,
     /// The kernel's record of processes exempt by the binary they executed.
     exempt_tasks: std::sync::OnceLock<crate::backend::ExemptTasks>,
+    /// Set with `--keep-enforcing`: the pinned open tracepoints stand by
+    /// while it holds.
+    lease: std::sync::OnceLock<lease::Lease>,
 }
 
 struct Group {
     fan: Arc<Fanotify>,
+    /// Every planned mark is in place: the group may hold the lease.
+    armed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     stop_follow: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -166,6 +172,7 @@ impl Service {
                 answered: AtomicU64::new(0),
                 denied: AtomicU64::new(0),
                 exempt_tasks: std::sync::OnceLock::new(),
+                lease: std::sync::OnceLock::new(),
             }),
             current: None,
             last: MarkStats::default(),
@@ -178,6 +185,17 @@ impl Service {
     /// exempt by binary.
     pub fn set_exempt_tasks(&self, map: crate::backend::ExemptTasks) {
         let _ = self.shared.exempt_tasks.set(map);
+    }
+
+    /// The pinned open tracepoints stand by while the answering thread
+    /// renews this lease (file rules only; see [`lease`]).
+    pub fn set_lease(&self, map: lease::LeaseMap) {
+        let _ = self.shared.lease.set(lease::Lease::new(map));
+    }
+
+    /// Whether a lease lets the open tracepoints stand by.
+    pub fn holds_lease(&self) -> bool {
+        self.shared.lease.get().is_some()
     }
 
     pub fn options(&self) -> &Options {
@@ -205,6 +223,7 @@ impl Service {
         let watches = Arc::new(marks::Watches::new().map_err(FanotifyError::Inotify)?);
         let mut group = Group {
             fan: fan.clone(),
+            armed: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             stop_follow: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -212,15 +231,16 @@ impl Service {
         };
         // Answers permission events.
         group.thread = Some({
-            let (fan, stop, shared, rules) = (
+            let (fan, armed, stop, shared, rules) = (
                 fan.clone(),
+                group.armed.clone(),
                 group.stop.clone(),
                 self.shared.clone(),
                 rules.clone(),
             );
             std::thread::Builder::new()
                 .name("vardr-fanotify".into())
-                .spawn(move || answer_loop(&fan, &stop, &rules, &shared))
+                .spawn(move || answer_loop(&fan, &armed, &stop, &rules, &shared))
                 .map_err(FanotifyError::Thread)?
         });
         // Marks new directories. A thread of its own: listing a marked
@@ -247,6 +267,9 @@ impl Service {
                 o.max_marks
             );
         }
+        // A group that missed an object leaves the open tracepoints on
+        // (both decide then: the tracepoints by path, with SIGKILL).
+        group.armed.store(stats.failed == 0, Ordering::SeqCst);
         if let Some(old) = self.current.replace(group) {
             old.close();
         }
@@ -265,6 +288,10 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        // The tracepoints take over before the group lets anything through.
+        if let Some(l) = self.shared.lease.get() {
+            l.release();
+        }
         if let Some(g) = self.current.take() {
             g.close();
         }
@@ -275,10 +302,23 @@ impl Drop for Service {
 /// leaves the rest to the kernel (allowed here, decided by the new group).
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-fn answer_loop(fan: &Fanotify, stop: &AtomicBool, rules: &Rules, shared: &Shared) {
+fn answer_loop(
+    fan: &Fanotify,
+    armed: &AtomicBool,
+    stop: &AtomicBool,
+    rules: &Rules,
+    shared: &Shared,
+) {
     let mut drain_until = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
+        // Only a group that answers holds the lease (a closing one leaves it
+        // to the group that replaces it).
+        if let (false, Some(l)) = (stopping, shared.lease.get()) {
+            if shared.opts.file && armed.load(Ordering::SeqCst) {
+                l.renew();
+            }
+        }
         if stopping {
             let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
             if std::time::Instant::now() >= until {

@@ -69,6 +69,11 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         mount_mnt_mountpoint: m("mount", "mnt_mountpoint")?,
         vma_vm_file: m("vm_area_struct", "vm_file")?,
         vma_vm_flags: m("vm_area_struct", "vm_flags")?,
+        task_fs: m("task_struct", "fs")?,
+        fs_struct_root: m("fs_struct", "root")?,
+        dentry_d_sb: m("dentry", "d_sb")?,
+        vfsmount_mnt_sb: m("vfsmount", "mnt_sb")?,
+        task_ptrace: m("task_struct", "ptrace")?,
     })
 }
 

@@ -449,6 +449,65 @@ print(n, f)'"
     drop(bpffs);
 }
 
+/// Fallback with `--keep-enforcing`: while the agent runs, its fanotify
+/// group decides file opens (EPERM, also for a relative path the open
+/// tracepoints cannot resolve); the pinned tracepoints stand by and take
+/// over the moment the agent dies, not when its lease would lapse.
+pub fn fanotify_lease_handover() {
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = bpffs.pin_dir();
+    let dir = TempDir::new("lease");
+    let d = dir.path();
+    let dd = d.display();
+    std::fs::write(d.join("secret.txt"), "secret\n").unwrap();
+    let cg = test_cgroup("lease");
+    let mut a = agent(
+        Backend::Fallback,
+        &cg.path,
+        &pins,
+        &policy("lease", d, 9, ""),
+    );
+    let st = status_json(&pins, &a.runtime_dir());
+    let file = &st["hooks"][0];
+    assert_eq!(file["hook"], "file", "{st}");
+    assert!(
+        file["reason"].as_str().unwrap_or("").contains("stand by"),
+        "{st}"
+    );
+    for (what, script) in [
+        ("absolute path", format!("cat {dd}/secret.txt")),
+        ("relative path", format!("cd {dd} && cat ./secret.txt")),
+    ] {
+        let o = sh_in(&cg.path, &script);
+        assert!(!o.status.success(), "{what}: read");
+        assert!(
+            !super::killed(&o),
+            "{what}: killed, not refused (tracepoints did not stand by)"
+        );
+        assert!(
+            super::stderr(&o).contains("Operation not permitted"),
+            "{what}: {}",
+            super::stderr(&o)
+        );
+    }
+    let killed_at = Instant::now();
+    sigkill(&mut a);
+    let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
+    let after = killed_at.elapsed();
+    assert!(
+        super::killed(&o),
+        "after the agent died: {:?} {}",
+        o.status,
+        super::stderr(&o)
+    );
+    // Well inside the lease's 2 s: the exit program ended it.
+    assert!(
+        after < Duration::from_millis(1500),
+        "checked too late to tell ({after:?})"
+    );
+    drop(bpffs);
+}
+
 /// Without --keep-enforcing nothing is pinned, and stopping lifts the rules.
 pub fn no_keep_leaves_nothing(b: Backend) {
     let bpffs = Bpffs::mount("bpffs");

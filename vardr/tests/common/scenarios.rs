@@ -288,6 +288,17 @@ fn connect(cgroup: Option<&Path>, family: &str, host: &str, port: u16) -> i32 {
         .unwrap_or_else(|_| panic!("python3 said: {:?} {}", o.stdout, stderr(&o)))
 }
 
+/// Whether the fallback's fanotify deny path can run here (skip otherwise).
+pub fn fanotify_required(test: &str) -> bool {
+    match vardr::fanotify::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: the kernel gives no fanotify permission events ({e})");
+            false
+        }
+    }
+}
+
 pub fn python_available(test: &str) -> bool {
     let ok = std::process::Command::new("python3")
         .arg("-c")

@@ -1,0 +1,130 @@
+//! Changes to a governed file that leave its content alone but change who
+//! may do what with it: mode (setuid bits, permissions), owner, extended
+//! attributes (file capabilities, security labels) and `ftruncate(2)` on
+//! 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
+//! checked.
+use aya_ebpf::{helpers::bpf_get_current_task, macros::lsm, programs::LsmContext};
+use vardr_common::{BackendKind, Hook, Operation};
+
+use crate::{
+    resolve::{resolve, Resolved},
+    shared::{conclude_op, config, eperm, governed, hook_bit, offsets, pick, read},
+};
+
+/// The file at `dentry`, seen through `vfsmnt` (null: by identity only),
+/// decided as a write.
+#[inline(always)]
+fn write_of(vfsmnt: *const u8, dentry: *const u8, op: Operation) -> i32 {
+    let Some(ref cfg) = config() else {
+        return 0;
+    };
+    if !governed(cfg, hook_bit(Hook::FileWrite)) {
+        return 0;
+    }
+    let Some(r) = resolve(0, cfg, vfsmnt, dentry) else {
+        return 0;
+    };
+    // SAFETY: `r` is this CPU's scratch slot, filled by `resolve`.
+    let rule = unsafe { pick(&(*r).by_path, &(*r).by_identity, Hook::FileWrite) };
+    if conclude_op(
+        cfg,
+        Hook::FileWrite,
+        &rule,
+        op,
+        0,
+        Resolved::path(r),
+        BackendKind::Lsm,
+    ) {
+        eperm()
+    } else {
+        0
+    }
+}
+
+/// A `struct path *`'s file, decided as a write.
+#[inline(always)]
+fn write_of_path(path: *const u8, op: Operation) -> i32 {
+    let off = offsets();
+    let (Some(mnt), Some(dentry)) = (
+        read::<*const u8>(path, off.path_mnt),
+        read::<*const u8>(path, off.path_dentry),
+    ) else {
+        return 0;
+    };
+    write_of(mnt, dentry, op)
+}
+
+/// The xattr hooks get a dentry only: its path is built through the
+/// caller's root mount when the file lives on that mount's file system
+/// (otherwise the rules by identity decide alone).
+#[inline(always)]
+fn write_of_dentry(dentry: *const u8, op: Operation) -> i32 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mnt = read::<*const u8>(task, off.task_fs)
+        .and_then(|fs| read::<*const u8>(fs, off.fs_struct_root + off.path_mnt))
+        .filter(|mnt| {
+            read::<*const u8>(*mnt, off.vfsmount_mnt_sb).is_some()
+                && read::<*const u8>(*mnt, off.vfsmount_mnt_sb)
+                    == read::<*const u8>(dentry, off.dentry_d_sb)
+        })
+        .unwrap_or(core::ptr::null());
+    write_of(mnt, dentry, op)
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn vardr_path_chmod(ctx: LsmContext) -> i32 {
+    // path_chmod(const struct path *path, umode_t mode): chmod(2), fchmod(2).
+    let prev: i32 = ctx.arg(2);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_path(ctx.arg(0), Operation::Chmod)
+}
+
+#[lsm(hook = "path_chown")]
+pub fn vardr_path_chown(ctx: LsmContext) -> i32 {
+    // path_chown(const struct path *path, kuid_t uid, kgid_t gid).
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_path(ctx.arg(0), Operation::Chown)
+}
+
+#[lsm(hook = "inode_setxattr")]
+pub fn vardr_inode_setxattr(ctx: LsmContext) -> i32 {
+    // inode_setxattr(idmap, struct dentry *dentry, const char *name,
+    // const void *value, size_t size, int flags).
+    let prev: i32 = ctx.arg(6);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_dentry(ctx.arg(1), Operation::SetXattr)
+}
+
+#[lsm(hook = "inode_removexattr")]
+pub fn vardr_inode_removexattr(ctx: LsmContext) -> i32 {
+    // inode_removexattr(idmap, struct dentry *dentry, const char *name).
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_dentry(ctx.arg(1), Operation::RemoveXattr)
+}
+
+#[lsm(hook = "file_truncate")]
+pub fn vardr_file_truncate(ctx: LsmContext) -> i32 {
+    // file_truncate(struct file *file) (6.2+): ftruncate(2) of a
+    // descriptor opened for writing before the rule, or passed in.
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let file: *const u8 = ctx.arg(0);
+    write_of_path(
+        file.wrapping_add(offsets().file_f_path as usize),
+        Operation::FileTruncate,
+    )
+}

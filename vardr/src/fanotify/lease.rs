@@ -1,0 +1,79 @@
+//! The lease that lets the pinned open tracepoints stand by while this
+//! agent's fanotify group answers file opens (`--keep-enforcing` on the
+//! fallback backend). The answering thread renews it; it lapses by itself
+//! when that thread stops, and the exit program ends it when the agent
+//! process ends, before the kernel closes the group.
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, MapData};
+use nix::time::{clock_gettime, ClockId};
+use vardr_common::FanotifyLease;
+
+/// How long one renewal holds.
+const TERM: Duration = Duration::from_secs(2);
+/// How often the answering thread renews (well inside the term).
+pub const RENEW_EVERY: Duration = Duration::from_millis(500);
+
+pub type LeaseMap = Array<MapData, FanotifyLease>;
+
+pub struct Lease {
+    map: Mutex<LeaseMap>,
+    holder: u32,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Lease {
+    pub fn new(map: LeaseMap) -> Self {
+        Self {
+            map: Mutex::new(map),
+            holder: std::process::id(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Renews the lease when the last renewal is older than [`RENEW_EVERY`].
+    pub fn renew(&self) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|l| l.elapsed() < RENEW_EVERY) {
+            return;
+        }
+        let Ok(now) = clock_gettime(ClockId::CLOCK_BOOTTIME) else {
+            return;
+        };
+        let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+        if self.write(now_ns + TERM.as_nanos() as u64) {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// Hands file rules back to the tracepoints at once.
+    pub fn release(&self) {
+        self.write(0);
+        if let Ok(mut last) = self.last.lock() {
+            *last = None;
+        }
+    }
+
+    fn write(&self, until_ns: u64) -> bool {
+        let lease = FanotifyLease {
+            holder_tgid: self.holder,
+            _pad: 0,
+            until_ns,
+        };
+        let Ok(mut map) = self.map.lock() else {
+            return false;
+        };
+        match map.set(0, lease, 0) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("fanotify lease: {e}");
+                false
+            }
+        }
+    }
+}
