@@ -3,19 +3,22 @@
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_d_path, bpf_ktime_get_boot_ns, bpf_send_signal, generated::bpf_probe_read_user_str,
+        bpf_d_path, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_send_signal,
+        generated::bpf_probe_read_user_str,
     },
     macros::{lsm, tracepoint},
     maps::lpm_trie::Key,
     programs::{LsmContext, TracePointContext},
 };
-use vardr_common::{Action, BackendKind, Config, Hook, Operation, PathRules, PATH_KEY_LEN};
+use vardr_common::{
+    Action, BackendKind, Config, Hook, Operation, PathRules, RuleRef, Verdict, PATH_KEY_LEN,
+};
 
 use crate::{
-    maps::{FAN_LEASE, PATH_RULES, PATH_SCRATCH},
+    maps::{FAN_LEASE, PATH_RULES, PATH_SCRATCH, PENDING_OPENS},
     shared::{
-        conclude_op, conclude_path, config, current_program, eacces, eperm, governed, hook_bit,
-        identity_rules, offsets, pick, read, stronger,
+        conclude_op, conclude_path, config, current_program, eacces, emit, eperm, governed,
+        hook_bit, identity_rules, offsets, pick, read, stronger, verdict, Report,
     },
 };
 
@@ -56,6 +59,25 @@ fn file_rules_apply(cfg: &Config, flags: u32) -> bool {
     open || write
 }
 
+/// The rule deciding an open of the path in `key` (and, when known, the
+/// file's identity rules), and its hook.
+#[inline(always)]
+fn rule_for_open(
+    cfg: &Config,
+    key: *mut PathKey,
+    n: u32,
+    by_identity: PathRules,
+    flags: u32,
+) -> (RuleRef, Hook) {
+    let by_path = path_rules(key, cfg.generation, n);
+    let (mut rule, mut hook) = (pick(&by_path, &by_identity, Hook::FileOpen), Hook::FileOpen);
+    if write_intent(flags) {
+        let w = pick(&by_path, &by_identity, Hook::FileWrite);
+        (rule, hook) = stronger(rule, hook, w, Hook::FileWrite);
+    }
+    (rule, hook)
+}
+
 /// Decides an open of the path in `key` (and, when known, the file's
 /// identity rules); reports a match; returns whether to block.
 #[inline(always)]
@@ -67,12 +89,7 @@ fn decide_open(
     flags: u32,
     backend: BackendKind,
 ) -> bool {
-    let by_path = path_rules(key, cfg.generation, n);
-    let (mut rule, mut hook) = (pick(&by_path, &by_identity, Hook::FileOpen), Hook::FileOpen);
-    if write_intent(flags) {
-        let w = pick(&by_path, &by_identity, Hook::FileWrite);
-        (rule, hook) = stronger(rule, hook, w, Hook::FileWrite);
-    }
+    let (rule, hook) = rule_for_open(cfg, key, n, by_identity, flags);
     let path = if n > 0 {
         Some(key as *const PathKey)
     } else {
@@ -152,9 +169,6 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
     let Some(ref cfg) = config() else {
         return 0;
     };
-    if fanotify_answers() {
-        return 0;
-    }
     if !file_rules_apply(cfg, flags)
         || !governed(cfg, hook_bit(Hook::FileOpen) | hook_bit(Hook::FileWrite))
     {
@@ -173,6 +187,17 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
     };
     // SAFETY: scratch key read.
     if n <= 1 || unsafe { (*key).data[1] } != b'/' {
+        return 0;
+    }
+    if fanotify_answers() {
+        // fanotify decides (EPERM) and reports; a deny is remembered for
+        // the syscall exit, in case the agent dies while the open waits.
+        let (rule, hook) = rule_for_open(cfg, key, n as u32, PathRules::default(), flags);
+        if verdict(cfg, hook, &rule).is_some_and(|(_, block)| block) {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let v = (u64::from(rule.rule_id) << 32) | hook as u64;
+            let _ = PENDING_OPENS.insert(&tid, &v, 0);
+        }
         return 0;
     }
     if decide_open(
@@ -198,6 +223,67 @@ fn fanotify_answers() -> bool {
     };
     // SAFETY: helper without arguments.
     lease.until_ns > unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Syscall exit of an open the tracepoints left to fanotify as a deny: if
+/// it succeeded with no agent answering any more, the agent died while it
+/// waited and its group let it through. Killed, as the tracepoints would.
+#[inline(always)]
+fn fallback_open_exit(ret: i64) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(v) = (unsafe { PENDING_OPENS.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_OPENS.remove(&tid);
+    if ret < 0 || fanotify_answers() {
+        return 0;
+    }
+    let hook = if v as u32 == Hook::FileWrite as u32 {
+        Hook::FileWrite
+    } else {
+        Hook::FileOpen
+    };
+    emit(
+        &Report::path(
+            hook,
+            BackendKind::Fallback,
+            Verdict::Deny,
+            (v >> 32) as u32,
+            0,
+        ),
+        None,
+    );
+    // SAFETY: signals the current task only.
+    unsafe { bpf_send_signal(SIGKILL) };
+    0
+}
+
+/// sys_exit_* records: common fields, the syscall number, then `ret` at 16.
+#[inline(always)]
+fn exit_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: offset of `ret` in every sys_exit record.
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+}
+
+#[tracepoint]
+pub fn vardr_sys_exit_openat(ctx: TracePointContext) -> u32 {
+    fallback_open_exit(exit_ret(&ctx))
+}
+
+#[tracepoint]
+pub fn vardr_sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    fallback_open_exit(exit_ret(&ctx))
+}
+
+#[tracepoint]
+pub fn vardr_sys_exit_open(ctx: TracePointContext) -> u32 {
+    fallback_open_exit(exit_ret(&ctx))
+}
+
+#[tracepoint]
+pub fn vardr_sys_exit_creat(ctx: TracePointContext) -> u32 {
+    fallback_open_exit(exit_ret(&ctx))
 }
 
 // Syscall tracepoint records: 8 bytes of common fields, the syscall number,

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vardr_common::{
     Config, ExemptTask, FanotifyLease, InodeKey, InodeRule, PathRules, PidKey, RuleRef,
@@ -30,6 +30,12 @@ pub static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 /// Whether a live agent's fanotify group answers the fallback's file rules.
 #[map]
 pub static FAN_LEASE: Array<FanotifyLease> = Array::with_max_entries(1, 0);
+
+/// Opens the standing-by tracepoints would deny, left to fanotify: thread
+/// id -> rule id (high 32 bits) and hook. If the agent dies while such an
+/// open waits, its group lets it through; the syscall exit kills then.
+#[map]
+pub static PENDING_OPENS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1 << 14, 0);
 
 /// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
 #[map]

@@ -50,6 +50,15 @@ pub mod progs {
         ("vardr_sys_open", "sys_enter_open", false),
         ("vardr_sys_creat", "sys_enter_creat", false),
     ];
+    /// Their syscall exits, attached with `--keep-enforcing` while
+    /// fanotify answers: an open left to fanotify as a deny that succeeded
+    /// because the agent died while it waited is killed there.
+    pub const OPEN_EXIT_TRACEPOINTS: [(&str, &str, bool); 4] = [
+        ("vardr_sys_exit_openat", "sys_exit_openat", true),
+        ("vardr_sys_exit_openat2", "sys_exit_openat2", false),
+        ("vardr_sys_exit_open", "sys_exit_open", false),
+        ("vardr_sys_exit_creat", "sys_exit_creat", false),
+    ];
     /// Cgroup network programs: the fallback's network backend, and on the
     /// LSM backend the complement of `socket_connect` (UDP sends, TFO).
     pub const SOCK_ADDR: [&str; 4] = [

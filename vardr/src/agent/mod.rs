@@ -720,6 +720,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             // (pinned, they hold the file rules while no agent runs) and
             // stand by while this agent's fanotify group answers.
             fanotify_file: fan.as_ref().is_some_and(|f| f.options().file) && !opts.keep_enforcing,
+            fanotify_lease: fan.as_ref().is_some_and(|f| f.options().file) && opts.keep_enforcing,
         },
     )?;
     let t_loaded = started.elapsed();

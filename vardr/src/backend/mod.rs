@@ -66,6 +66,10 @@ pub struct Options {
     /// fanotify serves the file hooks: the open tracepoints are not
     /// attached (they would kill and report the same opens again).
     pub fanotify_file: bool,
+    /// fanotify answers file opens under a lease while the open
+    /// tracepoints stand by (`--keep-enforcing`): their syscall exits are
+    /// watched too.
+    pub fanotify_lease: bool,
 }
 
 /// The loaded programs and maps. Dropping it detaches everything.
@@ -157,6 +161,7 @@ impl Enforcer {
             &root,
             opts.scope_cgroup.as_deref(),
             opts.fanotify_file,
+            opts.fanotify_lease,
         )?;
         Ok(this)
     }
@@ -189,6 +194,7 @@ impl Enforcer {
         root: &std::path::Path,
         scope: Option<&std::path::Path>,
         fanotify_file: bool,
+        fanotify_lease: bool,
     ) -> Result<(), BackendError> {
         let ebpf = &mut self.ebpf;
         // Process lifecycle events for the process cache, on every backend.
@@ -230,7 +236,12 @@ impl Enforcer {
                 // killed later leaves no mount behind.
                 let (_, _tracefs) =
                     mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;
-                for (name, tp, required) in bpf::progs::OPEN_TRACEPOINTS {
+                let exits: &[(&str, &str, bool)] = if fanotify_lease {
+                    &bpf::progs::OPEN_EXIT_TRACEPOINTS
+                } else {
+                    &[]
+                };
+                for &(name, tp, required) in bpf::progs::OPEN_TRACEPOINTS.iter().chain(exits) {
                     let p: &mut TracePoint = prog(ebpf, name)?;
                     p.load().map_err(perr(name))?;
                     match p.attach("syscalls", tp) {

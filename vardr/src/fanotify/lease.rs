@@ -4,7 +4,10 @@
 //! when that thread stops, and the exit program ends it when the agent
 //! process ends, before the kernel closes the group.
 use std::{
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -23,6 +26,9 @@ pub struct Lease {
     map: Mutex<LeaseMap>,
     holder: u32,
     last: Mutex<Option<Instant>>,
+    /// Set by [`Lease::release`]: no renewal after it (an answering thread
+    /// still running must not take the lease back while its group closes).
+    released: AtomicBool,
 }
 
 impl Lease {
@@ -31,6 +37,7 @@ impl Lease {
             map: Mutex::new(map),
             holder: std::process::id(),
             last: Mutex::new(None),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -39,6 +46,9 @@ impl Lease {
         let Ok(mut last) = self.last.lock() else {
             return;
         };
+        if self.released.load(Ordering::SeqCst) {
+            return;
+        }
         if last.is_some_and(|l| l.elapsed() < RENEW_EVERY) {
             return;
         }
@@ -51,12 +61,12 @@ impl Lease {
         }
     }
 
-    /// Hands file rules back to the tracepoints at once.
+    /// Hands file rules back to the tracepoints at once, for good.
     pub fn release(&self) {
+        // Under the renewal lock: a renewal in progress finishes first.
+        let _last = self.last.lock();
+        self.released.store(true, Ordering::SeqCst);
         self.write(0);
-        if let Ok(mut last) = self.last.lock() {
-            *last = None;
-        }
     }
 
     fn write(&self, until_ns: u64) -> bool {
