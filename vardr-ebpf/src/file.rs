@@ -196,7 +196,7 @@ fn fallback_open(filename: *const u8, flags: u32) -> u32 {
         if verdict(cfg, hook, &rule).is_some_and(|(_, block)| block) {
             let tid = bpf_get_current_pid_tgid() as u32;
             let v = (u64::from(rule.rule_id) << 32) | hook as u64;
-            let _ = PENDING_OPENS.insert(&tid, &v, 0);
+            let _ = PENDING_OPENS.insert(tid, v, 0);
         }
         return 0;
     }
@@ -232,10 +232,10 @@ fn fanotify_answers() -> bool {
 fn fallback_open_exit(ret: i64) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(v) = (unsafe { PENDING_OPENS.get(&tid) }).copied() else {
+    let Some(v) = (unsafe { PENDING_OPENS.get(tid) }).copied() else {
         return 0;
     };
-    let _ = PENDING_OPENS.remove(&tid);
+    let _ = PENDING_OPENS.remove(tid);
     if ret < 0 || fanotify_answers() {
         return 0;
     }
