@@ -164,8 +164,14 @@ pub struct ProcessExit {
 /// One hook argument, named as Tetragon names them.
 #[derive(Serialize, Debug)]
 pub enum Arg {
+    /// `flags` is a string, as in Tetragon's `KprobeFile`: the open flags
+    /// by name (`O_WRONLY|O_TRUNC`); `open_flags` has them as a number.
     #[serde(rename = "file_arg")]
-    File { path: String, flags: u32 },
+    File {
+        path: String,
+        flags: String,
+        open_flags: u32,
+    },
     #[serde(rename = "linux_binprm_arg")]
     LinuxBinprm { path: String },
     #[serde(rename = "sock_arg")]
@@ -192,6 +198,10 @@ pub struct ProcessLsm {
     pub rule_id: u32,
     /// deny (blocked in the kernel), audit (would deny; enforcement off) or alert.
     pub verdict: &'static str,
+    /// What the kernel did, as Tetragon's `KprobeAction`: OVERRIDE (the
+    /// operation failed with an error), SIGKILL (the fallback's tracepoints
+    /// killed the process) or POST (reported only).
+    pub action: &'static str,
     /// lsm, fallback or audit.
     pub backend: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,9 +307,49 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
         (Hook::Exec, Some(path), _) => vec![Arg::LinuxBinprm { path: path.clone() }],
         (_, Some(path), _) => vec![Arg::File {
             path: path.clone(),
-            flags: p.flags,
+            flags: open_flags_name(p.flags),
+            open_flags: p.flags,
         }],
         _ => Vec::new(),
+    }
+}
+
+/// Open flags by name: the access mode, then the flags that change what
+/// an open does (`O_RDONLY`, `O_WRONLY|O_CREAT|O_TRUNC`).
+pub fn open_flags_name(flags: u32) -> String {
+    let mut out = String::from(match flags & libc::O_ACCMODE as u32 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
+        _ => "O_ACCMODE",
+    });
+    for (bit, name) in [
+        (libc::O_CREAT, "O_CREAT"),
+        (libc::O_EXCL, "O_EXCL"),
+        (libc::O_TRUNC, "O_TRUNC"),
+        (libc::O_APPEND, "O_APPEND"),
+        (libc::O_DIRECTORY, "O_DIRECTORY"),
+        (libc::O_NOFOLLOW, "O_NOFOLLOW"),
+        (libc::O_PATH, "O_PATH"),
+        (libc::O_TMPFILE & !libc::O_DIRECTORY, "O_TMPFILE"),
+    ] {
+        if flags & bit as u32 != 0 {
+            out.push('|');
+            out.push_str(name);
+        }
+    }
+    out
+}
+
+/// Tetragon's action for a match: a deny fails the operation (OVERRIDE),
+/// except the fallback's file and exec tracepoints, which kill.
+pub fn action_name(m: &PolicyMatch) -> &'static str {
+    match (m.verdict, m.backend, m.hook) {
+        (Verdict::Deny, BackendKind::Fallback, Hook::FileOpen | Hook::FileWrite | Hook::Exec) => {
+            "KPROBE_ACTION_SIGKILL"
+        }
+        (Verdict::Deny, _, _) => "KPROBE_ACTION_OVERRIDE",
+        _ => "KPROBE_ACTION_POST",
     }
 }
 
@@ -370,6 +420,7 @@ impl JsonEvent {
             rule,
             rule_id: m.rule_id,
             verdict: verdict_name(m.verdict),
+            action: action_name(m),
             backend: backend.unwrap_or(backend_name(m.backend)),
             layer2: None,
         });
@@ -426,5 +477,76 @@ impl JsonEvent {
             Body::ProcessLsm(e) => e.layer2 = Some(l),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(backend: BackendKind, hook: Hook, flags: u32) -> PolicyMatch {
+        PolicyMatch {
+            header: EventHeader {
+                kind: 0,
+                _pad: 0,
+                boot_ns: 1,
+                tid: 7,
+                pid: 7,
+                uid: 0,
+                gid: 0,
+                cgroup_id: 1,
+                comm: [0; vardr_common::COMM_LEN],
+            },
+            hook,
+            backend,
+            verdict: Verdict::Deny,
+            rule_id: 1,
+            flags,
+            op: Operation::Hook,
+            path: Some("/etc/shadow".into()),
+            remote: None,
+        }
+    }
+
+    /// Tetragon's schema has `file_arg.flags` as a string and an `action`
+    /// enum: a number there fails a protobuf JSON decode.
+    #[test]
+    fn lsm_deny_decodes_as_tetragon_shapes_it() {
+        let m = deny(
+            BackendKind::Lsm,
+            Hook::FileWrite,
+            libc::O_WRONLY as u32 | libc::O_TRUNC as u32,
+        );
+        let j = serde_json::to_value(JsonEvent::policy(
+            &m,
+            None,
+            None,
+            None,
+            "n",
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        let e = &j["process_lsm"];
+        assert_eq!(e["args"][0]["file_arg"]["flags"], "O_WRONLY|O_TRUNC", "{e}");
+        assert_eq!(e["args"][0]["file_arg"]["open_flags"], 0o1001, "{e}");
+        assert_eq!(e["action"], "KPROBE_ACTION_OVERRIDE", "{e}");
+    }
+
+    #[test]
+    fn actions_name_what_the_kernel_did() {
+        let kill = deny(BackendKind::Fallback, Hook::FileOpen, 0);
+        assert_eq!(action_name(&kill), "KPROBE_ACTION_SIGKILL");
+        let refused = deny(BackendKind::Fallback, Hook::Connect, 0);
+        assert_eq!(action_name(&refused), "KPROBE_ACTION_OVERRIDE");
+        let fan = deny(BackendKind::Fanotify, Hook::Exec, 0);
+        assert_eq!(action_name(&fan), "KPROBE_ACTION_OVERRIDE");
+        let mut alert = deny(BackendKind::Lsm, Hook::FileOpen, 0);
+        alert.verdict = Verdict::Alert;
+        assert_eq!(action_name(&alert), "KPROBE_ACTION_POST");
+        assert_eq!(open_flags_name(0), "O_RDONLY");
+        assert_eq!(
+            open_flags_name((libc::O_RDWR | libc::O_CREAT | libc::O_APPEND) as u32),
+            "O_RDWR|O_CREAT|O_APPEND"
+        );
     }
 }
