@@ -23,7 +23,10 @@ struct Systemd {
 }
 
 impl Systemd {
-    fn boot(base: &Path) -> Self {
+    /// `share`: a host directory the container sees at the same path (the
+    /// packages; the container's /tmp is its own, and a workspace may live
+    /// under the host's /tmp).
+    fn boot(base: &Path, share: &Path) -> Self {
         let root = base.join("root");
         let setup = format!(
             "set -e; mount -t tmpfs vardr-test {b}; mkdir -p {b}/upper {b}/work {r}; \
@@ -43,9 +46,11 @@ impl Systemd {
             "mount --rbind /dev {r}/dev && mount -t proc proc {r}/proc && \
              mount --rbind /sys {r}/sys && mount -t tmpfs run {r}/run && \
              mount -t tmpfs tmp {r}/tmp && \
+             mkdir -p {r}{s} && mount --bind {s} {r}{s} && \
              exec env container=vardr-test chroot {r} /lib/systemd/systemd --system \
                --unit=basic.target --show-status=false",
-            r = root.display()
+            r = root.display(),
+            s = share.display()
         );
         let unshare = Command::new("unshare")
             .args(["--pid", "--fork", "--mount", "--propagation", "private"])
@@ -220,7 +225,11 @@ fn package_install_upgrade_remove_under_systemd() {
     let base = PathBuf::from(format!("/tmp/vardr-pkg-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("mkdir");
     step("booting systemd");
-    let sd = Systemd::boot(&base);
+    let share = Path::new(first)
+        .parent()
+        .and_then(Path::parent)
+        .expect("package directory");
+    let sd = Systemd::boot(&base, share);
     step("systemd running; dpkg -i (revision 1)");
 
     // Install: enabled, started in audit mode once the policy is in force,
