@@ -65,9 +65,8 @@ fn write_of_dentry(dentry: *const u8, op: Operation) -> i32 {
     let mnt = read::<*const u8>(task, off.task_fs)
         .and_then(|fs| read::<*const u8>(fs, off.fs_struct_root + off.path_mnt))
         .filter(|mnt| {
-            read::<*const u8>(*mnt, off.vfsmount_mnt_sb).is_some()
-                && read::<*const u8>(*mnt, off.vfsmount_mnt_sb)
-                    == read::<*const u8>(dentry, off.dentry_d_sb)
+            let sb = read::<*const u8>(*mnt, off.vfsmount_mnt_sb);
+            sb.is_some() && sb == read::<*const u8>(dentry, off.dentry_d_sb)
         })
         .unwrap_or(core::ptr::null());
     write_of(mnt, dentry, op)
