@@ -934,6 +934,9 @@ pub fn reload_under_load(b: Backend) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Ended (by its pid) if an assertion below fails: a loop left running
+    // would keep the test cgroup from being removed.
+    let mut loops = KillOnDrop(Some(loops));
     for n in 0..50 {
         let p = if n % 2 == 0 { &p2 } else { &p1 };
         let o = agent.vardr(&[
@@ -946,7 +949,7 @@ pub fn reload_under_load(b: Backend) {
         assert_ok(&o, &format!("reload {n}"));
     }
     std::fs::write(&stop, "").unwrap();
-    let o = loops.wait_with_output().unwrap();
+    let o = loops.0.take().unwrap().wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let v: Vec<u64> = out
         .split_whitespace()
@@ -957,6 +960,18 @@ pub fn reload_under_load(b: Backend) {
     assert_eq!(v[1], 0, "denied opens that succeeded (of {})", v[0]);
     assert_eq!(v[2], 0, "allowed opens that failed (of {})", v[0]);
     assert!(agent.stop().success());
+}
+
+/// A child of the test, killed and reaped when the test ends early.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A governed binary that is not installed when the policy loads: not a
