@@ -4,42 +4,12 @@
 //! 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
 //! checked.
 use aya_ebpf::{helpers::bpf_get_current_task, macros::lsm, programs::LsmContext};
-use vardr_common::{BackendKind, Hook, Operation};
+use vardr_common::Operation;
 
 use crate::{
-    resolve::{resolve, Resolved},
-    shared::{conclude_op, config, eperm, governed, hook_bit, offsets, pick, read},
+    mutate::write_of,
+    shared::{offsets, read},
 };
-
-/// The file at `dentry`, seen through `vfsmnt` (null: by identity only),
-/// decided as a write.
-#[inline(always)]
-fn write_of(vfsmnt: *const u8, dentry: *const u8, op: Operation) -> i32 {
-    let Some(ref cfg) = config() else {
-        return 0;
-    };
-    if !governed(cfg, hook_bit(Hook::FileWrite)) {
-        return 0;
-    }
-    let Some(r) = resolve(0, cfg, vfsmnt, dentry) else {
-        return 0;
-    };
-    // SAFETY: `r` is this CPU's scratch slot, filled by `resolve`.
-    let rule = unsafe { pick(&(*r).by_path, &(*r).by_identity, Hook::FileWrite) };
-    if conclude_op(
-        cfg,
-        Hook::FileWrite,
-        &rule,
-        op,
-        0,
-        Resolved::path(r),
-        BackendKind::Lsm,
-    ) {
-        eperm()
-    } else {
-        0
-    }
-}
 
 /// A `struct path *`'s file, decided as a write.
 #[inline(always)]

@@ -82,22 +82,29 @@ fn escape(
     false
 }
 
-/// The common shape of the hooks that add or remove one name in a
-/// directory: `dir` is the directory's `struct path *`.
+/// The file at `dentry`, seen through `vfsmnt` (null: by identity only),
+/// decided as a write.
 #[inline(always)]
-fn one_name(dir: *const u8, dentry: *const u8, op: Operation) -> i32 {
+pub fn write_of(vfsmnt: *const u8, dentry: *const u8, op: Operation) -> i32 {
     let Some(ref cfg) = config() else {
         return 0;
     };
     if !governed(cfg, hook_bit(Hook::FileWrite)) {
         return 0;
     }
-    let Some(mnt) = read::<*const u8>(dir, offsets().path_mnt) else {
-        return 0;
-    };
-    match resolve(0, cfg, mnt, dentry) {
+    match resolve(0, cfg, vfsmnt, dentry) {
         Some(r) if mutation(cfg, r, op) => eperm(),
         _ => 0,
+    }
+}
+
+/// The common shape of the hooks that add or remove one name in a
+/// directory: `dir` is the directory's `struct path *`.
+#[inline(always)]
+fn one_name(dir: *const u8, dentry: *const u8, op: Operation) -> i32 {
+    match read::<*const u8>(dir, offsets().path_mnt) {
+        Some(mnt) => write_of(mnt, dentry, op),
+        None => 0,
     }
 }
 
