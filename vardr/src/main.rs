@@ -120,7 +120,9 @@ struct AgentArgs {
     /// applying the policy, without events, until the next agent takes the
     /// set over (it loads its own set beside it, then removes it: no gap)
     /// or `vardr unpin` removes it. Without this flag, stopping the agent
-    /// lifts every rule and leaves nothing pinned.
+    /// lifts every rule and leaves nothing pinned. Without BPF LSM, file
+    /// rules between agents are the open tracepoints' (SIGKILL, absolute
+    /// paths as written); while an agent runs, fanotify decides (EPERM).
     #[arg(long)]
     keep_enforcing: bool,
     /// bpffs directory for pinned sets (bpffs is mounted on /sys/fs/bpf if
