@@ -117,7 +117,9 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
             let _ = tx2.send((false, l));
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Loading verifies every program: in the VM tier, under software
+    // emulation beside another guest, that takes tens of seconds.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let wait_for = |pred: &dyn Fn(bool, &str) -> bool| -> Option<String> {
         while let Ok((is_out, l)) =
             rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
