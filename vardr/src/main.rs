@@ -118,13 +118,20 @@ struct AgentArgs {
     /// Keep enforcing after the agent exits (clean stop or crash): programs,
     /// links and maps stay pinned in --pin-dir and the kernel goes on
     /// applying the policy, without events, until the next agent takes the
-    /// set over (it loads its own set beside it, then removes it: no gap)
-    /// or `vardr unpin` removes it. Without this flag, stopping the agent
+    /// set over or `vardr unpin` removes it. The next agent adopts the set
+    /// when it is of the same build (same programs, backends and map sizes:
+    /// the programs never stop, only the rules are switched); otherwise
+    /// it loads its own set beside it and then removes the old one. Either
+    /// way there is no gap. Without this flag, stopping the agent
     /// lifts every rule and leaves nothing pinned. Without BPF LSM, file
     /// rules between agents are the open tracepoints' (SIGKILL, absolute
     /// paths as written); while an agent runs, fanotify decides (EPERM).
     #[arg(long)]
     keep_enforcing: bool,
+    /// Load fresh programs beside a pinned set even when it could be
+    /// adopted (the old set is removed once the new one enforces).
+    #[arg(long)]
+    reload_programs: bool,
     /// bpffs directory for pinned sets (bpffs is mounted on /sys/fs/bpf if
     /// needed). A starting agent takes over the sets of its own
     /// --scope-cgroup found here, whatever its flags.
@@ -392,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 export_keep: a.export_keep,
                 metrics_addr: a.metrics_addr,
                 keep_enforcing: a.keep_enforcing,
+                reload_programs: a.reload_programs,
                 pin_dir: a.pin_dir,
             };
             let stdout = Box::new(std::io::BufWriter::new(std::io::stdout()));

@@ -84,6 +84,8 @@ pub struct AgentOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Leave programs, links and maps pinned in force when the agent exits.
     pub keep_enforcing: bool,
+    /// Never adopt a pinned set: load fresh programs beside it.
+    pub reload_programs: bool,
     /// bpffs directory of this scope's pinned sets.
     pub pin_dir: PathBuf,
 }
@@ -668,13 +670,21 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
+    let pins = crate::pin::PinDir::new(&opts.pin_dir);
+    let scope_id = match &opts.scope_cgroup {
+        Some(p) => kernel::cgroup::id(p)?,
+        None => 0,
+    };
+    let mut previous = persist::previous_sets(&pins, scope_id)?;
     let started = std::time::Instant::now();
+    // Rule ids unused by the pinned sets: their queued events keep their names.
+    let first_id = persist::first_free_rule_id(&previous);
     let Bundle {
         policy: pol,
         cedar: cedar_set,
         kernel: kernel_rules,
         rules: mut set,
-    } = load_rules(&opts.policy, 1, &opts.limits)?;
+    } = load_rules(&opts.policy, first_id, &opts.limits)?;
     let t_policy = started.elapsed();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
@@ -696,33 +706,34 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         ),
         None => None,
     };
-    let pins = crate::pin::PinDir::new(&opts.pin_dir);
-    let scope_id = match &opts.scope_cgroup {
-        Some(p) => kernel::cgroup::id(p)?,
-        None => 0,
+    let (fan_tx, mut fan_rx) = tokio::sync::mpsc::unbounded_channel::<PolicyMatch>();
+    let mut fan = start_fanotify(&plan, &opts, fan_tx);
+    let backend_opts = backend::Options {
+        enforce: opts.enforce,
+        scope_cgroup: opts.scope_cgroup.clone(),
+        limits: opts.limits,
+        // With --keep-enforcing the open tracepoints stay attached
+        // (pinned, they hold the file rules while no agent runs) and
+        // stand by while this agent's fanotify group answers.
+        fanotify_file: fan.as_ref().is_some_and(|f| f.options().file) && !opts.keep_enforcing,
+        fanotify_lease: fan.as_ref().is_some_and(|f| f.options().file) && opts.keep_enforcing,
     };
-    let previous = persist::previous_sets(&pins, scope_id)?;
+    let build = backend::build_key(&plan, &backend_opts);
+    let adopted = if opts.reload_programs {
+        None
+    } else {
+        persist::adopt(&mut previous, &build, &plan, &backend_opts)
+    };
     for s in previous.iter().filter(|s| s.same_layout()) {
         // The old set's rules must not hit this agent while both run.
         if let Err(e) = s.exempt_agent(std::process::id()) {
             tracing::warn!(set = %s.id, "cannot exempt this agent in the pinned set: {e}");
         }
     }
-    let (fan_tx, mut fan_rx) = tokio::sync::mpsc::unbounded_channel::<PolicyMatch>();
-    let mut fan = start_fanotify(&plan, &opts, fan_tx);
-    let mut enforcer = Enforcer::start(
-        plan.clone(),
-        &backend::Options {
-            enforce: opts.enforce,
-            scope_cgroup: opts.scope_cgroup.clone(),
-            limits: opts.limits,
-            // With --keep-enforcing the open tracepoints stay attached
-            // (pinned, they hold the file rules while no agent runs) and
-            // stand by while this agent's fanotify group answers.
-            fanotify_file: fan.as_ref().is_some_and(|f| f.options().file) && !opts.keep_enforcing,
-            fanotify_lease: fan.as_ref().is_some_and(|f| f.options().file) && opts.keep_enforcing,
-        },
-    )?;
+    let (mut enforcer, adopted) = match adopted {
+        Some((s, e)) => (e, Some(s)),
+        None => (Enforcer::start(plan.clone(), &backend_opts)?, None),
+    };
     let t_loaded = started.elapsed();
     let stats = enforcer.apply(&set)?;
     if let Some(f) = fan.as_mut() {
@@ -754,10 +765,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         stats.net4_entries,
         stats.net6_entries
     );
-    let mut catalog = Catalog {
-        next_id: 1 + set.rule_count() as u32,
-        ..Default::default()
+    // An adopted set's events still queued name its rules.
+    let mut catalog = match &adopted {
+        Some(s) => Catalog::from_entries(s.catalog().unwrap_or_else(|e| {
+            tracing::warn!(set = %s.id, "cannot read its rule catalog: {e}");
+            Vec::new()
+        })),
+        None => Catalog::default(),
     };
+    catalog.next_id = first_id + set.rule_count() as u32;
     let absent_binaries = std::mem::take(&mut set.absent_binaries);
     catalog.replace(set.rules);
     let hooks = hook_status(&plan, &enforcer, fan.as_ref());
@@ -774,7 +790,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         let meta = crate::pin::SetMeta {
             layout: vardr_common::LAYOUT_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            set_id: format!("{started_at:x}-{me}"),
+            set_id: adopted
+                .as_ref()
+                .map_or_else(|| format!("{started_at:x}-{me}"), |s| s.id.clone()),
             policy_name: pol.name.clone(),
             policy_path: opts.policy.clone(),
             policy_hash: persist::policy_hash(&opts.policy, &pol.cedar),
@@ -793,23 +811,34 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             scope_cgroup_id: enforcer.scope_cgroup_id(),
             scope_cgroup: opts.scope_cgroup.clone(),
             stopped_at: None,
+            build: build.clone(),
         };
-        let own = persist.pins.create_set(&meta, &catalog.entries())?;
-        match enforcer.pin(&own) {
-            Ok(links) => tracing::info!(
-                links,
-                "programs and maps pinned in {} (--keep-enforcing)",
-                own.dir.display()
-            ),
-            Err(e) => {
-                own.remove();
-                return Err(e.into());
+        let own = match &adopted {
+            Some(s) => {
+                let own = crate::pin::OwnSet::adopt(s, &meta)?;
+                own.write_catalog(&catalog.entries())?;
+                own
             }
-        }
+            None => {
+                let own = persist.pins.create_set(&meta, &catalog.entries())?;
+                match enforcer.pin(&own) {
+                    Ok(links) => tracing::info!(
+                        links,
+                        "programs and maps pinned in {} (--keep-enforcing)",
+                        own.dir.display()
+                    ),
+                    Err(e) => {
+                        own.remove();
+                        return Err(e.into());
+                    }
+                }
+                own
+            }
+        };
         persist.own = Some(own);
         persist.meta = Some(meta);
     }
-    let ring = enforcer.take_events()?;
+    let mut ring = enforcer.take_events()?;
 
     let clock = Clock::now();
     let node = nix::unistd::gethostname()
@@ -877,6 +906,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
+    if let Some(s) = adopted {
+        agent.adopted(s, &mut ring)?;
+    }
     // This agent's set enforces: the sets earlier agents left go now.
     agent.take_over(previous)?;
     agent.save_status();

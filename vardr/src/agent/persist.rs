@@ -5,6 +5,7 @@ use std::{collections::HashMap, path::Path};
 
 use super::{AgentError, Catalog};
 use crate::{
+    backend::{self, Enforcer, Plan},
     events::RuleInfo,
     pin::{self, CatalogEntry, PinDir, PinnedSet, SetMeta},
 };
@@ -24,6 +25,10 @@ pub struct Takeover {
     /// Events its programs could not queue and that its agent had not yet
     /// reported.
     pub events_lost: u64,
+    /// Adopted (same build): its programs went on running under this
+    /// agent, nothing was loaded beside them.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 /// Sets of this scope pinned by earlier agents. Fails when the agent that
@@ -54,6 +59,40 @@ pub fn previous_sets(pins: &PinDir, scope_id: u64) -> Result<Vec<PinnedSet>, Age
         }
     }
     Ok(out)
+}
+
+/// The first rule id no pinned set of this layout uses: a new agent's
+/// rules never take the name of a rule whose events may still be queued.
+pub fn first_free_rule_id(sets: &[PinnedSet]) -> u32 {
+    sets.iter()
+        .filter(|s| s.same_layout())
+        .filter_map(|s| s.catalog().ok())
+        .flatten()
+        .map(|e| e.id.saturating_add(1))
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Adopts the newest set of `previous` that this build can take as it is
+/// (removing it from the list); `None` when there is none or adopting it
+/// failed (then it stays in the list, to be replaced the usual way).
+pub fn adopt(
+    previous: &mut Vec<PinnedSet>,
+    build: &str,
+    plan: &Plan,
+    opts: &backend::Options,
+) -> Option<(PinnedSet, Enforcer)> {
+    let i = previous.iter().rposition(|s| s.adoptable(build))?;
+    let s = previous.remove(i);
+    match Enforcer::adopt(plan.clone(), opts, &s.maps_dir(), &s.links_dir()) {
+        Ok(e) => Some((s, e)),
+        Err(e) => {
+            tracing::warn!(set = %s.id, "cannot adopt the pinned set ({e}): loading programs beside it");
+            previous.push(s);
+            None
+        }
+    }
 }
 
 /// Hash of the policy file and the Cedar files it names.
@@ -106,6 +145,55 @@ impl Catalog {
 }
 
 impl super::Agent {
+    /// Completes the adoption of a pinned set whose programs now serve this
+    /// agent: delivers the events they queued while no agent ran (named
+    /// from the catalog, which holds its rules), reports how long it ran
+    /// unattended and what it could not queue, and, without
+    /// `--keep-enforcing`, removes its pins (the programs stay attached as
+    /// long as this agent holds them).
+    pub(super) fn adopted(
+        &mut self,
+        s: PinnedSet,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    ) -> std::io::Result<()> {
+        let meta = s.meta.as_ref().ok();
+        let mut t = Takeover {
+            set_id: s.id.clone(),
+            policy_name: meta.map(|m| m.policy_name.clone()).unwrap_or_default(),
+            policy_hash: meta.map(|m| m.policy_hash.clone()).unwrap_or_default(),
+            same_layout: true,
+            unattended_secs: s.unattended().map(|d| d.as_secs_f64()),
+            adopted: true,
+            ..Default::default()
+        };
+        t.queued_events = self.drain(ring, None)? as u64;
+        // The kernel's count goes on from where the old agent left it.
+        self.lost_reported = s.lost_reported;
+        t.events_lost = self
+            .enforcer
+            .lost_events()
+            .unwrap_or(0)
+            .saturating_sub(s.lost_reported);
+        self.check_lost()?;
+        if self.persist.own.is_none() {
+            for e in s.remove() {
+                tracing::warn!(set = %s.id, "removing pinned set: {e}");
+            }
+            self.persist.pins.remove_if_empty();
+        }
+        tracing::info!(
+            set = %t.set_id,
+            policy = %t.policy_name,
+            policy_hash = %t.policy_hash,
+            unattended_s = t.unattended_secs.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            queued_events = t.queued_events,
+            events_lost = t.events_lost,
+            "took over pinned set: adopted its programs and maps (same build), which never stopped"
+        );
+        self.status.took_over.push(t);
+        Ok(())
+    }
+
     /// Retires sets earlier agents pinned, now that this agent's set
     /// enforces: detaches their programs, delivers the events still queued
     /// in their ring buffer (named with their own rule catalog), reports

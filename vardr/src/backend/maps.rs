@@ -1,14 +1,14 @@
 //! Writing rule sets and config into the BPF maps.
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
-    Ebpf, Pod,
+    Pod,
 };
 use vardr_common::{
     Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
     NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
 };
 
-use super::BackendError;
+use super::{objects::MapSet, BackendError};
 use crate::{bpf::maps as names, compile::RuleSet};
 
 /// Keys written for one generation, so they can be deleted later.
@@ -48,19 +48,33 @@ fn merr(name: &'static str) -> impl Fn(aya::maps::MapError) -> BackendError {
 }
 
 /// Writes `cfg` into config slot `slot` (not the one in force).
-pub fn write_config(ebpf: &mut Ebpf, slot: u32, cfg: &Config) -> Result<(), BackendError> {
+pub fn write_config(maps: &mut MapSet, slot: u32, cfg: &Config) -> Result<(), BackendError> {
     let name = names::CONFIG;
-    let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
+    let map = maps.get_mut(name)?;
     let mut arr: Array<_, Config> = Array::try_from(map).map_err(merr(name))?;
     arr.set(slot % CONFIG_SLOTS, *cfg, 0).map_err(merr(name))
 }
 
 /// Puts config slot `slot` in force: one 4-byte map write.
-pub fn select_config(ebpf: &mut Ebpf, slot: u32) -> Result<(), BackendError> {
+pub fn select_config(maps: &mut MapSet, slot: u32) -> Result<(), BackendError> {
     let name = names::CONFIG_SLOT;
-    let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
+    let map = maps.get_mut(name)?;
     let mut arr: Array<_, u32> = Array::try_from(map).map_err(merr(name))?;
     arr.set(0, slot % CONFIG_SLOTS, 0).map_err(merr(name))
+}
+
+/// The config slot in force.
+pub fn selected_config(maps: &MapSet) -> Result<u32, BackendError> {
+    let name = names::CONFIG_SLOT;
+    let arr: Array<_, u32> = Array::try_from(maps.get(name)?).map_err(merr(name))?;
+    Ok(arr.get(&0, 0).map_err(merr(name))? % CONFIG_SLOTS)
+}
+
+/// The config in slot `slot`.
+pub fn read_config(maps: &MapSet, slot: u32) -> Result<Config, BackendError> {
+    let name = names::CONFIG;
+    let arr: Array<_, Config> = Array::try_from(maps.get(name)?).map_err(merr(name))?;
+    arr.get(&(slot % CONFIG_SLOTS), 0).map_err(merr(name))
 }
 
 /// Records running processes that execute an exempt binary (by what
@@ -68,7 +82,7 @@ pub fn select_config(ebpf: &mut Ebpf, slot: u32) -> Result<(), BackendError> {
 /// see it, at agent start or before a reload that made the binary
 /// exempt). Processes exec'd from now on are recorded by the kernel at
 /// exec. Returns how many were recorded.
-pub fn seed_exempt_tasks(ebpf: &mut Ebpf, set: &RuleSet) -> Result<usize, BackendError> {
+pub fn seed_exempt_tasks(maps: &mut MapSet, set: &RuleSet) -> Result<usize, BackendError> {
     if !set.has_exempt_binaries {
         return Ok(0);
     }
@@ -79,7 +93,7 @@ pub fn seed_exempt_tasks(ebpf: &mut Ebpf, set: &RuleSet) -> Result<usize, Backen
         .map(|(id, _)| (id.dev, id.ino))
         .collect();
     let name = names::EXEMPT_TASKS;
-    let mut m = hash::<u32, ExemptTask>(ebpf, name)?;
+    let mut m = hash::<u32, ExemptTask>(maps, name)?;
     let mut n = 0;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Ok(0);
@@ -115,9 +129,10 @@ pub fn seed_exempt_tasks(ebpf: &mut Ebpf, set: &RuleSet) -> Result<usize, Backen
 
 /// See [`super::Enforcer::exempt_by_binary`]; a map that cannot be read
 /// exempts nobody.
-pub fn exempt_by_binary(ebpf: &Ebpf, pid: u32, start: u64, generation: u32) -> bool {
-    let task = ebpf
-        .map(names::EXEMPT_TASKS)
+pub fn exempt_by_binary(maps: &MapSet, pid: u32, start: u64, generation: u32) -> bool {
+    let task = maps
+        .get(names::EXEMPT_TASKS)
+        .ok()
         .and_then(|m| HashMap::<_, u32, ExemptTask>::try_from(m).ok())
         .and_then(|m| m.get(&pid, 0).ok());
     let Some(t) = task.filter(|t| t.start_ticks == start) else {
@@ -128,25 +143,26 @@ pub fn exempt_by_binary(ebpf: &Ebpf, pid: u32, start: u64, generation: u32) -> b
         dev: t.dev,
         ino: t.ino,
     };
-    ebpf.map(names::INODE_RULES)
+    maps.get(names::INODE_RULES)
+        .ok()
         .and_then(|m| HashMap::<_, InodeKey, InodeRule>::try_from(m).ok())
         .and_then(|m| m.get(&key, 0).ok())
         .is_some_and(|r| r.exempt != 0)
 }
 
 fn lpm<'a, const N: usize, V: Pod>(
-    ebpf: &'a mut Ebpf,
+    maps: &'a mut MapSet,
     name: &'static str,
 ) -> Result<LpmTrie<&'a mut aya::maps::MapData, [u8; N], V>, BackendError> {
-    let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
+    let map = maps.get_mut(name)?;
     LpmTrie::try_from(map).map_err(merr(name))
 }
 
 fn hash<'a, K: Pod, V: Pod>(
-    ebpf: &'a mut Ebpf,
+    maps: &'a mut MapSet,
     name: &'static str,
 ) -> Result<HashMap<&'a mut aya::maps::MapData, K, V>, BackendError> {
-    let map = ebpf.map_mut(name).ok_or(BackendError::MissingMap(name))?;
+    let map = maps.get_mut(name)?;
     HashMap::try_from(map).map_err(merr(name))
 }
 
@@ -168,14 +184,14 @@ fn net_key<const N: usize, const A: usize>(
 /// Writes every entry of `set` under `generation`, recording each key in
 /// `w` as it goes, so that on error the caller can remove what was written.
 pub fn write_rules(
-    ebpf: &mut Ebpf,
+    maps: &mut MapSet,
     set: &RuleSet,
     generation: u32,
     w: &mut Written,
 ) -> Result<(), BackendError> {
     {
         let name = names::PATH_RULES;
-        let mut m = lpm::<PATH_KEY_LEN, PathRules>(ebpf, name)?;
+        let mut m = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?;
         for e in &set.paths {
             let mut data = [0u8; PATH_KEY_LEN];
             data[0] = generation as u8;
@@ -187,7 +203,7 @@ pub fn write_rules(
     }
     {
         let name = names::INODE_RULES;
-        let mut m = hash::<InodeKey, InodeRule>(ebpf, name)?;
+        let mut m = hash::<InodeKey, InodeRule>(maps, name)?;
         for (id, rule) in &set.inodes {
             let key = InodeKey {
                 generation,
@@ -200,7 +216,7 @@ pub fn write_rules(
     }
     {
         let name = names::EXEMPT_PIDS;
-        let mut m = hash::<PidKey, u64>(ebpf, name)?;
+        let mut m = hash::<PidKey, u64>(maps, name)?;
         for &tgid in &set.exempt_pids {
             // Exempt is the process that has the pid now; none: nothing to exempt.
             let Some(start) = crate::process::start_ticks(tgid) else {
@@ -214,7 +230,7 @@ pub fn write_rules(
     }
     {
         let name = names::NET4_RULES;
-        let mut m = lpm::<NET4_KEY_LEN, RuleRef>(ebpf, name)?;
+        let mut m = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?;
         for e in &set.net4 {
             let key =
                 net_key::<NET4_KEY_LEN, 4>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
@@ -224,7 +240,7 @@ pub fn write_rules(
     }
     {
         let name = names::NET6_RULES;
-        let mut m = lpm::<NET6_KEY_LEN, RuleRef>(ebpf, name)?;
+        let mut m = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?;
         for e in &set.net6 {
             let key =
                 net_key::<NET6_KEY_LEN, 16>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
@@ -237,35 +253,114 @@ pub fn write_rules(
 
 /// Removes entries; failures are logged (a leftover entry of an inactive
 /// generation is never consulted).
-pub fn delete(ebpf: &mut Ebpf, w: &Written) {
+pub fn delete(maps: &mut MapSet, w: &Written) {
     fn log<T>(r: Result<T, aya::maps::MapError>, name: &str) {
         if let Err(e) = r {
             tracing::debug!("removing old entry from {name}: {e}");
         }
     }
-    if let Ok(mut m) = lpm::<PATH_KEY_LEN, PathRules>(ebpf, names::PATH_RULES) {
+    if let Ok(mut m) = lpm::<PATH_KEY_LEN, PathRules>(maps, names::PATH_RULES) {
         for k in &w.paths {
             log(m.remove(k), names::PATH_RULES);
         }
     }
-    if let Ok(mut m) = hash::<InodeKey, InodeRule>(ebpf, names::INODE_RULES) {
+    if let Ok(mut m) = hash::<InodeKey, InodeRule>(maps, names::INODE_RULES) {
         for k in &w.inodes {
             log(m.remove(k), names::INODE_RULES);
         }
     }
-    if let Ok(mut m) = hash::<PidKey, u64>(ebpf, names::EXEMPT_PIDS) {
+    if let Ok(mut m) = hash::<PidKey, u64>(maps, names::EXEMPT_PIDS) {
         for k in &w.pids {
             log(m.remove(k), names::EXEMPT_PIDS);
         }
     }
-    if let Ok(mut m) = lpm::<NET4_KEY_LEN, RuleRef>(ebpf, names::NET4_RULES) {
+    if let Ok(mut m) = lpm::<NET4_KEY_LEN, RuleRef>(maps, names::NET4_RULES) {
         for k in &w.net4 {
             log(m.remove(k), names::NET4_RULES);
         }
     }
-    if let Ok(mut m) = lpm::<NET6_KEY_LEN, RuleRef>(ebpf, names::NET6_RULES) {
+    if let Ok(mut m) = lpm::<NET6_KEY_LEN, RuleRef>(maps, names::NET6_RULES) {
         for k in &w.net6 {
             log(m.remove(k), names::NET6_RULES);
         }
     }
+}
+
+/// The entries of an adopted set: those of `generation` (in force) are
+/// recorded for the next apply to delete; those of the other generation
+/// are what a reload interrupted by the agent's death left behind, never
+/// consulted, and deleted now. Returns the record and how many were deleted.
+pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), BackendError> {
+    let mut w = Written::default();
+    let mut stale = Written::default();
+    let g = generation as u8;
+    {
+        let name = names::PATH_RULES;
+        let m = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?;
+        for k in m.keys() {
+            let k = k.map_err(merr(name))?;
+            if k.data()[0] == g {
+                &mut w.paths
+            } else {
+                &mut stale.paths
+            }
+            .push(k);
+        }
+    }
+    {
+        let name = names::INODE_RULES;
+        let m = hash::<InodeKey, InodeRule>(maps, name)?;
+        for k in m.keys() {
+            let k = k.map_err(merr(name))?;
+            if k.generation == generation {
+                &mut w.inodes
+            } else {
+                &mut stale.inodes
+            }
+            .push(k);
+        }
+    }
+    {
+        let name = names::EXEMPT_PIDS;
+        let m = hash::<PidKey, u64>(maps, name)?;
+        for k in m.keys() {
+            let k = k.map_err(merr(name))?;
+            if k.generation == generation {
+                &mut w.pids
+            } else {
+                &mut stale.pids
+            }
+            .push(k);
+        }
+    }
+    {
+        let name = names::NET4_RULES;
+        let m = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?;
+        for k in m.keys() {
+            let k = k.map_err(merr(name))?;
+            if k.data()[0] == g {
+                &mut w.net4
+            } else {
+                &mut stale.net4
+            }
+            .push(k);
+        }
+    }
+    {
+        let name = names::NET6_RULES;
+        let m = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?;
+        for k in m.keys() {
+            let k = k.map_err(merr(name))?;
+            if k.data()[0] == g {
+                &mut w.net6
+            } else {
+                &mut stale.net6
+            }
+            .push(k);
+        }
+    }
+    let s = stale.stats();
+    let n = s.path_entries + s.inode_entries + s.net4_entries + s.net6_entries + s.exempt_pids;
+    delete(maps, &stale);
+    Ok((w, n))
 }

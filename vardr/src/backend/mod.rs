@@ -1,6 +1,7 @@
 //! Layer 1 loader: attaches the programs of the chosen backend for each hook
 //! and writes compiled rule sets into the maps, switching atomically.
 mod maps;
+mod objects;
 mod plan;
 
 use std::{fs::File, path::PathBuf};
@@ -45,6 +46,20 @@ pub enum BackendError {
     },
     #[error("BPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("pinned BPF map {path}: {source}")]
+    PinnedMap {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pinned BPF link {path}: {source}")]
+    PinnedLink {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinned set {0} governs another scope (cgroup id {1}, not {2})")]
+    OtherScope(PathBuf, u64, u64),
     #[error("BPF program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error(transparent)]
@@ -72,9 +87,11 @@ pub struct Options {
     pub fanotify_lease: bool,
 }
 
-/// The loaded programs and maps. Dropping it detaches everything.
+/// The loaded programs and maps. Dropping it detaches everything that is
+/// not pinned.
 pub struct Enforcer {
-    ebpf: Ebpf,
+    maps: objects::MapSet,
+    programs: objects::Programs,
     plan: Plan,
     config: Config,
     /// Config slot in force (see `vardr_common::CONFIG_SLOTS`).
@@ -82,6 +99,29 @@ pub struct Enforcer {
     written: maps::Written,
     // Keep the cgroup fd alive as long as the programs.
     _cgroup_fd: Option<File>,
+}
+
+/// What an agent must share with a pinned set to adopt it: the BPF object
+/// (programs and map layouts), the backend of each hook, which programs
+/// are attached and the map sizes. The kernel's offsets and BTF are in the
+/// release: pins do not survive a reboot anyway.
+pub fn build_key(plan: &Plan, opts: &Options) -> String {
+    let l = &opts.limits;
+    let shape = format!(
+        "{}|{}|{}|{}|file={},lease={}|{},{},{},{},{}",
+        kernel::release(),
+        plan.file.backend,
+        plan.exec.backend,
+        plan.network.backend,
+        opts.fanotify_file,
+        opts.fanotify_lease,
+        l.path_entries,
+        l.inode_entries,
+        l.net4_entries,
+        l.net6_entries,
+        l.exempt_pids
+    );
+    crate::pin::fnv_hex([bpf::AGENT_OBJECT, shape.as_bytes()])
 }
 
 fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BackendError>
@@ -123,6 +163,9 @@ impl Enforcer {
             .map_max_entries(bpf::maps::NET6_RULES, cap(l.net6_entries))
             .map_max_entries(bpf::maps::EXEMPT_PIDS, cap(l.exempt_pids))
             .load(bpf::AGENT_OBJECT)?;
+        // The programs' instructions hold the map fds already; the maps
+        // themselves are kept apart, as an adopted set's are.
+        let mut maps = objects::MapSet::take_all(&mut ebpf);
 
         let root = cgroup::root()?;
         let (scope_id, scope_level) = match &opts.scope_cgroup {
@@ -144,11 +187,12 @@ impl Enforcer {
             has_interpreters: 0,
             agent_start_ticks,
         };
-        maps::write_config(&mut ebpf, 0, &config)?;
-        maps::select_config(&mut ebpf, 0)?;
+        maps::write_config(&mut maps, 0, &config)?;
+        maps::select_config(&mut maps, 0)?;
 
         let mut this = Self {
-            ebpf,
+            maps,
+            programs: objects::Programs::Loaded(Box::new(ebpf)),
             plan,
             config,
             config_slot: 0,
@@ -164,6 +208,66 @@ impl Enforcer {
             opts.fanotify_lease,
         )?;
         Ok(this)
+    }
+
+    /// Adopts a set an earlier agent pinned, loaded from the same build
+    /// with the same plan: its programs never stop (nothing is loaded or
+    /// attached), this agent takes its exemption over in its config and
+    /// becomes the one that switches its rules. Its rules stay in force
+    /// until the first [`Enforcer::apply`].
+    pub fn adopt(
+        plan: Plan,
+        opts: &Options,
+        maps_dir: &std::path::Path,
+        links_dir: &std::path::Path,
+    ) -> Result<Self, BackendError> {
+        let programs = objects::Programs::adopt(links_dir)?;
+        let mut maps = objects::MapSet::from_pins(maps_dir)?;
+        let slot = maps::selected_config(&maps)?;
+        let mut config = maps::read_config(&maps, slot)?;
+        let root = cgroup::root()?;
+        let scope_id = match &opts.scope_cgroup {
+            Some(p) => cgroup::id(p)?,
+            None => 0,
+        };
+        if config.scope_cgroup_id != scope_id {
+            return Err(BackendError::OtherScope(
+                maps_dir.to_path_buf(),
+                config.scope_cgroup_id,
+                scope_id,
+            ));
+        }
+        let me = std::process::id();
+        config.agent_tgid = me;
+        config.agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
+        config.agent_cgroup_id = own_service_cgroup(&root, me);
+        let (written, stale) = maps::scan(&mut maps, config.generation)?;
+        if stale > 0 {
+            tracing::info!(
+                stale,
+                "deleted entries of an unfinished reload from the adopted set"
+            );
+        }
+        let mut this = Self {
+            maps,
+            programs,
+            plan,
+            config,
+            config_slot: slot,
+            written,
+            _cgroup_fd: None,
+        };
+        this.config.enforce_mask = this.enforce_mask(opts.enforce);
+        let next = 1 - slot;
+        maps::write_config(&mut this.maps, next, &this.config)?;
+        maps::select_config(&mut this.maps, next)?;
+        this.config_slot = next;
+        Ok(this)
+    }
+
+    /// Whether the programs were adopted from a pinned set.
+    pub fn adopted(&self) -> bool {
+        matches!(self.programs, objects::Programs::Adopted(_))
     }
 
     pub fn plan(&self) -> &Plan {
@@ -196,7 +300,10 @@ impl Enforcer {
         fanotify_file: bool,
         fanotify_lease: bool,
     ) -> Result<(), BackendError> {
-        let ebpf = &mut self.ebpf;
+        let objects::Programs::Loaded(ebpf) = &mut self.programs else {
+            return Ok(());
+        };
+        let ebpf: &mut Ebpf = ebpf;
         // Process lifecycle events for the process cache, on every backend.
         for (name, tp) in [
             (bpf::progs::EXEC, "sched_process_exec"),
@@ -305,8 +412,8 @@ impl Enforcer {
     pub fn apply(&mut self, set: &RuleSet) -> Result<ApplyStats, BackendError> {
         let next = 1 - self.config.generation;
         let mut written = maps::Written::default();
-        if let Err(e) = maps::write_rules(&mut self.ebpf, set, next, &mut written) {
-            maps::delete(&mut self.ebpf, &written);
+        if let Err(e) = maps::write_rules(&mut self.maps, set, next, &mut written) {
+            maps::delete(&mut self.maps, &written);
             return Err(e);
         }
         let mut cfg = self.config;
@@ -319,15 +426,15 @@ impl Enforcer {
         // grace period ago), so it can be written at leisure; the switch
         // itself is one 4-byte write.
         let slot = 1 - self.config_slot;
-        if let Err(e) = maps::write_config(&mut self.ebpf, slot, &cfg)
-            .and_then(|()| maps::select_config(&mut self.ebpf, slot))
+        if let Err(e) = maps::write_config(&mut self.maps, slot, &cfg)
+            .and_then(|()| maps::select_config(&mut self.maps, slot))
         {
-            maps::delete(&mut self.ebpf, &written);
+            maps::delete(&mut self.maps, &written);
             return Err(e);
         }
         self.config = cfg;
         self.config_slot = slot;
-        match maps::seed_exempt_tasks(&mut self.ebpf, set) {
+        match maps::seed_exempt_tasks(&mut self.maps, set) {
             Ok(n) if n > 0 => tracing::debug!("{n} running processes exempt by their binary"),
             Ok(_) => {}
             Err(e) => tracing::warn!("recording processes of exempt binaries: {e}"),
@@ -338,14 +445,18 @@ impl Enforcer {
         // still be looking up its entries: give running programs time to
         // finish before the old half goes away.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        maps::delete(&mut self.ebpf, &old);
+        maps::delete(&mut self.maps, &old);
         Ok(stats)
     }
 
     /// Pins every map and attached link in `set`: they stay in force when
     /// this process exits.
     pub fn pin(&self, set: &crate::pin::OwnSet) -> Result<usize, crate::pin::PinError> {
-        set.pin_objects(&self.ebpf)
+        match &self.programs {
+            objects::Programs::Loaded(ebpf) => set.pin_objects(self.maps.iter(), ebpf),
+            // Adopted from pins: they are pinned already.
+            objects::Programs::Adopted(links) => Ok(links.len()),
+        }
     }
 
     /// The cgroup the rules are scoped to (0: everything).
@@ -362,8 +473,8 @@ impl Enforcer {
         cfg.agent_tgid = 0;
         cfg.agent_start_ticks = 0;
         let slot = 1 - self.config_slot;
-        maps::write_config(&mut self.ebpf, slot, &cfg)?;
-        maps::select_config(&mut self.ebpf, slot)?;
+        maps::write_config(&mut self.maps, slot, &cfg)?;
+        maps::select_config(&mut self.maps, slot)?;
         self.config = cfg;
         self.config_slot = slot;
         Ok(())
@@ -383,7 +494,7 @@ impl Enforcer {
     /// deny path decides exemptions from what the programs recorded at exec.
     pub fn exempt_tasks(&self) -> Option<ExemptTasks> {
         use std::os::fd::AsFd;
-        let aya::maps::Map::HashMap(d) = self.ebpf.map(bpf::maps::EXEMPT_TASKS)? else {
+        let aya::maps::Map::HashMap(d) = self.maps.get(bpf::maps::EXEMPT_TASKS).ok()? else {
             return None;
         };
         let fd = d.fd().as_fd().try_clone_to_owned().ok()?;
@@ -395,7 +506,7 @@ impl Enforcer {
     /// [`crate::fanotify::lease`]).
     pub fn fanotify_lease(&self) -> Option<crate::fanotify::lease::LeaseMap> {
         use std::os::fd::AsFd;
-        let aya::maps::Map::Array(d) = self.ebpf.map(bpf::maps::FAN_LEASE)? else {
+        let aya::maps::Map::Array(d) = self.maps.get(bpf::maps::FAN_LEASE).ok()? else {
             return None;
         };
         let fd = d.fd().as_fd().try_clone_to_owned().ok()?;
@@ -413,23 +524,20 @@ impl Enforcer {
         let Some(start) = crate::process::start_ticks(pid) else {
             return false;
         };
-        maps::exempt_by_binary(&self.ebpf, pid, start, self.config.generation)
+        maps::exempt_by_binary(&self.maps, pid, start, self.config.generation)
     }
 
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BackendError> {
         let name = bpf::maps::EVENTS;
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or(BackendError::MissingMap(name))?;
+        let map = self.maps.take(name)?;
         RingBuf::try_from(map).map_err(|source| BackendError::Map { name, source })
     }
 
     /// Events the kernel could not queue (ring buffer full), summed over CPUs.
     pub fn lost_events(&self) -> Result<u64, BackendError> {
         let name = bpf::maps::LOST_EVENTS;
-        let map = self.ebpf.map(name).ok_or(BackendError::MissingMap(name))?;
+        let map = self.maps.get(name)?;
         let arr: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|source| BackendError::Map { name, source })?;
         let vals = arr

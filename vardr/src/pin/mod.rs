@@ -90,6 +90,11 @@ pub struct SetMeta {
     /// Unix ns when the agent stopped cleanly and left the set in force.
     #[serde(default)]
     pub stopped_at: Option<u64>,
+    /// What an agent must match to adopt the set instead of loading its
+    /// own beside it: the BPF object, the backend of each hook and the map
+    /// sizes (see `Enforcer::build_key`). Empty: never adopted.
+    #[serde(default)]
+    pub build: String,
 }
 
 /// One rule of a pinned set's catalog.
@@ -163,6 +168,23 @@ impl PinnedSet {
         self.meta
             .as_ref()
             .is_ok_and(|m| m.layout == vardr_common::LAYOUT_VERSION)
+    }
+
+    /// Whether an agent of build `build` can adopt the set as it is.
+    pub fn adoptable(&self, build: &str) -> bool {
+        self.same_layout()
+            && self
+                .meta
+                .as_ref()
+                .is_ok_and(|m| !m.build.is_empty() && m.build == build)
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.dir.join(MAPS)
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.dir.join(LINKS)
     }
 
     /// How long the set has enforced with no agent, if its agent is gone.
@@ -363,7 +385,7 @@ impl PinDir {
     }
 }
 
-/// The set this agent loaded and pinned.
+/// The set this agent loaded and pinned, or adopted.
 pub struct OwnSet {
     pub dir: PathBuf,
     alive: Counter,
@@ -371,6 +393,19 @@ pub struct OwnSet {
 }
 
 impl OwnSet {
+    /// Makes an adopted set this agent's own: its documents now describe
+    /// this agent.
+    pub fn adopt(set: &PinnedSet, meta: &SetMeta) -> Result<Self, PinError> {
+        let mut own = Self {
+            dir: set.dir.clone(),
+            alive: Counter::open(&set.dir.join(ALIVE))?,
+            lost_reported: Counter::open(&set.dir.join(LOST_REPORTED))?,
+        };
+        own.write_meta(meta)?;
+        own.touch();
+        Ok(own)
+    }
+
     /// Removes the set (when pinning it failed half way).
     pub fn remove(&self) -> Vec<String> {
         remove_set_dir(&self.dir)
@@ -408,8 +443,12 @@ impl OwnSet {
     /// Pins every map of `ebpf` and every BPF link attached to one of its
     /// programs, whatever code attached it: the kernel's list of links is
     /// the one source of truth.
-    pub fn pin_objects(&self, ebpf: &Ebpf) -> Result<usize, PinError> {
-        for (name, map) in ebpf.maps() {
+    pub fn pin_objects<'a>(
+        &self,
+        maps: impl Iterator<Item = (&'a str, &'a aya::maps::Map)>,
+        ebpf: &Ebpf,
+    ) -> Result<usize, PinError> {
+        for (name, map) in maps {
             // bpffs refuses names with a dot (".rodata").
             let path = self.dir.join(MAPS).join(name.replace('.', "_"));
             map.pin(&path).map_err(|e| PinError::Pin(path.clone(), e))?;

@@ -151,23 +151,33 @@ fn agent(b: Backend, cg: &Path, pins: &Path, policy: &str) -> AgentRun {
 
 /// `output`: "none" keeps the loops' flood of events off the test's pipe.
 fn agent_with(b: Backend, cg: &Path, pins: &Path, policy: &str, output: &str) -> AgentRun {
+    agent_args(b, cg, pins, policy, output, &[])
+}
+
+fn agent_args(
+    b: Backend,
+    cg: &Path,
+    pins: &Path,
+    policy: &str,
+    output: &str,
+    extra: &[&str],
+) -> AgentRun {
     let (cg, pins) = (cg.to_str().unwrap(), pins.to_str().unwrap());
     let backend = if b == Backend::Lsm { "lsm" } else { "fallback" };
-    AgentRun::start(
-        policy,
-        &[
-            "--backend",
-            backend,
-            "--scope-cgroup",
-            cg,
-            "--enforce",
-            "--keep-enforcing",
-            "--pin-dir",
-            pins,
-            "--output",
-            output,
-        ],
-    )
+    let mut args = vec![
+        "--backend",
+        backend,
+        "--scope-cgroup",
+        cg,
+        "--enforce",
+        "--keep-enforcing",
+        "--pin-dir",
+        pins,
+        "--output",
+        output,
+    ];
+    args.extend_from_slice(extra);
+    AgentRun::start(policy, &args)
 }
 
 fn sigkill(a: &mut AgentRun) {
@@ -339,6 +349,10 @@ print(n, f)'"
     for i in 0..restarts {
         let changed = i % 4 >= 2;
         let crash = i % 2 == 1;
+        // Mostly the next agent adopts the pinned set (same build); every
+        // fifth loads fresh programs beside it, as an upgrade does.
+        let fresh = i % 5 == 4;
+        let set_before = pinned_sets(&pins);
         if crash {
             sigkill(&mut current);
         } else {
@@ -373,13 +387,22 @@ print(n, f)'"
         };
         let output = if late_checked { "none" } else { "json" };
         let t = Instant::now();
-        current = agent_with(b, &cg.path, &pins, &pol, output);
+        let extra: &[&str] = if fresh { &["--reload-programs"] } else { &[] };
+        current = agent_args(b, &cg.path, &pins, &pol, output, extra);
         eprintln!(
-            "restart {i} ({}): running after {} ms",
+            "restart {i} ({}, {}): running after {} ms",
             if crash { "SIGKILL" } else { "clean stop" },
+            if fresh { "fresh programs" } else { "adopted" },
             t.elapsed().as_millis()
         );
         let took = current.log_line("took over pinned set");
+        if fresh {
+            assert!(took.contains("programs are detached"), "{took}");
+            assert_ne!(pinned_sets(&pins), set_before, "a new set replaced the old");
+        } else {
+            assert!(took.contains("adopted its programs"), "{took}");
+            assert_eq!(pinned_sets(&pins), set_before, "the set was adopted");
+        }
         if took.contains("unattended_s=") && !took.contains("unattended_s=-") {
             unattended_seen = true;
         }
@@ -563,6 +586,7 @@ pub fn other_layout_and_other_scope(b: Backend) {
         scope_cgroup_id: scope,
         scope_cgroup: None,
         stopped_at: None,
+        build: String::new(),
     };
     let scope_id = cg.id().unwrap();
     let other = pins
