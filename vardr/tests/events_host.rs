@@ -174,7 +174,7 @@ fn grpc_stream_export_file_and_metrics_agree() {
     let echo = t.join(&format!("echo-{marker}"));
     std::fs::copy("/bin/echo", &echo).unwrap();
     // A subscriber that wants three execs of that echo.
-    let sub = Command::new(VARDR)
+    let sub = Command::new(&*VARDR)
         .args([
             "events",
             "--type",

@@ -9,13 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
+use common::{agent::VARDR, require_root};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-const VARDR: &str = env!("CARGO_BIN_EXE_vardr");
-
 fn probe_json() -> serde_json::Value {
-    let out = Command::new(VARDR)
+    let out = Command::new(&*VARDR)
         .args(["probe", "--json"])
         .output()
         .unwrap();
@@ -69,7 +67,7 @@ fn probe_claims_only_what_loads() {
 
 #[test]
 fn probe_table_names_every_hook() {
-    let out = Command::new(VARDR).arg("probe").output().unwrap();
+    let out = Command::new(&*VARDR).arg("probe").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in ["kernel", "program types", "file", "exec", "network"] {
@@ -95,7 +93,7 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
     let before = program_ids("vardr_exec");
     let runtime = std::env::temp_dir().join(format!("vardr-host-agent-{}", std::process::id()));
     let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/default.yaml");
-    let mut agent = Command::new(VARDR)
+    let mut agent = Command::new(&*VARDR)
         .args(["agent", "--policy", policy, "--runtime-dir"])
         .arg(&runtime)
         .env("VARDR_LOG", "info")
@@ -174,7 +172,7 @@ fn agent_prints_exec_events_and_detaches_on_sigterm() {
 #[test]
 fn agent_without_root_fails_with_a_clear_error() {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(VARDR);
+    let mut cmd = Command::new(&*VARDR);
     cmd.args([
         "agent",
         "--policy",

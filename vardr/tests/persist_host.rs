@@ -49,3 +49,13 @@ fn exec_id_survives_restart() {
         persist::exec_id_survives_restart();
     }
 }
+
+#[test]
+fn fallback_adopted_set_drops_unfinished_reload() {
+    if require_backend("fallback_adopted_set_drops_unfinished_reload", Fallback)
+        && scenarios::python_available("fallback_adopted_set_drops_unfinished_reload")
+    {
+        let _serial = serial();
+        persist::adopted_set_drops_unfinished_reload(Fallback);
+    }
+}

@@ -153,7 +153,11 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     } else {
         String::new()
     };
-    let vardr = root.join("target/debug/vardr");
+    // The guests run the release build (what ships; a debug build spends
+    // most of an agent start parsing BTF and relocating programs, which
+    // emulation makes seconds). The test binaries find it in VARDR_BIN.
+    crate::run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    let vardr = root.join("target/release/vardr");
     let logs = root.join("target/vm-logs");
     fs::create_dir_all(&logs)?;
     // The guests run their tests one at a time, so one emulated guest
@@ -257,8 +261,9 @@ fn boot(
 ) -> Result<()> {
     let kernel = vmlinuz(v.kernel)?;
     let mut script = format!(
-        "export VARDR_EXPECT_BACKEND={} VARDR_TEST_DEBS={debs} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
+        "export VARDR_EXPECT_BACKEND={} VARDR_TEST_DEBS={debs} VARDR_BIN={} RUST_BACKTRACE=1; rc=0; uname -r; {} probe || rc=1; ",
         v.expect,
+        vardr.display(),
         vardr.display()
     );
     let wanted = |exe: &PathBuf| {

@@ -478,6 +478,45 @@ impl OwnSet {
 mod tests {
     use super::*;
 
+    fn set(layout: u32, build: &str) -> PinnedSet {
+        PinnedSet {
+            id: "x".into(),
+            dir: PathBuf::from("/nonexistent"),
+            meta: Ok(SetMeta {
+                layout,
+                agent_version: "0".into(),
+                set_id: "x".into(),
+                policy_name: "p".into(),
+                policy_path: PathBuf::from("/p.yaml"),
+                policy_hash: "0".repeat(16),
+                mode: "enforce".into(),
+                hooks: Vec::new(),
+                started_at: 0,
+                agent_pid: 0,
+                agent_start_ticks: 0,
+                scope_cgroup_id: 0,
+                scope_cgroup: None,
+                stopped_at: None,
+                build: build.into(),
+            }),
+            alive_at: None,
+            lost_reported: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_same_build_and_layout_is_adopted() {
+        let ours = vardr_common::LAYOUT_VERSION;
+        assert!(set(ours, "abc").adoptable("abc"));
+        assert!(!set(ours, "abc").adoptable("abd"), "another build");
+        assert!(!set(ours ^ 1, "abc").adoptable("abc"), "another layout");
+        // Sets pinned before builds were recorded are never adopted.
+        assert!(!set(ours, "").adoptable(""));
+        let mut unreadable = set(ours, "abc");
+        unreadable.meta = Err("corrupt".into());
+        assert!(!unreadable.adoptable("abc"));
+    }
+
     #[test]
     fn hash_separates_parts_and_is_stable() {
         assert_eq!(fnv_hex([b"a".as_slice()]), fnv_hex([b"a".as_slice()]));

@@ -12,7 +12,12 @@ use serde_json::Value;
 
 use super::TempDir;
 
-pub const VARDR: &str = env!("CARGO_BIN_EXE_vardr");
+/// The binary under test: `VARDR_BIN` when set (the VM tier runs the
+/// release build, the one that ships: loading programs is several times
+/// faster than a debug build's under emulation), else cargo's own build.
+pub static VARDR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("VARDR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vardr").into())
+});
 
 pub struct AgentRun {
     child: Option<Child>,
@@ -29,7 +34,7 @@ impl AgentRun {
         let dir = TempDir::new("agent");
         let policy_path = dir.join("policy.yaml");
         std::fs::write(&policy_path, policy).unwrap();
-        let mut child = Command::new(VARDR)
+        let mut child = Command::new(&*VARDR)
             .arg("agent")
             .arg("--policy")
             .arg(&policy_path)
@@ -222,7 +227,10 @@ impl AgentRun {
     }
 
     pub fn vardr(&self, args: &[&str]) -> std::process::Output {
-        Command::new(VARDR).args(args).output().expect("run vardr")
+        Command::new(&*VARDR)
+            .args(args)
+            .output()
+            .expect("run vardr")
     }
 }
 

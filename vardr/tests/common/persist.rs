@@ -196,7 +196,7 @@ fn pinned_sets(pins: &Path) -> Vec<String> {
 }
 
 fn status_json(pins: &Path, runtime: &Path) -> Value {
-    let out = Command::new(VARDR)
+    let out = Command::new(&*VARDR)
         .args(["status", "--json", "--runtime-dir"])
         .arg(runtime)
         .arg("--pin-dir")
@@ -248,7 +248,7 @@ pub fn restarts_without_gap(b: Backend, restarts: usize, pause: f64) {
     assert_eq!(pinned_sets(&pins).len(), 1, "one set pinned");
 
     // A second agent for the same scope must not take a running agent's set.
-    let second = Command::new(VARDR)
+    let second = Command::new(&*VARDR)
         .args(["agent", "--policy"])
         .arg(current.policy_path())
         .arg("--runtime-dir")
@@ -445,7 +445,7 @@ print(n, f)'"
     assert!(current.stop().success());
     let o = sh_in(&cg.path, &format!("cat {dd}/secret.txt"));
     assert!(!o.status.success(), "still enforced with no agent");
-    let out = Command::new(VARDR)
+    let out = Command::new(&*VARDR)
         .arg("unpin")
         .arg("--pin-dir")
         .arg(&pins)
@@ -647,4 +647,75 @@ pub fn exec_id_survives_restart() {
     assert_eq!(echo["process_exec"]["parent"]["exec_id"], sh_id);
     let _ = child.wait();
     assert!(second.stop().success());
+}
+
+/// An agent that died in the middle of a reload leaves entries in the
+/// generation not in force. The next agent adopts the set, and its first
+/// apply switches to that generation: the leftovers must be gone by then,
+/// or a rule nobody wrote would come into force.
+pub fn adopted_set_drops_unfinished_reload(b: Backend) {
+    use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+    use vardr_common::{Action, Config, RuleRef, NET4_KEY_LEN, NET_KEY_HEAD_BITS};
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = bpffs.pin_dir();
+    let dir = TempDir::new("stale");
+    let cg = test_cgroup("stale");
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let pol = policy("stale", dir.path(), 9, "");
+    let mut first = agent(b, &cg.path, &pins, &pol);
+    assert!(first.stop().success());
+    let sets = pinned_sets(&pins);
+    assert_eq!(sets.len(), 1);
+    let maps = pins.join(&sets[0]).join("maps");
+    let pinned = |name: &str| MapData::from_pin(maps.join(name)).unwrap();
+    let slot: Array<_, u32> = Array::try_from(Map::Array(pinned("CONFIG_SLOT"))).unwrap();
+    let configs: Array<_, Config> = Array::try_from(Map::Array(pinned("CONFIG"))).unwrap();
+    let in_force = configs
+        .get(&slot.get(&0, 0).unwrap(), 0)
+        .unwrap()
+        .generation;
+    // What a reload cut short by SIGKILL leaves: a deny of the open port
+    // written under the next generation, before the switch.
+    let mut net4: LpmTrie<_, [u8; NET4_KEY_LEN], RuleRef> =
+        LpmTrie::try_from(Map::LpmTrie(pinned("NET4_RULES"))).unwrap();
+    let mut data = [0u8; NET4_KEY_LEN];
+    data[0] = (1 - in_force) as u8;
+    data[2..4].copy_from_slice(&open_port.to_be_bytes());
+    data[4..8].copy_from_slice(&[127, 0, 0, 1]);
+    let rule = RuleRef {
+        rule_id: 424_242,
+        action: Action::Deny as u32,
+    };
+    net4.insert(&Key::new(NET_KEY_HEAD_BITS + 32, data), rule, 0)
+        .unwrap();
+
+    let mut second = agent(b, &cg.path, &pins, &pol);
+    let line = second.log_line("unfinished reload");
+    assert!(line.contains("stale=1"), "{line}");
+    second.log_line("adopted its programs");
+    let connect = |port: u16| {
+        sh_in(
+            &cg.path,
+            &format!(
+                "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)'"
+            ),
+        )
+        .status
+        .success()
+    };
+    assert!(connect(open_port), "the leftover deny is not in force");
+    // One more switch, back to the first generation: still open.
+    let st = second.reload();
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
+    assert!(connect(open_port), "still open after a reload");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    let pol = policy("stale-2", dir.path(), closed_port, "");
+    std::fs::write(second.policy_path(), pol).unwrap();
+    let st = second.reload();
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
+    assert!(!connect(closed_port), "the policy's own deny holds");
+    assert!(second.stop().success());
+    drop(bpffs);
 }
