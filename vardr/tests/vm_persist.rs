@@ -25,3 +25,13 @@ fn lsm_other_layout_and_other_scope() {
         persist::other_layout_and_other_scope(Lsm);
     }
 }
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_adopted_set_drops_unfinished_reload() {
+    if require_backend("lsm_adopted_set_drops_unfinished_reload", Lsm)
+        && scenarios::python_available("lsm_adopted_set_drops_unfinished_reload")
+    {
+        persist::adopted_set_drops_unfinished_reload(Lsm);
+    }
+}

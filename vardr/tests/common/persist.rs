@@ -350,8 +350,11 @@ print(n, f)'"
         let changed = i % 4 >= 2;
         let crash = i % 2 == 1;
         // Mostly the next agent adopts the pinned set (same build); every
-        // fifth loads fresh programs beside it, as an upgrade does.
-        let fresh = i % 5 == 4;
+        // fifth loads fresh programs beside it, as an upgrade does. From
+        // the 15th on, the agents size their rule maps differently: that
+        // set has another layout and cannot be adopted.
+        let resized = restarts >= 15 && i == 14;
+        let fresh = i % 5 == 4 || resized;
         let set_before = pinned_sets(&pins);
         if crash {
             sigkill(&mut current);
@@ -387,12 +390,24 @@ print(n, f)'"
         };
         let output = if late_checked { "none" } else { "json" };
         let t = Instant::now();
-        let extra: &[&str] = if fresh { &["--reload-programs"] } else { &[] };
-        current = agent_args(b, &cg.path, &pins, &pol, output, extra);
+        let mut extra = Vec::new();
+        if restarts >= 15 && i >= 14 {
+            extra.extend(["--max-rules", "65536"]);
+        }
+        if fresh && !resized {
+            extra.push("--reload-programs");
+        }
+        current = agent_args(b, &cg.path, &pins, &pol, output, &extra);
         eprintln!(
             "restart {i} ({}, {}): running after {} ms",
             if crash { "SIGKILL" } else { "clean stop" },
-            if fresh { "fresh programs" } else { "adopted" },
+            if resized {
+                "maps resized"
+            } else if fresh {
+                "fresh programs"
+            } else {
+                "adopted"
+            },
             t.elapsed().as_millis()
         );
         let took = current.log_line("took over pinned set");
