@@ -247,6 +247,9 @@ fn package_install_upgrade_remove_under_systemd() {
             .ends_with("/system.slice/vardr.service"),
         "the agent runs in its unit's cgroup"
     );
+    // The unit's system call filter is in force (seccomp mode 2, filter).
+    let seccomp = sd.ok(&format!("grep '^Seccomp:' /proc/{pid}/status"));
+    assert!(seccomp.ends_with('2'), "no system call filter: {seccomp}");
     let text = sd.out("systemctl show -p StatusText --value vardr");
     assert!(text.starts_with("auditing policy default"), "{text}");
     let status = sd.ok("vardr status --json");

@@ -53,7 +53,9 @@ const VARIANTS: &[Variant] = &[
         kernel: "6.12",
         append: Some("lsm=lockdown,capability,landlock,yama,apparmor"),
         expect: "fallback",
-        tests: &["vm_lsm", "enforce_fallback"],
+        // The package again: the service's system call filter with the
+        // fallback's fanotify and tracepoints.
+        tests: &["vm_lsm", "enforce_fallback", "vm_package"],
     },
 ];
 
@@ -241,7 +243,7 @@ fn build_debs(dir: &Path) -> Result<String> {
     let mut paths = Vec::new();
     for revision in ["1", "2"] {
         let deb = crate::deb::build(&crate::deb::DebArgs {
-            profile: "dev".into(),
+            profile: "release".into(),
             output: Some(dir.join(revision)),
             revision: Some(revision.into()),
         })?;
