@@ -300,6 +300,17 @@ fn package_install_upgrade_remove_under_systemd() {
     sd.ok("cp /root/policy.good /etc/vardr/policy.yaml && systemctl reload vardr");
 
     step("kill -9 of the agent");
+    // From here through the upgrade, a loop outside the service keeps
+    // trying the denied write (each try in a subshell: the fallback's
+    // pinned tracepoints kill the writer while no agent answers). Not one
+    // may succeed: the crash and the upgrade are restarts with no gap.
+    sd.ok(
+        "rm -f /run/gap-stop /run/gap-result; nohup sh -c 'n=0; b=0; \
+         while [ ! -e /run/gap-stop ]; do \
+           if ( : >> /etc/shadow ) 2>/dev/null; then b=$((b+1)); fi; \
+           n=$((n+1)); sleep 0.02; \
+         done; echo $n $b > /run/gap-result' >/dev/null 2>&1 &",
+    );
     // A crash: systemd restarts the agent, and it enforces again.
     sd.ok(&format!("kill -9 {pid}"));
     let pid = sd.wait_active("vardr.service to come back after SIGKILL", pid);
@@ -312,6 +323,17 @@ fn package_install_upgrade_remove_under_systemd() {
     assert!(sd.ok("cat /etc/vardr/vardr.env").contains("--enforce"));
     assert!(sd.ok("dpkg-query -W -f '${Version}' vardr").ends_with("-2"));
     assert_eperm(&sd.shadow_write(), "a write after the upgrade");
+    sd.ok("touch /run/gap-stop");
+    let result = wait_for("the write loop's result", Duration::from_secs(60), || {
+        let r = sd.out("cat /run/gap-result 2>/dev/null");
+        (!r.is_empty()).then_some(r)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut f = result.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (tries, breaches) = (f.next().flatten(), f.next().flatten());
+    eprintln!("denied writes tried through the crash and the upgrade: {result}");
+    assert!(tries.is_some_and(|n| n > 0), "the loop never ran: {result}");
+    assert_eq!(breaches, Some(0), "denied writes that succeeded: {result}");
 
     step("dpkg -r");
     // Remove: the agent stops, enforcement ends, the configuration stays.
