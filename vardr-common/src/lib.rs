@@ -411,6 +411,9 @@ pub enum Operation {
     /// A governed process attaching to an exempt one (ptrace, memory
     /// writes, `pidfd_getfd`): built-in, rule id 0.
     Ptrace = 17,
+    /// A governed process signalling an exempt one (`flags`: the signal):
+    /// built-in, rule id 0.
+    Signal = 18,
 }
 
 impl Operation {
@@ -434,6 +437,7 @@ impl Operation {
             15 => Self::RemoveXattr,
             16 => Self::FileTruncate,
             17 => Self::Ptrace,
+            18 => Self::Signal,
             _ => return None,
         })
     }

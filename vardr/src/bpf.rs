@@ -15,6 +15,8 @@ pub mod progs {
     pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";
     /// Exempt processes cannot be attached to by governed ones.
     pub const LSM_PTRACE: &str = "vardr_ptrace_access_check";
+    /// Exempt processes cannot be signalled by governed ones.
+    pub const LSM_TASK_KILL: &str = "vardr_task_kill";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
     /// LSM programs beside `file_open` for the file rules: changes to the
     /// tree (program, LSM hook).

@@ -763,7 +763,43 @@ if os.waitstatus_to_exitcode(status) != 0:
             && e["rule"] == "protect-exempt-processes"
     });
     assert_eq!(ev["verdict"], "deny", "{ev}");
-    assert!(agent.stop().success());
+
+    // Nor can it stop them: signals to the agent and to an exempt process
+    // it did not start are refused; signal 0 (does it exist?) and SIGHUP
+    // to the agent (a policy reload) pass.
+    let agent_pid = agent.pid();
+    assert_eq!(errno(&cg.path, &format!("os.kill({agent_pid}, 15)")), EPERM);
+    assert_eq!(errno(&cg.path, &format!("os.kill({agent_pid}, 9)")), EPERM);
+    assert_eq!(errno(&cg.path, &format!("os.kill({agent_pid}, 19)")), EPERM);
+    assert_eq!(errno(&cg.path, &format!("os.kill({agent_pid}, 0)")), 0);
+    let mut outsider = std::process::Command::new(t.join("exempt-sleep"))
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = outsider.id();
+    assert_eq!(errno(&cg.path, &format!("os.kill({o}, 9)")), EPERM);
+    assert!(
+        outsider.try_wait().unwrap().is_none(),
+        "the exempt process lives"
+    );
+    outsider.kill().unwrap();
+    let _ = outsider.wait();
+    // Its own exempt child, a governed process may end.
+    let own = format!(
+        "import subprocess, time
+child = subprocess.Popen([\"{d}/exempt-sleep\", \"30\"])
+time.sleep(0.3)
+os.kill(child.pid, 15)
+child.wait()"
+    );
+    assert_eq!(errno(&cg.path, &own), 0);
+    let ev = agent.policy_event("kill", |e| {
+        e["function_name"] == "security_task_kill" && e["args"][0]["int_arg"] == 9
+    });
+    assert_eq!(ev["rule"], "protect-exempt-processes", "{ev}");
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    assert!(agent.stop().success(), "the agent was never stopped");
 }
 
 /// Attributes of a write-denied file: mode (also through a read-only

@@ -181,6 +181,9 @@ pub enum Arg {
         daddr: String,
         dport: u16,
     },
+    /// The signal of a refused `kill` (Tetragon's `int_arg`).
+    #[serde(rename = "int_arg")]
+    Int(i32),
 }
 
 #[derive(Serialize, Debug)]
@@ -279,6 +282,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::RemoveXattr => return "security_inode_removexattr",
         Operation::FileTruncate => return "security_file_truncate",
         Operation::Ptrace => return "security_ptrace_access_check",
+        Operation::Signal => return "security_task_kill",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
@@ -293,6 +297,9 @@ fn function_name(p: &PolicyMatch) -> &'static str {
 }
 
 fn args(p: &PolicyMatch) -> Vec<Arg> {
+    if p.op == Operation::Signal {
+        return vec![Arg::Int(p.flags as i32)];
+    }
     match (p.hook, &p.path, &p.remote) {
         (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::Sock {
             family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
