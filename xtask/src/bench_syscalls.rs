@@ -189,6 +189,7 @@ struct AgentRun {
     child: Child,
     run_dir: PathBuf,
     start_ms: f64,
+    started_at: std::time::SystemTime,
 }
 
 fn status(run_dir: &Path) -> Option<Value> {
@@ -230,6 +231,7 @@ impl AgentRun {
             cmd.arg("--enforce");
         }
         let t = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let mut child = cmd.spawn()?;
         while status(&run_dir).is_none() {
             if child.try_wait()?.is_some() {
@@ -245,6 +247,7 @@ impl AgentRun {
             child,
             run_dir,
             start_ms: t.elapsed().as_secs_f64() * 1e3,
+            started_at,
         })
     }
 
@@ -296,6 +299,15 @@ impl AgentRun {
         }
     }
 
+    /// Runs the workload; returns it and what the agent's programs cost
+    /// meanwhile (kernel statistics, when they are on).
+    fn measure(&self, b: &Bench, p: &Paths, iters: usize) -> Result<(Value, Value)> {
+        let before = crate::bpf_stats::snapshot(self.started_at);
+        let w = b.workload(p, iters)?;
+        let after = crate::bpf_stats::snapshot(self.started_at);
+        Ok((w, crate::bpf_stats::delta(&before, &after)))
+    }
+
     fn stop(mut self) -> Result<()> {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -321,49 +333,57 @@ pub fn run(o: &Opts) -> Result<()> {
     };
     let mut rows: Vec<(String, Value, Value)> = Vec::new();
 
+    // Per-program run time, measured by the kernel (off again when this drops).
+    let _stats = match crate::bpf_stats::enable() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            println!("per-program run time not measured: {e}");
+            None
+        }
+    };
     rows.push(("no agent".into(), b.workload(&paths, iters)?, json!({})));
     let audit = AgentRun::start(&paths, &b, &b.policy(10), &o.backend, false, "audit")?;
     let cpu0 = audit.cpu_ms();
-    let w = b.workload(&paths, iters)?;
-    rows.push(("audit, 10 rules".into(), w, json!({"agent_cpu_ms": audit.cpu_ms() - cpu0, "rss_mib": audit.peak_rss_mib(), "start_ms": audit.start_ms})));
+    let (w, progs) = audit.measure(&b, &paths, iters)?;
+    rows.push(("audit, 10 rules".into(), w, json!({"agent_cpu_ms": audit.cpu_ms() - cpu0, "rss_mib": audit.peak_rss_mib(), "start_ms": audit.start_ms, "programs": progs})));
     audit.stop()?;
     for &n in sizes {
         let a = AgentRun::start(&paths, &b, &b.policy(n), &o.backend, true, &format!("e{n}"))?;
         let cpu0 = a.cpu_ms();
-        let w = b.workload(&paths, iters)?;
+        let (w, progs) = a.measure(&b, &paths, iters)?;
         let cpu = a.cpu_ms() - cpu0;
         let reload = a.reload_ms()?;
         rows.push((
             format!("enforce, {n} rules/kind"),
             w,
-            json!({"agent_cpu_ms": cpu, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "reload_ms": reload}),
+            json!({"agent_cpu_ms": cpu, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "reload_ms": reload, "programs": progs}),
         ));
         a.stop()?;
     }
     {
         let a = AgentRun::start(&paths, &b, &b.policy_governed(), &o.backend, true, "gov")?;
         let cpu0 = a.cpu_ms();
-        let w = b.workload(&paths, iters)?;
+        let (w, progs) = a.measure(&b, &paths, iters)?;
         rows.push((
             "enforce, open governed".into(),
             w,
-            json!({"agent_cpu_ms": a.cpu_ms() - cpu0, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms}),
+            json!({"agent_cpu_ms": a.cpu_ms() - cpu0, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "programs": progs}),
         ));
         a.stop()?;
     }
     if let Some(peer) = &o.peer {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: whatever the command starts is stopped
+        // with it.
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(peer)
             .stdout(Stdio::null())
+            .process_group(0)
             .spawn()?;
         std::thread::sleep(Duration::from_secs(5));
         let w = b.workload(&paths, iters);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = child.wait();
+        stop_group(&mut child);
         rows.push((format!("peer: {peer}"), w?, json!({})));
     }
     print_table(&rows, &o.backend);
@@ -412,6 +432,7 @@ fn print_table(rows: &[(String, Value, Value)], backend: &str) {
             f("reload_ms")
         );
     }
+    print_programs(rows);
     let json_rows: Vec<Value> = rows
         .iter()
         .map(|(n, w, e)| json!({"config": n, "workload": w, "agent": e}))
@@ -420,4 +441,54 @@ fn print_table(rows: &[(String, Value, Value)], backend: &str) {
         "{}",
         json!({"benchmark": "syscalls", "backend": backend, "rows": json_rows})
     );
+}
+
+/// The kernel's per-program statistics for each configuration: runs during
+/// the workload and average run time.
+fn print_programs(rows: &[(String, Value, Value)]) {
+    if !rows.iter().any(|(_, _, e)| e["programs"].is_object()) {
+        return;
+    }
+    println!(
+        "\nBPF programs during the workload (kernel run-time statistics): runs, average ns per run"
+    );
+    for (name, _, extra) in rows {
+        let Some(progs) = extra["programs"].as_object() else {
+            continue;
+        };
+        let mut line = format!("{name:<26}");
+        if progs.is_empty() {
+            line.push_str(" (none ran)");
+        }
+        for (p, v) in progs {
+            let _ = write!(
+                line,
+                " {p}={}x{:.0}ns",
+                v["runs"].as_u64().unwrap_or(0),
+                v["avg_ns"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!("{line}");
+    }
+}
+
+/// SIGTERM to the child's process group, SIGKILL after 10 s.
+fn stop_group(child: &mut Child) {
+    use nix::{
+        sys::signal::{killpg, Signal},
+        unistd::Pid,
+    };
+    let group = Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // The group is gone once no member is left.
+        if killpg(group, None).is_err() {
+            break;
+        }
+        let _ = child.try_wait();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
 }

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
 mod bench;
 mod bench_syscalls;
+mod bpf_stats;
 mod deb;
 mod run;
 mod vm;
