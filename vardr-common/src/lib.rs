@@ -231,6 +231,11 @@ pub struct FanotifyLease {
     pub holder_tgid: u32,
     pub _pad: u32,
     pub until_ns: u64,
+    /// The holder's start time ([`NS_PER_TICK`] ticks since boot). An
+    /// agent in a PID namespace knows only its own pid there, not the
+    /// kernel's: its exit is recognised by this too (a false match only
+    /// hands the file rules back to the tracepoints early).
+    pub holder_start_ticks: u64,
 }
 
 /// Nanoseconds per `USER_HZ` clock tick (100 Hz), the unit of start times
@@ -474,8 +479,8 @@ pub struct PolicyEvent {
 /// Bump when a map definition (type, key, value, meaning of a field) or an
 /// event changes in a way the sizes below do not show. 2: `Config`,
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
-/// fields. 3: the `FAN_LEASE` map.
-pub const MAP_REVISION: u32 = 3;
+/// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`.
+pub const MAP_REVISION: u32 = 4;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

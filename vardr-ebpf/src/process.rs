@@ -164,7 +164,9 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
     if let Some(lease) = FAN_LEASE.get_ptr_mut(0) {
         // SAFETY: pointer into the single-entry array, valid for this call.
         unsafe {
-            if (*lease).holder_tgid == tgid {
+            if (*lease).holder_tgid == tgid
+                || (*lease).holder_start_ticks == process_start_ticks(task)
+            {
                 (*lease).until_ns = 0;
             }
         }

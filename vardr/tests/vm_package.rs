@@ -263,7 +263,14 @@ fn package_install_upgrade_remove_under_systemd() {
     let journal = sd.out("journalctl -u vardr -o cat --no-pager");
     assert!(journal.contains("vardr agent running"), "{journal}");
     assert!(!journal.contains('\x1b'), "colour codes in the journal");
-    assert!(!journal.contains(" WARN "), "warnings at start: {journal}");
+    // (The one warning allowed: this test's systemd runs in a PID
+    // namespace of its own, which a real host's does not.)
+    assert!(
+        !journal
+            .lines()
+            .any(|l| l.contains(" WARN ") && !l.contains("PID namespace of its own")),
+        "warnings at start: {journal}"
+    );
     for page in ["vardr.1.gz", "vardr-agent.1.gz", "vardr-policy-apply.1.gz"] {
         sd.ok(&format!("test -s /usr/share/man/man1/{page}"));
     }

@@ -670,6 +670,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
+    if kernel::in_child_pid_namespace() {
+        tracing::warn!("the agent runs in a PID namespace of its own: the kernel knows it by another pid, so its own exemption holds only through its service cgroup (vardr.service), and `exempt_pids` are pids of this namespace; run it in the host's (e.g. hostPID)");
+    }
     let pins = crate::pin::PinDir::new(&opts.pin_dir);
     let scope_id = match &opts.scope_cgroup {
         Some(p) => kernel::cgroup::id(p)?,

@@ -25,6 +25,7 @@ pub type LeaseMap = Array<MapData, FanotifyLease>;
 pub struct Lease {
     map: Mutex<LeaseMap>,
     holder: u32,
+    holder_start_ticks: u64,
     last: Mutex<Option<Instant>>,
     /// Set by [`Lease::release`]: no renewal after it (an answering thread
     /// still running must not take the lease back while its group closes).
@@ -36,6 +37,7 @@ impl Lease {
         Self {
             map: Mutex::new(map),
             holder: std::process::id(),
+            holder_start_ticks: crate::process::start_ticks(std::process::id()).unwrap_or(0),
             last: Mutex::new(None),
             released: AtomicBool::new(false),
         }
@@ -74,6 +76,7 @@ impl Lease {
             holder_tgid: self.holder,
             _pad: 0,
             until_ns,
+            holder_start_ticks: self.holder_start_ticks,
         };
         let Ok(mut map) = self.map.lock() else {
             return false;

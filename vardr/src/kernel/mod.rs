@@ -35,3 +35,11 @@ pub fn errno_name(err: &std::io::Error) -> String {
     };
     format!("{name} ({})", nix::errno::Errno::from_raw(code).desc())
 }
+
+/// Whether this process runs in a PID namespace other than the initial one
+/// (whose inode number is fixed: `PROC_PID_INIT_INO`).
+pub fn in_child_pid_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() != PROC_PID_INIT_INO)
+}
