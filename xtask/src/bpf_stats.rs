@@ -6,12 +6,15 @@ use std::{collections::BTreeMap, os::fd::OwnedFd, time::SystemTime};
 
 use serde_json::{json, Value};
 
-/// Statistics stay on while this lives.
-pub struct Enabled(#[allow(dead_code)] OwnedFd);
+/// Statistics stay on while this lives (the kernel counts the open
+/// descriptors).
+pub struct Enabled {
+    _fd: OwnedFd,
+}
 
 pub fn enable() -> Result<Enabled, String> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .map(Enabled)
+        .map(|fd| Enabled { _fd: fd })
         .map_err(|e| format!("BPF_ENABLE_STATS: {e}"))
 }
 
