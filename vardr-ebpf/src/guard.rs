@@ -35,11 +35,20 @@ fn protect(cfg: &vardr_common::Config, op: Operation, flags: u32) -> i32 {
     }
 }
 
-fn any_hook() -> u32 {
-    hook_bit(Hook::FileOpen)
+/// The config in force and `target`'s tgid, when a governed process acts
+/// on `target` and `target` is exempt.
+#[inline(always)]
+fn governed_on_exempt(target: *const u8) -> Option<(vardr_common::Config, u32)> {
+    let cfg = config()?;
+    let any = hook_bit(Hook::FileOpen)
         | hook_bit(Hook::FileWrite)
         | hook_bit(Hook::Exec)
-        | hook_bit(Hook::Connect)
+        | hook_bit(Hook::Connect);
+    if !governed(&cfg, any) {
+        return None;
+    }
+    let tgid = read::<u32>(target, offsets().task_tgid)?;
+    exempt_process(&cfg, target, tgid).then_some((cfg, tgid))
 }
 
 #[lsm(hook = "task_kill")]
@@ -56,19 +65,10 @@ pub fn vardr_task_kill(ctx: LsmContext) -> i32 {
     if sig == 0 {
         return 0;
     }
-    let Some(ref cfg) = config() else {
-        return 0;
-    };
-    if !governed(cfg, any_hook()) {
-        return 0;
-    }
-    let Some(tgid) = read::<u32>(target, offsets().task_tgid) else {
+    let Some((cfg, tgid)) = governed_on_exempt(target) else {
         return 0;
     };
     if sig == SIGHUP && tgid == cfg.agent_tgid {
-        return 0;
-    }
-    if !exempt_process(cfg, target, tgid) {
         return 0;
     }
     let me = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
@@ -77,7 +77,7 @@ pub fn vardr_task_kill(ctx: LsmContext) -> i32 {
     if parent == Some(me) {
         return 0;
     }
-    protect(cfg, Operation::Signal, sig as u32)
+    protect(&cfg, Operation::Signal, sig as u32)
 }
 
 #[lsm(hook = "ptrace_access_check")]
@@ -92,17 +92,8 @@ pub fn vardr_ptrace_access_check(ctx: LsmContext) -> i32 {
     if mode & PTRACE_MODE_ATTACH == 0 {
         return 0;
     }
-    let Some(ref cfg) = config() else {
-        return 0;
-    };
-    if !governed(cfg, any_hook()) {
-        return 0;
+    match governed_on_exempt(child) {
+        Some((cfg, _)) => protect(&cfg, Operation::Ptrace, 0),
+        None => 0,
     }
-    let Some(tgid) = read::<u32>(child, offsets().task_tgid) else {
-        return 0;
-    };
-    if !exempt_process(cfg, child, tgid) {
-        return 0;
-    }
-    protect(cfg, Operation::Ptrace, 0)
 }

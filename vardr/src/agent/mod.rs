@@ -769,13 +769,10 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         stats.net6_entries
     );
     // An adopted set's events still queued name its rules.
-    let mut catalog = match &adopted {
-        Some(s) => Catalog::from_entries(s.catalog().unwrap_or_else(|e| {
-            tracing::warn!(set = %s.id, "cannot read its rule catalog: {e}");
-            Vec::new()
-        })),
-        None => Catalog::default(),
-    };
+    let mut catalog = adopted
+        .as_ref()
+        .map(persist::catalog_of)
+        .unwrap_or_default();
     catalog.next_id = first_id + set.rule_count() as u32;
     let absent_binaries = std::mem::take(&mut set.absent_binaries);
     catalog.replace(set.rules);

@@ -31,6 +31,45 @@ pub struct Takeover {
     pub adopted: bool,
 }
 
+impl Takeover {
+    /// What is known of `s` before its maps are read.
+    fn of(s: &PinnedSet, adopted: bool) -> Self {
+        let meta = s.meta.as_ref().ok();
+        Self {
+            set_id: s.id.clone(),
+            policy_name: meta.map(|m| m.policy_name.clone()).unwrap_or_default(),
+            policy_hash: meta.map(|m| m.policy_hash.clone()).unwrap_or_default(),
+            same_layout: s.same_layout(),
+            unattended_secs: s.unattended().map(|d| d.as_secs_f64()),
+            adopted,
+            ..Default::default()
+        }
+    }
+
+    fn log(&self, how: &str) {
+        tracing::info!(
+            set = %self.set_id,
+            policy = %self.policy_name,
+            policy_hash = %self.policy_hash,
+            unattended_s = self.unattended_secs.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            queued_events = self.queued_events,
+            events_lost = self.events_lost,
+            "took over pinned set: {how}"
+        );
+    }
+}
+
+/// The rule catalog of `s`, empty (with a warning) when it cannot be read.
+pub(super) fn catalog_of(s: &PinnedSet) -> Catalog {
+    match s.catalog() {
+        Ok(c) => Catalog::from_entries(c),
+        Err(e) => {
+            tracing::warn!(set = %s.id, "cannot read its rule catalog: {e}");
+            Catalog::default()
+        }
+    }
+}
+
 /// Sets of this scope pinned by earlier agents. Fails when the agent that
 /// pinned one still runs: two agents must not fight over one scope.
 pub fn previous_sets(pins: &PinDir, scope_id: u64) -> Result<Vec<PinnedSet>, AgentError> {
@@ -156,16 +195,7 @@ impl super::Agent {
         s: PinnedSet,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     ) -> std::io::Result<()> {
-        let meta = s.meta.as_ref().ok();
-        let mut t = Takeover {
-            set_id: s.id.clone(),
-            policy_name: meta.map(|m| m.policy_name.clone()).unwrap_or_default(),
-            policy_hash: meta.map(|m| m.policy_hash.clone()).unwrap_or_default(),
-            same_layout: true,
-            unattended_secs: s.unattended().map(|d| d.as_secs_f64()),
-            adopted: true,
-            ..Default::default()
-        };
+        let mut t = Takeover::of(&s, true);
         t.queued_events = self.drain(ring, None)? as u64;
         // The kernel's count goes on from where the old agent left it.
         self.lost_reported = s.lost_reported;
@@ -181,15 +211,7 @@ impl super::Agent {
             }
             self.persist.pins.remove_if_empty();
         }
-        tracing::info!(
-            set = %t.set_id,
-            policy = %t.policy_name,
-            policy_hash = %t.policy_hash,
-            unattended_s = t.unattended_secs.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
-            queued_events = t.queued_events,
-            events_lost = t.events_lost,
-            "took over pinned set: adopted its programs and maps (same build), which never stopped"
-        );
+        t.log("adopted its programs and maps (same build), which never stopped");
         self.status.took_over.push(t);
         Ok(())
     }
@@ -201,25 +223,10 @@ impl super::Agent {
     pub(super) fn take_over(&mut self, old: Vec<PinnedSet>) -> std::io::Result<()> {
         for s in old {
             let meta: Option<&SetMeta> = s.meta.as_ref().ok();
-            let same = s.same_layout();
-            let mut t = Takeover {
-                set_id: s.id.clone(),
-                policy_name: meta.map(|m| m.policy_name.clone()).unwrap_or_default(),
-                policy_hash: meta.map(|m| m.policy_hash.clone()).unwrap_or_default(),
-                same_layout: same,
-                unattended_secs: s.unattended().map(|d| d.as_secs_f64()),
-                ..Default::default()
-            };
+            let mut t = Takeover::of(&s, false);
             let mut errors = s.unpin_links();
-            if same {
-                let catalog = match s.catalog() {
-                    Ok(c) => Catalog::from_entries(c),
-                    Err(e) => {
-                        tracing::warn!(set = %s.id, "cannot read its rule catalog: {e}");
-                        Catalog::default()
-                    }
-                };
-                let saved = std::mem::replace(&mut self.catalog, catalog);
+            if t.same_layout {
+                let saved = std::mem::replace(&mut self.catalog, catalog_of(&s));
                 let drained = match s.events() {
                     Ok(mut ring) => self.drain(&mut ring, None),
                     Err(e) => {
@@ -251,15 +258,7 @@ impl super::Agent {
                 self.emit(&j)?;
                 self.sinks.flush();
             }
-            tracing::info!(
-                set = %t.set_id,
-                policy = %t.policy_name,
-                policy_hash = %t.policy_hash,
-                unattended_s = t.unattended_secs.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
-                queued_events = t.queued_events,
-                events_lost = t.events_lost,
-                "took over pinned set: its programs are detached and its pins removed"
-            );
+            t.log("its programs are detached and its pins removed");
             self.status.took_over.push(t);
         }
         if self.persist.own.is_none() {

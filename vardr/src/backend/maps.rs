@@ -294,73 +294,68 @@ pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), Back
     let mut w = Written::default();
     let mut stale = Written::default();
     let g = generation as u8;
-    {
-        let name = names::PATH_RULES;
-        let m = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?;
-        for k in m.keys() {
-            let k = k.map_err(merr(name))?;
-            if k.data()[0] == g {
-                &mut w.paths
-            } else {
-                &mut stale.paths
-            }
-            .push(k);
-        }
-    }
-    {
-        let name = names::INODE_RULES;
-        let m = hash::<InodeKey, InodeRule>(maps, name)?;
-        for k in m.keys() {
-            let k = k.map_err(merr(name))?;
-            if k.generation == generation {
-                &mut w.inodes
-            } else {
-                &mut stale.inodes
-            }
-            .push(k);
-        }
-    }
-    {
-        let name = names::EXEMPT_PIDS;
-        let m = hash::<PidKey, u64>(maps, name)?;
-        for k in m.keys() {
-            let k = k.map_err(merr(name))?;
-            if k.generation == generation {
-                &mut w.pids
-            } else {
-                &mut stale.pids
-            }
-            .push(k);
-        }
-    }
-    {
-        let name = names::NET4_RULES;
-        let m = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?;
-        for k in m.keys() {
-            let k = k.map_err(merr(name))?;
-            if k.data()[0] == g {
-                &mut w.net4
-            } else {
-                &mut stale.net4
-            }
-            .push(k);
-        }
-    }
-    {
-        let name = names::NET6_RULES;
-        let m = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?;
-        for k in m.keys() {
-            let k = k.map_err(merr(name))?;
-            if k.data()[0] == g {
-                &mut w.net6
-            } else {
-                &mut stale.net6
-            }
-            .push(k);
-        }
-    }
+    let name = names::PATH_RULES;
+    let keys = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?.keys().collect();
+    split(
+        name,
+        keys,
+        |k| k.data()[0] == g,
+        &mut w.paths,
+        &mut stale.paths,
+    )?;
+    let name = names::INODE_RULES;
+    let keys = hash::<InodeKey, InodeRule>(maps, name)?.keys().collect();
+    split(
+        name,
+        keys,
+        |k| k.generation == generation,
+        &mut w.inodes,
+        &mut stale.inodes,
+    )?;
+    let name = names::EXEMPT_PIDS;
+    let keys = hash::<PidKey, u64>(maps, name)?.keys().collect();
+    split(
+        name,
+        keys,
+        |k| k.generation == generation,
+        &mut w.pids,
+        &mut stale.pids,
+    )?;
+    let name = names::NET4_RULES;
+    let keys = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?.keys().collect();
+    split(
+        name,
+        keys,
+        |k| k.data()[0] == g,
+        &mut w.net4,
+        &mut stale.net4,
+    )?;
+    let name = names::NET6_RULES;
+    let keys = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?.keys().collect();
+    split(
+        name,
+        keys,
+        |k| k.data()[0] == g,
+        &mut w.net6,
+        &mut stale.net6,
+    )?;
     let s = stale.stats();
     let n = s.path_entries + s.inode_entries + s.net4_entries + s.net6_entries + s.exempt_pids;
     delete(maps, &stale);
     Ok((w, n))
+}
+
+/// Sorts the keys of one map into those of the generation in force and the rest.
+fn split<K>(
+    name: &'static str,
+    keys: Vec<Result<K, aya::maps::MapError>>,
+    current: impl Fn(&K) -> bool,
+    ours: &mut Vec<K>,
+    stale: &mut Vec<K>,
+) -> Result<(), BackendError> {
+    for k in keys {
+        let k = k.map_err(merr(name))?;
+        if current(&k) { &mut *ours } else { &mut *stale }.push(k);
+    }
+    Ok(())
 }
