@@ -292,6 +292,7 @@ pub struct KernelOffsets {
     pub inode_i_ino: u64,
     pub inode_i_sb: u64,
     pub super_block_s_dev: u64,
+    pub super_block_s_magic: u64,
     pub binprm_file: u64,
     pub binprm_filename: u64,
     pub task_flags: u64,
@@ -419,7 +420,17 @@ pub enum Operation {
     /// A governed process signalling an exempt one (`flags`: the signal):
     /// built-in, rule id 0.
     Signal = 18,
+    /// A governed process starting a child in another cgroup (`clone3`
+    /// with `CLONE_INTO_CGROUP`): built-in, [`RULE_PROTECT_SCOPE`].
+    CloneIntoCgroup = 19,
 }
+
+/// Rule id of the built-in deny of a governed process attaching to or
+/// signalling an exempt one.
+pub const RULE_PROTECT_EXEMPT: u32 = 0;
+/// Rule id of the built-in deny of a governed process leaving the rules by
+/// changing its cgroup (into the agent's, out of the scope).
+pub const RULE_PROTECT_SCOPE: u32 = u32::MAX;
 
 impl Operation {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -443,6 +454,7 @@ impl Operation {
             16 => Self::FileTruncate,
             17 => Self::Ptrace,
             18 => Self::Signal,
+            19 => Self::CloneIntoCgroup,
             _ => return None,
         })
     }
@@ -479,8 +491,9 @@ pub struct PolicyEvent {
 /// Bump when a map definition (type, key, value, meaning of a field) or an
 /// event changes in a way the sizes below do not show. 2: `Config`,
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
-/// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`.
-pub const MAP_REVISION: u32 = 4;
+/// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`. 5:
+/// `Operation::CloneIntoCgroup`, [`RULE_PROTECT_SCOPE`].
+pub const MAP_REVISION: u32 = 5;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

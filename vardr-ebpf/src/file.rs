@@ -111,6 +111,12 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     };
     let off = offsets();
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
+    // Moving into another cgroup is a write of its membership file.
+    if flags & O_ACCMODE != 0 {
+        if let Some(verdict) = crate::scope::check_open(cfg, file, flags) {
+            return verdict;
+        }
+    }
     // A read by an interpreter may be a script it is about to run.
     let script = cfg.has_interpreters != 0
         && cfg.active_mask & hook_bit(Hook::Exec) != 0

@@ -12,7 +12,7 @@
 //! exempt tool it started), and SIGHUP to the agent (a reload of the
 //! policy, which `vardr policy apply` sends).
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use vardr_common::{Action, BackendKind, Hook, Operation, RuleRef};
+use vardr_common::{Action, BackendKind, Hook, Operation, RuleRef, RULE_PROTECT_EXEMPT};
 
 use crate::shared::{
     conclude_op, config, eperm, exempt_process, governed, hook_bit, offsets, read,
@@ -26,7 +26,7 @@ const SIGHUP: i32 = 1;
 fn protect(cfg: &vardr_common::Config, op: Operation, flags: u32) -> i32 {
     let rule = RuleRef {
         action: Action::Deny as u32,
-        rule_id: 0,
+        rule_id: RULE_PROTECT_EXEMPT,
     };
     if conclude_op(cfg, Hook::Exec, &rule, op, flags, None, BackendKind::Lsm) {
         eperm()

@@ -16,6 +16,7 @@ mod mutate;
 mod net;
 mod process;
 mod resolve;
+mod scope;
 mod shared;
 
 #[cfg(not(test))]

@@ -32,6 +32,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     inode_i_ino: 0,
     inode_i_sb: 0,
     super_block_s_dev: 0,
+    super_block_s_magic: 0,
     binprm_file: 0,
     binprm_filename: 0,
     task_flags: 0,

@@ -17,6 +17,8 @@ pub mod progs {
     pub const LSM_PTRACE: &str = "vardr_ptrace_access_check";
     /// Exempt processes cannot be signalled by governed ones.
     pub const LSM_TASK_KILL: &str = "vardr_task_kill";
+    /// Governed processes cannot start a child in another cgroup.
+    pub const LSM_TASK_ALLOC: &str = "vardr_task_alloc";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
     /// LSM programs beside `file_open` for the file rules: changes to the
     /// tree (program, LSM hook).

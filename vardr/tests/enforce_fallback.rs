@@ -79,3 +79,12 @@ fn fallback_installed_after_start() {
         scenarios::installed_after_start(Fallback);
     }
 }
+
+#[test]
+fn fallback_scope_escape() {
+    if require_backend("fallback_scope_escape", Fallback)
+        && scenarios::fanotify_required("fallback_scope_escape")
+    {
+        scenarios::scope_escape(Fallback);
+    }
+}

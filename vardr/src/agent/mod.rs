@@ -104,12 +104,17 @@ struct Catalog {
 
 impl Catalog {
     fn get(&self, id: u32) -> Option<RuleInfo> {
-        if id == 0 {
-            // The kernel's built-in deny: a governed process attaching to
-            // an exempt one.
+        // The kernel's built-in denies: a governed process attaching to or
+        // signalling an exempt one; one leaving the rules by its cgroup.
+        let builtin = match id {
+            vardr_common::RULE_PROTECT_EXEMPT => Some("protect-exempt-processes"),
+            vardr_common::RULE_PROTECT_SCOPE => Some("protect-scope"),
+            _ => None,
+        };
+        if let Some(rule) = builtin {
             return Some(RuleInfo {
                 policy_name: "vardr".into(),
-                rule: "protect-exempt-processes".into(),
+                rule: rule.into(),
                 severity: "high".into(),
                 observe: false,
             });

@@ -318,6 +318,7 @@ impl Enforcer {
         match self.plan.file.backend {
             Backend::Lsm => {
                 attach_lsm(ebpf, btf, bpf::progs::LSM_FILE_OPEN, "file_open")?;
+                attach_lsm(ebpf, btf, bpf::progs::LSM_TASK_ALLOC, "task_alloc")?;
                 for (name, hook) in bpf::progs::LSM_PATH_HOOKS {
                     attach_lsm(ebpf, btf, name, hook)?;
                 }

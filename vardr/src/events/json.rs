@@ -283,6 +283,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::FileTruncate => return "security_file_truncate",
         Operation::Ptrace => return "security_ptrace_access_check",
         Operation::Signal => return "security_task_kill",
+        Operation::CloneIntoCgroup => return "security_task_alloc",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",

@@ -12,6 +12,7 @@
 //! open needs both to allow it, so no instant has no rules. Closing a group
 //! (also when the agent exits or is killed) releases its pending events as
 //! allowed; while the agent is stopped, governed opens wait (killably).
+mod cgroup_guard;
 mod decide;
 pub mod lease;
 pub mod marks;
@@ -103,6 +104,8 @@ struct Shared {
     /// Set with `--keep-enforcing`: the pinned open tracepoints stand by
     /// while it holds.
     lease: std::sync::OnceLock<lease::Lease>,
+    /// Moves out of the rules by cgroup (with the file rules).
+    guard: Option<cgroup_guard::CgroupGuard>,
 }
 
 struct Group {
@@ -164,8 +167,14 @@ impl Service {
         events: UnboundedSender<PolicyMatch>,
     ) -> Result<Self, FanotifyError> {
         new_group().map_err(FanotifyError::Init)?;
+        let guard = if opts.file {
+            cgroup_guard::CgroupGuard::new(&opts)
+        } else {
+            None
+        };
         Ok(Self {
             shared: Arc::new(Shared {
+                guard,
                 opts,
                 agent_pid: std::process::id(),
                 events,
@@ -258,6 +267,11 @@ impl Service {
                 .map_err(FanotifyError::Thread)?
         });
         let stats = marks::apply(&group.fan, &plan, &watches);
+        if let Some(g) = &self.shared.guard {
+            if let Err(e) = g.mark(&group.fan) {
+                tracing::warn!("fanotify: cannot mark the cgroup2 file system ({e}): a governed process can move out of the rules by writing cgroup.procs");
+            }
+        }
         let o = &self.shared.opts;
         if stats.over_limit > 0 {
             tracing::warn!(
@@ -418,7 +432,7 @@ fn answer(fan: &Fanotify, ev: &FanotifyEvent, rules: &Rules, shared: &Shared) {
     if !ev.check_version() {
         return;
     }
-    let deny = decide(ev, fd.as_raw_fd(), rules, shared);
+    let deny = decide(fan, ev, fd, rules, shared);
     let r = if deny {
         shared.denied.fetch_add(1, Ordering::Relaxed);
         Response::FAN_DENY
@@ -431,8 +445,116 @@ fn answer(fan: &Fanotify, ev: &FanotifyEvent, rules: &Rules, shared: &Shared) {
     }
 }
 
+/// The path of an event's fd, as the agent sees it.
+fn fd_path(fd: i32) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.strip_suffix(" (deleted)")
+                .map(str::to_string)
+                .unwrap_or(s)
+        })
+        .unwrap_or_default()
+}
+
+/// The opener's process and cgroup when rules apply to it (not exempt,
+/// inside the scope), as the programs' `governed` decides.
+fn governed(shared: &Shared, rules: &Rules, tid: u32) -> Option<(u32, Option<String>)> {
+    let o = &shared.opts;
+    // A thread that is gone no longer waits for the answer.
+    let pid = task::tgid_of(tid)?;
+    if pid <= 1 || pid == shared.agent_pid {
+        return None;
+    }
+    let cg = process::cgroup_of(pid);
+    if let Some(scope) = &o.scope {
+        if !cg.as_deref().is_some_and(|c| within(c, scope)) {
+            return None;
+        }
+    }
+    if let (Some(agent), Some(c)) = (&o.agent_cgroup, &cg) {
+        if within(c, agent) {
+            return None;
+        }
+    }
+    if task::is_kernel_thread(pid) || rules.exempt_pids.contains(&pid) {
+        return None;
+    }
+    if rules.has_exempt_binaries && exempt_by_binary(shared, rules, pid) {
+        return None;
+    }
+    Some((pid, cg))
+}
+
+/// An open on the cgroup2 file system: a governed process moving itself
+/// or another out of the rules is denied (built-in rule `protect-scope`).
+fn decide_cgroup_open(
+    fan: &Fanotify,
+    guard: &cgroup_guard::CgroupGuard,
+    ev: &FanotifyEvent,
+    fd: std::os::fd::BorrowedFd<'_>,
+    st: &libc::stat,
+    rules: &Rules,
+    shared: &Shared,
+) -> bool {
+    let o = &shared.opts;
+    let Ok(tid) = u32::try_from(ev.pid()) else {
+        return false;
+    };
+    let path = fd_path(fd.as_raw_fd());
+    let write = || {
+        task::tgid_of(tid)
+            .and_then(|pid| task::open_flags(pid, tid))
+            .is_none_or(task::flags_write)
+    };
+    let target = match guard.classify(o, &path, st, write) {
+        cgroup_guard::Open::Other => {
+            cgroup_guard::CgroupGuard::ignore(fan, fd);
+            return false;
+        }
+        cgroup_guard::Open::Harmless => return false,
+        cgroup_guard::Open::MoveOut(target) => target,
+    };
+    let Some((pid, cg)) = governed(shared, rules, tid) else {
+        return false;
+    };
+    tracing::debug!(
+        pid,
+        ?target,
+        "governed process writing the membership of a cgroup outside the rules"
+    );
+    let verdict = if o.enforce {
+        Verdict::Deny
+    } else {
+        Verdict::Audit
+    };
+    let access = Access {
+        open: true,
+        write: true,
+        exec: false,
+    };
+    report(
+        shared,
+        tid,
+        pid,
+        cg.as_deref(),
+        Hook::FileWrite,
+        verdict,
+        vardr_common::RULE_PROTECT_SCOPE,
+        &path,
+        access,
+    );
+    o.enforce
+}
+
 /// Decides one event; reports what matters; returns whether to deny.
-fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
+fn decide(
+    fan: &Fanotify,
+    ev: &FanotifyEvent,
+    fd: std::os::fd::BorrowedFd<'_>,
+    rules: &Rules,
+    shared: &Shared,
+) -> bool {
     let o = &shared.opts;
     // The object first, from the event's fd only: most events (siblings of
     // a governed file, processes touching what no rule names) stop here,
@@ -440,23 +562,19 @@ fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
     // SAFETY: fstat on the event's fd, valid while `ev` lives, into a zeroed stat.
     let st = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0).then_some(st)
+        (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some(st)
     };
     let Some(st) = st else {
         return false;
     };
+    if let Some(g) = shared.guard.as_ref().filter(|g| g.covers(&st)) {
+        return decide_cgroup_open(fan, g, ev, fd, &st, rules, shared);
+    }
     let me = crate::compile::Identity {
         dev: task::kernel_dev(st.st_dev),
         ino: st.st_ino,
     };
-    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map(|p| {
-            let s = p.to_string_lossy().into_owned();
-            s.strip_suffix(" (deleted)")
-                .map(str::to_string)
-                .unwrap_or(s)
-        })
-        .unwrap_or_default();
+    let path = fd_path(fd.as_raw_fd());
     let mut chain = vec![me];
     let mut dir = std::path::Path::new(&path).parent();
     while let Some(d) = dir.filter(|_| chain.len() < vardr_common::MAX_DENTRY_DEPTH as usize) {
@@ -486,30 +604,9 @@ fn decide(ev: &FanotifyEvent, fd: i32, rules: &Rules, shared: &Shared) -> bool {
     let Ok(tid) = u32::try_from(ev.pid()) else {
         return false;
     };
-    // A thread that is gone no longer waits for the answer.
-    let Some(pid) = task::tgid_of(tid) else {
+    let Some((pid, cg)) = governed(shared, rules, tid) else {
         return false;
     };
-    if pid <= 1 || pid == shared.agent_pid {
-        return false;
-    }
-    let cg = process::cgroup_of(pid);
-    if let Some(scope) = &o.scope {
-        if !cg.as_deref().is_some_and(|c| within(c, scope)) {
-            return false;
-        }
-    }
-    if let (Some(agent), Some(c)) = (&o.agent_cgroup, &cg) {
-        if within(c, agent) {
-            return false;
-        }
-    }
-    if task::is_kernel_thread(pid) || rules.exempt_pids.contains(&pid) {
-        return false;
-    }
-    if rules.has_exempt_binaries && exempt_by_binary(shared, rules, pid) {
-        return false;
-    }
     let access = Access {
         open,
         // Unknown flags (io_uring, openat2, ...) count as a write.

@@ -44,6 +44,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         inode_i_ino: m("inode", "i_ino")?,
         inode_i_sb: m("inode", "i_sb")?,
         super_block_s_dev: m("super_block", "s_dev")?,
+        super_block_s_magic: m("super_block", "s_magic")?,
         binprm_file: m("linux_binprm", "file")?,
         binprm_filename: m("linux_binprm", "filename")?,
         task_flags: m("task_struct", "flags")?,

@@ -31,10 +31,34 @@ impl AgentRun {
     /// Writes `policy` to a file and starts the agent on it with `args`;
     /// returns once the agent says it is running.
     pub fn start(policy: &str, args: &[&str]) -> Self {
+        Self::start_in(None, policy, args)
+    }
+
+    /// [`AgentRun::start`] with the agent moved into `cgroup` before it
+    /// runs (as systemd starts it in `vardr.service`).
+    pub fn start_in(cgroup: Option<&std::path::Path>, policy: &str, args: &[&str]) -> Self {
         let dir = TempDir::new("agent");
         let policy_path = dir.join("policy.yaml");
         std::fs::write(&policy_path, policy).unwrap();
-        let mut child = Command::new(&*VARDR)
+        let mut cmd = Command::new(&*VARDR);
+        if let Some(cg) = cgroup {
+            use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+            let procs =
+                std::ffi::CString::new(cg.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (open, write, close) on memory prepared before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .arg("agent")
             .arg("--policy")
             .arg(&policy_path)
