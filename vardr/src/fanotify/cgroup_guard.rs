@@ -9,8 +9,14 @@
 //! opens for write of those files in a cgroup outside the rules. Any other
 //! cgroup file gets an evictable ignore mark at its first open, so later
 //! opens of it do not wait for the agent.
+//!
+//! The file is named as the agent's own mount of cgroup2 names it: the
+//! event's fd is reopened there by its file handle (`O_PATH`, which raises
+//! no event). The path the opener used can be anything: a bind mount of
+//! `cgroup.procs` onto a file called `x`, a mount in another namespace.
 use std::{
-    os::fd::BorrowedFd,
+    ffi::CString,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -26,6 +32,17 @@ pub struct CgroupGuard {
     /// Device of the cgroup2 file system.
     dev: u64,
     root: PathBuf,
+    /// The agent's mount of cgroup2, where events' files are reopened by
+    /// handle (`open_by_handle_at` refuses an `O_PATH` mount fd).
+    root_fd: Option<OwnedFd>,
+}
+
+/// `struct file_handle` with room for the largest handle (`MAX_HANDLE_SZ`).
+#[repr(C)]
+struct Handle {
+    bytes: u32,
+    kind: i32,
+    data: [u8; 128],
 }
 
 /// What an open of a cgroup file is.
@@ -49,10 +66,67 @@ impl CgroupGuard {
             return None;
         }
         let md = std::fs::metadata(&opts.cgroup_root).ok()?;
+        let root_fd = CString::new(opts.cgroup_root.as_os_str().as_encoded_bytes())
+            .ok()
+            .and_then(|c| {
+                // SAFETY: a NUL-terminated path; the fd returned is owned here.
+                let fd = unsafe {
+                    libc::open(
+                        c.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                };
+                // SAFETY: `fd` is a descriptor this call just opened.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            });
         Some(Self {
             dev: std::os::unix::fs::MetadataExt::dev(&md),
             root: opts.cgroup_root.clone(),
+            root_fd,
         })
+    }
+
+    /// The path of the event's file in the agent's mount of cgroup2, from
+    /// its file handle; `None` when the kernel cannot do that.
+    pub fn own_path(&self, fd: BorrowedFd<'_>) -> Option<String> {
+        let root = self.root_fd.as_ref()?;
+        let mut h = Handle {
+            bytes: 128,
+            kind: 0,
+            data: [0; 128],
+        };
+        let mut mount_id = 0;
+        // SAFETY: `h` is a file_handle header followed by `bytes` bytes of
+        // room; the empty path with AT_EMPTY_PATH names `fd` itself.
+        let r = unsafe {
+            libc::name_to_handle_at(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                (&raw mut h).cast(),
+                &mut mount_id,
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        // SAFETY: `h` holds the handle the kernel just wrote. O_PATH opens
+        // raise no fanotify event (this thread answers them).
+        let own = unsafe {
+            libc::open_by_handle_at(
+                root.as_raw_fd(),
+                (&raw mut h).cast(),
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if own < 0 {
+            return None;
+        }
+        // SAFETY: `own` is a descriptor this call just opened.
+        let own = unsafe { OwnedFd::from_raw_fd(own) };
+        std::fs::read_link(format!("/proc/self/fd/{}", own.as_raw_fd()))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     /// Marks the cgroup2 file system in `group`.
@@ -70,19 +144,23 @@ impl CgroupGuard {
         st.st_dev == self.dev
     }
 
-    /// Classifies an open of the file at `path` (as the agent sees the
-    /// event's fd), whose identity is `st`; `write` is whether the opener
-    /// asked for write access.
+    /// Classifies an open of the file at `path` (in the agent's mount,
+    /// [`CgroupGuard::own_path`]), whose identity is `st`; `write` is
+    /// whether the opener asked for write access (asked only for a
+    /// membership file). Without a `trusted` path (no file handle), every
+    /// file counts as a membership file.
     pub fn classify(
         &self,
         opts: &Options,
         path: &str,
+        trusted: bool,
         st: &libc::stat,
         write: impl FnOnce() -> bool,
     ) -> Open {
         let p = Path::new(path);
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if !MEMBERSHIP.contains(&name) {
+        // A name the agent could not check may be any file's.
+        if trusted && !MEMBERSHIP.contains(&name) {
             return Open::Other;
         }
         if !write() {
@@ -145,7 +223,14 @@ mod tests {
             cgroup_root: root.clone(),
             max_marks: 10,
         };
-        (CgroupGuard { dev: 0, root }, opts)
+        (
+            CgroupGuard {
+                dev: 0,
+                root,
+                root_fd: None,
+            },
+            opts,
+        )
     }
 
     /// Creates `rel/name` below the guard's root; its path and stat.
@@ -166,39 +251,80 @@ mod tests {
     fn moves_out_of_the_scope_or_into_the_agent_are_caught() {
         let (g, o) = guard("scope", Some("/scope"), Some("/system.slice/vardr.service"));
         let (inner, st) = file(&g, "/scope/inner", "cgroup.procs");
-        assert_eq!(g.classify(&o, &inner, &st, || true), Open::Harmless);
-        assert_eq!(g.classify(&o, &inner, &st, || false), Open::Harmless);
+        assert_eq!(g.classify(&o, &inner, true, &st, || true), Open::Harmless);
+        assert_eq!(g.classify(&o, &inner, true, &st, || false), Open::Harmless);
         let (out, st) = file(&g, "/elsewhere", "cgroup.threads");
         assert_eq!(
-            g.classify(&o, &out, &st, || true),
+            g.classify(&o, &out, true, &st, || true),
             Open::MoveOut(Some("/elsewhere".into()))
         );
         let (root, st) = file(&g, "/", "cgroup.procs");
         assert_eq!(
-            g.classify(&o, &root, &st, || true),
+            g.classify(&o, &root, true, &st, || true),
             Open::MoveOut(Some("/".into()))
         );
         let (agent, st) = file(&g, "/system.slice/vardr.service", "cgroup.procs");
         assert_eq!(
-            g.classify(&o, &agent, &st, || true),
+            g.classify(&o, &agent, true, &st, || true),
             Open::MoveOut(Some("/system.slice/vardr.service".into()))
         );
         let (other, st) = file(&g, "/elsewhere", "memory.max");
-        assert_eq!(g.classify(&o, &other, &st, || true), Open::Other);
+        assert_eq!(g.classify(&o, &other, true, &st, || true), Open::Other);
         // A path the agent resolves to another file: another namespace's view.
         let (_, st2) = file(&g, "/scope", "cgroup.procs");
-        assert_eq!(g.classify(&o, &out, &st2, || true), Open::MoveOut(None));
+        assert_eq!(
+            g.classify(&o, &out, true, &st2, || true),
+            Open::MoveOut(None)
+        );
+        // A name the agent could not check: any file may be a membership file.
+        assert_eq!(
+            g.classify(&o, &other, false, &st, || true),
+            Open::MoveOut(Some("/elsewhere".into()))
+        );
         let _ = std::fs::remove_dir_all(&g.root);
+    }
+
+    #[test]
+    fn a_file_is_named_by_the_agents_mount_whatever_path_opened_it() {
+        let Ok(root) = crate::kernel::cgroup::root() else {
+            eprintln!("SKIPPED a_file_is_named_by_the_agents_mount: no cgroup2");
+            return;
+        };
+        let opts = Options {
+            enforce: true,
+            file: true,
+            exec: false,
+            scope: Some("/x".into()),
+            agent_cgroup: None,
+            cgroup_root: root.clone(),
+            max_marks: 10,
+        };
+        let g = CgroupGuard::new(&opts).expect("guard");
+        // Through a symlink elsewhere: still the cgroup root's cgroup.procs.
+        let link = std::env::temp_dir().join(format!("vardr-guard-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(root.join("cgroup.procs"), &link).unwrap();
+        let f = std::fs::File::open(&link).unwrap();
+        let _ = std::fs::remove_file(&link);
+        match g.own_path(std::os::fd::AsFd::as_fd(&f)) {
+            Some(p) => assert_eq!(Path::new(&p), root.join("cgroup.procs")),
+            None if !nix::unistd::geteuid().is_root() => {
+                eprintln!(
+                    "SKIPPED a_file_is_named_by_the_agents_mount: open_by_handle_at needs root"
+                )
+            }
+            None => panic!("no file handle for a cgroup2 file"),
+        }
     }
 
     #[test]
     fn without_a_scope_only_the_agent_cgroup_is_outside() {
         let (g, o) = guard("agent", None, Some("/system.slice/vardr.service"));
         let (any, st) = file(&g, "/user.slice", "cgroup.procs");
-        assert_eq!(g.classify(&o, &any, &st, || true), Open::Harmless);
+        assert_eq!(g.classify(&o, &any, true, &st, || true), Open::Harmless);
         let (agent, st) = file(&g, "/system.slice/vardr.service", "cgroup.procs");
         assert!(matches!(
-            g.classify(&o, &agent, &st, || true),
+            g.classify(&o, &agent, true, &st, || true),
             Open::MoveOut(_)
         ));
         let _ = std::fs::remove_dir_all(&g.root);

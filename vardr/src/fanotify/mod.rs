@@ -501,13 +501,19 @@ fn decide_cgroup_open(
     let Ok(tid) = u32::try_from(ev.pid()) else {
         return false;
     };
-    let path = fd_path(fd.as_raw_fd());
+    // Named as the agent's mount names it, not by the opener's path (a bind
+    // mount of cgroup.procs onto another name must not pass for another
+    // file). Without a handle the name cannot be trusted (see classify).
+    let (path, trusted) = match guard.own_path(fd) {
+        Some(p) => (p, true),
+        None => (fd_path(fd.as_raw_fd()), false),
+    };
     let write = || {
         task::tgid_of(tid)
             .and_then(|pid| task::open_flags(pid, tid))
             .is_none_or(task::flags_write)
     };
-    let target = match guard.classify(o, &path, st, write) {
+    let target = match guard.classify(o, &path, trusted, st, write) {
         cgroup_guard::Open::Other => {
             cgroup_guard::CgroupGuard::ignore(fan, fd);
             return false;

@@ -1100,6 +1100,28 @@ pub fn scope_escape(b: Backend) {
         assert!(out.contains(&name(&cg)), "{what}: left the scope: {out}");
         assert!(!out.contains("s3cret"), "{what}: read the secret: {out}");
     };
+    // A bind mount of the membership file onto another name, first: it
+    // must neither pass nor teach the agent to let the real name pass.
+    let alias = tmp.join("alias");
+    std::fs::write(&alias, "").unwrap();
+    let o = sh_in(
+        &cg.path,
+        &format!(
+            "unshare -m sh -c 'mount --bind {}/cgroup.procs {a} && echo $$ > {a} && echo MOVED'",
+            outside.path.display(),
+            a = alias.display()
+        ),
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("MOVED"),
+        "moved through a bind mount: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
     denied_move("out of the scope", &outside.path, "cgroup.procs");
     denied_move(
         "to the root cgroup",
