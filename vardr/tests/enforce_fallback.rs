@@ -88,3 +88,12 @@ fn fallback_scope_escape() {
         scenarios::scope_escape(Fallback);
     }
 }
+
+#[test]
+fn fallback_exempt_pid_reuse() {
+    if require_backend("fallback_exempt_pid_reuse", Fallback)
+        && scenarios::fanotify_required("fallback_exempt_pid_reuse")
+    {
+        scenarios::exempt_pid_reuse(Fallback);
+    }
+}

@@ -60,6 +60,7 @@ lsm_test!(lsm_reload_under_load, reload_under_load);
 lsm_test!(lsm_bypass_attempts, bypass_attempts);
 lsm_test!(lsm_installed_after_start, installed_after_start);
 lsm_test!(lsm_scope_escape, scope_escape);
+lsm_test!(lsm_exempt_pid_reuse, exempt_pid_reuse);
 
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]

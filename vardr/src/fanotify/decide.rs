@@ -2,10 +2,7 @@
 //! (vardr-ebpf `shared.rs`: longest path match per hook, path vs identity
 //! by specificity, deny > alert > allow > observe), evaluated in userspace
 //! on the object the kernel is about to open.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::RwLock,
-};
+use std::{collections::HashMap, sync::RwLock};
 
 use vardr_common::{Action, Hook, InodeRule, PathRules, RuleRef, Verdict};
 
@@ -23,7 +20,10 @@ pub struct Rules {
     /// (renames out, hard links), ranking after the compiled identities.
     /// Written by the thread that follows new directories.
     pub walked: RwLock<HashMap<Identity, Walked>>,
-    pub exempt_pids: HashSet<u32>,
+    /// Exempt pids and the start time (clock ticks) of the process that
+    /// had the pid when the rules were put in force: a process that gets
+    /// the pid later is not exempt (as in the programs' `EXEMPT_PIDS`).
+    pub exempt_pids: HashMap<u32, u64>,
     pub has_exempt_binaries: bool,
 }
 
@@ -33,7 +33,11 @@ impl Rules {
             paths: set.paths.iter().map(|e| (e.key.clone(), e.rules)).collect(),
             inodes: set.inodes.iter().copied().collect(),
             walked: RwLock::new(HashMap::new()),
-            exempt_pids: set.exempt_pids.iter().copied().collect(),
+            exempt_pids: set
+                .exempt_pids
+                .iter()
+                .filter_map(|&p| crate::process::start_ticks(p).map(|t| (p, t)))
+                .collect(),
             has_exempt_binaries: set.has_exempt_binaries,
         }
     }

@@ -477,7 +477,11 @@ fn governed(shared: &Shared, rules: &Rules, tid: u32) -> Option<(u32, Option<Str
             return None;
         }
     }
-    if task::is_kernel_thread(pid) || rules.exempt_pids.contains(&pid) {
+    let exempt_pid = rules
+        .exempt_pids
+        .get(&pid)
+        .is_some_and(|&t| process::start_ticks(pid) == Some(t));
+    if task::is_kernel_thread(pid) || exempt_pid {
         return None;
     }
     if rules.has_exempt_binaries && exempt_by_binary(shared, rules, pid) {

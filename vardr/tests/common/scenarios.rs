@@ -1241,3 +1241,74 @@ pub fn scope_escape(b: Backend) {
     }
     assert!(agent.stop().success());
 }
+
+/// Runs `argv[2..]` in a child created with pid `argv[1]` (`clone3` with
+/// `set_tid`); exits with the child's status, or 100 + errno when the pid
+/// cannot be had.
+const SPAWN_WITH_PID_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    pid_t want = (pid_t)atoi(argv[1]);
+    struct clone_args a;
+    memset(&a, 0, sizeof a);
+    a.exit_signal = SIGCHLD;
+    a.set_tid = (uint64_t)(uintptr_t)&want;
+    a.set_tid_size = 1;
+    long pid = syscall(SYS_clone3, &a, sizeof a);
+    if (pid == 0) { execv(argv[2], argv + 2); _exit(127); }
+    if (pid < 0) return 100 + errno;
+    int st;
+    waitpid((pid_t)pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+"#;
+
+/// An exempt pid is exempt for the process that had it: a process that
+/// gets the same pid after it died (`clone3` with `set_tid`) is governed.
+pub fn exempt_pid_reuse(b: Backend) {
+    let t = TempDir::new("pidreuse");
+    let secret = t.join("secret");
+    std::fs::write(&secret, "s\n").unwrap();
+    let spawn = t.join("spawn_with_pid");
+    if !compile_c(SPAWN_WITH_PID_C, &spawn) {
+        eprintln!("SKIPPED exempt_pid_reuse: no C compiler");
+        return;
+    }
+    let cg = test_cgroup("pidreuse");
+    let mut holder = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = holder.id();
+    let p = policy(&format!(
+        "  exempt_pids: [{pid}]\n  rules:\n    - name: deny-secret\n      hook: file_open\n      action: deny\n      match: {{ paths: [{}] }}\n",
+        secret.display()
+    ));
+    let mut agent = start(b, &cg.path, &p, true);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = sh_in(
+        &cg.path,
+        &format!("{} {pid} /bin/cat {}", spawn.display(), secret.display()),
+    );
+    let code = o.status.code().unwrap_or(-1);
+    if code >= 100 && code < 128 {
+        eprintln!(
+            "SKIPPED exempt_pid_reuse: pid {pid} could not be taken again (errno {})",
+            code - 100
+        );
+        assert!(agent.stop().success());
+        return;
+    }
+    assert_open_blocked(b, &o, "a process that reused an exempt pid");
+    assert!(agent.stop().success());
+}
