@@ -331,6 +331,15 @@ pub struct KernelOffsets {
     pub vfsmount_mnt_sb: u64,
     /// `task_struct.ptrace`: non-zero while the task is traced.
     pub task_ptrace: u64,
+    /// Another task's cgroup v2: `task_struct.cgroups`,
+    /// `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`, `cgroup.level`
+    /// and `cgroup.ancestors` (0 when the kernel has no `ancestors`).
+    pub task_cgroups: u64,
+    pub css_set_dfl_cgrp: u64,
+    pub cgroup_kn: u64,
+    pub kernfs_node_id: u64,
+    pub cgroup_level: u64,
+    pub cgroup_ancestors: u64,
 }
 
 /// Common head of every event.

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use vardr_common::{BackendKind, Config, Hook, PathRules, PATH_KEY_LEN};
 
 use crate::{
-    file::{path_rules, PathKey},
+    file::{path_rules, unknown_path_rules, PathKey},
     maps::PATH_SCRATCH,
     shared::{
         conclude_path, config, eacces, governed, hook_bit, identity_rules, offsets, pick, read,
@@ -29,7 +29,10 @@ fn decide_exec(
 ) -> bool {
     let by_path = if n > 1 {
         path_rules(key, cfg.generation, n as u32)
+    } else if backend == BackendKind::Lsm {
+        unknown_path_rules(key, cfg.generation)
     } else {
+        // The fallback has the name as written: a relative one is not a failure.
         PathRules::default()
     };
     let rule = pick(&by_path, &by_identity, Hook::Exec);

@@ -51,6 +51,19 @@ pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> PathRules {
     }
 }
 
+/// Path rules for an executable whose path the kernel could not give
+/// (`bpf_d_path` fails past 255 bytes: a long memfd name, a deep tree):
+/// those of `/`, so an exec allowlist (a deny on `/`) fails closed.
+#[inline(always)]
+pub fn unknown_path_rules(key: *mut PathKey, generation: u32) -> PathRules {
+    // SAFETY: `key` is this CPU's scratch slot.
+    unsafe {
+        (*key).data[1] = b'/';
+        (*key).data[2] = 0;
+    }
+    path_rules(key, generation, 2)
+}
+
 /// Whether any file rule could apply to an open with these flags.
 #[inline(always)]
 fn file_rules_apply(cfg: &Config, flags: u32) -> bool {

@@ -1,8 +1,9 @@
-//! Exempt processes (the agent, exempt pids, exempt binaries) cannot be
-//! taken over by a governed process: attaching with ptrace, writing their
-//! memory (`process_vm_writev`, `/proc/PID/mem`) or taking their
-//! descriptors (`pidfd_getfd`) would act with their exemption. All pass
-//! `ptrace_access_check` in attach mode. Reading (`ps`, `/proc/PID/maps`)
+//! Processes no rule applies to (the agent, exempt pids and binaries, PID
+//! 1, kernel threads, members of the agent's cgroup, processes outside the
+//! scope) cannot be taken over by a governed process: attaching with
+//! ptrace, writing their memory (`process_vm_writev`, `/proc/PID/mem`) or
+//! taking their descriptors (`pidfd_getfd`) would act without its rules.
+//! All pass `ptrace_access_check` in attach mode. Reading (`ps`, `/proc/PID/maps`)
 //! stays allowed. The matching half, a traced process that executes an
 //! exempt binary getting no exemption, is in `process.rs`.
 //!
@@ -15,7 +16,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use vardr_common::{Action, BackendKind, Hook, Operation, RuleRef, RULE_PROTECT_EXEMPT};
 
 use crate::shared::{
-    conclude_op, config, eperm, exempt_process, governed, hook_bit, offsets, read,
+    conclude_op, config, eperm, exempt_process, governed, hook_bit, offsets, read, PF_KTHREAD,
 };
 
 const PTRACE_MODE_ATTACH: u32 = 0x02;
@@ -36,9 +37,10 @@ fn protect(cfg: &vardr_common::Config, op: Operation, flags: u32) -> i32 {
 }
 
 /// The config in force and `target`'s tgid, when a governed process acts
-/// on `target` and `target` is exempt.
+/// on `target` and `target` is exempt (with `all`: or no rule applies to
+/// it for another reason, [`ungoverned`]).
 #[inline(always)]
-fn governed_on_exempt(target: *const u8) -> Option<(vardr_common::Config, u32)> {
+fn governed_on_exempt(target: *const u8, all: bool) -> Option<(vardr_common::Config, u32)> {
     let cfg = config()?;
     let any = hook_bit(Hook::FileOpen)
         | hook_bit(Hook::FileWrite)
@@ -48,7 +50,43 @@ fn governed_on_exempt(target: *const u8) -> Option<(vardr_common::Config, u32)> 
         return None;
     }
     let tgid = read::<u32>(target, offsets().task_tgid)?;
-    exempt_process(&cfg, target, tgid).then_some((cfg, tgid))
+    let out = exempt_process(&cfg, target, tgid) || (all && ungoverned(&cfg, target, tgid));
+    out.then_some((cfg, tgid))
+}
+
+/// Whether no rule applies to `target` (tgid `tgid`) beyond exemptions:
+/// PID 1, a kernel thread, a member of the agent's cgroup, a process
+/// outside the scope.
+#[inline(always)]
+fn ungoverned(cfg: &vardr_common::Config, target: *const u8, tgid: u32) -> bool {
+    if tgid == 1 {
+        return true;
+    }
+    let off = offsets();
+    if read::<u32>(target, off.task_flags).unwrap_or(0) & PF_KTHREAD != 0 {
+        return true;
+    }
+    let Some(cg) = read::<*const u8>(target, off.task_cgroups)
+        .and_then(|cs| read::<*const u8>(cs, off.css_set_dfl_cgrp))
+    else {
+        return false;
+    };
+    let id_of = |cg: *const u8| {
+        read::<*const u8>(cg, off.cgroup_kn).and_then(|kn| read::<u64>(kn, off.kernfs_node_id))
+    };
+    if cfg.agent_cgroup_id != 0 && id_of(cg) == Some(cfg.agent_cgroup_id) {
+        return true;
+    }
+    if cfg.scope_cgroup_id == 0 || off.cgroup_ancestors == 0 {
+        return false;
+    }
+    // `ancestors[level]` is the cgroup's ancestor at that depth (itself at its own).
+    let level = read::<i32>(cg, off.cgroup_level).unwrap_or(0);
+    if level < cfg.scope_level as i32 {
+        return true;
+    }
+    let slot = off.cgroup_ancestors + 8 * u64::from(cfg.scope_level & 0xff);
+    read::<*const u8>(cg, slot).and_then(id_of) != Some(cfg.scope_cgroup_id)
 }
 
 #[lsm(hook = "task_kill")]
@@ -65,7 +103,7 @@ pub fn vardr_task_kill(ctx: LsmContext) -> i32 {
     if sig == 0 {
         return 0;
     }
-    let Some((cfg, tgid)) = governed_on_exempt(target) else {
+    let Some((cfg, tgid)) = governed_on_exempt(target, false) else {
         return 0;
     };
     if sig == SIGHUP && tgid == cfg.agent_tgid {
@@ -92,7 +130,7 @@ pub fn vardr_ptrace_access_check(ctx: LsmContext) -> i32 {
     if mode & PTRACE_MODE_ATTACH == 0 {
         return 0;
     }
-    match governed_on_exempt(child) {
+    match governed_on_exempt(child, true) {
         Some((cfg, _)) => protect(&cfg, Operation::Ptrace, 0),
         None => 0,
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::path, helpers::bpf_d_path, macros::lsm, programs::LsmCo
 use vardr_common::{Action, BackendKind, Config, Hook, Operation, PathRules, PATH_KEY_LEN};
 
 use crate::{
-    file::{path_rules, PathKey},
+    file::{path_rules, unknown_path_rules, PathKey},
     maps::PATH_SCRATCH,
     resolve::{resolve, Resolved},
     shared::{
@@ -104,8 +104,12 @@ pub fn vardr_mmap_file(ctx: LsmContext) -> i32 {
         )
     };
     let n = n.max(0) as u32;
-    let by_path = path_rules(key, cfg.generation, n);
-    let path = (n > 0).then_some(key as *const PathKey);
+    let by_path = if n > 1 {
+        path_rules(key, cfg.generation, n)
+    } else {
+        unknown_path_rules(key, cfg.generation)
+    };
+    let path = (n > 1).then_some(key as *const PathKey);
     if decide(
         cfg,
         &by_path,

@@ -31,6 +31,9 @@ pub static SOCK_ADDR_BACKEND: Global<u32> = Global::new(BackendKind::Fallback as
 
 /// A connect `socket_connect` allowed, by thread: the `connect4/6`
 /// program that follows it in the same call has nothing left to decide.
+/// The protocol is part of it: a connect that fails before `connect4/6`
+/// (a UDP connect with a short address) leaves its entry behind, which
+/// must not let a TCP Fast Open send to the same place through undecided.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct Decided {
@@ -38,6 +41,7 @@ pub struct Decided {
     family: u16,
     port: u16,
     addr: [u8; 16],
+    protocol: u32,
 }
 
 #[map]
@@ -202,6 +206,7 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
                 family,
                 port,
                 addr,
+                protocol: u32::from(proto),
             };
             let _ = LSM_DECIDED.insert(bpf_get_current_pid_tgid() as u32, d, 0);
         }
@@ -241,7 +246,12 @@ fn sock_addr(ctx: &SockAddrContext, v6: bool, connect: bool) -> i32 {
             let d = unsafe { *d };
             let _ = LSM_DECIDED.remove(tid);
             let generation = config().map(|c| c.generation).unwrap_or(u32::MAX);
-            if d.family == family && d.port == port && d.addr == addr && d.generation == generation
+            if d.family == family
+                && d.port == port
+                && d.addr == addr
+                && d.generation == generation
+                && d.protocol == u32::from(proto)
+                && proto != 0
             {
                 return 1;
             }

@@ -18,7 +18,7 @@ use crate::maps::{
     CONFIG, CONFIG_SLOT, EVENTS, EXEMPT_PIDS, EXEMPT_TASKS, INODE_RULES, LOST_EVENTS,
 };
 
-const PF_KTHREAD: u32 = 0x0020_0000;
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
@@ -63,6 +63,12 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     dentry_d_sb: 0,
     vfsmount_mnt_sb: 0,
     task_ptrace: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_level: 0,
+    cgroup_ancestors: 0,
 });
 
 /// LSM verdicts: "operation not permitted", "permission denied".

@@ -571,6 +571,10 @@ fn exec_allowlist() {
         which("true").display()
     );
     assert_eq!(errno(&cg.path, &memfd), EACCES);
+    // A name so long the kernel cannot give the path (`/memfd:` + 249
+    // characters is past 255 bytes): unknown paths fall under `/`.
+    let long = memfd.replace("\"payload\", 0", "\"p\" * 249, 0");
+    assert_eq!(errno(&cg.path, &long), EACCES, "memfd with a long name");
     let o = sh_in(&cg.path, &format!("exec {}", which("true").display()));
     assert!(o.status.success(), "system binary: {}", stderr(&o));
     let rule = "exec-only-from-system-dirs";
@@ -708,6 +712,37 @@ finally:
         errno(&cg.path, &attach(&which("sleep").display().to_string())),
         0
     );
+    // Nor any process no rule applies to: one outside the scope, PID 1.
+    let mut outside = std::process::Command::new(which("sleep"))
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let attach_pid = |pid: u32| {
+        format!(
+            "import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+if libc.ptrace(16, {pid}, None, None) != 0:
+  raise OSError(ctypes.get_errno(), \"PTRACE_ATTACH\")
+libc.ptrace(17, {pid}, None, None)"
+        )
+    };
+    assert_eq!(
+        errno(&cg.path, &attach_pid(outside.id())),
+        EPERM,
+        "outside the scope"
+    );
+    assert_eq!(
+        errno(
+            &cg.path,
+            &format!("open(\"/proc/{}/mem\", \"r+b\").close()", outside.id())
+        ),
+        EACCES,
+        "memory of a process outside the scope"
+    );
+    assert_eq!(errno(&cg.path, &attach_pid(1)), EPERM, "PID 1");
+    outside.kill().unwrap();
+    let _ = outside.wait();
     let mem = format!(
         "import subprocess, time
 child = subprocess.Popen([\"{d}/exempt-sleep\", \"30\"])

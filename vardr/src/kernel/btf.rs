@@ -75,6 +75,12 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         dentry_d_sb: m("dentry", "d_sb")?,
         vfsmount_mnt_sb: m("vfsmount", "mnt_sb")?,
         task_ptrace: m("task_struct", "ptrace")?,
+        task_cgroups: m("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: m("css_set", "dfl_cgrp")?,
+        cgroup_kn: m("cgroup", "kn")?,
+        kernfs_node_id: m("kernfs_node", "id")?,
+        cgroup_level: m("cgroup", "level")?,
+        cgroup_ancestors: m("cgroup", "ancestors").unwrap_or(0),
     })
 }
 

@@ -376,6 +376,19 @@ pub fn network_rules(b: Backend) {
         0,
         "TCP Fast Open to another port"
     );
+    // A connect that fails after `socket_connect` allowed it (a UDP connect
+    // with a short address) must not make a later TCP Fast Open send to the
+    // same place pass undecided (LSM: the decision is remembered per thread).
+    let poison = format!(
+        "python3 -c 'import socket,ctypes,struct\nlibc=ctypes.CDLL(None)\nu=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nsa=struct.pack(\"=H\",2)+struct.pack(\"!H\",{dp})+socket.inet_aton(\"127.0.0.2\")+bytes(8)\nlibc.connect(u.fileno(), sa, 15)\nt=socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ntry:\n  t.sendto(b\"x\", socket.MSG_FASTOPEN, (\"127.0.0.2\",{dp})); print(0)\nexcept OSError as e: print(e.errno)'"
+    );
+    let o = sh_in(&cg.path, &poison);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        libc::EPERM.to_string(),
+        "TCP Fast Open after a failed UDP connect to the same place: {}",
+        stderr(&o)
+    );
     // Unconnected UDP sends are checked too (cgroup sendmsg hooks on both backends).
     assert_eq!(sendto(&cg.path, "127.0.0.1", dp), libc::EPERM, "UDP sendto");
     assert_eq!(
