@@ -41,7 +41,8 @@ pub fn apply(dir: &Path, file: &Path, wait: Duration) -> Result<ReloadStatus, Co
         std::fs::canonicalize(file).map_err(|e| ControlError::Io(file.display().to_string(), e))?;
     let before = running(dir)?;
     let req = status::request_path(dir);
-    std::fs::write(&req, abs.to_string_lossy().as_bytes())
+    let text = super::reload_signal::request_text(std::process::id(), &abs);
+    std::fs::write(&req, text.as_bytes())
         .map_err(|e| ControlError::Io(req.display().to_string(), e))?;
     nix::sys::signal::kill(Pid::from_raw(before.pid as i32), Signal::SIGHUP)
         .map_err(|e| ControlError::Io(format!("signal agent {}", before.pid), e.into()))?;

@@ -3,6 +3,7 @@
 pub mod appear;
 pub mod control;
 pub mod persist;
+pub mod reload_signal;
 pub mod response;
 pub mod sd_notify;
 pub mod status;
@@ -461,16 +462,40 @@ impl Agent {
     }
 
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
-    fn reload(&mut self) {
-        let req = status::request_path(&self.opts.runtime_dir);
-        let path = match std::fs::read_to_string(&req) {
-            Ok(p) => {
-                let _ = std::fs::remove_file(&req);
-                PathBuf::from(p.trim())
-            }
-            Err(_) => self.opts.policy.clone(),
-        };
+    /// A reload asked for by process `sender` (SIGHUP): the file of its
+    /// `vardr policy apply` request, else the policy file in force. With
+    /// `--enforce`, refused when the policy governs the sender.
+    fn reload(&mut self, sender: u32) {
         let seq = self.status.last_reload.seq + 1;
+        let req = status::request_path(&self.opts.runtime_dir);
+        let request = std::fs::read_to_string(&req).ok().and_then(|text| {
+            let modified = std::fs::metadata(&req).and_then(|m| m.modified()).ok()?;
+            reload_signal::request_of(&text, modified, sender)
+        });
+        if request.is_some() {
+            let _ = std::fs::remove_file(&req);
+        }
+        let enforcer = &self.enforcer;
+        if self.opts.enforce
+            && self
+                .responder
+                .governs(sender, &|pid| enforcer.exempt_by_binary(pid))
+        {
+            let error = format!(
+                "refused: the reload was asked for by pid {sender}, which the policy in force governs; a governed process cannot change the policy (ask from outside its scope, e.g. `systemctl reload vardr`)"
+            );
+            tracing::warn!("policy reload {error}");
+            self.metrics.policy_reload_errors.inc();
+            self.status.last_reload = ReloadStatus {
+                seq,
+                ok: false,
+                at: status::now(),
+                error: Some(error),
+            };
+            self.save_status();
+            return;
+        }
+        let path = request.unwrap_or_else(|| self.opts.policy.clone());
         let result = load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|b| {
             let stats = self.enforcer.apply(&b.rules)?;
             if let Some(f) = self.fanotify.as_mut() {
@@ -552,7 +577,8 @@ impl Agent {
                 "{} installed: reloading the policy to match by identity too",
                 appeared.join(", ")
             );
-            self.reload();
+            // The agent's own request: the policy file in force.
+            self.reload(std::process::id());
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(30) {
@@ -675,6 +701,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
+    // First, before any thread starts (see ReloadSignal::new).
+    let reload_signal = reload_signal::ReloadSignal::new()?;
     if kernel::in_child_pid_namespace() {
         tracing::warn!("the agent runs in a PID namespace of its own: the kernel knows it by another pid, so its own exemption holds only through its service cgroup (vardr.service), and `exempt_pids` are pids of this namespace; run it in the host's (e.g. hostPID)");
     }
@@ -949,7 +977,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             .map_err(|e| AgentError::Io(e.into()))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sighup = reload_signal;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut alive = tokio::time::interval(Duration::from_secs(1));
 
@@ -968,10 +996,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => {
-                notifier.reloading();
-                agent.reload();
-                notifier.ready(&agent.status.summary());
+            senders = sighup.recv() => {
+                for sender in senders? {
+                    notifier.reloading();
+                    agent.reload(sender);
+                    notifier.ready(&agent.status.summary());
+                }
             }
             _ = tick.tick() => agent.tick()?,
             _ = alive.tick() => agent.touch_pins(),

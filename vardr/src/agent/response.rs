@@ -55,6 +55,29 @@ impl Responder {
         process::cgroup_of(std::process::id()).filter(|c| c.ends_with("/vardr.service"))
     }
 
+    /// Whether the rules apply to process `pid`, as the kernel decides it:
+    /// not PID 1, the agent, a kernel thread, an exempt pid or binary, a
+    /// member of the agent's cgroup, or outside the scope. A process that
+    /// is gone counts as governed (nothing shows it was not).
+    pub fn governs(&self, pid: u32, exempt_by_binary: &dyn Fn(u32) -> bool) -> bool {
+        if pid <= 1 || pid == self.agent_pid {
+            return false;
+        }
+        let Some(cg) = process::cgroup_of(pid) else {
+            return true;
+        };
+        if crate::fanotify::is_kernel_thread(pid)
+            || self.exempt_pids.contains(&pid)
+            || exempt_by_binary(pid)
+        {
+            return false;
+        }
+        if self.agent_cgroup.as_deref().is_some_and(|a| within(&cg, a)) {
+            return false;
+        }
+        self.scope.as_deref().is_none_or(|s| within(&cg, s))
+    }
+
     /// Kills `p` for a Layer 2 deny about an event at `event_boot_ns`;
     /// returns what happened, for the event. `exempt_by_binary` says
     /// whether the kernel holds the process exempt by the binary it

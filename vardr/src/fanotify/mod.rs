@@ -42,6 +42,7 @@ use vardr_common::{BackendKind, EventHeader, EventKind, Hook, Verdict};
 
 pub use decide::{Access, Rules};
 pub use marks::MarkStats;
+pub use task::is_kernel_thread;
 
 use crate::{agent::response::within, compile::RuleSet, events::PolicyMatch, process};
 

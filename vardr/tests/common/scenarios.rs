@@ -696,6 +696,40 @@ pub fn reload(b: Backend) {
         "b after rejected apply",
     );
 
+    // A governed process cannot change the policy: its `vardr policy
+    // apply` and its own SIGHUP are refused by the agent; the rules stay.
+    let other = t.join("other.yaml");
+    std::fs::write(&other, deny("none", "")).unwrap();
+    let o = sh_in(
+        &cg.path,
+        &format!(
+            "exec {} policy apply {} --runtime-dir {rd}",
+            &*super::agent::VARDR,
+            other.display()
+        ),
+    );
+    assert!(!o.status.success(), "a governed apply succeeded");
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+    let seq = |agent: &AgentRun| agent.status()["last_reload"]["seq"].as_u64().unwrap_or(0);
+    let before = seq(&agent);
+    let o = sh_in(&cg.path, &format!("kill -HUP {}", agent.pid()));
+    assert_ok(
+        &o,
+        "SIGHUP from a governed shell (refused by the agent, not the kernel)",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seq(&agent) == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = agent.status();
+    let err = st["last_reload"]["error"].as_str().unwrap_or("");
+    assert!(err.starts_with("refused"), "{st}");
+    assert_open_blocked(
+        b,
+        &sh_in(&cg.path, &format!("exec cat {d}/b")),
+        "b after governed reload requests",
+    );
+
     // SIGHUP reloads the current file; exempt_pids exempts a running process.
     let mut waiter = std::process::Command::new("/bin/sh")
         .arg("-c")
@@ -730,6 +764,7 @@ pub fn reload(b: Backend) {
         "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: x}\nspec: {rules: [{name: y}]}\n",
     )
     .unwrap();
+    let before = seq(&agent);
     let st = agent.reload();
     assert_open_blocked(
         b,
@@ -737,7 +772,7 @@ pub fn reload(b: Backend) {
         "b after rejected reload",
     );
     assert_eq!(st["last_reload"]["ok"], false);
-    assert_eq!(st["last_reload"]["seq"], 3);
+    assert_eq!(st["last_reload"]["seq"], before + 1);
     let err = st["last_reload"]["error"].as_str().unwrap();
     assert!(err.contains("b.yaml:4:"), "{err}");
     assert!(agent.stop().success());
@@ -1314,7 +1349,7 @@ pub fn exempt_pid_reuse(b: Backend) {
         &format!("{} {pid} /bin/cat {}", spawn.display(), secret.display()),
     );
     let code = o.status.code().unwrap_or(-1);
-    if code >= 100 && code < 128 {
+    if (100..128).contains(&code) {
         eprintln!(
             "SKIPPED exempt_pid_reuse: pid {pid} could not be taken again (errno {})",
             code - 100
