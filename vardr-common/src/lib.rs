@@ -432,6 +432,9 @@ pub enum Operation {
     /// A governed process starting a child in another cgroup (`clone3`
     /// with `CLONE_INTO_CGROUP`): built-in, [`RULE_PROTECT_SCOPE`].
     CloneIntoCgroup = 19,
+    /// A governed process changing a resource limit of a process no rule
+    /// applies to (`prlimit`; `flags`: the resource): built-in, rule id 0.
+    Rlimit = 20,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -464,6 +467,7 @@ impl Operation {
             17 => Self::Ptrace,
             18 => Self::Signal,
             19 => Self::CloneIntoCgroup,
+            20 => Self::Rlimit,
             _ => return None,
         })
     }
@@ -501,7 +505,7 @@ pub struct PolicyEvent {
 /// event changes in a way the sizes below do not show. 2: `Config`,
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
 /// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`. 5:
-/// `Operation::CloneIntoCgroup`, [`RULE_PROTECT_SCOPE`].
+/// `Operation::CloneIntoCgroup`, `Operation::Rlimit`, [`RULE_PROTECT_SCOPE`].
 pub const MAP_REVISION: u32 = 5;
 
 /// Version of everything a pinned set shares with the agent that reads it:

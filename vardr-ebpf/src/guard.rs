@@ -118,6 +118,24 @@ pub fn vardr_task_kill(ctx: LsmContext) -> i32 {
     protect(&cfg, Operation::Signal, sig as u32)
 }
 
+/// Nor can it change their resource limits (`prlimit`): a CPU-time limit
+/// ends the agent by the kernel's own SIGKILL, which `task_kill` never sees.
+#[lsm(hook = "task_setrlimit")]
+pub fn vardr_task_setrlimit(ctx: LsmContext) -> i32 {
+    // task_setrlimit(struct task_struct *p, unsigned int resource,
+    //                struct rlimit *new_rlim).
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    let target: *const u8 = ctx.arg(0);
+    let resource: u32 = ctx.arg(1);
+    match governed_on_exempt(target, true) {
+        Some((cfg, _)) => protect(&cfg, Operation::Rlimit, resource),
+        None => 0,
+    }
+}
+
 #[lsm(hook = "ptrace_access_check")]
 pub fn vardr_ptrace_access_check(ctx: LsmContext) -> i32 {
     // ptrace_access_check(struct task_struct *child, unsigned int mode).

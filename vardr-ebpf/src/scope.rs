@@ -86,7 +86,9 @@ fn outside_rules(cfg: &Config, dir: *const u8) -> bool {
 }
 
 /// Whether `file`, opened for write, is the `cgroup.procs` or
-/// `cgroup.threads` of a cgroup outside the rules.
+/// `cgroup.threads` of a cgroup outside the rules, or any file of the
+/// agent's own cgroup (`cgroup.kill`, `cgroup.freeze`, `memory.max`: a
+/// governed process could stop or starve the agent through them).
 #[inline(always)]
 pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
     if cfg.scope_cgroup_id == 0 && cfg.agent_cgroup_id == 0 {
@@ -110,13 +112,17 @@ pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
         return false;
     };
     let is = |(lo, hi, mask): (u64, u64, u64)| words[0] == lo && words[1] & mask == hi;
-    if !is(PROCS) && !is(THREADS) {
+    let Some(dir) = read::<*const u8>(dentry, off.dentry_d_parent) else {
         return false;
+    };
+    if cfg.agent_cgroup_id != 0 {
+        let ino = read::<*const u8>(dir, off.dentry_d_inode)
+            .and_then(|inode| read::<u64>(inode, off.inode_i_ino));
+        if ino == Some(cfg.agent_cgroup_id) {
+            return true;
+        }
     }
-    match read::<*const u8>(dentry, off.dentry_d_parent) {
-        Some(dir) => outside_rules(cfg, dir),
-        None => false,
-    }
+    (is(PROCS) || is(THREADS)) && outside_rules(cfg, dir)
 }
 
 /// The built-in deny of a governed process leaving the rules (enforced

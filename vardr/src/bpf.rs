@@ -17,6 +17,8 @@ pub mod progs {
     pub const LSM_PTRACE: &str = "vardr_ptrace_access_check";
     /// Exempt processes cannot be signalled by governed ones.
     pub const LSM_TASK_KILL: &str = "vardr_task_kill";
+    /// Processes no rule applies to keep their resource limits.
+    pub const LSM_TASK_SETRLIMIT: &str = "vardr_task_setrlimit";
     /// Governed processes cannot start a child in another cgroup.
     pub const LSM_TASK_ALLOC: &str = "vardr_task_alloc";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";

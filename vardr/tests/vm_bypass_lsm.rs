@@ -741,6 +741,22 @@ libc.ptrace(17, {pid}, None, None)"
         "memory of a process outside the scope"
     );
     assert_eq!(errno(&cg.path, &attach_pid(1)), EPERM, "PID 1");
+    // Nor change their resource limits (a CPU-time limit ends a process by
+    // the kernel's own SIGKILL).
+    let limit = |pid: u32| {
+        format!("import resource\nresource.prlimit({pid}, resource.RLIMIT_CPU, (100000, 100000))")
+    };
+    assert_eq!(
+        errno(&cg.path, &limit(agent.pid())),
+        EPERM,
+        "prlimit of the agent"
+    );
+    assert_eq!(
+        errno(&cg.path, &limit(outside.id())),
+        EPERM,
+        "prlimit outside the scope"
+    );
+    assert_eq!(errno(&cg.path, "import resource, os\nresource.prlimit(os.getpid(), resource.RLIMIT_CPU, (100000, 100000))"), 0, "its own limits");
     outside.kill().unwrap();
     let _ = outside.wait();
     let mem = format!(

@@ -371,6 +371,7 @@ impl Enforcer {
                 }
                 attach_lsm(ebpf, btf, bpf::progs::LSM_PTRACE, "ptrace_access_check")?;
                 attach_lsm(ebpf, btf, bpf::progs::LSM_TASK_KILL, "task_kill")?;
+                attach_lsm(ebpf, btf, bpf::progs::LSM_TASK_SETRLIMIT, "task_setrlimit")?;
             }
             Backend::Fallback | Backend::Audit => {
                 let name = bpf::progs::EXEC_FALLBACK;

@@ -284,6 +284,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::Ptrace => return "security_ptrace_access_check",
         Operation::Signal => return "security_task_kill",
         Operation::CloneIntoCgroup => return "security_task_alloc",
+        Operation::Rlimit => return "security_task_setrlimit",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
@@ -298,7 +299,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
 }
 
 fn args(p: &PolicyMatch) -> Vec<Arg> {
-    if p.op == Operation::Signal {
+    if matches!(p.op, Operation::Signal | Operation::Rlimit) {
         return vec![Arg::Int(p.flags as i32)];
     }
     match (p.hook, &p.path, &p.remote) {

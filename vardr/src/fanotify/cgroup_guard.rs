@@ -53,8 +53,9 @@ pub enum Open {
     /// Not a membership file: never a move.
     Other,
     /// A move into the cgroup at this path (relative to the cgroup2 root),
-    /// or `None` when the path the agent sees does not reach the opened
-    /// file (another mount namespace): counted as outside the rules.
+    /// or a write to a file of the agent's cgroup; `None` when the path
+    /// the agent sees does not reach the opened file (another mount
+    /// namespace): counted as outside the rules.
     MoveOut(Option<String>),
 }
 
@@ -159,6 +160,18 @@ impl CgroupGuard {
     ) -> Open {
         let p = Path::new(path);
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        // Any file of the agent's own cgroup (`cgroup.kill`, `cgroup.freeze`,
+        // `memory.max`) could stop or starve it: never ignored.
+        let dir = trusted.then(|| self.relative_dir(p)).flatten();
+        if let (Some(dir), Some(agent)) = (&dir, &opts.agent_cgroup) {
+            if dir == agent {
+                return if write() {
+                    Open::MoveOut(Some(dir.clone()))
+                } else {
+                    Open::Harmless
+                };
+            }
+        }
         // A name the agent could not check may be any file's.
         if trusted && !MEMBERSHIP.contains(&name) {
             return Open::Other;
@@ -181,6 +194,12 @@ impl CgroupGuard {
         }
     }
 
+    /// The directory of `path` relative to the root (`/a/b`).
+    fn relative_dir(&self, path: &Path) -> Option<String> {
+        let rel = path.parent()?.strip_prefix(&self.root).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()).replace("//", "/"))
+    }
+
     /// The cgroup (relative to the root) whose membership file `path` is,
     /// if that path, looked up by the agent, is the opened file.
     fn target(&self, path: &Path, st: &libc::stat) -> Option<String> {
@@ -190,8 +209,7 @@ impl CgroupGuard {
         if !same {
             return None;
         }
-        let rel = path.parent()?.strip_prefix(&self.root).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()).replace("//", "/"))
+        self.relative_dir(path)
     }
 
     /// Opens of this file no longer reach the agent (the mark goes with
@@ -268,6 +286,12 @@ mod tests {
             g.classify(&o, &agent, true, &st, || true),
             Open::MoveOut(Some("/system.slice/vardr.service".into()))
         );
+        let (kill, st) = file(&g, "/system.slice/vardr.service", "cgroup.kill");
+        assert!(matches!(
+            g.classify(&o, &kill, true, &st, || true),
+            Open::MoveOut(_)
+        ));
+        assert_eq!(g.classify(&o, &kill, true, &st, || false), Open::Harmless);
         let (other, st) = file(&g, "/elsewhere", "memory.max");
         assert_eq!(g.classify(&o, &other, true, &st, || true), Open::Other);
         // A path the agent resolves to another file: another namespace's view.

@@ -532,7 +532,7 @@ fn decide_cgroup_open(
     tracing::debug!(
         pid,
         ?target,
-        "governed process writing the membership of a cgroup outside the rules"
+        "governed process writing a cgroup file outside the rules"
     );
     let verdict = if o.enforce {
         Verdict::Deny

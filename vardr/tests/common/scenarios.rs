@@ -1178,6 +1178,23 @@ pub fn scope_escape(b: Backend) {
     );
     denied_move("into the agent's cgroup", &service.path, "cgroup.procs");
     denied_move("a thread out of the scope", &outside.path, "cgroup.threads");
+    // Nor may it stop or starve the agent through the files of its cgroup.
+    for file in ["cgroup.freeze", "cgroup.kill"] {
+        let o = sh_in(
+            &cg.path,
+            &format!("echo 1 > {}/{file} && echo WROTE", service.path.display()),
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("WROTE"),
+            "{file}: {}",
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains("Operation not permitted"),
+            "{file}: {}",
+            stderr(&o)
+        );
+    }
     // Another process (a child) moved out.
     // (`true;` ends the `&&` list of `sh_in` before the `&`.)
     let o = sh_in(
