@@ -772,6 +772,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     };
     let t_loaded = started.elapsed();
     let stats = enforcer.apply(&set)?;
+    let t_maps = started.elapsed();
     if let Some(f) = fan.as_mut() {
         if let Some(m) = enforcer.exempt_tasks() {
             f.set_exempt_tasks(m);
@@ -794,6 +795,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         policy_ms = t_policy.as_millis() as u64,
         programs_ms = (t_loaded - t_policy).as_millis() as u64,
         rules_ms = (started.elapsed() - t_loaded).as_millis() as u64,
+        maps_ms = (t_maps - t_loaded).as_millis() as u64,
         "rules in force {} ms after start ({} path, {} identity, {} IPv4, {} IPv6 entries)",
         started.elapsed().as_millis(),
         stats.path_entries,

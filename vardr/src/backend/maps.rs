@@ -8,13 +8,37 @@ use vardr_common::{
     NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
 };
 
-use super::{objects::MapSet, BackendError};
+use super::{batch, objects::MapSet, BackendError};
 use crate::{bpf::maps as names, compile::RuleSet};
+
+/// A path key as written: its prefix length and the bytes the prefix
+/// covers (the rest of the 256-byte key is zeros). A record of 200 000
+/// paths then takes a few MiB instead of 52.
+struct PathRecord {
+    prefix_len: u32,
+    data: Box<[u8]>,
+}
+
+impl PathRecord {
+    fn of(k: &Key<[u8; PATH_KEY_LEN]>) -> Self {
+        let n = (k.prefix_len() as usize).div_ceil(8).min(PATH_KEY_LEN);
+        Self {
+            prefix_len: k.prefix_len(),
+            data: k.data()[..n].into(),
+        }
+    }
+
+    fn key(&self) -> Key<[u8; PATH_KEY_LEN]> {
+        let mut data = [0u8; PATH_KEY_LEN];
+        data[..self.data.len()].copy_from_slice(&self.data);
+        Key::new(self.prefix_len, data)
+    }
+}
 
 /// Keys written for one generation, so they can be deleted later.
 #[derive(Default)]
 pub struct Written {
-    paths: Vec<Key<[u8; PATH_KEY_LEN]>>,
+    paths: Vec<PathRecord>,
     inodes: Vec<InodeKey>,
     pids: Vec<PidKey>,
     net4: Vec<Key<[u8; NET4_KEY_LEN]>>,
@@ -191,28 +215,25 @@ pub fn write_rules(
 ) -> Result<(), BackendError> {
     {
         let name = names::PATH_RULES;
-        let mut m = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?;
-        for e in &set.paths {
+        let entries = set.paths.iter().map(|e| {
             let mut data = [0u8; PATH_KEY_LEN];
             data[0] = generation as u8;
             data[1..1 + e.key.len()].copy_from_slice(&e.key);
-            let key = Key::new(8 + e.prefix_bits(), data);
-            m.insert(&key, e.rules, 0).map_err(merr(name))?;
-            w.paths.push(key);
-        }
+            (Key::new(8 + e.prefix_bits(), data), e.rules)
+        });
+        batched(maps, name, entries, |k| w.paths.push(PathRecord::of(k)))?;
     }
     {
         let name = names::INODE_RULES;
-        let mut m = hash::<InodeKey, InodeRule>(maps, name)?;
-        for (id, rule) in &set.inodes {
+        let entries = set.inodes.iter().map(|(id, rule)| {
             let key = InodeKey {
                 generation,
                 dev: id.dev,
                 ino: id.ino,
             };
-            m.insert(key, *rule, 0).map_err(merr(name))?;
-            w.inodes.push(key);
-        }
+            (key, *rule)
+        });
+        batched(maps, name, entries, |k| w.inodes.push(*k))?;
     }
     {
         let name = names::EXEMPT_PIDS;
@@ -230,25 +251,41 @@ pub fn write_rules(
     }
     {
         let name = names::NET4_RULES;
-        let mut m = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?;
-        for e in &set.net4 {
+        let entries = set.net4.iter().map(|e| {
             let key =
                 net_key::<NET4_KEY_LEN, 4>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            m.insert(&key, e.rule, 0).map_err(merr(name))?;
-            w.net4.push(key);
-        }
+            (key, e.rule)
+        });
+        batched(maps, name, entries, |k| w.net4.push(*k))?;
     }
     {
         let name = names::NET6_RULES;
-        let mut m = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?;
-        for e in &set.net6 {
+        let entries = set.net6.iter().map(|e| {
             let key =
                 net_key::<NET6_KEY_LEN, 16>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            m.insert(&key, e.rule, 0).map_err(merr(name))?;
-            w.net6.push(key);
-        }
+            (key, e.rule)
+        });
+        batched(maps, name, entries, |k| w.net6.push(*k))?;
     }
     Ok(())
+}
+
+/// Writes a rule map's entries many per system call (see [`batch`]).
+fn batched<K: Pod, V: Pod>(
+    maps: &mut MapSet,
+    name: &'static str,
+    entries: impl IntoIterator<Item = (K, V)>,
+    record: impl FnMut(&K),
+) -> Result<(), BackendError> {
+    let map = maps.get_mut(name)?;
+    let fd = batch::fd(map).ok_or_else(|| {
+        BackendError::Io(
+            format!("{name}: not a hash or LPM trie map"),
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
+    batch::write_all(fd, entries, record)
+        .map_err(|e| BackendError::Io(format!("{name}: map update"), e))
 }
 
 /// Removes entries; failures are logged (a leftover entry of an inactive
@@ -261,7 +298,7 @@ pub fn delete(maps: &mut MapSet, w: &Written) {
     }
     if let Ok(mut m) = lpm::<PATH_KEY_LEN, PathRules>(maps, names::PATH_RULES) {
         for k in &w.paths {
-            log(m.remove(k), names::PATH_RULES);
+            log(m.remove(&k.key()), names::PATH_RULES);
         }
     }
     if let Ok(mut m) = hash::<InodeKey, InodeRule>(maps, names::INODE_RULES) {
@@ -295,11 +332,14 @@ pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), Back
     let mut stale = Written::default();
     let g = generation as u8;
     let name = names::PATH_RULES;
-    let keys = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?.keys().collect();
+    let keys = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?
+        .keys()
+        .map(|k| k.map(|k| PathRecord::of(&k)))
+        .collect();
     split(
         name,
         keys,
-        |k| k.data()[0] == g,
+        |k| k.data.first() == Some(&g),
         &mut w.paths,
         &mut stale.paths,
     )?;

@@ -1,5 +1,6 @@
 //! Layer 1 loader: attaches the programs of the chosen backend for each hook
 //! and writes compiled rule sets into the maps, switching atomically.
+mod batch;
 mod maps;
 mod objects;
 mod plan;
