@@ -318,6 +318,96 @@ impl AgentRun {
     }
 }
 
+/// One configuration of the syscall benchmark.
+enum Config {
+    Audit,
+    Enforce(usize),
+    Governed,
+    Peer(String),
+}
+
+impl Config {
+    fn name(&self) -> String {
+        match self {
+            Self::Audit => "audit, 10 rules".into(),
+            Self::Enforce(n) => format!("enforce, {n} rules/kind"),
+            Self::Governed => "enforce, open governed".into(),
+            Self::Peer(p) => format!("peer: {p}"),
+        }
+    }
+
+    /// Starts what the configuration needs, runs the workload, stops it;
+    /// the workload and what was measured about the agent (`reload` also
+    /// times a reload).
+    fn measure(
+        &self,
+        b: &Bench,
+        paths: &Paths,
+        o: &Opts,
+        iters: usize,
+        reload: bool,
+    ) -> Result<(Value, Value)> {
+        let (policy, enforce, tag) = match self {
+            Self::Audit => (b.policy(10), false, "audit".to_string()),
+            Self::Enforce(n) => (b.policy(*n), true, format!("e{n}")),
+            Self::Governed => (b.policy_governed(), true, "gov".to_string()),
+            Self::Peer(peer) => {
+                use std::os::unix::process::CommandExt;
+                // Its own process group: whatever the command starts is
+                // stopped with it.
+                let mut child = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(peer)
+                    .stdout(Stdio::null())
+                    .process_group(0)
+                    .spawn()?;
+                std::thread::sleep(Duration::from_secs(5));
+                let w = b.workload(paths, iters);
+                stop_group(&mut child);
+                return Ok((w?, json!({})));
+            }
+        };
+        let a = AgentRun::start(paths, b, &policy, &o.backend, enforce, &tag)?;
+        let cpu0 = a.cpu_ms();
+        let (w, progs) = a.measure(b, paths, iters)?;
+        let mut extra = json!({"agent_cpu_ms": a.cpu_ms() - cpu0, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "programs": progs});
+        if reload && matches!(self, Self::Enforce(_)) {
+            extra["reload_ms"] = json!(a.reload_ms()?);
+        }
+        a.stop()?;
+        Ok((w, extra))
+    }
+}
+
+/// The operations the workload times: (JSON key, column name).
+const OPS: [(&str, &str); 3] = [
+    ("open_close", "open+close"),
+    ("exec", "exec"),
+    ("tcp_connect_close", "connect+close"),
+];
+
+/// One configuration's rounds: the workload of each and its p50 ratio per
+/// operation to the mean of the baselines measured just before and after.
+struct Measured {
+    name: String,
+    rounds: Vec<Value>,
+    ratios: Vec<[f64; 3]>,
+    extra: Value,
+}
+
+fn p50(w: &Value, k: &str) -> f64 {
+    w[k]["p50"].as_f64().unwrap_or(0.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub fn run(o: &Opts) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIPPED bench syscalls: needs root");
@@ -325,13 +415,22 @@ pub fn run(o: &Opts) -> Result<()> {
     }
     let paths = build(o.no_build)?;
     let b = Bench::new()?;
-    let iters = if o.quick { 500 } else { 20_000 };
+    // Baseline and configurations alternate over rounds (A B A C A ... per
+    // round): each ratio is against the baselines around it, so drift and
+    // noise of a shared machine show as spread instead of as an effect.
+    let rounds = if o.quick { 2 } else { 3 };
+    let iters = if o.quick { 300 } else { 7_000 };
     let sizes: &[usize] = if o.quick {
         &[10]
     } else {
         &[10, 1_000, 100_000]
     };
-    let mut rows: Vec<(String, Value, Value)> = Vec::new();
+    let mut configs = vec![Config::Audit];
+    configs.extend(sizes.iter().map(|&n| Config::Enforce(n)));
+    configs.push(Config::Governed);
+    if let Some(peer) = &o.peer {
+        configs.push(Config::Peer(peer.clone()));
+    }
 
     // Per-program run time, measured by the kernel (off again when this drops).
     let _stats = match crate::bpf_stats::enable() {
@@ -341,91 +440,89 @@ pub fn run(o: &Opts) -> Result<()> {
             None
         }
     };
-    rows.push(("no agent".into(), b.workload(&paths, iters)?, json!({})));
-    let audit = AgentRun::start(&paths, &b, &b.policy(10), &o.backend, false, "audit")?;
-    let cpu0 = audit.cpu_ms();
-    let (w, progs) = audit.measure(&b, &paths, iters)?;
-    rows.push(("audit, 10 rules".into(), w, json!({"agent_cpu_ms": audit.cpu_ms() - cpu0, "rss_mib": audit.peak_rss_mib(), "start_ms": audit.start_ms, "programs": progs})));
-    audit.stop()?;
-    for &n in sizes {
-        let a = AgentRun::start(&paths, &b, &b.policy(n), &o.backend, true, &format!("e{n}"))?;
-        let cpu0 = a.cpu_ms();
-        let (w, progs) = a.measure(&b, &paths, iters)?;
-        let cpu = a.cpu_ms() - cpu0;
-        let reload = a.reload_ms()?;
-        rows.push((
-            format!("enforce, {n} rules/kind"),
-            w,
-            json!({"agent_cpu_ms": cpu, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "reload_ms": reload, "programs": progs}),
-        ));
-        a.stop()?;
+    let mut baselines = vec![b.workload(&paths, iters)?];
+    let mut measured: Vec<Measured> = configs
+        .iter()
+        .map(|c| Measured {
+            name: c.name(),
+            rounds: Vec::new(),
+            ratios: Vec::new(),
+            extra: json!({}),
+        })
+        .collect();
+    for round in 0..rounds {
+        for (c, m) in configs.iter().zip(measured.iter_mut()) {
+            let (w, extra) = c.measure(&b, &paths, o, iters, round == 0)?;
+            let before = baselines.last().cloned().unwrap_or_default();
+            let after = b.workload(&paths, iters)?;
+            let mut r = [0.0; 3];
+            for (i, (k, _)) in OPS.iter().enumerate() {
+                let base = ((p50(&before, k) + p50(&after, k)) / 2.0).max(1.0);
+                r[i] = p50(&w, k) / base;
+            }
+            baselines.push(after);
+            m.ratios.push(r);
+            m.rounds.push(w);
+            if round == 0 {
+                m.extra = extra;
+            }
+        }
     }
-    {
-        let a = AgentRun::start(&paths, &b, &b.policy_governed(), &o.backend, true, "gov")?;
-        let cpu0 = a.cpu_ms();
-        let (w, progs) = a.measure(&b, &paths, iters)?;
-        rows.push((
-            "enforce, open governed".into(),
-            w,
-            json!({"agent_cpu_ms": a.cpu_ms() - cpu0, "rss_mib": a.peak_rss_mib(), "start_ms": a.start_ms, "programs": progs}),
-        ));
-        a.stop()?;
-    }
-    if let Some(peer) = &o.peer {
-        use std::os::unix::process::CommandExt;
-        // Its own process group: whatever the command starts is stopped
-        // with it.
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(peer)
-            .stdout(Stdio::null())
-            .process_group(0)
-            .spawn()?;
-        std::thread::sleep(Duration::from_secs(5));
-        let w = b.workload(&paths, iters);
-        stop_group(&mut child);
-        rows.push((format!("peer: {peer}"), w?, json!({})));
-    }
-    print_table(&rows, &o.backend);
+    print_table(&baselines, &measured, &o.backend, rounds);
     Ok(())
 }
 
-fn print_table(rows: &[(String, Value, Value)], backend: &str) {
-    let base = &rows[0].1;
-    let ops = [
-        ("open_close", "open+close"),
-        ("exec", "exec"),
-        ("tcp_connect_close", "connect+close"),
-    ];
+fn print_table(baselines: &[Value], rows: &[Measured], backend: &str, rounds: usize) {
     println!(
-        "\nbackend: {backend}; ns per operation, p50 / p99, and p50 ratio to no agent (same run)"
+        "\nbackend: {backend}; ns per operation, p50 / p99 (medians over {rounds} rounds), and the median p50 ratio to no agent ± half its range over the rounds (each round against the no-agent runs just before and after it)"
     );
     print!("{:<26}", "config");
-    for (_, name) in ops {
-        print!(" {:>30}", name);
+    for (_, name) in OPS {
+        print!(" {:>36}", name);
     }
     println!(
         " {:>9} {:>8} {:>9} {:>9}",
         "cpu ms", "rss MiB", "start ms", "reload ms"
     );
-    for (name, w, extra) in rows {
-        print!("{name:<26}");
-        for (k, _) in ops {
-            let p50 = w[k]["p50"].as_f64().unwrap_or(0.0);
-            let p99 = w[k]["p99"].as_f64().unwrap_or(0.0);
-            let r = p50 / base[k]["p50"].as_f64().unwrap_or(1.0).max(1.0);
-            print!(" {:>11.0} / {:>9.0} {:>5.2}x", p50, p99, r);
+    let cell = |ws: &[Value], k: &str, ratio: Option<&[f64]>| {
+        let p50 = median(ws.iter().map(|w| p50(w, k)).collect());
+        let p99 = median(
+            ws.iter()
+                .map(|w| w[k]["p99"].as_f64().unwrap_or(0.0))
+                .collect(),
+        );
+        let r = match ratio {
+            Some(rs) => {
+                let (lo, hi) = rs
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                format!("{:.2}x ±{:.2}", median(rs.to_vec()), (hi - lo) / 2.0)
+            }
+            None => "1.00x".to_string(),
+        };
+        format!(" {:>11.0} / {:>9.0} {:>12}", p50, p99, r)
+    };
+    let mut line = format!("{:<26}", format!("no agent ({} runs)", baselines.len()));
+    for (k, _) in OPS {
+        line.push_str(&cell(baselines, k, None));
+    }
+    println!("{line}");
+    for m in rows {
+        let mut line = format!("{:<26}", m.name);
+        for (i, (k, _)) in OPS.iter().enumerate() {
+            let rs: Vec<f64> = m.ratios.iter().map(|r| r[i]).collect();
+            line.push_str(&cell(&m.rounds, k, Some(&rs)));
         }
         let f = |k: &str| {
-            extra[k]
+            m.extra[k]
                 .as_f64()
                 .map_or("-".to_string(), |v| format!("{v:.0}"))
         };
-        let rss = extra["rss_mib"]
+        let rss = m.extra["rss_mib"]
             .as_f64()
             .map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
-            " {:>9} {:>8} {:>9} {:>9}",
+            "{line} {:>9} {:>8} {:>9} {:>9}",
             f("agent_cpu_ms"),
             rss,
             f("start_ms"),
@@ -435,28 +532,30 @@ fn print_table(rows: &[(String, Value, Value)], backend: &str) {
     print_programs(rows);
     let json_rows: Vec<Value> = rows
         .iter()
-        .map(|(n, w, e)| json!({"config": n, "workload": w, "agent": e}))
+        .map(
+            |m| json!({"config": m.name, "rounds": m.rounds, "ratios": m.ratios, "agent": m.extra}),
+        )
         .collect();
     println!(
         "{}",
-        json!({"benchmark": "syscalls", "backend": backend, "rows": json_rows})
+        json!({"benchmark": "syscalls", "backend": backend, "rounds": rounds, "baselines": baselines, "rows": json_rows})
     );
 }
 
 /// The kernel's per-program statistics for each configuration: runs during
 /// the workload and average run time.
-fn print_programs(rows: &[(String, Value, Value)]) {
-    if !rows.iter().any(|(_, _, e)| e["programs"].is_object()) {
+fn print_programs(rows: &[Measured]) {
+    if !rows.iter().any(|m| m.extra["programs"].is_object()) {
         return;
     }
     println!(
         "\nBPF programs during the workload (kernel run-time statistics): runs, average ns per run"
     );
-    for (name, _, extra) in rows {
-        let Some(progs) = extra["programs"].as_object() else {
+    for m in rows {
+        let Some(progs) = m.extra["programs"].as_object() else {
             continue;
         };
-        let mut line = format!("{name:<26}");
+        let mut line = format!("{:<26}", m.name);
         if progs.is_empty() {
             line.push_str(" (none ran)");
         }
