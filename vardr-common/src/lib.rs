@@ -275,6 +275,10 @@ pub struct Config {
     /// agent is exempt by pid *and* start time, so a process that reuses
     /// its pid after it died is not.
     pub agent_start_ticks: u64,
+    /// Non-zero: the rule set has identity entries (otherwise the programs
+    /// skip the walk up the directories).
+    pub has_identities: u32,
+    pub _pad: u32,
 }
 
 /// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field

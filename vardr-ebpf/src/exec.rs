@@ -64,7 +64,7 @@ pub fn vardr_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return 0;
     }
-    let by_identity = identity_rules(file, cfg.generation);
+    let by_identity = identity_rules(file, cfg);
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -94,7 +94,7 @@ pub fn vardr_exec_fallback(ctx: BtfTracePointContext) -> i32 {
     }
     let off = offsets();
     let by_identity = match read::<*const u8>(bprm, off.binprm_file) {
-        Some(file) if !file.is_null() => identity_rules(file, cfg.generation),
+        Some(file) if !file.is_null() => identity_rules(file, cfg),
         _ => PathRules::default(),
     };
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {

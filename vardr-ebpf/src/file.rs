@@ -157,7 +157,7 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         )
     };
     let n = n.max(0) as u32;
-    let by_identity = identity_rules(file, cfg.generation);
+    let by_identity = identity_rules(file, cfg);
     if decide_open(cfg, key, n, by_identity, flags, BackendKind::Lsm) {
         return eperm();
     }

@@ -88,7 +88,7 @@ pub fn vardr_mmap_file(ctx: LsmContext) -> i32 {
     if !applies(cfg, file) {
         return 0;
     }
-    let by_identity = identity_rules(file, cfg.generation);
+    let by_identity = identity_rules(file, cfg);
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

@@ -199,8 +199,8 @@ pub fn vardr_path_link(ctx: LsmContext) -> i32 {
     if mutation(cfg, to, Operation::Link) {
         return eperm();
     }
-    let travelling = travelling_rules(old, cfg.generation);
-    let to_identity = identity_walk(new, cfg.generation, true);
+    let travelling = travelling_rules(old, cfg);
+    let to_identity = identity_walk(new, cfg, true);
     if escape(cfg, from, &travelling, to, &to_identity, Operation::Link) {
         return eperm();
     }
@@ -234,14 +234,14 @@ pub fn vardr_path_rename(ctx: LsmContext) -> i32 {
     if mutation(cfg, from, Operation::Rename) || mutation(cfg, to, Operation::Rename) {
         return eperm();
     }
-    let travelling = travelling_rules(old, cfg.generation);
-    let to_identity = identity_walk(new, cfg.generation, true);
+    let travelling = travelling_rules(old, cfg);
+    let to_identity = identity_walk(new, cfg, true);
     if escape(cfg, from, &travelling, to, &to_identity, Operation::Rename) {
         return eperm();
     }
     if flags & RENAME_EXCHANGE != 0 {
-        let travelling = travelling_rules(new, cfg.generation);
-        let from_identity = identity_walk(old, cfg.generation, true);
+        let travelling = travelling_rules(new, cfg);
+        let from_identity = identity_walk(old, cfg, true);
         if escape(
             cfg,
             to,

@@ -61,7 +61,7 @@ pub fn resolve(
     unsafe {
         (*r).len = n;
         (*r).by_path = path_rules(r as *mut PathKey, cfg.generation, n);
-        (*r).by_identity = identity_walk(dentry, cfg.generation, false);
+        (*r).by_identity = identity_walk(dentry, cfg, false);
     }
     Some(r)
 }

@@ -191,10 +191,10 @@ pub fn current_program(generation: u32) -> Option<InodeRule> {
 /// all-`None` rules. (Not an `Option`: LLVM may spill the uninitialized
 /// payload of a `None`, which the verifier rejects.)
 #[inline(always)]
-pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
+pub fn identity_rules(file: *const u8, cfg: &Config) -> PathRules {
     let off = offsets();
     match read::<*const u8>(file, off.file_f_path + off.path_dentry) {
-        Some(dentry) => identity_walk(dentry, generation, false),
+        Some(dentry) => identity_walk(dentry, cfg, false),
         None => PathRules::default(),
     }
 }
@@ -203,7 +203,12 @@ pub fn identity_rules(file: *const u8, generation: u32) -> PathRules {
 /// `below`, the dentry's own inode is skipped: the rules a new file put at
 /// this name would get from the directories above it.
 #[inline(always)]
-pub fn identity_walk(start: *const u8, generation: u32, below: bool) -> PathRules {
+pub fn identity_walk(start: *const u8, cfg: &Config, below: bool) -> PathRules {
+    // No identity entry in force: nothing to walk for (up to 32 lookups).
+    if cfg.has_identities == 0 {
+        return PathRules::default();
+    }
+    let generation = cfg.generation;
     let off = offsets();
     let mut dentry = start;
     for depth in 0..MAX_DENTRY_DEPTH {
@@ -243,7 +248,11 @@ pub fn identity_walk(start: *const u8, generation: u32, below: bool) -> PathRule
 /// its own identity entry (for itself and, for a directory named as a
 /// prefix, for its subtree). Slot by slot the stronger of the two.
 #[inline(always)]
-pub fn travelling_rules(dentry: *const u8, generation: u32) -> PathRules {
+pub fn travelling_rules(dentry: *const u8, cfg: &Config) -> PathRules {
+    if cfg.has_identities == 0 {
+        return PathRules::default();
+    }
+    let generation = cfg.generation;
     let off = offsets();
     let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
         return PathRules::default();

@@ -187,6 +187,8 @@ impl Enforcer {
             scope_level,
             has_interpreters: 0,
             agent_start_ticks,
+            has_identities: 0,
+            _pad: 0,
         };
         maps::write_config(&mut maps, 0, &config)?;
         maps::select_config(&mut maps, 0)?;
@@ -426,6 +428,7 @@ impl Enforcer {
         cfg.has_exempt_pids = u32::from(!set.exempt_pids.is_empty());
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
         cfg.has_interpreters = u32::from(set.has_interpreters);
+        cfg.has_identities = u32::from(set.inodes.iter().any(|(_, r)| r.has_rules != 0));
         // The unused slot: no program reads it (the last switch was a
         // grace period ago), so it can be written at leisure; the switch
         // itself is one 4-byte write.
