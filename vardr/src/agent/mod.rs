@@ -204,6 +204,20 @@ struct Agent {
     persist: persist::Persist,
     /// The fanotify deny path of the fallback backend, when it runs.
     fanotify: Option<fanotify::Service>,
+    /// Reloads are prepared on a thread of their own; results come back here.
+    reloads: tokio::sync::mpsc::UnboundedSender<Prepared>,
+    /// A reload is being prepared.
+    reloading: bool,
+    /// The file of a reload asked for while another was being prepared.
+    queued_reload: Option<PathBuf>,
+}
+
+/// A reload prepared off the event loop: the policy parsed and compiled,
+/// its rules written under the unused generation, not yet in force.
+struct Prepared {
+    path: PathBuf,
+    result: Result<(Bundle, backend::Staged, Option<fanotify::Planned>), AgentError>,
+    started: std::time::Instant,
 }
 
 impl Agent {
@@ -496,17 +510,76 @@ impl Agent {
             return;
         }
         let path = request.unwrap_or_else(|| self.opts.policy.clone());
-        let result = load_rules(&path, self.catalog.next_id, &self.opts.limits).and_then(|b| {
-            let stats = self.enforcer.apply(&b.rules)?;
-            if let Some(f) = self.fanotify.as_mut() {
-                f.apply(&b.rules)?;
+        if self.reloading {
+            // The latest request wins, once the one in preparation is done.
+            self.queued_reload = Some(path);
+            return;
+        }
+        self.prepare_reload(path);
+    }
+
+    /// Parses, compiles and writes the policy at `path` on a thread of its
+    /// own: the event loop keeps draining events, serving the API and
+    /// metrics meanwhile. [`Agent::finish_reload`] puts it in force.
+    fn prepare_reload(&mut self, path: PathBuf) {
+        let started = std::time::Instant::now();
+        let staging = match self.enforcer.staging() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.reloads.send(Prepared {
+                    path,
+                    result: Err(e.into()),
+                    started,
+                });
+                return;
+            }
+        };
+        let (first_id, limits, tx) = (
+            self.catalog.next_id,
+            self.opts.limits.clone(),
+            self.reloads.clone(),
+        );
+        let fan_opts = self.fanotify.as_ref().map(|f| f.options().clone());
+        self.reloading = true;
+        let spawned = std::thread::Builder::new()
+            .name("vardr-reload".into())
+            .spawn(move || {
+                let result = load_rules(&path, first_id, &limits).and_then(|b| {
+                    let staged = staging.write(&b.rules)?;
+                    let planned = fan_opts.map(|o| fanotify::plan(&o, &b.rules));
+                    Ok((b, staged, planned))
+                });
+                let _ = tx.send(Prepared {
+                    path,
+                    result,
+                    started,
+                });
+            });
+        if let Err(e) = spawned {
+            self.reloading = false;
+            tracing::error!("policy reload: cannot start its thread: {e}");
+        }
+    }
+
+    /// Puts a prepared reload in force (one config switch; the fanotify
+    /// marks of the fallback follow), or reports why it was rejected.
+    fn finish_reload(&mut self, p: Prepared) {
+        self.reloading = false;
+        let seq = self.status.last_reload.seq + 1;
+        let path = p.path;
+        let result = p.result.and_then(|(b, staged, planned)| {
+            let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
+            // The old entries go on a thread too, after a grace period.
+            std::thread::spawn(move || retired.delete());
+            if let (Some(f), Some(planned)) = (self.fanotify.as_mut(), planned) {
+                f.apply_planned(planned)?;
             }
             Ok((b, stats))
         });
         match result {
             Ok((mut b, stats)) => {
                 let hash = persist::policy_hash(&path, &b.policy.cedar);
-                tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), "policy reloaded from {}", path.display());
+                tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), ms = p.started.elapsed().as_millis() as u64, "policy reloaded from {}", path.display());
                 self.metrics.policy_reloads.inc();
                 self.record_maps(&stats);
                 self.catalog.next_id += b.rules.rule_count() as u32;
@@ -545,6 +618,9 @@ impl Agent {
             }
         }
         self.save_status();
+        if let Some(next) = self.queued_reload.take() {
+            self.prepare_reload(next);
+        }
     }
 
     /// Loss is never silent: a warning, a metric and an event whenever the
@@ -743,6 +819,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         None => None,
     };
     let (fan_tx, mut fan_rx) = tokio::sync::mpsc::unbounded_channel::<PolicyMatch>();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<Prepared>();
     let mut fan = start_fanotify(&plan, &opts, fan_tx);
     let backend_opts = backend::Options {
         enforce: opts.enforce,
@@ -938,6 +1015,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         awaited: appear::Awaited::new(absent_binaries),
         persist,
         fanotify: fan,
+        reloads: reload_tx,
+        reloading: false,
+        queued_reload: None,
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
@@ -1002,6 +1082,14 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 for sender in senders? {
                     notifier.reloading();
                     agent.reload(sender);
+                    if !agent.reloading {
+                        notifier.ready(&agent.status.summary());
+                    }
+                }
+            }
+            Some(prepared) = reload_rx.recv() => {
+                agent.finish_reload(prepared);
+                if !agent.reloading {
                     notifier.ready(&agent.status.summary());
                 }
             }

@@ -88,6 +88,60 @@ pub struct Options {
     pub fanotify_lease: bool,
 }
 
+/// The maps a rule set is written into.
+const RULE_MAPS: [&str; 5] = [
+    crate::bpf::maps::PATH_RULES,
+    crate::bpf::maps::INODE_RULES,
+    crate::bpf::maps::EXEMPT_PIDS,
+    crate::bpf::maps::NET4_RULES,
+    crate::bpf::maps::NET6_RULES,
+];
+
+/// The next rule set's maps, for writing on another thread.
+pub struct Staging {
+    maps: objects::MapSet,
+    next: u32,
+}
+
+/// A rule set written under the unused generation, not yet in force.
+pub struct Staged {
+    maps: objects::MapSet,
+    written: maps::Written,
+    next: u32,
+}
+
+impl Staging {
+    /// Writes `set` under the unused generation; nothing reads it until
+    /// [`Enforcer::commit`]. On error what was written is removed.
+    pub fn write(mut self, set: &RuleSet) -> Result<Staged, BackendError> {
+        let mut written = maps::Written::default();
+        if let Err(e) = maps::write_rules(&mut self.maps, set, self.next, &mut written) {
+            maps::delete(&mut self.maps, &written);
+            return Err(e);
+        }
+        Ok(Staged {
+            maps: self.maps,
+            written,
+            next: self.next,
+        })
+    }
+}
+
+/// The entries of the rule set a commit replaced.
+pub struct Retired {
+    maps: objects::MapSet,
+    written: maps::Written,
+}
+
+impl Retired {
+    /// Deletes them, after a grace period: a program that read the old
+    /// generation just before the switch may still be looking them up.
+    pub fn delete(mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        maps::delete(&mut self.maps, &self.written);
+    }
+}
+
 /// The loaded programs and maps. Dropping it detaches everything that is
 /// not pinned.
 pub struct Enforcer {
@@ -416,11 +470,42 @@ impl Enforcer {
     /// the generation in one map write, then deletes the old entries. On
     /// error the running rule set stays in force.
     pub fn apply(&mut self, set: &RuleSet) -> Result<ApplyStats, BackendError> {
-        let next = 1 - self.config.generation;
-        let mut written = maps::Written::default();
-        if let Err(e) = maps::write_rules(&mut self.maps, set, next, &mut written) {
-            maps::delete(&mut self.maps, &written);
-            return Err(e);
+        let staged = self.staging()?.write(set)?;
+        let (stats, retired) = self.commit(set, staged)?;
+        retired.delete();
+        Ok(stats)
+    }
+
+    /// Handles on the rule maps for writing the next rule set on another
+    /// thread ([`Staging::write`]) while this enforcer keeps serving; then
+    /// [`Enforcer::commit`] puts it in force.
+    pub fn staging(&self) -> Result<Staging, BackendError> {
+        Ok(Staging {
+            maps: self.maps.handles(&RULE_MAPS)?,
+            next: 1 - self.config.generation,
+        })
+    }
+
+    /// Puts a staged rule set in force: the config (generation included)
+    /// switches in one map write. Returns what is in force and the old
+    /// entries, to delete once running programs are done with them
+    /// ([`Retired::delete`], which may run on another thread).
+    pub fn commit(
+        &mut self,
+        set: &RuleSet,
+        staged: Staged,
+    ) -> Result<(ApplyStats, Retired), BackendError> {
+        let Staged {
+            mut maps,
+            written,
+            next,
+        } = staged;
+        if next != 1 - self.config.generation {
+            maps::delete(&mut maps, &written);
+            return Err(BackendError::Io(
+                "staged rule set".into(),
+                std::io::Error::other("written for a generation no longer unused"),
+            ));
         }
         let mut cfg = self.config;
         cfg.generation = next;
@@ -436,7 +521,7 @@ impl Enforcer {
         if let Err(e) = maps::write_config(&mut self.maps, slot, &cfg)
             .and_then(|()| maps::select_config(&mut self.maps, slot))
         {
-            maps::delete(&mut self.maps, &written);
+            maps::delete(&mut maps, &written);
             return Err(e);
         }
         self.config = cfg;
@@ -448,12 +533,7 @@ impl Enforcer {
         }
         let old = std::mem::replace(&mut self.written, written);
         let stats = self.written.stats();
-        // A program that read the old generation just before the switch may
-        // still be looking up its entries: give running programs time to
-        // finish before the old half goes away.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        maps::delete(&mut self.maps, &old);
-        Ok(stats)
+        Ok((stats, Retired { maps, written: old }))
     }
 
     /// Pins every map and attached link in `set`: they stay in force when

@@ -58,6 +58,23 @@ impl MapSet {
         self.0.remove(name).ok_or(BackendError::MissingMap(name))
     }
 
+    /// Second handles on the maps named: another thread writes through
+    /// them while this set keeps serving.
+    pub fn handles(&self, names: &[&'static str]) -> Result<Self, BackendError> {
+        let mut out = HashMap::new();
+        for &name in names {
+            let fd = super::batch::fd(self.get(name)?)
+                .ok_or(BackendError::MissingMap(name))?
+                .try_clone_to_owned()
+                .map_err(|e| BackendError::Io(format!("dup {name}"), e))?;
+            let map = MapData::from_fd(fd)
+                .and_then(Map::from_map_data)
+                .map_err(|source| BackendError::Map { name, source })?;
+            out.insert(name.to_string(), map);
+        }
+        Ok(Self(out))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Map)> {
         self.0.iter().map(|(n, m)| (n.as_str(), m))
     }

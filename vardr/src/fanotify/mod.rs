@@ -154,6 +154,28 @@ impl Drop for Group {
     }
 }
 
+/// A rule set's decisions and marks, worked out (the slow part: every
+/// governed path looked up) before its group is made.
+pub struct Planned {
+    rules: Arc<Rules>,
+    plan: marks::MarkPlan,
+}
+
+/// Plans the marks of `set` for a service with options `o`.
+pub fn plan(o: &Options, set: &RuleSet) -> Planned {
+    let mut rules = Rules::new(set);
+    let mut plan = if o.file || o.exec {
+        marks::plan(set, &rules, o.exec, o.max_marks)
+    } else {
+        marks::MarkPlan::default()
+    };
+    rules.walked = std::sync::RwLock::new(std::mem::take(&mut plan.walked));
+    Planned {
+        rules: Arc::new(rules),
+        plan,
+    }
+}
+
 /// The fanotify deny path: one group per rule set in force.
 pub struct Service {
     shared: Arc<Shared>,
@@ -220,15 +242,14 @@ impl Service {
     /// Puts `set` in force: a new group answers and is marked, then the
     /// old one is drained and closed. On error the old group stays.
     pub fn apply(&mut self, set: &RuleSet) -> Result<MarkStats, FanotifyError> {
-        let o = &self.shared.opts;
-        let mut rules = Rules::new(set);
-        let mut plan = if o.file || o.exec {
-            marks::plan(set, &rules, o.exec, o.max_marks)
-        } else {
-            marks::MarkPlan::default()
-        };
-        rules.walked = std::sync::RwLock::new(std::mem::take(&mut plan.walked));
-        let rules = Arc::new(rules);
+        let planned = plan(&self.shared.opts, set);
+        self.apply_planned(planned)
+    }
+
+    /// [`Service::apply`] of a rule set planned beforehand ([`plan`], which
+    /// may run on another thread).
+    pub fn apply_planned(&mut self, planned: Planned) -> Result<MarkStats, FanotifyError> {
+        let Planned { rules, plan } = planned;
         let fan = Arc::new(new_group().map_err(FanotifyError::Init)?);
         let watches = Arc::new(marks::Watches::new().map_err(FanotifyError::Inotify)?);
         let mut group = Group {
