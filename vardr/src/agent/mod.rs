@@ -536,7 +536,7 @@ impl Agent {
         };
         let (first_id, limits, tx) = (
             self.catalog.next_id,
-            self.opts.limits.clone(),
+            self.opts.limits,
             self.reloads.clone(),
         );
         let fan_opts = self.fanotify.as_ref().map(|f| f.options().clone());
