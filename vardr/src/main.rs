@@ -188,7 +188,9 @@ enum PolicyCommand {
         files: Vec<PathBuf>,
     },
     /// Validate a policy and make the running agent load it, atomically.
-    /// A rejected policy leaves the running one in force.
+    /// A rejected policy leaves the running one in force. With --enforce,
+    /// the agent refuses a request from a process its policy governs (ask
+    /// from outside the rules, e.g. `systemctl reload vardr`).
     Apply {
         file: PathBuf,
         #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
