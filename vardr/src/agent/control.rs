@@ -1,10 +1,7 @@
 //! Talking to a running agent: `vardr policy apply` and `vardr status`.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use nix::{sys::signal::Signal, unistd::Pid};
+use nix::unistd::Pid;
 
 use super::status::{self, ReloadStatus, Status, StatusError};
 use crate::policy;
@@ -34,29 +31,25 @@ pub fn running(dir: &Path) -> Result<Status, ControlError> {
     Ok(s)
 }
 
-/// Validates `file` here, asks the agent to load it, and waits for its answer.
+/// Validates `file` here, asks the agent to load it (over its control
+/// socket, which tells the agent who asks), and waits for its answer.
 pub fn apply(dir: &Path, file: &Path, wait: Duration) -> Result<ReloadStatus, ControlError> {
     policy::load(file)?;
     let abs =
         std::fs::canonicalize(file).map_err(|e| ControlError::Io(file.display().to_string(), e))?;
-    let before = running(dir)?;
-    let req = status::request_path(dir);
-    let text = super::reload_signal::request_text(std::process::id(), &abs);
-    std::fs::write(&req, text.as_bytes())
-        .map_err(|e| ControlError::Io(req.display().to_string(), e))?;
-    nix::sys::signal::kill(Pid::from_raw(before.pid as i32), Signal::SIGHUP)
-        .map_err(|e| ControlError::Io(format!("signal agent {}", before.pid), e.into()))?;
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Ok(now) = status::read(dir) {
-            if now.last_reload.seq > before.last_reload.seq {
-                return match now.last_reload.error {
-                    None => Ok(now.last_reload),
-                    Some(e) => Err(ControlError::Rejected(e)),
-                };
-            }
+    running(dir)?;
+    let socket = dir.join(super::requests::SOCKET_NAME);
+    match super::requests::apply(dir, &abs, wait) {
+        Ok(Ok(())) => Ok(status::read(dir)?.last_reload),
+        Ok(Err(reason)) => Err(ControlError::Rejected(reason)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(ControlError::Timeout(wait))
         }
+        Err(e) => Err(ControlError::Io(socket.display().to_string(), e)),
     }
-    Err(ControlError::Timeout(wait))
 }

@@ -4,6 +4,7 @@ pub mod appear;
 pub mod control;
 pub mod persist;
 pub mod reload_signal;
+pub mod requests;
 pub mod response;
 pub mod sd_notify;
 pub mod status;
@@ -210,6 +211,12 @@ struct Agent {
     reloading: bool,
     /// The file of a reload asked for while another was being prepared.
     queued_reload: Option<PathBuf>,
+    /// Who waits for the reload in preparation, and for the queued one.
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    queued_waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// Deleting the entries the last reload replaced: the generation the
+    /// next reload writes into, so it waits for this first.
+    retiring: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A reload prepared off the event loop: the policy parsed and compiled,
@@ -476,45 +483,54 @@ impl Agent {
     }
 
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
-    /// A reload asked for by process `sender` (SIGHUP): the file of its
-    /// `vardr policy apply` request, else the policy file in force. With
-    /// `--enforce`, refused when the policy governs the sender.
-    fn reload(&mut self, sender: u32) {
-        let seq = self.status.last_reload.seq + 1;
-        let req = status::request_path(&self.opts.runtime_dir);
-        let request = std::fs::read_to_string(&req).ok().and_then(|text| {
-            let modified = std::fs::metadata(&req).and_then(|m| m.modified()).ok()?;
-            reload_signal::request_of(&text, modified, sender)
-        });
-        if request.is_some() {
-            let _ = std::fs::remove_file(&req);
-        }
+    /// A reload asked for by process `sender` (`None`: a sender the kernel
+    /// does not vouch for) of `path` (`None`: the policy file in force),
+    /// answered on `reply` once done. With `--enforce`, refused when the
+    /// policy governs the sender.
+    fn reload(
+        &mut self,
+        sender: Option<u32>,
+        path: Option<PathBuf>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) {
         let enforcer = &self.enforcer;
-        if self.opts.enforce
-            && self
-                .responder
-                .governs(sender, &|pid| enforcer.exempt_by_binary(pid))
-        {
+        let governed = sender.is_none_or(|pid| {
+            self.responder
+                .governs(pid, &|p| enforcer.exempt_by_binary(p))
+        });
+        if self.opts.enforce && governed {
+            let who = sender.map_or(
+                "a sender the kernel does not name (sigqueue, SIGIO)".to_string(),
+                |p| format!("pid {p}"),
+            );
             let error = format!(
-                "refused: the reload was asked for by pid {sender}, which the policy in force governs; a governed process cannot change the policy (ask from outside its scope, e.g. `systemctl reload vardr`)"
+                "refused: the reload was asked for by {who}, which the policy in force governs; a governed process cannot change the policy (ask from outside its scope, e.g. `systemctl reload vardr`)"
             );
             tracing::warn!("policy reload {error}");
             self.metrics.policy_reload_errors.inc();
             self.status.last_reload = ReloadStatus {
-                seq,
+                seq: self.status.last_reload.seq + 1,
                 ok: false,
                 at: status::now(),
-                error: Some(error),
+                error: Some(error.clone()),
             };
             self.save_status();
+            if let Some(r) = reply {
+                let _ = r.send(Err(error));
+            }
             return;
         }
-        let path = request.unwrap_or_else(|| self.opts.policy.clone());
+        let path = path.unwrap_or_else(|| self.opts.policy.clone());
         if self.reloading {
             // The latest request wins, once the one in preparation is done.
+            for w in self.queued_waiters.drain(..) {
+                let _ = w.send(Err("superseded by a later request".into()));
+            }
             self.queued_reload = Some(path);
+            self.queued_waiters.extend(reply);
             return;
         }
+        self.waiters.extend(reply);
         self.prepare_reload(path);
     }
 
@@ -534,21 +550,31 @@ impl Agent {
                 return;
             }
         };
-        let (first_id, limits, tx) = (
-            self.catalog.next_id,
-            self.opts.limits,
-            self.reloads.clone(),
-        );
+        let (first_id, limits, tx) = (self.catalog.next_id, self.opts.limits, self.reloads.clone());
         let fan_opts = self.fanotify.as_ref().map(|f| f.options().clone());
+        let retiring = self.retiring.take();
         self.reloading = true;
         let spawned = std::thread::Builder::new()
             .name("vardr-reload".into())
             .spawn(move || {
-                let result = load_rules(&path, first_id, &limits).and_then(|b| {
+                let work = || {
+                    // The old entries of this generation must be gone
+                    // before its new ones are written.
+                    if let Some(r) = retiring {
+                        let _ = r.join();
+                    }
+                    let b = load_rules(&path, first_id, &limits)?;
                     let staged = staging.write(&b.rules)?;
                     let planned = fan_opts.map(|o| fanotify::plan(&o, &b.rules));
                     Ok((b, staged, planned))
-                });
+                };
+                // A panic must still answer: the loop waits for this reload.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                    .unwrap_or_else(|_| {
+                        Err(AgentError::Io(std::io::Error::other(
+                            "the reload thread panicked",
+                        )))
+                    });
                 let _ = tx.send(Prepared {
                     path,
                     result,
@@ -570,7 +596,7 @@ impl Agent {
         let result = p.result.and_then(|(b, staged, planned)| {
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
             // The old entries go on a thread too, after a grace period.
-            std::thread::spawn(move || retired.delete());
+            self.retiring = Some(std::thread::spawn(move || retired.delete()));
             if let (Some(f), Some(planned)) = (self.fanotify.as_mut(), planned) {
                 f.apply_planned(planned)?;
             }
@@ -618,7 +644,15 @@ impl Agent {
             }
         }
         self.save_status();
+        let answer = match &self.status.last_reload.error {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        };
+        for w in self.waiters.drain(..) {
+            let _ = w.send(answer.clone());
+        }
         if let Some(next) = self.queued_reload.take() {
+            self.waiters = std::mem::take(&mut self.queued_waiters);
             self.prepare_reload(next);
         }
     }
@@ -654,7 +688,7 @@ impl Agent {
                 appeared.join(", ")
             );
             // The agent's own request: the policy file in force.
-            self.reload(std::process::id());
+            self.reload(Some(std::process::id()), None, None);
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(30) {
@@ -820,6 +854,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     };
     let (fan_tx, mut fan_rx) = tokio::sync::mpsc::unbounded_channel::<PolicyMatch>();
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<Prepared>();
+    let (control_tx, mut control_rx) =
+        tokio::sync::mpsc::unbounded_channel::<requests::ApplyRequest>();
     let mut fan = start_fanotify(&plan, &opts, fan_tx);
     let backend_opts = backend::Options {
         enforce: opts.enforce,
@@ -1018,6 +1054,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         reloads: reload_tx,
         reloading: false,
         queued_reload: None,
+        retiring: None,
+        waiters: Vec::new(),
+        queued_waiters: Vec::new(),
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
@@ -1042,6 +1081,11 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 tracing::error!("event API stopped: {e}");
             }
         })
+    };
+    // `vardr policy apply` requests, with the kernel's word on who asks.
+    let control_task = {
+        let listener = requests::bind(&agent.opts.runtime_dir)?;
+        tokio::spawn(requests::serve(listener, control_tx))
     };
     let metrics_task = agent.opts.metrics_addr.map(|addr| {
         let registry = Arc::new(metrics.registry());
@@ -1081,10 +1125,17 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             senders = sighup.recv() => {
                 for sender in senders? {
                     notifier.reloading();
-                    agent.reload(sender);
+                    agent.reload(sender, None, None);
                     if !agent.reloading {
                         notifier.ready(&agent.status.summary());
                     }
+                }
+            }
+            Some(req) = control_rx.recv() => {
+                notifier.reloading();
+                agent.reload(req.pid, Some(req.path), Some(req.reply));
+                if !agent.reloading {
+                    notifier.ready(&agent.status.summary());
                 }
             }
             Some(prepared) = reload_rx.recv() => {
@@ -1129,6 +1180,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     agent.leave_pinned();
     let _ = stop_tx.send(());
     let _ = api_task.await;
+    control_task.abort();
+    let _ = std::fs::remove_file(agent.opts.runtime_dir.join(requests::SOCKET_NAME));
     if let Some(t) = metrics_task {
         t.abort();
     }

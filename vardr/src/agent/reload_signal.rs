@@ -2,7 +2,7 @@
 //! with `--enforce`, a process the policy governs may not change the
 //! policy in force (`vardr policy apply`, or editing the file and sending
 //! SIGHUP, would otherwise undo every rule).
-use std::{io, time::SystemTime};
+use std::io;
 
 use nix::sys::{
     signal::{SigSet, SigmaskHow, Signal},
@@ -30,13 +30,15 @@ impl ReloadSignal {
         Ok(Self { fd })
     }
 
-    /// Waits for SIGHUP; the pids that sent it (0: the kernel).
-    pub async fn recv(&mut self) -> io::Result<Vec<u32>> {
+    /// Waits for SIGHUP; who sent each: `None` when the kernel cannot vouch
+    /// for the sender (`rt_sigqueueinfo` lets a caller write any pid into
+    /// the signal; SIGIO through `F_SETSIG` carries no pid at all).
+    pub async fn recv(&mut self) -> io::Result<Vec<Option<u32>>> {
         loop {
             let mut guard = self.fd.readable_mut().await?;
             let mut senders = Vec::new();
             while let Some(info) = guard.get_inner_mut().read_signal()? {
-                senders.push(info.ssi_pid);
+                senders.push(sender_of(info.ssi_code, info.ssi_pid));
             }
             guard.clear_ready();
             if !senders.is_empty() {
@@ -46,33 +48,11 @@ impl ReloadSignal {
     }
 }
 
-/// A reload request of `vardr policy apply`: the requester's pid, then the
-/// policy file.
-pub fn request_text(pid: u32, policy: &std::path::Path) -> String {
-    format!("{pid}\n{}", policy.display())
-}
-
-/// The policy file of a request, if `sender` wrote it: the pid must be the
-/// sender's and the file no older than the sender process (a request left
-/// by another process for a pid it predicted is ignored).
-pub fn request_of(text: &str, modified: SystemTime, sender: u32) -> Option<std::path::PathBuf> {
-    let (pid, path) = text.split_once('\n')?;
-    if pid.trim().parse::<u32>().ok()? != sender {
-        return None;
-    }
-    let started = started_at(sender)?;
-    // Start times are kept in clock ticks (10 ms).
-    let slack = std::time::Duration::from_millis(20);
-    (modified + slack >= started).then(|| std::path::PathBuf::from(path.trim()))
-}
-
-/// When process `pid` started, as wall-clock time.
-fn started_at(pid: u32) -> Option<SystemTime> {
-    let start_ns = crate::process::start_ticks(pid)?.checked_mul(vardr_common::NS_PER_TICK)?;
-    let now_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
-    let now_boot_ns = now_boot.tv_sec() as u64 * 1_000_000_000 + now_boot.tv_nsec() as u64;
-    let age = std::time::Duration::from_nanos(now_boot_ns.checked_sub(start_ns)?);
-    SystemTime::now().checked_sub(age)
+/// `kill(2)` and `tgkill(2)` fill the sender's pid in themselves.
+fn sender_of(code: i32, pid: u32) -> Option<u32> {
+    const SI_USER: i32 = 0;
+    const SI_TKILL: i32 = -6;
+    matches!(code, SI_USER | SI_TKILL).then_some(pid)
 }
 
 #[cfg(test)]
@@ -80,18 +60,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_counts_only_for_the_process_that_wrote_it() {
-        let me = std::process::id();
-        let text = request_text(me, std::path::Path::new("/etc/vardr/other.yaml"));
-        let now = SystemTime::now();
-        assert_eq!(
-            request_of(&text, now, me),
-            Some("/etc/vardr/other.yaml".into())
-        );
-        // Another sender, or a file written before the sender started.
-        assert_eq!(request_of(&text, now, me + 1), None);
-        let long_ago = now - std::time::Duration::from_secs(3600 * 24 * 365);
-        assert_eq!(request_of(&text, long_ago, me), None);
-        assert_eq!(request_of("/etc/vardr/other.yaml", now, me), None);
+    fn only_kill_and_tgkill_name_their_sender() {
+        assert_eq!(sender_of(0, 42), Some(42));
+        assert_eq!(sender_of(-6, 42), Some(42));
+        // SI_QUEUE: the caller wrote the pid; SIGIO's POLL_IN: no pid.
+        assert_eq!(sender_of(-1, 1), None);
+        assert_eq!(sender_of(1, 7), None);
     }
 }

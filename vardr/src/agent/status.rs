@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/vardr";
 const STATUS: &str = "status.json";
-const APPLY_REQUEST: &str = "apply-request";
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct HookStatus {
@@ -104,10 +103,6 @@ pub fn status_path(dir: &Path) -> PathBuf {
     dir.join(STATUS)
 }
 
-pub fn request_path(dir: &Path) -> PathBuf {
-    dir.join(APPLY_REQUEST)
-}
-
 /// Creates the runtime directory, readable by root only.
 pub fn create_dir(dir: &Path) -> Result<(), StatusError> {
     use std::os::unix::fs::DirBuilderExt;
@@ -140,7 +135,6 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
 /// Removes the status file when the agent stops.
 pub fn remove(dir: &Path) {
     let _ = std::fs::remove_file(status_path(dir));
-    let _ = std::fs::remove_file(request_path(dir));
 }
 
 pub fn now() -> String {

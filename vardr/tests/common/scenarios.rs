@@ -724,6 +724,23 @@ pub fn reload(b: Backend) {
     let st = agent.status();
     let err = st["last_reload"]["error"].as_str().unwrap_or("");
     assert!(err.starts_with("refused"), "{st}");
+    // Nor a SIGHUP whose sender it wrote itself (rt_sigqueueinfo, claiming PID 1).
+    let before = seq(&agent);
+    let spoof = format!(
+        "python3 -c 'import ctypes,struct\nb=bytearray(128)\nstruct.pack_into(\"iii\",b,0,1,0,-1)\nstruct.pack_into(\"ii\",b,16,1,0)\nbuf=(ctypes.c_char*128).from_buffer(b)\nassert ctypes.CDLL(None).syscall(129,{},1,buf)==0'",
+        agent.pid()
+    );
+    assert_ok(&sh_in(&cg.path, &spoof), "rt_sigqueueinfo SIGHUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seq(&agent) == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = agent.status();
+    let err = st["last_reload"]["error"].as_str().unwrap_or("");
+    assert!(
+        err.starts_with("refused") && err.contains("does not name"),
+        "{st}"
+    );
     assert_open_blocked(
         b,
         &sh_in(&cg.path, &format!("exec cat {d}/b")),
