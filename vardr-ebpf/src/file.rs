@@ -125,9 +125,12 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     let off = offsets();
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
     // Moving into another cgroup is a write of its membership file.
+    // (In audit mode it is reported and the file rules still decide.)
     if flags & O_ACCMODE != 0 {
         if let Some(verdict) = crate::scope::check_open(cfg, file, flags) {
-            return verdict;
+            if verdict != 0 {
+                return verdict;
+            }
         }
     }
     // A read by an interpreter may be a script it is about to run.

@@ -55,25 +55,21 @@ const THREADS: (u64, u64, u64) = (
     0xff_ffff_ffff_ffff,
 );
 
-/// Whether a cgroup `dir` (a cgroup2 directory's dentry) is one where a
-/// governed process would leave the rules: the agent's, or one outside
-/// the scope.
+/// Where a cgroup directory `dir` (a cgroup2 dentry) stands: in the
+/// agent's cgroup or below it (exempt), and in the scope or below it. A
+/// cgroup's id is its kernfs inode number.
 #[inline(always)]
-fn outside_rules(cfg: &Config, dir: *const u8) -> bool {
+fn place(cfg: &Config, dir: *const u8) -> (bool, bool) {
     let off = offsets();
+    let (mut in_agent, mut in_scope) = (false, cfg.scope_cgroup_id == 0);
     let mut dentry = dir;
-    for depth in 0..MAX_DENTRY_DEPTH {
+    for _ in 0..MAX_DENTRY_DEPTH {
         let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
             break;
         };
-        // A cgroup's id is its kernfs inode number.
         let ino: u64 = read(inode, off.inode_i_ino).unwrap_or(0);
-        if depth == 0 && ino == cfg.agent_cgroup_id {
-            return true;
-        }
-        if cfg.scope_cgroup_id == 0 || ino == cfg.scope_cgroup_id {
-            return false;
-        }
+        in_agent |= cfg.agent_cgroup_id != 0 && ino == cfg.agent_cgroup_id;
+        in_scope |= ino == cfg.scope_cgroup_id;
         let Some(parent) = read::<*const u8>(dentry, off.dentry_d_parent) else {
             break;
         };
@@ -82,13 +78,13 @@ fn outside_rules(cfg: &Config, dir: *const u8) -> bool {
         }
         dentry = parent;
     }
-    true
+    (in_agent, in_scope)
 }
 
 /// Whether `file`, opened for write, is the `cgroup.procs` or
-/// `cgroup.threads` of a cgroup outside the rules, or any file of the
-/// agent's own cgroup (`cgroup.kill`, `cgroup.freeze`, `memory.max`: a
-/// governed process could stop or starve the agent through them).
+/// `cgroup.threads` of a cgroup outside the scope, or any file of the
+/// agent's own cgroup or one below it (a move there is an exemption;
+/// `cgroup.kill`, `cgroup.freeze`, `memory.max` stop or starve the agent).
 #[inline(always)]
 pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
     if cfg.scope_cgroup_id == 0 && cfg.agent_cgroup_id == 0 {
@@ -115,14 +111,10 @@ pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
     let Some(dir) = read::<*const u8>(dentry, off.dentry_d_parent) else {
         return false;
     };
-    if cfg.agent_cgroup_id != 0 {
-        let ino = read::<*const u8>(dir, off.dentry_d_inode)
-            .and_then(|inode| read::<u64>(inode, off.inode_i_ino));
-        if ino == Some(cfg.agent_cgroup_id) {
-            return true;
-        }
-    }
-    (is(PROCS) || is(THREADS)) && outside_rules(cfg, dir)
+    let (in_agent, in_scope) = place(cfg, dir);
+    // Any file of the agent's cgroup or of one below it (a move into it,
+    // its limits, cgroup.kill); membership files outside the scope.
+    in_agent || ((is(PROCS) || is(THREADS)) && !in_scope)
 }
 
 /// The built-in deny of a governed process leaving the rules (enforced

@@ -123,9 +123,11 @@ spec:
     }
 }
 
-/// This process, moved into a cgroup until dropped.
+/// This process, moved into a cgroup until dropped. Governed there, it
+/// cannot move itself out again (the agent refuses that): a helper started
+/// before the move, outside the scope, moves it back.
 struct Joined {
-    back: PathBuf,
+    mover: Option<std::process::Child>,
 }
 
 impl Joined {
@@ -138,19 +140,31 @@ impl Joined {
             .unwrap()
             .trim_start_matches('/')
             .to_string();
+        let back = root.join(rel).join("cgroup.procs");
+        let mover = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("read pid && echo $pid > {}", back.display()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string()).unwrap();
-        Self {
-            back: root.join(rel),
-        }
+        Self { mover: Some(mover) }
     }
 }
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.back.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
+        use std::io::Write;
+        let Some(mut mover) = self.mover.take() else {
+            return;
+        };
+        if let Some(mut stdin) = mover.stdin.take() {
+            let _ = writeln!(stdin, "{}", std::process::id());
+        }
+        match mover.wait() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("moving the test process back out of its cgroup failed: {other:?}"),
+        }
     }
 }
 

@@ -793,6 +793,14 @@ fn start_fanotify(
         exec,
         scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
         agent_cgroup: Responder::own_service_cgroup(),
+        scope_id: opts
+            .scope_cgroup
+            .as_deref()
+            .and_then(|p| kernel::cgroup::id(p).ok()),
+        agent_cgroup_id: Responder::own_service_cgroup().and_then(|c| {
+            let root = kernel::cgroup::root().ok()?;
+            kernel::cgroup::id(&root.join(c.trim_start_matches('/'))).ok()
+        }),
         cgroup_root: kernel::cgroup::root().ok()?,
         max_marks: fanotify::marks::MAX_MARKS,
     };
@@ -1025,6 +1033,11 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         exempt_pids: pol.exempt_pids.iter().copied().collect(),
         scope: Responder::scope_of(opts.scope_cgroup.as_deref()),
         agent_cgroup: Responder::own_service_cgroup(),
+        scope_id: opts
+            .scope_cgroup
+            .as_deref()
+            .and_then(|p| kernel::cgroup::id(p).ok()),
+        agent_cgroup_id: enforcer.agent_cgroup_id(),
     };
     if opts.scope_cgroup.is_some() && responder.scope.is_none() {
         return Err(AgentError::Io(std::io::Error::other(

@@ -20,6 +20,9 @@ pub struct Responder {
     /// The agent's cgroup when it is the dedicated `vardr.service` unit
     /// (exempt, as in the kernel).
     pub agent_cgroup: Option<String>,
+    /// Their ids: membership by id holds when a cgroup is renamed.
+    pub scope_id: Option<u64>,
+    pub agent_cgroup_id: Option<u64>,
 }
 
 /// Whether cgroup path `cg` is `scope` or below it.
@@ -72,10 +75,16 @@ impl Responder {
         {
             return false;
         }
-        if self.agent_cgroup.as_deref().is_some_and(|a| within(&cg, a)) {
+        let root = crate::kernel::cgroup::root().ok();
+        let by_id = |id: Option<u64>, path: Option<&str>| match (id, &root) {
+            (Some(id), Some(root)) => crate::kernel::cgroup::within_id(root, &cg, id),
+            _ => path.is_some_and(|p| within(&cg, p)),
+        };
+        if self.agent_cgroup.is_some() && by_id(self.agent_cgroup_id, self.agent_cgroup.as_deref())
+        {
             return false;
         }
-        self.scope.as_deref().is_none_or(|s| within(&cg, s))
+        self.scope.is_none() || by_id(self.scope_id, self.scope.as_deref())
     }
 
     /// Kills `p` for a Layer 2 deny about an event at `event_boot_ns`;

@@ -64,6 +64,9 @@ pub fn update<K: Pod, V: Pod>(
         // No batch operations for this map (ENOTSUPP is 524): refused
         // before any entry was written.
         Some(libc::EOPNOTSUPP | 524) => Ok(false),
+        // A kernel before 5.6 does not know the command: EINVAL, and the
+        // count it would have written back (entries done) is untouched.
+        Some(libc::EINVAL) if attr.count as usize == keys.len() && !keys.is_empty() => Ok(false),
         _ => Err(e),
     }
 }

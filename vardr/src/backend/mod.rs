@@ -546,6 +546,11 @@ impl Enforcer {
         }
     }
 
+    /// The agent's exempt `vardr.service` cgroup, if it runs in one.
+    pub fn agent_cgroup_id(&self) -> Option<u64> {
+        (self.config.agent_cgroup_id != 0).then_some(self.config.agent_cgroup_id)
+    }
+
     /// The cgroup the rules are scoped to (0: everything).
     pub fn scope_cgroup_id(&self) -> u64 {
         self.config.scope_cgroup_id

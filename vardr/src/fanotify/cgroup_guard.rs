@@ -23,7 +23,6 @@ use std::{
 use nix::sys::fanotify::{Fanotify, MarkFlags, MaskFlags};
 
 use super::Options;
-use crate::agent::response::within;
 
 /// The membership files a move writes.
 const MEMBERSHIP: [&str; 2] = ["cgroup.procs", "cgroup.threads"];
@@ -163,14 +162,12 @@ impl CgroupGuard {
         // Any file of the agent's own cgroup (`cgroup.kill`, `cgroup.freeze`,
         // `memory.max`) could stop or starve it: never ignored.
         let dir = trusted.then(|| self.relative_dir(p)).flatten();
-        if let (Some(dir), Some(agent)) = (&dir, &opts.agent_cgroup) {
-            if dir == agent {
-                return if write() {
-                    Open::MoveOut(Some(dir.clone()))
-                } else {
-                    Open::Harmless
-                };
-            }
+        if let Some(dir) = dir.filter(|d| opts.in_agent(d)) {
+            return if write() {
+                Open::MoveOut(Some(dir))
+            } else {
+                Open::Harmless
+            };
         }
         // A name the agent could not check may be any file's.
         if trusted && !MEMBERSHIP.contains(&name) {
@@ -181,10 +178,7 @@ impl CgroupGuard {
         }
         let target = self.target(p, st);
         let outside = match &target {
-            Some(cg) => {
-                opts.agent_cgroup.as_deref().is_some_and(|a| within(cg, a))
-                    || opts.scope.as_deref().is_some_and(|s| !within(cg, s))
-            }
+            Some(cg) => opts.in_agent(cg) || !opts.in_scope(cg),
             None => true,
         };
         if outside {
@@ -238,6 +232,8 @@ mod tests {
             exec: false,
             scope: scope.map(str::to_string),
             agent_cgroup: agent.map(str::to_string),
+            scope_id: None,
+            agent_cgroup_id: None,
             cgroup_root: root.clone(),
             max_marks: 10,
         };
@@ -320,6 +316,8 @@ mod tests {
             exec: false,
             scope: Some("/x".into()),
             agent_cgroup: None,
+            scope_id: None,
+            agent_cgroup_id: None,
             cgroup_root: root.clone(),
             max_marks: 10,
         };
@@ -339,6 +337,30 @@ mod tests {
             }
             None => panic!("no file handle for a cgroup2 file"),
         }
+    }
+
+    #[test]
+    fn a_renamed_scope_is_still_the_scope() {
+        let (g, mut o) = guard("renamed", Some("/scope"), None);
+        let (_, _) = file(&g, "/scope/inner", "cgroup.procs");
+        o.scope_id = Some(std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(g.root.join("scope")).unwrap(),
+        ));
+        std::fs::rename(g.root.join("scope"), g.root.join("elsewhere")).unwrap();
+        let p = g.root.join("elsewhere/inner/cgroup.procs");
+        let md = std::fs::metadata(&p).unwrap();
+        // SAFETY: a zeroed stat is a valid value; only dev and ino are read.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_dev = std::os::unix::fs::MetadataExt::dev(&md);
+        st.st_ino = std::os::unix::fs::MetadataExt::ino(&md);
+        let p = p.to_string_lossy();
+        assert_eq!(g.classify(&o, &p, true, &st, || true), Open::Harmless);
+        let (out, st) = file(&g, "/other", "cgroup.procs");
+        assert!(matches!(
+            g.classify(&o, &out, true, &st, || true),
+            Open::MoveOut(_)
+        ));
+        let _ = std::fs::remove_dir_all(&g.root);
     }
 
     #[test]

@@ -89,8 +89,33 @@ pub struct Options {
     pub scope: Option<String>,
     /// The agent's `vardr.service` cgroup, exempt.
     pub agent_cgroup: Option<String>,
+    /// Their cgroup ids: membership is decided by ids when known, so a
+    /// renamed cgroup (cgroup2 allows it) is still itself.
+    pub scope_id: Option<u64>,
+    pub agent_cgroup_id: Option<u64>,
     pub cgroup_root: PathBuf,
     pub max_marks: usize,
+}
+
+impl Options {
+    /// Whether cgroup `cg` (relative to the root) is inside the scope
+    /// (everything is, without one).
+    pub fn in_scope(&self, cg: &str) -> bool {
+        match (self.scope_id, &self.scope) {
+            (Some(id), _) => crate::kernel::cgroup::within_id(&self.cgroup_root, cg, id),
+            (None, Some(s)) => within(cg, s),
+            (None, None) => true,
+        }
+    }
+
+    /// Whether cgroup `cg` is the agent's service cgroup or below it.
+    pub fn in_agent(&self, cg: &str) -> bool {
+        match (self.agent_cgroup_id, &self.agent_cgroup) {
+            (Some(id), _) => crate::kernel::cgroup::within_id(&self.cgroup_root, cg, id),
+            (None, Some(a)) => within(cg, a),
+            (None, None) => false,
+        }
+    }
 }
 
 /// State shared with the answering threads.
@@ -489,15 +514,11 @@ fn governed(shared: &Shared, rules: &Rules, tid: u32) -> Option<(u32, Option<Str
         return None;
     }
     let cg = process::cgroup_of(pid);
-    if let Some(scope) = &o.scope {
-        if !cg.as_deref().is_some_and(|c| within(c, scope)) {
-            return None;
-        }
+    if o.scope.is_some() && !cg.as_deref().is_some_and(|c| o.in_scope(c)) {
+        return None;
     }
-    if let (Some(agent), Some(c)) = (&o.agent_cgroup, &cg) {
-        if within(c, agent) {
-            return None;
-        }
+    if cg.as_deref().is_some_and(|c| o.in_agent(c)) {
+        return None;
     }
     let exempt_pid = rules
         .exempt_pids
@@ -512,20 +533,30 @@ fn governed(shared: &Shared, rules: &Rules, tid: u32) -> Option<(u32, Option<Str
     Some((pid, cg))
 }
 
+/// What the cgroup guard concluded about an open on cgroup2.
+enum Guarded {
+    /// A governed process leaving the rules: deny (or audit); reported.
+    Decided(bool),
+    /// Not a membership file or one of the agent's: once no rule names it,
+    /// later opens of it need not reach the agent.
+    Other,
+    /// Left to the rules.
+    Harmless,
+}
+
 /// An open on the cgroup2 file system: a governed process moving itself
 /// or another out of the rules is denied (built-in rule `protect-scope`).
 fn decide_cgroup_open(
-    fan: &Fanotify,
     guard: &cgroup_guard::CgroupGuard,
     ev: &FanotifyEvent,
     fd: std::os::fd::BorrowedFd<'_>,
     st: &libc::stat,
     rules: &Rules,
     shared: &Shared,
-) -> bool {
+) -> Guarded {
     let o = &shared.opts;
     let Ok(tid) = u32::try_from(ev.pid()) else {
-        return false;
+        return Guarded::Harmless;
     };
     // Named as the agent's mount names it, not by the opener's path (a bind
     // mount of cgroup.procs onto another name must not pass for another
@@ -540,15 +571,12 @@ fn decide_cgroup_open(
             .is_none_or(task::flags_write)
     };
     let target = match guard.classify(o, &path, trusted, st, write) {
-        cgroup_guard::Open::Other => {
-            cgroup_guard::CgroupGuard::ignore(fan, fd);
-            return false;
-        }
-        cgroup_guard::Open::Harmless => return false,
+        cgroup_guard::Open::Other => return Guarded::Other,
+        cgroup_guard::Open::Harmless => return Guarded::Harmless,
         cgroup_guard::Open::MoveOut(target) => target,
     };
     let Some((pid, cg)) = governed(shared, rules, tid) else {
-        return false;
+        return Guarded::Harmless;
     };
     tracing::debug!(
         pid,
@@ -576,7 +604,7 @@ fn decide_cgroup_open(
         &path,
         access,
     );
-    o.enforce
+    Guarded::Decided(o.enforce)
 }
 
 /// Decides one event; reports what matters; returns whether to deny.
@@ -599,8 +627,13 @@ fn decide(
     let Some(st) = st else {
         return false;
     };
+    let mut ignorable = false;
     if let Some(g) = shared.guard.as_ref().filter(|g| g.covers(&st)) {
-        return decide_cgroup_open(fan, g, ev, fd, &st, rules, shared);
+        match decide_cgroup_open(g, ev, fd, &st, rules, shared) {
+            Guarded::Decided(block) => return block,
+            Guarded::Other => ignorable = true,
+            Guarded::Harmless => {}
+        }
     }
     let me = crate::compile::Identity {
         dev: task::kernel_dev(st.st_dev),
@@ -630,6 +663,9 @@ fn decide(
         exec,
     };
     if decide::rule_for(&by_path, &by_identity, worst).is_none() {
+        if ignorable {
+            cgroup_guard::CgroupGuard::ignore(fan, fd);
+        }
         return false;
     }
     // Then who opens it.

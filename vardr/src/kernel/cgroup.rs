@@ -40,6 +40,21 @@ pub fn id(path: &Path) -> Result<u64, CgroupError> {
     Ok(std::fs::metadata(path).map_err(io(path))?.ino())
 }
 
+/// Whether the cgroup at `rel` (relative to `root`, "/a/b") is the cgroup
+/// with id `id` or below it, by ids: a cgroup renamed since (cgroup2
+/// directories can be renamed) is still itself.
+pub fn within_id(root: &Path, rel: &str, id: u64) -> bool {
+    let mut p = Some(Path::new(rel));
+    while let Some(dir) = p {
+        let full = root.join(dir.strip_prefix("/").unwrap_or(dir));
+        if std::fs::metadata(&full).is_ok_and(|m| m.ino() == id) {
+            return true;
+        }
+        p = dir.parent();
+    }
+    false
+}
+
 /// Depth below the cgroup v2 root (the root is level 0).
 pub fn level(root: &Path, path: &Path) -> Result<u32, CgroupError> {
     let rel = path

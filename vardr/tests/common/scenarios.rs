@@ -1194,6 +1194,8 @@ pub fn scope_escape(b: Backend) {
         "cgroup.procs",
     );
     denied_move("into the agent's cgroup", &service.path, "cgroup.procs");
+    let below = OwnedCgroup::create(&service.path, "below").expect("cgroup below the agent's");
+    denied_move("below the agent's cgroup", &below.path, "cgroup.procs");
     denied_move("a thread out of the scope", &outside.path, "cgroup.threads");
     // Nor may it stop or starve the agent through the files of its cgroup.
     for file in ["cgroup.freeze", "cgroup.kill"] {
