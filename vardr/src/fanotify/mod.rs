@@ -216,7 +216,14 @@ impl Service {
     ) -> Result<Self, FanotifyError> {
         new_group().map_err(FanotifyError::Init)?;
         let guard = if opts.file {
-            cgroup_guard::CgroupGuard::new(&opts)
+            let g = cgroup_guard::CgroupGuard::new(&opts);
+            if g.is_none() && (opts.scope.is_some() || opts.agent_cgroup.is_some()) {
+                tracing::warn!(
+                    "cannot stat the cgroup2 root {}: a governed process can move out of the rules by writing cgroup.procs",
+                    opts.cgroup_root.display()
+                );
+            }
+            g
         } else {
             None
         };
