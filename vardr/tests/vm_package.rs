@@ -98,13 +98,17 @@ impl Systemd {
     /// Runs it, asserts success, returns trimmed stdout.
     fn ok(&self, script: &str) -> String {
         let o = self.sh(script);
-        assert!(
-            o.status.success(),
-            "{script}: {}\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        if !o.status.success() {
+            // What the service said is the first thing to know.
+            let journal = self.sh("journalctl -u vardr -o cat --no-pager -n 40");
+            panic!(
+                "{script}: {}\nstdout: {}\nstderr: {}\njournal of vardr.service:\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&journal.stdout)
+            );
+        }
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
