@@ -278,7 +278,10 @@ pub struct Config {
     /// Non-zero: the rule set has identity entries (otherwise the programs
     /// skip the walk up the directories).
     pub has_identities: u32,
-    pub _pad: u32,
+    /// Non-zero: governed processes may not move into the agent's cgroup
+    /// nor write its files. Off when the agent runs in a PID namespace of
+    /// its own: its service manager is then not PID 1 and looks governed.
+    pub protect_agent_cgroup: u32,
 }
 
 /// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field

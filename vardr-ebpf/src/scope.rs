@@ -68,7 +68,8 @@ fn place(cfg: &Config, dir: *const u8) -> (bool, bool) {
             break;
         };
         let ino: u64 = read(inode, off.inode_i_ino).unwrap_or(0);
-        in_agent |= cfg.agent_cgroup_id != 0 && ino == cfg.agent_cgroup_id;
+        in_agent |=
+            cfg.protect_agent_cgroup != 0 && cfg.agent_cgroup_id != 0 && ino == cfg.agent_cgroup_id;
         in_scope |= ino == cfg.scope_cgroup_id;
         let Some(parent) = read::<*const u8>(dentry, off.dentry_d_parent) else {
             break;

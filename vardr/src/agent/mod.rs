@@ -801,6 +801,7 @@ fn start_fanotify(
             let root = kernel::cgroup::root().ok()?;
             kernel::cgroup::id(&root.join(c.trim_start_matches('/'))).ok()
         }),
+        protect_agent_cgroup: !kernel::in_child_pid_namespace(),
         cgroup_root: kernel::cgroup::root().ok()?,
         max_marks: fanotify::marks::MAX_MARKS,
     };
@@ -822,7 +823,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     // First, before any thread starts (see ReloadSignal::new).
     let reload_signal = reload_signal::ReloadSignal::new()?;
     if kernel::in_child_pid_namespace() {
-        tracing::warn!("the agent runs in a PID namespace of its own: the kernel knows it by another pid, so its own exemption holds only through its service cgroup (vardr.service), and `exempt_pids` are pids of this namespace; run it in the host's (e.g. hostPID)");
+        tracing::warn!("the agent runs in a PID namespace of its own: the kernel knows it by another pid, so its own exemption holds only through its service cgroup (vardr.service), and `exempt_pids` are pids of this namespace; its service manager is not PID 1 here either, so moves into its cgroup are not refused; run it in the host's (e.g. hostPID)");
     }
     let pins = crate::pin::PinDir::new(&opts.pin_dir);
     let scope_id = match &opts.scope_cgroup {

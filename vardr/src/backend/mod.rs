@@ -242,7 +242,7 @@ impl Enforcer {
             has_interpreters: 0,
             agent_start_ticks,
             has_identities: 0,
-            _pad: 0,
+            protect_agent_cgroup: u32::from(!crate::kernel::in_child_pid_namespace()),
         };
         maps::write_config(&mut maps, 0, &config)?;
         maps::select_config(&mut maps, 0)?;
@@ -298,6 +298,7 @@ impl Enforcer {
         config.agent_tgid = me;
         config.agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
         config.agent_cgroup_id = own_service_cgroup(&root, me);
+        config.protect_agent_cgroup = u32::from(!crate::kernel::in_child_pid_namespace());
         let (written, stale) = maps::scan(&mut maps, config.generation)?;
         if stale > 0 {
             tracing::info!(

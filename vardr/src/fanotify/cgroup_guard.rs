@@ -162,7 +162,8 @@ impl CgroupGuard {
         // Any file of the agent's own cgroup (`cgroup.kill`, `cgroup.freeze`,
         // `memory.max`) could stop or starve it: never ignored.
         let dir = trusted.then(|| self.relative_dir(p)).flatten();
-        if let Some(dir) = dir.filter(|d| opts.in_agent(d)) {
+        let protected = |d: &str| opts.protect_agent_cgroup && opts.in_agent(d);
+        if let Some(dir) = dir.filter(|d| protected(d)) {
             return if write() {
                 Open::MoveOut(Some(dir))
             } else {
@@ -178,7 +179,7 @@ impl CgroupGuard {
         }
         let target = self.target(p, st);
         let outside = match &target {
-            Some(cg) => opts.in_agent(cg) || !opts.in_scope(cg),
+            Some(cg) => protected(cg) || !opts.in_scope(cg),
             None => true,
         };
         if outside {
@@ -234,6 +235,7 @@ mod tests {
             agent_cgroup: agent.map(str::to_string),
             scope_id: None,
             agent_cgroup_id: None,
+            protect_agent_cgroup: true,
             cgroup_root: root.clone(),
             max_marks: 10,
         };
@@ -318,6 +320,7 @@ mod tests {
             agent_cgroup: None,
             scope_id: None,
             agent_cgroup_id: None,
+            protect_agent_cgroup: true,
             cgroup_root: root.clone(),
             max_marks: 10,
         };

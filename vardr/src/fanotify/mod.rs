@@ -93,6 +93,9 @@ pub struct Options {
     /// renamed cgroup (cgroup2 allows it) is still itself.
     pub scope_id: Option<u64>,
     pub agent_cgroup_id: Option<u64>,
+    /// Refuse governed moves into the agent's cgroup and writes of its
+    /// files (off in a PID namespace of its own: see `Config`).
+    pub protect_agent_cgroup: bool,
     pub cgroup_root: PathBuf,
     pub max_marks: usize,
 }
