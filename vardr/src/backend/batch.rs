@@ -48,18 +48,9 @@ pub fn update<K: Pod, V: Pod>(
     };
     // SAFETY: bpf(BPF_MAP_UPDATE_BATCH) reads `count` keys and values from
     // the two slices, which outlive the call, and writes only `count`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &raw mut attr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if r == 0 {
+    let Err(e) = (unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }) else {
         return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
+    };
     match e.raw_os_error() {
         // No batch operations for this map (ENOTSUPP is 524): refused
         // before any entry was written.
@@ -94,12 +85,22 @@ pub fn update_one<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> std
     };
     // SAFETY: bpf(BPF_MAP_UPDATE_ELEM) reads one key and one value, which
     // outlive the call.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }
+}
+
+/// `bpf(cmd, attr, sizeof attr)`.
+///
+/// # Safety
+/// `attr` must be the `union bpf_attr` member `cmd` expects, and every
+/// pointer in it valid for what the kernel reads or writes during the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for `attr`; the kernel reads at most its size.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &raw mut attr,
-            std::mem::size_of::<ElemAttr>(),
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<A>(),
         )
     };
     if r == 0 {
