@@ -18,6 +18,35 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 use cargo_metadata::{diagnostic::DiagnosticLevel, Message};
 
+/// Tetragon's API (`proto/tetragon/`, vendored unchanged): message types
+/// with protobuf's JSON mapping (pbjson, unknown fields ignored, as
+/// Tetragon's consumers decode) and the `FineGuidanceSensors` service.
+fn tetragon_api() -> anyhow::Result<()> {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let descriptors = out.join("tetragon_descriptors.bin");
+    let include = protoc_bin_vendored::include_path().context("vendored protoc includes")?;
+    let files = [PathBuf::from("../proto/tetragon/sensors.proto")];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .build_client(true)
+        .build_server(true)
+        // Methods vardr does not serve answer UNIMPLEMENTED.
+        .generate_default_stubs(true)
+        .compile_protos(&files, &[PathBuf::from("../proto"), include])
+        .context("compiling proto/tetragon")?;
+    let set = std::fs::read(&descriptors).context("reading the Tetragon descriptor set")?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&set)
+        .context("registering the Tetragon descriptors")?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".tetragon"])
+        .context("generating Tetragon's JSON mapping")?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     // gRPC API: protoc comes from a crate, so nothing needs installing.
     let protoc = protoc_bin_vendored::protoc_bin_path().context("vendored protoc")?;
@@ -26,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .compile_protos(&["../proto/vardr/v1/events.proto"], &["../proto"])
         .context("compiling proto/vardr/v1/events.proto")?;
+    tetragon_api()?;
 
     let meta = cargo_metadata::MetadataCommand::new()
         .no_deps()

@@ -37,6 +37,14 @@ enum Command {
     Policy(PolicyCommand),
     /// Stream events from the running agent (its gRPC API), filtered.
     Events(EventsArgs),
+    /// Add, delete, list, enable or disable Tetragon TracingPolicies in the
+    /// running agent, as `tetra tracingpolicy` does (over Tetragon's gRPC
+    /// API). A policy added here is in force when the command returns and
+    /// survives agent restarts (not reboots: list its file in the policy's
+    /// spec.tracing_policies for that). With --enforce, the agent refuses
+    /// changes asked for by a process its policy governs.
+    #[command(subcommand, name = "tracingpolicy", visible_alias = "tp")]
+    TracingPolicy(TracingPolicyCommand),
     /// Show the running agent's mode, backends, policy and last reload,
     /// and what is pinned in the kernel (also when no agent runs).
     Status {
@@ -62,6 +70,118 @@ enum Command {
     /// line definition (used to build the Debian package).
     #[command(subcommand, hide = true)]
     Generate(GenerateCommand),
+}
+
+#[derive(Subcommand)]
+enum TracingPolicyCommand {
+    /// Validate a TracingPolicy file and put it in force.
+    Add {
+        file: PathBuf,
+        #[command(flatten)]
+        at: TetragonSocket,
+    },
+    /// Remove a TracingPolicy added with `add`.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        at: TetragonSocket,
+    },
+    /// List TracingPolicies: those of the policy file and those added.
+    List {
+        /// Print JSON (Tetragon's ListTracingPoliciesResponse mapping).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: TetragonSocket,
+    },
+    /// Put a disabled TracingPolicy back in force.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        at: TetragonSocket,
+    },
+    /// Lift a TracingPolicy's rules, keeping it listed.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        at: TetragonSocket,
+    },
+}
+
+#[derive(clap::Args)]
+struct TetragonSocket {
+    /// The agent's Tetragon API socket (its --tetragon-socket); default:
+    /// tetragon.sock in --runtime-dir.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    #[arg(long, default_value = status::DEFAULT_RUNTIME_DIR)]
+    runtime_dir: PathBuf,
+}
+
+impl TetragonSocket {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.runtime_dir.join(vardr::api::tetragon::SOCKET_NAME))
+    }
+}
+
+fn tracing_policy(c: TracingPolicyCommand) -> anyhow::Result<()> {
+    use vardr::api::tetragon::client;
+    let rt = runtime()?;
+    match c {
+        TracingPolicyCommand::Add { file, at } => {
+            let yaml = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            // Checked here first, so errors name the file and its lines.
+            let p = vardr::policy::tracing::parse(&yaml, &file)?;
+            rt.block_on(client::add(&at.path(), yaml))?;
+            println!(
+                "TracingPolicy {} added ({} rules), in force",
+                p.name,
+                p.rules.len()
+            );
+        }
+        TracingPolicyCommand::Delete { name, at } => {
+            rt.block_on(client::delete(&at.path(), name.clone()))?;
+            println!("TracingPolicy {name} deleted");
+        }
+        TracingPolicyCommand::Enable { name, at } => {
+            rt.block_on(client::set_enabled(&at.path(), name.clone(), true))?;
+            println!("TracingPolicy {name} enabled");
+        }
+        TracingPolicyCommand::Disable { name, at } => {
+            rt.block_on(client::set_enabled(&at.path(), name.clone(), false))?;
+            println!("TracingPolicy {name} disabled");
+        }
+        TracingPolicyCommand::List { json, at } => {
+            let list = rt.block_on(client::list(&at.path()))?;
+            if json {
+                let resp = vardr::api::tetragon::pb::ListTracingPoliciesResponse { policies: list };
+                println!("{}", serde_json::to_string_pretty(&resp)?);
+            } else {
+                println!(
+                    "{:<4} {:<32} {:<9} {:<24} INFO",
+                    "ID", "NAME", "STATE", "SENSORS"
+                );
+                for p in list {
+                    let state = vardr::api::tetragon::pb::TracingPolicyState::try_from(p.state)
+                        .map_or("unknown", |s| {
+                            s.as_str_name().trim_start_matches("TP_STATE_")
+                        });
+                    println!(
+                        "{:<4} {:<32} {:<9} {:<24} {}",
+                        p.id,
+                        p.name,
+                        state.to_lowercase(),
+                        p.sensors.join(","),
+                        p.info
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -137,6 +257,13 @@ struct AgentArgs {
     /// --scope-cgroup found here, whatever its flags.
     #[arg(long, default_value = vardr::pin::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// Also serve Tetragon's gRPC API (tetragon.FineGuidanceSensors:
+    /// events, health, version, TracingPolicy add/delete/list/enable/
+    /// disable) on this Unix socket, root-only. Default: tetragon.sock in
+    /// --runtime-dir; /var/run/tetragon/tetragon.sock is where `tetra`
+    /// looks.
+    #[arg(long)]
+    tetragon_socket: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -180,9 +307,11 @@ enum EventsFormat {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Check policy files: vardr YAML (with the Cedar files its
-    /// `spec.cedar` names) or `.cedar` files, against the shipped Cedar
-    /// schema. Prints file:line:column errors, and which Cedar policies
-    /// the kernel will enforce.
+    /// `spec.cedar` and `spec.tracing_policies` name), Tetragon
+    /// TracingPolicy files, or `.cedar` files (against the shipped Cedar
+    /// schema). Prints file:line:column errors (for a TracingPolicy, also
+    /// every field vardr does not support, and why), and which Cedar
+    /// policies the kernel will enforce.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -225,14 +354,23 @@ fn main() -> ExitCode {
 /// Checks a policy YAML (with the Cedar files it names) or one Cedar file
 /// against the shipped schema; says what the kernel will enforce.
 fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyError> {
+    let text = std::fs::read_to_string(f).map_err(|source| vardr::policy::PolicyError::Read {
+        path: f.into(),
+        source,
+    })?;
+    if vardr::policy::tracing::is_tracing_policy(&text) {
+        let t = vardr::policy::tracing::parse(&text, f)?;
+        return Ok(format!("TracingPolicy {}, {} rules", t.name, t.rules.len()));
+    }
+    let mut tracing = Vec::new();
     let (yaml, cedar, kernel) = if f.extension().is_some_and(|e| e == "cedar") {
         let set = vardr::cedar::load_files(&[f.to_path_buf()])?;
         let kernel = vardr::cedar::kernel::compile(&set);
         (None, set, kernel)
     } else {
-        let (p, set, kernel) = vardr::compile::bundle::parse(f)?;
-        let own = p.rules.len() - kernel.enforced.len() - kernel.observe.len();
-        (Some((p.name, own)), set, kernel)
+        let p = vardr::compile::bundle::parse(f, &[])?;
+        tracing = p.tracing;
+        (Some((p.policy.name, p.own_rules)), p.cedar, p.kernel)
     };
     for w in &cedar.warnings {
         eprintln!("{w}");
@@ -243,6 +381,9 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
     let mut parts = Vec::new();
     if let Some((name, rules)) = &yaml {
         parts.push(format!("policy {name}, {rules} rules"));
+    }
+    for t in &tracing {
+        parts.push(format!("TracingPolicy {}, {} rules", t.name, t.rules.len()));
     }
     if yaml.is_none() || !cedar.is_empty() {
         parts.push(format!("{} Cedar policies", cedar.len()));
@@ -400,6 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 export_max_bytes: a.export_max_size,
                 export_keep: a.export_keep,
                 metrics_addr: a.metrics_addr,
+                tetragon_socket: a.tetragon_socket,
                 keep_enforcing: a.keep_enforcing,
                 reload_programs: a.reload_programs,
                 pin_dir: a.pin_dir,
@@ -408,6 +550,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(agent::run(opts, stdout))?;
         }
         Command::Events(e) => events(e)?,
+        Command::TracingPolicy(c) => tracing_policy(c)?,
         Command::Generate(what) => generate(what)?,
         Command::Probe { json } => {
             let report = vardr::probe::run();

@@ -97,3 +97,10 @@ fn fallback_exempt_pid_reuse() {
         scenarios::exempt_pid_reuse(Fallback);
     }
 }
+
+#[test]
+fn fallback_tracing_policies() {
+    if require_backend("fallback_tracing_policies", Fallback) {
+        common::tetragon::tracing_policies(Fallback);
+    }
+}

@@ -23,7 +23,7 @@ fn shipped_policies_are_valid() {
     assert!(files.len() >= 4, "{files:?}");
     let mut cedar = 0;
     for f in files {
-        let b = compile::bundle::load(&f, 1, &compile::Limits::default())
+        let b = compile::bundle::load(&f, &[], 1, &compile::Limits::default())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!b.policy.rules.is_empty(), "{}", f.display());
         cedar += b.cedar.len();
@@ -93,8 +93,8 @@ fn validate_command_reports_positions() {
 #[test]
 fn default_policy_loads_without_warnings() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
-    let b =
-        compile::bundle::load(&f, 1, &compile::Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+    let b = compile::bundle::load(&f, &[], 1, &compile::Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(b.rules.warnings.is_empty(), "{:?}", b.rules.warnings);
     assert!(b.cedar.warnings.is_empty(), "{:?}", b.cedar.warnings);
     for absent in &b.rules.absent_binaries {

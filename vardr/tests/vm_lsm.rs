@@ -64,6 +64,14 @@ lsm_test!(lsm_exempt_pid_reuse, exempt_pid_reuse);
 
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_tracing_policies() {
+    if require_backend("lsm_tracing_policies", Lsm) {
+        common::tetragon::tracing_policies(Lsm);
+    }
+}
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
 fn lsm_network_rules() {
     if require_backend("lsm_network_rules", Lsm) && scenarios::python_available("lsm_network_rules")
     {

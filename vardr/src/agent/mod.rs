@@ -8,6 +8,7 @@ pub mod requests;
 pub mod response;
 pub mod sd_notify;
 pub mod status;
+pub mod tracing_policies;
 
 use std::{
     collections::HashMap,
@@ -41,6 +42,9 @@ use crate::{
     sinks::{Output, RotatingFile, Sinks},
 };
 use response::Responder;
+use tracing_policies::ApiPolicies;
+
+use crate::api::tetragon::policies::{Envelope, Loaded, PolicyRequest, Refused};
 use status::{HookStatus, ReloadStatus, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,9 @@ pub struct AgentOptions {
     pub reload_programs: bool,
     /// bpffs directory of this scope's pinned sets.
     pub pin_dir: PathBuf,
+    /// Where Tetragon's gRPC API is served (`None`: `tetragon.sock` in
+    /// the runtime directory).
+    pub tetragon_socket: Option<PathBuf>,
 }
 
 /// Records handled before the event loop looks at signals and ticks again.
@@ -132,8 +139,23 @@ impl Catalog {
     }
 }
 
-fn load_rules(path: &Path, first_id: u32, limits: &Limits) -> Result<Bundle, AgentError> {
-    let b = bundle::load(path, first_id, limits)?;
+/// Answers a request (`vardr policy apply`, a TracingPolicy command) once
+/// the reload it asked for is in force or rejected.
+pub type Waiter = Box<dyn FnOnce(Result<(), Refused>) + Send>;
+
+pub fn waiter(tx: tokio::sync::oneshot::Sender<Result<(), Refused>>) -> Waiter {
+    Box::new(move |r| {
+        let _ = tx.send(r);
+    })
+}
+
+fn load_rules(
+    path: &Path,
+    extra: &[crate::policy::tracing::TracingPolicy],
+    first_id: u32,
+    limits: &Limits,
+) -> Result<Bundle, AgentError> {
+    let b = bundle::load(path, extra, first_id, limits)?;
     for w in &b.rules.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
@@ -209,20 +231,40 @@ struct Agent {
     reloads: tokio::sync::mpsc::UnboundedSender<Prepared>,
     /// A reload is being prepared.
     reloading: bool,
-    /// The file of a reload asked for while another was being prepared.
-    queued_reload: Option<PathBuf>,
+    /// The file (and API TracingPolicies) of a reload asked for while
+    /// another was being prepared.
+    queued_reload: Option<(PathBuf, ApiPolicies)>,
     /// Who waits for the reload in preparation, and for the queued one.
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    queued_waiters: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<Waiter>,
+    queued_waiters: Vec<Waiter>,
+    /// TracingPolicies added through the API: in force, and as last asked
+    /// for (what the next reload compiles).
+    api_policies: ApiPolicies,
+    api_desired: ApiPolicies,
+    /// The policy file's TracingPolicies, for listings.
+    file_policies: Vec<Loaded>,
     /// Deleting the entries the last reload replaced: the generation the
     /// next reload writes into, so it waits for this first.
     retiring: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The listing entries of the policy file's TracingPolicies (those the API
+/// added come after them in `b.tracing`).
+fn file_policies(b: &Bundle) -> Vec<Loaded> {
+    let n = b.policy.tracing_policies.len();
+    b.tracing
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, t)| tracing_policies::file_entry(i as u64 + 1, t))
+        .collect()
 }
 
 /// A reload prepared off the event loop: the policy parsed and compiled,
 /// its rules written under the unused generation, not yet in force.
 struct Prepared {
     path: PathBuf,
+    api: ApiPolicies,
     result: Result<(Bundle, backend::Staged, Option<fanotify::Planned>), AgentError>,
     started: std::time::Instant,
 }
@@ -487,63 +529,108 @@ impl Agent {
     /// does not vouch for) of `path` (`None`: the policy file in force),
     /// answered on `reply` once done. With `--enforce`, refused when the
     /// policy governs the sender.
-    fn reload(
-        &mut self,
-        sender: Option<u32>,
-        path: Option<PathBuf>,
-        reply: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    ) {
+    fn reload(&mut self, sender: Option<u32>, path: Option<PathBuf>, reply: Option<Waiter>) {
+        if let Err(r) = self.may_change_policy(sender, "the reload") {
+            if let Some(reply) = reply {
+                reply(Err(r));
+            }
+            return;
+        }
+        self.start_reload(path, reply);
+    }
+
+    /// With `--enforce`, a process the policy governs may not change it.
+    fn may_change_policy(&mut self, sender: Option<u32>, what: &str) -> Result<(), Refused> {
         let enforcer = &self.enforcer;
         let governed = sender.is_none_or(|pid| {
             self.responder
                 .governs(pid, &|p| enforcer.exempt_by_binary(p))
         });
-        if self.opts.enforce && governed {
-            let who = sender.map_or(
-                "a sender the kernel does not name (sigqueue, SIGIO)".to_string(),
-                |p| format!("pid {p}"),
-            );
-            let error = format!(
-                "refused: the reload was asked for by {who}, which the policy in force governs; a governed process cannot change the policy (ask from outside its scope, e.g. `systemctl reload vardr`)"
-            );
-            tracing::warn!("policy reload {error}");
-            self.metrics.policy_reload_errors.inc();
-            self.status.last_reload = ReloadStatus {
-                seq: self.status.last_reload.seq + 1,
-                ok: false,
-                at: status::now(),
-                error: Some(error.clone()),
-            };
-            self.save_status();
-            if let Some(r) = reply {
-                let _ = r.send(Err(error));
-            }
-            return;
+        if !(self.opts.enforce && governed) {
+            return Ok(());
         }
+        let who = sender.map_or(
+            "a sender the kernel does not name (sigqueue, SIGIO)".to_string(),
+            |p| format!("pid {p}"),
+        );
+        let error = format!(
+            "refused: {what} was asked for by {who}, which the policy in force governs; a governed process cannot change the policy (ask from outside its scope, e.g. `systemctl reload vardr`)"
+        );
+        tracing::warn!("policy change {error}");
+        self.metrics.policy_reload_errors.inc();
+        self.status.last_reload = ReloadStatus {
+            seq: self.status.last_reload.seq + 1,
+            ok: false,
+            at: status::now(),
+            error: Some(error.clone()),
+        };
+        self.save_status();
+        Err(Refused::new(tonic::Code::PermissionDenied, error))
+    }
+
+    /// Reloads `path` (`None`: the policy file in force) with the API
+    /// TracingPolicies last asked for.
+    fn start_reload(&mut self, path: Option<PathBuf>, reply: Option<Waiter>) {
         let path = path.unwrap_or_else(|| self.opts.policy.clone());
+        let api = self.api_desired.clone();
         if self.reloading {
             // The latest request wins, once the one in preparation is done.
             for w in self.queued_waiters.drain(..) {
-                let _ = w.send(Err("superseded by a later request".into()));
+                w(Err(Refused::new(
+                    tonic::Code::Aborted,
+                    "superseded by a later request",
+                )));
             }
-            self.queued_reload = Some(path);
+            self.queued_reload = Some((path, api));
             self.queued_waiters.extend(reply);
             return;
         }
         self.waiters.extend(reply);
-        self.prepare_reload(path);
+        self.prepare_reload(path, api);
+    }
+
+    /// A TracingPolicy command from Tetragon's API: listings are answered
+    /// at once; changes go through a reload like a policy file's, and are
+    /// answered when it is done.
+    fn tracing_request(&mut self, env: Envelope) {
+        if let PolicyRequest::List { reply } = env.request {
+            let mut all = self.file_policies.clone();
+            all.extend(self.api_policies.listing());
+            for (i, l) in all.iter_mut().enumerate() {
+                l.id = i as u64 + 1;
+            }
+            let _ = reply.send(all);
+            return;
+        }
+        if let Err(r) = self.may_change_policy(env.pid, "the TracingPolicy change") {
+            match env.request {
+                PolicyRequest::Add { reply, .. }
+                | PolicyRequest::Delete { reply, .. }
+                | PolicyRequest::Enable { reply, .. } => {
+                    let _ = reply.send(Err(r));
+                }
+                PolicyRequest::List { .. } => {}
+            }
+            return;
+        }
+        let (change, reply) = self.api_desired.change(env.request, &self.file_policies);
+        if let tracing_policies::Change::Reload(next) = change {
+            self.api_desired = next;
+            self.start_reload(None, reply);
+        }
     }
 
     /// Parses, compiles and writes the policy at `path` on a thread of its
     /// own: the event loop keeps draining events, serving the API and
     /// metrics meanwhile. [`Agent::finish_reload`] puts it in force.
-    fn prepare_reload(&mut self, path: PathBuf) {
+    fn prepare_reload(&mut self, path: PathBuf, api: ApiPolicies) {
         let started = std::time::Instant::now();
         let staging = match self.enforcer.staging() {
             Ok(s) => s,
             Err(e) => {
                 let _ = self.reloads.send(Prepared {
                     path,
+                    api,
                     result: Err(e.into()),
                     started,
                 });
@@ -563,7 +650,7 @@ impl Agent {
                     if let Some(r) = retiring {
                         let _ = r.join();
                     }
-                    let b = load_rules(&path, first_id, &limits)?;
+                    let b = load_rules(&path, &api.enabled(), first_id, &limits)?;
                     let staged = staging.write(&b.rules)?;
                     let planned = fan_opts.map(|o| fanotify::plan(&o, &b.rules));
                     Ok((b, staged, planned))
@@ -577,6 +664,7 @@ impl Agent {
                     });
                 let _ = tx.send(Prepared {
                     path,
+                    api,
                     result,
                     started,
                 });
@@ -592,7 +680,7 @@ impl Agent {
     fn finish_reload(&mut self, p: Prepared) {
         self.reloading = false;
         let seq = self.status.last_reload.seq + 1;
-        let path = p.path;
+        let (path, api) = (p.path, p.api);
         let result = p.result.and_then(|(b, staged, planned)| {
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
             // The old entries go on a thread too, after a grace period.
@@ -610,12 +698,21 @@ impl Agent {
                 self.record_maps(&stats);
                 self.catalog.next_id += b.rules.rule_count() as u32;
                 self.awaited = appear::Awaited::new(std::mem::take(&mut b.rules.absent_binaries));
+                self.file_policies = file_policies(&b);
                 self.catalog.replace(b.rules.rules);
                 // Kernel rules and Cedar set switch together: the maps
                 // are in force, now the engine that reads their reports.
                 self.layer2 = cedar::Engine::new(&b.cedar);
                 self.responder.exempt_pids = b.policy.exempt_pids.iter().copied().collect();
                 self.opts.policy = path.clone();
+                self.api_policies = api;
+                let dir = self.opts.runtime_dir.join(tracing_policies::DIR_NAME);
+                if let Err(e) = self.api_policies.save(&dir) {
+                    tracing::warn!(
+                        "cannot keep the API's TracingPolicies in {}: {e}",
+                        dir.display()
+                    );
+                }
                 self.status.policy_path = path;
                 self.status.policy_name = b.policy.name;
                 self.status.rules = self.catalog.current.len();
@@ -634,6 +731,8 @@ impl Agent {
             }
             Err(e) => {
                 tracing::error!("policy reload rejected, previous policy stays in force: {e}");
+                // What the API asked for did not go in force.
+                self.api_desired = self.api_policies.clone();
                 self.metrics.policy_reload_errors.inc();
                 self.status.last_reload = ReloadStatus {
                     seq,
@@ -646,14 +745,14 @@ impl Agent {
         self.save_status();
         let answer = match &self.status.last_reload.error {
             None => Ok(()),
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(Refused::new(tonic::Code::InvalidArgument, e.clone())),
         };
         for w in self.waiters.drain(..) {
-            let _ = w.send(answer.clone());
+            w(answer.clone());
         }
-        if let Some(next) = self.queued_reload.take() {
+        if let Some((next, api)) = self.queued_reload.take() {
             self.waiters = std::mem::take(&mut self.queued_waiters);
-            self.prepare_reload(next);
+            self.prepare_reload(next, api);
         }
     }
 
@@ -834,12 +933,26 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let started = std::time::Instant::now();
     // Rule ids unused by the pinned sets: their queued events keep their names.
     let first_id = persist::first_free_rule_id(&previous);
+    // TracingPolicies an earlier agent was given through the API.
+    let (api_policies, broken) =
+        ApiPolicies::load(&opts.runtime_dir.join(tracing_policies::DIR_NAME));
+    for e in broken {
+        tracing::error!("TracingPolicy added through the API no longer loads, left out: {e}");
+    }
+    let bundle = load_rules(
+        &opts.policy,
+        &api_policies.enabled(),
+        first_id,
+        &opts.limits,
+    )?;
+    let file_policies = file_policies(&bundle);
     let Bundle {
         policy: pol,
         cedar: cedar_set,
         kernel: kernel_rules,
         rules: mut set,
-    } = load_rules(&opts.policy, first_id, &opts.limits)?;
+        ..
+    } = bundle;
     let t_policy = started.elapsed();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
@@ -1071,6 +1184,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         retiring: None,
         waiters: Vec::new(),
         queued_waiters: Vec::new(),
+        api_desired: api_policies.clone(),
+        api_policies,
+        file_policies,
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
@@ -1085,13 +1201,24 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let socket = agent.opts.runtime_dir.join(api::SOCKET_NAME);
     let listener = api::server::bind(&socket)?;
+    let tetragon_socket = agent
+        .opts
+        .tetragon_socket
+        .clone()
+        .unwrap_or_else(|| agent.opts.runtime_dir.join(api::tetragon::SOCKET_NAME));
+    if let Some(dir) = tetragon_socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tetragon_listener = api::server::bind(&tetragon_socket)?;
+    let (tracing_client, mut tracing_rx) = api::tetragon::policies::Client::new();
     let api_task = {
         let (tx, m) = (agent.sinks.sender(), metrics.clone());
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            if let Err(e) = api::server::serve(listener, tx, m, shutdown).await {
+            let listeners = [listener, tetragon_listener];
+            if let Err(e) = api::server::serve(listeners, tx, m, tracing_client, shutdown).await {
                 tracing::error!("event API stopped: {e}");
             }
         })
@@ -1147,7 +1274,18 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             }
             Some(req) = control_rx.recv() => {
                 notifier.reloading();
-                agent.reload(req.pid, Some(req.path), Some(req.reply));
+                let reply = req.reply;
+                let reply: Waiter = Box::new(move |r: Result<(), Refused>| {
+                    let _ = reply.send(r.map_err(|e| e.message));
+                });
+                agent.reload(req.pid, Some(req.path), Some(reply));
+                if !agent.reloading {
+                    notifier.ready(&agent.status.summary());
+                }
+            }
+            Some(env) = tracing_rx.recv() => {
+                notifier.reloading();
+                agent.tracing_request(env);
                 if !agent.reloading {
                     notifier.ready(&agent.status.summary());
                 }
@@ -1193,13 +1331,23 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     agent.check_lost()?;
     agent.leave_pinned();
     let _ = stop_tx.send(());
-    let _ = api_task.await;
+    // Subscribers' streams never end by themselves: a client that keeps
+    // its connection open must not hold the agent up.
+    let mut api_task = api_task;
+    if tokio::time::timeout(Duration::from_secs(2), &mut api_task)
+        .await
+        .is_err()
+    {
+        tracing::info!("closing the gRPC connections still open");
+        api_task.abort();
+    }
     control_task.abort();
     let _ = std::fs::remove_file(agent.opts.runtime_dir.join(requests::SOCKET_NAME));
     if let Some(t) = metrics_task {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&tetragon_socket);
     drop(ring_fd);
     status::remove(&agent.opts.runtime_dir);
     let kept = agent.persist.own.is_some();

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::pb::{events_client::EventsClient, Event, SubscribeRequest};
 
@@ -12,8 +12,29 @@ pub enum ClientError {
         "cannot connect to the agent at {0} (is `vardr agent` running, and are you root?): {1}"
     )]
     Connect(PathBuf, #[source] tonic::transport::Error),
-    #[error("the agent refused the subscription: {0}")]
-    Status(#[from] tonic::Status),
+    #[error("the agent refused: {}", .0.message())]
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(s)
+    }
+}
+
+/// A gRPC channel to the agent's Unix socket.
+pub async fn channel(socket: &Path) -> Result<Channel, ClientError> {
+    let path = socket.to_path_buf();
+    // The URI is required by tonic but unused: the connector dials the socket.
+    Endpoint::from_static("http://vardr.local")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| ClientError::Connect(socket.into(), e))
 }
 
 /// Subscribes and calls `f` for every event until the stream ends or `f`
@@ -23,18 +44,7 @@ pub async fn subscribe(
     filter: SubscribeRequest,
     mut f: impl FnMut(Event) -> bool,
 ) -> Result<(), ClientError> {
-    let path = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector dials the socket.
-    let channel = Endpoint::from_static("http://vardr.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .map_err(|e| ClientError::Connect(socket.into(), e))?;
-    let mut stream = EventsClient::new(channel)
+    let mut stream = EventsClient::new(channel(socket).await?)
         .subscribe(filter)
         .await?
         .into_inner();

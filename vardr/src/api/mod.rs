@@ -2,6 +2,7 @@
 //! root-only Unix socket; `vardr events` is the client.
 pub mod client;
 pub mod server;
+pub mod tetragon;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {

@@ -4,7 +4,7 @@ use std::{path::Path, pin::Pin, sync::Arc};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_stream::{
     wrappers::{ReceiverStream, UnixListenerStream},
-    Stream,
+    Stream, StreamExt as _,
 };
 use tonic::{Request, Response, Status};
 
@@ -14,6 +14,7 @@ use super::{
         events_server::{Events, EventsServer},
         Event, SubscribeRequest,
     },
+    tetragon::{self, pb::fine_guidance_sensors_server::FineGuidanceSensorsServer},
 };
 use crate::{metrics::Metrics, sinks::Published};
 
@@ -68,20 +69,30 @@ pub fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    tracing::info!("event API on unix:{}", socket.display());
+    tracing::info!("gRPC API on unix:{}", socket.display());
     Ok(listener)
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves vardr's API and Tetragon's `FineGuidanceSensors` on both
+/// listeners until `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::UnixListener,
+    listeners: [tokio::net::UnixListener; 2],
     tx: broadcast::Sender<Arc<Published>>,
     metrics: Metrics,
+    policies: tetragon::policies::Client,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let [vardr, tetra] = listeners;
+    let incoming = UnixListenerStream::new(vardr).merge(UnixListenerStream::new(tetra));
+    let tetragon = tetragon::service::TetragonService {
+        events: tx.clone(),
+        metrics: metrics.clone(),
+        policies,
+    };
     tonic::transport::Server::builder()
         .add_service(EventsServer::new(EventService { tx, metrics }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .add_service(FineGuidanceSensorsServer::new(tetragon))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

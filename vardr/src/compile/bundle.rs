@@ -1,12 +1,15 @@
 //! Everything one policy file names, loaded and compiled together: the
 //! YAML rules, its Cedar files, and the Layer 1 rules derived from them.
 //! One error anywhere rejects the whole bundle, so a reload is atomic.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use super::{compile, CompileError, Limits, RuleSet};
 use crate::{
     cedar::{self, kernel::KernelRules, CedarSet},
-    policy::{self, Action, Hook, Policy, PolicyError, Protocol, Rule},
+    policy::{self, tracing::TracingPolicy, Action, Hook, Policy, PolicyError, Protocol, Rule},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -21,23 +24,74 @@ pub enum BundleError {
     },
 }
 
-/// A policy with its Cedar set, compiled.
+/// A policy with its Cedar set and TracingPolicies, compiled.
 #[derive(Debug)]
 pub struct Bundle {
     pub policy: Policy,
     pub cedar: CedarSet,
     pub kernel: KernelRules,
+    /// The policy file's TracingPolicies, then those added through the API.
+    pub tracing: Vec<TracingPolicy>,
     pub rules: RuleSet,
 }
 
-/// Reads and validates the policy at `path` and the Cedar files it names.
-pub fn parse(path: &Path) -> Result<(Policy, CedarSet, KernelRules), PolicyError> {
+/// A policy file and everything it names, validated, not compiled.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Its rules are the YAML rules, the Cedar-derived ones, then the
+    /// TracingPolicies' (in `tracing` order).
+    pub policy: Policy,
+    pub cedar: CedarSet,
+    pub kernel: KernelRules,
+    pub tracing: Vec<TracingPolicy>,
+    /// How many of `policy.rules` are the YAML's own.
+    pub own_rules: usize,
+}
+
+/// Reads and validates the policy at `path`, the Cedar and TracingPolicy
+/// files it names, and adds the rules of `extra` (TracingPolicies added
+/// at run time).
+pub fn parse(path: &Path, extra: &[TracingPolicy]) -> Result<Parsed, PolicyError> {
     let mut pol = policy::load(path)?;
+    let own_rules = pol.rules.len();
     let cedar = cedar::load_files(&pol.cedar)?;
     let kernel = cedar::kernel::compile(&cedar);
     pol.rules.extend(kernel.enforced.iter().cloned());
     pol.rules.extend(kernel.observe.iter().cloned());
-    Ok((pol, cedar, kernel))
+    let mut tracing = pol
+        .tracing_policies
+        .iter()
+        .map(|f| policy::tracing::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing.extend(extra.iter().cloned());
+    let mut names: HashSet<&str> = pol.rules.iter().map(|r| r.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for t in &tracing {
+        let key = (t.namespace.as_deref(), t.name.as_str());
+        let clash = !seen.insert(key) || t.rules.iter().any(|r| !names.insert(r.name.as_str()));
+        if clash {
+            return Err(PolicyError::Invalid {
+                path: t.source.clone(),
+                diagnostics: vec![policy::Diagnostic {
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "TracingPolicy {:?} is loaded twice, or its rule names clash with the policy's",
+                        t.name
+                    ),
+                }],
+            });
+        }
+    }
+    pol.rules
+        .extend(tracing.iter().flat_map(|t| t.rules.iter().cloned()));
+    Ok(Parsed {
+        policy: pol,
+        cedar,
+        kernel,
+        tracing,
+        own_rules,
+    })
 }
 
 /// Order in which the kernel tries network buckets: (protocol, port),
@@ -126,20 +180,42 @@ fn shadowed_cedar(rules: &[Rule]) -> Vec<String> {
 }
 
 /// [`parse`], then compiles the rules, numbering them from `first_id`.
-pub fn load(path: &Path, first_id: u32, limits: &Limits) -> Result<Bundle, BundleError> {
-    let (policy, cedar, kernel) = parse(path)?;
-    let mut rules = compile(&policy, first_id, limits).map_err(|source| BundleError::Compile {
-        path: path.into(),
-        source,
-    })?;
-    rules.warnings.extend(kernel.warnings.iter().cloned());
-    rules.warnings.extend(shadowed_cedar(&policy.rules));
+/// Events of a TracingPolicy's rules name that policy.
+pub fn load(
+    path: &Path,
+    extra: &[TracingPolicy],
+    first_id: u32,
+    limits: &Limits,
+) -> Result<Bundle, BundleError> {
+    let p = parse(path, extra)?;
+    let mut rules =
+        compile(&p.policy, first_id, limits).map_err(|source| BundleError::Compile {
+            path: path.into(),
+            source,
+        })?;
+    // Rule ids follow `policy.rules`, whose tail is the TracingPolicies'.
+    let mut id = first_id + (p.policy.rules.len() - tracing_rules(&p.tracing)) as u32;
+    for t in &p.tracing {
+        for _ in &t.rules {
+            if let Some(info) = rules.rules.get_mut(&id) {
+                info.policy_name.clone_from(&t.name);
+            }
+            id += 1;
+        }
+    }
+    rules.warnings.extend(p.kernel.warnings.iter().cloned());
+    rules.warnings.extend(shadowed_cedar(&p.policy.rules));
     Ok(Bundle {
-        policy,
-        cedar,
-        kernel,
+        policy: p.policy,
+        cedar: p.cedar,
+        kernel: p.kernel,
+        tracing: p.tracing,
         rules,
     })
+}
+
+fn tracing_rules(t: &[TracingPolicy]) -> usize {
+    t.iter().map(|t| t.rules.len()).sum()
 }
 
 #[cfg(test)]
@@ -169,7 +245,12 @@ mod tests {
             ),
         )
         .unwrap();
-        let b = load(&dir.join("p.yaml"), 1, &super::super::Limits::default());
+        let b = load(
+            &dir.join("p.yaml"),
+            &[],
+            1,
+            &super::super::Limits::default(),
+        );
         let _ = std::fs::remove_dir_all(&dir);
         let w = b.unwrap().rules.warnings;
         // Not warned: the same key (deny wins on it), another port than

@@ -68,6 +68,8 @@ pub struct Process {
     pub arguments: String,
     /// How the process became known (execve, procFS, clone), plus truncArgs.
     pub flags: String,
+    /// Empty when unknown (a Timestamp in Tetragon's schema: no empty string).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub start_time: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_exec_id: Option<String>,
@@ -76,6 +78,9 @@ pub struct Process {
     pub cgroup: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The container id again, under Tetragon's name for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<String>,
 }
 
 impl Process {
@@ -100,6 +105,7 @@ impl Process {
             cgroup_id: p.cgroup_id,
             cgroup: p.cgroup.clone(),
             container_id: p.container_id.clone(),
+            docker: p.container_id.clone(),
         }
     }
 
@@ -121,6 +127,7 @@ impl Process {
             cgroup_id: h.cgroup_id,
             cgroup: String::new(),
             container_id: None,
+            docker: None,
         }
     }
 }
@@ -305,10 +312,15 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
     match (p.hook, &p.path, &p.remote) {
         (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::Sock {
             family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
+            // Named as Tetragon's `KprobeSock.protocol`.
             protocol: match proto {
-                6 => "tcp",
-                17 => "udp",
-                _ => "any",
+                0 => "IPPROTO_IP",
+                1 => "IPPROTO_ICMP",
+                6 => "IPPROTO_TCP",
+                17 => "IPPROTO_UDP",
+                58 => "IPPROTO_ICMPV6",
+                132 => "IPPROTO_SCTP",
+                _ => "IPPROTO_UNKNOWN",
             },
             daddr: ip.to_string(),
             dport: *port,

@@ -1,6 +1,7 @@
 //! vardr policy files (`apiVersion: vardr.dev/v1`, `kind: Policy`): parsing
 //! and validation with `file:line:column` errors.
 mod schema;
+pub mod tracing;
 mod validate;
 
 use std::{
@@ -135,6 +136,9 @@ pub struct Policy {
     pub interpreters: Vec<String>,
     /// Layer 2 Cedar files (resolved against the policy file's directory).
     pub cedar: Vec<PathBuf>,
+    /// Tetragon TracingPolicy files (resolved like `cedar`), compiled with
+    /// this policy's rules.
+    pub tracing_policies: Vec<PathBuf>,
 }
 
 /// One problem in a policy file, with its position.

@@ -33,6 +33,9 @@ pub struct Spec {
     /// Layer 2 Cedar files, relative to this file.
     #[serde(default)]
     pub cedar: Vec<Spanned<String>>,
+    /// Tetragon TracingPolicy files, relative to this file.
+    #[serde(default)]
+    pub tracing_policies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,10 +13,10 @@ use super::{
 /// generation byte, the path, and the NUL that marks exact paths).
 pub const MAX_PATH_LEN: usize = vardr_common::PATH_MAX_RULE;
 
-struct Diags(Vec<Diagnostic>);
+pub(super) struct Diags(pub(super) Vec<Diagnostic>);
 
 impl Diags {
-    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
         self.0.push(Diagnostic {
             line: s.referenced.line().max(1),
             column: s.referenced.column().max(1),
@@ -78,6 +78,20 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
             cedar.push(f);
         }
     }
+    let mut tracing_policies = Vec::new();
+    for t in &doc.spec.tracing_policies {
+        let f = base.join(&t.value);
+        if t.value.trim().is_empty() {
+            d.at(t, "tracing_policies: empty file name");
+        } else if !f.is_file() {
+            d.at(
+                t,
+                format!("tracing_policies: {} is not a file", f.display()),
+            );
+        } else {
+            tracing_policies.push(f);
+        }
+    }
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for r in doc.spec.rules {
@@ -97,6 +111,7 @@ pub fn validate(doc: PolicyDoc, path: &Path) -> Result<Policy, Vec<Diagnostic>> 
             exempt_binaries,
             interpreters,
             cedar,
+            tracing_policies,
         })
     } else {
         d.0.sort_by_key(|x| (x.line, x.column));
@@ -266,7 +281,7 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
 }
 
 /// An absolute, normalized path the kernel can report back verbatim.
-fn abs_path(d: &mut Diags, p: &Spanned<String>, what: &str) -> Option<String> {
+pub(super) fn abs_path(d: &mut Diags, p: &Spanned<String>, what: &str) -> Option<String> {
     let v = &p.value;
     let err = if !v.starts_with('/') {
         Some(format!("{what} {v:?} must be absolute"))
@@ -291,7 +306,7 @@ fn abs_path(d: &mut Diags, p: &Spanned<String>, what: &str) -> Option<String> {
     }
 }
 
-fn parse_cidr(s: &str) -> Result<IpNet, String> {
+pub(super) fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let net: IpNet = match s.parse::<IpNet>() {
         Ok(n) => n,
         // A bare address means that one host.

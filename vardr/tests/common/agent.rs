@@ -124,6 +124,7 @@ impl AgentRun {
             let (is_out, l) = self.lines.recv_timeout(left).ok()?;
             if is_out {
                 if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    check_tetragon_schema(&l);
                     self.events.push(v);
                 }
             } else {
@@ -241,6 +242,7 @@ impl AgentRun {
         while let Ok((is_out, l)) = self.lines.recv_timeout(Duration::from_millis(500)) {
             if is_out {
                 if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    check_tetragon_schema(&l);
                     self.events.push(v);
                 }
             } else {
@@ -276,4 +278,13 @@ pub fn which(cmd: &str) -> PathBuf {
         }
     }
     panic!("{cmd} not found");
+}
+
+/// Every event the agent writes must decode with Tetragon's protobuf
+/// messages (JSON mapping, unknown fields ignored), as Tetragon's
+/// consumers read them.
+fn check_tetragon_schema(line: &str) {
+    if let Err(e) = vardr::api::tetragon::decode(line) {
+        panic!("event does not decode as tetragon.GetEventsResponse: {e}\n{line}");
+    }
 }

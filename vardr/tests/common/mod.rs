@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod persist;
 pub mod scenarios;
+pub mod tetragon;
 
 use std::{
     path::{Path, PathBuf},

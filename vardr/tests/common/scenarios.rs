@@ -20,11 +20,11 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-fn policy(rules: &str) -> String {
+pub fn policy(rules: &str) -> String {
     format!("apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: test\nspec:\n{rules}")
 }
 
-fn start(b: Backend, cgroup: &Path, policy: &str, enforce: bool) -> AgentRun {
+pub fn start(b: Backend, cgroup: &Path, policy: &str, enforce: bool) -> AgentRun {
     let cg = cgroup.to_str().unwrap().to_string();
     let mut args = vec!["--backend", backend_name(b), "--scope-cgroup", &cg];
     if enforce {
@@ -40,7 +40,7 @@ pub fn fanotify_here() -> bool {
 }
 
 /// The backend named in deny events of file and exec rules.
-fn deny_backend(b: Backend) -> &'static str {
+pub fn deny_backend(b: Backend) -> &'static str {
     match b {
         Backend::Lsm => "lsm",
         _ if fanotify_here() => "fanotify",
@@ -96,7 +96,7 @@ fn is(ev: &Value, hook: &str, rule: &str) -> bool {
     ev["hook"] == hook && ev["rule"] == rule
 }
 
-fn path_of(ev: &Value) -> &str {
+pub fn path_of(ev: &Value) -> &str {
     let a = &ev["args"][0];
     a["file_arg"]["path"]
         .as_str()
@@ -400,7 +400,7 @@ pub fn network_rules(b: Backend) {
     assert_eq!(ev["verdict"], "deny");
     assert_eq!(ev["args"][0]["sock_arg"]["daddr"], "127.0.0.1");
     assert_eq!(ev["args"][0]["sock_arg"]["dport"], dp);
-    assert_eq!(ev["args"][0]["sock_arg"]["protocol"], "tcp");
+    assert_eq!(ev["args"][0]["sock_arg"]["protocol"], "IPPROTO_TCP");
     assert!(agent.stop().success());
 }
 

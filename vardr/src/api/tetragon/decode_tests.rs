@@ -1,0 +1,227 @@
+//! Every event vardr writes decodes with Tetragon's own messages, and the
+//! fields Tetragon consumers key on come out with the values vardr meant.
+use std::{net::IpAddr, sync::Arc, time::SystemTime};
+
+use vardr_common::{BackendKind, EventHeader, Hook, Operation, Verdict};
+
+use super::{decode, pb};
+use crate::{
+    events::{JsonEvent, PolicyMatch, RuleInfo},
+    process::{sample, ProcessInfo},
+};
+
+fn header() -> EventHeader {
+    EventHeader {
+        kind: 0,
+        _pad: 0,
+        boot_ns: 1,
+        tid: 4243,
+        pid: 4242,
+        uid: 1000,
+        gid: 1000,
+        cgroup_id: 77,
+        comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+    }
+}
+
+fn chain() -> Arc<ProcessInfo> {
+    let init = sample(1, "/sbin/init", "/", None);
+    let bash = sample(900, "/usr/bin/bash", "/user.slice", Some(init));
+    sample(4242, "/usr/bin/curl", "/user.slice", Some(bash))
+}
+
+fn line(e: &JsonEvent) -> String {
+    serde_json::to_string(e).expect("events serialize")
+}
+
+fn decoded(e: &JsonEvent) -> pb::GetEventsResponse {
+    let l = line(e);
+    decode(&l).unwrap_or_else(|err| panic!("{err}: {l}"))
+}
+
+fn lsm(e: &pb::GetEventsResponse) -> &pb::ProcessLsm {
+    match &e.event {
+        Some(pb::get_events_response::Event::ProcessLsm(l)) => l,
+        other => panic!("not a process_lsm: {other:?}"),
+    }
+}
+
+fn policy_match(hook: Hook, op: Operation, backend: BackendKind, verdict: Verdict) -> PolicyMatch {
+    let connect = hook == Hook::Connect;
+    PolicyMatch {
+        header: header(),
+        hook,
+        backend,
+        verdict,
+        rule_id: 3,
+        flags: (libc::O_WRONLY | libc::O_TRUNC) as u32,
+        op,
+        path: (!connect).then(|| "/etc/shadow".to_string()),
+        remote: connect.then(|| ("2001:db8::1".parse::<IpAddr>().expect("ip"), 443, 6)),
+    }
+}
+
+fn rule() -> RuleInfo {
+    RuleInfo {
+        policy_name: "default".into(),
+        rule: "protect-credentials".into(),
+        severity: "critical".into(),
+        observe: false,
+    }
+}
+
+#[test]
+fn exec_and_exit_decode_with_process_parent_and_ancestors() {
+    let p = chain();
+    let e = decoded(&JsonEvent::exec(&p, "node-a"));
+    assert_eq!(e.node_name, "node-a");
+    assert!(e.time.is_some());
+    let Some(pb::get_events_response::Event::ProcessExec(x)) = e.event else {
+        panic!("not a process_exec")
+    };
+    let proc = x.process.expect("process");
+    assert_eq!(proc.pid.map(|v| v.value), Some(4242));
+    assert_eq!(proc.uid.map(|v| v.value), Some(1000));
+    assert_eq!(proc.binary, "/usr/bin/curl");
+    assert_eq!(proc.exec_id, "id-4242");
+    assert_eq!(proc.parent_exec_id, "id-900");
+    assert!(proc.start_time.is_some());
+    assert_eq!(x.parent.expect("parent").binary, "/usr/bin/bash");
+    assert_eq!(x.ancestors.len(), 1);
+    assert_eq!(x.ancestors[0].binary, "/sbin/init");
+
+    // Killed by SIGKILL: status 0, signal named.
+    let e = decoded(&JsonEvent::exit(&p, 9, "node-a", SystemTime::UNIX_EPOCH));
+    let Some(pb::get_events_response::Event::ProcessExit(x)) = e.event else {
+        panic!("not a process_exit")
+    };
+    assert_eq!(x.signal, "SIGKILL");
+    assert_eq!(x.status, 0);
+    let e = decoded(&JsonEvent::exit(
+        &p,
+        3 << 8,
+        "node-a",
+        SystemTime::UNIX_EPOCH,
+    ));
+    let Some(pb::get_events_response::Event::ProcessExit(x)) = e.event else {
+        panic!("not a process_exit")
+    };
+    assert_eq!((x.status, x.signal.as_str()), (3, ""));
+}
+
+/// Every hook, operation, backend and verdict vardr reports, for a known
+/// and an unknown process (one that exited before the agent saw it).
+#[test]
+fn every_policy_event_decodes_as_process_lsm() {
+    let hooks = [Hook::FileOpen, Hook::FileWrite, Hook::Exec, Hook::Connect];
+    let backends = [
+        BackendKind::Lsm,
+        BackendKind::Fallback,
+        BackendKind::Audit,
+        BackendKind::Fanotify,
+    ];
+    let verdicts = [
+        Verdict::Deny,
+        Verdict::Audit,
+        Verdict::Alert,
+        Verdict::Allow,
+    ];
+    let p = chain();
+    let mut n = 0;
+    for hook in hooks {
+        for op in (0..64).map_while(Operation::from_u32) {
+            for backend in backends {
+                for verdict in verdicts {
+                    let m = policy_match(hook, op, backend, verdict);
+                    for proc in [Some(p.as_ref()), None] {
+                        let e = JsonEvent::policy(
+                            &m,
+                            proc,
+                            Some(rule()),
+                            None,
+                            "n",
+                            SystemTime::UNIX_EPOCH,
+                        );
+                        let d = decoded(&e);
+                        let l = lsm(&d);
+                        assert_eq!(l.policy_name, "default");
+                        assert!(!l.function_name.is_empty());
+                        assert_eq!(
+                            l.process.as_ref().and_then(|p| p.pid).map(|v| v.value),
+                            Some(4242)
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(n > 1000, "{n} combinations");
+}
+
+#[test]
+fn denies_carry_tetragon_actions_and_typed_args() {
+    let p = chain();
+    let ev = |m: &PolicyMatch| {
+        decoded(&JsonEvent::policy(
+            m,
+            Some(&p),
+            Some(rule()),
+            None,
+            "n",
+            SystemTime::UNIX_EPOCH,
+        ))
+    };
+    let d = ev(&policy_match(
+        Hook::FileWrite,
+        Operation::Hook,
+        BackendKind::Lsm,
+        Verdict::Deny,
+    ));
+    let l = lsm(&d);
+    assert_eq!(l.action(), pb::KprobeAction::Override);
+    let Some(pb::kprobe_argument::Arg::FileArg(f)) = &l.args[0].arg else {
+        panic!("no file_arg: {l:?}")
+    };
+    assert_eq!(
+        (f.path.as_str(), f.flags.as_str()),
+        ("/etc/shadow", "O_WRONLY|O_TRUNC")
+    );
+
+    let d = ev(&policy_match(
+        Hook::Exec,
+        Operation::Hook,
+        BackendKind::Fallback,
+        Verdict::Deny,
+    ));
+    let l = lsm(&d);
+    assert_eq!(l.action(), pb::KprobeAction::Sigkill);
+    let Some(pb::kprobe_argument::Arg::LinuxBinprmArg(b)) = &l.args[0].arg else {
+        panic!("no linux_binprm_arg: {l:?}")
+    };
+    assert_eq!(b.path, "/etc/shadow");
+
+    let d = ev(&policy_match(
+        Hook::Connect,
+        Operation::Hook,
+        BackendKind::Lsm,
+        Verdict::Alert,
+    ));
+    let l = lsm(&d);
+    assert_eq!(l.action(), pb::KprobeAction::Post);
+    let Some(pb::kprobe_argument::Arg::SockArg(s)) = &l.args[0].arg else {
+        panic!("no sock_arg: {l:?}")
+    };
+    assert_eq!((s.daddr.as_str(), s.dport), ("2001:db8::1", 443));
+    assert_eq!(
+        (s.family.as_str(), s.protocol.as_str()),
+        ("AF_INET6", "IPPROTO_TCP")
+    );
+}
+
+#[test]
+fn lost_events_decode_as_an_event_tetragon_does_not_know() {
+    let d = decoded(&JsonEvent::lost(3, 10, "n"));
+    assert!(d.event.is_none());
+    assert_eq!(d.node_name, "n");
+}

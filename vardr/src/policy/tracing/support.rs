@@ -1,0 +1,88 @@
+//! What vardr does with each part of a TracingPolicy, for documentation
+//! (`markdown_table`) and for tools that want to explain a rejection.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Translated to native rules with Tetragon's meaning.
+    Yes,
+    /// Some values or forms only; the rest is rejected.
+    Partial,
+    /// Rejected with a diagnostic.
+    NotYet,
+    /// Accepted; has no effect in Tetragon either.
+    NoEffect,
+}
+
+impl Support {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Support::Yes => "supported",
+            Support::Partial => "partly",
+            Support::NotYet => "not yet",
+            Support::NoEffect => "accepted, no effect",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Feature {
+    pub field: &'static str,
+    pub support: Support,
+    pub note: &'static str,
+}
+
+const fn f(field: &'static str, support: Support, note: &'static str) -> Feature {
+    Feature {
+        field,
+        support,
+        note,
+    }
+}
+
+pub const FEATURES: &[Feature] = {
+    use Support::{NoEffect, NotYet, Partial, Yes};
+    &[
+    f("kind: TracingPolicy", Yes, "`metadata.name` names the rules"),
+    f("kind: TracingPolicyNamespaced", NotYet, "no Kubernetes namespace scoping: the rules would govern every process"),
+    f("metadata.labels, annotations, server fields", NoEffect, "Kubernetes bookkeeping"),
+    f("spec.lsmhooks: file_open", Yes, "`file` argument 0 → `file_open` rules"),
+    f("spec.lsmhooks: bprm_check_security", Yes, "`linux_binprm` argument 0 → `exec` rules (Equal → `binaries`)"),
+    f("spec.lsmhooks: socket_connect", Yes, "`socket` argument 0, `sockaddr` argument 1 → `connect` rules"),
+    f("spec.lsmhooks: other hooks", NotYet, ""),
+    f("lsmhooks args", Partial, "`index` and `type` of the arguments above; `resolve`, `label`, `btfType`, ... not yet"),
+    f("matchArgs Equal", Yes, "exact paths of the `file` (up to 8 values, as in Tetragon) or `linux_binprm`"),
+    f("matchArgs Prefix", Partial, "whole directories only (value ends with `/`); a string prefix such as `/etc/passw` is rejected"),
+    f("matchArgs SAddr, SPort, Family", Partial, "on the `sockaddr` (the destination of `connect`): CIDRs or IPs, single ports (no `min:max`), AF_INET/AF_INET6"),
+    f("matchArgs Protocol", Partial, "on the `socket`: one of IPPROTO_TCP, IPPROTO_UDP per selector"),
+    f("matchArgs DAddr, DPort on sockaddr", NotYet, "Tetragon rejects them too: use SAddr, SPort"),
+    f("other matchArgs operators, matchArgs args", NotYet, "NotEqual, Postfix, Not*, InMap, Mask, ..."),
+    f("matchActions Post", Partial, "→ `alert`; `rateLimit`, stack traces, `imaHash` not yet"),
+    f("matchActions Override, Sigkill", Partial, "→ `deny` (with `--enforce`): vardr refuses the call with its own errno and never kills; Override needs a non-zero `argError`"),
+    f("matchActions NoPost, Signal, GetUrl, DnsLookup, ...", NotYet, "vardr reports every match"),
+    f("no matchActions", Yes, "Tetragon's default Post → `alert`"),
+    f("matchBinaries, matchPIDs, matchNamespaces, matchCapabilities, ...", NotYet, "native rules have no process selectors"),
+    f("matchData, matchReturnArgs, matchReturnActions, macros, selector label", NotYet, ""),
+    f("selectors (up to 5 per hook)", Yes, "one rule per selector; overlapping deny/alert selectors whose outcome would differ from Tetragon's first-match order are rejected"),
+    f("hook without selectors or selector without matchArgs", NotYet, "would match every call"),
+    f("message, tags", NotYet, "events carry no policy message or tags"),
+    f("options: policy-mode", Yes, "`monitor` turns denies into alerts"),
+    f("other options", NotYet, ""),
+    f("kprobes, fentries", NotYet, "vardr's TracingPolicy support does not run kprobes yet"),
+    f("tracepoints, uprobes, usdts, loader, lists, enforcers, selectorsMacros", NotYet, ""),
+    f("podSelector, containerSelector, hostSelector, nodeSelector, matchWorkloads", NotYet, "no Kubernetes workload filtering"),
+    ]
+};
+
+/// `FEATURES` as a markdown table.
+pub fn markdown_table() -> String {
+    let mut s = String::from("| TracingPolicy | vardr | notes |\n|---|---|---|\n");
+    for x in FEATURES {
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            x.field,
+            x.support.as_str(),
+            x.note
+        ));
+    }
+    s
+}

@@ -1,0 +1,190 @@
+//! The document as a whole: apiVersion, kind, metadata and every `spec`
+//! section. Sections vardr does not run are rejected one by one, so one run
+//! lists everything a policy would need that vardr lacks.
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+
+use super::{
+    overlap,
+    schema::{List, Opt, OptionSpec, Spec, TracingPolicyDoc},
+    translate, TracingPolicy, API_VERSION, KIND, KIND_NAMESPACED, NOT_YET,
+};
+use crate::policy::{validate::Diags, Action, Diagnostic};
+
+pub(super) fn validate(
+    doc: TracingPolicyDoc,
+    path: &Path,
+) -> Result<TracingPolicy, Vec<Diagnostic>> {
+    let mut d = Diags(Vec::new());
+    if doc.api_version.value != API_VERSION {
+        d.at(
+            &doc.api_version,
+            format!(
+                "apiVersion must be {API_VERSION}, not {:?}",
+                doc.api_version.value
+            ),
+        );
+    }
+    let kind = doc.kind.value.as_str();
+    if kind == KIND_NAMESPACED {
+        // Tetragon applies such a policy to the pods of one namespace only;
+        // vardr cannot tell pods apart, so its rules would govern the host.
+        d.at(
+            &doc.kind,
+            format!("kind {KIND_NAMESPACED}: {NOT_YET} (it has no Kubernetes namespace scoping: the rules would apply to every process)"),
+        );
+    } else if kind != KIND {
+        d.at(
+            &doc.kind,
+            format!("kind must be {KIND} or {KIND_NAMESPACED}, not {kind:?}"),
+        );
+    }
+    let name = doc.metadata.name.value.clone();
+    if name.trim().is_empty() {
+        d.at(&doc.metadata.name, "metadata.name must not be empty");
+    }
+    let namespace = doc.metadata.namespace.as_ref().map(|n| n.value.clone());
+    if let (Some(ns), KIND) = (&doc.metadata.namespace, kind) {
+        // Kubernetes drops it for a cluster-wide object; say so instead.
+        d.at(
+            ns,
+            format!("metadata.namespace: a {KIND} is cluster-wide and has no namespace"),
+        );
+    }
+    let spec = &doc.spec.value;
+    let before = d.0.len();
+    unsupported_sections(&mut d, spec);
+    let other_sections = d.0.len() != before;
+    let monitor = policy_mode(&mut d, &spec.options);
+
+    let mut rules = Vec::new();
+    for (i, hook) in items(&spec.lsmhooks).enumerate() {
+        translate::lsm_hook(&mut d, &name, i, hook, &mut rules);
+    }
+    if items(&spec.lsmhooks).next().is_none() && !other_sections {
+        d.at(
+            &doc.spec,
+            "spec has no lsmhooks: the policy would do nothing in vardr",
+        );
+    }
+    if monitor {
+        // Tetragon's monitor mode elides Override and Sigkill and still
+        // posts the event: an alert.
+        for r in &mut rules {
+            r.rule.action = Action::Alert;
+        }
+    }
+    overlap::check(&mut d, &rules);
+    if d.0.is_empty() {
+        Ok(TracingPolicy {
+            name,
+            namespace,
+            source: path.into(),
+            rules: rules.into_iter().map(|r| r.rule).collect(),
+        })
+    } else {
+        d.0.sort_by_key(|x| (x.line, x.column));
+        d.0.dedup();
+        Err(d.0)
+    }
+}
+
+/// The entries of a list field (absent, `null` and `[]` alike).
+pub(super) fn items<T>(l: &List<T>) -> impl Iterator<Item = &Spanned<T>> {
+    l.iter().flat_map(|v| v.value.iter())
+}
+
+/// A list field that has entries, for rejecting it.
+pub(super) fn non_empty<T>(l: &List<T>) -> Option<&Spanned<Vec<Spanned<T>>>> {
+    l.as_ref().filter(|v| !v.value.is_empty())
+}
+
+/// A field set to something other than Tetragon's default, which therefore
+/// changes behaviour and must be supported to be accepted.
+pub(super) fn set<T: Default + PartialEq>(o: &Opt<T>) -> Option<&Spanned<T>> {
+    o.as_ref().filter(|v| v.value != T::default())
+}
+
+fn unsupported_sections(d: &mut Diags, s: &Spec) {
+    let why = "vardr's TracingPolicy support does not run kprobes yet";
+    for k in items(&s.kprobes) {
+        let call = &k.value.call;
+        d.at(
+            call,
+            format!("kprobes (call {:?}): {NOT_YET}: {why}", call.value),
+        );
+    }
+    for k in items(&s.fentries) {
+        let call = &k.value.call;
+        d.at(
+            call,
+            format!("fentries (call {:?}): {NOT_YET}: {why}", call.value),
+        );
+    }
+    for t in items(&s.tracepoints) {
+        let tp = &t.value;
+        d.at(
+            &tp.subsystem,
+            format!(
+                "tracepoints ({}/{}): {NOT_YET}",
+                tp.subsystem.value, tp.event.value
+            ),
+        );
+    }
+    for u in items(&s.uprobes) {
+        let p = &u.value.path;
+        d.at(p, format!("uprobes (path {:?}): {NOT_YET}", p.value));
+    }
+    for u in items(&s.usdts) {
+        let p = &u.value.path;
+        d.at(p, format!("usdts (path {:?}): {NOT_YET}", p.value));
+    }
+    if let Some(l) = set(&s.loader) {
+        d.at(l, format!("loader: {NOT_YET} (no loader events)"));
+    }
+    let workloads =
+        "(it has no Kubernetes workload filtering: the rules would apply to every process)";
+    for (field, sel) in [
+        ("podSelector", &s.pod_selector),
+        ("containerSelector", &s.container_selector),
+        ("hostSelector", &s.host_selector),
+        ("nodeSelector", &s.node_selector),
+    ] {
+        if let Some(sel) = sel {
+            d.at(sel, format!("{field}: {NOT_YET} {workloads}"));
+        }
+    }
+    for l in items(&s.lists) {
+        let n = &l.value.name;
+        d.at(n, format!("lists (list {:?}): {NOT_YET}", n.value));
+    }
+    if let Some(e) = non_empty(&s.enforcers) {
+        d.at(e, format!("enforcers: {NOT_YET}"));
+    }
+    if let Some(m) = s.selectors_macros.as_ref().filter(|m| !m.value.is_empty()) {
+        d.at(m, format!("selectorsMacros: {NOT_YET}"));
+    }
+}
+
+/// `policy-mode` is the one option vardr understands; true for `monitor`.
+fn policy_mode(d: &mut Diags, options: &List<OptionSpec>) -> bool {
+    let mut monitor = false;
+    for o in items(options) {
+        let (name, value) = (&o.value.name, &o.value.value);
+        if name.value != "policy-mode" {
+            d.at(name, format!("options: option {:?}: {NOT_YET}", name.value));
+            continue;
+        }
+        match value.as_ref().map(|v| (v, v.value.as_str())) {
+            Some((_, "enforce")) => monitor = false,
+            Some((_, "monitor")) => monitor = true,
+            Some((v, other)) => d.at(
+                v,
+                format!("policy-mode must be enforce or monitor, not {other:?}"),
+            ),
+            None => d.at(name, "policy-mode needs a value: enforce or monitor"),
+        }
+    }
+    monitor
+}
