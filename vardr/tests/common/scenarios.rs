@@ -276,7 +276,7 @@ fn fastopen(cgroup: &Path, host: &str, port: u16) -> i32 {
 }
 
 /// `python3 -c` connecting to `host:port`; prints the errno (0 on success).
-fn connect(cgroup: Option<&Path>, family: &str, host: &str, port: u16) -> i32 {
+pub fn connect(cgroup: Option<&Path>, family: &str, host: &str, port: u16) -> i32 {
     let script = format!(
         "python3 -c 'import socket,sys\ns=socket.socket(socket.{family})\ntry:\n  s.connect((\"{host}\",{port})); print(0)\nexcept OSError as e: print(e.errno)'"
     );

@@ -15,8 +15,8 @@ use vardr::{
 use super::{
     agent::{which, VARDR},
     scenarios::{
-        assert_exec_blocked, assert_ok, assert_open_blocked, deny_backend, fanotify_here, path_of,
-        policy, start,
+        assert_exec_blocked, assert_ok, assert_open_blocked, connect, deny_backend, fanotify_here,
+        path_of, policy, start,
     },
     sh, sh_in, test_cgroup, TempDir,
 };
@@ -80,7 +80,14 @@ fn deny_action(b: Backend) -> pb::KprobeAction {
     }
 }
 
-async fn connect(socket: &Path) -> FineGuidanceSensorsClient<Channel> {
+fn python3() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "pass"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn client(socket: &Path) -> FineGuidanceSensorsClient<Channel> {
     let channel = vardr::api::client::channel(socket)
         .await
         .expect("connect to tetragon.sock");
@@ -124,7 +131,7 @@ pub fn tracing_policies(b: Backend) {
         .enable_all()
         .build()
         .unwrap();
-    let mut c = rt.block_on(connect(&socket));
+    let mut c = rt.block_on(client(&socket));
     let version = rt
         .block_on(c.get_version(pb::GetVersionRequest::default()))
         .unwrap()
@@ -258,6 +265,64 @@ pub fn tracing_policies(b: Backend) {
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     // The file's policy is still in force.
     assert_open_blocked(b, &sh_in(&cg.path, &cat), "open after the API's changes");
+
+    // 7. The shipped examples (policies/tetragon/), added as a user would.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tetragon");
+    for f in [
+        "file-open-block.yaml",
+        "connect-443-block.yaml",
+        "exec-block.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(shipped.join(f)).unwrap();
+        rt.block_on(c.add_tracing_policy(pb::AddTracingPolicyRequest {
+            yaml,
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("{f}: {e:?}"));
+    }
+    assert_open_blocked(
+        b,
+        &sh_in(&cg.path, "exec cat /etc/shadow > /dev/null"),
+        "shipped file-open-block",
+    );
+    agent.policy_event("file-open-block", |e| {
+        e["policy_name"] == "file-open-block" && path_of(e) == "/etc/shadow"
+    });
+    match std::net::TcpListener::bind("127.0.0.1:443") {
+        Ok(_listener) if python3() => {
+            let want = if b == Backend::Lsm {
+                libc::ECONNREFUSED
+            } else {
+                libc::EPERM
+            };
+            assert_eq!(
+                connect(Some(&cg.path), "AF_INET", "127.0.0.1", 443),
+                want,
+                "shipped connect-443-block"
+            );
+            assert_eq!(
+                connect(None, "AF_INET", "127.0.0.1", 443),
+                0,
+                "outside the scope"
+            );
+            agent.policy_event("connect-443-block", |e| {
+                e["policy_name"] == "connect-443-block" && e["verdict"] == "deny"
+            });
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("SKIPPED the connect-443-block check: cannot listen on 127.0.0.1:443 ({e})")
+        }
+    }
+    if Path::new("/usr/bin/nc").exists() {
+        assert_exec_blocked(
+            b,
+            &sh_in(&cg.path, "exec /usr/bin/nc -h"),
+            "shipped exec-block",
+        );
+    } else {
+        eprintln!("note: exec-block not checked: /usr/bin/nc is not installed here");
+    }
     drop(events);
     assert!(agent.stop().success());
 }
