@@ -283,3 +283,151 @@ pub fn file_entry(id: u64, p: &TracingPolicy) -> Loaded {
         hooks: hooks(p),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn yaml(name: &str) -> String {
+        format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {{name: {name}}}\nspec:\n  lsmhooks:\n  - hook: file_open\n    args: [{{index: 0, type: file}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: Equal, values: [/etc/shadow]}}]\n"
+        )
+    }
+
+    /// Applies `req`; returns the new set, or the refusal.
+    fn apply(
+        set: &ApiPolicies,
+        make: impl FnOnce(oneshot::Sender<Result<(), Refused>>) -> PolicyRequest,
+        files: &[Loaded],
+    ) -> Result<Option<ApiPolicies>, Refused> {
+        let (tx, mut rx) = oneshot::channel();
+        let (change, waiter) = set.change(make(tx), files);
+        match change {
+            Change::Reload(next) => {
+                assert!(waiter.is_some(), "a reload is answered when done");
+                Ok(Some(next))
+            }
+            Change::None => rx.try_recv().expect("answered at once").map(|()| None),
+        }
+    }
+
+    #[test]
+    fn add_disable_delete_and_what_is_refused() {
+        let none = ApiPolicies::default();
+        let one = apply(
+            &none,
+            |reply| PolicyRequest::Add {
+                yaml: yaml("a"),
+                reply,
+            },
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(one.enabled().len(), 1);
+        let dup = apply(
+            &one,
+            |reply| PolicyRequest::Add {
+                yaml: yaml("a"),
+                reply,
+            },
+            &[],
+        );
+        assert_eq!(dup.unwrap_err().code, Code::AlreadyExists);
+        let bad = apply(
+            &one,
+            |reply| PolicyRequest::Add {
+                yaml: yaml("b").replace("lsmhooks", "kprobes"),
+                reply,
+            },
+            &[],
+        );
+        assert_eq!(bad.unwrap_err().code, Code::InvalidArgument);
+        let key = Key::new("a".into(), String::new());
+        let off = apply(
+            &one,
+            |reply| PolicyRequest::Enable {
+                key: key.clone(),
+                enabled: false,
+                reply,
+            },
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(off.enabled().is_empty());
+        assert_eq!(off.listing().len(), 1);
+        // Enabling what is enabled changes nothing and needs no reload.
+        let same = apply(
+            &one,
+            |reply| PolicyRequest::Enable {
+                key: key.clone(),
+                enabled: true,
+                reply,
+            },
+            &[],
+        );
+        assert!(same.unwrap().is_none());
+        let gone = apply(
+            &one,
+            |reply| PolicyRequest::Delete {
+                key: key.clone(),
+                reply,
+            },
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(gone.listing().is_empty());
+        let missing = apply(
+            &gone,
+            |reply| PolicyRequest::Delete {
+                key: key.clone(),
+                reply,
+            },
+            &[],
+        );
+        assert_eq!(missing.unwrap_err().code, Code::NotFound);
+        // The policy file's own are changed in the file.
+        let file = file_entry(1, &one.enabled()[0]);
+        let owned = apply(&none, |reply| PolicyRequest::Delete { key, reply }, &[file]);
+        assert_eq!(owned.unwrap_err().code, Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn saved_policies_come_back_with_their_state() {
+        let dir = std::env::temp_dir().join(format!("vardr-tp-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut set = ApiPolicies::default();
+        for (name, enabled) in [("on", true), ("off", false)] {
+            let p = tracing::parse(&yaml(name), Path::new("t")).unwrap();
+            set.insert(yaml(name), p, enabled);
+        }
+        set.save(&dir).unwrap();
+        std::fs::write(dir.join("broken.yaml"), "kind: TracingPolicy\n").unwrap();
+        let (back, errors) = ApiPolicies::load(&dir);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let state: Vec<(String, bool)> = back
+            .listing()
+            .into_iter()
+            .map(|l| (l.key.name, l.enabled))
+            .collect();
+        assert_eq!(
+            state,
+            [("off".to_string(), false), ("on".to_string(), true)]
+        );
+        // Deleting one removes its file.
+        let mut fewer = back.clone();
+        fewer.entries.remove(&Key::new("off".into(), String::new()));
+        fewer.save(&dir).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["on.yaml"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -46,6 +46,8 @@ pub struct Parsed {
     pub tracing: Vec<TracingPolicy>,
     /// How many of `policy.rules` are the YAML's own.
     pub own_rules: usize,
+    /// Where the merge changes what a TracingPolicy would do in Tetragon.
+    pub warnings: Vec<String>,
 }
 
 /// Reads and validates the policy at `path`, the Cedar and TracingPolicy
@@ -83,6 +85,7 @@ pub fn parse(path: &Path, extra: &[TracingPolicy]) -> Result<Parsed, PolicyError
             });
         }
     }
+    let warnings = carved_tracing_denies(&pol.rules, &tracing);
     pol.rules
         .extend(tracing.iter().flat_map(|t| t.rules.iter().cloned()));
     Ok(Parsed {
@@ -91,7 +94,49 @@ pub fn parse(path: &Path, extra: &[TracingPolicy]) -> Result<Parsed, PolicyError
         kernel,
         tracing,
         own_rules,
+        warnings,
     })
+}
+
+/// A policy `allow` more specific than a TracingPolicy's deny lifts that
+/// deny where they overlap (longest match wins per hook); in Tetragon each
+/// policy's deny stands on its own, so the user is told.
+fn carved_tracing_denies(own: &[Rule], tracing: &[TracingPolicy]) -> Vec<String> {
+    let mut out = Vec::new();
+    let denies = tracing
+        .iter()
+        .flat_map(|t| t.rules.iter())
+        .filter(|r| r.action == Action::Deny);
+    for d in denies {
+        let inside = |x: &String| {
+            d.prefixes
+                .iter()
+                .any(|p| x.starts_with(p.as_str()) && x.len() > p.len())
+        };
+        let net = |a: &Rule| {
+            a.cidrs
+                .iter()
+                .any(|c| d.cidrs.iter().any(|dc| dc.contains(c) && dc != c))
+        };
+        for a in own
+            .iter()
+            .filter(|a| a.action == Action::Allow && a.hook == d.hook)
+        {
+            let files = a
+                .paths
+                .iter()
+                .chain(&a.prefixes)
+                .chain(&a.binaries)
+                .any(inside);
+            if files || (d.hook == Hook::Connect && net(a)) {
+                out.push(format!(
+                    "allow rule {} lifts TracingPolicy rule {}'s deny where they overlap (the more specific rule decides; in Tetragon the deny would hold)",
+                    a.name, d.name
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Order in which the kernel tries network buckets: (protocol, port),
@@ -204,6 +249,7 @@ pub fn load(
         }
     }
     rules.warnings.extend(p.kernel.warnings.iter().cloned());
+    rules.warnings.extend(p.warnings.iter().cloned());
     rules.warnings.extend(shadowed_cedar(&p.policy.rules));
     Ok(Bundle {
         policy: p.policy,
@@ -262,5 +308,54 @@ mod tests {
             w[2].contains("net ") && w[2].contains("other-port"),
             "{w:?}"
         );
+    }
+    /// A policy file's TracingPolicy and one added at run time join the
+    /// policy: their events name them, duplicates and carve-outs are told.
+    #[test]
+    fn tracing_policies_join_the_policy_under_their_own_names() {
+        let dir = std::env::temp_dir().join(format!("vardr-bundle-tp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tp = |name: &str, value: &str| {
+            format!(
+                "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {{name: {name}}}\nspec:\n  lsmhooks:\n  - hook: file_open\n    args: [{{index: 0, type: file}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: Prefix, values: [\"{value}\"]}}]\n      matchActions: [{{action: Override, argError: -1}}]\n"
+            )
+        };
+        std::fs::write(dir.join("etc.yaml"), tp("etc-block", "/etc/")).unwrap();
+        std::fs::write(
+            dir.join("p.yaml"),
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: t}\nspec:\n  tracing_policies: [etc.yaml]\n  rules:\n    - {name: hosts, hook: file_open, action: allow, match: {paths: [/etc/hosts]}}\n",
+        )
+        .unwrap();
+        let api = policy::tracing::parse(&tp("var-block", "/var/"), Path::new("api")).unwrap();
+        let limits = super::super::Limits::default();
+        let b = load(&dir.join("p.yaml"), std::slice::from_ref(&api), 10, &limits).unwrap();
+        let names: Vec<&str> = b.tracing.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["etc-block", "var-block"]);
+        let mut by_policy: Vec<(&str, &str)> = b
+            .rules
+            .rules
+            .values()
+            .map(|r| (r.policy_name.as_str(), r.rule.as_str()))
+            .collect();
+        by_policy.sort();
+        assert_eq!(
+            by_policy,
+            [
+                ("etc-block", "etc-block.file_open.0.0"),
+                ("t", "hosts"),
+                ("var-block", "var-block.file_open.0.0")
+            ]
+        );
+        let w = &b.rules.warnings;
+        assert!(
+            w.iter()
+                .any(|w| w.contains("allow rule hosts lifts TracingPolicy rule etc-block")),
+            "{w:?}"
+        );
+        // The same TracingPolicy twice (file and API) is refused.
+        let again = policy::tracing::load(&dir.join("etc.yaml")).unwrap();
+        let err = load(&dir.join("p.yaml"), &[again], 10, &limits).expect_err("loaded twice");
+        assert!(err.to_string().contains("etc-block"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
