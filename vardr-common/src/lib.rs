@@ -242,6 +242,9 @@ pub struct FanotifyLease {
 /// in `/proc/PID/stat` that userspace can read for any process.
 pub const NS_PER_TICK: u64 = 10_000_000;
 
+/// Cgroup levels above the agent's whose files are protected (`AGENT_ABOVE`).
+pub const AGENT_ANCESTORS: usize = 8;
+
 /// Slots of the config array: a reload writes the unused slot, then flips
 /// [`Config`] selection with one 4-byte write of the slot map, so no
 /// program ever copies a config that is half old and half new.
@@ -513,7 +516,8 @@ pub struct PolicyEvent {
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
 /// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`. 5:
 /// `Operation::CloneIntoCgroup`, `Operation::Rlimit`, [`RULE_PROTECT_SCOPE`].
-pub const MAP_REVISION: u32 = 5;
+/// 6: the `AGENT_ABOVE` map.
+pub const MAP_REVISION: u32 = 6;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

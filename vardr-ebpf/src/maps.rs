@@ -27,6 +27,13 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(CONFIG_SLOTS, 0);
 #[map]
 pub static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The cgroups above the agent's `vardr.service` (by id, the root left
+/// out): writing their files (`cgroup.kill`, `cgroup.freeze`,
+/// `memory.max`) reaches the agent too.
+#[map]
+pub static AGENT_ABOVE: HashMap<u64, u32> =
+    HashMap::with_max_entries(vardr_common::AGENT_ANCESTORS as u32, 0);
+
 /// Whether a live agent's fanotify group answers the fallback's file rules.
 #[map]
 pub static FAN_LEASE: Array<FanotifyLease> = Array::with_max_entries(1, 0);

@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::PATH_SCRATCH,
+    maps::{AGENT_ABOVE, PATH_SCRATCH},
     shared::{conclude_op, config, eperm, governed, hook_bit, offsets, read},
 };
 
@@ -112,10 +112,22 @@ pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
     let Some(dir) = read::<*const u8>(dentry, off.dentry_d_parent) else {
         return false;
     };
+    let membership = is(PROCS) || is(THREADS);
+    // A cgroup above the agent's: its other files (`cgroup.kill`,
+    // `cgroup.freeze`, limits) act on the agent too.
+    if !membership && cfg.protect_agent_cgroup != 0 && cfg.agent_cgroup_id != 0 {
+        let ino = read::<*const u8>(dir, off.dentry_d_inode)
+            .and_then(|inode| read::<u64>(inode, off.inode_i_ino))
+            .unwrap_or(0);
+        // SAFETY: a lookup in a hash map of plain values.
+        if ino != 0 && unsafe { AGENT_ABOVE.get(&ino) }.is_some() {
+            return true;
+        }
+    }
     let (in_agent, in_scope) = place(cfg, dir);
     // Any file of the agent's cgroup or of one below it (a move into it,
     // its limits, cgroup.kill); membership files outside the scope.
-    in_agent || ((is(PROCS) || is(THREADS)) && !in_scope)
+    in_agent || (membership && !in_scope)
 }
 
 /// The built-in deny of a governed process leaving the rules (enforced

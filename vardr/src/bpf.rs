@@ -83,6 +83,7 @@ pub mod maps {
     pub const CONFIG_SLOT: &str = "CONFIG_SLOT";
     pub const EXEMPT_TASKS: &str = "EXEMPT_TASKS";
     pub const FAN_LEASE: &str = "FAN_LEASE";
+    pub const AGENT_ABOVE: &str = "AGENT_ABOVE";
     pub const PATH_RULES: &str = "PATH_RULES";
     pub const INODE_RULES: &str = "INODE_RULES";
     pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";

@@ -901,6 +901,10 @@ fn start_fanotify(
             kernel::cgroup::id(&root.join(c.trim_start_matches('/'))).ok()
         }),
         protect_agent_cgroup: !kernel::in_child_pid_namespace(),
+        agent_above: crate::backend::agent_ancestors(
+            &kernel::cgroup::root().ok()?,
+            std::process::id(),
+        ),
         cgroup_root: kernel::cgroup::root().ok()?,
         max_marks: fanotify::marks::MAX_MARKS,
     };

@@ -79,6 +79,21 @@ pub fn write_config(maps: &mut MapSet, slot: u32, cfg: &Config) -> Result<(), Ba
     arr.set(slot % CONFIG_SLOTS, *cfg, 0).map_err(merr(name))
 }
 
+/// Records the cgroups above the agent's (replacing what an earlier agent
+/// of an adopted set recorded).
+pub fn write_agent_above(maps: &mut MapSet, ids: &[u64]) -> Result<(), BackendError> {
+    let name = names::AGENT_ABOVE;
+    let mut m: HashMap<_, u64, u32> = HashMap::try_from(maps.get_mut(name)?).map_err(merr(name))?;
+    let old: Vec<u64> = m.keys().filter_map(Result::ok).collect();
+    for k in old.iter().filter(|k| !ids.contains(k)) {
+        m.remove(k).map_err(merr(name))?;
+    }
+    for id in ids {
+        m.insert(id, 1, 0).map_err(merr(name))?;
+    }
+    Ok(())
+}
+
 /// Puts config slot `slot` in force: one 4-byte map write.
 pub fn select_config(maps: &mut MapSet, slot: u32) -> Result<(), BackendError> {
     let name = names::CONFIG_SLOT;

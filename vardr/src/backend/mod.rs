@@ -246,6 +246,7 @@ impl Enforcer {
         };
         maps::write_config(&mut maps, 0, &config)?;
         maps::select_config(&mut maps, 0)?;
+        maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
 
         let mut this = Self {
             maps,
@@ -299,6 +300,7 @@ impl Enforcer {
         config.agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
         config.agent_cgroup_id = own_service_cgroup(&root, me);
         config.protect_agent_cgroup = u32::from(!crate::kernel::in_child_pid_namespace());
+        maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
         let (written, stale) = maps::scan(&mut maps, config.generation)?;
         if stale > 0 {
             tracing::info!(
@@ -655,6 +657,16 @@ fn attach_lsm(
 /// The agent's cgroup, when it is the dedicated `vardr.service` unit: the
 /// seed exempts the service's cgroup. A shared cgroup (a login session, a
 /// test runner) is not exempted: only the agent process itself is.
+/// The cgroups above the agent's `vardr.service` (none without one).
+pub fn agent_ancestors(root: &std::path::Path, pid: u32) -> Vec<u64> {
+    if own_service_cgroup(root, pid) == 0 {
+        return Vec::new();
+    }
+    cgroup::of_pid(root, pid)
+        .map(|p| cgroup::ancestor_ids(root, &p, vardr_common::AGENT_ANCESTORS))
+        .unwrap_or_default()
+}
+
 fn own_service_cgroup(root: &std::path::Path, pid: u32) -> u64 {
     match cgroup::of_pid(root, pid) {
         Ok(p) if p.file_name().is_some_and(|n| n == "vardr.service") => cgroup::id(&p).unwrap_or(0),

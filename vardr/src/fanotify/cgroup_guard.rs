@@ -163,7 +163,12 @@ impl CgroupGuard {
         // `memory.max`) could stop or starve it: never ignored.
         let dir = trusted.then(|| self.relative_dir(p)).flatten();
         let protected = |d: &str| opts.protect_agent_cgroup && opts.in_agent(d);
-        if let Some(dir) = dir.filter(|d| protected(d)) {
+        // Files of the cgroups above it act on it too (`cgroup.kill` of
+        // `system.slice`); their membership files are moves, decided below.
+        let above = |d: &str| {
+            opts.protect_agent_cgroup && !MEMBERSHIP.contains(&name) && opts.above_agent(d)
+        };
+        if let Some(dir) = dir.filter(|d| protected(d) || above(d)) {
             return if write() {
                 Open::MoveOut(Some(dir))
             } else {
@@ -236,6 +241,7 @@ mod tests {
             scope_id: None,
             agent_cgroup_id: None,
             protect_agent_cgroup: true,
+            agent_above: Vec::new(),
             cgroup_root: root.clone(),
             max_marks: 10,
         };
@@ -303,6 +309,27 @@ mod tests {
             g.classify(&o, &other, false, &st, || true),
             Open::MoveOut(Some("/elsewhere".into()))
         );
+        // The cgroups above the agent's: their files stop or starve it too,
+        // their membership files are ordinary moves.
+        let mut o = o;
+        o.agent_above = vec![crate::kernel::cgroup::id(&g.root.join("system.slice")).unwrap()];
+        let (parent_kill, st) = file(&g, "/system.slice", "cgroup.kill");
+        assert_eq!(
+            g.classify(&o, &parent_kill, true, &st, || true),
+            Open::MoveOut(Some("/system.slice".into()))
+        );
+        assert_eq!(
+            g.classify(&o, &parent_kill, true, &st, || false),
+            Open::Harmless
+        );
+        let (parent_procs, st) = file(&g, "/system.slice", "cgroup.procs");
+        assert_eq!(
+            g.classify(&o, &parent_procs, true, &st, || true),
+            Open::MoveOut(Some("/system.slice".into())),
+            "outside the scope"
+        );
+        let (sibling, st) = file(&g, "/user.slice", "cgroup.kill");
+        assert_eq!(g.classify(&o, &sibling, true, &st, || true), Open::Other);
         let _ = std::fs::remove_dir_all(&g.root);
     }
 
@@ -321,6 +348,7 @@ mod tests {
             scope_id: None,
             agent_cgroup_id: None,
             protect_agent_cgroup: true,
+            agent_above: Vec::new(),
             cgroup_root: root.clone(),
             max_marks: 10,
         };

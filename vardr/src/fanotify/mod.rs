@@ -96,6 +96,9 @@ pub struct Options {
     /// Refuse governed moves into the agent's cgroup and writes of its
     /// files (off in a PID namespace of its own: see `Config`).
     pub protect_agent_cgroup: bool,
+    /// Ids of the cgroups above the agent's (the root left out): their
+    /// files other than the membership ones reach the agent too.
+    pub agent_above: Vec<u64>,
     pub cgroup_root: PathBuf,
     pub max_marks: usize,
 }
@@ -109,6 +112,13 @@ impl Options {
             (None, Some(s)) => within(cg, s),
             (None, None) => true,
         }
+    }
+
+    /// Whether cgroup `cg` is one of those above the agent's.
+    pub fn above_agent(&self, cg: &str) -> bool {
+        !self.agent_above.is_empty()
+            && crate::kernel::cgroup::id(&self.cgroup_root.join(cg.trim_start_matches('/')))
+                .is_ok_and(|id| self.agent_above.contains(&id))
     }
 
     /// Whether cgroup `cg` is the agent's service cgroup or below it.

@@ -55,6 +55,17 @@ pub fn within_id(root: &Path, rel: &str, id: u64) -> bool {
     false
 }
 
+/// The ids of the cgroups above `path` (a cgroup directory under `root`),
+/// nearest first, the root itself left out, at most `max`.
+pub fn ancestor_ids(root: &Path, path: &Path, max: usize) -> Vec<u64> {
+    path.ancestors()
+        .skip(1)
+        .take_while(|p| p.starts_with(root) && *p != root)
+        .filter_map(|p| id(p).ok())
+        .take(max)
+        .collect()
+}
+
 /// Depth below the cgroup v2 root (the root is level 0).
 pub fn level(root: &Path, path: &Path) -> Result<u32, CgroupError> {
     let rel = path

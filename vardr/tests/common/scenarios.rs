@@ -1197,20 +1197,28 @@ pub fn scope_escape(b: Backend) {
     let below = OwnedCgroup::create(&service.path, "below").expect("cgroup below the agent's");
     denied_move("below the agent's cgroup", &below.path, "cgroup.procs");
     denied_move("a thread out of the scope", &outside.path, "cgroup.threads");
-    // Nor may it stop or starve the agent through the files of its cgroup.
-    for file in ["cgroup.freeze", "cgroup.kill"] {
+    // Nor may it stop or starve the agent through the files of its cgroup,
+    // or of the cgroups above it (`cgroup.kill` of `system.slice`).
+    for (dir, file) in [
+        (&service.path, "cgroup.freeze"),
+        (&service.path, "cgroup.kill"),
+        (&home.path, "cgroup.freeze"),
+        (&home.path, "cgroup.kill"),
+    ] {
         let o = sh_in(
             &cg.path,
-            &format!("echo 1 > {}/{file} && echo WROTE", service.path.display()),
+            &format!("echo 1 > {}/{file} && echo WROTE", dir.display()),
         );
         assert!(
             !String::from_utf8_lossy(&o.stdout).contains("WROTE"),
-            "{file}: {}",
+            "{}/{file}: {}",
+            dir.display(),
             stderr(&o)
         );
         assert!(
             stderr(&o).contains("Operation not permitted"),
-            "{file}: {}",
+            "{}/{file}: {}",
+            dir.display(),
             stderr(&o)
         );
     }
