@@ -90,6 +90,7 @@ impl Bench {
         std::fs::create_dir_all(dir.join("work"))?;
         std::fs::write(dir.join("work/target"), "x")?;
         std::fs::write(dir.join("work/other"), "x")?;
+        std::fs::write(dir.join("work/other-tp"), "x")?;
         std::fs::copy("/bin/true", dir.join("work/other-bin"))?;
         let root = cgroup2_root()?;
         let cgroup = root.join(format!("vardr-bench-{}", std::process::id()));
@@ -138,6 +139,25 @@ impl Bench {
             self.policy(10),
             w.display()
         )
+    }
+
+    /// `policy(10)` plus a Tetragon TracingPolicy (`lsmhooks` `file_open`,
+    /// Equal, Override) on another file: what a TracingPolicy hook costs
+    /// beside the native rules (it compiles into the same maps).
+    fn policy_tracing(&self) -> Result<String> {
+        let tp = self.dir.join("tracing-policy.yaml");
+        std::fs::write(
+            &tp,
+            format!(
+                "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bench-file-open\nspec:\n  lsmhooks:\n  - hook: file_open\n    args: [{{index: 0, type: file}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: Equal, values: [\"{}\"]}}]\n      matchActions: [{{action: Override, argError: -1}}]\n",
+                self.dir.join("work/other-tp").display()
+            ),
+        )?;
+        Ok(format!(
+            "{}  tracing_policies: [{}]\n",
+            self.policy(10),
+            tp.display()
+        ))
     }
 
     /// Runs the workload inside the bench cgroup; returns its JSON.
@@ -323,6 +343,7 @@ enum Config {
     Audit,
     Enforce(usize),
     Governed,
+    Tracing,
     Peer(String),
 }
 
@@ -332,6 +353,7 @@ impl Config {
             Self::Audit => "audit, 10 rules".into(),
             Self::Enforce(n) => format!("enforce, {n} rules/kind"),
             Self::Governed => "enforce, open governed".into(),
+            Self::Tracing => "enforce, 10 rules + TracingPolicy".into(),
             Self::Peer(p) => format!("peer: {p}"),
         }
     }
@@ -351,6 +373,7 @@ impl Config {
             Self::Audit => (b.policy(10), false, "audit".to_string()),
             Self::Enforce(n) => (b.policy(*n), true, format!("e{n}")),
             Self::Governed => (b.policy_governed(), true, "gov".to_string()),
+            Self::Tracing => (b.policy_tracing()?, true, "tp".to_string()),
             Self::Peer(peer) => {
                 use std::os::unix::process::CommandExt;
                 // Its own process group: whatever the command starts is
@@ -428,6 +451,7 @@ pub fn run(o: &Opts) -> Result<()> {
     let mut configs = vec![Config::Audit];
     configs.extend(sizes.iter().map(|&n| Config::Enforce(n)));
     configs.push(Config::Governed);
+    configs.push(Config::Tracing);
     if let Some(peer) = &o.peer {
         configs.push(Config::Peer(peer.clone()));
     }
