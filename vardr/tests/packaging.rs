@@ -78,6 +78,7 @@ fn deb_package_has_binary_unit_conffiles_docs_and_scripts() {
         "./usr/share/fish/vendor_completions.d/vardr.fish",
         "./usr/share/doc/vardr/README.md",
         "./usr/share/doc/vardr/examples/layer2.cedar",
+        "./usr/share/doc/vardr/examples/tetragon/file-open-block.yaml",
     ] {
         assert!(files.contains(f), "{f} missing from the package:\n{files}");
     }

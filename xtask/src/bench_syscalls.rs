@@ -344,6 +344,9 @@ enum Config {
     Enforce(usize),
     Governed,
     Tracing,
+    /// bpftrace SIGKILLing the same open and exec paths (Tetragon's
+    /// mechanism): the shell command that runs it.
+    Bpftrace(String),
     Peer(String),
 }
 
@@ -354,6 +357,7 @@ impl Config {
             Self::Enforce(n) => format!("enforce, {n} rules/kind"),
             Self::Governed => "enforce, open governed".into(),
             Self::Tracing => "enforce, 10 rules + TracingPolicy".into(),
+            Self::Bpftrace(_) => "peer: bpftrace SIGKILL, same paths".into(),
             Self::Peer(p) => format!("peer: {p}"),
         }
     }
@@ -374,7 +378,7 @@ impl Config {
             Self::Enforce(n) => (b.policy(*n), true, format!("e{n}")),
             Self::Governed => (b.policy_governed(), true, "gov".to_string()),
             Self::Tracing => (b.policy_tracing()?, true, "tp".to_string()),
-            Self::Peer(peer) => {
+            Self::Bpftrace(peer) | Self::Peer(peer) => {
                 use std::os::unix::process::CommandExt;
                 // Its own process group: whatever the command starts is
                 // stopped with it.
@@ -452,6 +456,12 @@ pub fn run(o: &Opts) -> Result<()> {
     configs.extend(sizes.iter().map(|&n| Config::Enforce(n)));
     configs.push(Config::Governed);
     configs.push(Config::Tracing);
+    match bpftrace_peer(&b) {
+        Ok(cmd) => configs.push(Config::Bpftrace(cmd)),
+        Err(why) => println!("peer bpftrace not measured: {why}"),
+    }
+    // Not measured yet: say so in every run rather than leave it out.
+    println!("peers auditd (watch rules) and AppArmor (deny rules) not measured: not implemented in this benchmark yet (AppArmor would need the VM boot with AppArmor)");
     if let Some(peer) = &o.peer {
         configs.push(Config::Peer(peer.clone()));
     }
@@ -596,6 +606,83 @@ fn print_programs(rows: &[Measured]) {
 }
 
 /// SIGTERM to the child's process group, SIGKILL after 10 s.
+/// A bpftrace program that SIGKILLs, inside the bench cgroup only, the
+/// open of the denied file and the exec of the denied binary of the
+/// 10-rule policy: the shell command that starts it, once it is shown to
+/// kill. bpftrace is installed when missing (a Debian package).
+fn bpftrace_peer(b: &Bench) -> std::result::Result<String, String> {
+    let have = || {
+        Command::new("bpftrace")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have() {
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "bpftrace"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !have() {
+            return Err("bpftrace is not installed and apt-get could not install it".into());
+        }
+    }
+    let w = b.dir.join("work");
+    let script = b.dir.join("peer.bt");
+    let cg = b.cgroup.display();
+    std::fs::write(
+        &script,
+        format!(
+            "tracepoint:syscalls:sys_enter_openat /cgroup == cgroupid(\"{cg}\") && str(args->filename) == \"{f}\"/ {{ signal(\"KILL\"); }}\n\
+             tracepoint:syscalls:sys_enter_execve /cgroup == cgroupid(\"{cg}\") && str(args->filename) == \"{x}\"/ {{ signal(\"KILL\"); }}\n",
+            f = w.join("other").display(),
+            x = w.join("other-bin").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let cmd = format!("exec bpftrace --unsafe {}", script.display());
+    // It must enforce before it is measured: the denied open dies.
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut killed = false;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(500));
+        let probe = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {cg}/cgroup.procs && exec cat {}",
+                w.join("other").display()
+            ))
+            .output()
+            .map_err(|e| e.to_string())?;
+        use std::os::unix::process::ExitStatusExt;
+        if probe.status.signal() == Some(9) {
+            killed = true;
+            break;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+    }
+    stop_group(&mut child);
+    if killed {
+        Ok(cmd)
+    } else {
+        Err(
+            "bpftrace ran but did not kill the denied open (tracepoints or signal() unavailable?)"
+                .into(),
+        )
+    }
+}
+
 fn stop_group(child: &mut Child) {
     use nix::{
         sys::signal::{killpg, Signal},
