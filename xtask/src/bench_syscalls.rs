@@ -510,7 +510,7 @@ fn print_table(baselines: &[Value], rows: &[Measured], backend: &str, rounds: us
     println!(
         "\nbackend: {backend}; ns per operation, p50 / p99 (medians over {rounds} rounds), and the median p50 ratio to no agent ± half its range over the rounds (each round against the no-agent runs just before and after it)"
     );
-    print!("{:<26}", "config");
+    print!("{:<36}", "config");
     for (_, name) in OPS {
         print!(" {:>36}", name);
     }
@@ -536,13 +536,13 @@ fn print_table(baselines: &[Value], rows: &[Measured], backend: &str, rounds: us
         };
         format!(" {:>11.0} / {:>9.0} {:>12}", p50, p99, r)
     };
-    let mut line = format!("{:<26}", format!("no agent ({} runs)", baselines.len()));
+    let mut line = format!("{:<36}", format!("no agent ({} runs)", baselines.len()));
     for (k, _) in OPS {
         line.push_str(&cell(baselines, k, None));
     }
     println!("{line}");
     for m in rows {
-        let mut line = format!("{:<26}", m.name);
+        let mut line = format!("{:<36}", m.name);
         for (i, (k, _)) in OPS.iter().enumerate() {
             let rs: Vec<f64> = m.ratios.iter().map(|r| r[i]).collect();
             line.push_str(&cell(&m.rounds, k, Some(&rs)));
@@ -589,7 +589,7 @@ fn print_programs(rows: &[Measured]) {
         let Some(progs) = m.extra["programs"].as_object() else {
             continue;
         };
-        let mut line = format!("{:<26}", m.name);
+        let mut line = format!("{:<36}", m.name);
         if progs.is_empty() {
             line.push_str(" (none ran)");
         }
