@@ -692,7 +692,7 @@ impl Agent {
         });
         match result {
             Ok((mut b, stats)) => {
-                let hash = persist::policy_hash(&path, &b.policy.cedar);
+                let hash = persist::policy_hash(&path, &b.policy.named_files());
                 tracing::info!(policy = %b.policy.name, rules = b.rules.rule_count(), cedar = b.cedar.len(), ms = p.started.elapsed().as_millis() as u64, "policy reloaded from {}", path.display());
                 self.metrics.policy_reloads.inc();
                 self.record_maps(&stats);
@@ -1069,7 +1069,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 .map_or_else(|| format!("{started_at:x}-{me}"), |s| s.id.clone()),
             policy_name: pol.name.clone(),
             policy_path: opts.policy.clone(),
-            policy_hash: persist::policy_hash(&opts.policy, &pol.cedar),
+            policy_hash: persist::policy_hash(&opts.policy, &pol.named_files()),
             mode: if opts.enforce { "enforce" } else { "audit" }.into(),
             hooks: hooks
                 .iter()

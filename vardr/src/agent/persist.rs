@@ -134,7 +134,7 @@ pub fn adopt(
     }
 }
 
-/// Hash of the policy file and the Cedar files it names.
+/// Hash of the policy file and the files it names (Cedar, TracingPolicies).
 pub fn policy_hash(policy: &Path, cedar: &[std::path::PathBuf]) -> String {
     let mut texts = vec![std::fs::read(policy).unwrap_or_default()];
     texts.extend(cedar.iter().map(|p| std::fs::read(p).unwrap_or_default()));

@@ -141,6 +141,17 @@ pub struct Policy {
     pub tracing_policies: Vec<PathBuf>,
 }
 
+impl Policy {
+    /// The files the policy names (Cedar, then TracingPolicies).
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        self.cedar
+            .iter()
+            .chain(&self.tracing_policies)
+            .cloned()
+            .collect()
+    }
+}
+
 /// One problem in a policy file, with its position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
