@@ -242,6 +242,11 @@ pub struct FanotifyLease {
 /// in `/proc/PID/stat` that userspace can read for any process.
 pub const NS_PER_TICK: u64 = 10_000_000;
 
+/// Slots of `LOST_EVENTS`: events the lifecycle buffer (exec, fork, exit)
+/// and the policy buffer had no room for.
+pub const LOST_LIFECYCLE: u32 = 0;
+pub const LOST_POLICY: u32 = 1;
+
 /// Cgroup levels above the agent's whose files are protected (`AGENT_ABOVE`).
 pub const AGENT_ANCESTORS: usize = 8;
 
@@ -516,7 +521,7 @@ pub struct PolicyEvent {
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
 /// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`. 5:
 /// `Operation::CloneIntoCgroup`, `Operation::Rlimit`, [`RULE_PROTECT_SCOPE`].
-/// 6: the `AGENT_ABOVE` map.
+/// 6: the `AGENT_ABOVE` map, the `POLICY_EVENTS` ring buffer.
 pub const MAP_REVISION: u32 = 6;
 
 /// Version of everything a pinned set shares with the agent that reads it:

@@ -13,12 +13,19 @@ use vardr_common::{
 /// Default capacities; userspace sets the real ones before loading.
 const RULES: u32 = 1 << 18;
 
+/// Lifecycle events (exec, fork, exit): a buffer of their own, so a flood
+/// of policy events cannot push out what the process cache is built from.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
-/// Ring buffer reservations that failed (events lost), per CPU.
+/// Policy events (denies, alerts, audits, reports for Layer 2).
 #[map]
-pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static POLICY_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Ring buffer reservations that failed (events lost), per CPU:
+/// [`vardr_common::LOST_LIFECYCLE`] and [`vardr_common::LOST_POLICY`].
+#[map]
+pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// Two config slots; `CONFIG_SLOT` says which one is in force.
 #[map]

@@ -57,7 +57,7 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
     let off = offsets();
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_lost();
+        count_lost(vardr_common::LOST_LIFECYCLE);
         return 0;
     };
     let ev = entry.as_mut_ptr();
@@ -128,7 +128,7 @@ pub fn vardr_fork(ctx: BtfTracePointContext) -> i32 {
         }
     }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        count_lost();
+        count_lost(vardr_common::LOST_LIFECYCLE);
         return 0;
     };
     let ev = entry.as_mut_ptr();
@@ -172,7 +172,7 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
         }
     }
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        count_lost();
+        count_lost(vardr_common::LOST_LIFECYCLE);
         return 0;
     };
     let ev = entry.as_mut_ptr();

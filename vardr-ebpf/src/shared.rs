@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::maps::{
-    CONFIG, CONFIG_SLOT, EVENTS, EXEMPT_PIDS, EXEMPT_TASKS, INODE_RULES, LOST_EVENTS,
+    CONFIG, CONFIG_SLOT, EXEMPT_PIDS, EXEMPT_TASKS, INODE_RULES, LOST_EVENTS, POLICY_EVENTS,
 };
 
 pub const PF_KTHREAD: u32 = 0x0020_0000;
@@ -421,9 +421,11 @@ pub fn fill_header(h: &mut EventHeader, kind: EventKind) {
     h.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
 }
 
+/// Counts an event its ring buffer had no room for (`which`: one of
+/// `LOST_LIFECYCLE`, `LOST_POLICY`).
 #[inline(always)]
-pub fn count_lost() {
-    if let Some(n) = LOST_EVENTS.get_ptr_mut(0) {
+pub fn count_lost(which: u32) {
+    if let Some(n) = LOST_EVENTS.get_ptr_mut(which) {
         // SAFETY: this CPU's slot of a per-CPU array.
         unsafe { *n += 1 };
     }
@@ -506,8 +508,8 @@ pub fn conclude_op(
 /// Emits a policy event; `path` is a path key (generation byte first) or none.
 #[inline(always)]
 pub fn emit(r: &Report, path: Option<*const Key<[u8; PATH_KEY_LEN]>>) {
-    let Some(mut entry) = EVENTS.reserve::<PolicyEvent>(0) else {
-        count_lost();
+    let Some(mut entry) = POLICY_EVENTS.reserve::<PolicyEvent>(0) else {
+        count_lost(vardr_common::LOST_POLICY);
         return;
     };
     let ev = entry.as_mut_ptr();

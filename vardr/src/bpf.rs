@@ -78,6 +78,7 @@ pub mod progs {
 /// Map names in [`AGENT_OBJECT`].
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
+    pub const POLICY_EVENTS: &str = "POLICY_EVENTS";
     pub const LOST_EVENTS: &str = "LOST_EVENTS";
     pub const CONFIG: &str = "CONFIG";
     pub const CONFIG_SLOT: &str = "CONFIG_SLOT";

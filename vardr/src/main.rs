@@ -369,9 +369,6 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
         (None, set, kernel)
     } else {
         let p = vardr::compile::bundle::parse(f, &[])?;
-        for w in &p.warnings {
-            eprintln!("{}: warning: {w}", f.display());
-        }
         tracing = p.tracing;
         (Some((p.policy.name, p.own_rules)), p.cedar, p.kernel)
     };

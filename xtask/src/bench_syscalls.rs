@@ -605,7 +605,6 @@ fn print_programs(rows: &[Measured]) {
     }
 }
 
-/// SIGTERM to the child's process group, SIGKILL after 10 s.
 /// A bpftrace program that SIGKILLs, inside the bench cgroup only, the
 /// open of the denied file and the exec of the denied binary of the
 /// 10-rule policy: the shell command that starts it, once it is shown to
@@ -683,6 +682,7 @@ fn bpftrace_peer(b: &Bench) -> std::result::Result<String, String> {
     }
 }
 
+/// SIGTERM to the child's process group, SIGKILL after 10 s.
 fn stop_group(child: &mut Child) {
     use nix::{
         sys::signal::{killpg, Signal},

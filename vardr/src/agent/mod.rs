@@ -233,7 +233,8 @@ struct Agent {
     reloading: bool,
     /// The file (and API TracingPolicies) of a reload asked for while
     /// another was being prepared.
-    queued_reload: Option<(PathBuf, ApiPolicies)>,
+    /// `None` as the file: the policy file in force when it is prepared.
+    queued_reload: Option<(Option<PathBuf>, ApiPolicies)>,
     /// Who waits for the reload in preparation, and for the queued one.
     waiters: Vec<Waiter>,
     queued_waiters: Vec<Waiter>,
@@ -524,6 +525,12 @@ impl Agent {
         Ok(n)
     }
 
+    /// Everything queued in both buffers, lifecycle first (a policy event's
+    /// process must be known before it); returns how many records.
+    fn drain_all(&mut self, rings: &mut crate::backend::Rings) -> std::io::Result<usize> {
+        Ok(self.drain(&mut rings.lifecycle, None)? + self.drain(&mut rings.policy, None)?)
+    }
+
     /// SIGHUP: the file named by `vardr policy apply`, or the current one.
     /// A reload asked for by process `sender` (`None`: a sender the kernel
     /// does not vouch for) of `path` (`None`: the policy file in force),
@@ -571,21 +578,30 @@ impl Agent {
     /// Reloads `path` (`None`: the policy file in force) with the API
     /// TracingPolicies last asked for.
     fn start_reload(&mut self, path: Option<PathBuf>, reply: Option<Waiter>) {
-        let path = path.unwrap_or_else(|| self.opts.policy.clone());
+        // The API set only grows from what was asked before: the latest
+        // set carries every earlier change.
         let api = self.api_desired.clone();
         if self.reloading {
-            // The latest request wins, once the one in preparation is done.
-            for w in self.queued_waiters.drain(..) {
-                w(Err(Refused::new(
-                    tonic::Code::Aborted,
-                    "superseded by a later request",
-                )));
+            // One queued reload, once the one in preparation is done: the
+            // latest file asked for and the latest API set. Only a request
+            // for another file is superseded; the others ride along.
+            let queued = self.queued_reload.take().and_then(|(p, _)| p);
+            if let (Some(old), Some(new)) = (&queued, &path) {
+                if old != new {
+                    for w in self.queued_waiters.drain(..) {
+                        w(Err(Refused::new(
+                            tonic::Code::Aborted,
+                            format!("superseded by a request for {}", new.display()),
+                        )));
+                    }
+                }
             }
-            self.queued_reload = Some((path, api));
+            self.queued_reload = Some((path.or(queued), api));
             self.queued_waiters.extend(reply);
             return;
         }
         self.waiters.extend(reply);
+        let path = path.unwrap_or_else(|| self.opts.policy.clone());
         self.prepare_reload(path, api);
     }
 
@@ -628,6 +644,9 @@ impl Agent {
         let staging = match self.enforcer.staging() {
             Ok(s) => s,
             Err(e) => {
+                // Answered through the loop like any reload: in preparation
+                // until then, so no other reload starts meanwhile.
+                self.reloading = true;
                 let _ = self.reloads.send(Prepared {
                     path,
                     api,
@@ -672,6 +691,13 @@ impl Agent {
         if let Err(e) = spawned {
             self.reloading = false;
             tracing::error!("policy reload: cannot start its thread: {e}");
+            self.api_desired = self.api_policies.clone();
+            for w in self.waiters.drain(..) {
+                w(Err(Refused::new(
+                    tonic::Code::Unavailable,
+                    format!("cannot start the reload thread: {e}"),
+                )));
+            }
         }
     }
 
@@ -731,8 +757,12 @@ impl Agent {
             }
             Err(e) => {
                 tracing::error!("policy reload rejected, previous policy stays in force: {e}");
-                // What the API asked for did not go in force.
-                self.api_desired = self.api_policies.clone();
+                // What this reload asked of the API did not go in force;
+                // a queued reload still carries the later requests.
+                self.api_desired = self
+                    .queued_reload
+                    .as_ref()
+                    .map_or_else(|| self.api_policies.clone(), |q| q.1.clone());
                 self.metrics.policy_reload_errors.inc();
                 self.status.last_reload = ReloadStatus {
                     seq,
@@ -752,6 +782,7 @@ impl Agent {
         }
         if let Some((next, api)) = self.queued_reload.take() {
             self.waiters = std::mem::take(&mut self.queued_waiters);
+            let next = next.unwrap_or_else(|| self.opts.policy.clone());
             self.prepare_reload(next, api);
         }
     }
@@ -938,17 +969,28 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     // Rule ids unused by the pinned sets: their queued events keep their names.
     let first_id = persist::first_free_rule_id(&previous);
     // TracingPolicies an earlier agent was given through the API.
-    let (api_policies, broken) =
-        ApiPolicies::load(&opts.runtime_dir.join(tracing_policies::DIR_NAME));
+    let api_dir = opts.runtime_dir.join(tracing_policies::DIR_NAME);
+    let (mut api_policies, broken) = ApiPolicies::load(&api_dir);
     for e in broken {
         tracing::error!("TracingPolicy added through the API no longer loads, left out: {e}");
     }
-    let bundle = load_rules(
+    let bundle = match load_rules(
         &opts.policy,
         &api_policies.enabled(),
         first_id,
         &opts.limits,
-    )?;
+    ) {
+        Ok(b) => b,
+        // The policy file alone must still start: those policies are set
+        // aside (renamed *.rejected), never silently.
+        Err(e) if !api_policies.is_empty() => {
+            tracing::error!("the TracingPolicies added through the API do not compile with the policy file ({e}); starting without them, their files renamed *.rejected in {}", api_dir.display());
+            tracing_policies::reject_all(&api_dir);
+            api_policies = ApiPolicies::default();
+            load_rules(&opts.policy, &[], first_id, &opts.limits)?
+        }
+        Err(e) => return Err(e),
+    };
     let file_policies = file_policies(&bundle);
     let Bundle {
         policy: pol,
@@ -1112,7 +1154,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         persist.own = Some(own);
         persist.meta = Some(meta);
     }
-    let mut ring = enforcer.take_events()?;
+    let mut rings = enforcer.take_events()?;
 
     let clock = Clock::now();
     let node = nix::unistd::gethostname()
@@ -1195,7 +1237,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
     if let Some(s) = adopted {
-        agent.adopted(s, &mut ring)?;
+        agent.adopted(s, &mut rings)?;
     }
     // This agent's set enforces: the sets earlier agents left go now.
     agent.take_over(previous)?;
@@ -1241,10 +1283,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         })
     });
 
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut ring_fd =
-        unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+    let crate::backend::Rings { lifecycle, policy } = rings;
+    // SAFETY: each ring buffer owns its map fd, which stays open and
+    // unchanged for as long as its AsyncFd owns the ring buffer.
+    let mut life_fd =
+        unsafe { AsyncFd::register_with_interest(lifecycle, tokio::io::Interest::READABLE) }
+            .map_err(|e| AgentError::Io(e.into()))?;
+    // SAFETY: as above.
+    let mut policy_fd =
+        unsafe { AsyncFd::register_with_interest(policy, tokio::io::Interest::READABLE) }
             .map_err(|e| AgentError::Io(e.into()))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -1305,17 +1352,25 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             Some(m) = fan_rx.recv() => {
                 // The exec that started the process is in the ring buffer
                 // already: the cache must know it before this event.
-                agent.drain(ring_fd.get_mut(), Some(DRAIN_BATCH))?;
+                agent.drain(life_fd.get_mut(), Some(DRAIN_BATCH))?;
                 agent.handle(Event::Policy(m))?;
                 while let Ok(m) = fan_rx.try_recv() {
                     agent.handle(Event::Policy(m))?;
                 }
                 agent.sinks.flush();
             }
-            guard = ring_fd.readable_mut() => {
+            guard = life_fd.readable_mut() => {
                 let mut guard = guard?;
                 // Bounded batches: under an event storm, signals and the
                 // loss check still get their turn between batches.
+                if agent.drain(guard.get_inner_mut(), Some(DRAIN_BATCH))? < DRAIN_BATCH {
+                    guard.clear_ready();
+                }
+            }
+            guard = policy_fd.readable_mut() => {
+                let mut guard = guard?;
+                // The execs that started these processes first.
+                agent.drain(life_fd.get_mut(), Some(DRAIN_BATCH))?;
                 if agent.drain(guard.get_inner_mut(), Some(DRAIN_BATCH))? < DRAIN_BATCH {
                     guard.clear_ready();
                 }
@@ -1324,7 +1379,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     }
     notifier.stopping();
     // Report what the kernel produced before the signal, then detach.
-    agent.drain(ring_fd.get_mut(), None)?;
+    agent.drain(life_fd.get_mut(), None)?;
+    agent.drain(policy_fd.get_mut(), None)?;
     // Close the fanotify groups (pending opens are released as allowed),
     // then report what they decided.
     drop(agent.fanotify.take());
@@ -1352,7 +1408,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&tetragon_socket);
-    drop(ring_fd);
+    drop(life_fd);
+    drop(policy_fd);
     status::remove(&agent.opts.runtime_dir);
     let kept = agent.persist.own.is_some();
     drop(agent);

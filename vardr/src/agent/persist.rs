@@ -193,10 +193,10 @@ impl super::Agent {
     pub(super) fn adopted(
         &mut self,
         s: PinnedSet,
-        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        rings: &mut crate::backend::Rings,
     ) -> std::io::Result<()> {
         let mut t = Takeover::of(&s, true);
-        t.queued_events = self.drain(ring, None)? as u64;
+        t.queued_events = self.drain_all(rings)? as u64;
         // The kernel's count goes on from where the old agent left it.
         self.lost_reported = s.lost_reported;
         t.events_lost = self
@@ -228,7 +228,7 @@ impl super::Agent {
             if t.same_layout {
                 let saved = std::mem::replace(&mut self.catalog, catalog_of(&s));
                 let drained = match s.events() {
-                    Ok(mut ring) => self.drain(&mut ring, None),
+                    Ok(mut rings) => self.drain_all(&mut rings),
                     Err(e) => {
                         tracing::warn!(set = %s.id, "cannot open its ring buffer: {e}");
                         Ok(0)

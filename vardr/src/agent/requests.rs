@@ -62,7 +62,9 @@ async fn handle(
         .peer_cred()
         .ok()
         .and_then(|c| c.pid())
-        .and_then(|p| u32::try_from(p).ok());
+        .and_then(|p| u32::try_from(p).ok())
+        // pid 0: a peer this PID namespace cannot see; counted as governed.
+        .filter(|&p| p > 0);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_LINE))

@@ -46,23 +46,41 @@ fn key_of(p: &TracingPolicy) -> Key {
 }
 
 /// Kubernetes object names: lowercase letters, digits, `-` and `.` (so a
-/// name is also a safe file name).
+/// name is also a safe file name), short enough for a file name with its
+/// suffixes (255 bytes).
 fn check_name(key: &Key) -> Result<(), Refused> {
     let ok = |s: &str| {
         !s.starts_with('.')
-            && s.len() <= 253
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
-    if key.name.is_empty() || !ok(&key.name) || !ok(&key.namespace) {
+    let short = key.name.len() + key.namespace.len() <= 200;
+    if key.name.is_empty() || !ok(&key.name) || !ok(&key.namespace) || !short {
         return Err(Refused::new(
             Code::InvalidArgument,
             format!(
-                "metadata.name {key:?}: a TracingPolicy name is lowercase letters, digits, '-' and '.'"
+                "metadata.name {key:?}: a TracingPolicy name is lowercase letters, digits, '-' and '.', at most 200 bytes with its namespace"
             ),
         ));
     }
     Ok(())
+}
+
+/// Sets aside every kept policy file (`NAME.yaml.rejected`): they no
+/// longer compile with the policy file.
+pub fn reject_all(dir: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in read.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") || name.ends_with(&format!(".yaml{DISABLED}")) {
+            let to = dir.join(format!("{name}.rejected"));
+            if let Err(err) = std::fs::rename(e.path(), &to) {
+                ::tracing::error!("cannot set aside {}: {err}", e.path().display());
+            }
+        }
+    }
 }
 
 impl ApiPolicies {
@@ -72,8 +90,13 @@ impl ApiPolicies {
     pub fn load(dir: &Path) -> (Self, Vec<String>) {
         let mut set = Self::default();
         let mut errors = Vec::new();
-        let Ok(read) = std::fs::read_dir(dir) else {
-            return (set, errors);
+        let read = match std::fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (set, errors),
+            Err(e) => {
+                errors.push(format!("{}: {e}", dir.display()));
+                return (set, errors);
+            }
         };
         let mut files: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
@@ -95,7 +118,15 @@ impl ApiPolicies {
                 });
             match loaded {
                 Ok((yaml, policy)) => {
-                    set.insert(yaml, policy, enabled);
+                    let key = key_of(&policy);
+                    if let Err(r) = check_name(&key) {
+                        errors.push(format!("{}: {}", path.display(), r.message));
+                    } else if set.entries.get(&key).is_some_and(|e| e.enabled) {
+                        // An interrupted save left both states: enabled wins.
+                        errors.push(format!("{}: {key} is also kept enabled", path.display()));
+                    } else {
+                        set.insert(yaml, policy, enabled);
+                    }
                 }
                 Err(e) => errors.push(e),
             }
@@ -123,6 +154,7 @@ impl ApiPolicies {
             .mode(0o700)
             .create(dir)?;
         let mut keep = Vec::new();
+        let mut failed = None;
         for (key, e) in &self.entries {
             let base = if key.namespace.is_empty() {
                 key.name.clone()
@@ -135,17 +167,27 @@ impl ApiPolicies {
                 format!("{base}.yaml{DISABLED}")
             };
             let tmp = dir.join(format!(".{file}.tmp"));
-            std::fs::write(&tmp, &e.yaml)?;
-            std::fs::rename(&tmp, dir.join(&file))?;
-            keep.push(file);
-        }
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                let _ = std::fs::remove_file(entry.path());
+            let written =
+                std::fs::write(&tmp, &e.yaml).and_then(|()| std::fs::rename(&tmp, dir.join(&file)));
+            match written {
+                Ok(()) => keep.push(file),
+                Err(err) => failed = Some(err),
             }
         }
-        Ok(())
+        // Deleted policies' files go even when a write failed.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) && !name.ends_with(".rejected") {
+                if let Err(err) = std::fs::remove_file(entry.path()) {
+                    failed = Some(err);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The enabled policies, to compile with the policy file.

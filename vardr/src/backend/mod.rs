@@ -622,24 +622,41 @@ impl Enforcer {
         maps::exempt_by_binary(&self.maps, pid, start, self.config.generation)
     }
 
-    /// Takes the event ring buffer (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BackendError> {
-        let name = bpf::maps::EVENTS;
-        let map = self.maps.take(name)?;
-        RingBuf::try_from(map).map_err(|source| BackendError::Map { name, source })
+    /// Takes the event ring buffers (once): lifecycle, then policy.
+    pub fn take_events(&mut self) -> Result<Rings, BackendError> {
+        let mut take = |name: &'static str| {
+            let map = self.maps.take(name)?;
+            RingBuf::try_from(map).map_err(|source| BackendError::Map { name, source })
+        };
+        Ok(Rings {
+            lifecycle: take(bpf::maps::EVENTS)?,
+            policy: take(bpf::maps::POLICY_EVENTS)?,
+        })
     }
 
-    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
+    /// Events the kernel could not queue (a ring buffer full), summed over
+    /// CPUs and both buffers.
     pub fn lost_events(&self) -> Result<u64, BackendError> {
         let name = bpf::maps::LOST_EVENTS;
         let map = self.maps.get(name)?;
         let arr: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|source| BackendError::Map { name, source })?;
-        let vals = arr
-            .get(&0, 0)
-            .map_err(|source| BackendError::Map { name, source })?;
-        Ok(vals.iter().sum())
+        let mut total = 0;
+        for slot in [vardr_common::LOST_LIFECYCLE, vardr_common::LOST_POLICY] {
+            let vals = arr
+                .get(&slot, 0)
+                .map_err(|source| BackendError::Map { name, source })?;
+            total += vals.iter().sum::<u64>();
+        }
+        Ok(total)
     }
+}
+
+/// The two event ring buffers: lifecycle events (exec, fork, exit) apart
+/// from policy events, so a flood of the latter cannot push out the former.
+pub struct Rings {
+    pub lifecycle: RingBuf<MapData>,
+    pub policy: RingBuf<MapData>,
 }
 
 fn attach_lsm(
@@ -654,9 +671,6 @@ fn attach_lsm(
     Ok(())
 }
 
-/// The agent's cgroup, when it is the dedicated `vardr.service` unit: the
-/// seed exempts the service's cgroup. A shared cgroup (a login session, a
-/// test runner) is not exempted: only the agent process itself is.
 /// The cgroups above the agent's `vardr.service` (none without one).
 pub fn agent_ancestors(root: &std::path::Path, pid: u32) -> Vec<u64> {
     if own_service_cgroup(root, pid) == 0 {
@@ -667,6 +681,9 @@ pub fn agent_ancestors(root: &std::path::Path, pid: u32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The agent's cgroup, when it is the dedicated `vardr.service` unit: the
+/// seed exempts the service's cgroup. A shared cgroup (a login session, a
+/// test runner) is not exempted: only the agent process itself is.
 fn own_service_cgroup(root: &std::path::Path, pid: u32) -> u64 {
     match cgroup::of_pid(root, pid) {
         Ok(p) if p.file_name().is_some_and(|n| n == "vardr.service") => cgroup::id(&p).unwrap_or(0),

@@ -46,8 +46,6 @@ pub struct Parsed {
     pub tracing: Vec<TracingPolicy>,
     /// How many of `policy.rules` are the YAML's own.
     pub own_rules: usize,
-    /// Where the merge changes what a TracingPolicy would do in Tetragon.
-    pub warnings: Vec<String>,
 }
 
 /// Reads and validates the policy at `path`, the Cedar and TracingPolicy
@@ -85,7 +83,7 @@ pub fn parse(path: &Path, extra: &[TracingPolicy]) -> Result<Parsed, PolicyError
             });
         }
     }
-    let warnings = carved_tracing_denies(&pol.rules, &tracing);
+    lifted_denies(&pol.rules, &tracing)?;
     pol.rules
         .extend(tracing.iter().flat_map(|t| t.rules.iter().cloned()));
     Ok(Parsed {
@@ -94,49 +92,83 @@ pub fn parse(path: &Path, extra: &[TracingPolicy]) -> Result<Parsed, PolicyError
         kernel,
         tracing,
         own_rules,
-        warnings,
     })
 }
 
-/// A policy `allow` more specific than a TracingPolicy's deny lifts that
-/// deny where they overlap (longest match wins per hook); in Tetragon each
-/// policy's deny stands on its own, so the user is told.
-fn carved_tracing_denies(own: &[Rule], tracing: &[TracingPolicy]) -> Vec<String> {
-    let mut out = Vec::new();
-    let denies = tracing
-        .iter()
-        .flat_map(|t| t.rules.iter())
-        .filter(|r| r.action == Action::Deny);
-    for d in denies {
-        let inside = |x: &String| {
-            d.prefixes
-                .iter()
-                .any(|p| x.starts_with(p.as_str()) && x.len() > p.len())
-        };
-        let net = |a: &Rule| {
-            a.cidrs
-                .iter()
-                .any(|c| d.cidrs.iter().any(|dc| dc.contains(c) && dc != c))
-        };
-        for a in own
+/// Whether rule `inner` is strictly more specific than `outer` on the same
+/// hook, so the longest match lets `inner` decide where they overlap.
+fn more_specific(inner: &Rule, outer: &Rule) -> bool {
+    if inner.hook != outer.hook {
+        return false;
+    }
+    let inside = |x: &String| {
+        outer
+            .prefixes
             .iter()
-            .filter(|a| a.action == Action::Allow && a.hook == d.hook)
-        {
-            let files = a
-                .paths
-                .iter()
-                .chain(&a.prefixes)
-                .chain(&a.binaries)
-                .any(inside);
-            if files || (d.hook == Hook::Connect && net(a)) {
-                out.push(format!(
-                    "allow rule {} lifts TracingPolicy rule {}'s deny where they overlap (the more specific rule decides; in Tetragon the deny would hold)",
-                    a.name, d.name
-                ));
+            .any(|p| x.starts_with(p.as_str()) && x.len() > p.len())
+    };
+    let files = inner
+        .paths
+        .iter()
+        .chain(&inner.prefixes)
+        .chain(&inner.binaries)
+        .any(inside);
+    let net = inner.hook == Hook::Connect
+        && inner.cidrs.iter().any(|c| {
+            outer.cidrs.iter().any(|o| {
+                o.contains(c) && (o != c || (outer.ports.is_empty() && !inner.ports.is_empty()))
+            })
+        });
+    files || net
+}
+
+/// In Tetragon each TracingPolicy's deny holds on its own; here the rules
+/// join one set where the most specific rule decides. So a rule that is
+/// not a deny (an alert, an allow) and more specific than a deny, where one
+/// of the two comes from a TracingPolicy, would silently lift that deny:
+/// refused, naming both.
+fn lifted_denies(own: &[Rule], tracing: &[TracingPolicy]) -> Result<(), PolicyError> {
+    let lifts = |r: &Rule| matches!(r.action, Action::Alert | Action::Allow);
+    let mut diagnostics = Vec::new();
+    let mut source = None;
+    for t in tracing {
+        for tr in &t.rules {
+            let others = own.iter().map(|r| (r, None)).chain(
+                tracing
+                    .iter()
+                    .filter(|o| o.name != t.name)
+                    .flat_map(|o| o.rules.iter().map(move |r| (r, Some(o.name.as_str())))),
+            );
+            for (o, from) in others {
+                let (deny, lifter) = if tr.action == Action::Deny && lifts(o) {
+                    (tr, o)
+                } else if o.action == Action::Deny && lifts(tr) {
+                    (o, tr)
+                } else {
+                    continue;
+                };
+                if more_specific(lifter, deny) {
+                    let other = from.map_or_else(
+                        || format!("the policy's rule {}", o.name),
+                        |n| format!("TracingPolicy {n}'s rule {}", o.name),
+                    );
+                    source.get_or_insert_with(|| t.source.clone());
+                    diagnostics.push(policy::Diagnostic {
+                        line: tr.line,
+                        column: 1,
+                        message: format!(
+                            "{} ({:?}) and {other} ({:?}) overlap: the more specific {} would lift the deny {} there (in Tetragon the deny holds); make them not overlap",
+                            tr.name, tr.action, o.action, lifter.name, deny.name
+                        ),
+                    });
+                }
             }
         }
     }
-    out
+    match source {
+        None => Ok(()),
+        Some(path) => Err(PolicyError::Invalid { path, diagnostics }),
+    }
 }
 
 /// Order in which the kernel tries network buckets: (protocol, port),
@@ -249,7 +281,6 @@ pub fn load(
         }
     }
     rules.warnings.extend(p.kernel.warnings.iter().cloned());
-    rules.warnings.extend(p.warnings.iter().cloned());
     rules.warnings.extend(shadowed_cedar(&p.policy.rules));
     Ok(Bundle {
         policy: p.policy,
@@ -323,7 +354,7 @@ mod tests {
         std::fs::write(dir.join("etc.yaml"), tp("etc-block", "/etc/")).unwrap();
         std::fs::write(
             dir.join("p.yaml"),
-            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: t}\nspec:\n  tracing_policies: [etc.yaml]\n  rules:\n    - {name: hosts, hook: file_open, action: allow, match: {paths: [/etc/hosts]}}\n",
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: t}\nspec:\n  tracing_policies: [etc.yaml]\n  rules:\n    - {name: hosts, hook: file_open, action: allow, match: {paths: [/srv/hosts]}}\n",
         )
         .unwrap();
         let api = policy::tracing::parse(&tp("var-block", "/var/"), Path::new("api")).unwrap();
@@ -346,12 +377,27 @@ mod tests {
                 ("var-block", "var-block.file_open.0.0")
             ]
         );
-        let w = &b.rules.warnings;
+        // An allow or alert more specific than a deny, one of them from a
+        // TracingPolicy, would lift the deny: refused.
+        std::fs::write(
+            dir.join("lift.yaml"),
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata: {name: t}\nspec:\n  tracing_policies: [etc.yaml]\n  rules:\n    - {name: hosts, hook: file_open, action: allow, match: {paths: [/etc/hosts]}}\n",
+        )
+        .unwrap();
+        let err =
+            load(&dir.join("lift.yaml"), &[], 10, &limits).expect_err("allow lifts a TP deny");
         assert!(
-            w.iter()
-                .any(|w| w.contains("allow rule hosts lifts TracingPolicy rule etc-block")),
-            "{w:?}"
+            err.to_string()
+                .contains("the more specific hosts would lift the deny etc-block"),
+            "{err}"
         );
+        let alert = policy::tracing::parse(
+            &tp("shadow-alert", "/etc/ssh/").replace("Override, argError: -1", "Post"),
+            Path::new("api"),
+        )
+        .unwrap();
+        let err = load(&dir.join("p.yaml"), &[alert], 10, &limits).expect_err("alert lifts a deny");
+        assert!(err.to_string().contains("shadow-alert"), "{err}");
         // The same TracingPolicy twice (file and API) is refused.
         let again = policy::tracing::load(&dir.join("etc.yaml")).unwrap();
         let err = load(&dir.join("p.yaml"), &[again], 10, &limits).expect_err("loaded twice");

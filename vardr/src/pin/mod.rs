@@ -227,12 +227,17 @@ impl PinnedSet {
         selector.set(0, next, 0).map_err(serr)
     }
 
-    /// The set's event ring buffer (same layout only).
-    pub fn events(&self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, PinError> {
-        let name = crate::bpf::maps::EVENTS;
-        let path = self.dir.join(MAPS).join(name);
-        aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(self.map(name)?))
-            .map_err(|e| PinError::Map(path, e))
+    /// The set's event ring buffers, lifecycle then policy (same layout only).
+    pub fn events(&self) -> Result<crate::backend::Rings, PinError> {
+        let ring = |name: &str| {
+            let path = self.dir.join(MAPS).join(name);
+            aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(self.map(name)?))
+                .map_err(|e| PinError::Map(path, e))
+        };
+        Ok(crate::backend::Rings {
+            lifecycle: ring(crate::bpf::maps::EVENTS)?,
+            policy: ring(crate::bpf::maps::POLICY_EVENTS)?,
+        })
     }
 
     /// Events the set's programs could not queue (same layout only).
@@ -243,7 +248,11 @@ impl PinnedSet {
         let err = |e| PinError::Map(path.clone(), e);
         let arr: PerCpuArray<_, u64> =
             PerCpuArray::try_from(Map::PerCpuArray(self.map(name)?)).map_err(err)?;
-        Ok(arr.get(&0, 0).map_err(err)?.iter().sum())
+        let mut total = 0;
+        for slot in [vardr_common::LOST_LIFECYCLE, vardr_common::LOST_POLICY] {
+            total += arr.get(&slot, 0).map_err(err)?.iter().sum::<u64>();
+        }
+        Ok(total)
     }
 
     /// The rule catalog, when it can be read.

@@ -72,7 +72,8 @@ impl FineGuidanceSensors for TetragonService {
             loop {
                 let item = match rx.recv().await {
                     Ok(e) => match convert(&e) {
-                        Some(m) if filters.passes(&m) => m,
+                        // Loss is never filtered away.
+                        Some(m) if e.kind == "events_lost" || filters.passes(&m) => m,
                         _ => continue,
                     },
                     Err(RecvError::Lagged(n)) => {
@@ -224,11 +225,14 @@ fn no_domain(domain: &str) -> Result<(), Status> {
     }
 }
 
-/// The connecting process, as the kernel names it (`SO_PEERCRED`).
+/// The connecting process, as the kernel names it (`SO_PEERCRED`); `None`
+/// when it cannot (pid 0: a process this PID namespace cannot see), which
+/// counts as governed.
 fn peer_pid<T>(req: &Request<T>) -> Option<u32> {
     req.extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|i| i.peer_cred)
         .and_then(|c| c.pid())
         .and_then(|p| u32::try_from(p).ok())
+        .filter(|&p| p > 0)
 }
