@@ -614,6 +614,7 @@ impl Agent {
             all.extend(self.api_policies.listing());
             for (i, l) in all.iter_mut().enumerate() {
                 l.id = i as u64 + 1;
+                l.enforced = self.opts.enforce;
             }
             let _ = reply.send(all);
             return;
@@ -1258,13 +1259,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let tetragon_listener = api::server::bind(&tetragon_socket)?;
     let (tracing_client, mut tracing_rx) = api::tetragon::policies::Client::new();
     let api_task = {
-        let (tx, m) = (agent.sinks.sender(), metrics.clone());
+        let (tx, m, enforce) = (agent.sinks.sender(), metrics.clone(), agent.opts.enforce);
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
             let listeners = [listener, tetragon_listener];
-            if let Err(e) = api::server::serve(listeners, tx, m, tracing_client, shutdown).await {
+            if let Err(e) =
+                api::server::serve(listeners, tx, m, tracing_client, enforce, shutdown).await
+            {
                 tracing::error!("event API stopped: {e}");
             }
         })

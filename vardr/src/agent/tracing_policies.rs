@@ -209,6 +209,7 @@ impl ApiPolicies {
                 rules: e.policy.rules.len(),
                 source: "the API".into(),
                 hooks: hooks(&e.policy),
+                enforced: false,
             })
             .collect()
     }
@@ -323,6 +324,7 @@ pub fn file_entry(id: u64, p: &TracingPolicy) -> Loaded {
         rules: p.rules.len(),
         source: p.source.display().to_string(),
         hooks: hooks(p),
+        enforced: false,
     }
 }
 

@@ -80,6 +80,7 @@ pub async fn serve(
     tx: broadcast::Sender<Arc<Published>>,
     metrics: Metrics,
     policies: tetragon::policies::Client,
+    enforce: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let [vardr, tetra] = listeners;
@@ -88,6 +89,7 @@ pub async fn serve(
         events: tx.clone(),
         metrics: metrics.clone(),
         policies,
+        enforce,
     };
     tonic::transport::Server::builder()
         .add_service(EventsServer::new(EventService { tx, metrics }))

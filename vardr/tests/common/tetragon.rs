@@ -195,6 +195,20 @@ pub fn tracing_policies(b: Backend) {
     assert!(list
         .iter()
         .all(|p| p.state == pb::TracingPolicyState::TpStateEnabled as i32));
+    // With --enforce: enforce mode; no per-policy monitor mode.
+    assert!(list
+        .iter()
+        .all(|p| p.mode == pb::TracingPolicyMode::TpModeEnforce as i32));
+    let monitor = rt
+        .block_on(
+            c.configure_tracing_policy(pb::ConfigureTracingPolicyRequest {
+                name: "tp-exec-block".into(),
+                mode: Some(pb::TracingPolicyMode::TpModeMonitor as i32),
+                ..Default::default()
+            }),
+        )
+        .expect_err("no per-policy monitor mode");
+    assert_eq!(monitor.code(), Code::InvalidArgument, "{monitor:?}");
     let configure = |enable: bool| pb::ConfigureTracingPolicyRequest {
         name: "tp-exec-block".into(),
         enable: Some(enable),

@@ -43,6 +43,9 @@ pub struct Loaded {
     pub source: String,
     /// Hooks it uses, Tetragon's "sensors".
     pub hooks: Vec<String>,
+    /// Whether its denies are enforced: the agent runs with `--enforce`
+    /// (otherwise they are reported as audit, Tetragon's monitor mode).
+    pub enforced: bool,
 }
 
 impl Loaded {
@@ -61,7 +64,11 @@ impl Loaded {
             sensors: self.hooks.clone(),
             enabled: self.enabled,
             state: state as i32,
-            mode: pb::TracingPolicyMode::TpModeEnforce as i32,
+            mode: if self.enforced {
+                pb::TracingPolicyMode::TpModeEnforce
+            } else {
+                pb::TracingPolicyMode::TpModeMonitor
+            } as i32,
             ..Default::default()
         }
     }

@@ -18,6 +18,8 @@ pub struct TetragonService {
     pub events: broadcast::Sender<Arc<Published>>,
     pub metrics: Metrics,
     pub policies: policies::Client,
+    /// The agent runs with `--enforce`.
+    pub enforce: bool,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::GetEventsResponse, Status>> + Send>>;
@@ -163,6 +165,11 @@ impl FineGuidanceSensors for TetragonService {
         {
             return Err(Status::invalid_argument(
                 "mode: vardr has no per-policy monitor mode; `vardr agent` without --enforce reports every deny as audit",
+            ));
+        }
+        if r.mode.is_some() && !self.enforce {
+            return Err(Status::failed_precondition(
+                "mode: enforce: the agent runs without --enforce (audit only); denies are reported, not enforced",
             ));
         }
         if let Some(enabled) = r.enable {
