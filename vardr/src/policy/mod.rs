@@ -209,22 +209,29 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
 
 /// Parses and validates policy text; `path` names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-    let invalid = |diagnostics| PolicyError::Invalid {
+    let doc: schema::PolicyDoc = parse_yaml(text, path)?;
+    validate::validate(doc, path).map_err(|diagnostics| PolicyError::Invalid {
         path: path.into(),
         diagnostics,
-    };
-    let doc: schema::PolicyDoc =
-        serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
-            invalid(vec![Diagnostic {
+    })
+}
+
+/// The YAML document of a policy file, with the parser's error at its
+/// position.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, PolicyError> {
+    serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
+        PolicyError::Invalid {
+            path: path.into(),
+            diagnostics: vec![Diagnostic {
                 line,
                 column,
                 message: first_line(&e.to_string()),
-            }])
-        })?;
-    validate::validate(doc, path).map_err(invalid)
+            }],
+        }
+    })
 }
 
 /// The parser's defaults guard against YAML bombs with a budget of 250 000

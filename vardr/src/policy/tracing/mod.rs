@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use support::{markdown_table, Feature, Support, FEATURES};
 
-use super::{first_line, options, Diagnostic, PolicyError, Rule};
+use super::{PolicyError, Rule};
 
 pub const API_VERSION: &str = "cilium.io/v1alpha1";
 pub const KIND: &str = "TracingPolicy";
@@ -52,22 +52,11 @@ pub fn load(path: &Path) -> Result<TracingPolicy, PolicyError> {
 
 /// Parses and validates TracingPolicy text; `path` names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<TracingPolicy, PolicyError> {
-    let invalid = |diagnostics| PolicyError::Invalid {
+    let doc: schema::TracingPolicyDoc = super::parse_yaml(text, path)?;
+    validate::validate(doc, path).map_err(|diagnostics| PolicyError::Invalid {
         path: path.into(),
         diagnostics,
-    };
-    let doc: schema::TracingPolicyDoc = serde_saphyr::from_str_with_options(text, options())
-        .map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
-            invalid(vec![Diagnostic {
-                line,
-                column,
-                message: first_line(&e.to_string()),
-            }])
-        })?;
-    validate::validate(doc, path).map_err(invalid)
+    })
 }
 
 /// Whether `text` looks like a Tetragon policy rather than a vardr one, from
