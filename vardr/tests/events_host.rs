@@ -118,6 +118,80 @@ fn exec_storm_yields_every_event_or_an_exact_loss_count() {
     assert!(agent.stop().success());
 }
 
+/// A flood of policy events that overflows their ring buffer (the agent
+/// is stopped while it runs) costs none of the exec events that happen
+/// meanwhile: lifecycle events have a buffer of their own.
+#[test]
+fn policy_flood_does_not_push_out_exec_events() {
+    if !require_root("policy_flood_does_not_push_out_exec_events") {
+        return;
+    }
+    if !common::scenarios::python_available("policy_flood_does_not_push_out_exec_events") {
+        return;
+    }
+    let _serial = serial();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed); // connects are refused: each one is a quick alert
+    let cg = common::test_cgroup("flood");
+    let policy = format!(
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: flood\nspec:\n  rules:\n    - {{name: knock, hook: connect, action: alert, match: {{cidrs: [127.0.0.1/32], ports: [{port}]}}}}\n"
+    );
+    let scope = cg.path.to_str().unwrap().to_string();
+    let mut agent = AgentRun::start(&policy, &["--scope-cgroup", &scope, "--output", "json"]);
+    let agent_pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    const N: usize = 50;
+    // The shell joins the cgroup first (the fallback's agent answers that
+    // move), then waits for a line before flooding and exec'ing.
+    let mut run = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && echo in && read go && python3 -c 'import socket\nfor _ in range(40000):\n  s=socket.socket()\n  try: s.connect((\"127.0.0.1\",{port}))\n  except OSError: pass\n  s.close()' && i=0; while [ $i -lt {N} ]; do /bin/true flood-exec; i=$((i+1)); done",
+            cg.path.display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(run.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "in");
+    // The agent reads nothing while stopped: the policy buffer fills up.
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    run.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let flood = run.wait_with_output().unwrap();
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(flood.status.success(), "{}", common::stderr(&flood));
+    let events = agent.events_after(Duration::from_secs(5));
+    let lost: u64 = events
+        .iter()
+        .filter_map(|e| e["events_lost"]["count"].as_u64())
+        .sum();
+    let alerts = events
+        .iter()
+        .filter(|e| e["process_lsm"]["rule"] == "knock")
+        .count();
+    // The flood did overflow the policy buffer...
+    assert!(
+        lost > 0,
+        "no loss: the flood did not fill the policy buffer ({alerts} alerts)"
+    );
+    // ... and yet every exec of the same time is there.
+    let seen = events
+        .iter()
+        .filter_map(|e| exec_of(e, "/true", "flood-exec"))
+        .count();
+    assert_eq!(
+        seen, N,
+        "execs lost to a policy flood ({lost} policy events lost)"
+    );
+    assert!(agent.stop().success());
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
