@@ -120,7 +120,7 @@ pub fn moves_out(cfg: &Config, file: *const u8) -> bool {
             .and_then(|inode| read::<u64>(inode, off.inode_i_ino))
             .unwrap_or(0);
         // SAFETY: a lookup in a hash map of plain values.
-        if ino != 0 && unsafe { AGENT_ABOVE.get(&ino) }.is_some() {
+        if ino != 0 && unsafe { AGENT_ABOVE.get(ino) }.is_some() {
             return true;
         }
     }
