@@ -56,13 +56,16 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
     let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // First, whatever happens to the event: a full ring buffer must not
+    // leave the exemption of the previous image in place.
+    track_exemption(bprm, task);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(vardr_common::LOST_LIFECYCLE);
         return 0;
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: helper without arguments; the task is only read through probes.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
     // SAFETY: `ev` is a reserved ring buffer entry; kernel and user memory
     // are read through probe helpers only.
     unsafe {
@@ -101,7 +104,6 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
         }
     }
     entry.submit(0);
-    track_exemption(bprm, task);
     0
 }
 
