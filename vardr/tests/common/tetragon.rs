@@ -21,18 +21,20 @@ use super::{
     sh, sh_in, test_cgroup, TempDir,
 };
 
-fn file_tp(secret: &Path) -> String {
+/// A TracingPolicy `name` that refuses (Override) `hook` on the exact
+/// path `path`, its argument 0 of type `arg`.
+fn block_tp(name: &str, hook: &str, arg: &str, path: &Path) -> String {
     format!(
         "apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
-  name: tp-file-block
+  name: {name}
 spec:
   lsmhooks:
-  - hook: file_open
+  - hook: {hook}
     args:
     - index: 0
-      type: file
+      type: {arg}
     selectors:
     - matchArgs:
       - index: 0
@@ -42,32 +44,20 @@ spec:
       - action: Override
         argError: -1
 ",
-        secret.display()
+        path.display()
     )
 }
 
+fn file_tp(secret: &Path) -> String {
+    block_tp("tp-file-block", "file_open", "file", secret)
+}
+
 fn exec_tp(binary: &Path) -> String {
-    format!(
-        "apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: tp-exec-block
-spec:
-  lsmhooks:
-  - hook: bprm_check_security
-    args:
-    - index: 0
-      type: linux_binprm
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: [\"{}\"]
-      matchActions:
-      - action: Override
-        argError: -1
-",
-        binary.display()
+    block_tp(
+        "tp-exec-block",
+        "bprm_check_security",
+        "linux_binprm",
+        binary,
     )
 }
 
