@@ -27,6 +27,8 @@ pub enum EventKind {
     Policy = 2,
     Fork = 3,
     Exit = 4,
+    /// A DNS response a governed socket received ([`DnsEvent`]).
+    Dns = 5,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
             2 => Some(Self::Policy),
             3 => Some(Self::Fork),
             4 => Some(Self::Exit),
+            5 => Some(Self::Dns),
             _ => None,
         }
     }
@@ -290,6 +293,35 @@ pub struct Config {
     /// nor write its files. Off when the agent runs in a PID namespace of
     /// its own: its service manager is then not PID 1 and looks governed.
     pub protect_agent_cgroup: u32,
+    /// `NAMES_*` bits: what the socket programs look at beyond addresses.
+    pub names: u32,
+    pub _pad: u32,
+}
+
+/// [`Config::names`]: report every TLS server name (`--tls-capture`).
+pub const NAMES_TLS: u32 = 1;
+/// [`Config::names`]: hand DNS responses to the agent.
+pub const NAMES_DNS: u32 = 2;
+/// [`Config::names`]: the rule set has domain rules (`DOMAIN_RULES`).
+pub const NAMES_RULES: u32 = 4;
+
+/// Domain LPM key: one generation byte, then the server name reversed
+/// (`moc.elpmaxe`) and a NUL, so a `*.example.com` rule is a prefix.
+pub const DOMAIN_KEY_LEN: usize = 256;
+/// Bytes of a DNS response an event carries (the classic UDP maximum;
+/// answers beyond it are cut and parsed as far as they go).
+pub const DNS_PAYLOAD_LEN: usize = 512;
+
+/// A DNS response received by a socket in the agent's cgroup scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    /// Socket cgroup and uid; the task fields are whoever ran the softirq.
+    pub header: EventHeader,
+    /// Bytes used in `payload`.
+    pub len: u32,
+    pub _pad: u32,
+    pub payload: [u8; DNS_PAYLOAD_LEN],
 }
 
 /// Kernel struct offsets read from BTF in userspace (aya has no CO-RE field
@@ -450,6 +482,9 @@ pub enum Operation {
     /// A governed process changing a resource limit of a process no rule
     /// applies to (`prlimit`; `flags`: the resource): built-in, rule id 0.
     Rlimit = 20,
+    /// A TLS ClientHello leaving a socket: `path` holds the server name
+    /// (SNI), the address fields the destination.
+    TlsClientHello = 21,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -483,6 +518,7 @@ impl Operation {
             18 => Self::Signal,
             19 => Self::CloneIntoCgroup,
             20 => Self::Rlimit,
+            21 => Self::TlsClientHello,
             _ => return None,
         })
     }
@@ -521,8 +557,10 @@ pub struct PolicyEvent {
 /// `InodeRule` and `PolicyEvent` padding became interpreter and operation
 /// fields. 3: the `FAN_LEASE` map. 4: `Operation::Signal`. 5:
 /// `Operation::CloneIntoCgroup`, `Operation::Rlimit`, [`RULE_PROTECT_SCOPE`].
-/// 6: the `AGENT_ABOVE` map, the `POLICY_EVENTS` ring buffer.
-pub const MAP_REVISION: u32 = 6;
+/// 6: the `AGENT_ABOVE` map, the `POLICY_EVENTS` ring buffer. 7: server
+/// names (`DOMAIN_RULES`, `SOCK_OWNERS`, [`DnsEvent`],
+/// `Operation::TlsClientHello`).
+pub const MAP_REVISION: u32 = 7;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An
@@ -550,6 +588,8 @@ const fn layout_version() -> u32 {
         core::mem::size_of::<ForkEvent>(),
         core::mem::size_of::<ExitEvent>(),
         core::mem::size_of::<PolicyEvent>(),
+        core::mem::size_of::<DnsEvent>(),
+        DOMAIN_KEY_LEN,
     ];
     // FNV-1a over the sizes.
     let mut h: u32 = 0x811c_9dc5;

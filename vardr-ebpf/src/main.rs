@@ -13,6 +13,7 @@ mod guard;
 mod maps;
 mod mmap;
 mod mutate;
+mod names;
 mod net;
 mod process;
 mod resolve;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use vardr_common::{
     Config, ExemptTask, FanotifyLease, InodeKey, InodeRule, PathRules, PidKey, RuleRef,
-    CONFIG_SLOTS, NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
+    CONFIG_SLOTS, DOMAIN_KEY_LEN, NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
 };
 
 /// Default capacities; userspace sets the real ones before loading.
@@ -76,6 +76,12 @@ pub static NET4_RULES: LpmTrie<[u8; NET4_KEY_LEN], RuleRef> = LpmTrie::with_max_
 
 #[map]
 pub static NET6_RULES: LpmTrie<[u8; NET6_KEY_LEN], RuleRef> = LpmTrie::with_max_entries(RULES, 0);
+
+/// Domain rules: key = generation, the server name reversed, NUL for an
+/// exact name (see [`vardr_common::DOMAIN_KEY_LEN`]).
+#[map]
+pub static DOMAIN_RULES: LpmTrie<[u8; DOMAIN_KEY_LEN], RuleRef> =
+    LpmTrie::with_max_entries(RULES, 0);
 
 /// Per-CPU room for a path key: too big for the 512-byte BPF stack.
 #[map]

@@ -7,7 +7,8 @@
 //! `socket_connect`). A connect that `socket_connect` already decided is
 //! recognised by its thread and destination and not decided twice.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    cty::c_void,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, lsm, map},
     maps::{lpm_trie::Key, LruHashMap},
     programs::{LsmContext, SockAddrContext},
@@ -19,7 +20,7 @@ use vardr_common::{
 
 use crate::{
     maps::{NET4_RULES, NET6_RULES},
-    shared::{config, emit, governed, hook_bit, offsets, read, verdict, Report},
+    shared::{config, emit, governed, governed_task, hook_bit, offsets, read, verdict, Report},
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -214,6 +215,16 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
     0
 }
 
+/// Backend the cgroup programs report as.
+#[inline(always)]
+pub fn sock_addr_backend() -> BackendKind {
+    if SOCK_ADDR_BACKEND.load() == BackendKind::Lsm as u32 {
+        BackendKind::Lsm
+    } else {
+        BackendKind::Fallback
+    }
+}
+
 /// Fallback: 1 lets the call proceed, 0 makes it fail with EPERM.
 #[inline(always)]
 fn sock_addr(ctx: &SockAddrContext, v6: bool, connect: bool) -> i32 {
@@ -234,11 +245,16 @@ fn sock_addr(ctx: &SockAddrContext, v6: bool, connect: bool) -> i32 {
         (proto, port, addr)
     };
     let family = if v6 { AF_INET6 } else { AF_INET };
-    let backend = if SOCK_ADDR_BACKEND.load() == BackendKind::Lsm as u32 {
-        BackendKind::Lsm
-    } else {
-        BackendKind::Fallback
-    };
+    let backend = sock_addr_backend();
+    if connect && proto == IPPROTO_TCP {
+        if let Some(cfg) = config() {
+            if cfg.names != 0 {
+                // SAFETY: the context, as the helper wants it.
+                let cookie = unsafe { bpf_get_socket_cookie(sa as *mut c_void) };
+                crate::names::record_owner(&cfg, cookie, governed_task(&cfg));
+            }
+        }
+    }
     if connect && backend == BackendKind::Lsm {
         let tid = bpf_get_current_pid_tgid() as u32;
         if let Some(d) = LSM_DECIDED.get_ptr(tid) {

@@ -290,9 +290,12 @@ pub fn hook_bit(hook: Hook) -> u32 {
 /// of the current process, so a reused pid inherits nothing.
 #[inline(always)]
 pub fn governed(cfg: &Config, hooks: u32) -> bool {
-    if cfg.active_mask & hooks == 0 {
-        return false;
-    }
+    cfg.active_mask & hooks != 0 && governed_task(cfg)
+}
+
+/// [`governed`] whatever the rules: whether they would apply to the current task.
+#[inline(always)]
+pub fn governed_task(cfg: &Config) -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == 1 {
         return false;

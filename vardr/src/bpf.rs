@@ -73,6 +73,10 @@ pub mod progs {
         "vardr_sendmsg4",
         "vardr_sendmsg6",
     ];
+    /// Server names, attached beside [`SOCK_ADDR`]: TLS ClientHellos
+    /// leaving (domain rules, `--tls-capture`) and DNS responses arriving.
+    pub const TLS_EGRESS: &str = "vardr_tls_egress";
+    pub const DNS_INGRESS: &str = "vardr_dns_ingress";
 }
 
 /// Map names in [`AGENT_OBJECT`].
@@ -90,6 +94,7 @@ pub mod maps {
     pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";
     pub const NET4_RULES: &str = "NET4_RULES";
     pub const NET6_RULES: &str = "NET6_RULES";
+    pub const DOMAIN_RULES: &str = "DOMAIN_RULES";
 }
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.

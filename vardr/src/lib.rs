@@ -16,6 +16,7 @@ pub mod events;
 pub mod fanotify;
 pub mod kernel;
 pub mod metrics;
+pub mod names;
 pub mod pin;
 pub mod policy;
 pub mod probe;

@@ -248,6 +248,14 @@ struct AgentArgs {
     /// paths as written); while an agent runs, fanotify decides (EPERM).
     #[arg(long)]
     keep_enforcing: bool,
+    /// Report the server name (SNI) of every outbound TLS connection of a
+    /// governed process (a `tls_client_hello` event), and learn the names
+    /// DNS answers give addresses, so connect and TLS events also carry
+    /// `dns_names`. Read from the ClientHello as it leaves the socket, so
+    /// it covers every TLS library (OpenSSL, rustls, Go, static binaries).
+    /// Domain rules (`match: {domains: [...]}`) work without this flag.
+    #[arg(long)]
+    tls_capture: bool,
     /// Load fresh programs beside a pinned set even when it could be
     /// adopted (the old set is removed once the new one enforces).
     #[arg(long)]
@@ -543,6 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_addr: a.metrics_addr,
                 tetragon_socket: a.tetragon_socket,
                 keep_enforcing: a.keep_enforcing,
+                tls_capture: a.tls_capture,
                 reload_programs: a.reload_programs,
                 pin_dir: a.pin_dir,
             };

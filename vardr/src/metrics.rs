@@ -64,6 +64,13 @@ pub struct Metrics {
     /// Policies that failed to evaluate on some event (Cedar skips them).
     pub layer2_policy_errors: Counter,
     pub layer2_eval_seconds: EvalHistogram,
+    /// TLS server names seen, labelled type=allow|alert|audit|deny.
+    pub tls_server_names: Family<TypeLabel, Counter>,
+    /// Addresses learnt from DNS answers, and DNS responses not understood.
+    pub dns_answers: Counter,
+    pub dns_parse_errors: Counter,
+    /// Connections whose process was killed after a denied ClientHello.
+    pub tls_kills: Counter,
 }
 
 impl Metrics {
@@ -134,6 +141,26 @@ impl Metrics {
             "layer2_eval_seconds",
             "Time to evaluate one event against the Cedar policies",
             self.layer2_eval_seconds.0.clone(),
+        );
+        r.register(
+            "tls_server_names",
+            "TLS server names seen in ClientHellos, by verdict",
+            self.tls_server_names.clone(),
+        );
+        r.register(
+            "dns_answers",
+            "Address records learnt from DNS responses",
+            self.dns_answers.clone(),
+        );
+        r.register(
+            "dns_parse_errors",
+            "DNS responses that could not be parsed",
+            self.dns_parse_errors.clone(),
+        );
+        r.register(
+            "tls_kills",
+            "Processes killed after their ClientHello was dropped by a domain deny",
+            self.tls_kills.clone(),
         );
         r
     }

@@ -97,6 +97,9 @@ pub struct AgentOptions {
     /// Where Tetragon's gRPC API is served (`None`: `tetragon.sock` in
     /// the runtime directory).
     pub tetragon_socket: Option<PathBuf>,
+    /// Report the server name of every TLS connection and map addresses
+    /// back to the names DNS answered with.
+    pub tls_capture: bool,
 }
 
 /// Records handled before the event loop looks at signals and ticks again.
@@ -238,6 +241,8 @@ struct Agent {
     /// Who waits for the reload in preparation, and for the queued one.
     waiters: Vec<Waiter>,
     queued_waiters: Vec<Waiter>,
+    /// Names DNS answers gave addresses (`--tls-capture`).
+    names: crate::names::NameCache,
     /// TracingPolicies added through the API: in force, and as last asked
     /// for (what the next reload compiles).
     api_policies: ApiPolicies,
@@ -357,6 +362,12 @@ impl Agent {
                 }
                 let mut j =
                     JsonEvent::policy(&m, p.as_deref(), rule.clone(), label, &self.node, time);
+                if let Some((ip, _, _)) = m.remote {
+                    let names = self.names.names(ip, std::time::Instant::now());
+                    if !names.is_empty() {
+                        j.set_dns_names(names);
+                    }
+                }
                 let fallback;
                 let process = match p.as_deref() {
                     Some(p) => p,
@@ -365,6 +376,11 @@ impl Agent {
                         &fallback
                     }
                 };
+                if m.op == vardr_common::Operation::TlsClientHello {
+                    if let Some(r) = self.on_client_hello(&m, process) {
+                        j.set_response(r);
+                    }
+                }
                 let l2 = self.layer2_of_match(&m, process, rule.as_ref(), label, time);
                 let has_l2 = l2.is_some();
                 if let Some(l) = l2 {
@@ -373,11 +389,51 @@ impl Agent {
                 // Observations only matter when a Cedar policy decided.
                 (!observed || has_l2).then_some(j)
             }
+            Event::Dns { payload, .. } => {
+                match crate::names::dns::parse_response(&payload) {
+                    Ok(answers) => {
+                        self.metrics.dns_answers.inc_by(answers.len() as u64);
+                        self.names.insert(&answers, std::time::Instant::now());
+                    }
+                    Err(e) => {
+                        self.metrics.dns_parse_errors.inc();
+                        tracing::debug!("DNS response not understood: {e}");
+                    }
+                }
+                None
+            }
         };
         if let Some(j) = json {
             self.emit(&j)?;
         }
         Ok(())
+    }
+
+    /// Counts a ClientHello; after a denied one (dropped in the kernel, so
+    /// the connection would hang until TCP gives up) ends the process.
+    fn on_client_hello(
+        &mut self,
+        m: &events::PolicyMatch,
+        process: &ProcessInfo,
+    ) -> Option<String> {
+        self.metrics
+            .tls_server_names
+            .get_or_create(&TypeLabel {
+                r#type: events::verdict_name(m.verdict).into(),
+            })
+            .inc();
+        if m.verdict != vardr_common::Verdict::Deny {
+            return None;
+        }
+        let enforcer = &self.enforcer;
+        let r = self.responder.end(process, m.header.boot_ns, &|pid| {
+            enforcer.exempt_by_binary(pid)
+        });
+        if r == "killed" {
+            self.metrics.tls_kills.inc();
+            tracing::warn!(pid = process.pid, binary = %process.binary, server_name = ?m.path, "TLS server name denied: process killed");
+        }
+        Some(r)
     }
 
     fn exec_backend(&self) -> &'static str {
@@ -420,6 +476,11 @@ impl Agent {
                         17 => "udp",
                         _ => "any",
                     },
+                    sni: m
+                        .path
+                        .clone()
+                        .filter(|_| m.op == vardr_common::Operation::TlsClientHello),
+                    dns_names: self.names.names(*ip, std::time::Instant::now()),
                 },
             ),
             _ => return None,
@@ -839,6 +900,7 @@ impl Agent {
             (maps::INODE_RULES, stats.inode_entries, l.inode_entries),
             (maps::NET4_RULES, stats.net4_entries, l.net4_entries),
             (maps::NET6_RULES, stats.net6_entries, l.net6_entries),
+            (maps::DOMAIN_RULES, stats.domain_entries, l.domain_entries),
             (maps::EXEMPT_PIDS, stats.exempt_pids, l.exempt_pids),
         ] {
             self.metrics.set_map(map, entries, 2 * limit);
@@ -1035,6 +1097,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         // stand by while this agent's fanotify group answers.
         fanotify_file: fan.as_ref().is_some_and(|f| f.options().file) && !opts.keep_enforcing,
         fanotify_lease: fan.as_ref().is_some_and(|f| f.options().file) && opts.keep_enforcing,
+        tls_capture: opts.tls_capture,
     };
     let build = backend::build_key(&plan, &backend_opts);
     let adopted = if opts.reload_programs {
@@ -1234,6 +1297,13 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         api_desired: api_policies.clone(),
         api_policies,
         file_policies,
+        // A connect follows its lookup within seconds; an answer's TTL can
+        // be 0, and a long one must not keep a name after the address moved.
+        names: crate::names::NameCache::new(
+            16_384,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(3600),
+        ),
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());

@@ -102,6 +102,18 @@ impl Responder {
         if layer1 == "deny" {
             return "none: Layer 1 already blocked it".into();
         }
+        self.end(p, event_boot_ns, exempt_by_binary)
+    }
+
+    /// Kills `p` (with the checks of [`Responder::kill`]) whatever Layer 1
+    /// did: the end of a connection whose ClientHello a domain deny
+    /// dropped, which would otherwise hang until TCP gives up.
+    pub fn end(
+        &self,
+        p: &ProcessInfo,
+        event_boot_ns: u64,
+        exempt_by_binary: &dyn Fn(u32) -> bool,
+    ) -> String {
         if !self.enforce {
             return "audit: would kill (enforcement off)".into();
         }

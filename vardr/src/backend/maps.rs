@@ -5,7 +5,7 @@ use aya::{
 };
 use vardr_common::{
     Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
-    NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
+    DOMAIN_KEY_LEN, NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
 };
 
 use super::{batch, objects::MapSet, BackendError};
@@ -43,6 +43,8 @@ pub struct Written {
     pids: Vec<PidKey>,
     net4: Vec<Key<[u8; NET4_KEY_LEN]>>,
     net6: Vec<Key<[u8; NET6_KEY_LEN]>>,
+    /// Domain keys have the path keys' size: recorded the same way.
+    domains: Vec<PathRecord>,
 }
 
 /// Entries in force after an apply.
@@ -52,6 +54,7 @@ pub struct ApplyStats {
     pub inode_entries: usize,
     pub net4_entries: usize,
     pub net6_entries: usize,
+    pub domain_entries: usize,
     pub exempt_pids: usize,
 }
 
@@ -62,6 +65,7 @@ impl Written {
             inode_entries: self.inodes.len(),
             net4_entries: self.net4.len(),
             net6_entries: self.net6.len(),
+            domain_entries: self.domains.len(),
             exempt_pids: self.pids.len(),
         }
     }
@@ -282,6 +286,17 @@ pub fn write_rules(
         });
         batched(maps, name, entries, |k| w.net6.push(*k))?;
     }
+    {
+        let name = names::DOMAIN_RULES;
+        let entries = set.domains.iter().map(|e| {
+            let mut data = [0u8; DOMAIN_KEY_LEN];
+            data[0] = generation as u8;
+            let n = e.key.len().min(DOMAIN_KEY_LEN - 1);
+            data[1..1 + n].copy_from_slice(&e.key[..n]);
+            (Key::new(8 + e.bits, data), e.rule)
+        });
+        batched(maps, name, entries, |k| w.domains.push(PathRecord::of(k)))?;
+    }
     Ok(())
 }
 
@@ -334,6 +349,11 @@ pub fn delete(maps: &mut MapSet, w: &Written) {
     if let Ok(mut m) = lpm::<NET6_KEY_LEN, RuleRef>(maps, names::NET6_RULES) {
         for k in &w.net6 {
             log(m.remove(k), names::NET6_RULES);
+        }
+    }
+    if let Ok(mut m) = lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, names::DOMAIN_RULES) {
+        for k in &w.domains {
+            log(m.remove(&k.key()), names::DOMAIN_RULES);
         }
     }
 }
@@ -394,8 +414,25 @@ pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), Back
         &mut w.net6,
         &mut stale.net6,
     )?;
+    let name = names::DOMAIN_RULES;
+    let keys = lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, name)?
+        .keys()
+        .map(|k| k.map(|k| PathRecord::of(&k)))
+        .collect();
+    split(
+        name,
+        keys,
+        |k| k.data.first() == Some(&g),
+        &mut w.domains,
+        &mut stale.domains,
+    )?;
     let s = stale.stats();
-    let n = s.path_entries + s.inode_entries + s.net4_entries + s.net6_entries + s.exempt_pids;
+    let n = s.path_entries
+        + s.inode_entries
+        + s.net4_entries
+        + s.net6_entries
+        + s.domain_entries
+        + s.exempt_pids;
     delete(maps, &stale);
     Ok((w, n))
 }

@@ -9,7 +9,10 @@ use std::{fs::File, path::PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
+        TracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use vardr_common::{Config, Hook as KHook};
@@ -86,14 +89,17 @@ pub struct Options {
     /// tracepoints stand by (`--keep-enforcing`): their syscall exits are
     /// watched too.
     pub fanotify_lease: bool,
+    /// `--tls-capture`: report TLS server names and learn DNS answers.
+    pub tls_capture: bool,
 }
 
 /// The maps a rule set is written into.
-const RULE_MAPS: [&str; 5] = [
+const RULE_MAPS: [&str; 6] = [
     crate::bpf::maps::PATH_RULES,
     crate::bpf::maps::INODE_RULES,
     crate::bpf::maps::EXEMPT_PIDS,
     crate::bpf::maps::NET4_RULES,
+    crate::bpf::maps::DOMAIN_RULES,
     crate::bpf::maps::NET6_RULES,
 ];
 
@@ -163,7 +169,7 @@ pub struct Enforcer {
 pub fn build_key(plan: &Plan, opts: &Options) -> String {
     let l = &opts.limits;
     let shape = format!(
-        "{}|{}|{}|{}|file={},lease={}|{},{},{},{},{}",
+        "{}|{}|{}|{}|file={},lease={}|{},{},{},{},{},{}",
         kernel::release(),
         plan.file.backend,
         plan.exec.backend,
@@ -174,7 +180,8 @@ pub fn build_key(plan: &Plan, opts: &Options) -> String {
         l.inode_entries,
         l.net4_entries,
         l.net6_entries,
-        l.exempt_pids
+        l.exempt_pids,
+        l.domain_entries
     );
     crate::pin::fnv_hex([bpf::AGENT_OBJECT, shape.as_bytes()])
 }
@@ -187,6 +194,16 @@ where
         .ok_or(BackendError::MissingProgram(name))?
         .try_into()
         .map_err(|source| BackendError::Program { name, source })
+}
+
+/// What `--tls-capture` turns on in the socket programs: every TLS server
+/// name reported, and DNS responses for the agent's name cache.
+fn names_capture(opts: &Options) -> u32 {
+    if opts.tls_capture {
+        vardr_common::NAMES_TLS | vardr_common::NAMES_DNS
+    } else {
+        0
+    }
 }
 
 fn perr(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BackendError {
@@ -216,6 +233,7 @@ impl Enforcer {
             .map_max_entries(bpf::maps::INODE_RULES, cap(l.inode_entries))
             .map_max_entries(bpf::maps::NET4_RULES, cap(l.net4_entries))
             .map_max_entries(bpf::maps::NET6_RULES, cap(l.net6_entries))
+            .map_max_entries(bpf::maps::DOMAIN_RULES, cap(l.domain_entries))
             .map_max_entries(bpf::maps::EXEMPT_PIDS, cap(l.exempt_pids))
             .load(bpf::AGENT_OBJECT)?;
         // The programs' instructions hold the map fds already; the maps
@@ -243,6 +261,8 @@ impl Enforcer {
             agent_start_ticks,
             has_identities: 0,
             protect_agent_cgroup: u32::from(!crate::kernel::in_child_pid_namespace()),
+            names: names_capture(opts),
+            _pad: 0,
         };
         maps::write_config(&mut maps, 0, &config)?;
         maps::select_config(&mut maps, 0)?;
@@ -300,6 +320,7 @@ impl Enforcer {
         config.agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
         config.agent_cgroup_id = own_service_cgroup(&root, me);
         config.protect_agent_cgroup = u32::from(!crate::kernel::in_child_pid_namespace());
+        config.names = names_capture(opts) | (config.names & vardr_common::NAMES_RULES);
         maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
         let (written, stale) = maps::scan(&mut maps, config.generation)?;
         if stale > 0 {
@@ -464,6 +485,17 @@ impl Enforcer {
                 p.attach(&fd, CgroupAttachMode::Single)
                     .map_err(perr(name))?;
             }
+            // Server names: idle (one config read per packet) until the
+            // config asks for them, so a reload can turn them on.
+            for (name, at) in [
+                (bpf::progs::TLS_EGRESS, CgroupSkbAttachType::Egress),
+                (bpf::progs::DNS_INGRESS, CgroupSkbAttachType::Ingress),
+            ] {
+                let p: &mut CgroupSkb = prog(ebpf, name)?;
+                p.load().map_err(perr(name))?;
+                p.attach(&fd, at, CgroupAttachMode::Single)
+                    .map_err(perr(name))?;
+            }
             self._cgroup_fd = Some(fd);
         }
         Ok(())
@@ -517,6 +549,12 @@ impl Enforcer {
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
         cfg.has_interpreters = u32::from(set.has_interpreters);
         cfg.has_identities = u32::from(set.inodes.iter().any(|(_, r)| r.has_rules != 0));
+        cfg.names = (cfg.names & !vardr_common::NAMES_RULES)
+            | if set.domains.is_empty() {
+                0
+            } else {
+                vardr_common::NAMES_RULES
+            };
         // The unused slot: no program reads it (the last switch was a
         // grace period ago), so it can be written at leisure; the switch
         // itself is one 4-byte write.

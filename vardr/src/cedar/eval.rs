@@ -306,6 +306,8 @@ when { resource.ip.isInRange(ip("169.254.0.0/16")) };
             ip: ip.parse().unwrap(),
             port,
             protocol: "tcp",
+            sni: None,
+            dns_names: Vec::new(),
         };
         let out = e
             .evaluate(&ask(Action::Connect, &sh, ep("10.0.0.1", 443)))

@@ -194,6 +194,7 @@ fn rule(name: String, hook: Hook, action: policy::Action, severity: Severity) ->
         ports: Vec::new(),
         protocol: Protocol::Any,
         // In Cedar a directory is not `in` itself.
+        domains: Vec::new(),
         prefix_covers_dir: false,
         line: 0,
     }

@@ -69,6 +69,10 @@ pub enum Target {
         port: u16,
         /// "tcp", "udp" or "any".
         protocol: &'static str,
+        /// The TLS server name, on a `tls_client_hello` event.
+        sni: Option<String>,
+        /// Names DNS answered with for `ip` (`--tls-capture`).
+        dns_names: Vec<String>,
     },
 }
 
@@ -253,19 +257,33 @@ fn resource(target: &Target) -> Result<CoreEntity, String> {
     match target {
         Target::File(p) => Ok(with_path(&t.file, p)),
         Target::Binary(p) => Ok(with_path(&t.binary, p)),
-        Target::Endpoint { ip, port, protocol } => Entity::new(
+        Target::Endpoint {
+            ip,
+            port,
+            protocol,
+            sni,
+            dns_names,
+        } => Entity::new(
             uid(&t.endpoint, &endpoint_id(ip, *port, protocol)),
-            HashMap::from([
-                (
-                    "ip".to_string(),
-                    RestrictedExpression::new_ip(ip.to_string()),
-                ),
-                (
-                    "port".into(),
-                    RestrictedExpression::new_long((*port).into()),
-                ),
-                ("protocol".into(), s(protocol)),
-            ]),
+            HashMap::from_iter(
+                [
+                    (
+                        "ip".to_string(),
+                        RestrictedExpression::new_ip(ip.to_string()),
+                    ),
+                    (
+                        "port".into(),
+                        RestrictedExpression::new_long((*port).into()),
+                    ),
+                    ("protocol".into(), s(protocol)),
+                    (
+                        "dns_names".into(),
+                        RestrictedExpression::new_set(dns_names.iter().map(|n| s(n))),
+                    ),
+                ]
+                .into_iter()
+                .chain(sni.as_deref().map(|n| ("sni".to_string(), s(n)))),
+            ),
             HashSet::new(),
         )
         .map(|e| e.as_ref().clone())
@@ -525,6 +543,8 @@ pub(crate) mod tests {
                     ip: "::1".parse().unwrap(),
                     port: 22,
                     protocol: "tcp",
+                    sni: Some("example.com".into()),
+                    dns_names: vec!["example.com".into()],
                 },
             ),
         ] {

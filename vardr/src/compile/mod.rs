@@ -3,6 +3,7 @@
 //! Entries are generation-free here; the loader adds the generation byte
 //! when it writes them, so the same rule set can go into either half.
 pub mod bundle;
+mod domains;
 mod net;
 mod paths;
 
@@ -15,6 +16,7 @@ use crate::{
     policy::{Action, Hook, Policy},
 };
 
+pub use domains::DomainEntry;
 pub use net::{NetEntry, NET_ANY_PROTOCOL};
 pub use paths::PathEntry;
 
@@ -25,6 +27,7 @@ pub struct Limits {
     pub inode_entries: usize,
     pub net4_entries: usize,
     pub net6_entries: usize,
+    pub domain_entries: usize,
     pub exempt_pids: usize,
 }
 
@@ -35,6 +38,7 @@ impl Default for Limits {
             inode_entries: 1 << 17,
             net4_entries: 1 << 17,
             net6_entries: 1 << 17,
+            domain_entries: 1 << 16,
             exempt_pids: 1024,
         }
     }
@@ -131,6 +135,8 @@ pub struct RuleSet {
     pub inodes: Vec<(Identity, InodeRule)>,
     pub net4: Vec<NetEntry<4>>,
     pub net6: Vec<NetEntry<16>>,
+    /// TLS server-name patterns (connect rules with `domains`).
+    pub domains: Vec<DomainEntry>,
     pub exempt_pids: Vec<u32>,
     /// Bit per kernel hook that has at least one rule.
     pub active_mask: u32,
@@ -191,6 +197,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     };
     let mut path_rules = paths::Builder::default();
     let mut net_rules = net::Builder::default();
+    let mut domain_rules = domains::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -239,6 +246,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     }
                 }
             }
+            Hook::Connect if !rule.domains.is_empty() => domain_rules.add(rule, r),
             Hook::Connect => net_rules.add(rule, r),
         }
     }
@@ -324,6 +332,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         }
     }
     (set.net4, set.net6) = net_rules.finish();
+    set.domains = domain_rules.finish();
     set.inodes = inodes.into_iter().collect();
 
     let check = |what, needed: usize, limit| {
@@ -341,6 +350,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     check("binary identity", set.inodes.len(), limits.inode_entries)?;
     check("IPv4 network", set.net4.len(), limits.net4_entries)?;
     check("IPv6 network", set.net6.len(), limits.net6_entries)?;
+    check("domain", set.domains.len(), limits.domain_entries)?;
     check("exempt pid", set.exempt_pids.len(), limits.exempt_pids)?;
     Ok(set)
 }

@@ -144,6 +144,7 @@ mod tests {
             cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
             ports: ports.to_vec(),
             protocol: Protocol::Any,
+            domains: Vec::new(),
             prefix_covers_dir: true,
             line: 0,
         }

@@ -188,6 +188,9 @@ pub enum Arg {
         daddr: String,
         dport: u16,
     },
+    /// A TLS server name (Tetragon's `string_arg`).
+    #[serde(rename = "string_arg")]
+    String(String),
     /// The signal of a refused `kill` (Tetragon's `int_arg`).
     #[serde(rename = "int_arg")]
     Int(i32),
@@ -214,6 +217,16 @@ pub struct ProcessLsm {
     pub action: &'static str,
     /// lsm, fallback or audit.
     pub backend: &'static str,
+    /// TLS server name of a `tls_client_hello` (also its `string_arg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Names DNS answered with for the destination address (`--tls-capture`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// What the agent did after the kernel dropped a denied ClientHello
+    /// (`killed`, or why not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer2: Option<Layer2>,
 }
@@ -229,7 +242,8 @@ pub struct EventsLost {
 pub enum Body {
     ProcessExec(ProcessExec),
     ProcessExit(ProcessExit),
-    ProcessLsm(ProcessLsm),
+    /// Boxed: by far the largest body.
+    ProcessLsm(Box<ProcessLsm>),
     EventsLost(EventsLost),
 }
 
@@ -292,6 +306,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::Signal => return "security_task_kill",
         Operation::CloneIntoCgroup => return "security_task_alloc",
         Operation::Rlimit => return "security_task_setrlimit",
+        Operation::TlsClientHello => return "tls_client_hello",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
@@ -310,21 +325,13 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
         return vec![Arg::Int(p.flags as i32)];
     }
     match (p.hook, &p.path, &p.remote) {
-        (Hook::Connect, _, Some((ip, port, proto))) => vec![Arg::Sock {
-            family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
-            // Named as Tetragon's `KprobeSock.protocol`.
-            protocol: match proto {
-                0 => "IPPROTO_IP",
-                1 => "IPPROTO_ICMP",
-                6 => "IPPROTO_TCP",
-                17 => "IPPROTO_UDP",
-                58 => "IPPROTO_ICMPV6",
-                132 => "IPPROTO_SCTP",
-                _ => "IPPROTO_UNKNOWN",
-            },
-            daddr: ip.to_string(),
-            dport: *port,
-        }],
+        (Hook::Connect, name, Some((ip, port, proto))) => {
+            let mut args = vec![sock_arg(ip, *port, *proto)];
+            if let Some(n) = name.as_ref().filter(|_| p.op == Operation::TlsClientHello) {
+                args.push(Arg::String(n.clone()));
+            }
+            args
+        }
         (Hook::Exec, Some(path), _) => vec![Arg::LinuxBinprm { path: path.clone() }],
         (_, Some(path), _) => vec![Arg::File {
             path: path.clone(),
@@ -332,6 +339,24 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
             open_flags: p.flags,
         }],
         _ => Vec::new(),
+    }
+}
+
+fn sock_arg(ip: &std::net::IpAddr, port: u16, proto: u8) -> Arg {
+    Arg::Sock {
+        family: if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" },
+        // Named as Tetragon's `KprobeSock.protocol`.
+        protocol: match proto {
+            0 => "IPPROTO_IP",
+            1 => "IPPROTO_ICMP",
+            6 => "IPPROTO_TCP",
+            17 => "IPPROTO_UDP",
+            58 => "IPPROTO_ICMPV6",
+            132 => "IPPROTO_SCTP",
+            _ => "IPPROTO_UNKNOWN",
+        },
+        daddr: ip.to_string(),
+        dport: port,
     }
 }
 
@@ -432,7 +457,7 @@ impl JsonEvent {
         let mut proc_json =
             process.map_or_else(|| Process::from_header(&m.header), Process::from_info);
         proc_json.tid = Some(m.header.tid);
-        let body = Body::ProcessLsm(ProcessLsm {
+        let body = Body::ProcessLsm(Box::new(ProcessLsm {
             process: proc_json,
             parent: process.and_then(parent_of),
             hook: hook_name(m.hook),
@@ -443,8 +468,11 @@ impl JsonEvent {
             verdict: verdict_name(m.verdict),
             action: action_name(m),
             backend: backend.unwrap_or(backend_name(m.backend)),
+            server_name: m.path.clone().filter(|_| m.op == Operation::TlsClientHello),
+            dns_names: Vec::new(),
+            response: None,
             layer2: None,
-        });
+        }));
         Self::new(body, node, time)
     }
 
@@ -492,6 +520,20 @@ impl JsonEvent {
     }
 
     /// Attaches Layer 2's conclusion (exec and policy events only).
+    /// Names DNS gave the destination of a connect or TLS event.
+    pub fn set_dns_names(&mut self, names: Vec<String>) {
+        if let Body::ProcessLsm(e) = &mut self.body {
+            e.dns_names = names;
+        }
+    }
+
+    /// What the agent did about a denied ClientHello.
+    pub fn set_response(&mut self, r: String) {
+        if let Body::ProcessLsm(e) = &mut self.body {
+            e.response = Some(r);
+        }
+    }
+
     pub fn set_layer2(&mut self, l: Layer2) {
         match &mut self.body {
             Body::ProcessExec(e) => e.layer2 = Some(l),

@@ -12,8 +12,8 @@ pub use compact::compact;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vardr_common::{
-    BackendKind, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook, Operation,
-    PolicyEvent, Verdict, ARGS_LEN, EXEC_ARGS_TRUNCATED,
+    BackendKind, DnsEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook,
+    Operation, PolicyEvent, Verdict, ARGS_LEN, DNS_PAYLOAD_LEN, EXEC_ARGS_TRUNCATED,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct PolicyMatch {
     /// The kernel operation, when not the hook's own (unlink, rename, an
     /// executable mapping, ...).
     pub op: Operation,
-    /// Path for file and exec hooks.
+    /// Path for file and exec hooks; the server name of a TLS ClientHello.
     pub path: Option<String>,
     /// Destination for connect.
     pub remote: Option<(IpAddr, u16, u8)>,
@@ -67,16 +67,29 @@ pub struct Exec {
 #[derive(Debug, Clone)]
 pub enum Event {
     Exec(Exec),
-    Fork { header: EventHeader, child_pid: u32 },
-    Exit { header: EventHeader, exit_code: u32 },
+    Fork {
+        header: EventHeader,
+        child_pid: u32,
+    },
+    Exit {
+        header: EventHeader,
+        exit_code: u32,
+    },
     Policy(PolicyMatch),
+    /// A DNS response (UDP payload, possibly cut) a scoped socket received.
+    Dns {
+        header: EventHeader,
+        payload: Vec<u8>,
+    },
 }
 
 impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
             Event::Exec(e) => &e.header,
-            Event::Fork { header, .. } | Event::Exit { header, .. } => header,
+            Event::Fork { header, .. } | Event::Exit { header, .. } | Event::Dns { header, .. } => {
+                header
+            }
             Event::Policy(p) => &p.header,
         }
     }
@@ -167,9 +180,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 rule_id: ev.rule_id,
                 flags: ev.flags,
                 op: Operation::from_u32(ev.op).ok_or(DecodeError::Field("op", ev.op))?,
-                path: (hook != Hook::Connect).then(|| c_str(&ev.path)),
+                path: (hook != Hook::Connect || ev.op == Operation::TlsClientHello as u32)
+                    .then(|| c_str(&ev.path)),
                 remote,
             }))
+        }
+        EventKind::Dns => {
+            let ev: DnsEvent = read(bytes, kind)?;
+            let n = (ev.len as usize).min(DNS_PAYLOAD_LEN);
+            Ok(Event::Dns {
+                header: ev.header,
+                payload: ev.payload[..n].to_vec(),
+            })
         }
     }
 }
@@ -303,6 +325,35 @@ mod tests {
         };
         assert_eq!(p.remote, Some(("127.0.0.1".parse().unwrap(), 8080, 6)));
         assert!(p.path.is_none());
+    }
+
+    #[test]
+    fn decodes_a_server_name_and_a_dns_response() {
+        let mut ev = policy_event(Hook::Connect);
+        ev.op = Operation::TlsClientHello as u32;
+        ev.path = [0; EVENT_PATH_LEN];
+        ev.path[..11].copy_from_slice(b"example.com");
+        let Event::Policy(p) = decode(&bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.path.as_deref(), Some("example.com"));
+        assert_eq!(p.remote, Some(("127.0.0.1".parse().unwrap(), 8080, 6)));
+        let mut dns = DnsEvent {
+            header: header(EventKind::Dns),
+            len: 3,
+            _pad: 0,
+            payload: [7; DNS_PAYLOAD_LEN],
+        };
+        let Event::Dns { payload, .. } = decode(&bytes(&dns)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(payload, vec![7, 7, 7]);
+        // A length beyond the buffer is cut to it, never read past it.
+        dns.len = u32::MAX;
+        let Event::Dns { payload, .. } = decode(&bytes(&dns)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(payload.len(), DNS_PAYLOAD_LEN);
     }
 
     #[test]

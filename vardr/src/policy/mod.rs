@@ -116,6 +116,9 @@ pub struct Rule {
     /// Empty: any port.
     pub ports: Vec<u16>,
     pub protocol: Protocol,
+    /// Connect only: TLS server names (`evil.example`, `*.example.com`),
+    /// matched in the kernel on the ClientHello.
+    pub domains: Vec<crate::names::DomainPattern>,
     /// Whether `prefixes` also govern the directory itself (YAML rules do;
     /// rules compiled from Cedar do not: a directory is not `in` itself).
     pub prefix_covers_dir: bool,

@@ -65,4 +65,7 @@ pub struct MatchDoc {
     pub ports: Vec<Spanned<u32>>,
     #[serde(default)]
     pub protocol: Option<Spanned<String>>,
+    /// Connect rules: TLS server names, exact or `*.suffix`.
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
 }

@@ -216,12 +216,19 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
             }
         },
     };
+    let mut domains = Vec::new();
+    for n in &m.domains {
+        match crate::names::DomainPattern::parse(&n.value) {
+            Ok(p) => domains.push(p),
+            Err(e) => d.at(n, e.to_string()),
+        }
+    }
     let (hook, action) = (hook?, action?);
     let file_like = !paths.is_empty() || !prefixes.is_empty();
     let net_like = !cidrs.is_empty() || !ports.is_empty() || m.protocol.is_some();
     match hook {
         Hook::FileOpen | Hook::FileWrite => {
-            if net_like || !binaries.is_empty() {
+            if net_like || !binaries.is_empty() || !m.domains.is_empty() {
                 d.at(
                     &r.matches,
                     format!("{} rules match paths and prefixes only", hook.as_str()),
@@ -232,7 +239,7 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
             }
         }
         Hook::Exec => {
-            if net_like {
+            if net_like || !m.domains.is_empty() {
                 d.at(
                     &r.matches,
                     "exec rules match binaries, paths and prefixes only",
@@ -249,18 +256,23 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
             if file_like || !binaries.is_empty() {
                 d.at(
                     &r.matches,
-                    "connect rules match cidrs, ports and protocol only",
+                    "connect rules match cidrs, ports and protocol, or domains",
                 );
             }
-            if m.cidrs.is_empty() && m.ports.is_empty() {
-                d.at(&r.matches, "match needs at least one cidr or port");
+            if !m.domains.is_empty() && net_like {
+                d.at(
+                    &r.matches,
+                    "a domain rule matches the TLS server name alone: write cidrs, ports and protocol in a rule of their own",
+                );
+            } else if m.cidrs.is_empty() && m.ports.is_empty() && m.domains.is_empty() {
+                d.at(&r.matches, "match needs at least one cidr, port or domain");
             }
         }
     }
     if d.0.len() != before {
         return None;
     }
-    if hook == Hook::Connect && cidrs.is_empty() {
+    if hook == Hook::Connect && cidrs.is_empty() && domains.is_empty() {
         // Ports alone: any address of either family.
         cidrs = vec!["0.0.0.0/0".parse().ok()?, "::/0".parse().ok()?];
     }
@@ -275,6 +287,7 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
         cidrs,
         ports,
         protocol,
+        domains,
         prefix_covers_dir: true,
         line: r.name.referenced.line(),
     })

@@ -295,6 +295,7 @@ fn selector(
         ports: m.ports,
         protocol: m.protocol,
         // Tetragon's Prefix is a string prefix: "/etc/" does not match "/etc".
+        domains: Vec::new(),
         prefix_covers_dir: false,
         line: s.referenced.line(),
     })
