@@ -493,6 +493,12 @@ pub const RULE_PROTECT_EXEMPT: u32 = 0;
 /// Rule id of the built-in deny of a governed process leaving the rules by
 /// changing its cgroup (into the agent's, out of the scope).
 pub const RULE_PROTECT_SCOPE: u32 = u32::MAX;
+/// Rule id of the built-in deny of a ClientHello the kernel cannot read
+/// to its server name (split over packets or TLS records, malformed, a
+/// name with bytes no host name has) while domain rules are in force.
+pub const RULE_UNREADABLE_HELLO: u32 = u32::MAX - 1;
+/// Rule id of a report no rule asked for (`--tls-capture`).
+pub const RULE_NONE: u32 = u32::MAX - 2;
 
 impl Operation {
     pub fn from_u32(v: u32) -> Option<Self> {

@@ -10,8 +10,8 @@ use aya_ebpf::{
     bindings::__sk_buff,
     cty::c_void,
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, map},
     maps::{lpm_trie::Key, LruHashMap, PerCpuArray},
@@ -20,7 +20,7 @@ use aya_ebpf::{
 use vardr_common::{
     Action, Config, DnsEvent, EventHeader, EventKind, Hook, Operation, PolicyEvent, RuleRef,
     Verdict, COMM_LEN, DNS_PAYLOAD_LEN, DOMAIN_KEY_LEN, EVENT_PATH_LEN, LOST_POLICY, NAMES_DNS,
-    NAMES_RULES, NAMES_TLS,
+    NAMES_RULES, NAMES_TLS, RULE_NONE, RULE_UNREADABLE_HELLO,
 };
 
 use crate::{
@@ -36,7 +36,7 @@ const IPPROTO_UDP: u8 = 17;
 const TLS_HANDSHAKE: u8 = 0x16;
 const CLIENT_HELLO: u8 = 1;
 /// Extensions of a ClientHello looked at before giving up on a server name.
-const MAX_EXTENSIONS: u32 = 32;
+const MAX_EXTENSIONS: u32 = 64;
 /// Longest DNS name.
 const MAX_NAME: u32 = 253;
 
@@ -66,6 +66,21 @@ pub struct NameScratch {
     /// Room past the key: the verifier cannot always tell a masked index
     /// plus one from one past the end.
     _slack: [u8; 8],
+    /// Parse results, stored and read back (see [`converge`]).
+    payload: u32,
+    kind: u32,
+    at: u32,
+    n: u32,
+}
+
+/// Reads a value back from the scratch map. The verifier does not track
+/// what is stored in a map value, so the many paths through a parse (one
+/// per header length, per extension count) leave one unknown value here
+/// and merge, instead of each exploring the rest of the program.
+#[inline(always)]
+fn converge(v: &u32) -> u32 {
+    // SAFETY: a read of an initialized u32 in this CPU's scratch entry.
+    unsafe { core::ptr::read_volatile(v) }
 }
 
 #[map]
@@ -125,7 +140,11 @@ fn be16(skb: *mut __sk_buff, off: u32) -> Option<u32> {
     Some(u32::from(b[0]) << 8 | u32::from(b[1]))
 }
 
-/// The transport header's offset, protocol, destination family and address.
+/// IPv6 extension headers followed before giving up on a packet.
+const MAX_IPV6_EXT: u32 = 4;
+
+/// The transport header's offset, protocol, the family and the source or
+/// destination address.
 #[inline(always)]
 fn ip(skb: *mut __sk_buff, src: bool) -> Option<(u32, u8, u16, [u8; 16])> {
     let v: u8 = load(skb, 0)?;
@@ -138,49 +157,97 @@ fn ip(skb: *mut __sk_buff, src: bool) -> Option<(u32, u8, u16, [u8; 16])> {
             Some((u32::from(v & 0xf) * 4, proto, AF_INET, addr))
         }
         6 => {
-            // Extension headers are not followed: such packets are let be.
-            let proto: u8 = load(skb, 6)?;
+            let mut proto: u8 = load(skb, 6)?;
             addr = load(skb, if src { 8 } else { 24 })?;
-            Some((40, proto, AF_INET6, addr))
+            let mut at = 40;
+            // Hop-by-hop, routing and destination options: a socket option
+            // can put them before TCP, which must not hide the payload.
+            for _ in 0..MAX_IPV6_EXT {
+                if !matches!(proto, 0 | 43 | 60) {
+                    break;
+                }
+                let h: [u8; 2] = load(skb, at)?;
+                proto = h[0];
+                at += (u32::from(h[1]) + 1) * 8;
+            }
+            Some((at, proto, AF_INET6, addr))
         }
         _ => None,
     }
 }
 
-/// Offset and length of the server name in a ClientHello at `off`.
+/// [`NameScratch::kind`]: a [`Hello`] without its fields.
+const HELLO_NAME: u32 = 1;
+const HELLO_NO_NAME: u32 = 2;
+const HELLO_UNREADABLE: u32 = 3;
+
+/// What a ClientHello says about its server.
+enum Hello {
+    /// Offset and length of the server name.
+    Name(u32, u32),
+    /// Read to the end: no server name extension.
+    NoName,
+    /// Not all in this packet and this TLS record, or not well formed.
+    Unreadable,
+}
+
+/// Reads the ClientHello whose record starts at `off` in a packet of `len` bytes.
 #[inline(always)]
-fn server_name(skb: *mut __sk_buff, off: u32) -> Option<(u32, u32)> {
-    // Record header (5), handshake header (4), version (2), random (32).
-    let mut at = off + 43;
+fn server_name(skb: *mut __sk_buff, off: u32, len: u32) -> Hello {
+    parse_hello(skb, off, len).unwrap_or(Hello::Unreadable)
+}
+
+#[inline(always)]
+fn parse_hello(skb: *mut __sk_buff, off: u32, len: u32) -> Option<Hello> {
+    let record = be16(skb, off + 3)?;
+    let hs_hi: u8 = load(skb, off + 6)?;
+    let hs = u32::from(hs_hi) << 16 | be16(skb, off + 7)?;
+    // The whole message in this one record, and the record in this packet:
+    // a hello split over TCP segments or TLS records is not read in parts.
+    let record_end = off + 5 + record;
+    if hs + 4 > record || record_end > len {
+        return Some(Hello::Unreadable);
+    }
+    // Handshake header (4), version (2), random (32).
+    let mut at = off + 5 + 4 + 34;
     let sid: u8 = load(skb, at)?;
     at += 1 + u32::from(sid);
     at += 2 + be16(skb, at)?;
     let comp: u8 = load(skb, at)?;
     at += 1 + u32::from(comp);
+    if at == record_end {
+        return Some(Hello::NoName);
+    }
     let end = at + 2 + be16(skb, at)?;
+    if end > record_end {
+        return Some(Hello::Unreadable);
+    }
     at += 2;
     for _ in 0..MAX_EXTENSIONS {
+        if at == end {
+            return Some(Hello::NoName);
+        }
         if at + 4 > end {
-            return None;
+            return Some(Hello::Unreadable);
         }
         let ty = be16(skb, at)?;
-        let len = be16(skb, at + 2)?;
+        let ext = be16(skb, at + 2)?;
         if ty == 0 {
             // server_name: list length (2), name type (1, 0 = host name), length (2).
             let kind: u8 = load(skb, at + 6)?;
-            if kind != 0 {
-                return None;
-            }
             let n = be16(skb, at + 7)?;
-            return (n > 0 && n <= MAX_NAME).then_some((at + 9, n));
+            if kind != 0 || n == 0 || n > MAX_NAME || at + 9 + n > end {
+                return Some(Hello::Unreadable);
+            }
+            return Some(Hello::Name(at + 9, n));
         }
-        at += 4 + len;
+        at += 4 + ext;
     }
-    None
+    Some(Hello::Unreadable)
 }
 
-/// ASCII lowercase by table: a branch per byte would multiply the states
-/// the verifier walks through.
+/// ASCII lowercase by table, and 1 for bytes no host name has: a branch
+/// per byte would multiply the states the verifier walks through.
 static LOWER: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -190,19 +257,41 @@ static LOWER: [u8; 256] = {
     }
     t
 };
+/// What the name buffer holds past the name: a byte every host name may have.
+static FILL: [u8; 256] = [b'a'; 256];
+static NOT_HOST: [u8; 256] = {
+    let mut t = [1u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.' {
+            t[i] = 0;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Fills the scratch key with generation, reversed lowercase name, NUL;
-/// returns its prefix length in bits. Bytes past the name are whatever
-/// the loop wrote: the trie looks at the prefix only.
+/// returns its prefix length in bits, or `None` when the name has a byte
+/// no host name has (a NUL would end the name early for some servers).
+/// Bytes past the name are whatever the loop wrote: the trie looks at
+/// the prefix only.
 #[inline(always)]
-fn domain_key(s: &mut NameScratch, generation: u32, n: u32) -> u32 {
+fn domain_key(s: &mut NameScratch, generation: u32, n: u32) -> Option<u32> {
     s.key.data[0] = generation as u8;
+    let mut bad = 0u8;
     for i in 0..MAX_NAME as usize {
         let j = (n as usize).wrapping_sub(1 + i) & 0xff;
-        s.key.data[1 + i] = LOWER[s.name[j] as usize];
+        let c = s.name[j];
+        s.key.data[1 + i] = LOWER[c as usize];
+        // Past the name the buffer holds FILL (see `tls`): every byte is
+        // checked, so there is no branch on `i < n` for the verifier to
+        // follow both ways 253 times.
+        bad |= NOT_HOST[c as usize];
     }
     s.key.data[(n as usize + 1) & 0xff] = 0;
-    (n + 2) * 8
+    (bad == 0).then_some((n + 2) * 8)
 }
 
 #[inline(always)]
@@ -217,7 +306,11 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
     }
     let port = be16(skb, l4 + 2)?;
     let doff: u8 = load(skb, l4 + 12)?;
-    let payload = l4 + u32::from(doff >> 4) * 4;
+    let s = NAME_KEY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry.
+    let s = unsafe { &mut *s };
+    s.payload = l4 + u32::from(doff >> 4) * 4;
+    let payload = converge(&s.payload);
     // SAFETY: `skb` is this program's context.
     let len = unsafe { (*skb).len };
     if len <= payload {
@@ -240,12 +333,12 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
     if head[0] != TLS_HANDSHAKE || head[1] != 3 || head[5] != CLIENT_HELLO {
         return None;
     }
-    let (at, n) = server_name(skb, payload)?;
     // A socket connected before the agent looked: governed by its cgroup.
     let mut o = match owner {
         // SAFETY: pointer into a map value returned by lookup.
         Some(o) => unsafe { *o },
         None => SockOwner {
+            // SAFETY: helper reading the context's socket.
             header: blank_header(unsafe { bpf_skb_cgroup_id(skb) }),
             governed: u32::from(skb_governed(&cfg, skb)),
             state: STATE_NEW,
@@ -256,34 +349,60 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
         let _ = SOCK_OWNERS.insert(cookie, o, 0);
         return None;
     }
-    let s = NAME_KEY.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch entry.
-    let s = unsafe { &mut *s };
-    // SAFETY: reads `n` (1..=253) packet bytes into the 256-byte buffer.
-    let rc = unsafe {
-        bpf_skb_load_bytes(
-            skb as *const c_void,
-            at,
-            s.name.as_mut_ptr() as *mut c_void,
-            n & 0xff,
-        )
+    (s.kind, s.at, s.n) = match server_name(skb, payload, len) {
+        Hello::Name(at, n) => (HELLO_NAME, at, n),
+        Hello::NoName => (HELLO_NO_NAME, 0, 0),
+        Hello::Unreadable => (HELLO_UNREADABLE, 0, 0),
     };
-    if rc != 0 {
-        return None;
+    let (mut kind, at) = (converge(&s.kind), converge(&s.at));
+    // 1..=256 as the verifier sees it (the parse gave 1..=253).
+    let mut n = (converge(&s.n).wrapping_sub(1) & 0xff) + 1;
+    if kind == HELLO_NAME {
+        // SAFETY: a 256-byte copy between a static and this CPU's scratch;
+        // then `n` (at most 256) packet bytes into the 256-byte buffer.
+        let rc = unsafe {
+            bpf_probe_read_kernel(
+                s.name.as_mut_ptr() as *mut c_void,
+                256,
+                FILL.as_ptr() as *const c_void,
+            );
+            bpf_skb_load_bytes(
+                skb as *const c_void,
+                at,
+                s.name.as_mut_ptr() as *mut c_void,
+                n,
+            )
+        };
+        // A fully qualified name (`evil.example.`) is the same host.
+        if n > 1 && s.name[(n as usize - 1) & 0xff] == b'.' {
+            n -= 1;
+        }
+        match domain_key(s, cfg.generation, n) {
+            Some(bits) if rc == 0 => s.key.prefix_len = bits,
+            _ => kind = HELLO_UNREADABLE,
+        }
     }
-    s.key.prefix_len = domain_key(s, cfg.generation, n);
-    let rule = if cfg.names & NAMES_RULES != 0 {
+    let rule = if cfg.names & NAMES_RULES == 0 || kind == HELLO_NO_NAME {
+        // A hello without a name has nothing to match.
+        RuleRef::default()
+    } else if kind == HELLO_NAME {
         DOMAIN_RULES
             .get(&s.key)
             .copied()
             .filter(|r| r.action != Action::None as u32)
             .unwrap_or_default()
     } else {
-        RuleRef::default()
+        // A name the rules cannot be checked against: refused while domain
+        // rules are in force (a split or garbled hello is how one would
+        // slip past them).
+        RuleRef {
+            rule_id: RULE_UNREADABLE_HELLO,
+            action: Action::Deny as u32,
+        }
     };
-    let (v, block) = match verdict(&cfg, Hook::Connect, &rule) {
-        Some(v) => v,
-        None if cfg.names & NAMES_TLS != 0 => (Verdict::Allow, false),
+    let (v, block, rule_id) = match verdict(&cfg, Hook::Connect, &rule) {
+        Some((v, b)) => (v, b, rule.rule_id),
+        None if cfg.names & NAMES_TLS != 0 => (Verdict::Allow, false, RULE_NONE),
         None => {
             o.state = STATE_PASSED;
             let _ = SOCK_OWNERS.insert(cookie, o, 0);
@@ -292,7 +411,8 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
     };
     o.state = if block { STATE_DROPPED } else { STATE_PASSED };
     let _ = SOCK_OWNERS.insert(cookie, o, 0);
-    report(&o.header, v, rule.rule_id, family, port as u16, addr, s, n);
+    let shown = if kind == HELLO_NAME { n } else { 0 };
+    report(&o.header, v, rule_id, family, port as u16, addr, s, shown);
     Some(!block)
 }
 
@@ -342,7 +462,13 @@ fn report(
         (*ev).protocol = u32::from(IPPROTO_TCP);
         (*ev).op = Operation::TlsClientHello as u32;
         (*ev).addr = addr;
-        core::ptr::copy_nonoverlapping(s.name.as_ptr(), (*ev).path.as_mut_ptr(), EVENT_PATH_LEN);
+        // One helper call: a 256-byte copy compiles to a loop the verifier
+        // would walk byte by byte.
+        bpf_probe_read_kernel(
+            (*ev).path.as_mut_ptr() as *mut c_void,
+            EVENT_PATH_LEN as u32,
+            s.name.as_ptr() as *const c_void,
+        );
         (*ev).path[(n as usize) & 0xff] = 0;
         (*ev).path[EVENT_PATH_LEN - 1] = 0;
     }

@@ -30,6 +30,15 @@ fn fallback_network_rules() {
 }
 
 #[test]
+fn fallback_server_names() {
+    if require_backend("fallback_server_names", Fallback)
+        && common::names::tools_available("fallback_server_names")
+    {
+        common::names::server_names(Fallback);
+    }
+}
+
+#[test]
 fn fallback_audit_mode() {
     if require_backend("fallback_audit_mode", Fallback) {
         scenarios::audit_mode(Fallback);

@@ -72,6 +72,16 @@ fn lsm_tracing_policies() {
 
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_server_names() {
+    if require_backend("lsm_server_names", Lsm)
+        && common::names::tools_available("lsm_server_names")
+    {
+        common::names::server_names(Lsm);
+    }
+}
+
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
 fn lsm_network_rules() {
     if require_backend("lsm_network_rules", Lsm) && scenarios::python_available("lsm_network_rules")
     {

@@ -121,6 +121,8 @@ impl Catalog {
         let builtin = match id {
             vardr_common::RULE_PROTECT_EXEMPT => Some("protect-exempt-processes"),
             vardr_common::RULE_PROTECT_SCOPE => Some("protect-scope"),
+            vardr_common::RULE_UNREADABLE_HELLO => Some("unreadable-client-hello"),
+            vardr_common::RULE_NONE => return None,
             _ => None,
         };
         if let Some(rule) = builtin {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod names;
 pub mod persist;
 pub mod scenarios;
 pub mod tetragon;
