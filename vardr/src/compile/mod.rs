@@ -370,6 +370,38 @@ mod tests {
     }
 
     #[test]
+    fn domain_rules_go_to_the_domain_map_only() {
+        let set = compile(
+            &policy(
+                "    - name: d
+      hook: connect
+      action: deny
+      match: { domains: ['*.example.com', evil.example] }
+    - name: a
+      hook: connect
+      action: allow
+      match: { domains: [ok.example.com] }
+",
+            ),
+            1,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(set.net4.is_empty() && set.net6.is_empty(), "{set:?}");
+        assert_eq!(set.domains.len(), 3);
+        let key = |k: &str| {
+            set.domains
+                .iter()
+                .find(|e| e.key == k.as_bytes())
+                .map(|e| e.rule.action)
+        };
+        assert_eq!(key("moc.elpmaxe."), Some(KAction::Deny as u32));
+        assert_eq!(key("elpmaxe.live\0"), Some(KAction::Deny as u32));
+        assert_eq!(key("moc.elpmaxe.ko\0"), Some(KAction::Allow as u32));
+        assert_eq!(set.active_mask, 1 << vardr_common::Hook::Connect as u32);
+    }
+
+    #[test]
     fn limits_are_enforced_with_a_clear_error() {
         let p = policy("    - name: a\n      hook: file_open\n      action: deny\n      match: { paths: [/a, /b, /c] }\n");
         let limits = Limits {

@@ -452,6 +452,37 @@ mod tests {
     }
 
     #[test]
+    fn domain_rules_match_names_alone_and_report_bad_patterns() {
+        let p = parse_ok(&format!(
+            "{HEAD}  rules:\n    - name: d\n      hook: connect\n      action: deny\n      match: {{ domains: [Evil.Example., '*.example.com'] }}\n"
+        ));
+        let r = &p.rules[0];
+        assert!(r.cidrs.is_empty(), "a domain rule covers no address: {r:?}");
+        assert_eq!(r.domains.len(), 2);
+        assert_eq!(r.domains[0].to_string(), "evil.example");
+        let e = parse_err(&format!(
+            "{HEAD}  rules:
+    - name: a
+      hook: connect
+      action: deny
+      match: {{ domains: [evil.example], ports: [443] }}
+    - name: b
+      hook: connect
+      action: deny
+      match: {{ domains: ['ev*l.example', 'bücher.example'] }}
+    - name: c
+      hook: file_open
+      action: deny
+      match: {{ domains: [evil.example] }}
+"
+        ));
+        assert!(e.contains("matches the TLS server name alone"), "{e}");
+        assert!(e.contains("ev*l.example"), "{e}");
+        assert!(e.contains("xn--"), "IDNs are written in punycode: {e}");
+        assert!(e.contains("file_open rules match paths"), "{e}");
+    }
+
+    #[test]
     fn ports_only_connect_rule_covers_both_families() {
         let p = parse_ok(&format!(
             "{HEAD}  rules:\n    - name: smtp\n      hook: connect\n      action: deny\n      match: {{ ports: [25] }}\n"
