@@ -192,7 +192,7 @@ impl Drop for Bench {
     }
 }
 
-fn cgroup2_root() -> Result<PathBuf> {
+pub(crate) fn cgroup2_root() -> Result<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     info.lines()
         .find_map(|l| {
@@ -426,7 +426,7 @@ fn p50(w: &Value, k: &str) -> f64 {
     w[k]["p50"].as_f64().unwrap_or(0.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
 mod bench;
 mod bench_syscalls;
+mod bench_tls;
 mod bpf_stats;
 mod deb;
 mod run;
@@ -89,6 +90,23 @@ enum BenchWhat {
         #[arg(long)]
         vm: bool,
     },
+    /// What reading TLS server names costs: handshakes per second and
+    /// download throughput against a local OpenSSL server, with no agent,
+    /// with domain rules, and with --tls-capture (root).
+    Tls {
+        /// Backend for the agent: auto, lsm or fallback.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
+}
+
+/// `cargo xtask bench tls` on the release build.
+fn bench_tls(quick: bool, backend: String) -> Result<()> {
+    run::status(cargo().args(["build", "--release", "-p", "vardr"]))?;
+    bench_tls::run(
+        &bench_tls::Opts { quick, backend },
+        &workspace_root().join("target/release/vardr"),
+    )
 }
 
 fn main() -> Result<()> {
@@ -124,6 +142,13 @@ fn main() -> Result<()> {
                 no_build,
                 peer,
             })
+        }
+        Task::Bench {
+            quick,
+            what: Some(BenchWhat::Tls { backend }),
+        } => {
+            setup(false)?;
+            bench_tls(quick, backend)
         }
         Task::Deb(args) => {
             run::status(
@@ -285,6 +310,7 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
     // Benchmarks keep working: short passes, no timing thresholds.
     tier("bench smoke", &mut tally, &mut |_| {
         bench::run(&bench::BenchOpts { quick: true })?;
+        bench_tls(true, "auto".into())?;
         bench_syscalls::run(&bench_syscalls::Opts {
             quick: true,
             backend: "auto".into(),

@@ -147,7 +147,13 @@ pub fn server_names(b: Backend) {
     assert_eq!(deny[0]["verdict"], "deny");
     assert_eq!(deny[0]["rule"], "no-evil");
     assert_eq!(deny[0]["response"], "killed");
-    assert_eq!(deny[0]["process"]["binary"], "/usr/bin/curl");
+    assert!(
+        deny[0]["process"]["binary"]
+            .as_str()
+            .is_some_and(|b| b.ends_with("/curl")),
+        "{:#}",
+        deny[0]
+    );
     assert_eq!(deny[0]["args"][1]["string_arg"], "evil.test");
     assert_eq!(deny[0]["args"][0]["sock_arg"]["dport"], 8443);
     let watch = named(&events, "watch.test");
