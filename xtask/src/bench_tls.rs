@@ -290,9 +290,21 @@ pub fn run(o: &Opts, vardr: &Path) -> Result<()> {
         let mb = median(samples[i].iter().map(|x| x.mbps).collect());
         let rh = median(ratios[i].iter().map(|r| r.0).collect());
         let rm = median(ratios[i].iter().map(|r| r.1).collect());
+        let spread = |f: fn(&(f64, f64)) -> f64| {
+            let v: Vec<f64> = ratios[i].iter().map(f).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.2}-{hi:.2}")
+        };
         println!(
-            "{:<44} {:>12.0} {:>7.2}x {:>10.0} {:>7.2}x",
-            c.name, hs, rh, mb, rm
+            "{:<44} {:>12.0} {:>7.2}x {:>10.0} {:>7.2}x   spread {} / {}",
+            c.name,
+            hs,
+            rh,
+            mb,
+            rm,
+            spread(|r| r.0),
+            spread(|r| r.1)
         );
         rows.push(json!({"config": c.name, "handshakes_per_sec": hs, "handshake_ratio": rh, "mb_per_sec": mb, "throughput_ratio": rm, "rounds": rounds}));
     }
