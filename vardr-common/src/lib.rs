@@ -304,13 +304,16 @@ pub const NAMES_TLS: u32 = 1;
 pub const NAMES_DNS: u32 = 2;
 /// [`Config::names`]: the rule set has domain rules (`DOMAIN_RULES`).
 pub const NAMES_RULES: u32 = 4;
+/// [`Config::names`]: one of them denies (hellos that cannot be read are
+/// then refused).
+pub const NAMES_DENY: u32 = 8;
 
 /// Domain LPM key: one generation byte, then the server name reversed
 /// (`moc.elpmaxe`) and a NUL, so a `*.example.com` rule is a prefix.
 pub const DOMAIN_KEY_LEN: usize = 256;
-/// Bytes of a DNS response an event carries (the classic UDP maximum;
-/// answers beyond it are cut and parsed as far as they go).
-pub const DNS_PAYLOAD_LEN: usize = 512;
+/// Bytes of a DNS response an event carries: the EDNS buffer size most
+/// resolvers use (DNS flag day 2020); a longer answer is cut and not used.
+pub const DNS_PAYLOAD_LEN: usize = 1232;
 
 /// A DNS response received by a socket in the agent's cgroup scope.
 #[repr(C)]
@@ -485,6 +488,10 @@ pub enum Operation {
     /// A TLS ClientHello leaving a socket: `path` holds the server name
     /// (SNI), the address fields the destination.
     TlsClientHello = 21,
+    /// A connect whose destination DNS named with a denied or alerted
+    /// domain (userspace only: the kernel reports the connect with
+    /// [`RULE_NONE`], the agent matches its DNS names).
+    NameConnect = 22,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -525,6 +532,7 @@ impl Operation {
             19 => Self::CloneIntoCgroup,
             20 => Self::Rlimit,
             21 => Self::TlsClientHello,
+            22 => Self::NameConnect,
             _ => return None,
         })
     }
@@ -542,7 +550,8 @@ pub struct PolicyEvent {
     /// [`Verdict`] as u32.
     pub verdict: u32,
     pub rule_id: u32,
-    /// Open flags (file hooks).
+    /// Open flags (file hooks); milliseconds from the connect to a TLS
+    /// ClientHello (`Operation::TlsClientHello`).
     pub flags: u32,
     /// AF_INET / AF_INET6 (connect).
     pub family: u16,

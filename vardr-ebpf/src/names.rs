@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use vardr_common::{
     Action, Config, DnsEvent, EventHeader, EventKind, Hook, Operation, PolicyEvent, RuleRef,
-    Verdict, COMM_LEN, DNS_PAYLOAD_LEN, DOMAIN_KEY_LEN, EVENT_PATH_LEN, LOST_POLICY, NAMES_DNS,
-    NAMES_RULES, NAMES_TLS, RULE_NONE, RULE_UNREADABLE_HELLO,
+    Verdict, COMM_LEN, DNS_PAYLOAD_LEN, DOMAIN_KEY_LEN, EVENT_PATH_LEN, LOST_POLICY, NAMES_DENY,
+    NAMES_DNS, NAMES_RULES, NAMES_TLS, RULE_NONE, RULE_UNREADABLE_HELLO,
 };
 
 use crate::{
@@ -257,6 +257,13 @@ static LOWER: [u8; 256] = {
     }
     t
 };
+/// 1 for a dot.
+static DOT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'.' as usize] = 1;
+    t
+};
+
 /// What the name buffer holds past the name: a byte every host name may have.
 static FILL: [u8; 256] = [b'a'; 256];
 static NOT_HOST: [u8; 256] = {
@@ -280,7 +287,10 @@ static NOT_HOST: [u8; 256] = {
 #[inline(always)]
 fn domain_key(s: &mut NameScratch, generation: u32, n: u32) -> Option<u32> {
     s.key.data[0] = generation as u8;
-    let mut bad = 0u8;
+    // An empty label (a leading dot, two dots in a row) names no host the
+    // rules could: unreadable.
+    let mut bad = u8::from(s.name[0] == b'.');
+    let mut prev = 0u8;
     for i in 0..MAX_NAME as usize {
         let j = (n as usize).wrapping_sub(1 + i) & 0xff;
         let c = s.name[j];
@@ -288,7 +298,8 @@ fn domain_key(s: &mut NameScratch, generation: u32, n: u32) -> Option<u32> {
         // Past the name the buffer holds FILL (see `tls`): every byte is
         // checked, so there is no branch on `i < n` for the verifier to
         // follow both ways 253 times.
-        bad |= NOT_HOST[c as usize];
+        bad |= NOT_HOST[c as usize] | (DOT[c as usize] & prev);
+        prev = DOT[c as usize];
     }
     s.key.data[(n as usize + 1) & 0xff] = 0;
     (bad == 0).then_some((n + 2) * 8)
@@ -319,18 +330,26 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
     // SAFETY: the context, as the helper wants it.
     let cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
     let owner = SOCK_OWNERS.get_ptr_mut(cookie);
-    if let Some(o) = owner {
-        // SAFETY: pointer into a map value returned by lookup.
-        match unsafe { (*o).state } {
-            // Whatever follows a dropped ClientHello (TLS 1.3 early data,
-            // retransmissions) is dropped too.
-            STATE_DROPPED => return Some(false),
-            STATE_PASSED => return None,
-            _ => {}
-        }
+    // SAFETY: pointer into a map value returned by lookup.
+    let state = owner.map_or(STATE_NEW, |o| unsafe { (*o).state });
+    if state == STATE_DROPPED {
+        // Whatever follows a dropped ClientHello (TLS 1.3 early data,
+        // retransmissions, the rest of a split hello) is dropped too.
+        return Some(false);
     }
-    let head: [u8; 6] = load(skb, payload)?;
-    if head[0] != TLS_HANDSHAKE || head[1] != 3 || head[5] != CLIENT_HELLO {
+    // A hello whose first bytes come alone (a 1-byte first write) starts
+    // with the handshake type and must still be read whole.
+    let first: u8 = load(skb, payload)?;
+    if first != TLS_HANDSHAKE {
+        return None;
+    }
+    let head: Option<[u8; 6]> = load(skb, payload);
+    let hello = head.is_some_and(|h| h[1] == 3 && h[5] == CLIENT_HELLO);
+    if !hello && (state == STATE_PASSED || owner.is_none()) {
+        // Later handshake records of a connection whose hello passed
+        // (TLS 1.2 key exchange, encrypted Finished), and a server's
+        // (accepted sockets were never connected: no owner). A second
+        // hello (after a HelloRetryRequest) is read like the first.
         return None;
     }
     // A socket connected before the agent looked: governed by its cgroup.
@@ -349,11 +368,24 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
         let _ = SOCK_OWNERS.insert(cookie, o, 0);
         return None;
     }
-    (s.kind, s.at, s.n) = match server_name(skb, payload, len) {
+    let parsed = if hello {
+        server_name(skb, payload, len)
+    } else {
+        // A handshake record that is no ClientHello, or cut before its
+        // type, as the first data of a connection.
+        Hello::Unreadable
+    };
+    (s.kind, s.at, s.n) = match parsed {
         Hello::Name(at, n) => (HELLO_NAME, at, n),
         Hello::NoName => (HELLO_NO_NAME, 0, 0),
         Hello::Unreadable => (HELLO_UNREADABLE, 0, 0),
     };
+    // A passed connection's later hello is held to the rules only when it
+    // can be read: a record that merely looks like one (1 in 256 encrypted
+    // TLS 1.2 Finished records) must not end the connection.
+    if state == STATE_PASSED && converge(&s.kind) == HELLO_UNREADABLE {
+        return None;
+    }
     let (mut kind, at) = (converge(&s.kind), converge(&s.at));
     // 1..=256 as the verifier sees it (the parse gave 1..=253).
     let mut n = (converge(&s.n).wrapping_sub(1) & 0xff) + 1;
@@ -391,14 +423,16 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
             .copied()
             .filter(|r| r.action != Action::None as u32)
             .unwrap_or_default()
-    } else {
-        // A name the rules cannot be checked against: refused while domain
-        // rules are in force (a split or garbled hello is how one would
-        // slip past them).
+    } else if cfg.names & NAMES_DENY != 0 {
+        // A name the rules cannot be checked against: refused while a
+        // domain deny is in force (a split or garbled hello is how one
+        // would slip past it).
         RuleRef {
             rule_id: RULE_UNREADABLE_HELLO,
             action: Action::Deny as u32,
         }
+    } else {
+        RuleRef::default()
     };
     let (v, block, rule_id) = match verdict(&cfg, Hook::Connect, &rule) {
         Some((v, b)) => (v, b, rule.rule_id),
@@ -451,12 +485,15 @@ fn report(
     // SAFETY: `ev` is a reserved ring buffer entry of the right size.
     unsafe {
         (*ev).header = *owner;
-        (*ev).header.boot_ns = bpf_ktime_get_boot_ns();
+        let now = bpf_ktime_get_boot_ns();
+        // Milliseconds since the connect the header is from: the agent
+        // checks the process it kills was running then (pid reuse).
+        (*ev).flags = (now.saturating_sub(owner.boot_ns) / 1_000_000).min(u32::MAX as u64) as u32;
+        (*ev).header.boot_ns = now;
         (*ev).hook = Hook::Connect as u32;
         (*ev).backend = crate::net::sock_addr_backend() as u32;
         (*ev).verdict = v as u32;
         (*ev).rule_id = rule_id;
-        (*ev).flags = 0;
         (*ev).family = family;
         (*ev).port = port;
         (*ev).protocol = u32::from(IPPROTO_TCP);

@@ -15,7 +15,8 @@ use aya_ebpf::{
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Hook, RuleRef, NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS,
+    Action, BackendKind, Hook, RuleRef, Verdict, NAMES_DNS, NAMES_RULES, NET4_KEY_LEN,
+    NET6_KEY_LEN, NET_KEY_HEAD_BITS, RULE_NONE,
 };
 
 use crate::{
@@ -128,7 +129,14 @@ fn effective(family: u16, mut addr: [u8; 16]) -> [u8; 16] {
 
 /// Decides a connection; reports a match; returns whether to block.
 #[inline(always)]
-fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKind) -> bool {
+fn decide(
+    family: u16,
+    proto: u8,
+    port: u16,
+    addr: [u8; 16],
+    backend: BackendKind,
+    connect: bool,
+) -> bool {
     let Some(ref cfg) = config() else {
         return false;
     };
@@ -149,14 +157,22 @@ fn decide(family: u16, proto: u8, port: u16, addr: [u8; 16], backend: BackendKin
             None => lookup6(cfg.generation, proto, port, &addr),
         }
     };
-    let Some((verdict, block)) = verdict(cfg, Hook::Connect, &rule) else {
-        return false;
+    // With domain rules and DNS names learnt, a TCP connect no rule
+    // decided goes to the agent, which checks the names DNS gave its
+    // address against the domain rules (after the fact).
+    let names = NAMES_DNS | NAMES_RULES;
+    let (verdict, block, rule_id) = match verdict(cfg, Hook::Connect, &rule) {
+        Some((v, b)) => (v, b, rule.rule_id),
+        None if connect && proto == IPPROTO_TCP && cfg.names & names == names => {
+            (Verdict::Allow, false, RULE_NONE)
+        }
+        None => return false,
     };
     let report = Report {
         hook: Hook::Connect,
         backend,
         verdict,
-        rule_id: rule.rule_id,
+        rule_id,
         flags: 0,
         family,
         port,
@@ -197,7 +213,7 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
     } else {
         addr = read(sa, 8).unwrap_or([0; 16]);
     }
-    if decide(family, proto, port, addr, BackendKind::Lsm) {
+    if decide(family, proto, port, addr, BackendKind::Lsm, true) {
         return -ECONNREFUSED;
     }
     if let Some(cfg) = config() {
@@ -273,7 +289,7 @@ fn sock_addr(ctx: &SockAddrContext, v6: bool, connect: bool) -> i32 {
             }
         }
     }
-    if decide(family, proto, port, addr, backend) {
+    if decide(family, proto, port, addr, backend, connect) {
         0
     } else {
         1

@@ -245,6 +245,8 @@ struct Agent {
     queued_waiters: Vec<Waiter>,
     /// Names DNS answers gave addresses (`--tls-capture`).
     names: crate::names::NameCache,
+    /// Domain rules in force, for the DNS names of plain connects.
+    domain_rules: Vec<crate::names::DomainRule>,
     /// TracingPolicies added through the API: in force, and as last asked
     /// for (what the next reload compiles).
     api_policies: ApiPolicies,
@@ -333,6 +335,13 @@ impl Agent {
                     .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time))
             }
             Event::Policy(mut m) => {
+                if m.rule_id == vardr_common::RULE_NONE
+                    && m.op == vardr_common::Operation::Hook
+                    && !self.name_rule(&mut m)
+                {
+                    // A plain connect reported for its DNS names only.
+                    return Ok(());
+                }
                 let p = self.cache.get(m.header.pid);
                 let mut rule = self.catalog.get(m.rule_id);
                 // A report-only rule for Layer 2: not a Layer 1 match.
@@ -383,6 +392,19 @@ impl Agent {
                         j.set_response(r);
                     }
                 }
+                if m.op == vardr_common::Operation::NameConnect
+                    && m.verdict == vardr_common::Verdict::Deny
+                {
+                    let enforcer = &self.enforcer;
+                    let r = self.responder.end(process, m.header.boot_ns, &|pid| {
+                        enforcer.exempt_by_binary(pid)
+                    });
+                    if r == "killed" {
+                        self.metrics.tls_kills.inc();
+                        tracing::warn!(pid = process.pid, binary = %process.binary, "connect to a denied DNS name: process killed");
+                    }
+                    j.set_response(r);
+                }
                 let l2 = self.layer2_of_match(&m, process, rule.as_ref(), label, time);
                 let has_l2 = l2.is_some();
                 if let Some(l) = l2 {
@@ -411,6 +433,30 @@ impl Agent {
         Ok(())
     }
 
+    /// A plain connect the kernel reported so its DNS names can be checked
+    /// against the domain rules: on a match it becomes that rule's event
+    /// (a deny kills the process, after the fact); returns whether to
+    /// report it.
+    fn name_rule(&mut self, m: &mut events::PolicyMatch) -> bool {
+        let Some((ip, _, _)) = m.remote else {
+            return false;
+        };
+        let names = self.names.names(ip, std::time::Instant::now());
+        let Some(r) = crate::names::rules::decide(&self.domain_rules, &names) else {
+            return false;
+        };
+        m.rule_id = r.rule_id;
+        m.verdict = match r.action {
+            crate::policy::Action::Deny if self.responder.enforce => vardr_common::Verdict::Deny,
+            crate::policy::Action::Deny => vardr_common::Verdict::Audit,
+            _ => vardr_common::Verdict::Alert,
+        };
+        // Deny of a plain connect is a kill after the fact, which the JSON
+        // names as the fallback's tracepoint kills are named.
+        m.op = vardr_common::Operation::NameConnect;
+        true
+    }
+
     /// Counts a ClientHello; after a denied one (dropped in the kernel, so
     /// the connection would hang until TCP gives up) ends the process.
     fn on_client_hello(
@@ -427,10 +473,17 @@ impl Agent {
         if m.verdict != vardr_common::Verdict::Deny {
             return None;
         }
+        // The process that connected the socket must have been running at
+        // the connect (`flags`: ms from the connect to the hello), or its
+        // pid now names another one.
+        let connected_ns = m
+            .header
+            .boot_ns
+            .saturating_sub(u64::from(m.flags) * 1_000_000);
         let enforcer = &self.enforcer;
-        let r = self.responder.end(process, m.header.boot_ns, &|pid| {
-            enforcer.exempt_by_binary(pid)
-        });
+        let r = self
+            .responder
+            .end(process, connected_ns, &|pid| enforcer.exempt_by_binary(pid));
         if r == "killed" {
             self.metrics.tls_kills.inc();
             tracing::warn!(pid = process.pid, binary = %process.binary, server_name = ?m.path, "TLS server name denied: process killed");
@@ -495,7 +548,13 @@ impl Agent {
             action,
             process,
             target,
-            hook: events::hook_name(m.hook),
+            // A ClientHello is a connect's second look: policies that act
+            // once per connection test `context.hook == "connect"`.
+            hook: if m.op == vardr_common::Operation::TlsClientHello {
+                "tls_client_hello"
+            } else {
+                events::hook_name(m.hook)
+            },
             flags: m.flags,
             backend: backend_label.unwrap_or(events::backend_name(m.backend)),
             layer1: events::verdict_name(m.verdict),
@@ -789,6 +848,7 @@ impl Agent {
                 self.catalog.next_id += b.rules.rule_count() as u32;
                 self.awaited = appear::Awaited::new(std::mem::take(&mut b.rules.absent_binaries));
                 self.file_policies = file_policies(&b);
+                self.domain_rules = std::mem::take(&mut b.rules.domain_rules);
                 self.catalog.replace(b.rules.rules);
                 // Kernel rules and Cedar set switch together: the maps
                 // are in force, now the engine that reads their reports.
@@ -1157,6 +1217,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         .unwrap_or_default();
     catalog.next_id = first_id + set.rule_count() as u32;
     let absent_binaries = std::mem::take(&mut set.absent_binaries);
+    let domain_rules = std::mem::take(&mut set.domain_rules);
     catalog.replace(set.rules);
     let hooks = hook_status(&plan, &enforcer, fan.as_ref());
     let mut persist = persist::Persist {
@@ -1301,6 +1362,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         file_policies,
         // A connect follows its lookup within seconds; an answer's TTL can
         // be 0, and a long one must not keep a name after the address moved.
+        domain_rules,
         names: crate::names::NameCache::new(
             16_384,
             std::time::Duration::from_secs(30),

@@ -320,7 +320,8 @@ impl Enforcer {
         config.agent_start_ticks = crate::process::start_ticks(me).unwrap_or(0);
         config.agent_cgroup_id = own_service_cgroup(&root, me);
         config.protect_agent_cgroup = u32::from(!crate::kernel::in_child_pid_namespace());
-        config.names = names_capture(opts) | (config.names & vardr_common::NAMES_RULES);
+        config.names = names_capture(opts)
+            | (config.names & (vardr_common::NAMES_RULES | vardr_common::NAMES_DENY));
         maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
         let (written, stale) = maps::scan(&mut maps, config.generation)?;
         if stale > 0 {
@@ -549,11 +550,17 @@ impl Enforcer {
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
         cfg.has_interpreters = u32::from(set.has_interpreters);
         cfg.has_identities = u32::from(set.inodes.iter().any(|(_, r)| r.has_rules != 0));
-        cfg.names = (cfg.names & !vardr_common::NAMES_RULES)
+        let deny = vardr_common::Action::Deny as u32;
+        cfg.names = (cfg.names & !(vardr_common::NAMES_RULES | vardr_common::NAMES_DENY))
             | if set.domains.is_empty() {
                 0
             } else {
                 vardr_common::NAMES_RULES
+            }
+            | if set.domains.iter().any(|d| d.rule.action == deny) {
+                vardr_common::NAMES_DENY
+            } else {
+                0
             };
         // The unused slot: no program reads it (the last switch was a
         // grace period ago), so it can be written at leisure; the switch

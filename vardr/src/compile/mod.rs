@@ -137,6 +137,9 @@ pub struct RuleSet {
     pub net6: Vec<NetEntry<16>>,
     /// TLS server-name patterns (connect rules with `domains`).
     pub domains: Vec<DomainEntry>,
+    /// The same rules for the agent, which applies them to the DNS names
+    /// of plain connects.
+    pub domain_rules: Vec<crate::names::DomainRule>,
     pub exempt_pids: Vec<u32>,
     /// Bit per kernel hook that has at least one rule.
     pub active_mask: u32,
@@ -246,7 +249,15 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                     }
                 }
             }
-            Hook::Connect if !rule.domains.is_empty() => domain_rules.add(rule, r),
+            Hook::Connect if !rule.domains.is_empty() => {
+                domain_rules.add(rule, r);
+                set.domain_rules
+                    .extend(rule.domains.iter().map(|p| crate::names::DomainRule {
+                        pattern: p.clone(),
+                        action: rule.action,
+                        rule_id: id,
+                    }));
+            }
             Hook::Connect => net_rules.add(rule, r),
         }
     }

@@ -307,6 +307,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::CloneIntoCgroup => return "security_task_alloc",
         Operation::Rlimit => return "security_task_setrlimit",
         Operation::TlsClientHello => return "tls_client_hello",
+        Operation::NameConnect => return "dns_name_connect",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
@@ -394,6 +395,7 @@ pub fn action_name(m: &PolicyMatch) -> &'static str {
         (Verdict::Deny, BackendKind::Fallback, Hook::FileOpen | Hook::FileWrite | Hook::Exec) => {
             "KPROBE_ACTION_SIGKILL"
         }
+        (Verdict::Deny, _, _) if m.op == Operation::NameConnect => "KPROBE_ACTION_SIGKILL",
         (Verdict::Deny, _, _) => "KPROBE_ACTION_OVERRIDE",
         _ => "KPROBE_ACTION_POST",
     }

@@ -180,8 +180,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 rule_id: ev.rule_id,
                 flags: ev.flags,
                 op: Operation::from_u32(ev.op).ok_or(DecodeError::Field("op", ev.op))?,
-                path: (hook != Hook::Connect || ev.op == Operation::TlsClientHello as u32)
-                    .then(|| c_str(&ev.path)),
+                path: if ev.op == Operation::TlsClientHello as u32 {
+                    // As the kernel matched it: names have no case.
+                    Some(c_str(&ev.path).to_ascii_lowercase())
+                } else {
+                    (hook != Hook::Connect).then(|| c_str(&ev.path))
+                },
                 remote,
             }))
         }
@@ -332,7 +336,7 @@ mod tests {
         let mut ev = policy_event(Hook::Connect);
         ev.op = Operation::TlsClientHello as u32;
         ev.path = [0; EVENT_PATH_LEN];
-        ev.path[..11].copy_from_slice(b"example.com");
+        ev.path[..11].copy_from_slice(b"Example.COM");
         let Event::Policy(p) = decode(&bytes(&ev)).unwrap() else {
             panic!()
         };

@@ -5,7 +5,9 @@
 pub mod cache;
 pub mod dns;
 pub mod domain;
+pub mod rules;
 
 pub use cache::NameCache;
 pub use dns::{parse_response, Answer, DnsError};
 pub use domain::{lookup_key, normalize, DomainError, DomainPattern, MAX_KEY_LEN, MAX_NAME_LEN};
+pub use rules::DomainRule;

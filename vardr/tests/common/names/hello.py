@@ -28,13 +28,23 @@ if case == "upper":
     s.sendall(record(hello([sni(b"EVIL.Test")])))
 elif case == "dot":
     s.sendall(record(hello([sni(b"evil.test.")])))
+elif case == "dots":
+    s.sendall(record(hello([sni(b"evil..test")])))
+elif case == "retry":
+    # A clean hello, then (as after a HelloRetryRequest) one naming evil.
+    s.sendall(record(hello([sni(b"fine.test")])))
+    s.settimeout(5); s.recv(16); time.sleep(0.2)
+    s.sendall(record(hello([sni(b"evil.test")])))
+    time.sleep(3)
 elif case == "late":
     s.sendall(record(hello(pad + [sni(b"evil.test")])))
 elif case == "nul":
     s.sendall(record(hello([sni(b"evil.test\x00.fine.test")])))
-elif case == "split":
+elif case.startswith("split"):
+    # split1, split5, split6, split20: the first write ends after N bytes.
+    cut = int(case[5:])
     r = record(hello([sni(b"fine.test")]))
-    s.sendall(r[:20]); time.sleep(0.3); s.sendall(r[20:])
+    s.sendall(r[:cut]); time.sleep(0.3); s.sendall(r[cut:])
 elif case == "records":
     hs = hello([sni(b"fine.test")])
     s.sendall(record(hs[:30]) + record(hs[30:]))
