@@ -18,10 +18,11 @@ const HELLO: &str = include_str!("names/hello.py");
 const ECHO: &str = include_str!("names/echo_server.py");
 const DNS: &str = include_str!("names/dns_server.py");
 const RESOLVE: &str = include_str!("names/resolve.py");
+const HELLO_STATIC: &str = include_str!("names/hello_static.c");
 
 /// Whether the tools the scenario drives are installed (skip otherwise).
 pub fn tools_available(test: &str) -> bool {
-    for tool in ["openssl", "curl", "python3", "unshare", "ip"] {
+    for tool in ["openssl", "curl", "python3", "unshare", "ip", "cc"] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
@@ -78,6 +79,16 @@ pub fn server_names(b: Backend) {
         .output()
         .unwrap();
     assert!(o.status.success(), "openssl req: {}", stderr(&o));
+    // A statically linked client writing its own hello.
+    let c = d.join("hello_static.c");
+    std::fs::write(&c, HELLO_STATIC).unwrap();
+    let o = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(d.join("hello_static"))
+        .arg(&c)
+        .output()
+        .expect("cc (the C compiler) is needed for the statically linked client");
+    assert!(o.status.success(), "cc -static: {}", stderr(&o));
     let p = policy(
         "  rules:
     - name: no-evil
@@ -125,11 +136,17 @@ pub fn server_names(b: Backend) {
             "raw hello {case:?} must be refused"
         );
     }
-    for case in ["rawfine", "noname"] {
+    for case in ["rawfine", "noname", "staticfine"] {
         assert_eq!(field(&out, case), "answered", "raw hello {case:?}");
     }
-    // The plain server logs every read: one from each answered hello, one
-    // from the first (clean) hello of "retry"; nothing from a refused one.
+    assert_eq!(
+        field(&out, "staticevil"),
+        "137",
+        "static client, denied name"
+    );
+    // The plain server logs every read: one from each answered hello (two
+    // raw, one static), one from the first (clean) hello of "retry";
+    // nothing from a refused one.
     let counts = std::fs::read_to_string(d.join("echo.log")).unwrap_or_default();
     let reads: Vec<u64> = counts
         .lines()
@@ -137,7 +154,7 @@ pub fn server_names(b: Backend) {
         .collect();
     assert_eq!(
         reads.len(),
-        3,
+        4,
         "only the clean hellos reach the server (bytes per read: {reads:?})"
     );
 
@@ -162,9 +179,9 @@ pub fn server_names(b: Backend) {
         Some("alert".into())
     );
     // curl, upper case and the trailing dot (reported lowercase and
-    // without it, as matched), the name after 40 other extensions, and
-    // the second hello of "retry".
-    assert_eq!(named(&events, "evil.test").len(), 5, "{events:#?}");
+    // without it, as matched), the name after 40 other extensions, the
+    // second hello of "retry", and the static client.
+    assert_eq!(named(&events, "evil.test").len(), 6, "{events:#?}");
     // curl's x.BAD.test, under the suffix rule.
     let bad = named(&events, "x.bad.test");
     assert_eq!(
@@ -273,6 +290,11 @@ fn run_clients(cg: &Path, d: &Path) -> String {
     ] {
         script.push_str(&format!(
             "r=$(python3 {d}/hello.py 9443 {case}); rc=$?; if [ $rc -eq 0 ]; then echo {key}=$r; else echo {key}=$rc; fi\n"
+        ));
+    }
+    for (key, name) in [("staticfine", "fine.test"), ("staticevil", "evil.test")] {
+        script.push_str(&format!(
+            "r=$({d}/hello_static 9443 {name}); rc=$?; if [ $rc -eq 0 ]; then echo {key}=$r; else echo {key}=$rc; fi\n"
         ));
     }
     script.push_str("sleep 0.5\n");
