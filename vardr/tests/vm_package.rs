@@ -101,15 +101,12 @@ impl Systemd {
         if !o.status.success() {
             // What the service said is the first thing to know.
             let journal = self.sh("journalctl -u vardr -o cat --no-pager -n 40");
-            // And what it decided: a refused operation names its rule.
-            let events = self.sh("grep -h process_lsm /var/log/vardr/events.json* | tail -n 5");
             panic!(
-                "{script}: {}\nstdout: {}\nstderr: {}\njournal of vardr.service:\n{}\nlast policy events:\n{}",
+                "{script}: {}\nstdout: {}\nstderr: {}\njournal of vardr.service:\n{}",
                 o.status,
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr),
-                String::from_utf8_lossy(&journal.stdout),
-                String::from_utf8_lossy(&events.stdout)
+                String::from_utf8_lossy(&journal.stdout)
             );
         }
         String::from_utf8_lossy(&o.stdout).trim().to_string()

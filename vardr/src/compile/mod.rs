@@ -85,11 +85,7 @@ impl Identity {
         }];
         let canonical = std::fs::canonicalize(path)?;
         if let Some(sb) = crate::kernel::mounts::sb_dev_in(mountinfo, &canonical) {
-            if crate::kernel::mounts::overlay_ambiguous_in(mountinfo, &canonical) {
-                // The overlay's (device, inode) pairs are not unique here:
-                // no identity under its device (rules match by path).
-                ids.retain(|i| i.dev != sb);
-            } else if sb != stat_dev {
+            if sb != stat_dev {
                 ids.push(Self {
                     dev: sb,
                     ino: md.ino(),

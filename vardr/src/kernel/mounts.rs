@@ -72,64 +72,6 @@ pub fn sb_dev_in(info: &str, path: &Path) -> Option<u32> {
     best.map(|(_, d)| d)
 }
 
-/// Whether `path` (absolute, canonical) lies on an overlayfs mount whose
-/// layers are on different file systems without `xino=on`: there the
-/// kernel gives every layer's files the overlay's device and their own
-/// file system's inode number, so a file of the upper layer can carry the
-/// same (device, inode) as an unrelated file of a lower one, and an
-/// identity taken on such a mount could cover a stranger. Layers that
-/// cannot be looked at count as different.
-pub fn overlay_ambiguous_in(info: &str, path: &Path) -> bool {
-    let mut best: Option<(usize, &str)> = None;
-    for line in info.lines() {
-        let Some(mp) = line.split_whitespace().nth(4) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape(mp));
-        if !path.starts_with(&mp) {
-            continue;
-        }
-        let len = mp.as_os_str().len();
-        if best.is_none_or(|(l, _)| len >= l) {
-            best = Some((len, line));
-        }
-    }
-    let Some((_, line)) = best else {
-        return false;
-    };
-    // After " - ": file system type, source, super options.
-    let Some((_, tail)) = line.split_once(" - ") else {
-        return false;
-    };
-    let mut t = tail.split_whitespace();
-    if t.next() != Some("overlay") {
-        return false;
-    }
-    let opts = t.nth(1).unwrap_or("");
-    let mut layers = Vec::new();
-    for o in opts.split(',') {
-        if o == "xino=on" {
-            return false;
-        }
-        if let Some(dirs) = o.strip_prefix("lowerdir=") {
-            layers.extend(dirs.split(':').map(unescape));
-        } else if let Some(dir) = o.strip_prefix("upperdir=") {
-            layers.push(unescape(dir));
-        }
-    }
-    let devs: Option<Vec<u64>> = layers
-        .iter()
-        .map(|l| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(l).ok().map(|m| m.dev())
-        })
-        .collect();
-    match devs {
-        Some(d) => d.is_empty() || d.iter().any(|&x| x != d[0]),
-        None => true,
-    }
-}
-
 /// Mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -227,39 +169,6 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/cpu"))
         );
         assert_eq!(parse_mountinfo(INFO, "bpf"), None);
-    }
-
-    #[test]
-    fn overlays_over_different_file_systems_are_ambiguous() {
-        let line = |opts: &str| {
-            format!("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:50 / /c rw - overlay overlay rw,{opts}\n")
-        };
-        let p = Path::new("/c/etc/shadow");
-        // /proc and /sys are different file systems; / and /tmp may be too.
-        assert!(overlay_ambiguous_in(
-            &line("lowerdir=/proc,upperdir=/sys"),
-            p
-        ));
-        // One file system for every layer: inode numbers are unique.
-        assert!(!overlay_ambiguous_in(
-            &line("lowerdir=/proc,upperdir=/proc"),
-            p
-        ));
-        // xino=on keeps them apart.
-        assert!(!overlay_ambiguous_in(
-            &line("lowerdir=/proc,upperdir=/sys,xino=on"),
-            p
-        ));
-        // Layers that cannot be looked at: ambiguous.
-        assert!(overlay_ambiguous_in(
-            &line("lowerdir=/nonexistent,upperdir=/proc"),
-            p
-        ));
-        // Not on the overlay.
-        assert!(!overlay_ambiguous_in(
-            &line("lowerdir=/proc,upperdir=/sys"),
-            Path::new("/etc/shadow")
-        ));
     }
 
     #[test]
