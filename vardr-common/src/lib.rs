@@ -390,7 +390,32 @@ pub struct KernelOffsets {
     pub kernfs_node_id: u64,
     pub cgroup_level: u64,
     pub cgroup_ancestors: u64,
+    /// overlayfs: where `struct ovl_inode` embeds its VFS inode, its upper
+    /// dentry, and where the lower stack (`struct ovl_entry`) is (see
+    /// [`ovl_lower_kind`](Self::ovl_lower_kind)).
+    pub ovl_inode_vfs_inode: u64,
+    pub ovl_inode_upper: u64,
+    /// `ovl_inode.oe` (6.5+).
+    pub ovl_inode_oe: u64,
+    /// `dentry.d_fsdata` (the lower stack before 6.5).
+    pub dentry_d_fsdata: u64,
+    /// [`OVL_STACK_NONE`] (no overlay mapping), [`OVL_STACK_IN_DENTRY`] or
+    /// [`OVL_STACK_IN_INODE`].
+    pub ovl_lower_kind: u64,
+    /// `struct ovl_entry`: the number of lower layers (u32) and the first
+    /// lower layer's dentry.
+    pub ovl_entry_numlower: u64,
+    pub ovl_entry_lower_dentry: u64,
 }
+
+/// Overlay dentries keep their overlay identity (the layout is unknown).
+pub const OVL_STACK_NONE: u64 = 0;
+/// The lower stack is the dentry's `d_fsdata` (up to 6.4).
+pub const OVL_STACK_IN_DENTRY: u64 = 1;
+/// The lower stack is `ovl_inode.oe` (6.5+).
+pub const OVL_STACK_IN_INODE: u64 = 2;
+/// `super_block.s_magic` of overlayfs.
+pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 
 /// Common head of every event.
 #[repr(C)]
@@ -574,8 +599,9 @@ pub struct PolicyEvent {
 /// `Operation::CloneIntoCgroup`, `Operation::Rlimit`, [`RULE_PROTECT_SCOPE`].
 /// 6: the `AGENT_ABOVE` map, the `POLICY_EVENTS` ring buffer. 7: server
 /// names (`DOMAIN_RULES`, `SOCK_OWNERS`, [`DnsEvent`],
-/// `Operation::TlsClientHello`).
-pub const MAP_REVISION: u32 = 7;
+/// `Operation::TlsClientHello`). 8: identities of overlay files are their
+/// real file's (`INODE_RULES` keys changed meaning).
+pub const MAP_REVISION: u32 = 8;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

@@ -10,6 +10,7 @@ mod attr;
 mod exec;
 mod file;
 mod guard;
+mod identity;
 mod maps;
 mod mmap;
 mod mutate;

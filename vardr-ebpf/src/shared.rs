@@ -3,7 +3,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_boot_ns,
     },
     maps::lpm_trie::Key,
     Global,
@@ -69,6 +69,13 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     kernfs_node_id: 0,
     cgroup_level: 0,
     cgroup_ancestors: 0,
+    ovl_inode_vfs_inode: 0,
+    ovl_inode_upper: 0,
+    ovl_inode_oe: 0,
+    dentry_d_fsdata: 0,
+    ovl_lower_kind: 0,
+    ovl_entry_numlower: 0,
+    ovl_entry_lower_dentry: 0,
 });
 
 /// LSM verdicts: "operation not permitted", "permission denied".
@@ -140,30 +147,22 @@ fn exempt_by_binary(tgid: u32, start: u64, generation: u32) -> bool {
     }
 }
 
-/// Reads a kernel value at `base + off`, or `None` if the read faults.
-#[inline(always)]
-pub fn read<T>(base: *const u8, off: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel copes with any address.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) }.ok()
-}
+pub use crate::identity::read;
 
 /// Identity (device, inode) of a `struct file *`, through its dentry as the
-/// identity walk sees it (on overlayfs `f_inode` can be the real inode).
+/// identity walk sees it (on overlayfs `f_inode` can be the real inode; an
+/// overlay's dentry stands for its real one, see [`crate::identity`]).
 #[inline(always)]
 pub fn file_identity(file: *const u8, generation: u32) -> Option<InodeKey> {
     let off = offsets();
     let dentry: *const u8 = read(file, off.file_f_path + off.path_dentry)?;
-    let inode: *const u8 = read(dentry, off.dentry_d_inode)?;
-    inode_identity(inode, generation)
+    dentry_identity(crate::identity::real_dentry(dentry, &off), generation)
 }
 
-/// Identity of an inode.
+/// Identity of a dentry's inode, as it is (no overlay mapping).
 #[inline(always)]
-fn inode_identity(inode: *const u8, generation: u32) -> Option<InodeKey> {
-    let off = offsets();
-    let ino: u64 = read(inode, off.inode_i_ino)?;
-    let sb: *const u8 = read(inode, off.inode_i_sb)?;
-    let dev: u32 = read(sb, off.super_block_s_dev)?;
+fn dentry_identity(dentry: *const u8, generation: u32) -> Option<InodeKey> {
+    let (dev, ino) = crate::identity::plain_key(dentry, &offsets())?;
     Some(InodeKey {
         generation,
         dev,
@@ -211,28 +210,34 @@ pub fn identity_walk(start: *const u8, cfg: &Config, below: bool) -> PathRules {
     let generation = cfg.generation;
     let off = offsets();
     let mut dentry = start;
-    for depth in 0..MAX_DENTRY_DEPTH {
-        if depth > 0 || !below {
-            let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
-                break;
-            };
-            if let Some(key) = inode_identity(inode, generation) {
-                if let Some(r) = INODE_RULES.get_ptr(key) {
-                    // SAFETY: pointer into a map value returned by lookup.
-                    let r = unsafe { *r };
-                    // The inode itself has its own rules; an exact-path entry
-                    // governs that inode, not its subtree.
-                    if r.has_rules != 0 {
-                        if depth == 0 {
-                            return r.own;
-                        }
-                        if r.exact == 0 {
-                            return r.rules;
-                        }
+    if below {
+        match read::<*const u8>(start, off.dentry_d_parent) {
+            Some(parent) if parent != start => dentry = parent,
+            _ => return PathRules::default(),
+        }
+    }
+    // An overlay's dentry stands for its real one, whose own directories
+    // are walked (mapped once, out of the loop).
+    dentry = crate::identity::real_dentry(dentry, &off);
+    let mut leaf = !below;
+    for _ in 0..MAX_DENTRY_DEPTH {
+        if let Some(key) = dentry_identity(dentry, generation) {
+            if let Some(r) = INODE_RULES.get_ptr(key) {
+                // SAFETY: pointer into a map value returned by lookup.
+                let r = unsafe { *r };
+                // The inode itself has its own rules; an exact-path entry
+                // governs that inode, not its subtree.
+                if r.has_rules != 0 {
+                    if leaf {
+                        return r.own;
+                    }
+                    if r.exact == 0 {
+                        return r.rules;
                     }
                 }
             }
         }
+        leaf = false;
         let Some(parent) = read::<*const u8>(dentry, off.dentry_d_parent) else {
             break;
         };
@@ -254,10 +259,8 @@ pub fn travelling_rules(dentry: *const u8, cfg: &Config) -> PathRules {
     }
     let generation = cfg.generation;
     let off = offsets();
-    let Some(inode) = read::<*const u8>(dentry, off.dentry_d_inode) else {
-        return PathRules::default();
-    };
-    let Some(key) = inode_identity(inode, generation) else {
+    let real = crate::identity::real_dentry(dentry, &off);
+    let Some(key) = dentry_identity(real, generation) else {
         return PathRules::default();
     };
     let Some(r) = INODE_RULES.get_ptr(key) else {

@@ -4,6 +4,10 @@ pub static AGENT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// One trivial program per program type, for `vardr probe`.
 pub static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr-probe"));
+/// The iterator that reports the identities the hooks see for the agent's
+/// open files (`kernel::identity`).
+pub static IDENTITY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr-identity"));
 
 /// Program names in [`AGENT_OBJECT`].
 pub mod progs {

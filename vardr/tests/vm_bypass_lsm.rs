@@ -428,6 +428,144 @@ fn create(agent: &mut AgentRun, cg: &Path) {
     );
 }
 
+/// Mounts made by a test, detached on drop (also when the test fails).
+struct Mounts(Vec<std::path::PathBuf>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for m in self.0.iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
+    }
+}
+
+/// An overlay whose layers lie on two file systems, without `xino`: the
+/// kernel gives a file of the upper layer the same overlay (device, inode)
+/// as an unrelated file of the lower one. A rule on the lower file must
+/// not reach the stranger (false deny), and it must reach the very same
+/// file by its layer's path (identity is the real file's). And a governed
+/// directory mounted as the lower layer of a new overlay keeps its rules
+/// in the overlay's view.
+fn overlay_identity(agent: &mut AgentRun, cg: &Path) {
+    let t = TempDir::new("ovl");
+    let mut mounts = Mounts(Vec::new());
+    for fs in ["lowerfs", "upperfs", "merged"] {
+        std::fs::create_dir(t.join(fs)).unwrap();
+    }
+    for fs in ["lowerfs", "upperfs"] {
+        let o = common::sh(&format!(
+            "mount -t tmpfs vardr-{fs} {}",
+            t.join(fs).display()
+        ));
+        assert!(o.status.success(), "mount tmpfs: {}", stderr(&o));
+        mounts.0.push(t.join(fs));
+    }
+    // Fresh tmpfs mounts count inode numbers from the same start: create
+    // the same shapes in both so `l/secret` and `u/stranger` share one.
+    std::fs::create_dir(t.join("lowerfs/l")).unwrap();
+    std::fs::write(t.join("lowerfs/l/secret"), "secret\n").unwrap();
+    std::fs::create_dir(t.join("upperfs/u")).unwrap();
+    std::fs::write(t.join("upperfs/u/stranger"), "stranger\n").unwrap();
+    std::fs::create_dir(t.join("upperfs/w")).unwrap();
+    let merged = t.join("merged");
+    let o = common::sh(&format!(
+        "mount -t overlay vardr-ovl -o lowerdir={l},upperdir={u},workdir={w},xino=off {m}",
+        l = t.join("lowerfs/l").display(),
+        u = t.join("upperfs/u").display(),
+        w = t.join("upperfs/w").display(),
+        m = merged.display()
+    ));
+    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
+    mounts.0.push(merged.clone());
+    use std::os::unix::fs::MetadataExt as _;
+    let (secret, stranger) = (merged.join("secret"), merged.join("stranger"));
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&secret),
+        ino(&stranger),
+        "the test needs two layers' files with one inode number"
+    );
+    std::fs::create_dir(t.join("private")).unwrap();
+    std::fs::write(t.join("private/key"), "key\n").unwrap();
+    use_policy(
+        agent,
+        &policy(
+            &[
+                rule(
+                    "ovl-secret",
+                    "file_open",
+                    "paths",
+                    &secret.display().to_string(),
+                ),
+                rule(
+                    "ovl-private",
+                    "file_open",
+                    "prefixes",
+                    &t.join("private").display().to_string(),
+                ),
+            ]
+            .concat(),
+        ),
+    );
+    let open = |p: &Path| format!("open(\"{}\").read()", p.display());
+    assert_eq!(errno(cg, &open(&secret)), EPERM);
+    assert_eq!(errno(cg, &open(&stranger)), 0, "a stranger got the rule");
+    // The lower file itself, by its layer's path: the same file.
+    let lower = t.join("lowerfs/l/secret");
+    assert_eq!(errno(cg, &open(&lower)), EPERM);
+    assert_denied_event(
+        agent,
+        "file_open",
+        "ovl-secret",
+        "security_file_open",
+        &lower,
+    );
+    // The governed directory as a layer of an overlay mounted after the
+    // policy loaded (by someone the policy does not govern: mounting
+    // needs CAP_SYS_ADMIN, which a governed root also has).
+    std::fs::create_dir(t.join("view")).unwrap();
+    std::fs::create_dir(t.join("upperfs/u2")).unwrap();
+    std::fs::create_dir(t.join("upperfs/w2")).unwrap();
+    let view = t.join("view");
+    let o = common::sh(&format!(
+        "mount -t overlay vardr-view -o lowerdir={l},upperdir={u},workdir={w} {m}",
+        l = t.join("private").display(),
+        u = t.join("upperfs/u2").display(),
+        w = t.join("upperfs/w2").display(),
+        m = view.display()
+    ));
+    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
+    mounts.0.push(view.clone());
+    assert_eq!(errno(cg, &open(&view.join("key"))), EPERM);
+    assert_denied_event(
+        agent,
+        "file_open",
+        "ovl-private",
+        "security_file_open",
+        &view.join("key"),
+    );
+    // Below another lower layer: the file's real directories are walked.
+    for d in ["view2", "upperfs/empty", "upperfs/u3", "upperfs/w3"] {
+        std::fs::create_dir(t.join(d)).unwrap();
+    }
+    let view2 = t.join("view2");
+    let o = common::sh(&format!(
+        "mount -t overlay vardr-view2 -o lowerdir={e}:{l},upperdir={u},workdir={w} {m}",
+        e = t.join("upperfs/empty").display(),
+        l = t.join("private").display(),
+        u = t.join("upperfs/u3").display(),
+        w = t.join("upperfs/w3").display(),
+        m = view2.display()
+    ));
+    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
+    mounts.0.push(view2.clone());
+    assert_eq!(errno(cg, &open(&view2.join("key"))), EPERM);
+    drop(mounts);
+}
+
 /// Renames are allowed where the rule travels with the file's identity:
 /// the file stays denied under its new name.
 fn identity_follows_rename() {
@@ -526,10 +664,11 @@ fn loader_and_mappings() {
             "import mmap, ctypes\nf = open(\"{file}\", \"rb\")\nm = mmap.mmap(f.fileno(), 4096, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)\na = ctypes.addressof(ctypes.c_char.from_buffer(m))\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.mprotect(ctypes.c_void_p(a), 4096, mmap.PROT_READ | mmap.PROT_EXEC) != 0: raise OSError(ctypes.get_errno(), \"mprotect\")"
         )
     };
-    // On 6.6+ overlayfs a mapping holds the backing file, which this hook
-    // does not trace back (README): the VM's /tmp is an overlay, so this
-    // check uses a copy on /dev/shm (tmpfs).
+    // On 6.6+ overlayfs a mapping holds the backing (real) file: the VM's
+    // /tmp is an overlay, and the rule reaches the mapping through the
+    // real file's identity. A copy on /dev/shm (tmpfs) for a plain file.
     assert_eq!(errno(&cg.path, &mprotect(&format!("{shm}/denied"))), EACCES);
+    assert_eq!(errno(&cg.path, &mprotect(&format!("{d}/denied"))), EACCES);
     assert_eq!(
         errno(&cg.path, &mprotect(which("true").to_str().unwrap())),
         0
@@ -957,7 +1096,7 @@ fn tree_changes() {
     let idle = rule("idle", "file_write", "paths", "/nonexistent/vardr-test");
     let mut agent = start(&cg.path, &policy(&idle));
     type Class = fn(&mut AgentRun, &Path);
-    let classes: [(&str, Class); 8] = [
+    let classes: [(&str, Class); 9] = [
         ("truncate", truncate),
         ("rename onto", rename_onto),
         ("rename away", rename_away),
@@ -966,6 +1105,7 @@ fn tree_changes() {
         ("create", create),
         ("open_by_handle_at", open_by_handle),
         ("attributes", metadata),
+        ("overlay identities", overlay_identity),
     ];
     for (what, class) in classes {
         eprintln!("class: {what}");

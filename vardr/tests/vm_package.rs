@@ -30,18 +30,18 @@ impl Systemd {
         let root = base.join("root");
         let setup = format!(
             "set -e; mount -t tmpfs vardr-test {b}; mkdir -p {b}/upper {b}/work {r}; \
-             mount -t overlay overlay -o lowerdir=/,upperdir={b}/upper,workdir={b}/work,xino=on {r}; \
+             mount -t overlay overlay -o lowerdir=/,upperdir={b}/upper,workdir={b}/work {r}; \
              for u in console-getty.service getty@.service serial-getty@.service getty.target; do \
                ln -sf /dev/null {r}/etc/systemd/system/$u; done; \
              rm -f {r}/usr/sbin/policy-rc.d {r}/var/lib/man-db/auto-update",
             b = base.display(),
             r = root.display()
         );
-        // xino=on: a tmpfs upper over the 9p root would otherwise give
-        // upper files the overlay's device and small inode numbers that
-        // lower files have too, and the identity of a governed file (the
-        // default policy's /etc/shadow) would cover an unrelated one
-        // (README "File identity").
+        // No xino: a tmpfs upper over the 9p root gives upper files the
+        // overlay's device and small inode numbers that lower files have
+        // too; the identity of a governed file (the default policy's
+        // /etc/shadow) must not cover an unrelated one (dpkg's own files
+        // in the upgrade; README "File identity").
         // The getty units would take over the VM's console; policy-rc.d
         // (a container image's "never start services") is not on a
         // stock Debian machine; man-db's trigger would index every man

@@ -141,14 +141,18 @@ pub fn seed_exempt_tasks(maps: &mut MapSet, set: &RuleSet) -> Result<usize, Back
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Ok(0);
     };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Some(start) = crate::process::start_ticks(pid) else {
-            continue;
-        };
-        let Ok(ids) = crate::compile::Identity::of(&format!("/proc/{pid}/exe")) else {
+    let procs: Vec<(u32, u64, String)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            crate::process::start_ticks(pid).map(|start| (pid, start, format!("/proc/{pid}/exe")))
+        })
+        .collect();
+    let exes: Vec<&str> = procs.iter().map(|(_, _, exe)| exe.as_str()).collect();
+    let found = crate::compile::IdentityLookup::new().of_many(&exes);
+    for ((pid, start, _), ids) in procs.iter().zip(found) {
+        let (pid, start) = (*pid, *start);
+        let Ok(ids) = ids else {
             continue;
         };
         let Some(id) = ids.iter().find(|i| exempt.contains(&(i.dev, i.ino))) else {

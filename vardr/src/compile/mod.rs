@@ -66,15 +66,22 @@ pub struct Identity {
 
 impl Identity {
     /// Identities the kernel may see for the file at `path` (following
-    /// symlinks, as exec does): `stat()`'s device, and the superblock device
-    /// of its mount when that differs (overlayfs reports the underlying file
-    /// system's device for files, while the kernel's inode is the overlay's).
+    /// symlinks, as exec does); see [`IdentityLookup`].
     pub fn of(path: &str) -> std::io::Result<Vec<Self>> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        Self::of_with(path, &info)
+        IdentityLookup::new()
+            .of_many(&[path])
+            .pop()
+            .unwrap_or_else(|| Err(std::io::ErrorKind::NotFound.into()))
     }
 
-    fn of_with(path: &str, mountinfo: &str) -> std::io::Result<Vec<Self>> {
+    /// `stat()`'s identity, and the superblock device of the mount when it
+    /// differs (btrfs subvolumes report their own device, while the
+    /// kernel's inode is on the file system's). For a file or directory of
+    /// an overlay, only `stat()`'s (which the fallback backend matches) and
+    /// `true`: the hooks know it by its real file, which only the kernel can
+    /// tell (the overlay's own identity can be shared by files of two
+    /// layers).
+    fn stat_of(path: &str, mountinfo: &str) -> std::io::Result<(Vec<Self>, bool)> {
         let md = std::fs::metadata(path)?;
         let dev = md.dev();
         let (major, minor) = (libc::major(dev), libc::minor(dev));
@@ -83,6 +90,11 @@ impl Identity {
             dev: stat_dev,
             ino: md.ino(),
         }];
+        let overlay = nix::sys::statfs::statfs(path)
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+        if overlay {
+            return Ok((ids, true));
+        }
         let canonical = std::fs::canonicalize(path)?;
         if let Some(sb) = crate::kernel::mounts::sb_dev_in(mountinfo, &canonical) {
             if sb != stat_dev {
@@ -92,39 +104,124 @@ impl Identity {
                 });
             }
         }
-        Ok(ids)
+        Ok((ids, false))
     }
 }
 
-/// Looks up identities for many paths: mountinfo is read once, and paths
-/// whose directory does not exist are skipped without a `stat` each (big
-/// rule sets name many files in few directories).
-struct IdentityLookup {
+/// Looks up identities for many paths: mountinfo is read once, paths whose
+/// directory does not exist are skipped without a `stat` each (big rule
+/// sets name many files in few directories), and files of overlays are
+/// asked of the kernel in batches ([`crate::kernel::identity`]).
+pub struct IdentityLookup {
     mountinfo: String,
     dirs: HashMap<String, bool>,
+    kernel: KernelLookup,
+}
+
+enum KernelLookup {
+    NotTried,
+    Loaded(Box<crate::kernel::identity::KernelIdentity>),
+    Unavailable,
+}
+
+impl Default for IdentityLookup {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IdentityLookup {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             mountinfo: std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
             dirs: HashMap::new(),
+            kernel: KernelLookup::NotTried,
         }
     }
 
-    fn of(&mut self, path: &str) -> Option<Vec<Identity>> {
-        if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
-            let exists = *self
-                .dirs
-                .entry(dir.to_string())
-                .or_insert_with(|| std::path::Path::new(dir).is_dir());
-            if !exists {
-                return None;
+    /// The identities of each path, or why it has none.
+    pub fn of_many(&mut self, paths: &[&str]) -> Vec<std::io::Result<Vec<Identity>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        let mut ask_kernel = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
+                let exists = *self
+                    .dirs
+                    .entry(dir.to_string())
+                    .or_insert_with(|| std::path::Path::new(dir).is_dir());
+                if !exists {
+                    out.push(Err(std::io::ErrorKind::NotFound.into()));
+                    continue;
+                }
             }
+            out.push(match Identity::stat_of(path, &self.mountinfo) {
+                Ok((ids, kernel)) => {
+                    if kernel {
+                        ask_kernel.push(i);
+                    }
+                    Ok(ids)
+                }
+                Err(e) => Err(e),
+            });
         }
-        Identity::of_with(path, &self.mountinfo).ok()
+        if ask_kernel.is_empty() {
+            return out;
+        }
+        let asked: Vec<&std::path::Path> = ask_kernel
+            .iter()
+            .map(|&i| std::path::Path::new(paths[i]))
+            .collect();
+        let Some(kernel) = self.kernel() else {
+            return out;
+        };
+        match kernel.resolve(&asked) {
+            Ok(found) => {
+                for (&i, id) in ask_kernel.iter().zip(found) {
+                    if let (Some((dev, ino)), Ok(ids)) = (id, &mut out[i]) {
+                        let id = Identity { dev, ino };
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                "identities of {} file(s) on overlays unknown to the kernel hooks ({e}): \
+                 they are matched by path only",
+                asked.len()
+            ),
+        }
+        out
+    }
+
+    /// The kernel lookup, loaded on first use (the agent is root; a
+    /// `policy validate` as another user compiles without it).
+    fn kernel(&mut self) -> Option<&mut crate::kernel::identity::KernelIdentity> {
+        if let KernelLookup::NotTried = self.kernel {
+            self.kernel = if !crate::kernel::is_root() {
+                KernelLookup::Unavailable
+            } else {
+                match crate::kernel::identity::KernelIdentity::load() {
+                    Ok(k) => KernelLookup::Loaded(Box::new(k)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot ask the kernel for identities of files on overlays ({e}): \
+                             they are matched by path only"
+                        );
+                        KernelLookup::Unavailable
+                    }
+                }
+            };
+        }
+        match &mut self.kernel {
+            KernelLookup::Loaded(k) => Some(k),
+            _ => None,
+        }
     }
 }
+
+/// Paths whose identities are looked up at a time.
+const IDENTITY_CHUNK: usize = 4096;
 
 /// Everything the loader writes for one policy.
 #[derive(Debug, Default)]
@@ -261,8 +358,10 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             Hook::Connect => net_rules.add(rule, r),
         }
     }
-    for b in &policy.exempt_binaries {
-        match Identity::of(b) {
+    let mut lookup = IdentityLookup::new();
+    let exempt: Vec<&str> = policy.exempt_binaries.iter().map(String::as_str).collect();
+    for (b, found) in policy.exempt_binaries.iter().zip(lookup.of_many(&exempt)) {
+        match found {
             Ok(ids) => {
                 for id in ids {
                     inodes.entry(id).or_default().exempt = 1;
@@ -279,8 +378,13 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             }
         }
     }
-    for b in &policy.interpreters {
-        match Identity::of(b) {
+    let interpreters: Vec<&str> = policy.interpreters.iter().map(String::as_str).collect();
+    for (b, found) in policy
+        .interpreters
+        .iter()
+        .zip(lookup.of_many(&interpreters))
+    {
+        match found {
             Ok(ids) => {
                 for id in ids {
                     inodes.entry(id).or_default().interpreter = 1;
@@ -313,25 +417,32 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             .find_map(|(i, _)| by_key.get(&dir.as_bytes()[..=i]).copied())
             .unwrap_or_default()
     };
-    let mut lookup = IdentityLookup::new();
-    for e in &set.paths {
-        // Report-only keys get no identity entry: the kernel's walk up the
-        // directory chain stops at the first entry it finds, and an
-        // observation must never hide a real rule further up (a symlinked
-        // or bind-mounted alias of a denied directory).
-        if e.rules.slots.iter().all(|r| rank(r) <= 1) {
-            continue;
-        }
-        let Some(fs_path) = e.fs_path() else {
-            continue;
-        };
-        if let Some(ids) = lookup.of(&fs_path) {
+    // Report-only keys get no identity entry: the kernel's walk up the
+    // directory chain stops at the first entry it finds, and an
+    // observation must never hide a real rule further up (a symlinked or
+    // bind-mounted alias of a denied directory).
+    let governed = set
+        .paths
+        .iter()
+        .filter(|e| !e.rules.slots.iter().all(|r| rank(r) <= 1))
+        .filter_map(|e| e.fs_path().map(|p| (e, p)));
+    // In chunks: big rule sets hold a few thousand paths at a time.
+    let mut chunk: Vec<(&PathEntry, String)> = Vec::with_capacity(IDENTITY_CHUNK);
+    let mut governed = governed.peekable();
+    while governed.peek().is_some() {
+        chunk.clear();
+        chunk.extend(governed.by_ref().take(IDENTITY_CHUNK));
+        let names: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+        for ((e, fs_path), found) in chunk.iter().zip(lookup.of_many(&names)) {
+            let Ok(ids) = found else {
+                continue;
+            };
             let exact = e.key.last() == Some(&0);
-            let own = if exact { e.rules } else { own_rules(&fs_path) };
+            let own = if exact { e.rules } else { own_rules(fs_path) };
             for id in ids {
                 let entry = inodes.entry(id).or_default();
-                // A directory named both exactly and as a prefix: the prefix
-                // entry (which covers the subtree) wins.
+                // A directory named both exactly and as a prefix: the
+                // prefix entry (which covers the subtree) wins.
                 if entry.has_rules != 0 && entry.exact == 0 && exact {
                     continue;
                 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, BtfType, Type};
-use vardr_common::KernelOffsets;
+use vardr_common::{KernelOffsets, OVL_STACK_IN_DENTRY, OVL_STACK_IN_INODE};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -81,7 +81,104 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         kernfs_node_id: m("kernfs_node", "id")?,
         cgroup_level: m("cgroup", "level")?,
         cgroup_ancestors: m("cgroup", "ancestors").unwrap_or(0),
+        ..overlay_offsets(&btf)
     })
+}
+
+/// Where overlayfs keeps a dentry's layers, for the identity of overlay
+/// files (`vardr-ebpf/src/identity.rs`). From the BTF of the kernel or of
+/// the `overlay` module; when the module is not loaded yet (no overlay
+/// mounted), from the layout every kernel since 4.19 has (see
+/// [`overlay_default`]).
+fn overlay_offsets(vmlinux: &Btf) -> KernelOffsets {
+    let from_btf = |btf: &Btf| -> Option<KernelOffsets> {
+        let m = |s: &str, f: &str| member_offset(btf, s, f).ok();
+        let mut o = KernelOffsets {
+            ovl_inode_vfs_inode: m("ovl_inode", "vfs_inode")?,
+            ovl_inode_upper: m("ovl_inode", "__upperdentry")?,
+            ovl_entry_lower_dentry: m("ovl_path", "dentry")?,
+            ..KernelOffsets::default()
+        };
+        if let Some(oe) = m("ovl_inode", "oe") {
+            o.ovl_inode_oe = oe;
+            o.ovl_lower_kind = OVL_STACK_IN_INODE;
+            o.ovl_entry_numlower = m("ovl_entry", "__numlower")?;
+            o.ovl_entry_lower_dentry += m("ovl_entry", "__lowerstack")?;
+        } else {
+            o.dentry_d_fsdata = m("dentry", "d_fsdata")
+                .or_else(|| member_offset(vmlinux, "dentry", "d_fsdata").ok())?;
+            o.ovl_lower_kind = OVL_STACK_IN_DENTRY;
+            o.ovl_entry_numlower = m("ovl_entry", "numlower")?;
+            o.ovl_entry_lower_dentry += m("ovl_entry", "lowerstack")?;
+        }
+        Some(o)
+    };
+    if let Some(o) = from_btf(vmlinux) {
+        return o;
+    }
+    if let Some(o) = Btf::from_split_file(OVERLAY_BTF, vmlinux)
+        .ok()
+        .and_then(|b| from_btf(&b))
+    {
+        return o;
+    }
+    overlay_default(vmlinux)
+}
+
+/// The layout without overlay BTF: `struct ovl_inode` is four words, the
+/// VFS inode, the upper dentry, then `oe` (6.5+); `struct ovl_entry` is
+/// the number of lower layers then the stack of (layer, dentry) (6.5+),
+/// or a word and an `rcu_head` before them (up to 6.4, in `d_fsdata`).
+fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
+    let (Some(inode_size), Ok(d_fsdata)) = (
+        struct_size(vmlinux, "inode"),
+        member_offset(vmlinux, "dentry", "d_fsdata"),
+    ) else {
+        return KernelOffsets::default();
+    };
+    let vfs = 32;
+    let upper = vfs + inode_size;
+    let mut o = KernelOffsets {
+        ovl_inode_vfs_inode: vfs,
+        ovl_inode_upper: upper,
+        ..KernelOffsets::default()
+    };
+    if kernel_at_least(6, 5) {
+        o.ovl_lower_kind = OVL_STACK_IN_INODE;
+        o.ovl_inode_oe = upper + 8;
+        o.ovl_entry_numlower = 0;
+        o.ovl_entry_lower_dentry = 8 + 8;
+    } else {
+        o.ovl_lower_kind = OVL_STACK_IN_DENTRY;
+        o.dentry_d_fsdata = d_fsdata;
+        o.ovl_entry_numlower = 16;
+        o.ovl_entry_lower_dentry = 24 + 8;
+    }
+    o
+}
+
+/// BTF of the overlay module, when it is loaded.
+const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
+
+fn struct_size(btf: &Btf, name: &str) -> Option<u64> {
+    btf.resolve_types_by_name(name)
+        .ok()?
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s.size() as u64),
+            _ => None,
+        })
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }
 
 /// Byte offset of `member` in `struct name`, looking through anonymous
@@ -135,6 +232,45 @@ mod tests {
         assert!(
             off.binprm_filename > 0 && off.binprm_filename < 1024,
             "{off:?}"
+        );
+        assert_ne!(off.ovl_lower_kind, vardr_common::OVL_STACK_NONE, "{off:?}");
+    }
+
+    /// The layout assumed while the overlay module is not loaded is the
+    /// one this kernel's BTF describes (when it describes one).
+    #[test]
+    fn overlay_default_matches_btf() {
+        if !available() {
+            eprintln!("skipped: {VMLINUX_BTF} not present");
+            return;
+        }
+        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        let split = Btf::from_split_file(OVERLAY_BTF, &btf);
+        let described = overlay_offsets(&btf);
+        if member_offset(&btf, "ovl_inode", "vfs_inode").is_err() && split.is_err() {
+            eprintln!("skipped: no overlay BTF on this kernel (module not loaded)");
+            return;
+        }
+        let d = overlay_default(&btf);
+        assert_eq!(
+            (
+                d.ovl_inode_vfs_inode,
+                d.ovl_inode_upper,
+                d.ovl_inode_oe,
+                d.dentry_d_fsdata,
+                d.ovl_lower_kind,
+                d.ovl_entry_numlower,
+                d.ovl_entry_lower_dentry
+            ),
+            (
+                described.ovl_inode_vfs_inode,
+                described.ovl_inode_upper,
+                described.ovl_inode_oe,
+                described.dentry_d_fsdata,
+                described.ovl_lower_kind,
+                described.ovl_entry_numlower,
+                described.ovl_entry_lower_dentry
+            )
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Facts about the running kernel and the mounts the agent depends on.
 pub mod btf;
 pub mod cgroup;
+pub mod identity;
 pub mod mounts;
 
 /// Kernel release, as `uname -r` prints it.
