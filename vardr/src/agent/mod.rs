@@ -130,6 +130,8 @@ impl Catalog {
                 policy_name: "vardr".into(),
                 rule: rule.into(),
                 severity: "high".into(),
+                message: None,
+                tags: Vec::new(),
                 observe: false,
             });
         }

@@ -154,6 +154,8 @@ impl Catalog {
                 rule: r.rule.clone(),
                 severity: r.severity.clone(),
                 observe: r.observe,
+                message: r.message.clone(),
+                tags: r.tags.clone(),
             })
             .collect();
         out.sort_by_key(|e| e.id);
@@ -171,6 +173,8 @@ impl Catalog {
                         policy_name: e.policy_name,
                         rule: e.rule,
                         severity: e.severity,
+                        message: e.message,
+                        tags: e.tags,
                         observe: e.observe,
                     },
                 )

@@ -196,6 +196,8 @@ fn rule(name: String, hook: Hook, action: policy::Action, severity: Severity) ->
         // In Cedar a directory is not `in` itself.
         domains: Vec::new(),
         prefix_covers_dir: false,
+        message: None,
+        tags: Vec::new(),
         line: 0,
     }
 }

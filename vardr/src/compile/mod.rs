@@ -308,6 +308,8 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                 policy_name: policy.name.clone(),
                 rule: rule.name.clone(),
                 severity: rule.severity.as_str().into(),
+                message: rule.message.clone(),
+                tags: rule.tags.clone(),
                 observe: rule.action == Action::Observe,
             },
         );

@@ -146,6 +146,8 @@ mod tests {
             protocol: Protocol::Any,
             domains: Vec::new(),
             prefix_covers_dir: true,
+            message: None,
+            tags: Vec::new(),
             line: 0,
         }
     }

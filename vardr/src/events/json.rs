@@ -46,6 +46,11 @@ pub struct RuleInfo {
     pub policy_name: String,
     pub rule: String,
     pub severity: String,
+    /// A TracingPolicy hook's `message` and `tags` (Tetragon's fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// A report-only rule generated for a Cedar policy: the event is not
     /// a Layer 1 match.
     #[serde(skip)]

@@ -105,6 +105,10 @@ pub struct CatalogEntry {
     pub rule: String,
     pub severity: String,
     pub observe: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 pub fn unix_ns(t: SystemTime) -> u64 {

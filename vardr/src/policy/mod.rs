@@ -124,6 +124,9 @@ pub struct Rule {
     pub prefix_covers_dir: bool,
     /// Line of the rule in its file.
     pub line: u64,
+    /// TracingPolicy `message` and `tags`, carried by the rule's events.
+    pub message: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// A validated policy.

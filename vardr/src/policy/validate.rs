@@ -289,6 +289,8 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
         protocol,
         domains,
         prefix_covers_dir: true,
+        message: None,
+        tags: Vec::new(),
         line: r.name.referenced.line(),
     })
 }

@@ -32,6 +32,8 @@ metadata:
 spec:
   lsmhooks:
   - hook: {hook}
+    message: \"{name} refused\"
+    tags: [vardr.test, \"{name}\"]
     args:
     - index: 0
       type: {arg}
@@ -115,6 +117,13 @@ pub fn tracing_policies(b: Backend) {
     });
     assert_eq!(ev["verdict"], "deny", "{ev}");
     assert_eq!(ev["backend"], deny_backend(b), "{ev}");
+    // The hook's message and tags, as Tetragon's events carry them.
+    assert_eq!(ev["message"], "tp-file-block refused", "{ev}");
+    assert_eq!(
+        ev["tags"],
+        serde_json::json!(["vardr.test", "tp-file-block"]),
+        "{ev}"
+    );
 
     let socket = agent.runtime_dir().join("tetragon.sock");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -168,6 +177,8 @@ pub fn tracing_policies(b: Backend) {
     };
     assert_eq!(lsm.policy_name, "tp-exec-block");
     assert_eq!(lsm.action(), deny_action(b), "{lsm:?}");
+    assert_eq!(lsm.message, "tp-exec-block refused");
+    assert_eq!(lsm.tags, ["vardr.test", "tp-exec-block"]);
     match lsm.args.first().and_then(|a| a.arg.as_ref()) {
         Some(Arg::LinuxBinprmArg(x)) => assert_eq!(x.path, denied.to_str().unwrap()),
         Some(Arg::FileArg(x)) => assert_eq!(x.path, denied.to_str().unwrap()),

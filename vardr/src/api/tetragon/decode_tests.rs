@@ -66,6 +66,8 @@ fn rule() -> RuleInfo {
         policy_name: "default".into(),
         rule: "protect-credentials".into(),
         severity: "critical".into(),
+        message: Some("Credentials \"read\"".into()),
+        tags: vec!["observability.filesystem".into(), "credentials".into()],
         observe: false,
     }
 }
@@ -145,6 +147,8 @@ fn every_policy_event_decodes_as_process_lsm() {
                         let d = decoded(&e);
                         let l = lsm(&d);
                         assert_eq!(l.policy_name, "default");
+                        assert_eq!(l.message, "Credentials \"read\"");
+                        assert_eq!(l.tags, ["observability.filesystem", "credentials"]);
                         assert!(!l.function_name.is_empty());
                         assert_eq!(
                             l.process.as_ref().and_then(|p| p.pid).map(|v| v.value),

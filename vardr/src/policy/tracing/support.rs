@@ -64,7 +64,7 @@ pub const FEATURES: &[Feature] = {
     f("matchData, matchReturnArgs, matchReturnActions, macros, selector label", NotYet, ""),
     f("selectors (up to 5 per hook)", Yes, "one rule per selector; overlapping deny/alert selectors whose outcome would differ from Tetragon's first-match order are rejected"),
     f("hook without selectors or selector without matchArgs", NotYet, "would match every call"),
-    f("message, tags", NotYet, "events carry no policy message or tags"),
+    f("message, tags", Yes, "in the hook's events (`message`, `tags`), with Tetragon's bounds"),
     f("options: policy-mode", Yes, "`monitor` turns denies into alerts"),
     f("other options", NotYet, ""),
     f("kprobes, fentries", NotYet, "vardr's TracingPolicy support does not run kprobes yet"),

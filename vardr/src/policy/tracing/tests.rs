@@ -64,6 +64,40 @@ fn file_open_equal_and_prefix() {
 }
 
 #[test]
+fn message_and_tags_travel_with_every_rule_of_the_hook() {
+    let long = "m".repeat(300);
+    let y = file_open(
+        "    - matchArgs: [{index: 0, operator: Equal, values: [/etc/shadow]}]
+    - matchArgs: [{index: 0, operator: Prefix, values: [/etc/ssh/]}]
+",
+    )
+    .replace(
+        "    selectors:\n",
+        &format!("    message: {long}\n    tags: [observability.filesystem, \"cred\\\"s\"]\n    selectors:\n"),
+    );
+    let p = parse_ok(&y);
+    assert_eq!(p.rules.len(), 2);
+    for r in &p.rules {
+        // Cut to Tetragon's 256 characters; tags as written.
+        assert_eq!(r.message.as_deref(), Some(&long[..256]));
+        assert_eq!(r.tags, ["observability.filesystem", "cred\"s"]);
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("t{i}")).collect();
+    let e = parse_err(
+        &file_open("    - matchArgs: [{index: 0, operator: Equal, values: [/etc/shadow]}]\n")
+            .replace(
+                "    selectors:\n",
+                &format!(
+                    "    message: x\n    tags: [{}]\n    selectors:\n",
+                    many.join(", ")
+                ),
+            ),
+    );
+    assert!(e.contains("message \"x\" is too short"), "{e}");
+    assert!(e.contains("17 tags: Tetragon allows at most 16"), "{e}");
+}
+
+#[test]
 fn exec_equal_is_a_binary_and_prefix_a_directory() {
     let p = parse_ok(&format!(
         "{HEAD}  lsmhooks:

@@ -85,18 +85,10 @@ pub(super) fn lsm_hook(
         );
         return;
     };
-    if let Some(m) = set(&spec.message) {
-        d.at(
-            m,
-            format!("message: {NOT_YET} (its events carry no policy message)"),
-        );
-    }
-    if let Some(t) = non_empty(&spec.tags) {
-        d.at(
-            t,
-            format!("tags: {NOT_YET} (its events carry no policy tags)"),
-        );
-    }
+    let message = set(&spec.message).and_then(|m| message(d, m));
+    let tags = non_empty(&spec.tags)
+        .map(|t| tags(d, t))
+        .unwrap_or_default();
     let declared = args(d, kind, &spec.args);
     let selectors: Vec<_> = items(&spec.selectors).collect();
     if selectors.is_empty() {
@@ -112,7 +104,9 @@ pub(super) fn lsm_hook(
                 format!("more than {MAX_SELECTORS} selectors: Tetragon allows at most {MAX_SELECTORS} per hook"),
             );
         }
-        if let Some(rule) = selector(d, kind, &declared, s, rule_name(policy, kind, i, j)) {
+        if let Some(mut rule) = selector(d, kind, &declared, s, rule_name(policy, kind, i, j)) {
+            rule.message.clone_from(&message);
+            rule.tags.clone_from(&tags);
             out.push(Translated {
                 rule,
                 hook_spec: i,
@@ -120,6 +114,66 @@ pub(super) fn lsm_hook(
                 pos: pos(s),
             });
         }
+    }
+}
+
+/// Tetragon's bounds on a hook's `message` and `tags`: a message of at
+/// least 2 characters, cut to 256; at most 16 tags of at least 2
+/// characters, each cut to 128.
+const MESSAGE_LEN: (usize, usize) = (2, 256);
+const MAX_TAGS: usize = 16;
+const TAG_LEN: (usize, usize) = (2, 128);
+
+/// The message events carry (cut as Tetragon cuts it, with a warning).
+fn message(d: &mut Diags, m: &Spanned<String>) -> Option<String> {
+    let text = m.value.as_str();
+    if text.chars().count() < MESSAGE_LEN.0 {
+        d.at(
+            m,
+            format!(
+                "message {text:?} is too short: Tetragon needs at least {} characters",
+                MESSAGE_LEN.0
+            ),
+        );
+        return None;
+    }
+    Some(cut(text, MESSAGE_LEN.1, "message"))
+}
+
+fn tags(d: &mut Diags, t: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
+    if t.value.len() > MAX_TAGS {
+        d.at(
+            t,
+            format!("{} tags: Tetragon allows at most {MAX_TAGS}", t.value.len()),
+        );
+        return Vec::new();
+    }
+    t.value
+        .iter()
+        .filter_map(|tag| {
+            if tag.value.chars().count() < TAG_LEN.0 {
+                d.at(
+                    tag,
+                    format!(
+                        "tag {:?} is too short: Tetragon needs at least {} characters",
+                        tag.value, TAG_LEN.0
+                    ),
+                );
+                return None;
+            }
+            Some(cut(&tag.value, TAG_LEN.1, "tag"))
+        })
+        .collect()
+}
+
+/// `text` cut to `max` characters; a cut is logged (Tetragon warns too).
+fn cut(text: &str, max: usize, what: &str) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => {
+            tracing::warn!("TracingPolicy {what} longer than {max} characters: cut to {max}");
+            text[..end].to_string()
+        }
+        None => text.to_string(),
     }
 }
 
@@ -298,6 +352,8 @@ fn selector(
         domains: Vec::new(),
         prefix_covers_dir: false,
         line: s.referenced.line(),
+        message: None,
+        tags: Vec::new(),
     })
 }
 
