@@ -442,6 +442,25 @@ impl Drop for Mounts {
     }
 }
 
+impl Mounts {
+    /// Mounts an overlay at `at` (without `xino`: the layers decide).
+    fn overlay(&mut self, lower: &str, upper: &Path, work: &Path, at: &Path) {
+        let o = common::sh(&format!(
+            "mount -t overlay vardr-ovl -o lowerdir={lower},upperdir={},workdir={},xino=off {}",
+            upper.display(),
+            work.display(),
+            at.display()
+        ));
+        assert!(
+            o.status.success(),
+            "mount overlay at {}: {}",
+            at.display(),
+            stderr(&o)
+        );
+        self.0.push(at.to_path_buf());
+    }
+}
+
 /// An overlay whose layers lie on two file systems, without `xino`: the
 /// kernel gives a file of the upper layer the same overlay (device, inode)
 /// as an unrelated file of the lower one. A rule on the lower file must
@@ -471,15 +490,13 @@ fn overlay_identity(agent: &mut AgentRun, cg: &Path) {
     std::fs::write(t.join("upperfs/u/stranger"), "stranger\n").unwrap();
     std::fs::create_dir(t.join("upperfs/w")).unwrap();
     let merged = t.join("merged");
-    let o = common::sh(&format!(
-        "mount -t overlay vardr-ovl -o lowerdir={l},upperdir={u},workdir={w},xino=off {m}",
-        l = t.join("lowerfs/l").display(),
-        u = t.join("upperfs/u").display(),
-        w = t.join("upperfs/w").display(),
-        m = merged.display()
-    ));
-    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
-    mounts.0.push(merged.clone());
+    let lowerdir = t.join("lowerfs/l").display().to_string();
+    mounts.overlay(
+        &lowerdir,
+        &t.join("upperfs/u"),
+        &t.join("upperfs/w"),
+        &merged,
+    );
     use std::os::unix::fs::MetadataExt as _;
     let (secret, stranger) = (merged.join("secret"), merged.join("stranger"));
     let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
@@ -530,15 +547,13 @@ fn overlay_identity(agent: &mut AgentRun, cg: &Path) {
     std::fs::create_dir(t.join("upperfs/u2")).unwrap();
     std::fs::create_dir(t.join("upperfs/w2")).unwrap();
     let view = t.join("view");
-    let o = common::sh(&format!(
-        "mount -t overlay vardr-view -o lowerdir={l},upperdir={u},workdir={w} {m}",
-        l = t.join("private").display(),
-        u = t.join("upperfs/u2").display(),
-        w = t.join("upperfs/w2").display(),
-        m = view.display()
-    ));
-    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
-    mounts.0.push(view.clone());
+    let private = t.join("private").display().to_string();
+    mounts.overlay(
+        &private,
+        &t.join("upperfs/u2"),
+        &t.join("upperfs/w2"),
+        &view,
+    );
     assert_eq!(errno(cg, &open(&view.join("key"))), EPERM);
     assert_denied_event(
         agent,
@@ -552,16 +567,13 @@ fn overlay_identity(agent: &mut AgentRun, cg: &Path) {
         std::fs::create_dir(t.join(d)).unwrap();
     }
     let view2 = t.join("view2");
-    let o = common::sh(&format!(
-        "mount -t overlay vardr-view2 -o lowerdir={e}:{l},upperdir={u},workdir={w} {m}",
-        e = t.join("upperfs/empty").display(),
-        l = t.join("private").display(),
-        u = t.join("upperfs/u3").display(),
-        w = t.join("upperfs/w3").display(),
-        m = view2.display()
-    ));
-    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
-    mounts.0.push(view2.clone());
+    let lowers = format!("{}:{private}", t.join("upperfs/empty").display());
+    mounts.overlay(
+        &lowers,
+        &t.join("upperfs/u3"),
+        &t.join("upperfs/w3"),
+        &view2,
+    );
     assert_eq!(errno(cg, &open(&view2.join("key"))), EPERM);
     drop(mounts);
 }
