@@ -123,6 +123,16 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let off = offsets();
+    // The real file an overlay opens behind the file the caller opened
+    // (6.6+): that open was decided already, on the caller's path. This
+    // one carries the layer's path, where the caller's allow rules would
+    // not apply.
+    if off.fmode_backing != 0 {
+        let mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
+        if u64::from(mode) & off.fmode_backing != 0 {
+            return 0;
+        }
+    }
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
     // Moving into another cgroup is a write of its membership file.
     // (In audit mode it is reported and the file rules still decide.)

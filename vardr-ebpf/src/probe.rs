@@ -5,10 +5,13 @@
 #![no_main]
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, cgroup_sock_addr, kprobe, lsm, raw_tracepoint, tracepoint, uprobe},
+    macros::{
+        btf_tracepoint, cgroup_skb, cgroup_sock_addr, kprobe, lsm, raw_tracepoint, tracepoint,
+        uprobe,
+    },
     programs::{
-        BtfTracePointContext, LsmContext, ProbeContext, RawTracePointContext, SockAddrContext,
-        TracePointContext,
+        BtfTracePointContext, LsmContext, ProbeContext, RawTracePointContext, SkBuffContext,
+        SockAddrContext, TracePointContext,
     },
 };
 
@@ -34,6 +37,11 @@ pub fn probe_raw_tracepoint(_ctx: RawTracePointContext) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn probe_sock_addr(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn probe_skb(_ctx: SkBuffContext) -> i32 {
     1
 }
 

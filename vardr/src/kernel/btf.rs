@@ -81,6 +81,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         kernfs_node_id: m("kernfs_node", "id")?,
         cgroup_level: m("cgroup", "level")?,
         cgroup_ancestors: m("cgroup", "ancestors").unwrap_or(0),
+        fmode_backing: fmode_backing(),
         ..overlay_offsets(&btf)
     })
 }
@@ -155,6 +156,18 @@ fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
         o.ovl_entry_lower_dentry = 24 + 8;
     }
     o
+}
+
+/// `FMODE_BACKING`: the flag of the real files overlayfs opens behind its
+/// own (6.6+); bit 25 until 6.14 moved it to bit 24.
+fn fmode_backing() -> u64 {
+    if kernel_at_least(6, 14) {
+        1 << 24
+    } else if kernel_at_least(6, 6) {
+        1 << 25
+    } else {
+        0
+    }
 }
 
 /// BTF of the overlay module, when it is loaded.

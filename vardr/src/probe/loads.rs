@@ -4,7 +4,7 @@ use std::path::Path;
 use aya::{
     maps::MapType,
     programs::{
-        BtfTracePoint, CgroupSockAddr, KProbe, Lsm, ProgramError, ProgramType, RawTracePoint,
+        BtfTracePoint, CgroupSkb, CgroupSockAddr, KProbe, Lsm, ProgramError, ProgramType, RawTracePoint,
         TracePoint, UProbe,
     },
     sys::{is_helper_supported, is_map_supported, BpfHelper},
@@ -14,12 +14,14 @@ use aya::{
 use super::{Check, ProgramCheck};
 use crate::{bpf::PROBE_OBJECT, kernel::errno_name};
 
-const TYPES: [&str; 7] = [
+const TYPES: [&str; 9] = [
     "lsm",
     "tp_btf",
     "tracepoint",
     "raw_tracepoint",
     "cgroup_sock_addr",
+    "cgroup_skb",
+    "iter",
     "uprobe",
     "kprobe",
 ];
@@ -58,7 +60,7 @@ pub(super) fn programs() -> Vec<ProgramCheck> {
             None => Err(format!("program {prog} missing from probe object")),
         };
     let need_btf = |btf: &Option<Btf>| btf.clone().ok_or_else(|| "no kernel BTF".to_string());
-    let results: [(&str, Result<(), String>); 7] = [
+    let results: [(&str, Result<(), String>); 9] = [
         (
             "lsm",
             load("probe_lsm", &|p| {
@@ -92,6 +94,20 @@ pub(super) fn programs() -> Vec<ProgramCheck> {
             load("probe_sock_addr", &|p| {
                 as_prog::<CgroupSockAddr>(p)?.load().map_err(why)
             }),
+        ),
+        (
+            "cgroup_skb",
+            load("probe_skb", &|p| {
+                as_prog::<CgroupSkb>(p)?.load().map_err(why)
+            }),
+        ),
+        (
+            // The task_file iterator that tells the agent the identities of
+            // files on overlays (kernel::identity).
+            "iter",
+            crate::kernel::identity::KernelIdentity::load()
+                .map(drop)
+                .map_err(|e| e.to_string()),
         ),
         (
             "uprobe",

@@ -36,7 +36,8 @@ impl Check {
 /// Whether a program type loads here (and, for probes, can be attached).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ProgramCheck {
-    /// lsm, tp_btf, tracepoint, raw_tracepoint, cgroup_sock_addr, uprobe, kprobe.
+    /// lsm, tp_btf, tracepoint, raw_tracepoint, cgroup_sock_addr, cgroup_skb
+    /// (TLS server names, DNS), iter (identities of overlay files), uprobe, kprobe.
     pub program_type: String,
     #[serde(flatten)]
     pub check: Check,
