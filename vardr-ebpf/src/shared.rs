@@ -69,6 +69,17 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     kernfs_node_id: 0,
     cgroup_level: 0,
     cgroup_ancestors: 0,
+    binprm_interp: 0,
+    fs_struct_pwd: 0,
+    task_cred: 0,
+    cred_uid: 0,
+    cred_gid: 0,
+    cred_suid: 0,
+    cred_sgid: 0,
+    cred_euid: 0,
+    cred_egid: 0,
+    cred_fsuid: 0,
+    cred_fsgid: 0,
 });
 
 /// LSM verdicts: "operation not permitted", "permission denied".
