@@ -455,6 +455,9 @@ pub struct ExecEvent {
     pub sgid: u32,
     pub fsuid: u32,
     pub fsgid: u32,
+    /// Start of the process (its thread group leader's `start_boottime`,
+    /// ns since boot): with the pid, it names the process.
+    pub start_ns: u64,
     /// The name the caller passed to execve (`bprm->filename`), as written:
     /// possibly relative, `/dev/fd/N` for `fexecve`.
     pub filename: [u8; EVENT_PATH_LEN],

@@ -110,6 +110,10 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
                 }
             }
         }
+        (*ev).start_ns = {
+            let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
+            read::<u64>(leader, off.task_start_boottime).unwrap_or(0)
+        };
         (*ev).euid = 0;
         (*ev).egid = 0;
         (*ev).suid = 0;

@@ -84,11 +84,7 @@ pub fn path_into(slot: u32, vfsmnt: *const u8, dentry: *const u8, out: *mut u8) 
     // bytes; the key holds the generation byte, then the path and its NUL
     // (`n` bytes with the NUL, at most PATH_KEY_LEN - 1).
     unsafe {
-        core::ptr::copy_nonoverlapping(
-            (*r).key.data.as_ptr().add(1),
-            out,
-            EVENT_PATH_LEN - 1,
-        );
+        core::ptr::copy_nonoverlapping((*r).key.data.as_ptr().add(1), out, EVENT_PATH_LEN - 1);
         *out.add(EVENT_PATH_LEN - 1) = 0;
     }
     true

@@ -36,12 +36,40 @@ pub(crate) fn sample(
         cgroup_id: 1,
         cgroup: cgroup.into(),
         container_id: None,
+        creds: None,
         origin: "execve",
         parent,
+        json: JsonCache::default(),
     })
 }
 
-use crate::events::{Clock, Exec};
+use crate::events::{Clock, Creds, Exec};
+use crate::kernel::cgroup::CgroupPaths;
+
+/// Serialized forms of a process, made once when first needed (a process
+/// image never changes once in the cache). Not part of the value: a clone
+/// starts empty, and two caches always compare equal.
+#[derive(Debug, Default)]
+pub struct JsonCache {
+    /// The process as events show it (`Process` without `tid`).
+    pub(crate) process: std::sync::OnceLock<String>,
+    /// This process and its ancestors, nearest first, comma-separated, up
+    /// to [`MAX_ANCESTORS`]: the `ancestors` array of its grandchildren's
+    /// events starts with its parent's.
+    pub(crate) lineage: std::sync::OnceLock<String>,
+}
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 /// How long an exited process stays resolvable for late events.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -72,9 +100,12 @@ pub struct ProcessInfo {
     pub cgroup_id: u64,
     pub cgroup: String,
     pub container_id: Option<String>,
+    /// All of its ids, when known (from the exec event or /proc).
+    pub creds: Option<Creds>,
     /// How the process became known: "execve", "procFS" or "clone".
     pub origin: &'static str,
     pub parent: Option<Arc<ProcessInfo>>,
+    pub json: JsonCache,
 }
 
 impl ProcessInfo {
@@ -104,6 +135,15 @@ impl ProcessInfo {
 /// and would let a caller dress a program up as another one.
 pub fn absolute(filename: &str, cwd: &str) -> String {
     let joined;
+    // Already clean: nothing to build.
+    if filename.starts_with('/')
+        && !filename.contains("//")
+        && !filename.contains("/./")
+        && !filename.ends_with("/.")
+        && (filename.len() == 1 || !filename.ends_with('/'))
+    {
+        return filename.to_string();
+    }
     let path = if filename.starts_with('/') {
         filename
     } else if cwd.starts_with('/') && !filename.is_empty() {
@@ -119,11 +159,46 @@ pub fn absolute(filename: &str, cwd: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// The program an exec ran: the name it was given, made absolute against
+/// the working directory, as long as that name says which file it is; the
+/// kernel's resolved path when it does not (`..` through a possible
+/// symlink, a descriptor's `/dev/fd/N`, a relative name without a known
+/// working directory). The name is kept otherwise so `/bin/sh` stays
+/// `/bin/sh` (not the `/usr/bin/dash` it links to), as policies name it.
+pub fn binary(e: &Exec, cwd: &str) -> String {
+    let name = &e.filename;
+    let vague = name.is_empty()
+        || name.starts_with("/dev/fd/")
+        || name.starts_with("/proc/self/fd/")
+        || (!name.starts_with('/') && !cwd.starts_with('/'))
+        || name.split('/').any(|c| c == "..");
+    match &e.path {
+        Some(p) if vague => p.clone(),
+        _ => absolute(name, cwd),
+    }
+}
+
+/// argv without argv[0], joined by spaces (one allocation).
+fn join_args(argv: &[String]) -> String {
+    let rest = argv.get(1..).unwrap_or_default();
+    let mut out = String::with_capacity(rest.iter().map(|a| a.len() + 1).sum());
+    for (i, a) in rest.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(a);
+    }
+    out
+}
+
 /// Length of a clock tick (`/proc/PID/stat` start times are in ticks).
 pub fn tick_ns() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    1_000_000_000 / hz
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        1_000_000_000 / hz
+    })
 }
 
 /// A boot-clock time cut to whole clock ticks, as /proc reports a task's
@@ -143,6 +218,7 @@ pub struct ProcessCache {
     node: String,
     by_pid: HashMap<u32, Arc<ProcessInfo>>,
     exited: VecDeque<(Instant, u32, String)>,
+    cgroups: CgroupPaths,
 }
 
 impl ProcessCache {
@@ -151,16 +227,25 @@ impl ProcessCache {
     pub fn new(node: &str) -> Self {
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let boot: String = boot.trim().chars().filter(|c| *c != '-').take(8).collect();
-        Self::for_boot(&format!("{node}:{boot}"))
+        let mut c = Self::for_boot(&format!("{node}:{boot}"));
+        c.cgroups = CgroupPaths::new();
+        c
     }
 
-    /// A cache whose exec_ids start with `prefix` (`node:boot`).
+    /// A cache whose exec_ids start with `prefix` (`node:boot`), with no
+    /// cgroup paths but those it is told ([`ProcessCache::cgroups`]).
     pub fn for_boot(prefix: &str) -> Self {
         Self {
             node: prefix.to_string(),
             by_pid: HashMap::new(),
             exited: VecDeque::new(),
+            cgroups: CgroupPaths::detached(),
         }
+    }
+
+    /// The cgroup id -> path cache.
+    pub fn cgroups(&mut self) -> &mut CgroupPaths {
+        &mut self.cgroups
     }
 
     pub fn len(&self) -> usize {
@@ -180,6 +265,7 @@ impl ProcessCache {
         let mut procs = procfs::scan(clock);
         procs.sort_by_key(|p| (p.start_time, p.pid));
         for p in procs {
+            self.cgroups.insert(p.cgroup_id, &p.cgroup);
             let parent = self.by_pid.get(&p.ppid).cloned();
             let info = ProcessInfo {
                 exec_id: exec_id(&self.node, p.start_boot_ns, p.pid),
@@ -196,8 +282,10 @@ impl ProcessCache {
                 cgroup_id: p.cgroup_id,
                 container_id: container_id(&p.cgroup),
                 cgroup: p.cgroup,
+                creds: p.creds,
                 origin: "procFS",
                 parent,
+                json: JsonCache::default(),
             };
             self.by_pid.insert(p.pid, Arc::new(info));
         }
@@ -216,6 +304,7 @@ impl ProcessCache {
                 start_time: time,
                 origin: "clone",
                 parent: Some(p.clone()),
+                json: JsonCache::default(),
                 ..(**p).clone()
             },
             None => ProcessInfo {
@@ -233,8 +322,10 @@ impl ProcessCache {
                 cgroup_id: 0,
                 cgroup: String::new(),
                 container_id: None,
+                creds: None,
                 origin: "clone",
                 parent: None,
+                json: JsonCache::default(),
             },
         };
         self.by_pid.insert(child_pid, Arc::new(info));
@@ -250,19 +341,31 @@ impl ProcessCache {
             .and_then(|p| p.parent.clone())
             .filter(|p| p.pid == e.ppid)
             .or_else(|| self.by_pid.get(&e.ppid).cloned());
-        let cgroup = procfs::cgroup_of(pid)
-            .or_else(|| prior.as_ref().map(|p| p.cgroup.clone()))
-            .unwrap_or_default();
-        let cwd = procfs::cwd_of(pid)
+        // Everything from the event (the kernel's view at the exec); what
+        // it could not say, from the process's previous image.
+        let (cgroup, container) = match self.cgroups.get(e.header.cgroup_id) {
+            Some(c) => (c.path.clone(), c.container_id.clone()),
+            None => prior
+                .as_ref()
+                .filter(|p| p.cgroup_id == e.header.cgroup_id)
+                .map(|p| (p.cgroup.clone(), p.container_id.clone()))
+                .unwrap_or_default(),
+        };
+        let cwd = e
+            .cwd
+            .clone()
             .or_else(|| prior.as_ref().map(|p| p.cwd.clone()))
             .unwrap_or_default();
-        // The task started at its fork (known from the fork event or
-        // /proc), not at this exec.
-        let start = prior
-            .as_ref()
-            .map(|p| p.start_boot_ns)
+        // The task started at its fork (the kernel says when; else the
+        // fork event's time), not at this exec.
+        let start = Some(to_tick(e.start_ns))
             .filter(|&s| s != 0 && s <= e.header.boot_ns)
-            .or_else(|| procfs::start_boot_ns(pid).filter(|&s| s <= e.header.boot_ns))
+            .or_else(|| {
+                prior
+                    .as_ref()
+                    .map(|p| p.start_boot_ns)
+                    .filter(|&s| s != 0 && s <= e.header.boot_ns)
+            })
             .unwrap_or_else(|| to_tick(e.header.boot_ns));
         let info = Arc::new(ProcessInfo {
             exec_id: exec_id(&self.node, start, pid),
@@ -271,16 +374,18 @@ impl ProcessCache {
             uid: e.header.uid,
             gid: e.header.gid,
             auid: e.auid,
-            binary: absolute(&e.filename, &cwd),
-            arguments: e.argv.get(1..).unwrap_or_default().join(" "),
+            binary: binary(e, &cwd),
+            arguments: join_args(&e.argv),
             args_truncated: e.args_truncated,
             cwd,
             start_time: time,
             cgroup_id: e.header.cgroup_id,
-            container_id: container_id(&cgroup),
+            container_id: container,
             cgroup,
+            creds: e.creds,
             origin: "execve",
             parent,
+            json: JsonCache::default(),
         });
         self.by_pid.insert(pid, info.clone());
         info
@@ -370,6 +475,10 @@ mod tests {
             ppid,
             auid: Some(1000),
             filename: bin.into(),
+            path: None,
+            cwd: None,
+            creds: None,
+            start_ns: 0,
             argv: argv.iter().map(|s| s.to_string()).collect(),
             args_truncated: false,
         }

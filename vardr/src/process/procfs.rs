@@ -18,6 +18,7 @@ pub struct ProcEntry {
     pub start_boot_ns: u64,
     pub cgroup_id: u64,
     pub cgroup: String,
+    pub creds: Option<crate::events::Creds>,
 }
 
 fn read(pid: u32, what: &str) -> Option<String> {
@@ -31,6 +32,7 @@ fn link(pid: u32, what: &str) -> Option<String> {
 }
 
 /// When a process started (`/proc/PID/stat` field 22), in boot-clock ns.
+#[cfg(test)]
 pub fn start_boot_ns(pid: u32) -> Option<u64> {
     let stat = read(pid, "stat")?;
     let rest = stat.rsplit_once(')')?.1;
@@ -58,6 +60,32 @@ pub fn container_id(cgroup: &str) -> Option<String> {
         let seg = seg.strip_suffix(".scope").unwrap_or(seg);
         let id = seg.rsplit(['-', ':']).next()?;
         (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+    })
+}
+
+/// The four ids of a `Uid:` or `Gid:` line: real, effective, saved, fs.
+fn status_all(status: &str, key: &str) -> Option<[u32; 4]> {
+    let mut it = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .map(|v| v.parse::<u32>().ok());
+    Some([it.next()??, it.next()??, it.next()??, it.next()??])
+}
+
+/// Credentials from `/proc/PID/status`.
+fn creds(status: &str) -> Option<crate::events::Creds> {
+    let [uid, euid, suid, fsuid] = status_all(status, "Uid:")?;
+    let [gid, egid, sgid, fsgid] = status_all(status, "Gid:")?;
+    Some(crate::events::Creds {
+        uid,
+        gid,
+        euid,
+        egid,
+        suid,
+        sgid,
+        fsuid,
+        fsgid,
     })
 }
 
@@ -131,6 +159,7 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
             start_boot_ns: boot_ns,
             cgroup_id,
             cgroup,
+            creds: creds(&status),
         });
     }
     out
@@ -170,6 +199,10 @@ mod tests {
         assert!(!p.binary.is_empty());
         assert!(p.start_time <= SystemTime::now());
         assert!(start_ticks(std::process::id()).is_some_and(|t| t > 0));
+        let c = p.creds.expect("credentials");
+        // SAFETY: getters without preconditions.
+        let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+        assert_eq!((c.uid, c.euid), (uid, euid));
         assert_eq!(start_ticks(u32::MAX), None);
     }
 }
