@@ -69,8 +69,8 @@ pub struct Exec {
     pub creds: Option<Creds>,
     /// When the process started (boot-clock ns), 0 when unknown.
     pub start_ns: u64,
-    /// argv, including argv[0].
-    pub argv: Vec<String>,
+    /// argv without argv[0], joined by spaces (Tetragon's `arguments`).
+    pub arguments: String,
     pub args_truncated: bool,
 }
 
@@ -119,12 +119,24 @@ impl Event {
     }
 }
 
-/// NUL-separated arguments; a trailing partial argument is kept.
-fn split_args(buf: &[u8]) -> Vec<String> {
-    buf.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+/// NUL-separated arguments without the first, joined by spaces (empty
+/// arguments left out); a trailing partial argument is kept. One
+/// allocation.
+pub fn join_args(buf: &[u8]) -> String {
+    let mut out = String::new();
+    let mut first = true;
+    for a in buf.split(|&b| b == 0).filter(|a| !a.is_empty()) {
+        if first {
+            first = false;
+            out.reserve(buf.len());
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&String::from_utf8_lossy(a));
+    }
+    out
 }
 
 /// Reads a `T` from a record of exactly its size.
@@ -268,7 +280,7 @@ fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
                 .try_into()
                 .unwrap_or([0; 8]),
         ),
-        argv: split_args(field(offset_of!(ExecEvent, args), n)),
+        arguments: join_args(field(offset_of!(ExecEvent, args), n)),
         args_truncated: flags & EXEC_ARGS_TRUNCATED != 0,
     })
 }
@@ -408,7 +420,7 @@ mod tests {
             Event::Exec(e) => {
                 assert_eq!(e.filename, "/bin/ech");
                 assert_eq!(e.header.pid, 7);
-                assert_eq!(e.argv, vec!["echo", "hello", "wor"]);
+                assert_eq!(e.arguments, "hello wor");
                 assert!(e.args_truncated);
                 assert_eq!(e.auid, None);
                 assert_eq!(e.path, None);
@@ -452,7 +464,9 @@ mod tests {
         assert_eq!(e.creds, Some(creds));
         assert_eq!(e.start_ns, 5_000);
         assert_eq!(e.auid, Some(1000));
-        assert_eq!(e.argv, vec!["./su", "-"]);
+        assert_eq!(e.arguments, "-");
+        assert_eq!(join_args(b"a\0\0b\0c d\0"), "b c d");
+        assert_eq!(join_args(b"\0a\0"), "");
         assert!(!e.args_truncated);
         // A flag without a path (or a path that is not absolute) is no path.
         let mut rec = exec_record(

@@ -178,19 +178,6 @@ pub fn binary(e: &Exec, cwd: &str) -> String {
     }
 }
 
-/// argv without argv[0], joined by spaces (one allocation).
-fn join_args(argv: &[String]) -> String {
-    let rest = argv.get(1..).unwrap_or_default();
-    let mut out = String::with_capacity(rest.iter().map(|a| a.len() + 1).sum());
-    for (i, a) in rest.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(a);
-    }
-    out
-}
-
 /// Length of a clock tick (`/proc/PID/stat` start times are in ticks).
 pub fn tick_ns() -> u64 {
     static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -375,7 +362,7 @@ impl ProcessCache {
             gid: e.header.gid,
             auid: e.auid,
             binary: binary(e, &cwd),
-            arguments: join_args(&e.argv),
+            arguments: e.arguments.clone(),
             args_truncated: e.args_truncated,
             cwd,
             start_time: time,
@@ -479,7 +466,7 @@ mod tests {
             cwd: None,
             creds: None,
             start_ns: 0,
-            argv: argv.iter().map(|s| s.to_string()).collect(),
+            arguments: argv.get(1..).unwrap_or_default().join(" "),
             args_truncated: false,
         }
     }
