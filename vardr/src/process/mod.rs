@@ -198,7 +198,44 @@ pub fn to_tick(boot_ns: u64) -> u64 {
 /// `node` is `node:boot-id`; `start_boot_ns` is the task's start in
 /// boot-clock ns at tick resolution.
 pub fn exec_id(node: &str, start_boot_ns: u64, pid: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start_boot_ns}:{pid}"))
+    // `node:start:pid` on the stack when it fits (it does for any
+    // reasonable node name), then straight into the output's base64.
+    let mut buf = [0u8; 160];
+    let raw_len = node.len() + 32;
+    let mut heap;
+    let raw: &mut [u8] = if raw_len <= buf.len() {
+        &mut buf[..raw_len]
+    } else {
+        heap = vec![0u8; raw_len];
+        &mut heap
+    };
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        raw[n..n + bytes.len()].copy_from_slice(bytes);
+        n += bytes.len();
+    };
+    put(node.as_bytes());
+    put(b":");
+    put(itoa(start_boot_ns, &mut [0; 20]));
+    put(b":");
+    put(itoa(pid.into(), &mut [0; 20]));
+    let mut out = String::with_capacity(n.div_ceil(3) * 4);
+    base64::engine::general_purpose::STANDARD.encode_string(&raw[..n], &mut out);
+    out
+}
+
+/// Decimal digits of `v` in `buf`.
+fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 pub struct ProcessCache {
@@ -495,6 +532,17 @@ mod tests {
         assert_ne!(leaf.exec_id, sh.exec_id);
         assert_eq!(leaf.exec_id, exec_id("node1", 4 * SEC, 100_003));
         assert_ne!(exec_id("node1", 5, 1), exec_id("node2", 5, 1));
+        let long = "n".repeat(300);
+        for (node, start, pid) in [
+            ("node1", 0, 0),
+            ("x:y", u64::MAX, u32::MAX),
+            (long.as_str(), 7, 9),
+        ] {
+            assert_eq!(
+                exec_id(node, start, pid),
+                base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start}:{pid}"))
+            );
+        }
     }
 
     #[test]
