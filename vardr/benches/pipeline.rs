@@ -199,7 +199,7 @@ fn main() {
     let rec = |i: usize| &records[i % records.len()];
 
     // The fast JSON path writes exactly what serde writes.
-    if let Ok(Event::Exec(e)) = events::decode(rec(3)) {
+    if let Ok(Event::Exec(e)) = events::decode(rec(1)) {
         let p = cache.on_exec(&e, clock.wall(e.header.boot_ns));
         let want = serde_json::to_string(&JsonEvent::exec(&p, "bench-node")).unwrap();
         assert_eq!(events::exec_line(&p, "bench-node"), want);

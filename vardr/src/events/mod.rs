@@ -134,7 +134,10 @@ pub fn join_args(buf: &[u8]) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(&String::from_utf8_lossy(a));
+        match std::str::from_utf8(a) {
+            Ok(t) => out.push_str(t),
+            Err(_) => out.push_str(&String::from_utf8_lossy(a)),
+        }
     }
     out
 }
@@ -157,7 +160,15 @@ fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
 /// C string in a fixed buffer, up to its first NUL.
 pub fn c_str(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    lossy(&buf[..end])
+}
+
+/// UTF-8 text, invalid sequences replaced (the check alone when valid).
+fn lossy(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 /// An exec record for tests and benchmarks: `path` and `cwd` are given as

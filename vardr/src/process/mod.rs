@@ -135,13 +135,7 @@ impl ProcessInfo {
 /// and would let a caller dress a program up as another one.
 pub fn absolute(filename: &str, cwd: &str) -> String {
     let joined;
-    // Already clean: nothing to build.
-    if filename.starts_with('/')
-        && !filename.contains("//")
-        && !filename.contains("/./")
-        && !filename.ends_with("/.")
-        && (filename.len() == 1 || !filename.ends_with('/'))
-    {
+    if clean_absolute(filename) {
         return filename.to_string();
     }
     let path = if filename.starts_with('/') {
@@ -167,15 +161,34 @@ pub fn absolute(filename: &str, cwd: &str) -> String {
 /// `/bin/sh` (not the `/usr/bin/dash` it links to), as policies name it.
 pub fn binary(e: &Exec, cwd: &str) -> String {
     let name = &e.filename;
+    let by_fd = name.starts_with("/dev/fd/") || name.starts_with("/proc/self/fd/");
+    if clean_absolute(name) && !by_fd {
+        return name.clone();
+    }
     let vague = name.is_empty()
-        || name.starts_with("/dev/fd/")
-        || name.starts_with("/proc/self/fd/")
+        || by_fd
         || (!name.starts_with('/') && !cwd.starts_with('/'))
         || name.split('/').any(|c| c == "..");
     match &e.path {
         Some(p) if vague => p.clone(),
         _ => absolute(name, cwd),
     }
+}
+
+/// An absolute path with nothing to clean: no `//`, no component that
+/// starts with a dot (so no `.` or `..`), no trailing `/`. One pass.
+fn clean_absolute(p: &str) -> bool {
+    let b = p.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
+        return true;
+    }
+    let bad = b.windows(2).fold(false, |bad, w| {
+        bad | ((w[0] == b'/') & ((w[1] == b'/') | (w[1] == b'.')))
+    });
+    !bad && b[b.len() - 1] != b'/'
 }
 
 /// Length of a clock tick (`/proc/PID/stat` start times are in ticks).
@@ -481,6 +494,12 @@ mod tests {
         // No working directory known, or no name: keep what was written.
         assert_eq!(absolute("sh", ""), "sh");
         assert_eq!(absolute("", "/x"), "");
+        assert_eq!(absolute("/", "/x"), "/");
+        assert_eq!(absolute("/a/", "/x"), "/a");
+        assert_eq!(absolute("/a/.b/./c", "/x"), "/a/.b/c");
+        assert!(
+            clean_absolute("/usr/bin/x.y") && !clean_absolute("/usr/.x") && !clean_absolute("x")
+        );
     }
 
     fn exec(pid: u32, ppid: u32, bin: &str, argv: &[&str]) -> Exec {
@@ -509,6 +528,26 @@ mod tests {
     }
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn binary_is_the_name_unless_only_the_kernels_path_says_which_file() {
+        let mut e = exec(1, 0, "/bin/sh", &["sh"]);
+        e.path = Some("/usr/bin/dash".into());
+        // The name as policies write it, not the symlink's target.
+        assert_eq!(binary(&e, "/"), "/bin/sh");
+        e.filename = "./sh".into();
+        assert_eq!(binary(&e, "/bin"), "/bin/sh");
+        for vague in ["/dev/fd/3", "/proc/self/fd/4", "../x/sh", "/tmp/l/../sh"] {
+            e.filename = vague.into();
+            assert_eq!(binary(&e, "/tmp"), "/usr/bin/dash", "{vague}");
+        }
+        e.filename = "sh".into();
+        assert_eq!(binary(&e, ""), "/usr/bin/dash");
+        // Without the kernel's path: the name as before.
+        e.path = None;
+        e.filename = "/dev/fd/3".into();
+        assert_eq!(binary(&e, "/"), "/dev/fd/3");
+    }
 
     fn t(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
