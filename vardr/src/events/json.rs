@@ -617,7 +617,8 @@ fn push_time(out: &mut String, t: SystemTime) {
 
 /// [`Process::from_info`] serialized (no `tid`), byte for byte what
 /// serde_json writes for it.
-fn write_process(out: &mut String, p: &ProcessInfo) {
+/// Returns where the `start_time` text (without quotes) is in `out`.
+fn write_process(out: &mut String, p: &ProcessInfo) -> std::ops::Range<usize> {
     out.push_str("{\"exec_id\":");
     push_str(out, &p.exec_id);
     out.push_str(",\"pid\":");
@@ -642,7 +643,9 @@ fn write_process(out: &mut String, p: &ProcessInfo) {
         out.push_str(" truncArgs");
     }
     out.push_str("\",\"start_time\":");
+    let t0 = out.len() + 1;
     push_time(out, p.start_time);
+    let time = t0..out.len() - 1;
     if let Some(parent) = &p.parent {
         out.push_str(",\"parent_exec_id\":");
         push_str(out, &parent.exec_id);
@@ -685,15 +688,20 @@ fn write_process(out: &mut String, p: &ProcessInfo) {
         out.push('}');
     }
     out.push('}');
+    time
 }
 
 impl ProcessInfo {
     /// The process as events show it (without `tid`), serialized once.
     pub fn process_json(&self) -> &str {
+        &self.process_json_and_time().0
+    }
+
+    fn process_json_and_time(&self) -> &(String, std::ops::Range<usize>) {
         self.json.process.get_or_init(|| {
             let mut s = String::with_capacity(384);
-            write_process(&mut s, self);
-            s
+            let time = write_process(&mut s, self);
+            (s, time)
         })
     }
 
@@ -723,7 +731,7 @@ impl ProcessInfo {
 /// byte `serde_json::to_string(&JsonEvent::exec(p, node))`, built from
 /// the serialized forms the process and its ancestors keep.
 pub fn exec_line(p: &ProcessInfo, node: &str) -> String {
-    let own = p.process_json();
+    let (own, time) = p.process_json_and_time();
     let parent = p.parent.as_deref();
     let lineage = parent
         .and_then(|q| q.parent.as_deref())
@@ -748,9 +756,10 @@ pub fn exec_line(p: &ProcessInfo, node: &str) -> String {
     }
     out.push_str("},\"node_name\":");
     push_str(&mut out, node);
-    out.push_str(",\"time\":");
-    push_time(&mut out, p.start_time);
-    out.push('}');
+    // An exec's time is its start: the text the process object has.
+    out.push_str(",\"time\":\"");
+    out.push_str(own.get(time.clone()).unwrap_or_default());
+    out.push_str("\"}");
     out
 }
 

@@ -136,7 +136,7 @@ pub struct CgroupPaths {
     root: Option<PathBuf>,
     /// The mount's root directory, the handle's reference point.
     mount_fd: Option<std::os::fd::OwnedFd>,
-    known: std::collections::HashMap<u64, CgroupEntry>,
+    known: crate::process::IdMap<u64, CgroupEntry>,
     unknown: std::collections::HashMap<u64, std::time::Instant>,
 }
 
@@ -196,7 +196,7 @@ impl CgroupPaths {
         Self {
             root,
             mount_fd: None,
-            known: std::collections::HashMap::new(),
+            known: Default::default(),
             unknown: std::collections::HashMap::new(),
         }
     }

@@ -52,7 +52,7 @@ use crate::kernel::cgroup::CgroupPaths;
 #[derive(Debug, Default)]
 pub struct JsonCache {
     /// The process as events show it (`Process` without `tid`).
-    pub(crate) process: std::sync::OnceLock<String>,
+    pub(crate) process: std::sync::OnceLock<(String, std::ops::Range<usize>)>,
     /// This process and its ancestors, nearest first, comma-separated, up
     /// to [`MAX_ANCESTORS`]: the `ancestors` array of its grandchildren's
     /// events starts with its parent's.
@@ -251,9 +251,33 @@ fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
+/// Hashing of kernel-assigned numbers (pids, cgroup ids): a multiply,
+/// not SipHash (no one picks these keys to collide).
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v.into());
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 pub struct ProcessCache {
     node: String,
-    by_pid: HashMap<u32, Arc<ProcessInfo>>,
+    by_pid: IdMap<u32, Arc<ProcessInfo>>,
     exited: VecDeque<(Instant, u32, String)>,
     cgroups: CgroupPaths,
 }
@@ -274,7 +298,7 @@ impl ProcessCache {
     pub fn for_boot(prefix: &str) -> Self {
         Self {
             node: prefix.to_string(),
-            by_pid: HashMap::new(),
+            by_pid: IdMap::default(),
             exited: VecDeque::new(),
             cgroups: CgroupPaths::detached(),
         }
