@@ -89,15 +89,6 @@ fn creds(status: &str) -> Option<crate::events::Creds> {
     })
 }
 
-fn status_ids(status: &str, key: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .nth(1) // effective id
-        .and_then(|v| v.parse().ok())
-}
-
 /// Start time of a process in clock ticks since boot (`/proc/PID/stat`
 /// field 22): with the pid, it names one process, never a later one that
 /// reuses the pid.
@@ -147,8 +138,10 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
         out.push(ProcEntry {
             pid,
             ppid,
-            uid: status_ids(&status, "Uid:").unwrap_or(0),
-            gid: status_ids(&status, "Gid:").unwrap_or(0),
+            // Real ids, as the exec event's header has them (the
+            // effective ones are in the credentials).
+            uid: status_all(&status, "Uid:").map_or(0, |ids| ids[0]),
+            gid: status_all(&status, "Gid:").map_or(0, |ids| ids[0]),
             auid: read(pid, "loginuid")
                 .and_then(|s| s.trim().parse().ok())
                 .filter(|&a| a != u32::MAX),
@@ -203,6 +196,7 @@ mod tests {
         // SAFETY: getters without preconditions.
         let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
         assert_eq!((c.uid, c.euid), (uid, euid));
+        assert_eq!(p.uid, uid, "the real uid, as exec events have it");
         assert_eq!(start_ticks(u32::MAX), None);
     }
 }
