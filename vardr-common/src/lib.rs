@@ -48,6 +48,15 @@ impl EventKind {
 pub const ARGS_LEN: usize = 1024;
 /// [`ExecEvent::flags`]: the arguments were cut at [`ARGS_LEN`].
 pub const EXEC_ARGS_TRUNCATED: u32 = 1;
+/// [`ExecEvent::flags`]: `path` holds the executed file's path, built in
+/// the kernel from its dentries up to the global root. Unset when the path
+/// is too long or too deep for the walk, or when the file is not the one
+/// `filename` names (a script: the kernel runs its interpreter).
+pub const EXEC_PATH_RESOLVED: u32 = 2;
+/// [`ExecEvent::flags`]: `cwd` holds the working directory (`fs->pwd`).
+pub const EXEC_CWD_RESOLVED: u32 = 4;
+/// [`ExecEvent::flags`]: the credential fields were read from `task->cred`.
+pub const EXEC_CREDS: u32 = 8;
 
 /// What a rule asks for. `None` means no rule of that hook covers the key.
 #[repr(u32)]
@@ -390,6 +399,21 @@ pub struct KernelOffsets {
     pub kernfs_node_id: u64,
     pub cgroup_level: u64,
     pub cgroup_ancestors: u64,
+    /// `linux_binprm.interp`: the name of the file the kernel runs, a copy
+    /// of `filename` when a script named an interpreter.
+    pub binprm_interp: u64,
+    /// `fs_struct.pwd`: the working directory.
+    pub fs_struct_pwd: u64,
+    /// `task_struct.cred` and the ids in `struct cred`.
+    pub task_cred: u64,
+    pub cred_uid: u64,
+    pub cred_gid: u64,
+    pub cred_suid: u64,
+    pub cred_sgid: u64,
+    pub cred_euid: u64,
+    pub cred_egid: u64,
+    pub cred_fsuid: u64,
+    pub cred_fsgid: u64,
     /// overlayfs: where `struct ovl_inode` embeds its VFS inode, its upper
     /// dentry, and where the lower stack (`struct ovl_entry`) is (see
     /// [`ovl_lower_kind`](Self::ovl_lower_kind)).
@@ -450,7 +474,25 @@ pub struct ExecEvent {
     pub flags: u32,
     /// Bytes used in `args`.
     pub args_len: u32,
+    /// Credentials after the exec (a set-user-ID binary has changed them);
+    /// the real uid and gid are in the header. Valid with [`EXEC_CREDS`].
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    /// Start of the process (its thread group leader's `start_boottime`,
+    /// ns since boot): with the pid, it names the process.
+    pub start_ns: u64,
+    /// The name the caller passed to execve (`bprm->filename`), as written:
+    /// possibly relative, `/dev/fd/N` for `fexecve`.
     pub filename: [u8; EVENT_PATH_LEN],
+    /// The executed file's path from the global root, with
+    /// [`EXEC_PATH_RESOLVED`].
+    pub path: [u8; EVENT_PATH_LEN],
+    /// The working directory from the global root, with [`EXEC_CWD_RESOLVED`].
+    pub cwd: [u8; EVENT_PATH_LEN],
     pub args: [u8; ARGS_LEN],
 }
 
@@ -602,7 +644,8 @@ pub struct PolicyEvent {
 /// 6: the `AGENT_ABOVE` map, the `POLICY_EVENTS` ring buffer. 7: server
 /// names (`DOMAIN_RULES`, `SOCK_OWNERS`, [`DnsEvent`],
 /// `Operation::TlsClientHello`). 8: identities of overlay files are their
-/// real file's (`INODE_RULES` keys changed meaning).
+/// real file's (`INODE_RULES` keys changed meaning); exec events carry the
+/// resolved path, the working directory and credentials.
 pub const MAP_REVISION: u32 = 8;
 
 /// Version of everything a pinned set shares with the agent that reads it:

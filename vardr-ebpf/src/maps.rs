@@ -91,3 +91,9 @@ pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_KEY_LEN]>> = PerCpuArray::wit
 #[map]
 pub static NAME_SCRATCH: PerCpuArray<crate::resolve::Resolved> =
     PerCpuArray::with_max_entries(2, 0);
+
+/// Per-CPU room for the exec event's paths (executed file, working
+/// directory): apart from [`NAME_SCRATCH`], which the policy hooks use.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<crate::resolve::Resolved> =
+    PerCpuArray::with_max_entries(2, 0);

@@ -10,10 +10,12 @@ use aya_ebpf::{
 };
 use vardr_common::{
     EventKind, ExecEvent, ExemptTask, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED,
+    EXEC_CREDS, EXEC_CWD_RESOLVED, EXEC_PATH_RESOLVED,
 };
 
 use crate::{
     maps::{EVENTS, EXEMPT_TASKS, FAN_LEASE, INODE_RULES},
+    resolve::path_into,
     shared::{config, count_lost, file_identity, fill_header, offsets, process_start_ticks, read},
 };
 
@@ -79,8 +81,62 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
         };
         (*ev).flags = 0;
         (*ev).filename[0] = 0;
-        if let Some(name) = read::<*const u8>(bprm, off.binprm_filename) {
+        (*ev).path[0] = 0;
+        (*ev).cwd[0] = 0;
+        let name = read::<*const u8>(bprm, off.binprm_filename);
+        if let Some(name) = name {
             let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).filename);
+        }
+        // The executed file, when it is the one the name names: a script's
+        // interpreter replaced it (`interp` is then a copy of another name).
+        let interp = read::<*const u8>(bprm, off.binprm_interp);
+        if name.is_some() && interp == name {
+            if let Some(file) = read::<*const u8>(bprm, off.binprm_file) {
+                let mnt = read::<*const u8>(file, off.file_f_path + off.path_mnt);
+                let dentry = read::<*const u8>(file, off.file_f_path + off.path_dentry);
+                if let (Some(mnt), Some(dentry)) = (mnt, dentry) {
+                    if path_into(0, mnt, dentry, (*ev).path.as_mut_ptr()) {
+                        (*ev).flags |= EXEC_PATH_RESOLVED;
+                    }
+                }
+            }
+        }
+        if let Some(fs) = read::<*const u8>(task, off.task_fs) {
+            let mnt = read::<*const u8>(fs, off.fs_struct_pwd + off.path_mnt);
+            let dentry = read::<*const u8>(fs, off.fs_struct_pwd + off.path_dentry);
+            if let (Some(mnt), Some(dentry)) = (mnt, dentry) {
+                if path_into(1, mnt, dentry, (*ev).cwd.as_mut_ptr()) {
+                    (*ev).flags |= EXEC_CWD_RESOLVED;
+                }
+            }
+        }
+        (*ev).start_ns = {
+            let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
+            read::<u64>(leader, off.task_start_boottime).unwrap_or(0)
+        };
+        (*ev).euid = 0;
+        (*ev).egid = 0;
+        (*ev).suid = 0;
+        (*ev).sgid = 0;
+        (*ev).fsuid = 0;
+        (*ev).fsgid = 0;
+        if let Some(cred) = read::<*const u8>(task, off.task_cred) {
+            if let (Some(euid), Some(egid), Some(suid), Some(sgid), Some(fsuid), Some(fsgid)) = (
+                read::<u32>(cred, off.cred_euid),
+                read::<u32>(cred, off.cred_egid),
+                read::<u32>(cred, off.cred_suid),
+                read::<u32>(cred, off.cred_sgid),
+                read::<u32>(cred, off.cred_fsuid),
+                read::<u32>(cred, off.cred_fsgid),
+            ) {
+                (*ev).euid = euid;
+                (*ev).egid = egid;
+                (*ev).suid = suid;
+                (*ev).sgid = sgid;
+                (*ev).fsuid = fsuid;
+                (*ev).fsgid = fsgid;
+                (*ev).flags |= EXEC_CREDS;
+            }
         }
         // The new image's command line, from its stack.
         (*ev).args_len = 0;

@@ -5,11 +5,11 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
-use vardr_common::{Config, PathRules, PATH_KEY_LEN};
+use vardr_common::{Config, PathRules, EVENT_PATH_LEN, PATH_KEY_LEN};
 
 use crate::{
     file::{path_rules, PathKey},
-    maps::NAME_SCRATCH,
+    maps::{EXEC_SCRATCH, NAME_SCRATCH},
     shared::{identity_walk, offsets, read},
 };
 
@@ -64,6 +64,30 @@ pub fn resolve(
         (*r).by_identity = identity_walk(dentry, cfg, false);
     }
     Some(r)
+}
+
+/// Writes the path of `dentry` seen through the mount `vfsmnt` (from the
+/// global root) into `out` as a C string, using scratch slot `slot` of
+/// [`EXEC_SCRATCH`]; returns whether it is known (not too long, not too
+/// deep, readable). The event programs' twin of [`resolve`], with their
+/// own scratch map: a policy hook that interrupts them cannot overwrite it.
+#[inline(always)]
+pub fn path_into(slot: u32, vfsmnt: *const u8, dentry: *const u8, out: *mut u8) -> bool {
+    let Some(r) = EXEC_SCRATCH.get_ptr_mut(slot) else {
+        return false;
+    };
+    let n = build_path(r, vfsmnt, dentry);
+    if n == 0 {
+        return false;
+    }
+    // SAFETY: `r` is this CPU's scratch slot, `out` has EVENT_PATH_LEN
+    // bytes; the key holds the generation byte, then the path and its NUL
+    // (`n` bytes with the NUL, at most PATH_KEY_LEN - 1).
+    unsafe {
+        core::ptr::copy_nonoverlapping((*r).key.data.as_ptr().add(1), out, EVENT_PATH_LEN - 1);
+        *out.add(EVENT_PATH_LEN - 1) = 0;
+    }
+    true
 }
 
 /// Writes the path of `dentry` under `vfsmnt` into `r.key` after the

@@ -39,8 +39,10 @@ fn process(
         cgroup_id: 1,
         cgroup: cgroup.into(),
         container_id: None,
+        creds: None,
         origin: "execve",
         parent,
+        json: Default::default(),
     })
 }
 

@@ -10,7 +10,7 @@ use std::{
 
 use common::{
     agent::{AgentRun, VARDR},
-    require_root, serial, TempDir,
+    require_root, serial, sh_in, test_cgroup, TempDir,
 };
 use serde_json::Value;
 
@@ -77,6 +77,71 @@ fn process_tree_has_exec_ids_ancestry_and_exit() {
     // A killed process reports its signal.
     let _ = Command::new("/bin/sh").arg("-c").arg("kill -9 $$").status();
     agent.event("killed sh", |e| e["process_exit"]["signal"] == "SIGKILL");
+    assert!(agent.stop().success());
+}
+
+/// What the kernel knew at the exec: the working directory, the cgroup
+/// (a new one, which the agent has never seen: its path comes from the
+/// id), the credentials, and the file a `..` or descriptor name ran.
+#[test]
+fn exec_carries_the_kernels_cwd_cgroup_credentials_and_path() {
+    if !require_root("exec_carries_the_kernels_cwd_cgroup_credentials_and_path") {
+        return;
+    }
+    let _serial = serial();
+    let mut agent = AgentRun::start(NO_RULES, &[]);
+    let dir = TempDir::new("enrich");
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    std::fs::copy("/bin/true", dir.join("sub/tru")).unwrap();
+    let cg = test_cgroup("enrich");
+    let cg_rel = format!(
+        "/{}",
+        cg.path
+            .strip_prefix(vardr::kernel::cgroup::root().unwrap())
+            .unwrap()
+            .display()
+    );
+    let marker = format!("enrich-{}", std::process::id());
+    // A relative name through `..`, run from a directory the process
+    // leaves at once (the old /proc read saw the new one, or nothing).
+    let o = sh_in(
+        &cg.path,
+        &format!(
+            "cd {}/sub/deeper && exec ../tru {marker}",
+            dir.path().display()
+        ),
+    );
+    assert!(o.status.success(), "{o:?}");
+    let ev = agent.event("exec of ../tru", |e| exec_of(e, "/tru", &marker).is_some());
+    let p = &ev["process_exec"]["process"];
+    let want_dir = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(
+        p["cwd"].as_str().unwrap(),
+        want_dir.join("sub/deeper").to_str().unwrap(),
+        "{ev}"
+    );
+    assert_eq!(
+        p["binary"].as_str().unwrap(),
+        want_dir.join("sub/tru").to_str().unwrap(),
+        "the kernel's path, not the name with `..`: {ev}"
+    );
+    assert_eq!(p["cgroup"].as_str().unwrap(), cg_rel, "{ev}");
+    assert_eq!(p["cgroup_id"], cg.id().unwrap(), "{ev}");
+    let c = &p["process_credentials"];
+    // SAFETY: getters without preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    assert_eq!(
+        (c["uid"].as_u64(), c["euid"].as_u64()),
+        (Some(uid.into()), Some(uid.into())),
+        "{ev}"
+    );
+    assert_eq!(
+        (c["gid"].as_u64(), c["fsgid"].as_u64()),
+        (Some(gid.into()), Some(gid.into())),
+        "{ev}"
+    );
+    drop(dir);
+    drop(cg);
     assert!(agent.stop().success());
 }
 

@@ -206,8 +206,10 @@ fn unknown_process(h: &vardr_common::EventHeader) -> ProcessInfo {
         cgroup_id: h.cgroup_id,
         cgroup: String::new(),
         container_id: None,
+        creds: None,
         origin: "unknown",
         parent: None,
+        json: Default::default(),
     }
 }
 
@@ -298,7 +300,6 @@ impl Agent {
         let json = match ev {
             Event::Exec(e) => {
                 let p = self.cache.on_exec(&e, time);
-                let mut j = JsonEvent::exec(&p, &self.node);
                 let layer1 = self
                     .exec_verdicts
                     .remove(&p.pid)
@@ -317,10 +318,18 @@ impl Agent {
                         time,
                     };
                     if let Some(l) = self.layer2(&ask, e.header.boot_ns) {
+                        let mut j = JsonEvent::exec(&p, &self.node);
                         j.set_layer2(l);
+                        return self.emit(&j);
                     }
                 }
-                Some(j)
+                // The common case: the line from the serialized forms the
+                // cache keeps (the same bytes serde would write).
+                let line = events::exec_line(&p, &self.node);
+                self.count_event("process_exec");
+                self.sinks
+                    .publish_serialized(crate::sinks::Published::exec(&p, line));
+                None
             }
             Event::Fork { header, child_pid } => {
                 self.exec_verdicts.remove(&child_pid);
@@ -614,12 +623,16 @@ impl Agent {
     }
 
     fn emit(&mut self, j: &JsonEvent) -> std::io::Result<()> {
-        let labels = TypeLabel {
-            r#type: j.kind().into(),
-        };
-        self.metrics.events.get_or_create(&labels).inc();
+        self.count_event(j.kind());
         self.sinks.publish(j);
         Ok(())
+    }
+
+    fn count_event(&mut self, kind: &'static str) {
+        let labels = TypeLabel {
+            r#type: kind.into(),
+        };
+        self.metrics.events.get_or_create(&labels).inc();
     }
 
     /// Processes up to `limit` records (all with `None`); returns how many

@@ -86,6 +86,9 @@ pub struct Process {
     /// The container id again, under Tetragon's name for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<String>,
+    /// All of the process's ids (Tetragon's `ProcessCredentials`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_credentials: Option<super::Creds>,
 }
 
 impl Process {
@@ -111,6 +114,7 @@ impl Process {
             cgroup: p.cgroup.clone(),
             container_id: p.container_id.clone(),
             docker: p.container_id.clone(),
+            process_credentials: p.creds,
         }
     }
 
@@ -133,6 +137,7 @@ impl Process {
             cgroup: String::new(),
             container_id: None,
             docker: None,
+            process_credentials: None,
         }
     }
 }
@@ -550,6 +555,219 @@ impl JsonEvent {
     }
 }
 
+/// A JSON string (quotes included), escaped as serde_json escapes it.
+fn push_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = s.as_bytes();
+    // Most strings need no escape: one pass the compiler can vectorize
+    // (no early exit), then a single copy.
+    let plain = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn push_u64(out: &mut String, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // SAFETY: ASCII digits only.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
+}
+
+fn push_time(out: &mut String, t: SystemTime) {
+    use std::fmt::Write as _;
+    out.push('"');
+    let _ = write!(out, "{}", humantime::format_rfc3339_nanos(t));
+    out.push('"');
+}
+
+/// [`Process::from_info`] serialized (no `tid`), byte for byte what
+/// serde_json writes for it.
+/// Returns where the `start_time` text (without quotes) is in `out`.
+fn write_process(out: &mut String, p: &ProcessInfo) -> std::ops::Range<usize> {
+    out.push_str("{\"exec_id\":");
+    push_str(out, &p.exec_id);
+    out.push_str(",\"pid\":");
+    push_u64(out, p.pid.into());
+    out.push_str(",\"uid\":");
+    push_u64(out, p.uid.into());
+    out.push_str(",\"gid\":");
+    push_u64(out, p.gid.into());
+    if let Some(a) = p.auid {
+        out.push_str(",\"auid\":");
+        push_u64(out, a.into());
+    }
+    out.push_str(",\"cwd\":");
+    push_str(out, &p.cwd);
+    out.push_str(",\"binary\":");
+    push_str(out, &p.binary);
+    out.push_str(",\"arguments\":");
+    push_str(out, &p.arguments);
+    out.push_str(",\"flags\":\"");
+    out.push_str(p.origin);
+    if p.args_truncated {
+        out.push_str(" truncArgs");
+    }
+    out.push_str("\",\"start_time\":");
+    let t0 = out.len() + 1;
+    push_time(out, p.start_time);
+    let time = t0..out.len() - 1;
+    if let Some(parent) = &p.parent {
+        out.push_str(",\"parent_exec_id\":");
+        push_str(out, &parent.exec_id);
+    }
+    out.push_str(",\"cgroup_id\":");
+    push_u64(out, p.cgroup_id);
+    if !p.cgroup.is_empty() {
+        out.push_str(",\"cgroup\":");
+        push_str(out, &p.cgroup);
+    }
+    if let Some(c) = &p.container_id {
+        out.push_str(",\"container_id\":");
+        push_str(out, c);
+        out.push_str(",\"docker\":");
+        push_str(out, c);
+    }
+    if let Some(c) = &p.creds {
+        for (i, (k, v)) in [
+            ("uid", c.uid),
+            ("gid", c.gid),
+            ("euid", c.euid),
+            ("egid", c.egid),
+            ("suid", c.suid),
+            ("sgid", c.sgid),
+            ("fsuid", c.fsuid),
+            ("fsgid", c.fsgid),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out.push_str(if i == 0 {
+                ",\"process_credentials\":{\""
+            } else {
+                ",\""
+            });
+            out.push_str(k);
+            out.push_str("\":");
+            push_u64(out, v.into());
+        }
+        out.push('}');
+    }
+    out.push('}');
+    time
+}
+
+impl ProcessInfo {
+    /// The process as events show it (without `tid`), serialized once.
+    pub fn process_json(&self) -> &str {
+        &self.process_json_and_time().0
+    }
+
+    fn process_json_and_time(&self) -> &(String, std::ops::Range<usize>) {
+        self.json.process.get_or_init(|| {
+            let mut s = String::with_capacity(384);
+            let time = write_process(&mut s, self);
+            (s, time)
+        })
+    }
+
+    /// This process and its ancestors, nearest first, up to
+    /// [`crate::process::MAX_ANCESTORS`], comma-separated: the
+    /// `ancestors` array of its grandchildren, serialized once.
+    pub fn lineage_json(&self) -> &str {
+        self.json.lineage.get_or_init(|| {
+            let mut s = String::from(self.process_json());
+            let mut cur = self.parent.as_deref();
+            let mut n = 1;
+            while let Some(p) = cur {
+                if n == crate::process::MAX_ANCESTORS {
+                    break;
+                }
+                s.push(',');
+                s.push_str(p.process_json());
+                cur = p.parent.as_deref();
+                n += 1;
+            }
+            s
+        })
+    }
+}
+
+/// The `process_exec` line of a process (no Layer 2 verdict): byte for
+/// byte `serde_json::to_string(&JsonEvent::exec(p, node))`, built from
+/// the serialized forms the process and its ancestors keep.
+pub fn exec_line(p: &ProcessInfo, node: &str) -> String {
+    let (own, time) = p.process_json_and_time();
+    let parent = p.parent.as_deref();
+    let lineage = parent
+        .and_then(|q| q.parent.as_deref())
+        .map(ProcessInfo::lineage_json);
+    let mut out = String::with_capacity(
+        own.len()
+            + parent.map_or(0, |q| q.process_json().len())
+            + lineage.map_or(0, str::len)
+            + node.len()
+            + 128,
+    );
+    out.push_str("{\"process_exec\":{\"process\":");
+    out.push_str(own);
+    if let Some(q) = parent {
+        out.push_str(",\"parent\":");
+        out.push_str(q.process_json());
+    }
+    if let Some(l) = lineage {
+        out.push_str(",\"ancestors\":[");
+        out.push_str(l);
+        out.push(']');
+    }
+    out.push_str("},\"node_name\":");
+    push_str(&mut out, node);
+    // An exec's time is its start: the text the process object has.
+    out.push_str(",\"time\":\"");
+    out.push_str(own.get(time.clone()).unwrap_or_default());
+    out.push_str("\"}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,6 +818,50 @@ mod tests {
         assert_eq!(e["args"][0]["file_arg"]["flags"], "O_WRONLY|O_TRUNC", "{e}");
         assert_eq!(e["args"][0]["file_arg"]["open_flags"], 0o1001, "{e}");
         assert_eq!(e["action"], "KPROBE_ACTION_OVERRIDE", "{e}");
+    }
+
+    #[test]
+    fn exec_line_is_what_serde_writes() {
+        use crate::process::sample;
+        use std::sync::Arc;
+        let mut parent = sample(1, "/sbin/init", "/", None);
+        // Deeper than MAX_ANCESTORS, with strings that need escaping.
+        for i in 0..20u32 {
+            let mut p = (*sample(
+                100 + i,
+                &format!("/usr/bin/sh\"{i}\\\n\u{1}\u{7f}é/"),
+                "/user.slice/a b",
+                Some(parent.clone()),
+            ))
+            .clone();
+            p.auid = (i % 2 == 0).then_some(1000 + i);
+            p.args_truncated = i % 3 == 0;
+            p.origin = if i % 2 == 0 { "execve" } else { "clone" };
+            p.start_time =
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789 + i as u64);
+            p.container_id = (i % 4 == 0).then(|| "c".repeat(64));
+            p.cgroup = if i % 5 == 0 { String::new() } else { p.cgroup };
+            p.cwd = "/tmp/\u{8}\u{c}\t\r".into();
+            p.creds = (i % 2 == 1).then_some(crate::events::Creds {
+                uid: 1,
+                gid: 2,
+                euid: 0,
+                egid: 4,
+                suid: 5,
+                sgid: 6,
+                fsuid: 7,
+                fsgid: u32::MAX,
+            });
+            parent = Arc::new(p);
+            for node in ["node-a", "n\"x"] {
+                let want = serde_json::to_string(&JsonEvent::exec(&parent, node)).unwrap();
+                assert_eq!(exec_line(&parent, node), want);
+            }
+        }
+        // No parent: neither parent nor ancestors.
+        let lone = sample(5, "/x", "", None);
+        let want = serde_json::to_string(&JsonEvent::exec(&lone, "n")).unwrap();
+        assert_eq!(exec_line(&lone, "n"), want);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 mod json;
 
 pub use json::{
-    backend_name, hook_name, rfc3339, verdict_name, Body, Clock, JsonEvent, Layer2, Process,
-    RuleInfo,
+    backend_name, exec_line, hook_name, rfc3339, verdict_name, Body, Clock, JsonEvent, Layer2,
+    Process, RuleInfo,
 };
 
 mod compact;
@@ -13,7 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vardr_common::{
     BackendKind, DnsEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, Hook,
-    Operation, PolicyEvent, Verdict, ARGS_LEN, DNS_PAYLOAD_LEN, EXEC_ARGS_TRUNCATED,
+    Operation, PolicyEvent, Verdict, ARGS_LEN, DNS_PAYLOAD_LEN, EVENT_PATH_LEN,
+    EXEC_ARGS_TRUNCATED, EXEC_CREDS, EXEC_CWD_RESOLVED, EXEC_PATH_RESOLVED,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,9 +59,32 @@ pub struct Exec {
     /// `None` when unset (`u32::MAX`).
     pub auid: Option<u32>,
     pub filename: String,
-    /// argv, including argv[0].
-    pub argv: Vec<String>,
+    /// The executed file's path as the kernel resolved it (from the global
+    /// root); `None` when unknown (too long, or a script: the kernel runs
+    /// its interpreter).
+    pub path: Option<String>,
+    /// The working directory at the exec, from the kernel.
+    pub cwd: Option<String>,
+    /// Credentials after the exec.
+    pub creds: Option<Creds>,
+    /// When the process started (boot-clock ns), 0 when unknown.
+    pub start_ns: u64,
+    /// argv without argv[0], joined by spaces (Tetragon's `arguments`).
+    pub arguments: String,
     pub args_truncated: bool,
+}
+
+/// A process's credentials (Tetragon's `ProcessCredentials` ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
 }
 
 /// A decoded kernel event.
@@ -95,12 +119,27 @@ impl Event {
     }
 }
 
-/// NUL-separated arguments; a trailing partial argument is kept.
-fn split_args(buf: &[u8]) -> Vec<String> {
-    buf.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+/// NUL-separated arguments without the first, joined by spaces (empty
+/// arguments left out); a trailing partial argument is kept. One
+/// allocation.
+pub fn join_args(buf: &[u8]) -> String {
+    let mut out = String::new();
+    let mut first = true;
+    for a in buf.split(|&b| b == 0).filter(|a| !a.is_empty()) {
+        if first {
+            first = false;
+            out.reserve(buf.len());
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match std::str::from_utf8(a) {
+            Ok(t) => out.push_str(t),
+            Err(_) => out.push_str(&String::from_utf8_lossy(a)),
+        }
+    }
+    out
 }
 
 /// Reads a `T` from a record of exactly its size.
@@ -121,7 +160,140 @@ fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
 /// C string in a fixed buffer, up to its first NUL.
 pub fn c_str(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    lossy(&buf[..end])
+}
+
+/// UTF-8 text, invalid sequences replaced (the check alone when valid).
+fn lossy(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+/// An exec record for tests and benchmarks: `path` and `cwd` are given as
+/// the kernel resolved them (`None`: not resolved).
+#[allow(clippy::too_many_arguments)]
+pub fn exec_record(
+    header: EventHeader,
+    start_ns: u64,
+    ppid: u32,
+    auid: u32,
+    filename: &str,
+    path: Option<&str>,
+    cwd: Option<&str>,
+    creds: Option<Creds>,
+    argv: &[u8],
+) -> Vec<u8> {
+    fn put(dst: &mut [u8; EVENT_PATH_LEN], s: &str) {
+        let n = s.len().min(EVENT_PATH_LEN - 1);
+        dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+    }
+    let mut ev = ExecEvent {
+        header,
+        ppid,
+        auid,
+        flags: 0,
+        args_len: 0,
+        euid: 0,
+        egid: 0,
+        suid: 0,
+        sgid: 0,
+        fsuid: 0,
+        fsgid: 0,
+        start_ns: 0,
+        filename: [0; EVENT_PATH_LEN],
+        path: [0; EVENT_PATH_LEN],
+        cwd: [0; EVENT_PATH_LEN],
+        args: [0; ARGS_LEN],
+    };
+    ev.start_ns = start_ns;
+    put(&mut ev.filename, filename);
+    if let Some(p) = path {
+        put(&mut ev.path, p);
+        ev.flags |= EXEC_PATH_RESOLVED;
+    }
+    if let Some(c) = cwd {
+        put(&mut ev.cwd, c);
+        ev.flags |= EXEC_CWD_RESOLVED;
+    }
+    if let Some(c) = creds {
+        (ev.euid, ev.egid, ev.suid, ev.sgid, ev.fsuid, ev.fsgid) =
+            (c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid);
+        ev.flags |= EXEC_CREDS;
+    }
+    let n = argv.len().min(ARGS_LEN);
+    ev.args[..n].copy_from_slice(&argv[..n]);
+    ev.args_len = n as u32;
+    if argv.len() > ARGS_LEN {
+        ev.flags |= EXEC_ARGS_TRUNCATED;
+    }
+    // SAFETY: ExecEvent is repr(C) plain data; its bytes are copied out.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&ev as *const ExecEvent).cast::<u8>(),
+            std::mem::size_of::<ExecEvent>(),
+        )
+    }
+    .to_vec()
+}
+
+/// An exec record read in place: the fixed fields one by one and the
+/// strings straight from their buffers (no copy of the 2 KiB record).
+fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
+    use std::mem::offset_of;
+    let want = std::mem::size_of::<ExecEvent>();
+    if bytes.len() != want {
+        return Err(DecodeError::Size {
+            kind: EventKind::Exec,
+            got: bytes.len(),
+            want,
+        });
+    }
+    let u32_at = |off: usize| {
+        u32::from_ne_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
+    };
+    let field = |off: usize, len: usize| &bytes[off..off + len];
+    let header = read::<EventHeader>(
+        field(
+            offset_of!(ExecEvent, header),
+            std::mem::size_of::<EventHeader>(),
+        ),
+        EventKind::Exec,
+    )?;
+    let flags = u32_at(offset_of!(ExecEvent, flags));
+    let auid = u32_at(offset_of!(ExecEvent, auid));
+    let n = (u32_at(offset_of!(ExecEvent, args_len)) as usize).min(ARGS_LEN);
+    let path_field = |off: usize, flag: u32| {
+        (flags & flag != 0)
+            .then(|| c_str(field(off, EVENT_PATH_LEN)))
+            .filter(|p| p.starts_with('/'))
+    };
+    Ok(Exec {
+        header,
+        ppid: u32_at(offset_of!(ExecEvent, ppid)),
+        auid: (auid != u32::MAX).then_some(auid),
+        filename: c_str(field(offset_of!(ExecEvent, filename), EVENT_PATH_LEN)),
+        path: path_field(offset_of!(ExecEvent, path), EXEC_PATH_RESOLVED),
+        cwd: path_field(offset_of!(ExecEvent, cwd), EXEC_CWD_RESOLVED),
+        creds: (flags & EXEC_CREDS != 0).then(|| Creds {
+            uid: header.uid,
+            gid: header.gid,
+            euid: u32_at(offset_of!(ExecEvent, euid)),
+            egid: u32_at(offset_of!(ExecEvent, egid)),
+            suid: u32_at(offset_of!(ExecEvent, suid)),
+            sgid: u32_at(offset_of!(ExecEvent, sgid)),
+            fsuid: u32_at(offset_of!(ExecEvent, fsuid)),
+            fsgid: u32_at(offset_of!(ExecEvent, fsgid)),
+        }),
+        start_ns: u64::from_ne_bytes(
+            field(offset_of!(ExecEvent, start_ns), 8)
+                .try_into()
+                .unwrap_or([0; 8]),
+        ),
+        arguments: join_args(field(offset_of!(ExecEvent, args), n)),
+        args_truncated: flags & EXEC_ARGS_TRUNCATED != 0,
+    })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -131,18 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let kind_raw = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
     match kind {
-        EventKind::Exec => {
-            let ev: ExecEvent = read(bytes, kind)?;
-            let n = (ev.args_len as usize).min(ARGS_LEN);
-            Ok(Event::Exec(Exec {
-                header: ev.header,
-                ppid: ev.ppid,
-                auid: (ev.auid != u32::MAX).then_some(ev.auid),
-                filename: c_str(&ev.filename),
-                argv: split_args(&ev.args[..n]),
-                args_truncated: ev.flags & EXEC_ARGS_TRUNCATED != 0,
-            }))
-        }
+        EventKind::Exec => decode_exec(bytes).map(Event::Exec),
         EventKind::Fork => {
             let ev: ForkEvent = read(bytes, kind)?;
             Ok(Event::Fork {
@@ -252,31 +413,94 @@ mod tests {
 
     #[test]
     fn decodes_exec_with_arguments() {
-        let mut filename = [0u8; EVENT_PATH_LEN];
-        filename[..8].copy_from_slice(b"/bin/echo"[..8].as_ref());
-        let mut args = [0u8; ARGS_LEN];
         let argv = b"echo\0hello\0wor";
-        args[..argv.len()].copy_from_slice(argv);
-        let ev = ExecEvent {
-            header: header(EventKind::Exec),
-            ppid: 1,
-            auid: u32::MAX,
-            flags: EXEC_ARGS_TRUNCATED,
-            args_len: argv.len() as u32,
-            filename,
-            args,
-        };
-        match decode(&bytes(&ev)).unwrap() {
+        let mut rec = exec_record(
+            header(EventKind::Exec),
+            0,
+            1,
+            u32::MAX,
+            "/bin/ech",
+            None,
+            None,
+            None,
+            argv,
+        );
+        // The truncation flag as the kernel sets it.
+        rec[std::mem::offset_of!(ExecEvent, flags)] |= EXEC_ARGS_TRUNCATED as u8;
+        match decode(&rec).unwrap() {
             Event::Exec(e) => {
                 assert_eq!(e.filename, "/bin/ech");
                 assert_eq!(e.header.pid, 7);
-                assert_eq!(e.argv, vec!["echo", "hello", "wor"]);
+                assert_eq!(e.arguments, "hello wor");
                 assert!(e.args_truncated);
                 assert_eq!(e.auid, None);
+                assert_eq!(e.path, None);
+                assert_eq!(e.cwd, None);
+                assert_eq!(e.creds, None);
                 assert_eq!(c_str(&e.header.comm), "true");
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn decodes_the_kernels_path_cwd_and_credentials() {
+        let creds = Creds {
+            uid: 1000,
+            gid: 1000,
+            euid: 0,
+            egid: 1000,
+            suid: 0,
+            sgid: 1000,
+            fsuid: 0,
+            fsgid: 1000,
+        };
+        let rec = exec_record(
+            header(EventKind::Exec),
+            5_000,
+            1,
+            1000,
+            "./su",
+            Some("/usr/bin/su"),
+            Some("/usr/bin"),
+            Some(creds),
+            b"./su\0-\0",
+        );
+        let Event::Exec(e) = decode(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.filename, "./su");
+        assert_eq!(e.path.as_deref(), Some("/usr/bin/su"));
+        assert_eq!(e.cwd.as_deref(), Some("/usr/bin"));
+        assert_eq!(e.creds, Some(creds));
+        assert_eq!(e.start_ns, 5_000);
+        assert_eq!(e.auid, Some(1000));
+        assert_eq!(e.arguments, "-");
+        assert_eq!(join_args(b"a\0\0b\0c d\0"), "b c d");
+        assert_eq!(join_args(b"\0a\0"), "");
+        assert!(!e.args_truncated);
+        // A flag without a path (or a path that is not absolute) is no path.
+        let mut rec = exec_record(
+            header(EventKind::Exec),
+            0,
+            1,
+            0,
+            "x",
+            None,
+            Some(""),
+            None,
+            b"",
+        );
+        rec[std::mem::offset_of!(ExecEvent, flags)] |= EXEC_PATH_RESOLVED as u8;
+        let Event::Exec(e) = decode(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!((e.path, e.cwd), (None, None));
+        // A record of the wrong size is refused, not read past.
+        assert!(matches!(
+            decode(&rec[..rec.len() - 1]),
+            Err(DecodeError::Size { .. })
+        ));
     }
 
     #[test]

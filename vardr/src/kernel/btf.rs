@@ -81,6 +81,17 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         kernfs_node_id: m("kernfs_node", "id")?,
         cgroup_level: m("cgroup", "level")?,
         cgroup_ancestors: m("cgroup", "ancestors").unwrap_or(0),
+        binprm_interp: m("linux_binprm", "interp")?,
+        fs_struct_pwd: m("fs_struct", "pwd")?,
+        task_cred: m("task_struct", "cred")?,
+        cred_uid: m("cred", "uid")?,
+        cred_gid: m("cred", "gid")?,
+        cred_suid: m("cred", "suid")?,
+        cred_sgid: m("cred", "sgid")?,
+        cred_euid: m("cred", "euid")?,
+        cred_egid: m("cred", "egid")?,
+        cred_fsuid: m("cred", "fsuid")?,
+        cred_fsgid: m("cred", "fsgid")?,
         fmode_backing: fmode_backing(),
         ..overlay_offsets(&btf)
     })

@@ -36,12 +36,40 @@ pub(crate) fn sample(
         cgroup_id: 1,
         cgroup: cgroup.into(),
         container_id: None,
+        creds: None,
         origin: "execve",
         parent,
+        json: JsonCache::default(),
     })
 }
 
-use crate::events::{Clock, Exec};
+use crate::events::{Clock, Creds, Exec};
+use crate::kernel::cgroup::CgroupPaths;
+
+/// Serialized forms of a process, made once when first needed (a process
+/// image never changes once in the cache). Not part of the value: a clone
+/// starts empty, and two caches always compare equal.
+#[derive(Debug, Default)]
+pub struct JsonCache {
+    /// The process as events show it (`Process` without `tid`).
+    pub(crate) process: std::sync::OnceLock<(String, std::ops::Range<usize>)>,
+    /// This process and its ancestors, nearest first, comma-separated, up
+    /// to [`MAX_ANCESTORS`]: the `ancestors` array of its grandchildren's
+    /// events starts with its parent's.
+    pub(crate) lineage: std::sync::OnceLock<String>,
+}
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 /// How long an exited process stays resolvable for late events.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -72,9 +100,12 @@ pub struct ProcessInfo {
     pub cgroup_id: u64,
     pub cgroup: String,
     pub container_id: Option<String>,
+    /// All of its ids, when known (from the exec event or /proc).
+    pub creds: Option<Creds>,
     /// How the process became known: "execve", "procFS" or "clone".
     pub origin: &'static str,
     pub parent: Option<Arc<ProcessInfo>>,
+    pub json: JsonCache,
 }
 
 impl ProcessInfo {
@@ -104,6 +135,9 @@ impl ProcessInfo {
 /// and would let a caller dress a program up as another one.
 pub fn absolute(filename: &str, cwd: &str) -> String {
     let joined;
+    if clean_absolute(filename) {
+        return filename.to_string();
+    }
     let path = if filename.starts_with('/') {
         filename
     } else if cwd.starts_with('/') && !filename.is_empty() {
@@ -119,11 +153,52 @@ pub fn absolute(filename: &str, cwd: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// The program an exec ran: the name it was given, made absolute against
+/// the working directory, as long as that name says which file it is; the
+/// kernel's resolved path when it does not (`..` through a possible
+/// symlink, a descriptor's `/dev/fd/N`, a relative name without a known
+/// working directory). The name is kept otherwise so `/bin/sh` stays
+/// `/bin/sh` (not the `/usr/bin/dash` it links to), as policies name it.
+pub fn binary(e: &Exec, cwd: &str) -> String {
+    let name = &e.filename;
+    let by_fd = name.starts_with("/dev/fd/") || name.starts_with("/proc/self/fd/");
+    if clean_absolute(name) && !by_fd {
+        return name.clone();
+    }
+    let vague = name.is_empty()
+        || by_fd
+        || (!name.starts_with('/') && !cwd.starts_with('/'))
+        || name.split('/').any(|c| c == "..");
+    match &e.path {
+        Some(p) if vague => p.clone(),
+        _ => absolute(name, cwd),
+    }
+}
+
+/// An absolute path with nothing to clean: no `//`, no component that
+/// starts with a dot (so no `.` or `..`), no trailing `/`. One pass.
+fn clean_absolute(p: &str) -> bool {
+    let b = p.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
+        return true;
+    }
+    let bad = b.windows(2).fold(false, |bad, w| {
+        bad | ((w[0] == b'/') & ((w[1] == b'/') | (w[1] == b'.')))
+    });
+    !bad && b[b.len() - 1] != b'/'
+}
+
 /// Length of a clock tick (`/proc/PID/stat` start times are in ticks).
 pub fn tick_ns() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    1_000_000_000 / hz
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        1_000_000_000 / hz
+    })
 }
 
 /// A boot-clock time cut to whole clock ticks, as /proc reports a task's
@@ -136,13 +211,75 @@ pub fn to_tick(boot_ns: u64) -> u64 {
 /// `node` is `node:boot-id`; `start_boot_ns` is the task's start in
 /// boot-clock ns at tick resolution.
 pub fn exec_id(node: &str, start_boot_ns: u64, pid: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start_boot_ns}:{pid}"))
+    // `node:start:pid` on the stack when it fits (it does for any
+    // reasonable node name), then straight into the output's base64.
+    let mut buf = [0u8; 160];
+    let raw_len = node.len() + 32;
+    let mut heap;
+    let raw: &mut [u8] = if raw_len <= buf.len() {
+        &mut buf[..raw_len]
+    } else {
+        heap = vec![0u8; raw_len];
+        &mut heap
+    };
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        raw[n..n + bytes.len()].copy_from_slice(bytes);
+        n += bytes.len();
+    };
+    put(node.as_bytes());
+    put(b":");
+    put(itoa(start_boot_ns, &mut [0; 20]));
+    put(b":");
+    put(itoa(pid.into(), &mut [0; 20]));
+    let mut out = String::with_capacity(n.div_ceil(3) * 4);
+    base64::engine::general_purpose::STANDARD.encode_string(&raw[..n], &mut out);
+    out
 }
+
+/// Decimal digits of `v` in `buf`.
+fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Hashing of kernel-assigned numbers (pids, cgroup ids): a multiply,
+/// not SipHash (no one picks these keys to collide).
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v.into());
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 pub struct ProcessCache {
     node: String,
-    by_pid: HashMap<u32, Arc<ProcessInfo>>,
+    by_pid: IdMap<u32, Arc<ProcessInfo>>,
     exited: VecDeque<(Instant, u32, String)>,
+    cgroups: CgroupPaths,
 }
 
 impl ProcessCache {
@@ -151,16 +288,25 @@ impl ProcessCache {
     pub fn new(node: &str) -> Self {
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let boot: String = boot.trim().chars().filter(|c| *c != '-').take(8).collect();
-        Self::for_boot(&format!("{node}:{boot}"))
+        let mut c = Self::for_boot(&format!("{node}:{boot}"));
+        c.cgroups = CgroupPaths::new();
+        c
     }
 
-    /// A cache whose exec_ids start with `prefix` (`node:boot`).
+    /// A cache whose exec_ids start with `prefix` (`node:boot`), with no
+    /// cgroup paths but those it is told ([`ProcessCache::cgroups`]).
     pub fn for_boot(prefix: &str) -> Self {
         Self {
             node: prefix.to_string(),
-            by_pid: HashMap::new(),
+            by_pid: IdMap::default(),
             exited: VecDeque::new(),
+            cgroups: CgroupPaths::detached(),
         }
+    }
+
+    /// The cgroup id -> path cache.
+    pub fn cgroups(&mut self) -> &mut CgroupPaths {
+        &mut self.cgroups
     }
 
     pub fn len(&self) -> usize {
@@ -180,6 +326,7 @@ impl ProcessCache {
         let mut procs = procfs::scan(clock);
         procs.sort_by_key(|p| (p.start_time, p.pid));
         for p in procs {
+            self.cgroups.insert(p.cgroup_id, &p.cgroup);
             let parent = self.by_pid.get(&p.ppid).cloned();
             let info = ProcessInfo {
                 exec_id: exec_id(&self.node, p.start_boot_ns, p.pid),
@@ -196,8 +343,10 @@ impl ProcessCache {
                 cgroup_id: p.cgroup_id,
                 container_id: container_id(&p.cgroup),
                 cgroup: p.cgroup,
+                creds: p.creds,
                 origin: "procFS",
                 parent,
+                json: JsonCache::default(),
             };
             self.by_pid.insert(p.pid, Arc::new(info));
         }
@@ -216,6 +365,7 @@ impl ProcessCache {
                 start_time: time,
                 origin: "clone",
                 parent: Some(p.clone()),
+                json: JsonCache::default(),
                 ..(**p).clone()
             },
             None => ProcessInfo {
@@ -233,8 +383,10 @@ impl ProcessCache {
                 cgroup_id: 0,
                 cgroup: String::new(),
                 container_id: None,
+                creds: None,
                 origin: "clone",
                 parent: None,
+                json: JsonCache::default(),
             },
         };
         self.by_pid.insert(child_pid, Arc::new(info));
@@ -250,19 +402,31 @@ impl ProcessCache {
             .and_then(|p| p.parent.clone())
             .filter(|p| p.pid == e.ppid)
             .or_else(|| self.by_pid.get(&e.ppid).cloned());
-        let cgroup = procfs::cgroup_of(pid)
-            .or_else(|| prior.as_ref().map(|p| p.cgroup.clone()))
-            .unwrap_or_default();
-        let cwd = procfs::cwd_of(pid)
+        // Everything from the event (the kernel's view at the exec); what
+        // it could not say, from the process's previous image.
+        let (cgroup, container) = match self.cgroups.get(e.header.cgroup_id) {
+            Some(c) => (c.path.clone(), c.container_id.clone()),
+            None => prior
+                .as_ref()
+                .filter(|p| p.cgroup_id == e.header.cgroup_id)
+                .map(|p| (p.cgroup.clone(), p.container_id.clone()))
+                .unwrap_or_default(),
+        };
+        let cwd = e
+            .cwd
+            .clone()
             .or_else(|| prior.as_ref().map(|p| p.cwd.clone()))
             .unwrap_or_default();
-        // The task started at its fork (known from the fork event or
-        // /proc), not at this exec.
-        let start = prior
-            .as_ref()
-            .map(|p| p.start_boot_ns)
+        // The task started at its fork (the kernel says when; else the
+        // fork event's time), not at this exec.
+        let start = Some(to_tick(e.start_ns))
             .filter(|&s| s != 0 && s <= e.header.boot_ns)
-            .or_else(|| procfs::start_boot_ns(pid).filter(|&s| s <= e.header.boot_ns))
+            .or_else(|| {
+                prior
+                    .as_ref()
+                    .map(|p| p.start_boot_ns)
+                    .filter(|&s| s != 0 && s <= e.header.boot_ns)
+            })
             .unwrap_or_else(|| to_tick(e.header.boot_ns));
         let info = Arc::new(ProcessInfo {
             exec_id: exec_id(&self.node, start, pid),
@@ -271,16 +435,18 @@ impl ProcessCache {
             uid: e.header.uid,
             gid: e.header.gid,
             auid: e.auid,
-            binary: absolute(&e.filename, &cwd),
-            arguments: e.argv.get(1..).unwrap_or_default().join(" "),
+            binary: binary(e, &cwd),
+            arguments: e.arguments.clone(),
             args_truncated: e.args_truncated,
             cwd,
             start_time: time,
             cgroup_id: e.header.cgroup_id,
-            container_id: container_id(&cgroup),
+            container_id: container,
             cgroup,
+            creds: e.creds,
             origin: "execve",
             parent,
+            json: JsonCache::default(),
         });
         self.by_pid.insert(pid, info.clone());
         info
@@ -352,6 +518,12 @@ mod tests {
         // No working directory known, or no name: keep what was written.
         assert_eq!(absolute("sh", ""), "sh");
         assert_eq!(absolute("", "/x"), "");
+        assert_eq!(absolute("/", "/x"), "/");
+        assert_eq!(absolute("/a/", "/x"), "/a");
+        assert_eq!(absolute("/a/.b/./c", "/x"), "/a/.b/c");
+        assert!(
+            clean_absolute("/usr/bin/x.y") && !clean_absolute("/usr/.x") && !clean_absolute("x")
+        );
     }
 
     fn exec(pid: u32, ppid: u32, bin: &str, argv: &[&str]) -> Exec {
@@ -370,12 +542,36 @@ mod tests {
             ppid,
             auid: Some(1000),
             filename: bin.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
+            path: None,
+            cwd: None,
+            creds: None,
+            start_ns: 0,
+            arguments: argv.get(1..).unwrap_or_default().join(" "),
             args_truncated: false,
         }
     }
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn binary_is_the_name_unless_only_the_kernels_path_says_which_file() {
+        let mut e = exec(1, 0, "/bin/sh", &["sh"]);
+        e.path = Some("/usr/bin/dash".into());
+        // The name as policies write it, not the symlink's target.
+        assert_eq!(binary(&e, "/"), "/bin/sh");
+        e.filename = "./sh".into();
+        assert_eq!(binary(&e, "/bin"), "/bin/sh");
+        for vague in ["/dev/fd/3", "/proc/self/fd/4", "../x/sh", "/tmp/l/../sh"] {
+            e.filename = vague.into();
+            assert_eq!(binary(&e, "/tmp"), "/usr/bin/dash", "{vague}");
+        }
+        e.filename = "sh".into();
+        assert_eq!(binary(&e, ""), "/usr/bin/dash");
+        // Without the kernel's path: the name as before.
+        e.path = None;
+        e.filename = "/dev/fd/3".into();
+        assert_eq!(binary(&e, "/"), "/dev/fd/3");
+    }
 
     fn t(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
@@ -399,6 +595,17 @@ mod tests {
         assert_ne!(leaf.exec_id, sh.exec_id);
         assert_eq!(leaf.exec_id, exec_id("node1", 4 * SEC, 100_003));
         assert_ne!(exec_id("node1", 5, 1), exec_id("node2", 5, 1));
+        let long = "n".repeat(300);
+        for (node, start, pid) in [
+            ("node1", 0, 0),
+            ("x:y", u64::MAX, u32::MAX),
+            (long.as_str(), 7, 9),
+        ] {
+            assert_eq!(
+                exec_id(node, start, pid),
+                base64::engine::general_purpose::STANDARD.encode(format!("{node}:{start}:{pid}"))
+            );
+        }
     }
 
     #[test]

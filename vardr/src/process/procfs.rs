@@ -18,6 +18,7 @@ pub struct ProcEntry {
     pub start_boot_ns: u64,
     pub cgroup_id: u64,
     pub cgroup: String,
+    pub creds: Option<crate::events::Creds>,
 }
 
 fn read(pid: u32, what: &str) -> Option<String> {
@@ -31,6 +32,7 @@ fn link(pid: u32, what: &str) -> Option<String> {
 }
 
 /// When a process started (`/proc/PID/stat` field 22), in boot-clock ns.
+#[cfg(test)]
 pub fn start_boot_ns(pid: u32) -> Option<u64> {
     let stat = read(pid, "stat")?;
     let rest = stat.rsplit_once(')')?.1;
@@ -61,13 +63,30 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     })
 }
 
-fn status_ids(status: &str, key: &str) -> Option<u32> {
-    status
+/// The four ids of a `Uid:` or `Gid:` line: real, effective, saved, fs.
+fn status_all(status: &str, key: &str) -> Option<[u32; 4]> {
+    let mut it = status
         .lines()
         .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
-        .nth(1) // effective id
-        .and_then(|v| v.parse().ok())
+        .map(|v| v.parse::<u32>().ok());
+    Some([it.next()??, it.next()??, it.next()??, it.next()??])
+}
+
+/// Credentials from `/proc/PID/status`.
+fn creds(status: &str) -> Option<crate::events::Creds> {
+    let [uid, euid, suid, fsuid] = status_all(status, "Uid:")?;
+    let [gid, egid, sgid, fsgid] = status_all(status, "Gid:")?;
+    Some(crate::events::Creds {
+        uid,
+        gid,
+        euid,
+        egid,
+        suid,
+        sgid,
+        fsuid,
+        fsgid,
+    })
 }
 
 /// Start time of a process in clock ticks since boot (`/proc/PID/stat`
@@ -119,8 +138,10 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
         out.push(ProcEntry {
             pid,
             ppid,
-            uid: status_ids(&status, "Uid:").unwrap_or(0),
-            gid: status_ids(&status, "Gid:").unwrap_or(0),
+            // Real ids, as the exec event's header has them (the
+            // effective ones are in the credentials).
+            uid: status_all(&status, "Uid:").map_or(0, |ids| ids[0]),
+            gid: status_all(&status, "Gid:").map_or(0, |ids| ids[0]),
             auid: read(pid, "loginuid")
                 .and_then(|s| s.trim().parse().ok())
                 .filter(|&a| a != u32::MAX),
@@ -131,6 +152,7 @@ pub fn scan(clock: &Clock) -> Vec<ProcEntry> {
             start_boot_ns: boot_ns,
             cgroup_id,
             cgroup,
+            creds: creds(&status),
         });
     }
     out
@@ -170,6 +192,11 @@ mod tests {
         assert!(!p.binary.is_empty());
         assert!(p.start_time <= SystemTime::now());
         assert!(start_ticks(std::process::id()).is_some_and(|t| t > 0));
+        let c = p.creds.expect("credentials");
+        // SAFETY: getters without preconditions.
+        let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+        assert_eq!((c.uid, c.euid), (uid, euid));
+        assert_eq!(p.uid, uid, "the real uid, as exec events have it");
         assert_eq!(start_ticks(u32::MAX), None);
     }
 }

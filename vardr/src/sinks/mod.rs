@@ -26,6 +26,22 @@ pub struct Published {
 }
 
 impl Published {
+    /// The `process_exec` line of process `p`, written by
+    /// [`crate::events::exec_line`].
+    pub fn exec(p: &crate::process::ProcessInfo, json: String) -> Self {
+        Self {
+            kind: "process_exec",
+            json,
+            pid: p.pid,
+            binary: p.binary.clone(),
+            verdict: None,
+            layer2_verdict: None,
+            exec_id: p.exec_id.clone(),
+            cgroup: p.cgroup.clone(),
+            container_id: p.container_id.clone(),
+        }
+    }
+
     pub fn new(ev: &JsonEvent) -> serde_json::Result<Self> {
         let p = ev.process();
         Ok(Self {
@@ -100,6 +116,11 @@ impl Sinks {
             Ok(p) => p,
             Err(e) => return self.failed("the serializer", &e.into()),
         };
+        self.publish_serialized(p);
+    }
+
+    /// [`Sinks::publish`] of an event already serialized.
+    pub fn publish_serialized(&mut self, p: Published) {
         let line = match self.output {
             Output::Json => Some(p.json.clone()),
             Output::Compact => serde_json::from_str(&p.json)

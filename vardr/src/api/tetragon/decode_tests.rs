@@ -92,6 +92,31 @@ fn exec_and_exit_decode_with_process_parent_and_ancestors() {
     assert_eq!(x.ancestors.len(), 1);
     assert_eq!(x.ancestors[0].binary, "/sbin/init");
 
+    // Credentials from the exec event are Tetragon's `process_credentials`.
+    let mut q = (*p).clone();
+    q.creds = Some(crate::events::Creds {
+        uid: 1000,
+        gid: 1000,
+        euid: 0,
+        egid: 1000,
+        suid: 0,
+        sgid: 1000,
+        fsuid: 0,
+        fsgid: 1000,
+    });
+    let e = decoded(&JsonEvent::exec(&q, "node-a"));
+    let Some(pb::get_events_response::Event::ProcessExec(x)) = e.event else {
+        panic!("not a process_exec")
+    };
+    let c = x
+        .process
+        .expect("process")
+        .process_credentials
+        .expect("credentials");
+    assert_eq!(c.uid.map(|v| v.value), Some(1000));
+    assert_eq!(c.euid.map(|v| v.value), Some(0));
+    assert_eq!(c.fsgid.map(|v| v.value), Some(1000));
+
     // Killed by SIGKILL: status 0, signal named.
     let e = decoded(&JsonEvent::exit(&p, 9, "node-a", SystemTime::UNIX_EPOCH));
     let Some(pb::get_events_response::Event::ProcessExit(x)) = e.event else {
