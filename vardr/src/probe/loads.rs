@@ -4,8 +4,8 @@ use std::path::Path;
 use aya::{
     maps::MapType,
     programs::{
-        BtfTracePoint, CgroupSkb, CgroupSockAddr, KProbe, Lsm, ProgramError, ProgramType, RawTracePoint,
-        TracePoint, UProbe,
+        BtfTracePoint, CgroupSkb, CgroupSockAddr, KProbe, Lsm, ProgramError, ProgramType,
+        RawTracePoint, TracePoint, UProbe,
     },
     sys::{is_helper_supported, is_map_supported, BpfHelper},
     Btf, EbpfLoader,
