@@ -430,8 +430,6 @@ pub struct KernelOffsets {
     /// lower layer's dentry.
     pub ovl_entry_numlower: u64,
     pub ovl_entry_lower_dentry: u64,
-    /// `FMODE_BACKING` of this kernel (a macro: not in BTF), 0 before 6.6.
-    pub fmode_backing: u64,
 }
 
 /// Overlay dentries keep their overlay identity (the layout is unknown).

@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{FAN_LEASE, PATH_RULES, PATH_SCRATCH, PENDING_OPENS},
+    maps::{FAN_LEASE, OVL_OPENS, PATH_RULES, PATH_SCRATCH, PENDING_OPENS},
     shared::{
         conclude_op, conclude_path, config, current_program, eacces, emit, eperm, governed,
         hook_bit, identity_rules, offsets, pick, read, stronger, verdict, Report,
@@ -24,6 +24,7 @@ use crate::{
 
 const SIGKILL: u32 = 9;
 const O_ACCMODE: u32 = 0o3;
+const O_NOATIME: u32 = 0o1000000;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_APPEND: u32 = 0o2000;
@@ -111,6 +112,38 @@ fn decide_open(
     conclude_path(cfg, hook, &rule, backend, flags, path)
 }
 
+/// Records the real dentries of an overlay file whose open is let through
+/// (see [`OVL_OPENS`]).
+#[inline(always)]
+fn remember_overlay_open(file: *const u8) {
+    let off = offsets();
+    let Some(dentry) = read::<*const u8>(file, off.file_f_path + off.path_dentry) else {
+        return;
+    };
+    let (upper, lower) = crate::identity::layers(dentry, &off);
+    if upper.is_null() && lower.is_null() {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = OVL_OPENS.insert(tid, [upper as u64, lower as u64], 0);
+}
+
+/// Whether `file` is the real file behind the overlay open this thread
+/// just made (the record is used once).
+#[inline(always)]
+fn behind_overlay_open(file: *const u8) -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(v) = OVL_OPENS.get_ptr(tid) else {
+        return false;
+    };
+    // SAFETY: pointer into a map value returned by lookup.
+    let [upper, lower] = unsafe { *v };
+    let _ = OVL_OPENS.remove(tid);
+    let off = offsets();
+    read::<*const u8>(file, off.file_f_path + off.path_dentry)
+        .is_some_and(|d| d as u64 == upper || d as u64 == lower)
+}
+
 #[lsm(hook = "file_open")]
 pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     // file_open(struct file *file); the previous LSM's verdict follows the arguments.
@@ -123,17 +156,14 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let off = offsets();
-    // The real file an overlay opens behind the file the caller opened
-    // (6.6+): that open was decided already, on the caller's path. This
-    // one carries the layer's path, where the caller's allow rules would
-    // not apply.
-    if off.fmode_backing != 0 {
-        let mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
-        if u64::from(mode) & off.fmode_backing != 0 {
-            return 0;
-        }
-    }
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
+    // The real file an overlay opens behind the one the caller opened
+    // (always with O_NOATIME): that open was decided already, on the
+    // caller's path; this one carries the layer's path, where the caller's
+    // path rules (an allow exception) would not apply.
+    if flags & O_NOATIME != 0 && behind_overlay_open(file) {
+        return 0;
+    }
     // Moving into another cgroup is a write of its membership file.
     // (In audit mode it is reported and the file rules still decide.)
     if flags & O_ACCMODE != 0 {
@@ -174,6 +204,7 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     if decide_open(cfg, key, n, by_identity, flags, BackendKind::Lsm) {
         return eperm();
     }
+    remember_overlay_open(file);
     if script {
         let by_path = path_rules(key, cfg.generation, n);
         let rule = pick(&by_path, &by_identity, Hook::Exec);

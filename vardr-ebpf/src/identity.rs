@@ -45,41 +45,49 @@ pub fn real_dentry(dentry: *const u8, off: &KernelOffsets) -> *const u8 {
     real_once(once, off)
 }
 
+/// The upper and the (top) lower dentry of an overlay's dentry (null where
+/// there is none, both null for any other dentry).
 #[inline(always)]
-fn real_once(dentry: *const u8, off: &KernelOffsets) -> *const u8 {
+pub fn layers(dentry: *const u8, off: &KernelOffsets) -> (*const u8, *const u8) {
+    let none = (core::ptr::null(), core::ptr::null());
     let kind = off.ovl_lower_kind;
     if kind != OVL_STACK_IN_DENTRY && kind != OVL_STACK_IN_INODE {
-        return dentry;
+        return none;
     }
     let inode = match read::<*const u8>(dentry, off.dentry_d_inode) {
         Some(i) if !i.is_null() => i,
-        _ => return dentry,
+        _ => return none,
     };
     let Some(sb) = read::<*const u8>(inode, off.inode_i_sb) else {
-        return dentry;
+        return none;
     };
     if read::<u64>(sb, off.super_block_s_magic) != Some(OVERLAYFS_SUPER_MAGIC) {
-        return dentry;
+        return none;
     }
-    // `struct ovl_inode` embeds the VFS inode; the lower stack (`struct
-    // ovl_entry`) hangs off it (6.5+) or off the dentry (before).
     let oi = inode.wrapping_sub(off.ovl_inode_vfs_inode as usize);
     let entry = if kind == OVL_STACK_IN_INODE {
         read::<*const u8>(oi, off.ovl_inode_oe)
     } else {
         read::<*const u8>(dentry, off.dentry_d_fsdata)
     };
+    let mut lower = core::ptr::null();
     if let Some(oe) = entry.filter(|e| !e.is_null()) {
         if read::<u32>(oe, off.ovl_entry_numlower).is_some_and(|n| n > 0) {
-            if let Some(lower) = read::<*const u8>(oe, off.ovl_entry_lower_dentry) {
-                if !lower.is_null() {
-                    return lower;
-                }
-            }
+            lower = read::<*const u8>(oe, off.ovl_entry_lower_dentry).unwrap_or(lower);
         }
     }
-    match read::<*const u8>(oi, off.ovl_inode_upper) {
-        Some(upper) if !upper.is_null() => upper,
-        _ => dentry,
+    let upper = read::<*const u8>(oi, off.ovl_inode_upper).unwrap_or(core::ptr::null());
+    (upper, lower)
+}
+
+#[inline(always)]
+fn real_once(dentry: *const u8, off: &KernelOffsets) -> *const u8 {
+    let (upper, lower) = layers(dentry, off);
+    if !lower.is_null() {
+        lower
+    } else if !upper.is_null() {
+        upper
+    } else {
+        dentry
     }
 }

@@ -51,6 +51,13 @@ pub static FAN_LEASE: Array<FanotifyLease> = Array::with_max_entries(1, 0);
 #[map]
 pub static PENDING_OPENS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1 << 14, 0);
 
+/// Overlay opens in flight, by thread: the real dentries (upper, lower) of
+/// an overlay file whose open `file_open` let through, so the open of the
+/// real file overlayfs makes behind it (with the layer's path, where the
+/// caller's path rules do not apply) is not decided a second time.
+#[map]
+pub static OVL_OPENS: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(1 << 12, 0);
+
 /// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
 #[map]
 pub static PATH_RULES: LpmTrie<[u8; PATH_KEY_LEN], PathRules> = LpmTrie::with_max_entries(RULES, 0);

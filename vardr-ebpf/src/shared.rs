@@ -87,7 +87,6 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     ovl_lower_kind: 0,
     ovl_entry_numlower: 0,
     ovl_entry_lower_dentry: 0,
-    fmode_backing: 0,
 });
 
 /// LSM verdicts: "operation not permitted", "permission denied".

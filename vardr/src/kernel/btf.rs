@@ -92,7 +92,6 @@ pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
         cred_egid: m("cred", "egid")?,
         cred_fsuid: m("cred", "fsuid")?,
         cred_fsgid: m("cred", "fsgid")?,
-        fmode_backing: fmode_backing(),
         ..overlay_offsets(&btf)
     })
 }
@@ -167,18 +166,6 @@ fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
         o.ovl_entry_lower_dentry = 24 + 8;
     }
     o
-}
-
-/// `FMODE_BACKING`: the flag of the real files overlayfs opens behind its
-/// own (6.6+); bit 25 until 6.14 moved it to bit 24.
-fn fmode_backing() -> u64 {
-    if kernel_at_least(6, 14) {
-        1 << 24
-    } else if kernel_at_least(6, 6) {
-        1 << 25
-    } else {
-        0
-    }
 }
 
 /// BTF of the overlay module, when it is loaded.

@@ -178,10 +178,14 @@ pub fn file_rules(b: Backend) {
     // the path rule is more specific than the directory's identity.
     std::fs::write(dir.join("public.new"), "public\n").unwrap();
     std::fs::rename(dir.join("public.new"), dir.join("public")).unwrap();
-    assert_ok(
-        &sh_in(&cg.path, &format!("exec cat {d}/dir/public")),
-        "replaced allowed file",
-    );
+    let o = sh_in(&cg.path, &format!("exec cat {d}/dir/public"));
+    if !o.status.success() {
+        // Which rule refused it, by which path and operation.
+        for e in agent.policy_events() {
+            eprintln!("policy event: {e}");
+        }
+    }
+    assert_ok(&o, "replaced allowed file");
     // Outside the scope nothing is governed.
     assert_ok(
         &sh(&format!("exec cat {d}/dir/secret")),
