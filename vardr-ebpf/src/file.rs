@@ -24,7 +24,6 @@ use crate::{
 
 const SIGKILL: u32 = 9;
 const O_ACCMODE: u32 = 0o3;
-const O_NOATIME: u32 = 0o1000000;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_APPEND: u32 = 0o2000;
@@ -157,13 +156,6 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
     };
     let off = offsets();
     let flags: u32 = read(file, off.file_f_flags).unwrap_or(0);
-    // The real file an overlay opens behind the one the caller opened
-    // (always with O_NOATIME): that open was decided already, on the
-    // caller's path; this one carries the layer's path, where the caller's
-    // path rules (an allow exception) would not apply.
-    if flags & O_NOATIME != 0 && behind_overlay_open(file) {
-        return 0;
-    }
     // Moving into another cgroup is a write of its membership file.
     // (In audit mode it is reported and the file rules still decide.)
     if flags & O_ACCMODE != 0 {
@@ -185,6 +177,13 @@ pub fn vardr_file_open(ctx: LsmContext) -> i32 {
         hooks
     };
     if !(script || file_rules_apply(cfg, flags)) || !governed(cfg, hooks) {
+        return 0;
+    }
+    // The real file an overlay opens behind the one the caller opened (in
+    // the same thread, so governed alike): that open was decided already,
+    // on the caller's path; this one carries the layer's path, where the
+    // caller's path rules (an allow exception) would not apply.
+    if behind_overlay_open(file) {
         return 0;
     }
     let Some(key) = PATH_SCRATCH.get_ptr_mut(0) else {
