@@ -598,19 +598,7 @@ fn push_str(out: &mut String, s: &str) {
 }
 
 fn push_u64(out: &mut String, v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // SAFETY: ASCII digits only.
-    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 fn push_time(out: &mut String, t: SystemTime) {

@@ -173,20 +173,13 @@ impl CgroupPaths {
 
     /// A cache over the cgroup v2 tree mounted at `root`.
     pub fn at(root: PathBuf) -> Self {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        let fd = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-            .ok()
-            .and_then(|c| {
-                // SAFETY: a NUL-terminated path; the fd returned is ours.
-                let fd = unsafe {
-                    libc::open(
-                        c.as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    )
-                };
-                // SAFETY: a descriptor just opened and owned by no one else.
-                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-            });
+        use nix::{fcntl::OFlag, sys::stat::Mode};
+        let fd = nix::fcntl::open(
+            &root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
         let mut c = Self::empty(Some(root));
         c.mount_fd = fd;
         c

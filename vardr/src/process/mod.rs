@@ -229,26 +229,12 @@ pub fn exec_id(node: &str, start_boot_ns: u64, pid: u32) -> String {
     };
     put(node.as_bytes());
     put(b":");
-    put(itoa(start_boot_ns, &mut [0; 20]));
+    put(itoa::Buffer::new().format(start_boot_ns).as_bytes());
     put(b":");
-    put(itoa(pid.into(), &mut [0; 20]));
+    put(itoa::Buffer::new().format(pid).as_bytes());
     let mut out = String::with_capacity(n.div_ceil(3) * 4);
     base64::engine::general_purpose::STANDARD.encode_string(&raw[..n], &mut out);
     out
-}
-
-/// Decimal digits of `v` in `buf`.
-fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// Hashing of kernel-assigned numbers (pids, cgroup ids): a multiply,
