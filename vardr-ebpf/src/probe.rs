@@ -50,6 +50,13 @@ pub fn probe_uprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// A `task_file` iterator (the agent's overlay identities use one).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task_file")]
+pub fn probe_iter(_ctx: *mut core::ffi::c_void) -> i32 {
+    0
+}
+
 #[kprobe]
 pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
     0

@@ -490,3 +490,111 @@ fn exit_is_reported_when_the_last_thread_ends() {
     assert_eq!(exits, 1, "one exit per process, when its last thread ends");
     assert!(agent.stop().success());
 }
+
+/// A reload is prepared on a thread of its own: while a 100 000-rule
+/// policy is parsed, compiled and written, the agent keeps delivering
+/// events and answering its metrics endpoint.
+#[test]
+fn events_and_metrics_flow_during_a_big_reload() {
+    if !require_root("events_and_metrics_flow_during_a_big_reload") {
+        return;
+    }
+    let _serial = serial();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = AgentRun::start(NO_RULES, &["--metrics-addr", &addr]);
+    // Alert rules in audit mode: nothing can be blocked. The paths lie in a
+    // directory that does not exist, the networks in 10.0.0.0/8.
+    let n = 100_000;
+    let mut paths = String::from("[/nonexistent-vardr-reload/f0");
+    let mut nets = String::from("[10.0.0.0/32");
+    for i in 1..n {
+        use std::fmt::Write as _;
+        let _ = write!(paths, ", /nonexistent-vardr-reload/f{i}");
+        let _ = write!(
+            nets,
+            ", 10.{}.{}.{}/32",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        );
+    }
+    std::fs::write(
+        agent.policy_path(),
+        format!(
+            "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: big\nspec:\n  rules:\n\
+             \x20 - {{name: files, hook: file_open, action: alert, match: {{paths: {paths}]}}}}\n\
+             \x20 - {{name: nets, hook: connect, action: alert, match: {{cidrs: {nets}]}}}}\n"
+        ),
+    )
+    .unwrap();
+    let execs = |body: &str| metric(body, "vardr_events_total{type=\"process_exec\"}");
+    let status = agent.runtime_dir().join("status.json");
+    let seq = || {
+        std::fs::read(&status)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|s| s["last_reload"]["seq"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = seq();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("/bin/true").status();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    // Exec counts scraped while the reload is still in preparation.
+    let mut during = Vec::new();
+    while seq() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the reload did not finish"
+        );
+        let body = http_get(port, "/metrics");
+        if seq() == before {
+            during.push(execs(&body));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let s = agent.status();
+    assert_eq!(s["last_reload"]["ok"], true, "{s}");
+    assert_eq!(s["policy_name"], "big", "{s}");
+    if during.len() < 3 {
+        eprintln!(
+            "SKIPPED events_and_metrics_flow_during_a_big_reload: the reload took {took:?}, too short to observe"
+        );
+        assert!(agent.stop().success());
+        return;
+    }
+    let (first, last) = (during[0], during[during.len() - 1]);
+    assert!(
+        last > first,
+        "no exec event was delivered during the {took:?} reload ({} metric scrapes answered, exec count stayed {first})",
+        during.len()
+    );
+    eprintln!(
+        "reload of {n} rules per kind took {took:?}: {} metric scrapes answered and {} exec events delivered meanwhile",
+        during.len(),
+        last - first
+    );
+    assert!(agent.stop().success());
+}

@@ -195,6 +195,43 @@ fn setup(vm: bool) -> Result<()> {
     run::status(&mut cmd)
 }
 
+/// `scripts/setup.sh vm deb` (or only `deb`) running beside the first
+/// tiers; its output is kept and printed when it is waited for.
+struct BackgroundSetup {
+    child: std::io::Result<std::process::Child>,
+    log: PathBuf,
+}
+
+impl BackgroundSetup {
+    fn start(vm: bool) -> Self {
+        let log = workspace_root().join("target/setup-background.log");
+        let child = std::fs::create_dir_all(workspace_root().join("target"))
+            .and_then(|()| std::fs::File::create(&log))
+            .and_then(|f| {
+                let mut cmd = std::process::Command::new("bash");
+                cmd.arg(workspace_root().join("scripts/setup.sh"));
+                if vm {
+                    cmd.arg("vm");
+                }
+                cmd.arg("deb")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(f.try_clone()?)
+                    .stderr(f)
+                    .spawn()
+            });
+        Self { child, log }
+    }
+
+    fn wait(self) -> Result<()> {
+        let status = self.child?.wait()?;
+        print!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        if !status.success() {
+            bail!("scripts/setup.sh (VM and packaging tools) failed: {status}");
+        }
+        Ok(())
+    }
+}
+
 fn agent(args: Vec<String>) -> Result<()> {
     println!("[agent] 1/3 setup: build tools (scripts/setup.sh build)");
     setup(false)?;
@@ -245,7 +282,11 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
             eprintln!("tier {name}: {e:#}");
         }
     };
-    tier("setup", &mut tally, &mut |_| setup(!no_vm));
+    // The build tools first (lint needs them); the VM and packaging tools
+    // (downloads, apt, cargo-deb) install in the background meanwhile and
+    // are waited for before the tiers that use them.
+    tier("setup", &mut tally, &mut |_| setup(false));
+    let mut background = Some(BackgroundSetup::start(!no_vm));
     tier("lint", &mut tally, &mut |_| {
         run::status(cargo().args(["fmt", "--all", "--check"]))?;
         run::status(cargo().args([
@@ -290,6 +331,14 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
             t,
         )
     });
+    tier(
+        "setup (VM, packaging)",
+        &mut tally,
+        &mut |_| match background.take() {
+            Some(b) => b.wait(),
+            None => Ok(()),
+        },
+    );
     tier("host integration", &mut tally, &mut |t| {
         run::tests(
             cargo().args([

@@ -1,7 +1,9 @@
 //! The long-running agent: loads the policy into the kernel, streams events,
 //! reloads on SIGHUP, and removes everything it attached when it stops.
 pub mod appear;
+mod compile_job;
 pub mod control;
+mod heap;
 pub mod persist;
 pub mod reload_signal;
 pub mod requests;
@@ -808,9 +810,26 @@ impl Agent {
                         let _ = r.join();
                     }
                     let b = load_rules(&path, &api.enabled(), first_id, &limits)?;
-                    let staged = staging.write(&b.rules)?;
-                    let planned = fan_opts.map(|o| fanotify::plan(&o, &b.rules));
-                    Ok((b, staged, planned))
+                    // The fanotify marks are planned (stat of every
+                    // governed path) while the maps are written.
+                    let (staged, planned) = std::thread::scope(|s| {
+                        let planning = fan_opts
+                            .as_ref()
+                            .map(|o| s.spawn(|| fanotify::plan(o, &b.rules)));
+                        let staged = staging.write(&b.rules);
+                        let planned = planning.map(|p| p.join());
+                        (staged, planned)
+                    });
+                    let planned = match planned {
+                        Some(Err(_)) => {
+                            return Err(AgentError::Io(std::io::Error::other(
+                                "planning the fanotify marks panicked",
+                            )))
+                        }
+                        Some(Ok(p)) => Some(p),
+                        None => None,
+                    };
+                    Ok((b, staged?, planned))
                 };
                 // A panic must still answer: the loop waits for this reload.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
@@ -848,7 +867,10 @@ impl Agent {
         let result = p.result.and_then(|(b, staged, planned)| {
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
             // The old entries go on a thread too, after a grace period.
-            self.retiring = Some(std::thread::spawn(move || retired.delete()));
+            self.retiring = Some(std::thread::spawn(move || {
+                retired.delete();
+                heap::release_free_memory();
+            }));
             if let (Some(f), Some(planned)) = (self.fanotify.as_mut(), planned) {
                 f.apply_planned(planned)?;
             }
@@ -912,6 +934,7 @@ impl Agent {
             }
         }
         self.save_status();
+        heap::release_free_memory();
         let answer = match &self.status.last_reload.error {
             None => Ok(()),
             Some(e) => Err(Refused::new(tonic::Code::InvalidArgument, e.clone())),
@@ -1114,32 +1137,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     for e in broken {
         tracing::error!("TracingPolicy added through the API no longer loads, left out: {e}");
     }
-    let bundle = match load_rules(
-        &opts.policy,
-        &api_policies.enabled(),
+    let compile = compile_job::CompileJob::spawn(
+        opts.policy.clone(),
+        api_policies.enabled(),
+        !api_policies.is_empty(),
         first_id,
-        &opts.limits,
-    ) {
-        Ok(b) => b,
-        // The policy file alone must still start: those policies are set
-        // aside (renamed *.rejected), never silently.
-        Err(e) if !api_policies.is_empty() => {
-            tracing::error!("the TracingPolicies added through the API do not compile with the policy file ({e}); starting without them, their files renamed *.rejected in {}", api_dir.display());
-            tracing_policies::reject_all(&api_dir);
-            api_policies = ApiPolicies::default();
-            load_rules(&opts.policy, &[], first_id, &opts.limits)?
-        }
-        Err(e) => return Err(e),
-    };
-    let file_policies = file_policies(&bundle);
-    let Bundle {
-        policy: pol,
-        cedar: cedar_set,
-        kernel: kernel_rules,
-        rules: mut set,
-        ..
-    } = bundle;
-    let t_policy = started.elapsed();
+        opts.limits,
+    )?;
+    // The probe and the program loads share one parse of the kernel's BTF.
+    let btf = kernel::btf::shared_aya_btf().ok();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
     for h in plan.hooks() {
@@ -1188,12 +1194,44 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             tracing::warn!(set = %s.id, "cannot exempt this agent in the pinned set: {e}");
         }
     }
-    let (mut enforcer, adopted) = match adopted {
-        Some((s, e)) => (e, Some(s)),
-        None => (Enforcer::start(plan.clone(), &backend_opts)?, None),
+    let started_enforcer = match adopted {
+        Some((s, e)) => Ok((e, Some(s))),
+        None => Enforcer::start(plan.clone(), &backend_opts).map(|e| (e, None)),
     };
+    let t_programs = started.elapsed();
+    drop(btf);
+    // A policy error is the more useful one to report when both fail.
+    let compiled = compile.join()?;
+    let (mut enforcer, adopted) = started_enforcer?;
     let t_loaded = started.elapsed();
-    let stats = enforcer.apply(&set)?;
+    if compiled.without_api {
+        tracing_policies::reject_all(&api_dir);
+        tracing::error!(
+            "the TracingPolicies added through the API were set aside (renamed *.rejected in {})",
+            api_dir.display()
+        );
+        api_policies = ApiPolicies::default();
+    }
+    let bundle = compiled.bundle;
+    let file_policies = file_policies(&bundle);
+    let Bundle {
+        policy: pol,
+        cedar: cedar_set,
+        kernel: kernel_rules,
+        rules: mut set,
+        ..
+    } = bundle;
+    // The fanotify marks are planned (a stat of every governed path) while
+    // the maps are written.
+    let fan_opts = fan.as_ref().map(|f| f.options().clone());
+    let (stats, planned) = std::thread::scope(|s| {
+        let planning = fan_opts
+            .as_ref()
+            .map(|o| s.spawn(|| fanotify::plan(o, &set)));
+        let stats = enforcer.apply(&set);
+        (stats, planning.map(|p| p.join()))
+    });
+    let stats = stats?;
     let t_maps = started.elapsed();
     if let Some(f) = fan.as_mut() {
         if let Some(m) = enforcer.exempt_tasks() {
@@ -1205,7 +1243,10 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 None => tracing::warn!("no fanotify lease map: file rules are decided by the open tracepoints too (SIGKILL)"),
             }
         }
-        let m = f.apply(&set)?;
+        let m = match planned {
+            Some(Ok(p)) => f.apply_planned(p)?,
+            _ => f.apply(&set)?,
+        };
         tracing::info!(
             marks = m.marked,
             over_limit = m.over_limit,
@@ -1214,8 +1255,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         );
     }
     tracing::info!(
-        policy_ms = t_policy.as_millis() as u64,
-        programs_ms = (t_loaded - t_policy).as_millis() as u64,
+        // The policy compiles on its own thread while the programs load.
+        policy_ms = compiled.took.as_millis() as u64,
+        programs_ms = t_programs.as_millis() as u64,
         rules_ms = (started.elapsed() - t_loaded).as_millis() as u64,
         maps_ms = (t_maps - t_loaded).as_millis() as u64,
         "rules in force {} ms after start ({} path, {} identity, {} IPv4, {} IPv6 entries)",
@@ -1233,7 +1275,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     catalog.next_id = first_id + set.rule_count() as u32;
     let absent_binaries = std::mem::take(&mut set.absent_binaries);
     let domain_rules = std::mem::take(&mut set.domain_rules);
-    catalog.replace(set.rules);
+    catalog.replace(std::mem::take(&mut set.rules));
+    // The compiled entries are in the maps: their copy goes now.
+    drop(set);
     let hooks = hook_status(&plan, &enforcer, fan.as_ref());
     let mut persist = persist::Persist {
         pins,
@@ -1451,8 +1495,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut alive = tokio::time::interval(Duration::from_secs(1));
 
+    // The parsed policy and whatever the start allocated on the way go
+    // back to the kernel before the agent settles.
+    drop((pol, cedar_set, kernel_rules));
+    heap::release_free_memory();
     tracing::info!(
-        policy = %pol.name,
+        policy = %agent.status.policy_name,
         rules = agent.status.rules,
         mode = %agent.status.mode,
         processes = agent.cache.len(),

@@ -11,40 +11,53 @@ use vardr_common::{
 use super::{batch, objects::MapSet, BackendError};
 use crate::{bpf::maps as names, compile::RuleSet};
 
-/// A path key as written: its prefix length and the bytes the prefix
-/// covers (the rest of the 256-byte key is zeros). A record of 200 000
-/// paths then takes a few MiB instead of 52.
-struct PathRecord {
-    prefix_len: u32,
-    data: Box<[u8]>,
+/// Path-sized keys as written: each key's prefix length and the bytes the
+/// prefix covers (the rest of the 256-byte key is zeros), packed in one
+/// buffer. A record of 200 000 paths then takes a few MiB instead of 52
+/// (or 14 as one allocation per key).
+#[derive(Default)]
+struct PathKeys {
+    bytes: Vec<u8>,
+    /// Per key: where its bytes end in `bytes`, and its prefix length.
+    ends: Vec<(u32, u16)>,
 }
 
-impl PathRecord {
-    fn of(k: &Key<[u8; PATH_KEY_LEN]>) -> Self {
+impl PathKeys {
+    fn push(&mut self, k: &Key<[u8; PATH_KEY_LEN]>) {
         let n = (k.prefix_len() as usize).div_ceil(8).min(PATH_KEY_LEN);
-        Self {
-            prefix_len: k.prefix_len(),
-            data: k.data()[..n].into(),
-        }
+        self.bytes.extend_from_slice(&k.data()[..n]);
+        // At most 256 bytes per key and 2^17 keys: u32 offsets suffice;
+        // prefix lengths are at most 2048 bits.
+        self.ends
+            .push((self.bytes.len() as u32, k.prefix_len() as u16));
     }
 
-    fn key(&self) -> Key<[u8; PATH_KEY_LEN]> {
-        let mut data = [0u8; PATH_KEY_LEN];
-        data[..self.data.len()].copy_from_slice(&self.data);
-        Key::new(self.prefix_len, data)
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = Key<[u8; PATH_KEY_LEN]>> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(end, prefix_len)| {
+            let end = end as usize;
+            let mut data = [0u8; PATH_KEY_LEN];
+            data[..end - start].copy_from_slice(&self.bytes[start..end]);
+            start = end;
+            Key::new(u32::from(prefix_len), data)
+        })
     }
 }
 
 /// Keys written for one generation, so they can be deleted later.
 #[derive(Default)]
 pub struct Written {
-    paths: Vec<PathRecord>,
+    paths: PathKeys,
     inodes: Vec<InodeKey>,
     pids: Vec<PidKey>,
     net4: Vec<Key<[u8; NET4_KEY_LEN]>>,
     net6: Vec<Key<[u8; NET6_KEY_LEN]>>,
     /// Domain keys have the path keys' size: recorded the same way.
-    domains: Vec<PathRecord>,
+    domains: PathKeys,
 }
 
 /// Entries in force after an apply.
@@ -244,7 +257,7 @@ pub fn write_rules(
             data[1..1 + e.key.len()].copy_from_slice(&e.key);
             (Key::new(8 + e.prefix_bits(), data), e.rules)
         });
-        batched(maps, name, entries, |k| w.paths.push(PathRecord::of(k)))?;
+        batched(maps, name, entries, |k| w.paths.push(k))?;
     }
     {
         let name = names::INODE_RULES;
@@ -299,7 +312,7 @@ pub fn write_rules(
             data[1..1 + n].copy_from_slice(&e.key[..n]);
             (Key::new(8 + e.bits, data), e.rule)
         });
-        batched(maps, name, entries, |k| w.domains.push(PathRecord::of(k)))?;
+        batched(maps, name, entries, |k| w.domains.push(k))?;
     }
     Ok(())
 }
@@ -331,8 +344,8 @@ pub fn delete(maps: &mut MapSet, w: &Written) {
         }
     }
     if let Ok(mut m) = lpm::<PATH_KEY_LEN, PathRules>(maps, names::PATH_RULES) {
-        for k in &w.paths {
-            log(m.remove(&k.key()), names::PATH_RULES);
+        for k in w.paths.keys() {
+            log(m.remove(&k), names::PATH_RULES);
         }
     }
     if let Ok(mut m) = hash::<InodeKey, InodeRule>(maps, names::INODE_RULES) {
@@ -356,8 +369,8 @@ pub fn delete(maps: &mut MapSet, w: &Written) {
         }
     }
     if let Ok(mut m) = lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, names::DOMAIN_RULES) {
-        for k in &w.domains {
-            log(m.remove(&k.key()), names::DOMAIN_RULES);
+        for k in w.domains.keys() {
+            log(m.remove(&k), names::DOMAIN_RULES);
         }
     }
 }
@@ -371,17 +384,15 @@ pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), Back
     let mut stale = Written::default();
     let g = generation as u8;
     let name = names::PATH_RULES;
-    let keys = lpm::<PATH_KEY_LEN, PathRules>(maps, name)?
-        .keys()
-        .map(|k| k.map(|k| PathRecord::of(&k)))
-        .collect();
-    split(
-        name,
-        keys,
-        |k| k.data.first() == Some(&g),
-        &mut w.paths,
-        &mut stale.paths,
-    )?;
+    for k in lpm::<PATH_KEY_LEN, PathRules>(maps, name)?.keys() {
+        let k = k.map_err(merr(name))?;
+        if k.data()[0] == g {
+            &mut w.paths
+        } else {
+            &mut stale.paths
+        }
+        .push(&k);
+    }
     let name = names::INODE_RULES;
     let keys = hash::<InodeKey, InodeRule>(maps, name)?.keys().collect();
     split(
@@ -419,17 +430,15 @@ pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), Back
         &mut stale.net6,
     )?;
     let name = names::DOMAIN_RULES;
-    let keys = lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, name)?
-        .keys()
-        .map(|k| k.map(|k| PathRecord::of(&k)))
-        .collect();
-    split(
-        name,
-        keys,
-        |k| k.data.first() == Some(&g),
-        &mut w.domains,
-        &mut stale.domains,
-    )?;
+    for k in lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, name)?.keys() {
+        let k = k.map_err(merr(name))?;
+        if k.data()[0] == g {
+            &mut w.domains
+        } else {
+            &mut stale.domains
+        }
+        .push(&k);
+    }
     let s = stale.stats();
     let n = s.path_entries
         + s.inode_entries

@@ -217,7 +217,7 @@ impl Enforcer {
     pub fn start(plan: Plan, opts: &Options) -> Result<Self, BackendError> {
         let offsets = kernel::btf::kernel_offsets()?;
         bpf::raise_memlock_limit();
-        let btf = Btf::from_sys_fs().map_err(|e| BackendError::Load(e.into()))?;
+        let btf = kernel::btf::shared_aya_btf().map_err(|e| BackendError::Load(e.into()))?;
         let l = &opts.limits;
         // Two generations live side by side during a reload.
         let cap = |n: usize| (n.saturating_mul(2)).clamp(16, u32::MAX as usize) as u32;

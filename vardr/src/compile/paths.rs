@@ -4,7 +4,7 @@
 //! must carry, per hook, the rule of its own longest matching ancestor when
 //! it has none of its own: with `deny /etc/` (file_open) and `deny writes
 //! /etc/hosts` (file_write), the key `/etc/hosts` must still deny opens.
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use vardr_common::{Hook, PathRules, RuleRef};
 
@@ -44,7 +44,7 @@ pub fn exact_key(path: &str) -> Vec<u8> {
 /// inherited from a shorter key.
 #[derive(Default)]
 pub struct Builder {
-    own: BTreeMap<Vec<u8>, PathRules>,
+    own: HashMap<Vec<u8>, PathRules>,
 }
 
 impl Builder {
@@ -59,9 +59,13 @@ impl Builder {
     /// Keys in sorted order put every ancestor before its descendants, so a
     /// stack of open ancestors gives each key its inherited rules in one pass.
     pub fn finish(self) -> Vec<PathEntry> {
-        let mut out: Vec<PathEntry> = Vec::with_capacity(self.own.len());
+        // Hashed while adding, sorted once here: cheaper than keeping
+        // 100 000 byte-string keys ordered all along.
+        let mut own: Vec<(Vec<u8>, PathRules)> = self.own.into_iter().collect();
+        own.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<PathEntry> = Vec::with_capacity(own.len());
         let mut stack: Vec<usize> = Vec::new();
-        for (key, own) in self.own {
+        for (key, own) in own {
             while let Some(&top) = stack.last() {
                 if key.starts_with(&out[top].key) {
                     break;

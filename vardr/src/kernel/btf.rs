@@ -2,7 +2,10 @@
 //!
 //! aya-ebpf has no CO-RE field relocations, so the programs get the offsets
 //! they need as read-only globals computed here.
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, Weak},
+};
 
 use btf_rs::{Btf, BtfType, Type};
 use vardr_common::{KernelOffsets, OVL_STACK_IN_DENTRY, OVL_STACK_IN_INODE};
@@ -26,8 +29,38 @@ pub fn available() -> bool {
     Path::new(VMLINUX_BTF).exists()
 }
 
-/// Offsets of the struct members the BPF programs read.
+/// The kernel's BTF as aya parses it, for the program loads of a start or a
+/// reload (the probe's, the agent's, the identity iterator's): parsed once
+/// while anyone holds it, freed with its last holder (it takes ~17 MiB).
+pub fn shared_aya_btf() -> Result<Arc<aya::Btf>, aya::BtfError> {
+    static SHARED: Mutex<Weak<aya::Btf>> = Mutex::new(Weak::new());
+    // Held while parsing: a concurrent caller waits for this parse.
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(btf) = shared.upgrade() {
+        return Ok(btf);
+    }
+    let btf = Arc::new(aya::Btf::from_sys_fs()?);
+    *shared = Arc::downgrade(&btf);
+    Ok(btf)
+}
+
+/// Offsets of the struct members the BPF programs read. Computed once per
+/// process: parsing the kernel's BTF takes tens of MiB and milliseconds,
+/// and the identity iterator must use the very offsets the hooks were
+/// given (the overlay module may load in between).
 pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
+    static OFFSETS: Mutex<Option<KernelOffsets>> = Mutex::new(None);
+    let mut cached = OFFSETS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(o) = *cached {
+        return Ok(o);
+    }
+    // The parsed BTF is dropped before returning.
+    let o = parse_offsets()?;
+    *cached = Some(o);
+    Ok(o)
+}
+
+fn parse_offsets() -> Result<KernelOffsets, BtfError> {
     if !available() {
         return Err(BtfError::Missing);
     }

@@ -13,7 +13,7 @@ use std::{
     path::Path,
 };
 
-use aya::{programs::Iter, Btf, Ebpf, EbpfLoader};
+use aya::{programs::Iter, Ebpf, EbpfLoader};
 use nix::{fcntl::OFlag, sys::stat::Mode};
 
 const PROGRAM: &str = "vardr_identity_fds";
@@ -50,7 +50,7 @@ impl KernelIdentity {
             .override_global("TARGET_TGID", &me, true)
             .load(crate::bpf::IDENTITY_OBJECT)
             .map_err(|e| IdentityError::Load(e.to_string()))?;
-        let btf = Btf::from_sys_fs().map_err(|e| IdentityError::Load(e.to_string()))?;
+        let btf = super::btf::shared_aya_btf().map_err(|e| IdentityError::Load(e.to_string()))?;
         program(&mut ebpf)?
             .load("task_file", &btf)
             .map_err(|e| IdentityError::Load(e.to_string()))?;

@@ -4,7 +4,7 @@ use std::path::Path;
 use aya::{
     maps::MapType,
     programs::{
-        BtfTracePoint, CgroupSkb, CgroupSockAddr, KProbe, Lsm, ProgramError, ProgramType,
+        BtfTracePoint, CgroupSkb, CgroupSockAddr, Iter, KProbe, Lsm, ProgramError, ProgramType,
         RawTracePoint, TracePoint, UProbe,
     },
     sys::{is_helper_supported, is_map_supported, BpfHelper},
@@ -38,7 +38,7 @@ pub(super) fn not_root() -> Vec<ProgramCheck> {
 
 pub(super) fn programs() -> Vec<ProgramCheck> {
     crate::bpf::raise_memlock_limit();
-    let btf = Btf::from_sys_fs().ok();
+    let btf = crate::kernel::btf::shared_aya_btf().ok();
     let mut ebpf = match EbpfLoader::new().load(PROBE_OBJECT) {
         Ok(e) => e,
         Err(e) => {
@@ -59,7 +59,8 @@ pub(super) fn programs() -> Vec<ProgramCheck> {
             Some(p) => f(p),
             None => Err(format!("program {prog} missing from probe object")),
         };
-    let need_btf = |btf: &Option<Btf>| btf.clone().ok_or_else(|| "no kernel BTF".to_string());
+    let need_btf =
+        |btf: &Option<std::sync::Arc<Btf>>| btf.clone().ok_or_else(|| "no kernel BTF".to_string());
     let results: [(&str, Result<(), String>); 9] = [
         (
             "lsm",
@@ -105,9 +106,10 @@ pub(super) fn programs() -> Vec<ProgramCheck> {
             // The task_file iterator that tells the agent the identities of
             // files on overlays (kernel::identity).
             "iter",
-            crate::kernel::identity::KernelIdentity::load()
-                .map(drop)
-                .map_err(|e| e.to_string()),
+            load("probe_iter", &|p| {
+                let btf = need_btf(&btf)?;
+                as_prog::<Iter>(p)?.load("task_file", &btf).map_err(why)
+            }),
         ),
         (
             "uprobe",
