@@ -285,7 +285,27 @@ impl Enforcer {
             opts.fanotify_file,
             opts.fanotify_lease,
         )?;
+        this.log_verifier_work();
         Ok(this)
+    }
+
+    /// What the kernel's verifier went through per loaded program (debug
+    /// log): where an agent start spends its time on a slow machine.
+    fn log_verifier_work(&self) {
+        let objects::Programs::Loaded(ebpf) = &self.programs else {
+            return;
+        };
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let mut total = 0u64;
+        for (name, p) in ebpf.programs() {
+            let Ok(info) = p.info() else { continue };
+            let n = info.verified_instruction_count().unwrap_or(0);
+            total += u64::from(n);
+            tracing::debug!(program = name, verified_insns = n, "program loaded");
+        }
+        tracing::debug!(verified_insns = total, "programs loaded");
     }
 
     /// Adopts a set an earlier agent pinned, loaded from the same build
@@ -711,8 +731,16 @@ fn attach_lsm(
     hook: &str,
 ) -> Result<(), BackendError> {
     let p: &mut Lsm = prog(ebpf, name)?;
+    let t = std::time::Instant::now();
     p.load(hook, btf).map_err(perr(name))?;
+    let loaded = t.elapsed();
     p.attach().map_err(perr(name))?;
+    tracing::debug!(
+        program = name,
+        load_ms = loaded.as_millis() as u64,
+        attach_ms = (t.elapsed() - loaded).as_millis() as u64,
+        "LSM program attached"
+    );
     Ok(())
 }
 
