@@ -94,6 +94,11 @@ pub static DOMAIN_RULES: LpmTrie<[u8; DOMAIN_KEY_LEN], RuleRef> =
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU room for the answer of `shared::vardr_identity_walk` (a global
+/// function returns only a number).
+#[map]
+pub static IDENTITY_SCRATCH: PerCpuArray<PathRules> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU room for the two paths of a rename or link (source, destination).
 #[map]
 pub static NAME_SCRATCH: PerCpuArray<crate::resolve::Resolved> =

@@ -10,7 +10,7 @@ use vardr_common::{Config, PathRules, EVENT_PATH_LEN, PATH_KEY_LEN};
 use crate::{
     file::{path_rules, PathKey},
     maps::{EXEC_SCRATCH, NAME_SCRATCH},
-    shared::{identity_walk, offsets, read},
+    shared::{identity_walk, offsets, read, scalar},
 };
 
 /// Path components kept (deeper paths are matched by identity only).
@@ -55,8 +55,8 @@ pub fn resolve(
     vfsmnt: *const u8,
     dentry: *const u8,
 ) -> Option<*mut Resolved> {
+    let n = vardr_build_path(SCRATCH_NAME, slot, scalar(vfsmnt), scalar(dentry));
     let r = NAME_SCRATCH.get_ptr_mut(slot)?;
-    let n = build_path(r, vfsmnt, dentry);
     // SAFETY: `r` is this CPU's scratch slot.
     unsafe {
         (*r).len = n;
@@ -73,10 +73,10 @@ pub fn resolve(
 /// own scratch map: a policy hook that interrupts them cannot overwrite it.
 #[inline(always)]
 pub fn path_into(slot: u32, vfsmnt: *const u8, dentry: *const u8, out: *mut u8) -> bool {
+    let n = vardr_build_path(SCRATCH_EXEC, slot, scalar(vfsmnt), scalar(dentry));
     let Some(r) = EXEC_SCRATCH.get_ptr_mut(slot) else {
         return false;
     };
-    let n = build_path(r, vfsmnt, dentry);
     if n == 0 {
         return false;
     }
@@ -89,6 +89,30 @@ pub fn path_into(slot: u32, vfsmnt: *const u8, dentry: *const u8, out: *mut u8) 
     }
     true
 }
+
+/// [`build_path`] into slot `slot` of [`NAME_SCRATCH`] or [`EXEC_SCRATCH`].
+///
+/// A global function: the kernel verifies it once per program, on its own,
+/// instead of once per call with every state its caller reaches it in (a
+/// hook resolving two paths cost the verifier up to 600 000 instructions,
+/// seconds of every agent start on a slow machine).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_build_path(map: u32, slot: u32, vfsmnt: u64, dentry: u64) -> u32 {
+    let r = if map == SCRATCH_EXEC {
+        EXEC_SCRATCH.get_ptr_mut(slot)
+    } else {
+        NAME_SCRATCH.get_ptr_mut(slot)
+    };
+    match r {
+        Some(r) => build_path(r, vfsmnt as *const u8, dentry as *const u8),
+        None => 0,
+    }
+}
+
+/// The scratch maps [`vardr_build_path`] writes to.
+const SCRATCH_NAME: u32 = 0;
+const SCRATCH_EXEC: u32 = 1;
 
 /// Writes the path of `dentry` under `vfsmnt` into `r.key` after the
 /// generation byte; returns its length with the NUL, or 0 when it is

@@ -3,7 +3,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
     maps::lpm_trie::Key,
     Global,
@@ -15,7 +15,8 @@ use vardr_common::{
 };
 
 use crate::maps::{
-    CONFIG, CONFIG_SLOT, EXEMPT_PIDS, EXEMPT_TASKS, INODE_RULES, LOST_EVENTS, POLICY_EVENTS,
+    CONFIG, CONFIG_SLOT, EXEMPT_PIDS, EXEMPT_TASKS, IDENTITY_SCRATCH, INODE_RULES, LOST_EVENTS,
+    POLICY_EVENTS,
 };
 
 pub const PF_KTHREAD: u32 = 0x0020_0000;
@@ -218,7 +219,50 @@ pub fn identity_walk(start: *const u8, cfg: &Config, below: bool) -> PathRules {
     if cfg.has_identities == 0 {
         return PathRules::default();
     }
-    let generation = cfg.generation;
+    if vardr_identity_walk(scalar(start), cfg.generation, below as u32) == 0 {
+        return PathRules::default();
+    }
+    match IDENTITY_SCRATCH.get_ptr(0) {
+        // SAFETY: this CPU's slot, just written.
+        Some(r) => unsafe { *r },
+        None => PathRules::default(),
+    }
+}
+
+/// [`identity_walk`]'s walk, its rules left in [`IDENTITY_SCRATCH`]
+/// (returns 1 when written).
+///
+/// A global function: the kernel verifies it once per program, on its
+/// own, instead of once per call in every state its caller reaches it
+/// with: a program that walks two or three dentries cost the verifier
+/// hundreds of thousands of instructions, seconds of every agent start on
+/// a slow machine.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_identity_walk(start: u64, generation: u32, below: u32) -> u32 {
+    let rules = walk_identities(start as *const u8, generation, below != 0);
+    match IDENTITY_SCRATCH.get_ptr_mut(0) {
+        Some(out) => {
+            // SAFETY: this CPU's slot.
+            unsafe { *out = rules };
+            1
+        }
+        None => 0,
+    }
+}
+
+/// A kernel pointer as a plain number, for a global function's argument
+/// (the verifier refuses a typed pointer where the prototype has an
+/// integer): copied through the probe helper, which yields a scalar.
+#[inline(always)]
+pub fn scalar(p: *const u8) -> u64 {
+    let v = p as u64;
+    // SAFETY: reads the local `v`.
+    unsafe { bpf_probe_read_kernel(&v as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn walk_identities(start: *const u8, generation: u32, below: bool) -> PathRules {
     let off = offsets();
     let mut dentry = start;
     if below {
