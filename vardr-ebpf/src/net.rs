@@ -137,6 +137,60 @@ fn decide(
     backend: BackendKind,
     connect: bool,
 ) -> bool {
+    let meta = u32::from(family)
+        | u32::from(proto) << 16
+        | (backend as u32 & 0x7f) << 24
+        | u32::from(connect) << 31;
+    let (mut a0, mut a1) = ([0u8; 8], [0u8; 8]);
+    a0.copy_from_slice(&addr[..8]);
+    a1.copy_from_slice(&addr[8..]);
+    let blocked = vardr_decide_connect(
+        meta,
+        u32::from(port),
+        u64::from_ne_bytes(a0),
+        u64::from_ne_bytes(a1),
+    );
+    // Read back opaquely: LLVM knows the answer is 0 or 1 and would turn
+    // the caller's `0 or 1` return into arithmetic on it, which the
+    // verifier (seeing any number come back) refuses at program exit.
+    // SAFETY: a local.
+    unsafe { core::ptr::read_volatile(&blocked) != 0 }
+}
+
+/// [`decide`] as a global function (`meta`: family, protocol, backend
+/// and whether it is a connect, packed low to high; the address in two
+/// words): the kernel verifies it once per program, on its own, instead
+/// of in every state the hook reaches it with.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -> u32 {
+    let backend = if (meta >> 24) & 0x7f == BackendKind::Lsm as u32 {
+        BackendKind::Lsm
+    } else {
+        BackendKind::Fallback
+    };
+    let mut addr = [0u8; 16];
+    addr[..8].copy_from_slice(&a0.to_ne_bytes());
+    addr[8..].copy_from_slice(&a1.to_ne_bytes());
+    u32::from(decide_here(
+        meta as u16,
+        (meta >> 16) as u8,
+        port as u16,
+        addr,
+        backend,
+        meta >> 31 != 0,
+    ))
+}
+
+#[inline(always)]
+fn decide_here(
+    family: u16,
+    proto: u8,
+    port: u16,
+    addr: [u8; 16],
+    backend: BackendKind,
+    connect: bool,
+) -> bool {
     let Some(ref cfg) = config() else {
         return false;
     };

@@ -560,10 +560,55 @@ pub fn conclude_op(
     let Some((verdict, block)) = verdict(cfg, hook, rule) else {
         return false;
     };
-    let mut report = Report::path(hook, backend, verdict, rule.rule_id, flags);
-    report.op = op as u32;
-    emit(&report, path);
+    // SAFETY: `k` points at a scratch key (generation byte, then the path).
+    let path = path.map_or(0, |k| scalar(unsafe { (*k).data.as_ptr().add(1) }));
+    let what = hook as u32 | (backend as u32) << 8 | (verdict as u32) << 16 | (op as u32) << 24;
+    vardr_emit_path(what, rule.rule_id, flags, path);
     block
+}
+
+/// Emits a file or exec policy event: `what` packs hook, backend, verdict
+/// and operation (a byte each, low to high), `path` is the address of the
+/// path bytes (0: none), copied with the probe helper.
+///
+/// A global function (see [`vardr_identity_walk`]): a hook that can
+/// report from several places no longer has the verifier walk the whole
+/// event (and its 255-byte path copy) at each of them.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_emit_path(what: u32, rule_id: u32, flags: u32, path: u64) -> u32 {
+    let Some(mut entry) = POLICY_EVENTS.reserve::<PolicyEvent>(0) else {
+        count_lost(vardr_common::LOST_POLICY);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved ring buffer entry of the right size; the
+    // path is read through the probe helper (a failed read leaves none).
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Policy);
+        (*ev).hook = what & 0xff;
+        (*ev).backend = (what >> 8) & 0xff;
+        (*ev).verdict = (what >> 16) & 0xff;
+        (*ev).op = what >> 24;
+        (*ev).rule_id = rule_id;
+        (*ev).flags = flags;
+        (*ev).family = 0;
+        (*ev).port = 0;
+        (*ev).protocol = 0;
+        (*ev).addr = [0; 16];
+        let copied = path != 0
+            && aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (*ev).path.as_mut_ptr() as *mut core::ffi::c_void,
+                (EVENT_PATH_LEN - 1) as u32,
+                path as *const core::ffi::c_void,
+            ) == 0;
+        if !copied {
+            (*ev).path[0] = 0;
+        }
+        (*ev).path[EVENT_PATH_LEN - 1] = 0;
+    }
+    entry.submit(0);
+    1
 }
 
 /// Emits a policy event; `path` is a path key (generation byte first) or none.

@@ -382,6 +382,8 @@ enum Config {
     /// bpftrace SIGKILLing the same open and exec paths (Tetragon's
     /// mechanism): the shell command that runs it.
     Bpftrace(String),
+    /// auditd with watch rules on the same file and binary.
+    Auditd(crate::bench_auditd::AuditdPeer),
     Peer(String),
 }
 
@@ -393,6 +395,7 @@ impl Config {
             Self::Governed => "enforce, open governed".into(),
             Self::Tracing => "enforce, 10 rules + TracingPolicy".into(),
             Self::Bpftrace(_) => "peer: bpftrace SIGKILL, same paths".into(),
+            Self::Auditd(_) => "peer: auditd watch rules, same paths".into(),
             Self::Peer(p) => format!("peer: {p}"),
         }
     }
@@ -413,6 +416,12 @@ impl Config {
             Self::Enforce(n) => (b.policy(*n), true, format!("e{n}")),
             Self::Governed => (b.policy_governed(), true, "gov".to_string()),
             Self::Tracing => (b.policy_tracing()?, true, "tp".to_string()),
+            Self::Auditd(peer) => {
+                let running = peer.start().map_err(anyhow::Error::msg)?;
+                let w = b.workload(paths, iters);
+                drop(running);
+                return Ok((w?, json!({})));
+            }
             Self::Bpftrace(peer) | Self::Peer(peer) => {
                 use std::os::unix::process::CommandExt;
                 // Its own process group: whatever the command starts is
@@ -504,15 +513,25 @@ pub fn run(o: &Opts) -> Result<()> {
     if o.quick {
         // The smoke run keeps the benchmark working; installing and
         // measuring a peer is the full run's business.
-        println!("peer bpftrace not measured: --quick (smoke run)");
+        println!("peers bpftrace and auditd not measured: --quick (smoke run)");
     } else {
         match bpftrace_peer(&b) {
             Ok(cmd) => configs.push(Config::Bpftrace(cmd)),
             Err(why) => println!("peer bpftrace not measured: {why}"),
         }
+        let w = b.dir.join("work");
+        match crate::bench_auditd::AuditdPeer::prepare(
+            &b.dir,
+            &w.join("other"),
+            &w.join("other-bin"),
+            &b.cgroup,
+        ) {
+            Ok(p) => configs.push(Config::Auditd(p)),
+            Err(why) => println!("peer auditd not measured: {why}"),
+        }
     }
     // Not measured yet: say so in every run rather than leave it out.
-    println!("peers auditd (watch rules) and AppArmor (deny rules) not measured: not implemented in this benchmark yet (AppArmor would need the VM boot with AppArmor)");
+    println!("peer AppArmor (deny rules) not measured: not implemented in this benchmark yet (it needs the VM boot with AppArmor)");
     if let Some(peer) = &o.peer {
         configs.push(Config::Peer(peer.clone()));
     }
@@ -753,7 +772,7 @@ fn bpftrace_peer(b: &Bench) -> std::result::Result<String, String> {
 }
 
 /// SIGTERM to the child's process group, SIGKILL after 10 s.
-fn stop_group(child: &mut Child) {
+pub(crate) fn stop_group(child: &mut Child) {
     use nix::{
         sys::signal::{killpg, Signal},
         unistd::Pid,
