@@ -53,13 +53,14 @@ impl AuditdPeer {
         let dir = dir.join("auditd");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         // Debian's defaults where they matter for cost (asynchronous
-        // incremental flush every 50 records, raw format).
+        // incremental flush every 50 records, raw format); no disk space
+        // action (auditd wants space_left above admin_space_left).
         let conf = dir.join("auditd.conf");
         std::fs::write(
             &conf,
             format!(
                 "log_file = {}\nlog_format = RAW\nlog_group = root\nflush = INCREMENTAL_ASYNC\nfreq = 50\n\
-                 max_log_file = 64\nnum_logs = 2\nmax_log_file_action = ROTATE\nspace_left = 1\n\
+                 max_log_file = 64\nnum_logs = 2\nmax_log_file_action = ROTATE\nspace_left = 2\n\
                  space_left_action = IGNORE\nadmin_space_left = 1\nadmin_space_left_action = IGNORE\n\
                  disk_full_action = IGNORE\ndisk_error_action = IGNORE\n",
                 dir.join("audit.log").display()
