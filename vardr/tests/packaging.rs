@@ -1,5 +1,5 @@
-//! The Debian package, as `cargo xtask deb` builds it (dev profile, to
-//! reuse the test build): its files, conffiles and maintainer scripts, and
+//! The Debian package, as `cargo xtask deb` builds it (with the profile
+//! of this test build, to reuse it: release in `cargo xtask test`): its files, conffiles and maintainer scripts, and
 //! the unit checked by `systemd-analyze verify`. Installing, upgrading and
 //! removing it under a running systemd is the VM tier's `vm_package`.
 mod common;
@@ -10,6 +10,13 @@ use std::{
 };
 
 use common::TempDir;
+
+/// The profile this test was built with: its binary is already there.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "dev"
+} else {
+    "release"
+};
 
 const TEST: &str = "deb_package_has_binary_unit_conffiles_docs_and_scripts";
 
@@ -48,7 +55,7 @@ fn deb_package_has_binary_unit_conffiles_docs_and_scripts() {
     let out = stdout(
         Command::new("cargo")
             .current_dir(workspace())
-            .args(["xtask", "deb", "--profile", "dev", "--output"])
+            .args(["xtask", "deb", "--profile", PROFILE, "--output"])
             .arg(tmp.0.join("out")),
     );
     let deb = PathBuf::from(out.lines().last().expect("the package's path").trim());
