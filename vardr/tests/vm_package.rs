@@ -182,10 +182,13 @@ impl Drop for Systemd {
 }
 
 /// Progress on the console as it happens (libtest captures `eprintln!`
-/// until the test ends; a VM boot that hangs would show nothing).
+/// until the test ends; a VM boot that hangs would show nothing), with the
+/// seconds since the first step: where the test's time goes.
 fn step(what: &str) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "vm_package: {what}");
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let secs = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    let _ = writeln!(std::io::stderr(), "vm_package: [{secs:6.1}s] {what}");
 }
 
 fn run_ok(cmd: &str, args: &[&str]) {

@@ -214,8 +214,10 @@ fn status_json(pins: &Path, runtime: &Path) -> Value {
 
 /// The proof the issue asks for: denied open, exec and connect tried in
 /// loops (and an allowed open that must never fail) inside the test
-/// cgroup, while the agent is restarted 20 times: clean stops, SIGKILLs,
-/// and restarts with a changed policy that keeps the same denials.
+/// cgroup, while the agent is restarted 20 times (10 in the VM tier, every
+/// kind of restart still among them): clean stops, SIGKILLs, restarts with
+/// a changed policy that keeps the same denials, fresh programs, other
+/// map sizes and a reload in between.
 /// `restarts` of the agent; `pause` (seconds) between tries of each loop
 /// (the VM tier runs under software emulation).
 pub fn restarts_without_gap(b: Backend, restarts: usize, pause: f64) {
@@ -346,14 +348,21 @@ print(n, f)'"
     let started = Instant::now();
     let mut late_checked = false;
     let mut unattended_seen = false;
+    // From here on the agents size their rule maps differently (a set of
+    // another layout): the 15th of 20 restarts, the 8th of 10.
+    let resize_at = if restarts >= 15 {
+        14
+    } else {
+        restarts.saturating_sub(3)
+    };
     for i in 0..restarts {
         let changed = i % 4 >= 2;
         let crash = i % 2 == 1;
         // Mostly the next agent adopts the pinned set (same build); every
         // fifth loads fresh programs beside it, as an upgrade does. From
-        // the 15th on, the agents size their rule maps differently: that
-        // set has another layout and cannot be adopted.
-        let resized = restarts >= 15 && i == 14;
+        // `resize_at` on, the agents size their rule maps differently:
+        // that set has another layout and cannot be adopted.
+        let resized = restarts >= 8 && i == resize_at;
         let fresh = i % 5 == 4 || resized;
         let set_before = pinned_sets(&pins);
         if crash {
@@ -391,7 +400,7 @@ print(n, f)'"
         let output = if late_checked { "none" } else { "json" };
         let t = Instant::now();
         let mut extra = Vec::new();
-        if restarts >= 15 && i >= 14 {
+        if restarts >= 8 && i >= resize_at {
             extra.extend(["--max-rules", "65536"]);
         }
         if fresh && !resized {
