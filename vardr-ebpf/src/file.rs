@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{FAN_LEASE, OVL_OPENS, PATH_RULES, PATH_SCRATCH, PENDING_OPENS},
+    maps::{path_rules_at, FAN_LEASE, OVL_OPENS, PATH_SCRATCH, PENDING_OPENS},
     shared::{
         conclude_op, conclude_path, config, current_program, eacces, emit, eperm, governed,
         hook_bit, identity_rules, offsets, pick, read, stronger, verdict, Report,
@@ -47,7 +47,7 @@ pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> PathRules {
     unsafe {
         (*key).data[0] = generation as u8;
         (*key).prefix_len = (1 + n) * 8;
-        PATH_RULES.get(&*key).copied().unwrap_or_default()
+        path_rules_at(generation, &*key).unwrap_or_default()
     }
 }
 

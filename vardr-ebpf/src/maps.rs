@@ -1,17 +1,25 @@
-//! Maps shared by all programs. Rule keys carry a generation so a reload can
-//! write a whole new rule set beside the old one and switch with one write.
+//! Maps shared by all programs. Each rule map is an array of two inner
+//! maps, one per generation ([`Config::generation`] picks one): a reload
+//! fills a fresh inner map, swaps it in, and the config switches to it in
+//! one write; the old inner map is then dropped whole.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{self, ArrayOfMaps},
+    macros::{btf_map, map},
+    maps::{lpm_trie::Key, Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vardr_common::{
     Config, ExemptTask, FanotifyLease, InodeKey, InodeRule, PathRules, PidKey, RuleRef,
     CONFIG_SLOTS, DOMAIN_KEY_LEN, NET4_KEY_LEN, NET6_KEY_LEN, PATH_KEY_LEN,
 };
 
-/// Default capacities; userspace sets the real ones before loading.
-const RULES: u32 = 1 << 18;
+/// Rule generations: the one in force and the one a reload prepares.
+const GENERATIONS: usize = 2;
+/// Capacity of the inner maps' templates; userspace creates the real ones
+/// with the capacities of its limits (hash and LPM inner maps may differ
+/// in size from their template).
+const TEMPLATE: usize = 1;
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
 /// Lifecycle events (exec, fork, exit): a buffer of their own, so a flood
 /// of policy events cannot push out what the process cache is built from.
@@ -59,17 +67,25 @@ pub static PENDING_OPENS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1 
 pub static OVL_OPENS: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(1 << 12, 0);
 
 /// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
-#[map]
-pub static PATH_RULES: LpmTrie<[u8; PATH_KEY_LEN], PathRules> = LpmTrie::with_max_entries(RULES, 0);
+#[btf_map]
+pub static PATH_RULES: ArrayOfMaps<
+    btf_maps::LpmTrie<[u8; PATH_KEY_LEN], PathRules, TEMPLATE>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
 
 /// Exec rules and exempt binaries by file identity.
-#[map]
-pub static INODE_RULES: HashMap<InodeKey, InodeRule> =
-    HashMap::with_max_entries(RULES, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub static INODE_RULES: ArrayOfMaps<
+    btf_maps::HashMap<InodeKey, InodeRule, TEMPLATE, NO_PREALLOC>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
 
 /// Exempt pids of the policy; value: the process's start time in ticks.
-#[map]
-pub static EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+#[btf_map]
+pub static EXEMPT_PIDS: ArrayOfMaps<
+    btf_maps::HashMap<PidKey, u64, TEMPLATE, NO_PREALLOC>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
 
 /// Processes exempt by the binary they executed (key: tgid), kept by the
 /// exec, fork and exit programs. When full, a new process is not exempt.
@@ -78,17 +94,76 @@ pub static EXEMPT_TASKS: HashMap<u32, ExemptTask> =
     HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// CIDR rules: key = generation, protocol, port (BE), address.
-#[map]
-pub static NET4_RULES: LpmTrie<[u8; NET4_KEY_LEN], RuleRef> = LpmTrie::with_max_entries(RULES, 0);
+#[btf_map]
+pub static NET4_RULES: ArrayOfMaps<
+    btf_maps::LpmTrie<[u8; NET4_KEY_LEN], RuleRef, TEMPLATE>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
 
-#[map]
-pub static NET6_RULES: LpmTrie<[u8; NET6_KEY_LEN], RuleRef> = LpmTrie::with_max_entries(RULES, 0);
+#[btf_map]
+pub static NET6_RULES: ArrayOfMaps<
+    btf_maps::LpmTrie<[u8; NET6_KEY_LEN], RuleRef, TEMPLATE>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
 
 /// Domain rules: key = generation, the server name reversed, NUL for an
 /// exact name (see [`vardr_common::DOMAIN_KEY_LEN`]).
-#[map]
-pub static DOMAIN_RULES: LpmTrie<[u8; DOMAIN_KEY_LEN], RuleRef> =
-    LpmTrie::with_max_entries(RULES, 0);
+#[btf_map]
+pub static DOMAIN_RULES: ArrayOfMaps<
+    btf_maps::LpmTrie<[u8; DOMAIN_KEY_LEN], RuleRef, TEMPLATE>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
+
+// Lookups in the inner map of a generation. Values are copied out: an
+// inner map is complete before it is swapped in and never written after.
+
+#[inline(always)]
+pub fn path_rules_at(generation: u32, key: &Key<[u8; PATH_KEY_LEN]>) -> Option<PathRules> {
+    // SAFETY: the pointer comes from the lookup and is read at once.
+    PATH_RULES
+        .get_value_ptr_mut(generation, key)
+        .map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn inode_rule(key: &InodeKey) -> Option<InodeRule> {
+    // SAFETY: as in `path_rules_at`.
+    INODE_RULES
+        .get_value_ptr_mut(key.generation, key)
+        .map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn exempt_pid_start(key: &PidKey) -> Option<u64> {
+    // SAFETY: as in `path_rules_at`.
+    EXEMPT_PIDS
+        .get_value_ptr_mut(key.generation, key)
+        .map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn net4_rule(generation: u32, key: &Key<[u8; NET4_KEY_LEN]>) -> Option<RuleRef> {
+    // SAFETY: as in `path_rules_at`.
+    NET4_RULES
+        .get_value_ptr_mut(generation, key)
+        .map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn net6_rule(generation: u32, key: &Key<[u8; NET6_KEY_LEN]>) -> Option<RuleRef> {
+    // SAFETY: as in `path_rules_at`.
+    NET6_RULES
+        .get_value_ptr_mut(generation, key)
+        .map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn domain_rule(generation: u32, key: &Key<[u8; DOMAIN_KEY_LEN]>) -> Option<RuleRef> {
+    // SAFETY: as in `path_rules_at`.
+    DOMAIN_RULES
+        .get_value_ptr_mut(generation, key)
+        .map(|p| unsafe { *p })
+}
 
 /// Per-CPU room for a path key: too big for the 512-byte BPF stack.
 #[map]

@@ -24,7 +24,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{DOMAIN_RULES, POLICY_EVENTS},
+    maps::{domain_rule, POLICY_EVENTS},
     shared::{config, count_lost, fill_header, verdict},
 };
 
@@ -418,9 +418,7 @@ fn tls(skb: *mut __sk_buff) -> Option<bool> {
         // A hello without a name has nothing to match.
         RuleRef::default()
     } else if kind == HELLO_NAME {
-        DOMAIN_RULES
-            .get(&s.key)
-            .copied()
+        domain_rule(cfg.generation, &s.key)
             .filter(|r| r.action != Action::None as u32)
             .unwrap_or_default()
     } else if cfg.names & NAMES_DENY != 0 {

@@ -20,7 +20,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{NET4_RULES, NET6_RULES},
+    maps::{net4_rule, net6_rule},
     shared::{config, emit, governed, governed_task, hook_bit, offsets, read, verdict, Report},
 };
 
@@ -70,9 +70,9 @@ fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
             a[3],
         ];
         let key = Key::new(NET_KEY_HEAD_BITS + 32, data);
-        if let Some(r) = NET4_RULES.get(&key) {
+        if let Some(r) = net4_rule(generation, &key) {
             if r.action != Action::None as u32 {
-                return *r;
+                return r;
             }
         }
     }
@@ -90,9 +90,9 @@ fn lookup6(generation: u32, proto: u8, port: u16, a: &[u8; 16]) -> RuleRef {
         data[3] = pt as u8;
         data[4..].copy_from_slice(a);
         let key = Key::new(NET_KEY_HEAD_BITS + 128, data);
-        if let Some(r) = NET6_RULES.get(&key) {
+        if let Some(r) = net6_rule(generation, &key) {
             if r.action != Action::None as u32 {
-                return *r;
+                return r;
             }
         }
     }

@@ -14,7 +14,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{EVENTS, EXEMPT_TASKS, FAN_LEASE, INODE_RULES},
+    maps::{inode_rule, EVENTS, EXEMPT_TASKS, FAN_LEASE},
     resolve::path_into,
     shared::{config, count_lost, file_identity, fill_header, offsets, process_start_ticks, read},
 };
@@ -32,9 +32,8 @@ fn track_exemption(bprm: *const u8, task: *const u8) {
         if cfg.has_exempt_binaries != 0 && !traced {
             let file = read::<*const u8>(bprm, offsets().binprm_file);
             if let Some(key) = file.and_then(|f| file_identity(f, cfg.generation)) {
-                if let Some(rule) = INODE_RULES.get_ptr(key) {
-                    // SAFETY: pointer into a map value returned by lookup.
-                    if unsafe { (*rule).exempt } != 0 {
+                if let Some(rule) = inode_rule(&key) {
+                    if rule.exempt != 0 {
                         let t = ExemptTask {
                             start_ticks: process_start_ticks(task),
                             dev: key.dev,

@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::maps::{
-    CONFIG, CONFIG_SLOT, EXEMPT_PIDS, EXEMPT_TASKS, IDENTITY_SCRATCH, INODE_RULES, LOST_EVENTS,
+    exempt_pid_start, inode_rule, CONFIG, CONFIG_SLOT, EXEMPT_TASKS, IDENTITY_SCRATCH, LOST_EVENTS,
     POLICY_EVENTS,
 };
 
@@ -152,11 +152,7 @@ fn exempt_by_binary(tgid: u32, start: u64, generation: u32) -> bool {
         dev: t.dev,
         ino: t.ino,
     };
-    match INODE_RULES.get_ptr(key) {
-        // SAFETY: pointer into a map value returned by lookup.
-        Some(rule) => unsafe { (*rule).exempt != 0 },
-        None => false,
-    }
+    inode_rule(&key).is_some_and(|r| r.exempt != 0)
 }
 
 pub use crate::identity::read;
@@ -192,9 +188,7 @@ pub fn current_program(generation: u32) -> Option<InodeRule> {
     let mm: *const u8 = read(task, off.task_mm)?;
     let exe: *const u8 = read(mm, off.mm_exe_file)?;
     let key = file_identity(exe, generation)?;
-    let r = INODE_RULES.get_ptr(key)?;
-    // SAFETY: pointer into a map value returned by lookup.
-    Some(unsafe { *r })
+    inode_rule(&key)
 }
 
 /// Rules by identity for a `struct file *`: walks from its dentry up to the
@@ -277,9 +271,7 @@ fn walk_identities(start: *const u8, generation: u32, below: bool) -> PathRules 
     let mut leaf = !below;
     for _ in 0..MAX_DENTRY_DEPTH {
         if let Some(key) = dentry_identity(dentry, generation) {
-            if let Some(r) = INODE_RULES.get_ptr(key) {
-                // SAFETY: pointer into a map value returned by lookup.
-                let r = unsafe { *r };
+            if let Some(r) = inode_rule(&key) {
                 // The inode itself has its own rules; an exact-path entry
                 // governs that inode, not its subtree.
                 if r.has_rules != 0 {
@@ -318,11 +310,9 @@ pub fn travelling_rules(dentry: *const u8, cfg: &Config) -> PathRules {
     let Some(key) = dentry_identity(real, generation) else {
         return PathRules::default();
     };
-    let Some(r) = INODE_RULES.get_ptr(key) else {
+    let Some(r) = inode_rule(&key) else {
         return PathRules::default();
     };
-    // SAFETY: pointer into a map value returned by lookup.
-    let r = unsafe { *r };
     if r.has_rules == 0 {
         return PathRules::default();
     }
@@ -397,9 +387,8 @@ pub fn exempt_process(cfg: &Config, task: *const u8, tgid: u32) -> bool {
             generation: cfg.generation,
             tgid,
         };
-        if let Some(s) = EXEMPT_PIDS.get_ptr(key) {
-            // SAFETY: pointer into a map value returned by lookup.
-            if unsafe { *s } == start {
+        if let Some(s) = exempt_pid_start(&key) {
+            if s == start {
                 return true;
             }
         }

@@ -804,8 +804,8 @@ impl Agent {
             .name("vardr-reload".into())
             .spawn(move || {
                 let work = || {
-                    // The old entries of this generation must be gone
-                    // before its new ones are written.
+                    // The slot of the old generation must be empty before
+                    // the new one goes in (see `backend::generation`).
                     if let Some(r) = retiring {
                         let _ = r.join();
                     }
@@ -866,7 +866,7 @@ impl Agent {
         let (path, api) = (p.path, p.api);
         let result = p.result.and_then(|(b, staged, planned)| {
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
-            // The old entries go on a thread too, after a grace period.
+            // The old generation is dropped on a thread too, after a grace period.
             self.retiring = Some(std::thread::spawn(move || {
                 retired.delete();
                 heap::release_free_memory();
@@ -994,7 +994,7 @@ impl Agent {
     fn record_maps(&self, stats: &ApplyStats) {
         use crate::bpf::maps;
         let l = &self.opts.limits;
-        // Maps hold two generations of rules (see backend), so twice the limit.
+        // Each generation's inner maps are created with the limits' capacity.
         for (map, entries, limit) in [
             (maps::PATH_RULES, stats.path_entries, l.path_entries),
             (maps::INODE_RULES, stats.inode_entries, l.inode_entries),
@@ -1003,7 +1003,7 @@ impl Agent {
             (maps::DOMAIN_RULES, stats.domain_entries, l.domain_entries),
             (maps::EXEMPT_PIDS, stats.exempt_pids, l.exempt_pids),
         ] {
-            self.metrics.set_map(map, entries, 2 * limit);
+            self.metrics.set_map(map, entries, limit);
         }
     }
 

@@ -1,88 +1,13 @@
-//! Writing rule sets and config into the BPF maps.
+//! The config, the agent's cgroups and exempt processes in the BPF maps
+//! (rule sets: see [`super::generation`]).
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    maps::{Array, HashMap},
     Pod,
 };
-use vardr_common::{
-    Config, ExemptTask, InodeKey, InodeRule, PathRules, PidKey, RuleRef, CONFIG_SLOTS,
-    DOMAIN_KEY_LEN, NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PATH_KEY_LEN,
-};
+use vardr_common::{Config, ExemptTask, InodeKey, CONFIG_SLOTS};
 
-use super::{batch, objects::MapSet, BackendError};
+use super::{generation::Generation, objects::MapSet, BackendError};
 use crate::{bpf::maps as names, compile::RuleSet};
-
-/// Path-sized keys as written: each key's prefix length and the bytes the
-/// prefix covers (the rest of the 256-byte key is zeros), packed in one
-/// buffer. A record of 200 000 paths then takes a few MiB instead of 52
-/// (or 14 as one allocation per key).
-#[derive(Default)]
-struct PathKeys {
-    bytes: Vec<u8>,
-    /// Per key: where its bytes end in `bytes`, and its prefix length.
-    ends: Vec<(u32, u16)>,
-}
-
-impl PathKeys {
-    fn push(&mut self, k: &Key<[u8; PATH_KEY_LEN]>) {
-        let n = (k.prefix_len() as usize).div_ceil(8).min(PATH_KEY_LEN);
-        self.bytes.extend_from_slice(&k.data()[..n]);
-        // At most 256 bytes per key and 2^17 keys: u32 offsets suffice;
-        // prefix lengths are at most 2048 bits.
-        self.ends
-            .push((self.bytes.len() as u32, k.prefix_len() as u16));
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn keys(&self) -> impl Iterator<Item = Key<[u8; PATH_KEY_LEN]>> + '_ {
-        let mut start = 0usize;
-        self.ends.iter().map(move |&(end, prefix_len)| {
-            let end = end as usize;
-            let mut data = [0u8; PATH_KEY_LEN];
-            data[..end - start].copy_from_slice(&self.bytes[start..end]);
-            start = end;
-            Key::new(u32::from(prefix_len), data)
-        })
-    }
-}
-
-/// Keys written for one generation, so they can be deleted later.
-#[derive(Default)]
-pub struct Written {
-    paths: PathKeys,
-    inodes: Vec<InodeKey>,
-    pids: Vec<PidKey>,
-    net4: Vec<Key<[u8; NET4_KEY_LEN]>>,
-    net6: Vec<Key<[u8; NET6_KEY_LEN]>>,
-    /// Domain keys have the path keys' size: recorded the same way.
-    domains: PathKeys,
-}
-
-/// Entries in force after an apply.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct ApplyStats {
-    pub path_entries: usize,
-    pub inode_entries: usize,
-    pub net4_entries: usize,
-    pub net6_entries: usize,
-    pub domain_entries: usize,
-    pub exempt_pids: usize,
-}
-
-impl Written {
-    pub fn stats(&self) -> ApplyStats {
-        ApplyStats {
-            path_entries: self.paths.len(),
-            inode_entries: self.inodes.len(),
-            net4_entries: self.net4.len(),
-            net6_entries: self.net6.len(),
-            domain_entries: self.domains.len(),
-            exempt_pids: self.pids.len(),
-        }
-    }
-}
 
 fn merr(name: &'static str) -> impl Fn(aya::maps::MapError) -> BackendError {
     move |source| BackendError::Map { name, source }
@@ -189,7 +114,13 @@ pub fn seed_exempt_tasks(maps: &mut MapSet, set: &RuleSet) -> Result<usize, Back
 
 /// See [`super::Enforcer::exempt_by_binary`]; a map that cannot be read
 /// exempts nobody.
-pub fn exempt_by_binary(maps: &MapSet, pid: u32, start: u64, generation: u32) -> bool {
+pub fn exempt_by_binary(
+    maps: &MapSet,
+    rules: Option<&Generation>,
+    pid: u32,
+    start: u64,
+    generation: u32,
+) -> bool {
     let task = maps
         .get(names::EXEMPT_TASKS)
         .ok()
@@ -203,19 +134,9 @@ pub fn exempt_by_binary(maps: &MapSet, pid: u32, start: u64, generation: u32) ->
         dev: t.dev,
         ino: t.ino,
     };
-    maps.get(names::INODE_RULES)
-        .ok()
-        .and_then(|m| HashMap::<_, InodeKey, InodeRule>::try_from(m).ok())
-        .and_then(|m| m.get(&key, 0).ok())
+    rules
+        .and_then(|g| g.inode_rule(&key))
         .is_some_and(|r| r.exempt != 0)
-}
-
-fn lpm<'a, const N: usize, V: Pod>(
-    maps: &'a mut MapSet,
-    name: &'static str,
-) -> Result<LpmTrie<&'a mut aya::maps::MapData, [u8; N], V>, BackendError> {
-    let map = maps.get_mut(name)?;
-    LpmTrie::try_from(map).map_err(merr(name))
 }
 
 fn hash<'a, K: Pod, V: Pod>(
@@ -224,243 +145,4 @@ fn hash<'a, K: Pod, V: Pod>(
 ) -> Result<HashMap<&'a mut aya::maps::MapData, K, V>, BackendError> {
     let map = maps.get_mut(name)?;
     HashMap::try_from(map).map_err(merr(name))
-}
-
-fn net_key<const N: usize, const A: usize>(
-    generation: u32,
-    proto: u8,
-    port: u16,
-    addr: &[u8; A],
-    prefix: u8,
-) -> Key<[u8; N]> {
-    let mut data = [0u8; N];
-    data[0] = generation as u8;
-    data[1] = proto;
-    data[2..4].copy_from_slice(&port.to_be_bytes());
-    data[4..4 + A].copy_from_slice(addr);
-    Key::new(NET_KEY_HEAD_BITS + u32::from(prefix), data)
-}
-
-/// Writes every entry of `set` under `generation`, recording each key in
-/// `w` as it goes, so that on error the caller can remove what was written.
-pub fn write_rules(
-    maps: &mut MapSet,
-    set: &RuleSet,
-    generation: u32,
-    w: &mut Written,
-) -> Result<(), BackendError> {
-    {
-        let name = names::PATH_RULES;
-        let entries = set.paths.iter().map(|e| {
-            let mut data = [0u8; PATH_KEY_LEN];
-            data[0] = generation as u8;
-            data[1..1 + e.key.len()].copy_from_slice(&e.key);
-            (Key::new(8 + e.prefix_bits(), data), e.rules)
-        });
-        batched(maps, name, entries, |k| w.paths.push(k))?;
-    }
-    {
-        let name = names::INODE_RULES;
-        let entries = set.inodes.iter().map(|(id, rule)| {
-            let key = InodeKey {
-                generation,
-                dev: id.dev,
-                ino: id.ino,
-            };
-            (key, *rule)
-        });
-        batched(maps, name, entries, |k| w.inodes.push(*k))?;
-    }
-    {
-        let name = names::EXEMPT_PIDS;
-        let mut m = hash::<PidKey, u64>(maps, name)?;
-        for &tgid in &set.exempt_pids {
-            // Exempt is the process that has the pid now; none: nothing to exempt.
-            let Some(start) = crate::process::start_ticks(tgid) else {
-                tracing::warn!("exempt pid {tgid}: no such process; not exempted");
-                continue;
-            };
-            let key = PidKey { generation, tgid };
-            m.insert(key, start, 0).map_err(merr(name))?;
-            w.pids.push(key);
-        }
-    }
-    {
-        let name = names::NET4_RULES;
-        let entries = set.net4.iter().map(|e| {
-            let key =
-                net_key::<NET4_KEY_LEN, 4>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            (key, e.rule)
-        });
-        batched(maps, name, entries, |k| w.net4.push(*k))?;
-    }
-    {
-        let name = names::NET6_RULES;
-        let entries = set.net6.iter().map(|e| {
-            let key =
-                net_key::<NET6_KEY_LEN, 16>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
-            (key, e.rule)
-        });
-        batched(maps, name, entries, |k| w.net6.push(*k))?;
-    }
-    {
-        let name = names::DOMAIN_RULES;
-        let entries = set.domains.iter().map(|e| {
-            let mut data = [0u8; DOMAIN_KEY_LEN];
-            data[0] = generation as u8;
-            let n = e.key.len().min(DOMAIN_KEY_LEN - 1);
-            data[1..1 + n].copy_from_slice(&e.key[..n]);
-            (Key::new(8 + e.bits, data), e.rule)
-        });
-        batched(maps, name, entries, |k| w.domains.push(k))?;
-    }
-    Ok(())
-}
-
-/// Writes a rule map's entries many per system call (see [`batch`]).
-fn batched<K: Pod, V: Pod>(
-    maps: &mut MapSet,
-    name: &'static str,
-    entries: impl IntoIterator<Item = (K, V)>,
-    record: impl FnMut(&K),
-) -> Result<(), BackendError> {
-    let map = maps.get_mut(name)?;
-    let fd = batch::fd(map).ok_or_else(|| {
-        BackendError::Io(
-            format!("{name}: not a hash or LPM trie map"),
-            std::io::ErrorKind::InvalidInput.into(),
-        )
-    })?;
-    batch::write_all(fd, entries, record)
-        .map_err(|e| BackendError::Io(format!("{name}: map update"), e))
-}
-
-/// Removes entries; failures are logged (a leftover entry of an inactive
-/// generation is never consulted).
-pub fn delete(maps: &mut MapSet, w: &Written) {
-    fn log<T>(r: Result<T, aya::maps::MapError>, name: &str) {
-        if let Err(e) = r {
-            tracing::debug!("removing old entry from {name}: {e}");
-        }
-    }
-    if let Ok(mut m) = lpm::<PATH_KEY_LEN, PathRules>(maps, names::PATH_RULES) {
-        for k in w.paths.keys() {
-            log(m.remove(&k), names::PATH_RULES);
-        }
-    }
-    if let Ok(mut m) = hash::<InodeKey, InodeRule>(maps, names::INODE_RULES) {
-        for k in &w.inodes {
-            log(m.remove(k), names::INODE_RULES);
-        }
-    }
-    if let Ok(mut m) = hash::<PidKey, u64>(maps, names::EXEMPT_PIDS) {
-        for k in &w.pids {
-            log(m.remove(k), names::EXEMPT_PIDS);
-        }
-    }
-    if let Ok(mut m) = lpm::<NET4_KEY_LEN, RuleRef>(maps, names::NET4_RULES) {
-        for k in &w.net4 {
-            log(m.remove(k), names::NET4_RULES);
-        }
-    }
-    if let Ok(mut m) = lpm::<NET6_KEY_LEN, RuleRef>(maps, names::NET6_RULES) {
-        for k in &w.net6 {
-            log(m.remove(k), names::NET6_RULES);
-        }
-    }
-    if let Ok(mut m) = lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, names::DOMAIN_RULES) {
-        for k in w.domains.keys() {
-            log(m.remove(&k), names::DOMAIN_RULES);
-        }
-    }
-}
-
-/// The entries of an adopted set: those of `generation` (in force) are
-/// recorded for the next apply to delete; those of the other generation
-/// are what a reload interrupted by the agent's death left behind, never
-/// consulted, and deleted now. Returns the record and how many were deleted.
-pub fn scan(maps: &mut MapSet, generation: u32) -> Result<(Written, usize), BackendError> {
-    let mut w = Written::default();
-    let mut stale = Written::default();
-    let g = generation as u8;
-    let name = names::PATH_RULES;
-    for k in lpm::<PATH_KEY_LEN, PathRules>(maps, name)?.keys() {
-        let k = k.map_err(merr(name))?;
-        if k.data()[0] == g {
-            &mut w.paths
-        } else {
-            &mut stale.paths
-        }
-        .push(&k);
-    }
-    let name = names::INODE_RULES;
-    let keys = hash::<InodeKey, InodeRule>(maps, name)?.keys().collect();
-    split(
-        name,
-        keys,
-        |k| k.generation == generation,
-        &mut w.inodes,
-        &mut stale.inodes,
-    )?;
-    let name = names::EXEMPT_PIDS;
-    let keys = hash::<PidKey, u64>(maps, name)?.keys().collect();
-    split(
-        name,
-        keys,
-        |k| k.generation == generation,
-        &mut w.pids,
-        &mut stale.pids,
-    )?;
-    let name = names::NET4_RULES;
-    let keys = lpm::<NET4_KEY_LEN, RuleRef>(maps, name)?.keys().collect();
-    split(
-        name,
-        keys,
-        |k| k.data()[0] == g,
-        &mut w.net4,
-        &mut stale.net4,
-    )?;
-    let name = names::NET6_RULES;
-    let keys = lpm::<NET6_KEY_LEN, RuleRef>(maps, name)?.keys().collect();
-    split(
-        name,
-        keys,
-        |k| k.data()[0] == g,
-        &mut w.net6,
-        &mut stale.net6,
-    )?;
-    let name = names::DOMAIN_RULES;
-    for k in lpm::<DOMAIN_KEY_LEN, RuleRef>(maps, name)?.keys() {
-        let k = k.map_err(merr(name))?;
-        if k.data()[0] == g {
-            &mut w.domains
-        } else {
-            &mut stale.domains
-        }
-        .push(&k);
-    }
-    let s = stale.stats();
-    let n = s.path_entries
-        + s.inode_entries
-        + s.net4_entries
-        + s.net6_entries
-        + s.domain_entries
-        + s.exempt_pids;
-    delete(maps, &stale);
-    Ok((w, n))
-}
-
-/// Sorts the keys of one map into those of the generation in force and the rest.
-fn split<K>(
-    name: &'static str,
-    keys: Vec<Result<K, aya::maps::MapError>>,
-    current: impl Fn(&K) -> bool,
-    ours: &mut Vec<K>,
-    stale: &mut Vec<K>,
-) -> Result<(), BackendError> {
-    for k in keys {
-        let k = k.map_err(merr(name))?;
-        if current(&k) { &mut *ours } else { &mut *stale }.push(k);
-    }
-    Ok(())
 }

@@ -1,9 +1,10 @@
 //! Layer 1 loader: attaches the programs of the chosen backend for each hook
 //! and writes compiled rule sets into the maps, switching atomically.
-mod batch;
+mod generation;
 mod maps;
 mod objects;
 mod plan;
+mod sys;
 
 use std::{fs::File, path::PathBuf};
 
@@ -17,7 +18,7 @@ use aya::{
 };
 use vardr_common::{Config, Hook as KHook};
 
-pub use maps::ApplyStats;
+pub use generation::ApplyStats;
 
 /// The exempt-task map (tgid -> binary executed, start time).
 pub type ExemptTasks = aya::maps::HashMap<MapData, u32, vardr_common::ExemptTask>;
@@ -93,58 +94,48 @@ pub struct Options {
     pub tls_capture: bool,
 }
 
-/// The maps a rule set is written into.
-const RULE_MAPS: [&str; 6] = [
-    crate::bpf::maps::PATH_RULES,
-    crate::bpf::maps::INODE_RULES,
-    crate::bpf::maps::EXEMPT_PIDS,
-    crate::bpf::maps::NET4_RULES,
-    crate::bpf::maps::DOMAIN_RULES,
-    crate::bpf::maps::NET6_RULES,
-];
-
-/// The next rule set's maps, for writing on another thread.
+/// The rule maps, for writing the next rule set on another thread.
 pub struct Staging {
     maps: objects::MapSet,
     next: u32,
+    limits: Limits,
 }
 
-/// A rule set written under the unused generation, not yet in force.
+/// A rule set written into fresh inner maps, not yet in force.
 pub struct Staged {
     maps: objects::MapSet,
-    written: maps::Written,
+    rules: generation::Generation,
     next: u32,
 }
 
 impl Staging {
-    /// Writes `set` under the unused generation; nothing reads it until
-    /// [`Enforcer::commit`]. On error what was written is removed.
-    pub fn write(mut self, set: &RuleSet) -> Result<Staged, BackendError> {
-        let mut written = maps::Written::default();
-        if let Err(e) = maps::write_rules(&mut self.maps, set, self.next, &mut written) {
-            maps::delete(&mut self.maps, &written);
-            return Err(e);
-        }
+    /// Writes `set` into fresh inner maps for the unused generation;
+    /// nothing reads them until [`Enforcer::commit`].
+    pub fn write(self, set: &RuleSet) -> Result<Staged, BackendError> {
+        let rules = generation::Generation::write(set, self.next, &self.limits)?;
         Ok(Staged {
             maps: self.maps,
-            written,
+            rules,
             next: self.next,
         })
     }
 }
 
-/// The entries of the rule set a commit replaced.
+/// The generation a commit replaced.
 pub struct Retired {
     maps: objects::MapSet,
-    written: maps::Written,
+    rules: Option<generation::Generation>,
+    generation: u32,
 }
 
 impl Retired {
-    /// Deletes them, after a grace period: a program that read the old
-    /// generation just before the switch may still be looking them up.
-    pub fn delete(mut self) {
+    /// Empties its slot after a grace period (a program that read the old
+    /// config just before the switch may still be looking its rules up);
+    /// the kernel then frees the old inner maps whole.
+    pub fn delete(self) {
         std::thread::sleep(std::time::Duration::from_millis(20));
-        maps::delete(&mut self.maps, &self.written);
+        generation::clear(&self.maps, self.generation);
+        drop(self.rules);
     }
 }
 
@@ -157,7 +148,10 @@ pub struct Enforcer {
     config: Config,
     /// Config slot in force (see `vardr_common::CONFIG_SLOTS`).
     config_slot: u32,
-    written: maps::Written,
+    /// The inner maps of the generation in force, when there are rules.
+    rules: Option<generation::Generation>,
+    /// Capacities of the inner maps a reload creates.
+    limits: Limits,
     // Keep the cgroup fd alive as long as the programs.
     _cgroup_fd: Option<File>,
 }
@@ -218,9 +212,6 @@ impl Enforcer {
         let offsets = kernel::btf::kernel_offsets()?;
         bpf::raise_memlock_limit();
         let btf = kernel::btf::shared_aya_btf().map_err(|e| BackendError::Load(e.into()))?;
-        let l = &opts.limits;
-        // Two generations live side by side during a reload.
-        let cap = |n: usize| (n.saturating_mul(2)).clamp(16, u32::MAX as usize) as u32;
         let sock_addr_backend = if plan.network.backend == Backend::Lsm {
             vardr_common::BackendKind::Lsm
         } else {
@@ -229,12 +220,6 @@ impl Enforcer {
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SOCK_ADDR_BACKEND", &sock_addr_backend, true)
-            .map_max_entries(bpf::maps::PATH_RULES, cap(l.path_entries))
-            .map_max_entries(bpf::maps::INODE_RULES, cap(l.inode_entries))
-            .map_max_entries(bpf::maps::NET4_RULES, cap(l.net4_entries))
-            .map_max_entries(bpf::maps::NET6_RULES, cap(l.net6_entries))
-            .map_max_entries(bpf::maps::DOMAIN_RULES, cap(l.domain_entries))
-            .map_max_entries(bpf::maps::EXEMPT_PIDS, cap(l.exempt_pids))
             .load(bpf::AGENT_OBJECT)?;
         // The programs' instructions hold the map fds already; the maps
         // themselves are kept apart, as an adopted set's are.
@@ -274,7 +259,8 @@ impl Enforcer {
             plan,
             config,
             config_slot: 0,
-            written: maps::Written::default(),
+            rules: None,
+            limits: opts.limits,
             _cgroup_fd: None,
         };
         this.config.enforce_mask = this.enforce_mask(opts.enforce);
@@ -343,11 +329,14 @@ impl Enforcer {
         config.names = names_capture(opts)
             | (config.names & (vardr_common::NAMES_RULES | vardr_common::NAMES_DENY));
         maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
-        let (written, stale) = maps::scan(&mut maps, config.generation)?;
-        if stale > 0 {
+        let rules = generation::Generation::open(&maps, config.generation)?;
+        // What a reload interrupted by the agent's death left in the other
+        // slot: never read, freed now.
+        let slots = generation::clear(&maps, 1 - config.generation);
+        if slots > 0 {
             tracing::info!(
-                stale,
-                "deleted entries of an unfinished reload from the adopted set"
+                slots,
+                "dropped the rules of an unfinished reload from the adopted set"
             );
         }
         let mut this = Self {
@@ -356,7 +345,8 @@ impl Enforcer {
             plan,
             config,
             config_slot: slot,
-            written,
+            rules,
+            limits: opts.limits,
             _cgroup_fd: None,
         };
         this.config.enforce_mask = this.enforce_mask(opts.enforce);
@@ -522,9 +512,9 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Replaces the rule set: writes it under the unused generation, flips
-    /// the generation in one map write, then deletes the old entries. On
-    /// error the running rule set stays in force.
+    /// Replaces the rule set: writes it into fresh inner maps of the unused
+    /// generation, switches the config to it in one map write, then drops
+    /// the old generation. On error the running rule set stays in force.
     pub fn apply(&mut self, set: &RuleSet) -> Result<ApplyStats, BackendError> {
         let staged = self.staging()?.write(set)?;
         let (stats, retired) = self.commit(set, staged)?;
@@ -537,27 +527,24 @@ impl Enforcer {
     /// [`Enforcer::commit`] puts it in force.
     pub fn staging(&self) -> Result<Staging, BackendError> {
         Ok(Staging {
-            maps: self.maps.handles(&RULE_MAPS)?,
+            maps: self.maps.handles(&generation::RULE_MAPS)?,
             next: 1 - self.config.generation,
+            limits: self.limits,
         })
     }
 
-    /// Puts a staged rule set in force: the config (generation included)
-    /// switches in one map write. Returns what is in force and the old
-    /// entries, to delete once running programs are done with them
-    /// ([`Retired::delete`], which may run on another thread).
+    /// Puts a staged rule set in force: its inner maps go in the unused
+    /// slot, then the config (generation included) switches in one map
+    /// write. Returns what is in force and the old generation, to drop once
+    /// running programs are done with it ([`Retired::delete`], which may
+    /// run on another thread).
     pub fn commit(
         &mut self,
         set: &RuleSet,
         staged: Staged,
     ) -> Result<(ApplyStats, Retired), BackendError> {
-        let Staged {
-            mut maps,
-            written,
-            next,
-        } = staged;
+        let Staged { maps, rules, next } = staged;
         if next != 1 - self.config.generation {
-            maps::delete(&mut maps, &written);
             return Err(BackendError::Io(
                 "staged rule set".into(),
                 std::io::Error::other("written for a generation no longer unused"),
@@ -585,13 +572,12 @@ impl Enforcer {
         // The unused slot: no program reads it (the last switch was a
         // grace period ago), so it can be written at leisure; the switch
         // itself is one 4-byte write.
+        // A failure before the switch leaves the slot in force untouched;
+        // the unused slot is overwritten by the next reload.
         let slot = 1 - self.config_slot;
-        if let Err(e) = maps::write_config(&mut self.maps, slot, &cfg)
-            .and_then(|()| maps::select_config(&mut self.maps, slot))
-        {
-            maps::delete(&mut maps, &written);
-            return Err(e);
-        }
+        rules.install(&maps, next)?;
+        maps::write_config(&mut self.maps, slot, &cfg)?;
+        maps::select_config(&mut self.maps, slot)?;
         self.config = cfg;
         self.config_slot = slot;
         match maps::seed_exempt_tasks(&mut self.maps, set) {
@@ -599,9 +585,16 @@ impl Enforcer {
             Ok(_) => {}
             Err(e) => tracing::warn!("recording processes of exempt binaries: {e}"),
         }
-        let old = std::mem::replace(&mut self.written, written);
-        let stats = self.written.stats();
-        Ok((stats, Retired { maps, written: old }))
+        let stats = rules.stats;
+        let old = self.rules.replace(rules);
+        Ok((
+            stats,
+            Retired {
+                maps,
+                rules: old,
+                generation: 1 - next,
+            },
+        ))
     }
 
     /// Pins every map and attached link in `set`: they stay in force when
@@ -684,7 +677,13 @@ impl Enforcer {
         let Some(start) = crate::process::start_ticks(pid) else {
             return false;
         };
-        maps::exempt_by_binary(&self.maps, pid, start, self.config.generation)
+        maps::exempt_by_binary(
+            &self.maps,
+            self.rules.as_ref(),
+            pid,
+            start,
+            self.config.generation,
+        )
     }
 
     /// Takes the event ring buffers (once): lifecycle, then policy.

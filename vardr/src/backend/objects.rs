@@ -63,7 +63,7 @@ impl MapSet {
     pub fn handles(&self, names: &[&'static str]) -> Result<Self, BackendError> {
         let mut out = HashMap::new();
         for &name in names {
-            let fd = super::batch::fd(self.get(name)?)
+            let fd = super::sys::fd(self.get(name)?)
                 .ok_or(BackendError::MissingMap(name))?
                 .try_clone_to_owned()
                 .map_err(|e| BackendError::Io(format!("dup {name}"), e))?;

@@ -264,7 +264,9 @@ pub fn load(
     first_id: u32,
     limits: &Limits,
 ) -> Result<Bundle, BundleError> {
+    let t = std::time::Instant::now();
     let p = parse(path, extra)?;
+    let parsed = t.elapsed();
     let mut rules =
         compile(&p.policy, first_id, limits).map_err(|source| BundleError::Compile {
             path: path.into(),
@@ -282,6 +284,12 @@ pub fn load(
     }
     rules.warnings.extend(p.kernel.warnings.iter().cloned());
     rules.warnings.extend(shadowed_cedar(&p.policy.rules));
+    tracing::debug!(
+        parse_ms = parsed.as_millis() as u64,
+        compile_ms = (t.elapsed() - parsed).as_millis() as u64,
+        "policy {} loaded",
+        path.display()
+    );
     Ok(Bundle {
         policy: p.policy,
         cedar: p.cedar,

@@ -217,6 +217,9 @@ pub fn plan(set: &RuleSet, rules: &Rules, exec: bool, limit: usize) -> MarkPlan 
         .filter(|e| e.key.last() == Some(&b'/'))
         .map(|e| e.key.as_slice())
         .collect();
+    // Parent directories, looked up once each: big rule sets name many
+    // files of a few directories.
+    let mut dirs: HashMap<PathBuf, Option<std::fs::Metadata>> = HashMap::new();
     // Exact objects and the prefix directories themselves first.
     for e in &set.paths {
         let mask = mask_of(&e.rules, exec);
@@ -233,14 +236,21 @@ pub fn plan(set: &RuleSet, rules: &Rules, exec: bool, limit: usize) -> MarkPlan 
         let parent = path
             .parent()
             .filter(|d| exact && !dir_of_prefix && !pseudo_fs(d));
+        let parent_md = parent.map(|dir| {
+            dirs.entry(dir.to_path_buf())
+                .or_insert_with(|| std::fs::metadata(dir).ok().filter(|m| m.is_dir()))
+                .clone()
+        });
+        // No such directory: no such file either (nothing to mark).
+        if parent_md.as_ref().is_some_and(Option::is_none) {
+            continue;
+        }
         let Ok(md) = std::fs::metadata(&path) else {
             // A governed file that does not exist yet: its directory reports
             // its children, so the open that creates it is decided by path
             // (every open in that directory pays the round trip).
-            if let Some(dir) = parent {
-                if let Some(dmd) = std::fs::metadata(dir).ok().filter(|m| m.is_dir()) {
-                    p.add(dir, &dmd, mask | MaskFlags::FAN_EVENT_ON_CHILD);
-                }
+            if let (Some(dir), Some(Some(dmd))) = (parent, &parent_md) {
+                p.add(dir, dmd, mask | MaskFlags::FAN_EVENT_ON_CHILD);
             }
             continue;
         };

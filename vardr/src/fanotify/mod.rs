@@ -19,7 +19,7 @@ pub mod marks;
 mod task;
 
 use std::{
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -147,12 +147,54 @@ struct Shared {
     guard: Option<cgroup_guard::CgroupGuard>,
 }
 
+/// A stop request a polling thread sees at once: the flag, and an eventfd
+/// in its poll set (a reload does not wait out a poll timeout).
+struct Stop {
+    flag: AtomicBool,
+    wake: Option<nix::sys::eventfd::EventFd>,
+}
+
+impl Stop {
+    fn new() -> Self {
+        // Without an eventfd the threads still see the flag within a poll
+        // timeout.
+        let wake = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .ok();
+        Self {
+            flag: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(w) = &self.wake {
+            let _ = w.write(1);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Polls `fd` for input, or this stop; `Ok(0)` on timeout.
+    fn poll(&self, fd: BorrowedFd<'_>) -> nix::Result<i32> {
+        let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
+        if let Some(w) = &self.wake {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        }
+        poll(&mut fds, PollTimeout::from(100u16))
+    }
+}
+
 struct Group {
     fan: Arc<Fanotify>,
     /// Every planned mark is in place: the group may hold the lease.
     armed: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    stop_follow: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    stop_follow: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
     follower: Option<JoinHandle<()>>,
 }
@@ -164,7 +206,7 @@ impl Group {
     /// (pending events nobody read are allowed by the kernel; the group in
     /// force still decides them).
     fn close(mut self) {
-        self.stop_follow.store(true, Ordering::SeqCst);
+        self.stop_follow.set();
         if let Some(t) = self.follower.take() {
             let _ = t.join();
         }
@@ -178,7 +220,7 @@ impl Group {
         ) {
             tracing::warn!("fanotify: removing the marks of the old rule set: {e}");
         }
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.set();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -187,8 +229,8 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.stop_follow.store(true, Ordering::SeqCst);
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop_follow.set();
+        self.stop.set();
     }
 }
 
@@ -300,8 +342,8 @@ impl Service {
         let mut group = Group {
             fan: fan.clone(),
             armed: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-            stop_follow: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Stop::new()),
+            stop_follow: Arc::new(Stop::new()),
             thread: None,
             follower: None,
         };
@@ -383,16 +425,10 @@ impl Drop for Service {
 /// leaves the rest to the kernel (allowed here, decided by the new group).
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-fn answer_loop(
-    fan: &Fanotify,
-    armed: &AtomicBool,
-    stop: &AtomicBool,
-    rules: &Rules,
-    shared: &Shared,
-) {
+fn answer_loop(fan: &Fanotify, armed: &AtomicBool, stop: &Stop, rules: &Rules, shared: &Shared) {
     let mut drain_until = None;
     loop {
-        let stopping = stop.load(Ordering::SeqCst);
+        let stopping = stop.is_set();
         // Only a group that answers holds the lease (a closing one leaves it
         // to the group that replaces it).
         if let (false, Some(l)) = (stopping, shared.lease.get()) {
@@ -407,8 +443,7 @@ fn answer_loop(
             }
         }
         if !stopping {
-            let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(100u16)) {
+            match stop.poll(fan.as_fd()) {
                 Ok(0) | Err(Errno::EINTR) => continue,
                 Ok(_) => {}
                 Err(e) => {
@@ -436,16 +471,9 @@ fn answer_loop(
     }
 }
 
-fn follow_loop(
-    fan: &Fanotify,
-    watches: &marks::Watches,
-    stop: &AtomicBool,
-    rules: &Rules,
-    limit: usize,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(watches.inotify.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(100u16)) {
+fn follow_loop(fan: &Fanotify, watches: &marks::Watches, stop: &Stop, rules: &Rules, limit: usize) {
+    while !stop.is_set() {
+        match stop.poll(watches.inotify.as_fd()) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => {

@@ -673,12 +673,12 @@ pub fn exec_id_survives_restart() {
     assert!(second.stop().success());
 }
 
-/// An agent that died in the middle of a reload leaves entries in the
-/// generation not in force. The next agent adopts the set, and its first
-/// apply switches to that generation: the leftovers must be gone by then,
-/// or a rule nobody wrote would come into force.
+/// An agent that died in the middle of a reload leaves inner rule maps in
+/// the slot of the generation not in force. The next agent adopts the
+/// set, and its first apply switches to that generation: the leftovers
+/// must be gone by then, or a rule nobody wrote would come into force.
 pub fn adopted_set_drops_unfinished_reload(b: Backend) {
-    use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+    use aya::maps::{lpm_trie::Key, Array, ArrayOfMaps, LpmTrie, Map, MapData};
     use vardr_common::{Action, Config, RuleRef, NET4_KEY_LEN, NET_KEY_HEAD_BITS};
     let bpffs = Bpffs::mount("bpffs");
     let pins = bpffs.pin_dir();
@@ -700,9 +700,10 @@ pub fn adopted_set_drops_unfinished_reload(b: Backend) {
         .unwrap()
         .generation;
     // What a reload cut short by SIGKILL leaves: a deny of the open port
-    // written under the next generation, before the switch.
-    let mut net4: LpmTrie<_, [u8; NET4_KEY_LEN], RuleRef> =
-        LpmTrie::try_from(Map::LpmTrie(pinned("NET4_RULES"))).unwrap();
+    // in an inner map put in the next generation's slot, before the switch.
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let mut net4: LpmTrie<MapData, [u8; NET4_KEY_LEN], RuleRef> =
+        LpmTrie::create(16, BPF_F_NO_PREALLOC).unwrap();
     let mut data = [0u8; NET4_KEY_LEN];
     data[0] = (1 - in_force) as u8;
     data[2..4].copy_from_slice(&open_port.to_be_bytes());
@@ -713,10 +714,14 @@ pub fn adopted_set_drops_unfinished_reload(b: Backend) {
     };
     net4.insert(&Key::new(NET_KEY_HEAD_BITS + 32, data), rule, 0)
         .unwrap();
+    let mut outer: ArrayOfMaps<MapData, LpmTrie<MapData, [u8; NET4_KEY_LEN], RuleRef>> =
+        ArrayOfMaps::try_from(Map::ArrayOfMaps(pinned("NET4_RULES"))).unwrap();
+    outer.set(1 - in_force, &net4, 0).unwrap();
+    drop((outer, net4));
 
     let mut second = agent(b, &cg.path, &pins, &pol);
     let line = second.log_line("unfinished reload");
-    assert!(line.contains("stale=1"), "{line}");
+    assert!(line.contains("slots=1"), "{line}");
     second.log_line("adopted its programs");
     let connect = |port: u16| {
         sh_in(

@@ -1,7 +1,8 @@
-//! `BPF_MAP_UPDATE_BATCH`: many entries per system call when rule sets are
-//! large (aya has no batch API). Kernels or maps without it fall back to
-//! one update per entry.
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+//! BPF system calls aya 0.14 has no API for: `BPF_MAP_UPDATE_BATCH` (many
+//! entries per call when rule sets are large; kernels or maps without it
+//! fall back to one update per entry), creating a standalone inner map,
+//! and deleting an entry of a map of maps.
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use aya::{maps::Map, Pod};
 
@@ -23,11 +24,95 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// The descriptor of a hash or LPM trie map.
+/// The descriptor of a hash, LPM trie or array-of-maps map.
 pub fn fd(map: &Map) -> Option<BorrowedFd<'_>> {
     match map {
-        Map::HashMap(d) | Map::LpmTrie(d) => Some(d.fd().as_fd()),
+        Map::HashMap(d) | Map::LpmTrie(d) | Map::ArrayOfMaps(d) => Some(d.fd().as_fd()),
         _ => None,
+    }
+}
+
+/// The `map_create` member of `union bpf_attr` (up to the map's name; the
+/// kernel takes the rest as zero).
+#[repr(C)]
+#[derive(Default)]
+struct CreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+
+/// The shape of a map to create.
+#[derive(Clone, Copy, Debug)]
+pub struct MapShape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+/// Creates a map with no BTF (an inner map of a map of maps need not
+/// carry any); `name` is cut to the kernel's 15 bytes.
+pub fn create_map(shape: MapShape, name: &str) -> std::io::Result<OwnedFd> {
+    let mut attr = CreateAttr {
+        map_type: shape.map_type,
+        key_size: shape.key_size,
+        value_size: shape.value_size,
+        max_entries: shape.max_entries,
+        map_flags: shape.flags,
+        ..Default::default()
+    };
+    let n = name.len().min(attr.map_name.len() - 1);
+    attr.map_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: bpf(BPF_MAP_CREATE) reads the attributes above; no pointers.
+    let fd = unsafe { bpf_fd(BPF_MAP_CREATE, &mut attr) }?;
+    // SAFETY: a successful BPF_MAP_CREATE returns a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+/// Deletes `key`; `Ok(false)` when there was no such entry.
+pub fn delete<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> std::io::Result<bool> {
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: std::ptr::from_ref(key) as u64,
+        ..Default::default()
+    };
+    // SAFETY: bpf(BPF_MAP_DELETE_ELEM) reads one key, which outlives the call.
+    match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+
+/// The value of `key`, if any.
+pub fn lookup<K: Pod, V: Pod + Default>(fd: BorrowedFd<'_>, key: &K) -> std::io::Result<Option<V>> {
+    let mut value = V::default();
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_mut(&mut value) as u64,
+        ..Default::default()
+    };
+    // SAFETY: bpf(BPF_MAP_LOOKUP_ELEM) reads one key and writes one value
+    // of the map's sizes, which the caller's types have (checked by the
+    // map's creation with those sizes).
+    match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(()) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -94,6 +179,15 @@ pub fn update_one<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> std
 /// `attr` must be the `union bpf_attr` member `cmd` expects, and every
 /// pointer in it valid for what the kernel reads or writes during the call.
 unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
+    // SAFETY: as this function's contract.
+    unsafe { bpf_fd(cmd, attr) }.map(|_| ())
+}
+
+/// `bpf(cmd, attr, sizeof attr)`, returning what the call returned.
+///
+/// # Safety
+/// As [`bpf`].
+unsafe fn bpf_fd<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<i32> {
     // SAFETY: the caller vouches for `attr`; the kernel reads at most its size.
     let r = unsafe {
         libc::syscall(
@@ -103,21 +197,20 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
             std::mem::size_of::<A>(),
         )
     };
-    if r == 0 {
-        Ok(())
+    if r >= 0 {
+        Ok(r as i32)
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
 /// Writes all `entries`, [`CHUNK`] per call (one per call where the kernel
-/// has no batch update); `record` sees each key before it is tried, so a
-/// caller can remove what an error left half written.
+/// has no batch update). Returns how many were written.
 pub fn write_all<K: Pod, V: Pod>(
     fd: BorrowedFd<'_>,
     entries: impl IntoIterator<Item = (K, V)>,
-    mut record: impl FnMut(&K),
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
+    let mut written = 0;
     let mut keys = Vec::with_capacity(CHUNK);
     let mut values = Vec::with_capacity(CHUNK);
     let mut batched = true;
@@ -135,7 +228,7 @@ pub fn write_all<K: Pod, V: Pod>(
         Ok(())
     };
     for (k, v) in entries {
-        record(&k);
+        written += 1;
         keys.push(k);
         values.push(v);
         if keys.len() == CHUNK {
@@ -145,5 +238,5 @@ pub fn write_all<K: Pod, V: Pod>(
     if !keys.is_empty() {
         flush(&mut keys, &mut values)?;
     }
-    Ok(())
+    Ok(written)
 }

@@ -1,0 +1,315 @@
+//! Rule generations. Each rule map of the programs is an array of two inner
+//! maps, one per generation (`Config::generation` picks the one in force).
+//! A reload creates fresh inner maps, fills them, puts them in the unused
+//! slot and switches the config; the old inner maps are then dropped whole:
+//! no mass delete, no record of keys, and a restarted agent adopts the
+//! generation in force by reading the slot the config names.
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::{
+    maps::{lpm_trie::Key, ArrayOfMaps, MapData},
+    Pod,
+};
+use vardr_common::{
+    InodeKey, InodeRule, PathRules, PidKey, RuleRef, DOMAIN_KEY_LEN, NET4_KEY_LEN, NET6_KEY_LEN,
+    NET_KEY_HEAD_BITS, PATH_KEY_LEN,
+};
+
+use super::{
+    objects::MapSet,
+    sys::{self, MapShape},
+    BackendError,
+};
+use crate::{
+    bpf::maps as names,
+    compile::{Limits, RuleSet},
+};
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+/// As the programs' templates have it (the kernel compares the flags of an
+/// inner map with its template's).
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// The rule maps, in the order [`Generation`] keeps their inner maps.
+pub const RULE_MAPS: [&str; 6] = [
+    names::PATH_RULES,
+    names::INODE_RULES,
+    names::EXEMPT_PIDS,
+    names::NET4_RULES,
+    names::NET6_RULES,
+    names::DOMAIN_RULES,
+];
+const PATHS: usize = 0;
+const INODES: usize = 1;
+const PIDS: usize = 2;
+const NET4: usize = 3;
+const NET6: usize = 4;
+const DOMAINS: usize = 5;
+
+fn shape<K, V>(map_type: u32, max_entries: usize) -> MapShape {
+    MapShape {
+        map_type,
+        key_size: std::mem::size_of::<K>() as u32,
+        value_size: std::mem::size_of::<V>() as u32,
+        // Neither LPM tries nor these hashes preallocate: the capacity
+        // costs nothing until used.
+        max_entries: max_entries.clamp(1, u32::MAX as usize) as u32,
+        flags: BPF_F_NO_PREALLOC,
+    }
+}
+
+fn shapes(l: &Limits) -> [MapShape; 6] {
+    [
+        shape::<Key<[u8; PATH_KEY_LEN]>, PathRules>(BPF_MAP_TYPE_LPM_TRIE, l.path_entries),
+        shape::<InodeKey, InodeRule>(BPF_MAP_TYPE_HASH, l.inode_entries),
+        shape::<PidKey, u64>(BPF_MAP_TYPE_HASH, l.exempt_pids),
+        shape::<Key<[u8; NET4_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net4_entries),
+        shape::<Key<[u8; NET6_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net6_entries),
+        shape::<Key<[u8; DOMAIN_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.domain_entries),
+    ]
+}
+
+/// Entries in force after an apply.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ApplyStats {
+    pub path_entries: usize,
+    pub inode_entries: usize,
+    pub net4_entries: usize,
+    pub net6_entries: usize,
+    pub domain_entries: usize,
+    pub exempt_pids: usize,
+}
+
+/// The inner maps of one generation, in [`RULE_MAPS`] order.
+pub struct Generation {
+    maps: Vec<MapData>,
+    pub stats: ApplyStats,
+}
+
+fn io(name: &'static str, what: &'static str) -> impl Fn(std::io::Error) -> BackendError {
+    move |e| BackendError::Io(format!("{name}: {what}"), e)
+}
+
+fn net_key<const N: usize, const A: usize>(
+    generation: u32,
+    proto: u8,
+    port: u16,
+    addr: &[u8; A],
+    prefix: u8,
+) -> Key<[u8; N]> {
+    let mut data = [0u8; N];
+    data[0] = generation as u8;
+    data[1] = proto;
+    data[2..4].copy_from_slice(&port.to_be_bytes());
+    data[4..4 + A].copy_from_slice(addr);
+    Key::new(NET_KEY_HEAD_BITS + u32::from(prefix), data)
+}
+
+impl Generation {
+    /// Creates empty inner maps with the capacities of `limits` and writes
+    /// `set` into them, keys under `generation`. Nothing reads them until
+    /// [`Generation::install`] and the config switch; on error they are
+    /// simply dropped.
+    pub fn write(set: &RuleSet, generation: u32, limits: &Limits) -> Result<Self, BackendError> {
+        let mut maps = Vec::with_capacity(RULE_MAPS.len());
+        for (name, shape) in RULE_MAPS.into_iter().zip(shapes(limits)) {
+            let fd = sys::create_map(shape, name).map_err(io(name, "creating an inner map"))?;
+            let data = MapData::from_fd(fd).map_err(|source| BackendError::Map { name, source })?;
+            maps.push(data);
+        }
+        let g = generation as u8;
+        let mut stats = ApplyStats::default();
+        let w = |i: usize| maps[i].fd().as_fd();
+        stats.path_entries = write(
+            w(PATHS),
+            names::PATH_RULES,
+            set.paths.iter().map(|e| {
+                let mut data = [0u8; PATH_KEY_LEN];
+                data[0] = g;
+                data[1..1 + e.key.len()].copy_from_slice(&e.key);
+                (Key::new(8 + e.prefix_bits(), data), e.rules)
+            }),
+        )?;
+        stats.inode_entries = write(
+            w(INODES),
+            names::INODE_RULES,
+            set.inodes.iter().map(|(id, rule)| {
+                let key = InodeKey {
+                    generation,
+                    dev: id.dev,
+                    ino: id.ino,
+                };
+                (key, *rule)
+            }),
+        )?;
+        // Exempt is the process that has the pid now; none: nothing to exempt.
+        let pids: Vec<(PidKey, u64)> = set
+            .exempt_pids
+            .iter()
+            .filter_map(|&tgid| match crate::process::start_ticks(tgid) {
+                Some(start) => Some((PidKey { generation, tgid }, start)),
+                None => {
+                    tracing::warn!("exempt pid {tgid}: no such process; not exempted");
+                    None
+                }
+            })
+            .collect();
+        stats.exempt_pids = write(w(PIDS), names::EXEMPT_PIDS, pids)?;
+        stats.net4_entries = write(
+            w(NET4),
+            names::NET4_RULES,
+            set.net4.iter().map(|e| {
+                let key = net_key::<NET4_KEY_LEN, 4>(
+                    generation,
+                    e.protocol,
+                    e.port,
+                    &e.addr,
+                    e.prefix_len,
+                );
+                (key, e.rule)
+            }),
+        )?;
+        stats.net6_entries = write(
+            w(NET6),
+            names::NET6_RULES,
+            set.net6.iter().map(|e| {
+                let key = net_key::<NET6_KEY_LEN, 16>(
+                    generation,
+                    e.protocol,
+                    e.port,
+                    &e.addr,
+                    e.prefix_len,
+                );
+                (key, e.rule)
+            }),
+        )?;
+        stats.domain_entries = write(
+            w(DOMAINS),
+            names::DOMAIN_RULES,
+            set.domains.iter().map(|e| {
+                let mut data = [0u8; DOMAIN_KEY_LEN];
+                data[0] = g;
+                let n = e.key.len().min(DOMAIN_KEY_LEN - 1);
+                data[1..1 + n].copy_from_slice(&e.key[..n]);
+                (Key::new(8 + e.bits, data), e.rule)
+            }),
+        )?;
+        Ok(Self { maps, stats })
+    }
+
+    /// The inner maps of `generation` in an adopted set, when it has them
+    /// (an agent that died before its first rules left none).
+    pub fn open(outer: &MapSet, generation: u32) -> Result<Option<Self>, BackendError> {
+        let mut maps = Vec::with_capacity(RULE_MAPS.len());
+        for name in RULE_MAPS {
+            let arr: ArrayOfMaps<&MapData, MapData> = ArrayOfMaps::try_from(outer.get(name)?)
+                .map_err(|source| BackendError::Map { name, source })?;
+            match arr.get(&generation, 0) {
+                Ok(m) => maps.push(m),
+                Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+                Err(source) => return Err(BackendError::Map { name, source }),
+            }
+        }
+        Ok(Some(Self {
+            maps,
+            stats: ApplyStats::default(),
+        }))
+    }
+
+    /// Puts these inner maps in slot `generation` of the rule maps (not
+    /// the slot in force: nothing reads them until the config switches).
+    /// An empty inner map is left out: an empty slot reads as no rules.
+    /// Each change of a map of maps waits for an RCU grace period in the
+    /// kernel, so the maps go in side by side (one wait for all).
+    pub fn install(&self, outer: &MapSet, generation: u32) -> Result<(), BackendError> {
+        let counts = [
+            self.stats.path_entries,
+            self.stats.inode_entries,
+            self.stats.exempt_pids,
+            self.stats.net4_entries,
+            self.stats.net6_entries,
+            self.stats.domain_entries,
+        ];
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = RULE_MAPS
+                .into_iter()
+                .zip(&self.maps)
+                .zip(counts)
+                .map(|((name, inner), n)| {
+                    s.spawn(move || -> Result<(), BackendError> {
+                        let fd = outer
+                            .get(name)
+                            .ok()
+                            .and_then(sys::fd)
+                            .ok_or(BackendError::MissingMap(name))?;
+                        if n == 0 {
+                            // A slot left over from a failed commit must not
+                            // be read as this generation's.
+                            clear_one(fd, name, generation);
+                            return Ok(());
+                        }
+                        let value = inner.fd().as_fd().as_raw_fd() as u32;
+                        sys::update_one(fd, &generation, &value)
+                            .map_err(io(name, "installing an inner map"))
+                    })
+                })
+                .collect();
+            jobs.into_iter().try_for_each(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(BackendError::Io(
+                        "installing the rule maps".into(),
+                        std::io::Error::other("thread panicked"),
+                    ))
+                })
+            })
+        })
+    }
+
+    /// The identity entry of `key`, if any.
+    pub fn inode_rule(&self, key: &InodeKey) -> Option<InodeRule> {
+        sys::lookup(self.maps[INODES].fd().as_fd(), key)
+            .ok()
+            .flatten()
+    }
+}
+
+/// Empties slot `generation` of the rule maps: the kernel frees its inner
+/// maps once no program holds them. Failures are logged (a slot the config
+/// does not name is never read).
+pub fn clear(outer: &MapSet, generation: u32) -> usize {
+    // Side by side, as in `Generation::install`.
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = RULE_MAPS
+            .into_iter()
+            .filter_map(|name| outer.get(name).ok().and_then(sys::fd).map(|fd| (name, fd)))
+            .map(|(name, fd)| s.spawn(move || clear_one(fd, name, generation)))
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join())
+            .filter(|r| matches!(r, Ok(true)))
+            .count()
+    })
+}
+
+/// Empties one slot when it holds a map (a lookup costs no grace period).
+fn clear_one(fd: std::os::fd::BorrowedFd<'_>, name: &str, generation: u32) -> bool {
+    if !matches!(sys::lookup::<u32, u32>(fd, &generation), Ok(Some(_))) {
+        return false;
+    }
+    match sys::delete(fd, &generation) {
+        Ok(cleared) => cleared,
+        Err(e) => {
+            tracing::debug!("clearing generation {generation} of {name}: {e}");
+            false
+        }
+    }
+}
+
+fn write<K: Pod, V: Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    name: &'static str,
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> Result<usize, BackendError> {
+    sys::write_all(fd, entries).map_err(io(name, "map update"))
+}
