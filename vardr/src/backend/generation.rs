@@ -81,9 +81,10 @@ pub struct ApplyStats {
     pub exempt_pids: usize,
 }
 
-/// The inner maps of one generation, in [`RULE_MAPS`] order.
+/// The inner maps of one generation, in [`RULE_MAPS`] order (`None`: an
+/// empty slot, read as no rules).
 pub struct Generation {
-    maps: Vec<MapData>,
+    maps: Vec<Option<MapData>>,
     pub stats: ApplyStats,
 }
 
@@ -116,13 +117,16 @@ impl Generation {
         for (name, shape) in RULE_MAPS.into_iter().zip(shapes(limits)) {
             let fd = sys::create_map(shape, name).map_err(io(name, "creating an inner map"))?;
             let data = MapData::from_fd(fd).map_err(|source| BackendError::Map { name, source })?;
-            maps.push(data);
+            maps.push(Some(data));
         }
         let g = generation as u8;
         let mut stats = ApplyStats::default();
-        let w = |i: usize| maps[i].fd().as_fd();
+        let w = |i: usize| match &maps[i] {
+            Some(m) => Ok(m.fd().as_fd()),
+            None => Err(BackendError::MissingMap(RULE_MAPS[i])),
+        };
         stats.path_entries = write(
-            w(PATHS),
+            w(PATHS)?,
             names::PATH_RULES,
             set.paths.iter().map(|e| {
                 let mut data = [0u8; PATH_KEY_LEN];
@@ -132,7 +136,7 @@ impl Generation {
             }),
         )?;
         stats.inode_entries = write(
-            w(INODES),
+            w(INODES)?,
             names::INODE_RULES,
             set.inodes.iter().map(|(id, rule)| {
                 let key = InodeKey {
@@ -155,9 +159,9 @@ impl Generation {
                 }
             })
             .collect();
-        stats.exempt_pids = write(w(PIDS), names::EXEMPT_PIDS, pids)?;
+        stats.exempt_pids = write(w(PIDS)?, names::EXEMPT_PIDS, pids)?;
         stats.net4_entries = write(
-            w(NET4),
+            w(NET4)?,
             names::NET4_RULES,
             set.net4.iter().map(|e| {
                 let key = net_key::<NET4_KEY_LEN, 4>(
@@ -171,7 +175,7 @@ impl Generation {
             }),
         )?;
         stats.net6_entries = write(
-            w(NET6),
+            w(NET6)?,
             names::NET6_RULES,
             set.net6.iter().map(|e| {
                 let key = net_key::<NET6_KEY_LEN, 16>(
@@ -185,7 +189,7 @@ impl Generation {
             }),
         )?;
         stats.domain_entries = write(
-            w(DOMAINS),
+            w(DOMAINS)?,
             names::DOMAIN_RULES,
             set.domains.iter().map(|e| {
                 let mut data = [0u8; DOMAIN_KEY_LEN];
@@ -198,23 +202,22 @@ impl Generation {
         Ok(Self { maps, stats })
     }
 
-    /// The inner maps of `generation` in an adopted set, when it has them
-    /// (an agent that died before its first rules left none).
-    pub fn open(outer: &MapSet, generation: u32) -> Result<Option<Self>, BackendError> {
+    /// The inner maps of `generation` in an adopted set.
+    pub fn open(outer: &MapSet, generation: u32) -> Result<Self, BackendError> {
         let mut maps = Vec::with_capacity(RULE_MAPS.len());
         for name in RULE_MAPS {
             let arr: ArrayOfMaps<&MapData, MapData> = ArrayOfMaps::try_from(outer.get(name)?)
                 .map_err(|source| BackendError::Map { name, source })?;
             match arr.get(&generation, 0) {
-                Ok(m) => maps.push(m),
-                Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+                Ok(m) => maps.push(Some(m)),
+                Err(aya::maps::MapError::KeyNotFound) => maps.push(None),
                 Err(source) => return Err(BackendError::Map { name, source }),
             }
         }
-        Ok(Some(Self {
+        Ok(Self {
             maps,
             stats: ApplyStats::default(),
-        }))
+        })
     }
 
     /// Puts these inner maps in slot `generation` of the rule maps (not
@@ -238,6 +241,7 @@ impl Generation {
                 .zip(counts)
                 .map(|((name, inner), n)| {
                     s.spawn(move || -> Result<(), BackendError> {
+                        let inner = inner.as_ref().ok_or(BackendError::MissingMap(name))?;
                         let fd = outer
                             .get(name)
                             .ok()
@@ -268,9 +272,8 @@ impl Generation {
 
     /// The identity entry of `key`, if any.
     pub fn inode_rule(&self, key: &InodeKey) -> Option<InodeRule> {
-        sys::lookup(self.maps[INODES].fd().as_fd(), key)
-            .ok()
-            .flatten()
+        let map = self.maps[INODES].as_ref()?;
+        sys::lookup(map.fd().as_fd(), key).ok().flatten()
     }
 }
 

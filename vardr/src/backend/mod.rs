@@ -133,6 +133,10 @@ impl Retired {
     /// config just before the switch may still be looking its rules up);
     /// the kernel then frees the old inner maps whole.
     pub fn delete(self) {
+        // None: the first rule set of fresh maps replaced nothing.
+        if self.rules.is_none() {
+            return;
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
         generation::clear(&self.maps, self.generation);
         drop(self.rules);
@@ -329,7 +333,7 @@ impl Enforcer {
         config.names = names_capture(opts)
             | (config.names & (vardr_common::NAMES_RULES | vardr_common::NAMES_DENY));
         maps::write_agent_above(&mut maps, &agent_ancestors(&root, me))?;
-        let rules = generation::Generation::open(&maps, config.generation)?;
+        let rules = Some(generation::Generation::open(&maps, config.generation)?);
         // What a reload interrupted by the agent's death left in the other
         // slot: never read, freed now.
         let slots = generation::clear(&maps, 1 - config.generation);

@@ -45,6 +45,10 @@ struct CreateAttr {
     inner_map_fd: u32,
     numa_node: u32,
     map_name: [u8; 16],
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
 }
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -59,15 +63,22 @@ pub struct MapShape {
     pub flags: u32,
 }
 
-/// Creates a map with no BTF (an inner map of a map of maps need not
-/// carry any); `name` is cut to the kernel's 15 bytes.
+/// Creates a map described by BTF, as the programs' inner map templates
+/// are: Linux 6.1 refuses an inner map whose BTF-ness differs from its
+/// template's (it compares the `bpf_timer` offset, "none" being -ENOENT
+/// with BTF and -EINVAL without). The BTF is a minimal one of the right
+/// sizes ([`sized_btf`]); `name` is cut to the kernel's 15 bytes.
 pub fn create_map(shape: MapShape, name: &str) -> std::io::Result<OwnedFd> {
+    let btf = load_btf(&sized_btf(shape.key_size, shape.value_size))?;
     let mut attr = CreateAttr {
         map_type: shape.map_type,
         key_size: shape.key_size,
         value_size: shape.value_size,
         max_entries: shape.max_entries,
         map_flags: shape.flags,
+        btf_fd: btf.as_raw_fd() as u32,
+        btf_key_type_id: SIZED_KEY,
+        btf_value_type_id: SIZED_VALUE,
         ..Default::default()
     };
     let n = name.len().min(attr.map_name.len() - 1);
@@ -75,6 +86,77 @@ pub fn create_map(shape: MapShape, name: &str) -> std::io::Result<OwnedFd> {
     // SAFETY: bpf(BPF_MAP_CREATE) reads the attributes above; no pointers.
     let fd = unsafe { bpf_fd(BPF_MAP_CREATE, &mut attr) }?;
     // SAFETY: a successful BPF_MAP_CREATE returns a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Type ids in [`sized_btf`]: the key struct and the value struct.
+const SIZED_KEY: u32 = 3;
+const SIZED_VALUE: u32 = 5;
+
+/// BTF with two structs of `key_size` and `value_size` bytes (a byte array
+/// each): [1] `u8`, [2] `u8[key_size]`, [3] `struct k { d }`, [4]
+/// `u8[value_size]`, [5] `struct v { d }`. A struct key also satisfies
+/// the LPM trie's BTF check.
+pub fn sized_btf(key_size: u32, value_size: u32) -> Vec<u8> {
+    const KIND_INT: u32 = 1;
+    const KIND_ARRAY: u32 = 3;
+    const KIND_STRUCT: u32 = 4;
+    let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+    // Names: "" at 0, "u8" at 1, "k" at 4, "v" at 6, "d" at 8.
+    let strings = b"\0u8\0k\0v\0d\0";
+    let mut types: Vec<u32> = vec![
+        // [1] int u8: name, info, size, then encoding/offset/bits.
+        1,
+        info(KIND_INT, 0),
+        1,
+        8,
+    ];
+    for (name, size) in [(4, key_size), (6, value_size)] {
+        // [2]/[4] array: no name, size 0; elem type, index type, count.
+        types.extend([0, info(KIND_ARRAY, 0), 0, 1, 1, size]);
+        let array = if name == 4 { 2 } else { 4 };
+        // [3]/[5] struct of one member `d` at bit offset 0.
+        types.extend([name, info(KIND_STRUCT, 1), size, 8, array, 0]);
+    }
+    let type_len = (types.len() * 4) as u32;
+    let mut out = Vec::with_capacity(24 + type_len as usize + strings.len());
+    out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+    out.push(1); // version
+    out.push(0); // flags
+    for v in [24, 0, type_len, type_len, strings.len() as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for t in types {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    out.extend_from_slice(strings);
+    out
+}
+
+/// The `btf_load` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+}
+
+const BPF_BTF_LOAD: libc::c_long = 18;
+
+/// Loads BTF into the kernel.
+fn load_btf(btf: &[u8]) -> std::io::Result<OwnedFd> {
+    let mut attr = BtfLoadAttr {
+        btf: btf.as_ptr() as u64,
+        btf_size: btf.len() as u32,
+        ..Default::default()
+    };
+    // SAFETY: bpf(BPF_BTF_LOAD) reads `btf_size` bytes from `btf`, which
+    // outlives the call; no log buffer.
+    let fd = unsafe { bpf_fd(BPF_BTF_LOAD, &mut attr) }?;
+    // SAFETY: a successful BPF_BTF_LOAD returns a new descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -239,4 +321,28 @@ pub fn write_all<K: Pod, V: Pod>(
         flush(&mut keys, &mut values)?;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sized_btf_has_the_layout_the_kernel_reads() {
+        let b = sized_btf(260, 28);
+        assert_eq!(&b[..4], &[0x9f, 0xeb, 1, 0]);
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let (hdr, type_len, str_off, str_len) = (word(4), word(12), word(16), word(20));
+        assert_eq!(hdr, 24);
+        // int (4 words), then per side an array (6) and a struct (6).
+        assert_eq!(type_len, (4 + 2 * (6 + 6)) * 4);
+        assert_eq!(str_off, type_len);
+        assert_eq!(b.len(), (24 + type_len + str_len) as usize);
+        let ty = |w: usize| word(24 + w * 4);
+        // [3] struct k: size 260, its member's type is [2] of 260 bytes.
+        assert_eq!(ty(4 + 6 + 2), 260);
+        assert_eq!(ty(4 + 5), 260);
+        // [5] struct v: size 28.
+        assert_eq!(ty(4 + 12 + 6 + 2), 28);
+    }
 }

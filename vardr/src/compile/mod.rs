@@ -9,7 +9,7 @@ mod paths;
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt};
 
-use vardr_common::{Action as KAction, InodeRule, PathRules, RuleRef};
+use vardr_common::{Action as KAction, InodeRule, RuleRef};
 
 use crate::{
     events::RuleInfo,
@@ -145,10 +145,14 @@ impl IdentityLookup {
         let mut ask_kernel = Vec::new();
         for (i, path) in paths.iter().enumerate() {
             if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
-                let exists = *self
-                    .dirs
-                    .entry(dir.to_string())
-                    .or_insert_with(|| std::path::Path::new(dir).is_dir());
+                let exists = match self.dirs.get(dir) {
+                    Some(&e) => e,
+                    None => {
+                        let e = std::path::Path::new(dir).is_dir();
+                        self.dirs.insert(dir.to_string(), e);
+                        e
+                    }
+                };
                 if !exists {
                     out.push(Err(std::io::ErrorKind::NotFound.into()));
                     continue;
@@ -228,7 +232,9 @@ const IDENTITY_CHUNK: usize = 4096;
 pub struct RuleSet {
     pub policy_name: String,
     pub rules: HashMap<u32, RuleInfo>,
-    pub paths: Vec<PathEntry>,
+    /// Sorted by key (as [`paths::Builder::finish`] makes them); shared
+    /// with the fanotify deny path, which decides with the same entries.
+    pub paths: std::sync::Arc<[PathEntry]>,
     pub inodes: Vec<(Identity, InodeRule)>,
     pub net4: Vec<NetEntry<4>>,
     pub net6: Vec<NetEntry<16>>,
@@ -398,25 +404,26 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             )),
         }
     }
-    set.paths = path_rules.finish();
+    set.paths = path_rules.finish().into();
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
     // What a path lookup of a directory's own name gives (the LPM trie's
     // answer for "/dir\0"): the rules for the directory inode itself.
-    let by_key: HashMap<&[u8], PathRules> = set
-        .paths
-        .iter()
-        .map(|e| (e.key.as_slice(), e.rules))
-        .collect();
+    let all = set.paths.clone();
+    let by_key = |k: &[u8]| {
+        all.binary_search_by(|e| e.key.as_slice().cmp(k))
+            .ok()
+            .map(|i| all[i].rules)
+    };
     let own_rules = |dir: &str| {
         let exact = paths::exact_key(dir);
-        if let Some(r) = by_key.get(exact.as_slice()) {
-            return *r;
+        if let Some(r) = by_key(exact.as_slice()) {
+            return r;
         }
         dir.char_indices()
             .rev()
             .filter(|(_, c)| *c == '/')
-            .find_map(|(i, _)| by_key.get(&dir.as_bytes()[..=i]).copied())
+            .find_map(|(i, _)| by_key(&dir.as_bytes()[..=i]))
             .unwrap_or_default()
     };
     // Report-only keys get no identity entry: the kernel's walk up the
@@ -427,14 +434,14 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         .paths
         .iter()
         .filter(|e| !e.rules.slots.iter().all(|r| rank(r) <= 1))
-        .filter_map(|e| e.fs_path().map(|p| (e, p)));
+        .filter_map(|e| e.fs_path_str().map(|p| (e, p)));
     // In chunks: big rule sets hold a few thousand paths at a time.
-    let mut chunk: Vec<(&PathEntry, String)> = Vec::with_capacity(IDENTITY_CHUNK);
+    let mut chunk: Vec<(&PathEntry, &str)> = Vec::with_capacity(IDENTITY_CHUNK);
     let mut governed = governed.peekable();
     while governed.peek().is_some() {
         chunk.clear();
         chunk.extend(governed.by_ref().take(IDENTITY_CHUNK));
-        let names: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+        let names: Vec<&str> = chunk.iter().map(|(_, p)| *p).collect();
         for ((e, fs_path), found) in chunk.iter().zip(lookup.of_many(&names)) {
             let Ok(ids) = found else {
                 continue;

@@ -21,10 +21,14 @@ pub struct PathEntry {
 impl PathEntry {
     /// The file or directory this key names: `/a/b` for `/a/b\0` and `/a/b/`.
     pub fn fs_path(&self) -> Option<String> {
+        self.fs_path_str().map(str::to_string)
+    }
+
+    /// [`PathEntry::fs_path`], borrowed.
+    pub fn fs_path_str(&self) -> Option<&str> {
         let k = self.key.strip_suffix(&[0]).unwrap_or(&self.key);
         let s = std::str::from_utf8(k).ok()?;
-        let s = s.strip_suffix('/').filter(|s| !s.is_empty()).unwrap_or(s);
-        Some(s.to_string())
+        Some(s.strip_suffix('/').filter(|s| !s.is_empty()).unwrap_or(s))
     }
 
     /// Significant bits of the key.

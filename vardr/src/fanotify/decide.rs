@@ -12,8 +12,9 @@ use crate::compile::{Identity, RuleSet};
 /// The rule set a fanotify group decides with: what the BPF maps hold.
 #[derive(Debug, Default)]
 pub struct Rules {
-    /// LPM trie keys (exact paths end with NUL, prefixes with `/`).
-    paths: HashMap<Vec<u8>, PathRules>,
+    /// LPM trie keys (exact paths end with NUL, prefixes with `/`),
+    /// sorted: the rule set's own entries, not a copy.
+    paths: std::sync::Arc<[crate::compile::PathEntry]>,
     inodes: HashMap<Identity, InodeRule>,
     /// Inodes found below governed directories when the marks were
     /// planned, with the rules their path had: they follow the inode
@@ -30,7 +31,7 @@ pub struct Rules {
 impl Rules {
     pub fn new(set: &RuleSet) -> Self {
         Self {
-            paths: set.paths.iter().map(|e| (e.key.clone(), e.rules)).collect(),
+            paths: set.paths.clone(),
             inodes: set.inodes.iter().copied().collect(),
             walked: RwLock::new(HashMap::new()),
             exempt_pids: set
@@ -47,16 +48,24 @@ impl Rules {
     pub fn by_path(&self, path: &str) -> PathRules {
         let mut key = path.as_bytes().to_vec();
         key.push(0);
-        if let Some(r) = self.paths.get(&key) {
-            return *r;
+        if let Some(r) = self.key(&key) {
+            return r;
         }
         let bytes = path.as_bytes();
         for (i, _) in bytes.iter().enumerate().rev().filter(|(_, b)| **b == b'/') {
-            if let Some(r) = self.paths.get(&bytes[..=i]) {
-                return *r;
+            if let Some(r) = self.key(&bytes[..=i]) {
+                return r;
             }
         }
         PathRules::default()
+    }
+
+    /// The rules of exactly `key`.
+    fn key(&self, key: &[u8]) -> Option<PathRules> {
+        self.paths
+            .binary_search_by(|e| e.key.as_slice().cmp(key))
+            .ok()
+            .map(|i| self.paths[i].rules)
     }
 
     /// The identity walk: `chain[0]` is the object, then each directory

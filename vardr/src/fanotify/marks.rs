@@ -220,32 +220,37 @@ pub fn plan(set: &RuleSet, rules: &Rules, exec: bool, limit: usize) -> MarkPlan 
     // Parent directories, looked up once each: big rule sets name many
     // files of a few directories.
     let mut dirs: HashMap<PathBuf, Option<std::fs::Metadata>> = HashMap::new();
+    let mut key_buf = Vec::new();
     // Exact objects and the prefix directories themselves first.
-    for e in &set.paths {
+    for e in set.paths.iter() {
         let mask = mask_of(&e.rules, exec);
-        let Some(fs_path) = e.fs_path().filter(|_| !mask.is_empty()) else {
+        let Some(fs_path) = e.fs_path_str().filter(|_| !mask.is_empty()) else {
             continue;
         };
-        let path = PathBuf::from(fs_path);
+        let path = Path::new(fs_path);
         let exact = e.key.last() == Some(&0);
         let dir_of_prefix = exact && {
-            let mut k = e.key[..e.key.len() - 1].to_vec();
-            k.push(b'/');
-            prefix_keys.contains(k.as_slice())
+            key_buf.clear();
+            key_buf.extend_from_slice(&e.key[..e.key.len() - 1]);
+            key_buf.push(b'/');
+            prefix_keys.contains(key_buf.as_slice())
         };
         let parent = path
             .parent()
             .filter(|d| exact && !dir_of_prefix && !pseudo_fs(d));
-        let parent_md = parent.map(|dir| {
-            dirs.entry(dir.to_path_buf())
-                .or_insert_with(|| std::fs::metadata(dir).ok().filter(|m| m.is_dir()))
-                .clone()
+        let parent_md = parent.map(|dir| match dirs.get(dir) {
+            Some(md) => md.clone(),
+            None => {
+                let md = std::fs::metadata(dir).ok().filter(|m| m.is_dir());
+                dirs.insert(dir.to_path_buf(), md.clone());
+                md
+            }
         });
         // No such directory: no such file either (nothing to mark).
         if parent_md.as_ref().is_some_and(Option::is_none) {
             continue;
         }
-        let Ok(md) = std::fs::metadata(&path) else {
+        let Ok(md) = std::fs::metadata(path) else {
             // A governed file that does not exist yet: its directory reports
             // its children, so the open that creates it is decided by path
             // (every open in that directory pays the round trip).
@@ -263,10 +268,10 @@ pub fn plan(set: &RuleSet, rules: &Rules, exec: bool, limit: usize) -> MarkPlan 
         }
         if exact || !md.is_dir() {
             if !path.parent().is_some_and(pseudo_fs) {
-                p.add(&path, &md, mask);
+                p.add(path, &md, mask);
             }
         } else {
-            prefixes.push((path, mask));
+            prefixes.push((path.to_path_buf(), mask));
         }
     }
     for (path, mask) in prefixes {
