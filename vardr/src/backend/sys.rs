@@ -142,6 +142,9 @@ struct BtfLoadAttr {
     btf_size: u32,
     btf_log_size: u32,
     btf_log_level: u32,
+    /// Explicit, so the tail is zero: a kernel refuses an attribute whose
+    /// bytes past the fields it knows are not (Linux 6.1 ends here).
+    _zero: u32,
 }
 
 const BPF_BTF_LOAD: libc::c_long = 18;
