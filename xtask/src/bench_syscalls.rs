@@ -365,7 +365,7 @@ impl AgentRun {
                     return Ok((ms, maps_peak));
                 }
             }
-            if polls % 10 == 0 {
+            if polls.is_multiple_of(10) {
                 maps_peak = maps_peak.max(self.maps_mib());
             }
             polls += 1;
