@@ -270,6 +270,29 @@ impl Generation {
         })
     }
 
+    /// Waits until no program still runs that read the config before the
+    /// last switch: a map-of-maps update returns only after an RCU grace
+    /// period, and BPF programs run inside RCU read-side sections. The
+    /// update sets one slot of `generation` (this generation's, no longer
+    /// in force) to the map it already holds. False when no slot holds one
+    /// of these maps (then nothing is left to drop either).
+    pub fn wait_for_readers(&self, outer: &MapSet, generation: u32) -> bool {
+        for (name, inner) in RULE_MAPS.into_iter().zip(&self.maps) {
+            let (Some(inner), Some(fd)) = (inner, outer.get(name).ok().and_then(sys::fd)) else {
+                continue;
+            };
+            if !matches!(sys::lookup::<u32, u32>(fd, &generation), Ok(Some(_))) {
+                continue;
+            }
+            let value = inner.fd().as_fd().as_raw_fd() as u32;
+            match sys::update_one(fd, &generation, &value) {
+                Ok(()) => return true,
+                Err(e) => tracing::debug!("grace period through {name}: {e}"),
+            }
+        }
+        false
+    }
+
     /// The identity entry of `key`, if any.
     pub fn inode_rule(&self, key: &InodeKey) -> Option<InodeRule> {
         let map = self.maps[INODES].as_ref()?;

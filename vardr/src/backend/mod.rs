@@ -129,17 +129,20 @@ pub struct Retired {
 }
 
 impl Retired {
-    /// Empties its slot after a grace period (a program that read the old
-    /// config just before the switch may still be looking its rules up);
-    /// the kernel then frees the old inner maps whole.
+    /// Empties its slot once no program that read the old config before
+    /// the switch still runs (it may still be looking its rules up); the
+    /// kernel then frees the old inner maps whole.
     pub fn delete(self) {
         // None: the first rule set of fresh maps replaced nothing.
-        if self.rules.is_none() {
+        let Some(old) = self.rules else {
             return;
+        };
+        if !old.wait_for_readers(&self.maps, self.generation) {
+            // Its slots are empty already (a kind with no entries is never
+            // installed); a failed barrier falls back to a pause.
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
         generation::clear(&self.maps, self.generation);
-        drop(self.rules);
     }
 }
 
