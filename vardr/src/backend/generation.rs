@@ -47,8 +47,11 @@ const NET4: usize = 3;
 const NET6: usize = 4;
 const DOMAINS: usize = 5;
 
-fn shape<K, V>(map_type: u32, max_entries: usize) -> MapShape {
+/// The shape of an inner map like its template in the programs (`V`:
+/// the value type; `scalar_value` when it is a number, not a struct).
+fn shape<K, V>(map_type: u32, max_entries: usize, scalar_value: bool) -> MapShape {
     MapShape {
+        scalar_value,
         map_type,
         key_size: std::mem::size_of::<K>() as u32,
         value_size: std::mem::size_of::<V>() as u32,
@@ -61,12 +64,12 @@ fn shape<K, V>(map_type: u32, max_entries: usize) -> MapShape {
 
 fn shapes(l: &Limits) -> [MapShape; 6] {
     [
-        shape::<Key<[u8; PATH_KEY_LEN]>, PathRules>(BPF_MAP_TYPE_LPM_TRIE, l.path_entries),
-        shape::<InodeKey, InodeRule>(BPF_MAP_TYPE_HASH, l.inode_entries),
-        shape::<PidKey, u64>(BPF_MAP_TYPE_HASH, l.exempt_pids),
-        shape::<Key<[u8; NET4_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net4_entries),
-        shape::<Key<[u8; NET6_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net6_entries),
-        shape::<Key<[u8; DOMAIN_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.domain_entries),
+        shape::<Key<[u8; PATH_KEY_LEN]>, PathRules>(BPF_MAP_TYPE_LPM_TRIE, l.path_entries, false),
+        shape::<InodeKey, InodeRule>(BPF_MAP_TYPE_HASH, l.inode_entries, false),
+        shape::<PidKey, u64>(BPF_MAP_TYPE_HASH, l.exempt_pids, true),
+        shape::<Key<[u8; NET4_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net4_entries, false),
+        shape::<Key<[u8; NET6_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net6_entries, false),
+        shape::<Key<[u8; DOMAIN_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.domain_entries, false),
     ]
 }
 

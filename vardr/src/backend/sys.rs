@@ -61,6 +61,8 @@ pub struct MapShape {
     pub value_size: u32,
     pub max_entries: u32,
     pub flags: u32,
+    /// The template's value is a number, not a struct (see [`sized_btf`]).
+    pub scalar_value: bool,
 }
 
 /// Creates a map described by BTF, as the programs' inner map templates
@@ -69,7 +71,11 @@ pub struct MapShape {
 /// with BTF and -EINVAL without). The BTF is a minimal one of the right
 /// sizes ([`sized_btf`]); `name` is cut to the kernel's 15 bytes.
 pub fn create_map(shape: MapShape, name: &str) -> std::io::Result<OwnedFd> {
-    let btf = load_btf(&sized_btf(shape.key_size, shape.value_size))?;
+    let btf = load_btf(&sized_btf(
+        shape.key_size,
+        shape.value_size,
+        shape.scalar_value,
+    ))?;
     let mut attr = CreateAttr {
         map_type: shape.map_type,
         key_size: shape.key_size,
@@ -96,8 +102,11 @@ const SIZED_VALUE: u32 = 5;
 /// BTF with two structs of `key_size` and `value_size` bytes (a byte array
 /// each): [1] `u8`, [2] `u8[key_size]`, [3] `struct k { d }`, [4]
 /// `u8[value_size]`, [5] `struct v { d }`. A struct key also satisfies
-/// the LPM trie's BTF check.
-pub fn sized_btf(key_size: u32, value_size: u32) -> Vec<u8> {
+/// the LPM trie's BTF check. With `scalar_value`, [5] is an integer of
+/// `value_size` bytes instead: Linux 6.1 also tells a number from a struct
+/// without a timer (-EINVAL against -ENOENT) when it matches an inner map
+/// with its template.
+pub fn sized_btf(key_size: u32, value_size: u32, scalar_value: bool) -> Vec<u8> {
     const KIND_INT: u32 = 1;
     const KIND_ARRAY: u32 = 3;
     const KIND_STRUCT: u32 = 4;
@@ -115,8 +124,13 @@ pub fn sized_btf(key_size: u32, value_size: u32) -> Vec<u8> {
         // [2]/[4] array: no name, size 0; elem type, index type, count.
         types.extend([0, info(KIND_ARRAY, 0), 0, 1, 1, size]);
         let array = if name == 4 { 2 } else { 4 };
-        // [3]/[5] struct of one member `d` at bit offset 0.
-        types.extend([name, info(KIND_STRUCT, 1), size, 8, array, 0]);
+        if name == 6 && scalar_value {
+            // [5] int of `size` bytes.
+            types.extend([name, info(KIND_INT, 0), size, size * 8]);
+        } else {
+            // [3]/[5] struct of one member `d` at bit offset 0.
+            types.extend([name, info(KIND_STRUCT, 1), size, 8, array, 0]);
+        }
     }
     let type_len = (types.len() * 4) as u32;
     let mut out = Vec::with_capacity(24 + type_len as usize + strings.len());
@@ -332,7 +346,7 @@ mod tests {
 
     #[test]
     fn sized_btf_has_the_layout_the_kernel_reads() {
-        let b = sized_btf(260, 28);
+        let b = sized_btf(260, 28, false);
         assert_eq!(&b[..4], &[0x9f, 0xeb, 1, 0]);
         let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let (hdr, type_len, str_off, str_len) = (word(4), word(12), word(16), word(20));
@@ -347,5 +361,12 @@ mod tests {
         assert_eq!(ty(4 + 5), 260);
         // [5] struct v: size 28.
         assert_eq!(ty(4 + 12 + 6 + 2), 28);
+        // A number instead: [5] is an int of 8 bytes, 64 bits.
+        let b = sized_btf(8, 8, true);
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        assert_eq!(word(12), (4 + 12 + 6 + 4) * 4);
+        let ty = |w: usize| word(24 + w * 4);
+        assert_eq!(ty(4 + 12 + 6 + 1) >> 24, 1);
+        assert_eq!((ty(4 + 12 + 6 + 2), ty(4 + 12 + 6 + 3)), (8, 64));
     }
 }
