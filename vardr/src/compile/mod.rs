@@ -115,13 +115,8 @@ impl Identity {
 pub struct IdentityLookup {
     mountinfo: String,
     dirs: HashMap<String, bool>,
-    kernel: KernelLookup,
-}
-
-enum KernelLookup {
-    NotTried,
-    Loaded(Box<crate::kernel::identity::KernelIdentity>),
-    Unavailable,
+    /// The kernel lookup failed once in this lookup (not retried).
+    kernel_failed: bool,
 }
 
 impl Default for IdentityLookup {
@@ -135,7 +130,7 @@ impl IdentityLookup {
         Self {
             mountinfo: std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
             dirs: HashMap::new(),
-            kernel: KernelLookup::NotTried,
+            kernel_failed: false,
         }
     }
 
@@ -175,11 +170,14 @@ impl IdentityLookup {
             .iter()
             .map(|&i| std::path::Path::new(paths[i]))
             .collect();
-        let Some(kernel) = self.kernel() else {
+        // The agent is root; a `policy validate` as another user compiles
+        // without the kernel's view.
+        if self.kernel_failed || !crate::kernel::is_root() {
             return out;
-        };
-        match kernel.resolve(&asked) {
-            Ok(found) => {
+        }
+        let found = crate::kernel::identity::with_shared(|k| k.resolve(&asked));
+        match found {
+            Ok(Ok(found)) => {
                 for (&i, id) in ask_kernel.iter().zip(found) {
                     if let (Some((dev, ino)), Ok(ids)) = (id, &mut out[i]) {
                         let id = Identity { dev, ino };
@@ -189,38 +187,20 @@ impl IdentityLookup {
                     }
                 }
             }
-            Err(e) => tracing::warn!(
+            Ok(Err(e)) => tracing::warn!(
                 "identities of {} file(s) on overlays unknown to the kernel hooks ({e}): \
                  they are matched by path only",
                 asked.len()
             ),
+            Err(e) => {
+                self.kernel_failed = true;
+                tracing::warn!(
+                    "cannot ask the kernel for identities of files on overlays ({e}): \
+                     they are matched by path only"
+                );
+            }
         }
         out
-    }
-
-    /// The kernel lookup, loaded on first use (the agent is root; a
-    /// `policy validate` as another user compiles without it).
-    fn kernel(&mut self) -> Option<&mut crate::kernel::identity::KernelIdentity> {
-        if let KernelLookup::NotTried = self.kernel {
-            self.kernel = if !crate::kernel::is_root() {
-                KernelLookup::Unavailable
-            } else {
-                match crate::kernel::identity::KernelIdentity::load() {
-                    Ok(k) => KernelLookup::Loaded(Box::new(k)),
-                    Err(e) => {
-                        tracing::warn!(
-                            "cannot ask the kernel for identities of files on overlays ({e}): \
-                             they are matched by path only"
-                        );
-                        KernelLookup::Unavailable
-                    }
-                }
-            };
-        }
-        match &mut self.kernel {
-            KernelLookup::Loaded(k) => Some(k),
-            _ => None,
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use btf_rs::{Btf, BtfType, Type};
+use super::btf_reader::Btf;
 use vardr_common::{KernelOffsets, OVL_STACK_IN_DENTRY, OVL_STACK_IN_INODE};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -64,7 +64,7 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
     if !available() {
         return Err(BtfError::Missing);
     }
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Parse(e.to_string()))?;
+    let btf = read(VMLINUX_BTF, None)?;
     let m = |s: &str, f: &str| member_offset(&btf, s, f);
     Ok(KernelOffsets {
         file_f_path: m("file", "f_path")?,
@@ -160,7 +160,7 @@ fn overlay_offsets(vmlinux: &Btf) -> KernelOffsets {
     if let Some(o) = from_btf(vmlinux) {
         return o;
     }
-    if let Some(o) = Btf::from_split_file(OVERLAY_BTF, vmlinux)
+    if let Some(o) = read(OVERLAY_BTF, Some(vmlinux))
         .ok()
         .and_then(|b| from_btf(&b))
     {
@@ -205,13 +205,17 @@ fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
 const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
 
 fn struct_size(btf: &Btf, name: &str) -> Option<u64> {
-    btf.resolve_types_by_name(name)
-        .ok()?
-        .iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s.size() as u64),
-            _ => None,
-        })
+    btf.struct_size(name)
+}
+
+/// Reads and parses a BTF file (`base`: vmlinux's, for a module's).
+fn read<'b>(path: &str, base: Option<&'b Btf<'b>>) -> Result<Btf<'b>, BtfError> {
+    let data = std::fs::read(path).map_err(|e| BtfError::Parse(e.to_string()))?;
+    match base {
+        None => Btf::parse(data),
+        Some(base) => Btf::parse_split(data, base),
+    }
+    .map_err(|e| BtfError::Parse(e.to_string()))
 }
 
 /// Whether the running kernel's release is at least `major.minor`.
@@ -228,36 +232,11 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// Byte offset of `member` in `struct name`, looking through anonymous
 /// structs and unions.
 pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u64, BtfError> {
-    let types = btf
-        .resolve_types_by_name(name)
-        .map_err(|_| BtfError::NoStruct(name.into()))?;
-    let strukt = types
-        .iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
-        .ok_or_else(|| BtfError::NoStruct(name.into()))?;
-    find_member(btf, &strukt.members, member)
-        .map(|bits| u64::from(bits) / 8)
-        .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
-}
-
-fn find_member(btf: &Btf, members: &[btf_rs::Member], wanted: &str) -> Option<u32> {
-    for m in members {
-        let name = btf.resolve_name(m as &dyn BtfType).unwrap_or_default();
-        if name == wanted {
-            return Some(m.bit_offset());
-        }
-        if name.is_empty() {
-            if let Ok(Type::Struct(s) | Type::Union(s)) = btf.resolve_chained_type(m) {
-                if let Some(inner) = find_member(btf, &s.members, wanted) {
-                    return Some(m.bit_offset() + inner);
-                }
-            }
-        }
+    if btf.struct_id(name).is_none() {
+        return Err(BtfError::NoStruct(name.into()));
     }
-    None
+    btf.member_offset(name, member)
+        .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
 }
 
 #[cfg(test)]
@@ -280,6 +259,71 @@ mod tests {
         assert_ne!(off.ovl_lower_kind, vardr_common::OVL_STACK_NONE, "{off:?}");
     }
 
+    /// The reader finds what a general BTF crate finds, for every member of
+    /// every struct the agent reads (and the anonymous ones they contain).
+    #[test]
+    fn reader_agrees_with_btf_rs_on_the_running_kernel() {
+        use btf_rs::{BtfType, Type};
+        if !available() {
+            eprintln!("skipped: {VMLINUX_BTF} not present");
+            return;
+        }
+        let ours = read(VMLINUX_BTF, None).expect("ours");
+        let theirs = btf_rs::Btf::from_file(VMLINUX_BTF).expect("btf_rs");
+        let mut checked = 0;
+        for name in [
+            "file",
+            "path",
+            "dentry",
+            "inode",
+            "super_block",
+            "linux_binprm",
+            "task_struct",
+            "signal_struct",
+            "mm_struct",
+            "socket",
+            "qstr",
+            "vfsmount",
+            "mount",
+            "vm_area_struct",
+            "fs_struct",
+            "css_set",
+            "cgroup",
+            "kernfs_node",
+            "cred",
+        ] {
+            let types = theirs.resolve_types_by_name(name).expect(name);
+            let Some(s) = types.iter().find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            }) else {
+                panic!("btf_rs: no struct {name}");
+            };
+            assert_eq!(ours.struct_size(name), Some(s.size() as u64), "{name}");
+            for m in &s.members {
+                let member = theirs.resolve_name(m as &dyn BtfType).unwrap_or_default();
+                if member.is_empty() {
+                    continue;
+                }
+                assert_eq!(
+                    ours.member_offset(name, &member),
+                    Some(u64::from(m.bit_offset()) / 8),
+                    "{name}.{member}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "only {checked} members");
+        // Members inside anonymous unions and structs.
+        let offsets = kernel_offsets().expect("offsets");
+        assert_eq!(
+            Some(offsets.dentry_d_name_name),
+            ours.member_offset("dentry", "d_name")
+                .zip(ours.member_offset("qstr", "name"))
+                .map(|(a, b)| a + b)
+        );
+    }
+
     /// The layout assumed while the overlay module is not loaded is the
     /// one this kernel's BTF describes (when it describes one).
     #[test]
@@ -288,8 +332,8 @@ mod tests {
             eprintln!("skipped: {VMLINUX_BTF} not present");
             return;
         }
-        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
-        let split = Btf::from_split_file(OVERLAY_BTF, &btf);
+        let btf = read(VMLINUX_BTF, None).expect("btf");
+        let split = read(OVERLAY_BTF, Some(&btf));
         let described = overlay_offsets(&btf);
         if member_offset(&btf, "ovl_inode", "vfs_inode").is_err() && split.is_err() {
             eprintln!("skipped: no overlay BTF on this kernel (module not loaded)");

@@ -11,6 +11,7 @@ use std::{
     io::Read as _,
     os::fd::{AsRawFd as _, OwnedFd},
     path::Path,
+    sync::Mutex,
 };
 
 use aya::{programs::Iter, Ebpf, EbpfLoader};
@@ -39,10 +40,31 @@ pub struct KernelIdentity {
     ebpf: Ebpf,
 }
 
+/// The iterator of this process, loaded on first use and kept: a reload's
+/// compile reuses it (a load reads the kernel's BTF and verifies the
+/// program again, most of a small reload's time under emulation).
+static SHARED: Mutex<Option<KernelIdentity>> = Mutex::new(None);
+
+/// Runs `f` with this process's iterator, loading it first if needed.
+pub fn with_shared<T>(f: impl FnOnce(&mut KernelIdentity) -> T) -> Result<T, IdentityError> {
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    match &mut *shared {
+        Some(k) => Ok(f(k)),
+        None => {
+            let mut k = KernelIdentity::load()?;
+            let out = f(&mut k);
+            *shared = Some(k);
+            Ok(out)
+        }
+    }
+}
+
 impl KernelIdentity {
     /// Loads the iterator (root, kernel BTF, BPF iterators: Linux 5.8+).
     pub fn load() -> Result<Self, IdentityError> {
+        let t = std::time::Instant::now();
         let offsets = super::btf::kernel_offsets()?;
+        let offsets_ms = t.elapsed().as_millis() as u64;
         crate::bpf::raise_memlock_limit();
         let me = std::process::id();
         let mut ebpf = EbpfLoader::new()
@@ -50,10 +72,19 @@ impl KernelIdentity {
             .override_global("TARGET_TGID", &me, true)
             .load(crate::bpf::IDENTITY_OBJECT)
             .map_err(|e| IdentityError::Load(e.to_string()))?;
+        let object_ms = t.elapsed().as_millis() as u64;
         let btf = super::btf::shared_aya_btf().map_err(|e| IdentityError::Load(e.to_string()))?;
+        let btf_ms = t.elapsed().as_millis() as u64;
         program(&mut ebpf)?
             .load("task_file", &btf)
             .map_err(|e| IdentityError::Load(e.to_string()))?;
+        tracing::debug!(
+            offsets_ms,
+            object_ms,
+            btf_ms,
+            total_ms = t.elapsed().as_millis() as u64,
+            "identity iterator loaded"
+        );
         Ok(Self { ebpf })
     }
 

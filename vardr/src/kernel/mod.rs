@@ -1,5 +1,6 @@
 //! Facts about the running kernel and the mounts the agent depends on.
 pub mod btf;
+pub mod btf_reader;
 pub mod cgroup;
 pub mod identity;
 pub mod mounts;
