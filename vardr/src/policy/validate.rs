@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::{
-    schema::{MatchDoc, PolicyDoc, RuleDoc},
+    schema::{At, MatchDoc, PolicyDoc, RuleDoc},
     Action, Diagnostic, Hook, Policy, Protocol, Rule, Severity, API_VERSION, KIND,
 };
 
@@ -15,11 +15,37 @@ pub const MAX_PATH_LEN: usize = vardr_common::PATH_MAX_RULE;
 
 pub(super) struct Diags(pub(super) Vec<Diagnostic>);
 
+/// A value of a document and where it stands there.
+pub(super) trait Located<T> {
+    fn value(&self) -> &T;
+    /// 1-based line and column.
+    fn position(&self) -> (u64, u64);
+}
+
+impl<T> Located<T> for Spanned<T> {
+    fn value(&self) -> &T {
+        &self.value
+    }
+    fn position(&self) -> (u64, u64) {
+        (self.referenced.line(), self.referenced.column())
+    }
+}
+
+impl<T> Located<T> for At<T> {
+    fn value(&self) -> &T {
+        &self.value
+    }
+    fn position(&self) -> (u64, u64) {
+        (self.line.into(), self.column.into())
+    }
+}
+
 impl Diags {
-    pub(super) fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, s: &impl Located<T>, message: impl Into<String>) {
+        let (line, column) = s.position();
         self.0.push(Diagnostic {
-            line: s.referenced.line().max(1),
-            column: s.referenced.column().max(1),
+            line: line.max(1),
+            column: column.max(1),
             message: message.into(),
         });
     }
@@ -291,13 +317,13 @@ fn rule(d: &mut Diags, r: RuleDoc) -> Option<Rule> {
         prefix_covers_dir: true,
         message: None,
         tags: Vec::new(),
-        line: r.name.referenced.line(),
+        line: r.name.line.into(),
     })
 }
 
 /// An absolute, normalized path the kernel can report back verbatim.
-pub(super) fn abs_path(d: &mut Diags, p: &Spanned<String>, what: &str) -> Option<String> {
-    let v = &p.value;
+pub(super) fn abs_path(d: &mut Diags, p: &impl Located<String>, what: &str) -> Option<String> {
+    let v = p.value();
     let err = if !v.starts_with('/') {
         Some(format!("{what} {v:?} must be absolute"))
     } else if v.contains('\0') {
