@@ -214,7 +214,7 @@ pub struct RuleSet {
     pub rules: HashMap<u32, RuleInfo>,
     /// Sorted by key (as [`paths::Builder::finish`] makes them); shared
     /// with the fanotify deny path, which decides with the same entries.
-    pub paths: std::sync::Arc<[PathEntry]>,
+    pub paths: std::sync::Arc<Vec<PathEntry>>,
     pub inodes: Vec<(Identity, InodeRule)>,
     pub net4: Vec<NetEntry<4>>,
     pub net6: Vec<NetEntry<16>>,
@@ -384,7 +384,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             )),
         }
     }
-    set.paths = path_rules.finish().into();
+    set.paths = std::sync::Arc::new(path_rules.finish());
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
     // What a path lookup of a directory's own name gives (the LPM trie's

@@ -4,8 +4,6 @@
 //! must carry, per hook, the rule of its own longest matching ancestor when
 //! it has none of its own: with `deny /etc/` (file_open) and `deny writes
 //! /etc/hosts` (file_write), the key `/etc/hosts` must still deny opens.
-use std::collections::HashMap;
-
 use vardr_common::{Hook, PathRules, RuleRef};
 
 use super::rank;
@@ -39,7 +37,9 @@ impl PathEntry {
 
 /// Key of an exact path: the NUL keeps `/etc/shadow` from matching `/etc/shadow2`.
 pub fn exact_key(path: &str) -> Vec<u8> {
-    let mut k = path.as_bytes().to_vec();
+    // Sized once: a copy then a push doubles the allocation (200 000 keys).
+    let mut k = Vec::with_capacity(path.len() + 1);
+    k.extend_from_slice(path.as_bytes());
     k.push(0);
     k
 }
@@ -48,28 +48,39 @@ pub fn exact_key(path: &str) -> Vec<u8> {
 /// inherited from a shorter key.
 #[derive(Default)]
 pub struct Builder {
-    own: HashMap<Vec<u8>, PathRules>,
+    /// Every key as added, sorted and merged once in [`Builder::finish`]:
+    /// a hash map of 200 000 byte-string keys took twice the memory at its
+    /// peak (growth doubles the table), and the keys had to be sorted anyway.
+    adds: Vec<(Vec<u8>, Hook, RuleRef)>,
 }
 
 impl Builder {
-    /// Adds a rule; on the same key and hook the stronger action wins.
+    /// Adds a rule; on the same key and hook the stronger action wins (the
+    /// first added of equal ones).
     pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {
-        let slot = &mut self.own.entry(key).or_default().slots[hook as usize];
-        if rank(&r) > rank(slot) {
-            *slot = r;
-        }
+        self.adds.push((key, hook, r));
     }
 
     /// Keys in sorted order put every ancestor before its descendants, so a
     /// stack of open ancestors gives each key its inherited rules in one pass.
-    pub fn finish(self) -> Vec<PathEntry> {
-        // Hashed while adding, sorted once here: cheaper than keeping
-        // 100 000 byte-string keys ordered all along.
-        let mut own: Vec<(Vec<u8>, PathRules)> = self.own.into_iter().collect();
-        own.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<PathEntry> = Vec::with_capacity(own.len());
+    pub fn finish(mut self) -> Vec<PathEntry> {
+        // Stable: the adds of one key keep their order.
+        self.adds.sort_by(|a, b| a.0.cmp(&b.0));
+        let keep_stronger = |rules: &mut PathRules, hook: Hook, r: RuleRef| {
+            let slot = &mut rules.slots[hook as usize];
+            if rank(&r) > rank(slot) {
+                *slot = r;
+            }
+        };
+        let mut out: Vec<PathEntry> = Vec::with_capacity(self.adds.len());
         let mut stack: Vec<usize> = Vec::new();
-        for (key, own) in own {
+        let mut adds = self.adds.into_iter().peekable();
+        while let Some((key, hook, r)) = adds.next() {
+            let mut own = PathRules::default();
+            keep_stronger(&mut own, hook, r);
+            while let Some((_, hook, r)) = adds.next_if(|(k, _, _)| *k == key) {
+                keep_stronger(&mut own, hook, r);
+            }
             while let Some(&top) = stack.last() {
                 if key.starts_with(&out[top].key) {
                     break;

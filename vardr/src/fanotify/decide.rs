@@ -14,7 +14,7 @@ use crate::compile::{Identity, RuleSet};
 pub struct Rules {
     /// LPM trie keys (exact paths end with NUL, prefixes with `/`),
     /// sorted: the rule set's own entries, not a copy.
-    paths: std::sync::Arc<[crate::compile::PathEntry]>,
+    paths: std::sync::Arc<Vec<crate::compile::PathEntry>>,
     inodes: HashMap<Identity, InodeRule>,
     /// Inodes found below governed directories when the marks were
     /// planned, with the rules their path had: they follow the inode
