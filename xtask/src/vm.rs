@@ -98,6 +98,20 @@ const VARIANTS: &[Variant] = &[
     },
 ];
 
+/// Virtual CPUs per guest (`VARDR_VM_CPUS`, default 1). Under software
+/// emulation a kernel that patches its own code (BPF trampolines attached
+/// and detached, static keys at boot) on one vCPU while another runs it
+/// died now and then: a stale breakpoint hit after the patch completed
+/// ("Oops: int3" in `bpf_lsm_file_open`, a boot panic in
+/// `sched_clock_cpu`). One vCPU has no such race, and two guests side by
+/// side keep both host cores busy.
+fn vm_cpus() -> String {
+    std::env::var("VARDR_VM_CPUS")
+        .ok()
+        .filter(|c| c.parse::<u32>().is_ok_and(|n| n > 0))
+        .unwrap_or_else(|| "1".into())
+}
+
 fn kernel_cache() -> PathBuf {
     std::env::var_os("VARDR_KERNEL_CACHE")
         .map(PathBuf::from)
@@ -202,10 +216,8 @@ pub fn run(which: &str, sel: &Selection, tally: &mut Tally) -> Result<()> {
     let vardr = root.join("target/release/vardr");
     let logs = root.join("target/vm-logs");
     fs::create_dir_all(&logs)?;
-    // The guests run their tests one at a time, so one emulated guest
-    // leaves part of the second core idle: two boots side by side finish
-    // the tier sooner than one after the other (the emulation is
-    // CPU-bound, so not in the time of the longest alone).
+    // Each guest has one vCPU (see `vm_cpus`): two boots side by side keep
+    // both host cores busy.
     let jobs = std::env::var("VARDR_VM_JOBS")
         .ok()
         .and_then(|j| j.parse::<usize>().ok())
@@ -347,8 +359,8 @@ fn boot(
         "--memory",
         "1G",
         "--cpus",
-        "2",
     ])
+    .arg(vm_cpus())
     .arg("-r")
     .arg(&kernel)
     .arg(format!("--rwdir={}", out_dir.display()));
