@@ -91,8 +91,36 @@ pub fn flags_write(flags: u64) -> bool {
 /// for some other syscall, or another architecture. Callers treat `None`
 /// as a possible write (fail closed).
 pub fn open_flags(pid: u32, tid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-    parse_syscall(&text)
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    flags_once_blocked(
+        || std::fs::read_to_string(&path).ok(),
+        || std::thread::sleep(std::time::Duration::from_micros(50)),
+    )
+}
+
+/// Reads of `/proc/PID/task/TID/syscall` until the thread is asleep. The
+/// kernel reports "running" for a thread not yet asleep: one that queued
+/// its permission event and was preempted (or still runs on another CPU)
+/// on its way to wait for the answer. It gets there soon, since its open
+/// waits for the agent; read as a write meanwhile, a read-only open of a
+/// write-governed file (a cgroup's `cgroup.procs`) was refused. ~10 ms at
+/// most, then `None` (fail closed).
+fn flags_once_blocked(
+    mut read: impl FnMut() -> Option<String>,
+    mut pause: impl FnMut(),
+) -> Option<u64> {
+    for attempt in 0..200 {
+        let text = read()?;
+        if text.trim() != "running" {
+            return parse_syscall(&text);
+        }
+        if attempt < 20 {
+            std::thread::yield_now();
+        } else {
+            pause();
+        }
+    }
+    None
 }
 
 /// Open flags from the text of `/proc/PID/task/TID/syscall`.
@@ -144,6 +172,26 @@ mod tests {
         assert!(flags_write(
             parse_syscall("85 0x1 0x1a4 0 0 0 0 0x1 0x2").unwrap()
         ));
+    }
+
+    #[test]
+    fn a_thread_not_yet_asleep_is_read_again() {
+        let mut texts = vec!["257 0xffffffffffffff9c 0x7ffd1234 0x0 0x0 0x0 0x0 0x1 0x2"];
+        texts.extend(["running\n"; 30]);
+        let mut reads = 0;
+        let flags = flags_once_blocked(
+            || {
+                reads += 1;
+                texts.pop().map(str::to_string)
+            },
+            || {},
+        );
+        assert_eq!(flags, Some(0), "a read-only openat once asleep");
+        assert_eq!(reads, 31);
+        // Never asleep: unknown (the caller fails closed).
+        assert_eq!(flags_once_blocked(|| Some("running".into()), || {}), None);
+        // The thread is gone: unknown.
+        assert_eq!(flags_once_blocked(|| None, || {}), None);
     }
 
     #[test]
