@@ -175,7 +175,7 @@ fn overlay_offsets(vmlinux: &Btf) -> KernelOffsets {
 /// or a word and an `rcu_head` before them (up to 6.4, in `d_fsdata`).
 fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
     let (Some(inode_size), Ok(d_fsdata)) = (
-        struct_size(vmlinux, "inode"),
+        vmlinux.struct_size("inode"),
         member_offset(vmlinux, "dentry", "d_fsdata"),
     ) else {
         return KernelOffsets::default();
@@ -203,10 +203,6 @@ fn overlay_default(vmlinux: &Btf) -> KernelOffsets {
 
 /// BTF of the overlay module, when it is loaded.
 const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
-
-fn struct_size(btf: &Btf, name: &str) -> Option<u64> {
-    btf.struct_size(name)
-}
 
 /// Reads and parses a BTF file (`base`: vmlinux's, for a module's).
 fn read<'b>(path: &str, base: Option<&'b Btf<'b>>) -> Result<Btf<'b>, BtfError> {
