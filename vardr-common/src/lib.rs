@@ -4,6 +4,8 @@
 //! maps and writes it into the ring buffer, and userspace reads the same bytes.
 #![no_std]
 
+pub mod generic;
+
 /// Bytes of an LPM path key: one generation byte, then the path and its NUL.
 /// 256 is the largest key data an LPM trie accepts.
 pub const PATH_KEY_LEN: usize = 256;
@@ -29,6 +31,8 @@ pub enum EventKind {
     Exit = 4,
     /// A DNS response a governed socket received ([`DnsEvent`]).
     Dns = 5,
+    /// A TracingPolicy kprobe or tracepoint hook's call ([`generic::GenericEvent`]).
+    Generic = 6,
 }
 
 impl EventKind {
@@ -39,6 +43,7 @@ impl EventKind {
             3 => Some(Self::Fork),
             4 => Some(Self::Exit),
             5 => Some(Self::Dns),
+            6 => Some(Self::Generic),
             _ => None,
         }
     }

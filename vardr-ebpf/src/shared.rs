@@ -1,17 +1,16 @@
 //! Governance checks, rule decisions and event emission shared by the hooks.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_probe_read_kernel,
     },
     maps::lpm_trie::Key,
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Config, EventHeader, EventKind, Hook, InodeKey, InodeRule, KernelOffsets,
-    Operation, PathRules, PidKey, PolicyEvent, RuleRef, Verdict, COMM_LEN, CONFIG_SLOTS,
-    EVENT_PATH_LEN, MAX_DENTRY_DEPTH, NS_PER_TICK, PATH_KEY_LEN,
+    Action, BackendKind, Config, EventKind, Hook, InodeKey, InodeRule, KernelOffsets, Operation,
+    PathRules, PidKey, PolicyEvent, RuleRef, Verdict, CONFIG_SLOTS, EVENT_PATH_LEN,
+    MAX_DENTRY_DEPTH, NS_PER_TICK, PATH_KEY_LEN,
 };
 
 use crate::maps::{
@@ -155,7 +154,7 @@ fn exempt_by_binary(tgid: u32, start: u64, generation: u32) -> bool {
     inode_rule(&key).is_some_and(|r| r.exempt != 0)
 }
 
-pub use crate::identity::read;
+pub use crate::{header::fill_header, identity::read};
 
 /// Identity (device, inode) of a `struct file *`, through its dentry as the
 /// identity walk sees it (on overlayfs `f_inode` can be the real inode; an
@@ -453,22 +452,6 @@ pub fn verdict(cfg: &Config, hook: Hook, rule: &RuleRef) -> Option<(Verdict, boo
     } else {
         None
     }
-}
-
-#[inline(always)]
-pub fn fill_header(h: &mut EventHeader, kind: EventKind) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    h.kind = kind as u32;
-    h._pad = 0;
-    // SAFETY: helpers without pointer arguments.
-    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    h.tid = pid_tgid as u32;
-    h.pid = (pid_tgid >> 32) as u32;
-    h.uid = uid_gid as u32;
-    h.gid = (uid_gid >> 32) as u32;
-    h.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
 }
 
 /// Counts an event its ring buffer had no room for (`which`: one of

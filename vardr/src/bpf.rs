@@ -9,6 +9,11 @@ pub static PROBE_OBJECT: &[u8] =
 pub static IDENTITY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr-identity"));
 
+/// TracingPolicy kprobe and tracepoint hooks (`hooks`), loaded only for
+/// policies that have some.
+pub static GENERIC_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr-generic"));
+
 /// Program names in [`AGENT_OBJECT`].
 pub mod progs {
     pub const EXEC: &str = "vardr_exec";

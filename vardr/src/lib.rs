@@ -4,6 +4,7 @@
 //! - [`bpf`]: the embedded BPF objects and how they are loaded.
 //! - [`probe`]: what this kernel can do, and which backend each hook gets.
 //! - [`events`]: decoding ring buffer records into JSON events.
+//! - [`hooks`]: TracingPolicy kprobes and tracepoints at run time.
 //! - [`agent`]: the long-running agent.
 //! - [`pin`]: program sets pinned in bpffs (enforcement across restarts).
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod cedar;
 pub mod compile;
 pub mod events;
 pub mod fanotify;
+pub mod hooks;
 pub mod kernel;
 pub mod metrics;
 pub mod names;

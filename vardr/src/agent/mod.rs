@@ -3,6 +3,7 @@
 pub mod appear;
 mod compile_job;
 pub mod control;
+mod generic_hooks;
 mod heap;
 pub mod persist;
 pub mod reload_signal;
@@ -259,6 +260,11 @@ struct Agent {
     api_desired: ApiPolicies,
     /// The policy file's TracingPolicies, for listings.
     file_policies: Vec<Loaded>,
+    /// TracingPolicy kprobes and tracepoints (loaded for the first policy
+    /// that has some).
+    generic: Option<crate::hooks::GenericHooks>,
+    /// Where the hooks' reader task sends their events.
+    generic_tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     /// Deleting the entries the last reload replaced: the generation the
     /// next reload writes into, so it waits for this first.
     retiring: Option<std::thread::JoinHandle<()>>,
@@ -346,6 +352,22 @@ impl Agent {
                     // Kernel threads have no binary and are not reported.
                     .filter(|p| !p.binary.is_empty())
                     .map(|p| JsonEvent::exit(&p, exit_code, &self.node, time))
+            }
+            Event::Generic(c) => {
+                let Some(meta) = self.generic.as_ref().and_then(|g| g.meta(c.slot)) else {
+                    tracing::debug!(slot = c.slot, "call of a hook no longer known");
+                    return Ok(());
+                };
+                let p = self.cache.get(c.header.pid);
+                let j = JsonEvent::generic(&c, &meta, p.as_deref(), &self.node, time);
+                if let Some(rule) = c.selector.and_then(|s| meta.rules.get(s as usize)) {
+                    let labels = MatchLabels {
+                        rule: rule.clone(),
+                        verdict: j.verdict().unwrap_or("alert").into(),
+                    };
+                    self.metrics.policy_matches.get_or_create(&labels).inc();
+                }
+                Some(j)
             }
             Event::Policy(mut m) => {
                 if m.rule_id == vardr_common::RULE_NONE
@@ -624,6 +646,17 @@ impl Agent {
         })
     }
 
+    /// A record of the TracingPolicy hooks' ring buffer.
+    fn handle_generic(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match events::generic::decode(bytes) {
+            Ok(c) => self.handle(Event::Generic(Box::new(c))),
+            Err(e) => {
+                tracing::warn!("dropping malformed hook event: {e}");
+                Ok(())
+            }
+        }
+    }
+
     fn emit(&mut self, j: &JsonEvent) -> std::io::Result<()> {
         self.count_event(j.kind());
         self.sinks.publish(j);
@@ -865,7 +898,17 @@ impl Agent {
         let seq = self.status.last_reload.seq + 1;
         let (path, api) = (p.path, p.api);
         let result = p.result.and_then(|(b, staged, planned)| {
+            let gov = generic_hooks::governance(&self.enforcer, self.opts.enforce);
+            let hooks_staged = generic_hooks::stage(
+                &mut self.generic,
+                &generic_hooks::of(&b),
+                &b.rules,
+                gov,
+                &self.generic_tx,
+            )
+            .map_err(generic_hooks::hook_error)?;
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
+            generic_hooks::commit(&mut self.generic, hooks_staged)?;
             // The old generation is dropped on a thread too, after a grace period.
             self.retiring = Some(std::thread::spawn(move || {
                 retired.delete();
@@ -1214,6 +1257,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     }
     let bundle = compiled.bundle;
     let file_policies = file_policies(&bundle);
+    // TracingPolicy kprobes and tracepoints: attached once the rules are in force.
+    let start_hooks: Vec<crate::policy::tracing::generic::GenericHook> =
+        generic_hooks::of(&bundle).into_iter().cloned().collect();
     let Bundle {
         policy: pol,
         cedar: cedar_set,
@@ -1267,6 +1313,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         stats.net4_entries,
         stats.net6_entries
     );
+    let (generic_tx, mut generic_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let mut generic = None;
+    {
+        let refs: Vec<_> = start_hooks.iter().collect();
+        let gov = generic_hooks::governance(&enforcer, opts.enforce);
+        let staged = generic_hooks::stage(&mut generic, &refs, &set, gov, &generic_tx)
+            .map_err(generic_hooks::hook_error)?;
+        generic_hooks::commit(&mut generic, staged)?;
+    }
     // An adopted set's events still queued name its rules.
     let mut catalog = adopted
         .as_ref()
@@ -1427,6 +1482,8 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             std::time::Duration::from_secs(30),
             std::time::Duration::from_secs(3600),
         ),
+        generic,
+        generic_tx,
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
@@ -1549,6 +1606,15 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
             }
             _ = tick.tick() => agent.tick()?,
             _ = alive.tick() => agent.touch_pins(),
+            Some(bytes) = generic_rx.recv() => {
+                // The process that called is in the lifecycle buffer already.
+                agent.drain(life_fd.get_mut(), Some(DRAIN_BATCH))?;
+                agent.handle_generic(&bytes)?;
+                while let Ok(bytes) = generic_rx.try_recv() {
+                    agent.handle_generic(&bytes)?;
+                }
+                agent.sinks.flush();
+            }
             Some(m) = fan_rx.recv() => {
                 // The exec that started the process is in the ring buffer
                 // already: the cache must know it before this event.
@@ -1586,6 +1652,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     drop(agent.fanotify.take());
     while let Ok(m) = fan_rx.try_recv() {
         agent.handle(Event::Policy(m))?;
+    }
+    while let Ok(bytes) = generic_rx.try_recv() {
+        agent.handle_generic(&bytes)?;
     }
     agent.sinks.flush();
     agent.check_lost()?;

@@ -3,6 +3,7 @@
 mod generation;
 mod maps;
 mod objects;
+pub mod perf_attach;
 mod plan;
 mod sys;
 
@@ -367,6 +368,11 @@ impl Enforcer {
     /// Whether the programs were adopted from a pinned set.
     pub fn adopted(&self) -> bool {
         matches!(self.programs, objects::Programs::Adopted(_))
+    }
+
+    /// The config in force (who is governed, the generation).
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn plan(&self) -> &Plan {

@@ -119,7 +119,7 @@ impl Process {
     }
 
     /// A process the cache does not know (started and gone between scans).
-    fn from_header(h: &EventHeader) -> Self {
+    pub(super) fn from_header(h: &EventHeader) -> Self {
         Self {
             exec_id: String::new(),
             pid: h.pid,
@@ -254,6 +254,8 @@ pub enum Body {
     ProcessExit(ProcessExit),
     /// Boxed: by far the largest body.
     ProcessLsm(Box<ProcessLsm>),
+    ProcessKprobe(Box<super::generic::ProcessHook>),
+    ProcessTracepoint(Box<super::generic::ProcessHook>),
     EventsLost(EventsLost),
 }
 
@@ -412,18 +414,18 @@ pub fn action_name(m: &PolicyMatch) -> &'static str {
 }
 
 /// Signal names for exit events.
-fn signal_name(sig: u32) -> String {
+pub(super) fn signal_name(sig: u32) -> String {
     nix::sys::signal::Signal::try_from(sig as i32)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
-fn parent_of(p: &ProcessInfo) -> Option<Process> {
+pub(super) fn parent_of(p: &ProcessInfo) -> Option<Process> {
     p.parent.as_deref().map(Process::from_info)
 }
 
 impl JsonEvent {
-    fn new(body: Body, node: &str, time: SystemTime) -> Self {
+    pub(super) fn new(body: Body, node: &str, time: SystemTime) -> Self {
         Self {
             body,
             node_name: node.to_string(),
@@ -496,12 +498,15 @@ impl JsonEvent {
         )
     }
 
-    /// `process_exec`, `process_exit`, `process_lsm` or `events_lost`.
+    /// `process_exec`, `process_exit`, `process_lsm`, `process_kprobe`,
+    /// `process_tracepoint` or `events_lost`.
     pub fn kind(&self) -> &'static str {
         match self.body {
             Body::ProcessExec(_) => "process_exec",
             Body::ProcessExit(_) => "process_exit",
             Body::ProcessLsm(_) => "process_lsm",
+            Body::ProcessKprobe(_) => "process_kprobe",
+            Body::ProcessTracepoint(_) => "process_tracepoint",
             Body::EventsLost(_) => "events_lost",
         }
     }
@@ -512,6 +517,7 @@ impl JsonEvent {
             Body::ProcessExec(e) => Some(&e.process),
             Body::ProcessExit(e) => Some(&e.process),
             Body::ProcessLsm(e) => Some(&e.process),
+            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) => Some(&e.process),
             Body::EventsLost(_) => None,
         }
     }
@@ -519,6 +525,7 @@ impl JsonEvent {
     pub fn verdict(&self) -> Option<&'static str> {
         match &self.body {
             Body::ProcessLsm(e) => Some(e.verdict),
+            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) => Some(e.verdict),
             _ => None,
         }
     }

@@ -9,6 +9,9 @@ pub use json::{
 mod compact;
 pub use compact::compact;
 
+pub mod generic;
+pub use generic::{GenericCall, HookMeta};
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vardr_common::{
@@ -105,6 +108,8 @@ pub enum Event {
         header: EventHeader,
         payload: Vec<u8>,
     },
+    /// A TracingPolicy kprobe's or tracepoint's call.
+    Generic(Box<GenericCall>),
 }
 
 impl Event {
@@ -115,6 +120,7 @@ impl Event {
                 header
             }
             Event::Policy(p) => &p.header,
+            Event::Generic(c) => &c.header,
         }
     }
 }
@@ -304,6 +310,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
     match kind {
         EventKind::Exec => decode_exec(bytes).map(Event::Exec),
+        EventKind::Generic => generic::decode(bytes).map(|c| Event::Generic(Box::new(c))),
         EventKind::Fork => {
             let ev: ForkEvent = read(bytes, kind)?;
             Ok(Event::Fork {

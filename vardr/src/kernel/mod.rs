@@ -4,6 +4,7 @@ pub mod btf_reader;
 pub mod cgroup;
 pub mod identity;
 pub mod mounts;
+pub mod tracefs;
 
 /// Kernel release, as `uname -r` prints it.
 pub fn release() -> String {

@@ -95,7 +95,7 @@ pub(super) fn action(d: &mut Diags, acts: &List<ActionSelector>) -> Option<Actio
 }
 
 /// Every action argument and where it is set to a non-default value.
-fn action_fields(a: &ActionSelector) -> [(&'static str, Option<Pos>); 16] {
+pub(super) fn action_fields(a: &ActionSelector) -> [(&'static str, Option<Pos>); 16] {
     let regs = a.arg_regs.as_ref().filter(|r| !r.value.is_empty());
     [
         ("argUrl", set(&a.arg_url).map(pos)),

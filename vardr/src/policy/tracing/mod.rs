@@ -4,6 +4,7 @@
 //! Tetragon's meaning is rejected with a `file:line:column` diagnostic
 //! naming it; nothing is dropped silently. See [`FEATURES`].
 mod actions;
+pub mod generic;
 mod matchargs;
 mod overlap;
 mod schema;
@@ -39,6 +40,8 @@ pub struct TracingPolicy {
     /// One per selector, named `<policy>.<hook>.<lsmhooks index>.<selector
     /// index>`, severity medium, `line` the selector's.
     pub rules: Vec<Rule>,
+    /// Its `kprobes` and `tracepoints`, which run as hooks of their own.
+    pub hooks: Vec<generic::GenericHook>,
 }
 
 /// Reads and validates a TracingPolicy file.

@@ -177,10 +177,35 @@ fn cut(text: &str, max: usize, what: &str) -> String {
     }
 }
 
+/// A kprobe's or tracepoint's `message` and `tags` (their `message` is a
+/// plain string: its errors point at the hook).
+pub(super) fn message_and_tags(
+    d: &mut Diags,
+    anchor: &Spanned<String>,
+    m: Option<&str>,
+    t: &List<String>,
+) -> (Option<String>, Vec<String>) {
+    let message = m.filter(|m| !m.is_empty()).and_then(|text| {
+        let spanned = Spanned {
+            value: text.to_string(),
+            referenced: anchor.referenced,
+            defined: anchor.defined,
+        };
+        message(d, &spanned)
+    });
+    let tags = non_empty(t).map(|t| tags(d, t)).unwrap_or_default();
+    (message, tags)
+}
+
 /// `<policy>.<hook>.<lsmhooks index>.<selector index>`: unique within the
 /// policy, and valid as a native rule name (other characters become `_`).
 fn rule_name(policy: &str, kind: Kind, i: usize, j: usize) -> String {
-    let p: String = policy
+    format!("{}.{}.{i}.{j}", safe_name(policy), kind.name())
+}
+
+/// A policy name as a rule name's first part (other characters become `_`).
+pub(super) fn safe_name(policy: &str) -> String {
+    policy
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -189,8 +214,7 @@ fn rule_name(policy: &str, kind: Kind, i: usize, j: usize) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{p}.{}.{i}.{j}", kind.name())
+        .collect()
 }
 
 /// Checks `args` against what vardr reads for the hook; returns the

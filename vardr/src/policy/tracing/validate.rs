@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::{
-    overlap,
+    generic, overlap,
     schema::{List, Opt, OptionSpec, Spec, TracingPolicyDoc},
     translate, TracingPolicy, API_VERSION, KIND, KIND_NAMESPACED, NOT_YET,
 };
@@ -62,10 +62,19 @@ pub(super) fn validate(
     for (i, hook) in items(&spec.lsmhooks).enumerate() {
         translate::lsm_hook(&mut d, &name, i, hook, &mut rules);
     }
-    if items(&spec.lsmhooks).next().is_none() && !other_sections {
+    let mut hooks = Vec::new();
+    for (i, k) in items(&spec.kprobes).enumerate() {
+        hooks.extend(generic::kprobe(&mut d, &name, i, k, monitor));
+    }
+    for (i, t) in items(&spec.tracepoints).enumerate() {
+        hooks.extend(generic::tracepoint(&mut d, &name, i, t, monitor));
+    }
+    let hooks_declared =
+        items(&spec.kprobes).next().is_some() || items(&spec.tracepoints).next().is_some();
+    if items(&spec.lsmhooks).next().is_none() && !hooks_declared && !other_sections {
         d.at(
             &doc.spec,
-            "spec has no lsmhooks: the policy would do nothing in vardr",
+            "spec has no lsmhooks, kprobes or tracepoints: the policy would do nothing in vardr",
         );
     }
     if monitor {
@@ -82,6 +91,7 @@ pub(super) fn validate(
             namespace,
             source: path.into(),
             rules: rules.into_iter().map(|r| r.rule).collect(),
+            hooks,
         })
     } else {
         d.0.sort_by_key(|x| (x.line, x.column));
@@ -107,29 +117,12 @@ pub(super) fn set<T: Default + PartialEq>(o: &Opt<T>) -> Option<&Spanned<T>> {
 }
 
 fn unsupported_sections(d: &mut Diags, s: &Spec) {
-    let why = "vardr's TracingPolicy support does not run kprobes yet";
-    for k in items(&s.kprobes) {
-        let call = &k.value.call;
-        d.at(
-            call,
-            format!("kprobes (call {:?}): {NOT_YET}: {why}", call.value),
-        );
-    }
+    let why = "use kprobes for the same function";
     for k in items(&s.fentries) {
         let call = &k.value.call;
         d.at(
             call,
             format!("fentries (call {:?}): {NOT_YET}: {why}", call.value),
-        );
-    }
-    for t in items(&s.tracepoints) {
-        let tp = &t.value;
-        d.at(
-            &tp.subsystem,
-            format!(
-                "tracepoints ({}/{}): {NOT_YET}",
-                tp.subsystem.value, tp.event.value
-            ),
         );
     }
     for u in items(&s.uprobes) {

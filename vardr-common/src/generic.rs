@@ -1,0 +1,203 @@
+//! TracingPolicy kprobe and tracepoint hooks ("generic hooks"): what the
+//! kernel side is told about each hook and what it reports. They run in
+//! an object of their own (`vardr-ebpf/src/generic.rs`), loaded only when
+//! a policy has such hooks; each attachment carries its slot as the BPF
+//! cookie, and the hook's config is found under (generation, slot).
+
+/// Arguments read per hook (Tetragon allows more; vardr reads five).
+pub const GEN_MAX_ARGS: usize = 5;
+/// Selectors per hook, Tetragon's limit.
+pub const GEN_MAX_SELECTORS: usize = 5;
+/// `matchArgs` entries per selector, Tetragon's limit.
+pub const GEN_MAX_MATCHES: usize = 5;
+/// Room for arguments, selectors and matches in the kernel's records: a
+/// power of two, so that the programs can mask an index into range (the
+/// limits above are what userspace fills).
+pub const GEN_SLOTS: usize = 8;
+/// Values of an integer `matchArgs` entry.
+pub const GEN_MAX_VALUES: usize = 8;
+/// Bytes kept of a string argument, with its NUL.
+pub const GEN_STR_LEN: usize = 256;
+/// Bytes of a string a `matchArgs` value is compared with, its NUL
+/// included (values are at most `GEN_MATCH_STR_LEN - 1` bytes).
+pub const GEN_MATCH_STR_LEN: usize = 128;
+/// A string-match key: the match's id (4 bytes, big endian so that it is
+/// a prefix), then the string (reversed for Postfix) and, for Equal, its NUL.
+pub const GEN_STR_KEY_LEN: usize = 4 + GEN_MATCH_STR_LEN;
+
+// Argument kinds ([`GenArg::kind`]).
+pub const GEN_ARG_NONE: u32 = 0;
+/// An integer of `size` bytes (`signed`), from a register or the record.
+pub const GEN_ARG_INT: u32 = 1;
+/// `char *` into user memory (a syscall's argument).
+pub const GEN_ARG_STR_USER: u32 = 2;
+/// `char *` into kernel memory.
+pub const GEN_ARG_STR_KERNEL: u32 = 3;
+/// A tracepoint's `__data_loc char[]`: a u32 whose low 16 bits are the
+/// string's offset in the record.
+pub const GEN_ARG_DATA_LOC: u32 = 4;
+/// A tracepoint's `char name[N]`, in the record.
+pub const GEN_ARG_CHAR_ARRAY: u32 = 5;
+/// `struct filename *`: its `name`.
+pub const GEN_ARG_FILENAME: u32 = 6;
+/// `struct file *`: the path of `f_path`.
+pub const GEN_ARG_FILE: u32 = 7;
+/// `struct path *`.
+pub const GEN_ARG_PATH: u32 = 8;
+/// `struct linux_binprm *`: the path of its `file`.
+pub const GEN_ARG_BINPRM: u32 = 9;
+
+/// Whether an argument kind is read as a string.
+pub const fn gen_arg_is_string(kind: u32) -> bool {
+    kind >= GEN_ARG_STR_USER
+}
+
+/// Where and how one argument is read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenArg {
+    pub kind: u32,
+    /// A kprobe: the argument's register (0 to 5, x86-64 calling
+    /// convention); a tracepoint: the field's offset in the record.
+    pub src: u32,
+    /// Bytes of an integer or of a `char[N]`.
+    pub size: u32,
+    /// Non-zero: a signed integer (sign-extended to 64 bits).
+    pub signed: u32,
+}
+
+// Operators ([`GenMatch::op`]). Integer operators compare the argument as
+// a 64-bit value; string operators look the string up in `GEN_STRINGS`.
+pub const GEN_OP_EQ: u32 = 1;
+pub const GEN_OP_NE: u32 = 2;
+pub const GEN_OP_GT: u32 = 3;
+pub const GEN_OP_LT: u32 = 4;
+/// Any bit of any value set in the argument.
+pub const GEN_OP_MASK: u32 = 5;
+pub const GEN_OP_STR_EQ: u32 = 16;
+pub const GEN_OP_STR_NE: u32 = 17;
+pub const GEN_OP_PREFIX: u32 = 18;
+pub const GEN_OP_NOT_PREFIX: u32 = 19;
+pub const GEN_OP_POSTFIX: u32 = 20;
+pub const GEN_OP_NOT_POSTFIX: u32 = 21;
+
+/// One `matchArgs` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenMatch {
+    /// Index into [`GenHook::args`].
+    pub arg: u32,
+    pub op: u32,
+    /// Integer values used (string values are in `GEN_STRINGS`).
+    pub nvalues: u32,
+    /// A string match's id in `GEN_STRINGS` keys.
+    pub id: u32,
+    pub values: [u64; GEN_MAX_VALUES],
+}
+
+// Actions of a selector ([`GenSelector::actions`], bits).
+/// Report the call (Tetragon's Post, the default).
+pub const GEN_ACT_POST: u32 = 1;
+/// Kill the caller (with `--enforce`).
+pub const GEN_ACT_SIGKILL: u32 = 2;
+/// Send [`GenSelector::signal`] (with `--enforce`).
+pub const GEN_ACT_SIGNAL: u32 = 4;
+/// The event's actions: the enforcement actions were not carried out
+/// (`--enforce` is off): the event reports what would have happened.
+pub const GEN_ACT_AUDIT: u32 = 1 << 31;
+
+// `matchBinaries` ([`GenSelector::binaries`]).
+pub const GEN_BIN_ANY: u32 = 0;
+pub const GEN_BIN_IN: u32 = 1;
+pub const GEN_BIN_NOT_IN: u32 = 2;
+/// Bit of `GEN_BINARIES` values: an exempt binary.
+pub const GEN_BIN_EXEMPT_BIT: u32 = 63;
+
+/// One selector: every match must hold (and `matchBinaries`); the first
+/// selector that holds decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenSelector {
+    pub nmatches: u32,
+    pub actions: u32,
+    pub signal: u32,
+    /// `GEN_BIN_*`.
+    pub binaries: u32,
+    /// This selector's bit in `GEN_BINARIES` values.
+    pub bin_bit: u32,
+    /// The selector's rule, named in events.
+    pub rule_id: u32,
+    pub matches: [GenMatch; GEN_SLOTS],
+}
+
+/// A kprobe on a syscall's wrapper: the arguments are in the `pt_regs`
+/// the wrapper is given.
+pub const GEN_HOOK_SYSCALL: u32 = 1;
+
+/// One attached hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenHook {
+    pub nargs: u32,
+    pub nselectors: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    pub args: [GenArg; GEN_SLOTS],
+    pub selectors: [GenSelector; GEN_SLOTS],
+}
+
+/// Key of `GEN_HOOKS`: a hook's slot (its attachment's cookie) in a generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GenKey {
+    pub generation: u32,
+    pub slot: u32,
+}
+
+/// Who the generic hooks govern, per generation (`GEN_CONFIG[generation]`;
+/// `GEN_SLOT[0]` is the generation in force).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// Non-zero: carry out Sigkill and Signal (`--enforce`).
+    pub enforce: u32,
+    pub agent_tgid: u32,
+    pub agent_start_ticks: u64,
+    pub agent_cgroup_id: u64,
+    /// When non-zero, hooks apply only inside this cgroup v2 subtree.
+    pub scope_cgroup_id: u64,
+    pub scope_level: u32,
+    pub has_exempt_pids: u32,
+    pub has_binaries: u32,
+    pub _pad: u32,
+}
+
+/// A hook's call that a selector matched (or any call of a hook without
+/// selectors).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GenericEvent {
+    pub header: crate::EventHeader,
+    /// The hook's slot (its attachment's cookie).
+    pub slot: u32,
+    /// Index of the selector that matched, `u32::MAX` for none.
+    pub selector: u32,
+    /// `GEN_ACT_*` bits: what was done.
+    pub actions: u32,
+    pub signal: u32,
+    pub rule_id: u32,
+    pub generation: u32,
+    pub ints: [u64; GEN_SLOTS],
+    /// String arguments, NUL-terminated (empty when unreadable).
+    pub strs: [[u8; GEN_STR_LEN]; GEN_SLOTS],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C) plain data; any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::GenHook {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenConfig {}
+}

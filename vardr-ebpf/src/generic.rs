@@ -1,0 +1,573 @@
+//! TracingPolicy kprobe and tracepoint hooks ("generic hooks"): one kprobe
+//! and one tracepoint program, attached once per hook with the hook's slot
+//! as the BPF cookie. Each run reads the hook's arguments as its config
+//! says, tries its selectors in order (in the kernel, as Tetragon does),
+//! carries out the first matching selector's actions and reports.
+//!
+//! An object of its own: the agent loads it only for a policy with such
+//! hooks, and an agent that adopted a pinned set (which has no object to
+//! load programs from) can still run them.
+#![no_std]
+#![no_main]
+
+#[path = "header.rs"]
+mod header;
+#[path = "identity.rs"]
+mod identity;
+#[path = "path_walk.rs"]
+mod path_walk;
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
+        generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+    },
+    macros::{kprobe, map, tracepoint},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    programs::{ProbeContext, TracePointContext},
+    EbpfContext, Global,
+};
+use vardr_common::{
+    generic::{
+        GenConfig, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL,
+        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
+        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
+        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
+        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT,
+        GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX,
+        GEN_OP_STR_EQ, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+    },
+    EventKind, InodeKey, KernelOffsets, PidKey, NS_PER_TICK,
+};
+
+use crate::{
+    header::fill_header,
+    identity::read,
+    path_walk::{build_path, Walk},
+};
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// SAFETY: all-zero is a valid `KernelOffsets` (plain integers); the agent
+// sets the real values at load.
+#[unsafe(no_mangle)]
+static OFFSETS: Global<KernelOffsets> = Global::new(unsafe { core::mem::zeroed() });
+
+const PF_KTHREAD: u32 = 0x0020_0000;
+const SIGKILL: u32 = 9;
+/// `pt_regs.di` on x86-64: a syscall wrapper's only argument is the
+/// `pt_regs` of the syscall.
+const PT_REGS_DI: usize = 112;
+
+/// The generation in force (index into [`GEN_CONFIG`]).
+#[map]
+static GEN_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
+static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(2, 0);
+
+/// Hooks by (generation, slot).
+#[map]
+static GEN_HOOKS: HashMap<GenKey, GenHook> = HashMap::with_max_entries(256, 0);
+
+/// String `matchArgs` values: match id, then the value.
+#[map]
+static GEN_STRINGS: LpmTrie<[u8; GEN_STR_KEY_LEN], u32> =
+    LpmTrie::with_max_entries(8192, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// `matchBinaries` and exempt binaries by file identity: a bit per
+/// selector that lists the binary, [`GEN_BIN_EXEMPT_BIT`] for exempt ones.
+#[map]
+static GEN_BINARIES: HashMap<InodeKey, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Exempt pids (value: the process's start time in ticks).
+#[map]
+static GEN_EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+static GEN_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Events the ring buffer had no room for, per CPU.
+#[map]
+static GEN_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The event being built (too big for the stack).
+#[map]
+static GEN_SCRATCH: PerCpuArray<GenericEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static GEN_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static GEN_KEY: PerCpuArray<Key<[u8; GEN_STR_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+#[kprobe]
+pub fn vardr_generic_kprobe(ctx: ProbeContext) -> u32 {
+    run(ctx.as_ptr(), true);
+    0
+}
+
+#[tracepoint]
+pub fn vardr_generic_tracepoint(ctx: TracePointContext) -> u32 {
+    run(ctx.as_ptr(), false);
+    0
+}
+
+#[inline(always)]
+fn offsets() -> KernelOffsets {
+    OFFSETS.load()
+}
+
+#[inline(always)]
+fn run(ctx: *mut c_void, kprobe: bool) {
+    let generation = GEN_SLOT.get(0).copied().unwrap_or(0) & 1;
+    let Some(cfg) = GEN_CONFIG.get(generation).copied() else {
+        return;
+    };
+    // SAFETY: the context of the program that runs.
+    let slot = unsafe { bpf_get_attach_cookie(ctx) } as u32;
+    let key = GenKey { generation, slot };
+    // SAFETY: a lookup; the value is copied by the fields read below.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+        return;
+    };
+    if !governed(&cfg, generation) {
+        return;
+    }
+    let (nargs, nselectors, flags) = (hook.nargs, hook.nselectors, hook.flags);
+    let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // The argument source: the probe's registers (a syscall's own, behind
+    // its wrapper's), or the tracepoint's record.
+    let mut base = ctx as u64;
+    if kprobe && flags & GEN_HOOK_SYSCALL != 0 {
+        base = read::<u64>(ctx as *const u8, PT_REGS_DI as u64).unwrap_or(0);
+    }
+    let base = scalar(base);
+    for i in 0..GEN_MAX_ARGS as u32 {
+        if i >= nargs {
+            break;
+        }
+        vardr_gen_arg(base, generation as u64, slot as u64, i as u64);
+    }
+    let mut picked = u32::MAX;
+    for s in 0..GEN_MAX_SELECTORS as u32 {
+        if s >= nselectors {
+            break;
+        }
+        if vardr_gen_selector(generation as u64, slot as u64, s as u64) != 0 {
+            picked = s;
+            break;
+        }
+    }
+    if nselectors > 0 && picked == u32::MAX {
+        return;
+    }
+    let (mut actions, mut signal, mut rule_id) = (GEN_ACT_POST, 0, 0);
+    if (picked as usize) < GEN_MAX_SELECTORS {
+        let sel = &hook.selectors[picked as usize & (GEN_SLOTS - 1)];
+        actions = sel.actions;
+        signal = sel.signal;
+        rule_id = sel.rule_id;
+    }
+    if actions & (GEN_ACT_SIGKILL | GEN_ACT_SIGNAL) != 0 {
+        if cfg.enforce != 0 {
+            let sig = if actions & GEN_ACT_SIGKILL != 0 {
+                SIGKILL
+            } else {
+                signal
+            };
+            // SAFETY: signals the current task, which the hook governs.
+            unsafe { bpf_send_signal(sig) };
+        } else {
+            actions |= GEN_ACT_AUDIT;
+        }
+    }
+    if actions & GEN_ACT_POST == 0 {
+        return;
+    }
+    // SAFETY: this CPU's scratch event; the arguments were read into it above.
+    unsafe {
+        fill_header(&mut (*ev).header, EventKind::Generic);
+        (*ev).slot = slot;
+        (*ev).selector = picked;
+        (*ev).actions = actions;
+        (*ev).signal = signal;
+        (*ev).rule_id = rule_id;
+        (*ev).generation = generation;
+        if GEN_EVENTS.output::<GenericEvent>(&*ev, 0).is_err() {
+            if let Some(n) = GEN_LOST.get_ptr_mut(0) {
+                *n += 1;
+            }
+        }
+    }
+}
+
+/// A pointer as a plain number, for a global function's argument (the
+/// verifier refuses a context pointer where the prototype has an
+/// integer): copied through the probe helper, which yields a scalar.
+#[inline(always)]
+fn scalar(v: u64) -> u64 {
+    // SAFETY: reads the local `v`.
+    unsafe { bpf_probe_read_kernel(&v as *const u64) }.unwrap_or(0)
+}
+
+/// Whether the hooks apply to the current task: PID 1, kernel threads, the
+/// agent (its cgroup, its process) and exempt pids and binaries are left
+/// alone, and with a scope only its cgroup subtree is governed.
+#[inline(always)]
+fn governed(cfg: &GenConfig, generation: u32) -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == 1 {
+        return false;
+    }
+    // SAFETY: helpers without pointer arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if cfg.agent_cgroup_id != 0 && cgroup == cfg.agent_cgroup_id {
+        return false;
+    }
+    if cfg.scope_cgroup_id != 0 {
+        // SAFETY: helper without pointer arguments.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(cfg.scope_level as i32) };
+        if id != cfg.scope_cgroup_id {
+            return false;
+        }
+    }
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if read::<u32>(task, off.task_flags).unwrap_or(0) & PF_KTHREAD != 0 {
+        return false;
+    }
+    let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
+    let start = read::<u64>(leader, off.task_start_boottime).unwrap_or(0) / NS_PER_TICK;
+    if tgid == cfg.agent_tgid && start == cfg.agent_start_ticks {
+        return false;
+    }
+    if cfg.has_exempt_pids != 0 {
+        // SAFETY: a lookup, copied at once.
+        let s = unsafe { GEN_EXEMPT_PIDS.get(&PidKey { generation, tgid }) }.copied();
+        if s == Some(start) {
+            return false;
+        }
+    }
+    binaries(generation) & (1 << GEN_BIN_EXEMPT_BIT) == 0
+}
+
+/// The `GEN_BINARIES` bits of the current process's executable.
+#[inline(always)]
+fn binaries(generation: u32) -> u64 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Some(mm) = read::<*const u8>(task, off.task_mm) else {
+        return 0;
+    };
+    let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) else {
+        return 0;
+    };
+    let Some(dentry) = read::<*const u8>(exe, off.file_f_path + off.path_dentry) else {
+        return 0;
+    };
+    let real = identity::real_dentry(dentry, &off);
+    let Some((dev, ino)) = identity::plain_key(real, &off) else {
+        return 0;
+    };
+    let key = InodeKey {
+        generation,
+        dev,
+        ino,
+    };
+    // SAFETY: a lookup, copied at once.
+    unsafe { GEN_BINARIES.get(&key) }.copied().unwrap_or(0)
+}
+
+/// Reads argument `i` of hook (`generation`, `slot`) from `base` (the
+/// registers or the record) into the scratch event.
+///
+/// A global function: the kernel verifies it once, on its own, rather
+/// than once per argument in every state of its caller.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+        return 0;
+    };
+    let i = i as usize & (GEN_SLOTS - 1);
+    let arg = hook.args[i];
+    let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch event, `i` in range.
+    let (int, out) = unsafe { (&mut (*ev).ints[i], (*ev).strs[i].as_mut_ptr()) };
+    *int = 0;
+    // SAFETY: `out` has GEN_STR_LEN bytes.
+    unsafe { *out = 0 };
+    let base = base as *const u8;
+    let src = arg.src as u64;
+    let off = offsets();
+    match arg.kind {
+        GEN_ARG_INT => {
+            let v = match arg.size {
+                1 => read::<u8>(base, src).map(|v| v as u64),
+                2 => read::<u16>(base, src).map(|v| v as u64),
+                4 => read::<u32>(base, src).map(|v| v as u64),
+                _ => read::<u64>(base, src),
+            }
+            .unwrap_or(0);
+            *int = extend(v, arg.size, arg.signed != 0);
+        }
+        GEN_ARG_STR_USER | GEN_ARG_STR_KERNEL | GEN_ARG_FILENAME => {
+            let mut p = read::<u64>(base, src).unwrap_or(0);
+            // `struct filename` starts with `const char *name`.
+            if arg.kind == GEN_ARG_FILENAME {
+                p = read::<u64>(p as *const u8, 0).unwrap_or(0);
+            }
+            *int = p;
+            // SAFETY: `out` has GEN_STR_LEN bytes; the helpers cope with any address.
+            unsafe {
+                let n = if arg.kind == GEN_ARG_STR_USER {
+                    bpf_probe_read_user_str(
+                        out as *mut c_void,
+                        GEN_STR_LEN as u32,
+                        p as *const c_void,
+                    )
+                } else {
+                    bpf_probe_read_kernel_str(
+                        out as *mut c_void,
+                        GEN_STR_LEN as u32,
+                        p as *const c_void,
+                    )
+                };
+                if n < 0 {
+                    *out = 0;
+                }
+            }
+        }
+        GEN_ARG_DATA_LOC => {
+            let loc = read::<u32>(base, src).unwrap_or(0);
+            let p = base.wrapping_add((loc & 0xffff) as usize);
+            // SAFETY: as above.
+            unsafe {
+                if bpf_probe_read_kernel_str(
+                    out as *mut c_void,
+                    GEN_STR_LEN as u32,
+                    p as *const c_void,
+                ) < 0
+                {
+                    *out = 0;
+                }
+            }
+        }
+        GEN_ARG_CHAR_ARRAY => {
+            let n = (arg.size as usize).min(GEN_STR_LEN - 1);
+            let p = base.wrapping_add(src as usize);
+            // SAFETY: as above; at most GEN_STR_LEN bytes with the NUL.
+            unsafe {
+                if bpf_probe_read_kernel_str(out as *mut c_void, (n + 1) as u32, p as *const c_void)
+                    < 0
+                {
+                    *out = 0;
+                }
+            }
+        }
+        GEN_ARG_FILE | GEN_ARG_PATH | GEN_ARG_BINPRM => {
+            let mut p = read::<u64>(base, src).unwrap_or(0) as *const u8;
+            *int = p as u64;
+            if arg.kind == GEN_ARG_BINPRM {
+                p = read::<*const u8>(p, off.binprm_file).unwrap_or(core::ptr::null());
+            }
+            // A `struct path` is the file's `f_path`.
+            if arg.kind != GEN_ARG_PATH {
+                p = p.wrapping_add(off.file_f_path as usize);
+            }
+            let mnt = read::<*const u8>(p, off.path_mnt);
+            let dentry = read::<*const u8>(p, off.path_dentry);
+            if let (Some(mnt), Some(dentry), Some(w)) = (mnt, dentry, GEN_WALK.get_ptr_mut(0)) {
+                if !mnt.is_null() && !dentry.is_null() && build_path(w, &off, mnt, dentry) > 0 {
+                    // SAFETY: this CPU's walk slot: the generation byte, then
+                    // the path and its NUL (fewer than GEN_STR_LEN bytes).
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            (*w).key.data.as_ptr().add(1),
+                            out,
+                            GEN_STR_LEN - 1,
+                        );
+                        *out.add(GEN_STR_LEN - 1) = 0;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    1
+}
+
+/// An integer of `size` bytes as 64 bits (sign-extended if `signed`).
+#[inline(always)]
+fn extend(v: u64, size: u32, signed: bool) -> u64 {
+    match (size, signed) {
+        (1, true) => v as u8 as i8 as i64 as u64,
+        (2, true) => v as u16 as i16 as i64 as u64,
+        (4, true) => v as u32 as i32 as i64 as u64,
+        (1, false) => v & 0xff,
+        (2, false) => v & 0xffff,
+        (4, false) => v & 0xffff_ffff,
+        _ => v,
+    }
+}
+
+/// Whether selector `s` of hook (`generation`, `slot`) holds for the
+/// arguments in the scratch event (1) or not (0). A global function, as
+/// [`vardr_gen_arg`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+        return 0;
+    };
+    let s = s as usize & (GEN_SLOTS - 1);
+    let sel = &hook.selectors[s];
+    if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
+        let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
+        if listed != (sel.binaries == GEN_BIN_IN) {
+            return 0;
+        }
+    }
+    let n = sel.nmatches;
+    for m in 0..GEN_MAX_MATCHES {
+        if m as u32 >= n {
+            break;
+        }
+        if vardr_gen_match(generation, slot, s as u64, m as u64) == 0 {
+            return 0;
+        }
+    }
+    1
+}
+
+/// Whether `matchArgs` entry `m` of selector `s` holds (1) or not (0).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+        return 0;
+    };
+    let (s, m) = (s as usize & (GEN_SLOTS - 1), m as usize & (GEN_SLOTS - 1));
+    let mt = &hook.selectors[s].matches[m];
+    let a = mt.arg as usize & (GEN_SLOTS - 1);
+    let Some(ev) = GEN_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    let op = mt.op;
+    if op >= GEN_OP_STR_EQ {
+        // SAFETY: this CPU's scratch event, `a` in range.
+        let found = string_listed(unsafe { (*ev).strs[a].as_ptr() }, mt.id, op);
+        let positive = op == GEN_OP_STR_EQ || op == GEN_OP_PREFIX || op == GEN_OP_POSTFIX;
+        return (found == positive) as u32;
+    }
+    // SAFETY: as above.
+    let v = unsafe { (*ev).ints[a] };
+    let n = mt.nvalues;
+    let mut any = false;
+    for k in 0..GEN_MAX_VALUES {
+        if k as u32 >= n {
+            break;
+        }
+        let x = mt.values[k];
+        let hit = match op {
+            GEN_OP_EQ | GEN_OP_NE => v == x,
+            GEN_OP_GT => (v as i64) > (x as i64),
+            GEN_OP_LT => (v as i64) < (x as i64),
+            GEN_OP_MASK => v & x != 0,
+            _ => false,
+        };
+        if hit {
+            any = true;
+            break;
+        }
+    }
+    (if op == GEN_OP_NE { !any } else { any }) as u32
+}
+
+/// Whether the string at `s` (NUL-terminated within GEN_STR_LEN) is one
+/// of match `id`'s values: equal to one, starting with one, or ending with
+/// one, as `op` asks.
+#[inline(always)]
+fn string_listed(s: *const u8, id: u32, op: u32) -> bool {
+    let Some(k) = GEN_KEY.get_ptr_mut(0) else {
+        return false;
+    };
+    let postfix = op == GEN_OP_POSTFIX || op == GEN_OP_NOT_POSTFIX;
+    // Length up to the NUL (GEN_STR_LEN - 1 at most).
+    let mut len = GEN_STR_LEN - 1;
+    for i in 0..GEN_STR_LEN - 1 {
+        // SAFETY: within the argument's buffer.
+        if unsafe { *s.add(i) } == 0 {
+            len = i;
+            break;
+        }
+    }
+    let id = id.to_be_bytes();
+    // SAFETY: this CPU's key slot; every index is below its length.
+    unsafe {
+        (*k).prefix_len = (GEN_STR_KEY_LEN * 8) as u32;
+        (*k).data[0] = id[0];
+        (*k).data[1] = id[1];
+        (*k).data[2] = id[2];
+        (*k).data[3] = id[3];
+        let cap = GEN_MATCH_STR_LEN - 1;
+        let data = &mut (&mut (*k).data)[4..];
+        for i in 0..GEN_MATCH_STR_LEN {
+            data[i] = 0;
+        }
+        if postfix {
+            // The last `cap` bytes, reversed: a suffix becomes a prefix.
+            for i in 0..GEN_MATCH_STR_LEN - 1 {
+                if i >= len || i >= cap {
+                    break;
+                }
+                data[i] = *s.add((len - 1 - i) & (GEN_STR_LEN - 1));
+            }
+        } else {
+            for i in 0..GEN_MATCH_STR_LEN - 1 {
+                if i >= len {
+                    break;
+                }
+                data[i] = *s.add(i);
+            }
+            // A string cut here has no NUL: it cannot equal a value.
+            if len > cap {
+                data[cap] = 0xff;
+            }
+        }
+        GEN_STRINGS.get(&*k).is_some()
+    }
+}

@@ -1,0 +1,94 @@
+//! The agent's side of TracingPolicy kprobes and tracepoints: their object
+//! is loaded the first time a policy has such hooks, and its events are
+//! read by a task of their own and handed to the event loop.
+use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
+
+use super::AgentError;
+use crate::{
+    backend::Enforcer,
+    compile::{bundle::Bundle, RuleSet},
+    hooks::{GenericHooks, Governance, HookError, Staged},
+    policy::tracing::generic::GenericHook,
+};
+
+/// The kprobe and tracepoint hooks of a bundle's TracingPolicies.
+pub fn of(b: &Bundle) -> Vec<&GenericHook> {
+    b.tracing.iter().flat_map(|t| t.hooks.iter()).collect()
+}
+
+/// Who the hooks govern: the enforcer's agent and scope.
+pub fn governance(e: &Enforcer, enforce: bool) -> Governance {
+    let c = e.config();
+    Governance {
+        enforce,
+        agent_tgid: c.agent_tgid,
+        agent_start_ticks: c.agent_start_ticks,
+        agent_cgroup_id: c.agent_cgroup_id,
+        scope_cgroup_id: c.scope_cgroup_id,
+        scope_level: c.scope_level,
+    }
+}
+
+/// Stages `hooks`, loading the object first if this is the first time
+/// (its events then go to `tx`). `None` when there is nothing to do.
+pub fn stage(
+    slot: &mut Option<GenericHooks>,
+    hooks: &[&GenericHook],
+    set: &RuleSet,
+    gov: Governance,
+    tx: &UnboundedSender<Vec<u8>>,
+) -> Result<Option<Staged>, HookError> {
+    if hooks.is_empty() && slot.as_ref().is_none_or(|g| g.attached() == 0) {
+        return Ok(None);
+    }
+    if slot.is_none() {
+        let (g, ring) = GenericHooks::load()?;
+        spawn_reader(ring, tx.clone())?;
+        *slot = Some(g);
+    }
+    match slot.as_mut() {
+        Some(g) => g.stage(hooks, set, gov).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn commit(slot: &mut Option<GenericHooks>, staged: Option<Staged>) -> Result<(), AgentError> {
+    if let (Some(g), Some(s)) = (slot.as_mut(), staged) {
+        g.commit(s).map_err(hook_error)?;
+        tracing::info!(
+            hooks = g.attached(),
+            "TracingPolicy kprobes and tracepoints in force"
+        );
+    }
+    Ok(())
+}
+
+pub fn hook_error(e: HookError) -> AgentError {
+    AgentError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Reads the hooks' ring buffer on a task of its own.
+fn spawn_reader(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    tx: UnboundedSender<Vec<u8>>,
+) -> Result<(), HookError> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and
+    // unchanged for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| HookError::Load(format!("polling the hooks' ring buffer: {e}")))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if tx.send(item.to_vec()).is_err() {
+                    return;
+                }
+            }
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Calls of TracingPolicy kprobe and tracepoint hooks: decoded from the
+//! generic hooks' ring buffer and written as Tetragon's `process_kprobe`
+//! and `process_tracepoint`.
+use std::{sync::Arc, time::SystemTime};
+
+use serde::Serialize;
+use vardr_common::{
+    generic::{GenericEvent, GEN_ACT_AUDIT, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS},
+    EventHeader, EventKind,
+};
+
+use super::{
+    c_str,
+    json::{Body, JsonEvent, Process},
+    DecodeError,
+};
+use crate::{
+    policy::tracing::generic::{ArgType, HookPoint},
+    process::ProcessInfo,
+};
+
+/// One call a hook reported.
+#[derive(Debug, Clone)]
+pub struct GenericCall {
+    pub header: EventHeader,
+    pub slot: u32,
+    /// The selector that matched (none: a hook without selectors).
+    pub selector: Option<u32>,
+    /// `GEN_ACT_*`.
+    pub actions: u32,
+    pub signal: u32,
+    /// Per argument (the hook's first [`GEN_MAX_ARGS`]).
+    pub ints: Vec<u64>,
+    pub strs: Vec<String>,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
+    let ev: GenericEvent = super::read(bytes, EventKind::Generic)?;
+    Ok(GenericCall {
+        header: ev.header,
+        slot: ev.slot,
+        selector: (ev.selector != u32::MAX).then_some(ev.selector),
+        actions: ev.actions,
+        signal: ev.signal,
+        ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
+        strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
+    })
+}
+
+/// What the agent knows of an attached hook, to name its calls.
+#[derive(Debug)]
+pub struct HookMeta {
+    pub policy: String,
+    pub point: HookPoint,
+    /// The argument types, `auto` resolved.
+    pub args: Vec<ArgType>,
+    /// Rule name per selector (`<hook>.<selector>`).
+    pub rules: Vec<String>,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// One argument as Tetragon's `KprobeArgument`.
+#[derive(Serialize, Debug)]
+pub enum Arg {
+    #[serde(rename = "int_arg")]
+    Int(i32),
+    #[serde(rename = "uint_arg")]
+    Uint(u32),
+    #[serde(rename = "long_arg")]
+    Long(i64),
+    #[serde(rename = "size_arg")]
+    Size(u64),
+    #[serde(rename = "string_arg")]
+    String(String),
+    #[serde(rename = "file_arg")]
+    File { path: String },
+    #[serde(rename = "path_arg")]
+    Path { path: String },
+    #[serde(rename = "linux_binprm_arg")]
+    LinuxBinprm { path: String },
+}
+
+fn arg(ty: ArgType, int: u64, s: &str) -> Arg {
+    match ty {
+        ArgType::Int => Arg::Int(int as i32),
+        ArgType::Uint32 => Arg::Uint(int as u32),
+        ArgType::Int64 => Arg::Long(int as i64),
+        ArgType::Uint64 | ArgType::SizeT | ArgType::Auto => Arg::Size(int),
+        ArgType::String | ArgType::Filename => Arg::String(s.to_string()),
+        ArgType::File => Arg::File {
+            path: s.to_string(),
+        },
+        ArgType::Path => Arg::Path {
+            path: s.to_string(),
+        },
+        ArgType::LinuxBinprm => Arg::LinuxBinprm {
+            path: s.to_string(),
+        },
+    }
+}
+
+/// `process_kprobe` or `process_tracepoint`: Tetragon's fields, then
+/// vardr's (`rule`, `verdict`, `intended_action`, `backend`).
+#[derive(Serialize, Debug)]
+pub struct ProcessHook {
+    pub process: Process,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Process>,
+    /// A kprobe's function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<String>,
+    /// A tracepoint's subsystem and event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsys: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub args: Vec<Arg>,
+    /// What the kernel did: `KPROBE_ACTION_SIGKILL`, `KPROBE_ACTION_SIGNAL`
+    /// or `KPROBE_ACTION_POST` (reported only, also when `--enforce` is
+    /// off and the selector asked for more: see `intended_action`).
+    pub action: &'static str,
+    pub policy_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The selector's rule, `<policy>.<kprobes|tracepoints>.<i>.<selector>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// deny (killed or signalled), audit (would have been: `--enforce` is
+    /// off) or alert (reported only).
+    pub verdict: &'static str,
+    /// What the selector asks for when enforcement is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intended_action: Option<&'static str>,
+    /// kprobe or tracepoint.
+    pub backend: &'static str,
+    /// The signal sent (Signal, Sigkill).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+fn signal_action(actions: u32) -> Option<&'static str> {
+    if actions & GEN_ACT_SIGKILL != 0 {
+        Some("KPROBE_ACTION_SIGKILL")
+    } else if actions & GEN_ACT_SIGNAL != 0 {
+        Some("KPROBE_ACTION_SIGNAL")
+    } else {
+        None
+    }
+}
+
+impl JsonEvent {
+    /// The line for a hook's call; `process` from the cache, if it knows it.
+    pub fn generic(
+        c: &GenericCall,
+        meta: &Arc<HookMeta>,
+        process: Option<&ProcessInfo>,
+        node: &str,
+        time: SystemTime,
+    ) -> Self {
+        let mut proc_json =
+            process.map_or_else(|| Process::from_header(&c.header), Process::from_info);
+        proc_json.tid = Some(c.header.tid);
+        let audit = c.actions & GEN_ACT_AUDIT != 0;
+        let enforced = signal_action(c.actions).filter(|_| !audit);
+        let (verdict, intended) = match (signal_action(c.actions), audit) {
+            (Some(a), true) => ("audit", Some(a)),
+            (Some(_), false) => ("deny", None),
+            (None, _) => ("alert", None),
+        };
+        let signal = enforced.map(|_| {
+            let sig = if c.actions & GEN_ACT_SIGKILL != 0 {
+                9
+            } else {
+                c.signal
+            };
+            super::json::signal_name(sig)
+        });
+        let args = meta
+            .args
+            .iter()
+            .enumerate()
+            .take(GEN_MAX_ARGS)
+            .map(|(i, ty)| {
+                arg(
+                    *ty,
+                    c.ints.get(i).copied().unwrap_or(0),
+                    c.strs.get(i).map_or("", |s| s.as_str()),
+                )
+            })
+            .collect();
+        let (function_name, subsys, event, backend) = match &meta.point {
+            HookPoint::Kprobe { call, .. } => (Some(call.clone()), None, None, "kprobe"),
+            HookPoint::Tracepoint { subsystem, event } => (
+                None,
+                Some(subsystem.clone()),
+                Some(event.clone()),
+                "tracepoint",
+            ),
+        };
+        let body = ProcessHook {
+            process: proc_json,
+            parent: process.and_then(super::json::parent_of),
+            ancestors: process
+                .map(|p| {
+                    p.ancestors()
+                        .iter()
+                        .map(|a| Process::from_info(a))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            function_name,
+            subsys,
+            event,
+            args,
+            action: enforced.unwrap_or("KPROBE_ACTION_POST"),
+            policy_name: meta.policy.clone(),
+            message: meta.message.clone().unwrap_or_default(),
+            tags: meta.tags.clone(),
+            rule: c.selector.and_then(|s| meta.rules.get(s as usize)).cloned(),
+            verdict,
+            intended_action: intended,
+            backend,
+            signal,
+        };
+        let body = match meta.point {
+            HookPoint::Kprobe { .. } => Body::ProcessKprobe(Box::new(body)),
+            HookPoint::Tracepoint { .. } => Body::ProcessTracepoint(Box::new(body)),
+        };
+        Self::new(body, node, time)
+    }
+}

@@ -1,0 +1,441 @@
+//! TracingPolicy hooks to what the kernel side reads: each hook's
+//! [`GenHook`] (argument sources from the calling convention or the
+//! tracepoint's format), the string values of its selectors as LPM keys,
+//! and the identities of the binaries `matchBinaries` names.
+use std::{path::Path, sync::Arc};
+
+use vardr_common::generic::{
+    GenArg, GenHook, GenMatch, GenSelector, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
+    GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME,
+    GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_ANY, GEN_BIN_IN,
+    GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT,
+    GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_PREFIX, GEN_OP_POSTFIX,
+    GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_OP_STR_NE, GEN_STR_KEY_LEN,
+};
+
+use super::HookError;
+use crate::{
+    events::HookMeta,
+    kernel::tracefs::{self, Field},
+    policy::tracing::generic::{ArgType, GenericHook, HookPoint, Op, Values},
+};
+
+/// `pt_regs` offsets of the first six arguments on x86-64: a function's
+/// (rdi, rsi, rdx, rcx, r8, r9) and a system call's (r10 for the fourth).
+const FUNCTION_REGS: [u32; 6] = [112, 104, 96, 88, 72, 64];
+const SYSCALL_REGS: [u32; 6] = [112, 104, 96, 56, 72, 64];
+/// Selectors with `matchBinaries` a generation can have (one bit each;
+/// the last bit marks exempt binaries).
+pub const MAX_BINARY_SELECTORS: u32 = 63;
+
+/// Where one hook attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    Kprobe { function: String },
+    Tracepoint { id: u32 },
+}
+
+/// One hook, ready for the maps.
+pub struct CompiledHook {
+    pub attach: Attach,
+    pub config: GenHook,
+    /// String values: (LPM key data, prefix length in bits).
+    pub strings: Vec<([u8; GEN_STR_KEY_LEN], u32)>,
+    /// Paths of binaries and the selector bit each sets.
+    pub binaries: Vec<(String, u32)>,
+    pub meta: Arc<HookMeta>,
+}
+
+/// The kernel function a kprobe on `call` attaches to: a system call's
+/// wrapper (`__x64_sys_<name>`) with `syscall`, as Tetragon resolves it.
+pub fn kprobe_function(call: &str, syscall: bool) -> String {
+    if !syscall || call.starts_with("__x64_sys_") {
+        return call.to_string();
+    }
+    let name = call.strip_prefix("sys_").unwrap_or(call);
+    format!("__x64_sys_{name}")
+}
+
+/// A string match's id in `GEN_STRINGS` keys: unique per generation, slot,
+/// selector and match.
+fn string_id(generation: u32, slot: u32, selector: usize, m: usize) -> u32 {
+    (generation & 1) << 31 | (slot & 0xf_ffff) << 6 | (selector as u32 & 7) << 3 | (m as u32 & 7)
+}
+
+/// Compiles `hook` for `slot` of `generation`; `next_bit` is the next free
+/// `matchBinaries` bit of the generation.
+pub fn compile(
+    hook: &GenericHook,
+    generation: u32,
+    slot: u32,
+    tracefs_root: &Path,
+    next_bit: &mut u32,
+) -> Result<CompiledHook, HookError> {
+    let mut config = GenHook {
+        nargs: hook.args.len() as u32,
+        nselectors: hook.selectors.len() as u32,
+        ..GenHook::default()
+    };
+    let mut types = Vec::new();
+    let attach = match &hook.point {
+        HookPoint::Kprobe { call, syscall } => {
+            if *syscall {
+                config.flags |= GEN_HOOK_SYSCALL;
+            }
+            let regs = if *syscall {
+                SYSCALL_REGS
+            } else {
+                FUNCTION_REGS
+            };
+            for (i, a) in hook.args.iter().enumerate() {
+                let src = regs[a.index.min(5) as usize];
+                config.args[i] = kprobe_arg(a.ty, src, *syscall);
+                types.push(a.ty);
+            }
+            Attach::Kprobe {
+                function: kprobe_function(call, *syscall),
+            }
+        }
+        HookPoint::Tracepoint { subsystem, event } => {
+            let format = tracefs::read_format(tracefs_root, subsystem, event).map_err(|e| {
+                HookError::Hook {
+                    hook: hook.name.clone(),
+                    why: e.to_string(),
+                }
+            })?;
+            let user = subsystem == "syscalls";
+            for (i, a) in hook.args.iter().enumerate() {
+                let Some(field) = format.fields.get(a.index as usize) else {
+                    return Err(HookError::Hook {
+                        hook: hook.name.clone(),
+                        why: format!(
+                            "args index {}: tracepoint {subsystem}/{event} has {} fields (index 0 to {}, the common_ fields included)",
+                            a.index,
+                            format.fields.len(),
+                            format.fields.len().saturating_sub(1)
+                        ),
+                    });
+                };
+                let (arg, ty) =
+                    tracepoint_arg(a.ty, field, user).map_err(|why| HookError::Hook {
+                        hook: hook.name.clone(),
+                        why: format!("args index {} (field {}): {why}", a.index, field.name),
+                    })?;
+                config.args[i] = arg;
+                types.push(ty);
+            }
+            Attach::Tracepoint { id: format.id }
+        }
+    };
+    let mut strings = Vec::new();
+    let mut binaries = Vec::new();
+    let mut rules = Vec::new();
+    for (s, sel) in hook.selectors.iter().enumerate() {
+        let mut out = GenSelector {
+            nmatches: sel.matches.len() as u32,
+            rule_id: s as u32,
+            ..GenSelector::default()
+        };
+        if sel.actions.post {
+            out.actions |= GEN_ACT_POST;
+        }
+        if sel.actions.sigkill {
+            out.actions |= GEN_ACT_SIGKILL;
+        }
+        if let Some(sig) = sel.actions.signal {
+            out.actions |= GEN_ACT_SIGNAL;
+            out.signal = sig;
+        }
+        if let Some(b) = &sel.binaries {
+            if *next_bit >= MAX_BINARY_SELECTORS {
+                return Err(HookError::Hook {
+                    hook: hook.name.clone(),
+                    why: format!(
+                        "more than {MAX_BINARY_SELECTORS} selectors with matchBinaries in force"
+                    ),
+                });
+            }
+            out.binaries = if b.in_ { GEN_BIN_IN } else { GEN_BIN_NOT_IN };
+            out.bin_bit = *next_bit;
+            binaries.extend(b.paths.iter().map(|p| (p.clone(), *next_bit)));
+            *next_bit += 1;
+        } else {
+            out.binaries = GEN_BIN_ANY;
+        }
+        for (m, am) in sel.matches.iter().enumerate() {
+            let string = types.get(am.arg).is_some_and(|t| t.is_string());
+            let op = op_code(am.op, string);
+            let mut gm = GenMatch {
+                arg: am.arg as u32,
+                op,
+                ..GenMatch::default()
+            };
+            match &am.values {
+                Values::Ints(v) if !string => {
+                    gm.nvalues = v.len().min(GEN_MAX_VALUES) as u32;
+                    for (k, x) in v.iter().take(GEN_MAX_VALUES).enumerate() {
+                        gm.values[k] = *x;
+                    }
+                }
+                Values::Strings(v) if string => {
+                    gm.id = string_id(generation, slot, s, m);
+                    for value in v {
+                        strings.push(string_key(gm.id, value, am.op));
+                    }
+                }
+                _ => {
+                    return Err(HookError::Hook {
+                        hook: hook.name.clone(),
+                        why: format!(
+                            "matchArgs index {}: the values are {} but the argument is {}",
+                            hook.args[am.arg].index,
+                            if matches!(am.values, Values::Ints(_)) {
+                                "numbers"
+                            } else {
+                                "strings"
+                            },
+                            if string { "a string" } else { "a number" }
+                        ),
+                    });
+                }
+            }
+            out.matches[m] = gm;
+        }
+        config.selectors[s] = out;
+        rules.push(format!("{}.{s}", hook.name));
+    }
+    let meta = Arc::new(HookMeta {
+        policy: hook.policy.clone(),
+        point: hook.point.clone(),
+        args: types,
+        rules,
+        message: hook.message.clone(),
+        tags: hook.tags.clone(),
+    });
+    Ok(CompiledHook {
+        attach,
+        config,
+        strings,
+        binaries,
+        meta,
+    })
+}
+
+fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
+    let int = |size, signed: bool| GenArg {
+        kind: GEN_ARG_INT,
+        src,
+        size,
+        signed: signed as u32,
+    };
+    let of = |kind| GenArg {
+        kind,
+        src,
+        size: 8,
+        signed: 0,
+    };
+    match ty {
+        ArgType::Int => int(4, true),
+        ArgType::Uint32 => int(4, false),
+        ArgType::Int64 => int(8, true),
+        ArgType::Uint64 | ArgType::SizeT | ArgType::Auto => int(8, false),
+        ArgType::String if syscall => of(GEN_ARG_STR_USER),
+        ArgType::String => of(GEN_ARG_STR_KERNEL),
+        ArgType::Filename => of(GEN_ARG_FILENAME),
+        ArgType::File => of(GEN_ARG_FILE),
+        ArgType::Path => of(GEN_ARG_PATH),
+        ArgType::LinuxBinprm => of(GEN_ARG_BINPRM),
+    }
+}
+
+/// How to read a tracepoint field as `ty`; returns the type it is
+/// reported as (`auto` resolved from the format).
+fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType), String> {
+    let src = f.offset;
+    let text =
+        f.is_data_loc() || f.is_char_array() || (f.is_pointer() && f.c_type.contains("char"));
+    let string = |kind, size| {
+        Ok((
+            GenArg {
+                kind,
+                src,
+                size,
+                signed: 0,
+            },
+            ArgType::String,
+        ))
+    };
+    match ty {
+        ArgType::String | ArgType::Auto if f.is_data_loc() => string(GEN_ARG_DATA_LOC, 4),
+        ArgType::String | ArgType::Auto if f.is_char_array() => string(GEN_ARG_CHAR_ARRAY, f.size),
+        ArgType::String | ArgType::Auto if text => string(
+            if user {
+                GEN_ARG_STR_USER
+            } else {
+                GEN_ARG_STR_KERNEL
+            },
+            8,
+        ),
+        ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
+        ArgType::Filename | ArgType::File | ArgType::Path | ArgType::LinuxBinprm => {
+            if !f.is_pointer() || user {
+                return Err(format!(
+                    "type {}, but the field is a {} (a kernel pointer is needed)",
+                    ty.name(),
+                    f.c_type
+                ));
+            }
+            Ok((kprobe_arg(ty, src, false), ty))
+        }
+        _ if text || f.is_data_loc() => Err(format!(
+            "type {}, but the field is a {}",
+            ty.name(),
+            f.c_type
+        )),
+        _ => {
+            if ![1, 2, 4, 8].contains(&f.size) {
+                return Err(format!("a field of {} bytes is not an integer", f.size));
+            }
+            let (signed, reported) = match ty {
+                ArgType::Auto => {
+                    let r = match (f.size, f.signed) {
+                        (8, true) => ArgType::Int64,
+                        (8, false) => ArgType::Uint64,
+                        (_, true) => ArgType::Int,
+                        (_, false) => ArgType::Uint32,
+                    };
+                    (f.signed, r)
+                }
+                ArgType::Int | ArgType::Int64 => (true, ty),
+                _ => (false, ty),
+            };
+            Ok((
+                GenArg {
+                    kind: GEN_ARG_INT,
+                    src,
+                    size: f.size,
+                    signed: signed as u32,
+                },
+                reported,
+            ))
+        }
+    }
+}
+
+fn op_code(op: Op, string: bool) -> u32 {
+    match (op, string) {
+        (Op::Equal, true) => GEN_OP_STR_EQ,
+        (Op::NotEqual, true) => GEN_OP_STR_NE,
+        (Op::Prefix, _) => GEN_OP_PREFIX,
+        (Op::NotPrefix, _) => GEN_OP_NOT_PREFIX,
+        (Op::Postfix, _) => GEN_OP_POSTFIX,
+        (Op::NotPostfix, _) => GEN_OP_NOT_POSTFIX,
+        (Op::Equal, false) => GEN_OP_EQ,
+        (Op::NotEqual, false) => GEN_OP_NE,
+        (Op::GreaterThan, _) => GEN_OP_GT,
+        (Op::LessThan, _) => GEN_OP_LT,
+        (Op::Mask, _) => GEN_OP_MASK,
+    }
+}
+
+/// The `GEN_STRINGS` key of one value: the id (big endian), then the
+/// value, reversed for the Postfix operators, with its NUL for Equal and
+/// NotEqual (a whole string, not a prefix).
+pub fn string_key(id: u32, value: &str, op: Op) -> ([u8; GEN_STR_KEY_LEN], u32) {
+    let mut key = [0u8; GEN_STR_KEY_LEN];
+    key[..4].copy_from_slice(&id.to_be_bytes());
+    let bytes: Vec<u8> = match op {
+        Op::Postfix | Op::NotPostfix => value.bytes().rev().collect(),
+        _ => value.bytes().collect(),
+    };
+    let n = bytes.len().min(GEN_MATCH_STR_LEN - 1);
+    key[4..4 + n].copy_from_slice(&bytes[..n]);
+    let whole = matches!(op, Op::Equal | Op::NotEqual);
+    let len = 4 + n + usize::from(whole);
+    (key, (len * 8) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_kprobes_attach_to_the_wrapper() {
+        assert_eq!(kprobe_function("sys_mkdirat", true), "__x64_sys_mkdirat");
+        assert_eq!(kprobe_function("mkdirat", true), "__x64_sys_mkdirat");
+        assert_eq!(
+            kprobe_function("__x64_sys_openat", true),
+            "__x64_sys_openat"
+        );
+        assert_eq!(kprobe_function("do_mkdirat", false), "do_mkdirat");
+    }
+
+    #[test]
+    fn string_keys_are_whole_strings_for_equal_and_reversed_for_postfix() {
+        let (k, bits) = string_key(0x0102_0304, "/tmp", Op::Equal);
+        assert_eq!(&k[..9], b"\x01\x02\x03\x04/tmp\0");
+        assert_eq!(bits, 9 * 8);
+        let (k, bits) = string_key(7, "/tmp", Op::Prefix);
+        assert_eq!(&k[4..8], b"/tmp");
+        assert_eq!(bits, 8 * 8);
+        let (k, bits) = string_key(7, ".so", Op::NotPostfix);
+        assert_eq!(&k[4..7], b"os.");
+        assert_eq!(bits, 7 * 8);
+    }
+
+    #[test]
+    fn string_ids_differ_per_generation_slot_selector_and_match() {
+        let ids = [
+            string_id(0, 1, 0, 0),
+            string_id(1, 1, 0, 0),
+            string_id(0, 2, 0, 0),
+            string_id(0, 1, 1, 0),
+            string_id(0, 1, 0, 1),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    fn field(c_type: &str, offset: u32, size: u32, signed: bool) -> Field {
+        Field {
+            name: "f".into(),
+            c_type: c_type.into(),
+            offset,
+            size,
+            signed,
+        }
+    }
+
+    #[test]
+    fn tracepoint_fields_are_read_as_their_format_says() {
+        let (a, t) = tracepoint_arg(
+            ArgType::Auto,
+            &field("__data_loc char[]", 8, 4, false),
+            false,
+        )
+        .unwrap();
+        assert_eq!((a.kind, a.src, t), (GEN_ARG_DATA_LOC, 8, ArgType::String));
+        let (a, t) = tracepoint_arg(ArgType::Auto, &field("pid_t", 12, 4, true), false).unwrap();
+        assert_eq!(
+            (a.kind, a.size, a.signed, t),
+            (GEN_ARG_INT, 4, 1, ArgType::Int)
+        );
+        let (a, _) =
+            tracepoint_arg(ArgType::String, &field("const char *", 24, 8, false), true).unwrap();
+        assert_eq!(a.kind, GEN_ARG_STR_USER);
+        let (a, _) =
+            tracepoint_arg(ArgType::Auto, &field("char[16]", 8, 16, false), false).unwrap();
+        assert_eq!((a.kind, a.size), (GEN_ARG_CHAR_ARRAY, 16));
+        assert!(tracepoint_arg(ArgType::String, &field("int", 8, 4, true), false).is_err());
+        assert!(tracepoint_arg(
+            ArgType::Int,
+            &field("__data_loc char[]", 8, 4, false),
+            false
+        )
+        .is_err());
+        assert!(tracepoint_arg(ArgType::File, &field("const char *", 24, 8, false), true).is_err());
+    }
+}

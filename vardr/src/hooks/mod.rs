@@ -1,0 +1,393 @@
+//! TracingPolicy kprobe and tracepoint hooks at run time: their BPF object
+//! (loaded the first time a policy has such hooks), one attachment per
+//! hook with its slot as the BPF cookie, and generations switched in one
+//! map write, as the native rules are.
+//!
+//! A reload stages the new generation beside the one in force (config,
+//! hooks under fresh slots, string values, binaries) and attaches it: the
+//! new attachments find nothing under the old generation and stay quiet.
+//! The commit flips `GEN_SLOT`; the old attachments, which then find
+//! nothing under the new generation, are detached and their entries
+//! deleted. No call runs half old, half new.
+mod compile;
+
+use std::{
+    collections::HashMap,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, RingBuf},
+    programs::{KProbe, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use vardr_common::{
+    generic::{GenConfig, GenHook, GenKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
+    InodeKey, PidKey,
+};
+
+pub use compile::kprobe_function;
+use compile::{Attach, CompiledHook};
+
+use crate::{
+    backend::perf_attach::{self, CookieLink, Target},
+    compile::{IdentityLookup, RuleSet},
+    events::HookMeta,
+    kernel::mounts,
+    policy::tracing::generic::GenericHook,
+};
+
+const KPROBE_PROG: &str = "vardr_generic_kprobe";
+const TRACEPOINT_PROG: &str = "vardr_generic_tracepoint";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("TracingPolicy hook {hook}: {why}")]
+    Hook { hook: String, why: String },
+    #[error("loading the TracingPolicy hooks' BPF object: {0}")]
+    Load(String),
+    #[error("TracingPolicy hooks' map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Who the hooks govern: the agent and the scope, as the native rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Governance {
+    pub enforce: bool,
+    pub agent_tgid: u32,
+    pub agent_start_ticks: u64,
+    pub agent_cgroup_id: u64,
+    pub scope_cgroup_id: u64,
+    pub scope_level: u32,
+}
+
+/// What a generation wrote, to delete when it is retired.
+#[derive(Default)]
+struct Written {
+    hooks: Vec<GenKey>,
+    strings: Vec<Key<[u8; GEN_STR_KEY_LEN]>>,
+    binaries: Vec<InodeKey>,
+    pids: Vec<PidKey>,
+}
+
+/// A generation attached beside the one in force, not yet switched to.
+/// Dropped without [`GenericHooks::commit`], its attachments detach.
+pub struct Staged {
+    generation: u32,
+    links: Vec<CookieLink>,
+    metas: Vec<(u32, Arc<HookMeta>)>,
+}
+
+pub struct GenericHooks {
+    ebpf: Ebpf,
+    hooks: BpfHashMap<MapData, GenKey, GenHook>,
+    strings: LpmTrie<MapData, [u8; GEN_STR_KEY_LEN], u32>,
+    binaries: BpfHashMap<MapData, InodeKey, u64>,
+    pids: BpfHashMap<MapData, PidKey, u64>,
+    config: Array<MapData, GenConfig>,
+    slot: Array<MapData, u32>,
+    generation: u32,
+    links: Vec<CookieLink>,
+    next_slot: u32,
+    metas: HashMap<u32, Arc<HookMeta>>,
+    written: [Written; 2],
+    tracefs: PathBuf,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
+    move |source| HookError::Map { map, source }
+}
+
+impl GenericHooks {
+    /// Loads the object (its maps; the programs load when first needed).
+    /// Returns the hooks and their events' ring buffer.
+    pub fn load() -> Result<(Self, RingBuf<MapData>), HookError> {
+        let offsets =
+            crate::kernel::btf::kernel_offsets().map_err(|e| HookError::Load(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .load(crate::bpf::GENERIC_OBJECT)
+            .map_err(|e| HookError::Load(e.to_string()))?;
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| HookError::Load(format!("map {name} missing")))
+        };
+        let events = RingBuf::try_from(take("GEN_EVENTS")?).map_err(map_err("GEN_EVENTS"))?;
+        let this = Self {
+            hooks: take("GEN_HOOKS")?
+                .try_into()
+                .map_err(map_err("GEN_HOOKS"))?,
+            strings: take("GEN_STRINGS")?
+                .try_into()
+                .map_err(map_err("GEN_STRINGS"))?,
+            binaries: take("GEN_BINARIES")?
+                .try_into()
+                .map_err(map_err("GEN_BINARIES"))?,
+            pids: take("GEN_EXEMPT_PIDS")?
+                .try_into()
+                .map_err(map_err("GEN_EXEMPT_PIDS"))?,
+            config: take("GEN_CONFIG")?
+                .try_into()
+                .map_err(map_err("GEN_CONFIG"))?,
+            slot: take("GEN_SLOT")?.try_into().map_err(map_err("GEN_SLOT"))?,
+            ebpf,
+            generation: 0,
+            links: Vec::new(),
+            next_slot: 1,
+            metas: HashMap::new(),
+            written: [Written::default(), Written::default()],
+            tracefs: PathBuf::from(TRACEFS),
+        };
+        Ok((this, events))
+    }
+
+    /// How many hooks are attached.
+    pub fn attached(&self) -> usize {
+        self.links.len()
+    }
+
+    /// What is known of the hook attached under `slot`.
+    pub fn meta(&self, slot: u32) -> Option<Arc<HookMeta>> {
+        self.metas.get(&slot).cloned()
+    }
+
+    /// Attaches `hooks` as the next generation, beside the one in force.
+    pub fn stage(
+        &mut self,
+        hooks: &[&GenericHook],
+        set: &RuleSet,
+        gov: Governance,
+    ) -> Result<Staged, HookError> {
+        let generation = 1 - self.generation;
+        self.clear(generation);
+        let mut written = Written::default();
+        let mut next_bit = 0;
+        let mut compiled = Vec::new();
+        let tracepoints = hooks.iter().any(|h| {
+            matches!(
+                h.point,
+                crate::policy::tracing::generic::HookPoint::Tracepoint { .. }
+            )
+        });
+        // Format files are read from tracefs: mounted for the while if it
+        // is not (and unmounted after, so a killed agent leaves no mount).
+        let _tracefs = if tracepoints {
+            Some(
+                mounts::ensure("tracefs", Path::new(TRACEFS))
+                    .map_err(|e| HookError::Load(format!("mounting tracefs: {e}")))?,
+            )
+        } else {
+            None
+        };
+        for h in hooks {
+            let slot = self.next_slot;
+            self.next_slot = self.next_slot.wrapping_add(1).max(1);
+            compiled.push((
+                slot,
+                compile::compile(h, generation, slot, &self.tracefs, &mut next_bit)?,
+            ));
+        }
+        // Binaries by identity: matchBinaries' bits, and the exempt ones.
+        let mut bits: HashMap<InodeKey, u64> = HashMap::new();
+        let paths: Vec<&str> = compiled
+            .iter()
+            .flat_map(|(_, c)| c.binaries.iter().map(|(p, _)| p.as_str()))
+            .collect();
+        let found = IdentityLookup::new().of_many(&paths);
+        let mut i = 0;
+        for (_, c) in &compiled {
+            for (path, bit) in &c.binaries {
+                match &found[i] {
+                    Ok(ids) => {
+                        for id in ids {
+                            let key = InodeKey {
+                                generation,
+                                dev: id.dev,
+                                ino: id.ino,
+                            };
+                            *bits.entry(key).or_default() |= 1 << bit;
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "matchBinaries {path}: {e}: no process runs it, so In never matches it (not installed later either: reload then)"
+                    ),
+                }
+                i += 1;
+            }
+        }
+        for (id, rule) in &set.inodes {
+            if rule.exempt != 0 {
+                let key = InodeKey {
+                    generation,
+                    dev: id.dev,
+                    ino: id.ino,
+                };
+                *bits.entry(key).or_default() |= 1 << GEN_BIN_EXEMPT_BIT;
+            }
+        }
+        for (key, v) in &bits {
+            self.binaries
+                .insert(key, v, 0)
+                .map_err(map_err("GEN_BINARIES"))?;
+            written.binaries.push(*key);
+        }
+        for &pid in &set.exempt_pids {
+            if let Some(start) = crate::process::start_ticks(pid) {
+                let key = PidKey {
+                    generation,
+                    tgid: pid,
+                };
+                self.pids
+                    .insert(key, start, 0)
+                    .map_err(map_err("GEN_EXEMPT_PIDS"))?;
+                written.pids.push(key);
+            }
+        }
+        let cfg = GenConfig {
+            enforce: u32::from(gov.enforce),
+            agent_tgid: gov.agent_tgid,
+            agent_start_ticks: gov.agent_start_ticks,
+            agent_cgroup_id: gov.agent_cgroup_id,
+            scope_cgroup_id: gov.scope_cgroup_id,
+            scope_level: gov.scope_level,
+            has_exempt_pids: u32::from(!written.pids.is_empty()),
+            has_binaries: u32::from(!bits.is_empty()),
+            _pad: 0,
+        };
+        self.config
+            .set(generation, cfg, 0)
+            .map_err(map_err("GEN_CONFIG"))?;
+        let mut links = Vec::new();
+        let mut metas = Vec::new();
+        for (slot, c) in compiled {
+            let CompiledHook {
+                attach,
+                config,
+                strings,
+                meta,
+                ..
+            } = c;
+            for (data, bits) in strings {
+                let key = Key::new(bits, data);
+                self.strings
+                    .insert(&key, 1, 0)
+                    .map_err(map_err("GEN_STRINGS"))?;
+                written.strings.push(key);
+            }
+            let key = GenKey { generation, slot };
+            self.hooks
+                .insert(key, config, 0)
+                .map_err(map_err("GEN_HOOKS"))?;
+            written.hooks.push(key);
+            links.push(self.attach(&attach, slot, &meta)?);
+            metas.push((slot, meta));
+        }
+        self.written[generation as usize] = written;
+        Ok(Staged {
+            generation,
+            links,
+            metas,
+        })
+    }
+
+    /// Switches to a staged generation, detaches the old one's hooks and
+    /// deletes its entries.
+    pub fn commit(&mut self, staged: Staged) -> Result<(), HookError> {
+        let Staged {
+            generation,
+            links,
+            metas,
+        } = staged;
+        self.slot
+            .set(0, generation, 0)
+            .map_err(map_err("GEN_SLOT"))?;
+        let old = 1 - generation;
+        self.generation = generation;
+        drop(std::mem::replace(&mut self.links, links));
+        // Calls of the old hooks may still be queued: their names stay
+        // known until the next switch.
+        let previous: Vec<u32> = self.written[old as usize]
+            .hooks
+            .iter()
+            .map(|k| k.slot)
+            .collect();
+        self.metas.retain(|s, _| previous.contains(s));
+        self.metas.extend(metas);
+        self.clear(old);
+        Ok(())
+    }
+
+    /// Deletes what `generation` wrote.
+    fn clear(&mut self, generation: u32) {
+        let w = std::mem::take(&mut self.written[generation as usize]);
+        for k in &w.hooks {
+            let _ = self.hooks.remove(k);
+        }
+        for k in &w.strings {
+            let _ = self.strings.remove(k);
+        }
+        for k in &w.binaries {
+            let _ = self.binaries.remove(k);
+        }
+        for k in &w.pids {
+            let _ = self.pids.remove(k);
+        }
+    }
+
+    fn attach(&mut self, a: &Attach, slot: u32, meta: &HookMeta) -> Result<CookieLink, HookError> {
+        let err = |why: String| HookError::Hook {
+            hook: format!("{} ({})", meta.point.target(), meta.policy),
+            why,
+        };
+        let (name, target) = match a {
+            Attach::Kprobe { function } => {
+                if !perf_attach::kprobes_available() {
+                    return Err(err("this kernel has no kprobes (no kprobe PMU; `vardr probe` shows what it has)".into()));
+                }
+                (
+                    KPROBE_PROG,
+                    Target::Kprobe {
+                        function,
+                        ret: false,
+                    },
+                )
+            }
+            Attach::Tracepoint { id } => (TRACEPOINT_PROG, Target::Tracepoint { id: *id }),
+        };
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| err(format!("program {name} missing")))?;
+        let fd = match a {
+            Attach::Kprobe { .. } => {
+                let p: &mut KProbe = prog.try_into().map_err(|e| err(format!("{e}")))?;
+                if p.fd().is_err() {
+                    p.load().map_err(|e| err(format!("loading {name}: {e}")))?;
+                }
+                p.fd()
+                    .map_err(|e| err(format!("{e}")))?
+                    .as_fd()
+                    .try_clone_to_owned()
+            }
+            Attach::Tracepoint { .. } => {
+                let p: &mut TracePoint = prog.try_into().map_err(|e| err(format!("{e}")))?;
+                if p.fd().is_err() {
+                    p.load().map_err(|e| err(format!("loading {name}: {e}")))?;
+                }
+                p.fd()
+                    .map_err(|e| err(format!("{e}")))?
+                    .as_fd()
+                    .try_clone_to_owned()
+            }
+        }
+        .map_err(|e| err(format!("dup: {e}")))?;
+        perf_attach::attach(fd.as_fd(), target, u64::from(slot)).map_err(|e| err(e.to_string()))
+    }
+}

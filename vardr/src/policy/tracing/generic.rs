@@ -1,0 +1,754 @@
+//! `kprobes` and `tracepoints` entries: validated into [`GenericHook`]s,
+//! which run as hooks of their own (selectors evaluated in the kernel,
+//! Sigkill and Signal from the hook), not as native rules. What a hook
+//! reads is checked against the kernel when it is attached (the function
+//! or tracepoint must exist, a tracepoint's fields must have the types
+//! the policy gives them).
+use serde_saphyr::Spanned;
+
+use super::{
+    schema::{
+        ActionSelector, Arg, ArgSelector, BinarySelector, KProbeSpec, List, Selector,
+        TracepointSpec,
+    },
+    translate::{at, message_and_tags, pos, MAX_ACTIONS, MAX_MATCH_ARGS, MAX_SELECTORS},
+    validate::{items, non_empty, set},
+    NOT_YET,
+};
+use crate::policy::validate::Diags;
+
+/// Arguments a hook may read (vardr's limit; Tetragon's is larger).
+pub const MAX_ARGS: usize = vardr_common::generic::GEN_MAX_ARGS;
+/// Integer values of one `matchArgs` entry.
+const MAX_INT_VALUES: usize = vardr_common::generic::GEN_MAX_VALUES;
+/// Longest string value of a `matchArgs` entry, in bytes.
+pub const MAX_STRING_VALUE: usize = vardr_common::generic::GEN_MATCH_STR_LEN - 1;
+/// Binaries of one `matchBinaries` entry (Tetragon's limit is 128 for In).
+const MAX_BINARIES: usize = 64;
+
+/// Where a hook attaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookPoint {
+    /// A kernel function; with `syscall`, a system call's entry (`call` as
+    /// written: `sys_mkdirat`, `mkdirat` or `__x64_sys_mkdirat`).
+    Kprobe {
+        call: String,
+        syscall: bool,
+    },
+    Tracepoint {
+        subsystem: String,
+        event: String,
+    },
+}
+
+impl HookPoint {
+    /// `kprobes` or `tracepoints`, as in the policy.
+    pub fn section(&self) -> &'static str {
+        match self {
+            HookPoint::Kprobe { .. } => "kprobes",
+            HookPoint::Tracepoint { .. } => "tracepoints",
+        }
+    }
+
+    /// The function, or `subsystem/event`.
+    pub fn target(&self) -> String {
+        match self {
+            HookPoint::Kprobe { call, .. } => call.clone(),
+            HookPoint::Tracepoint { subsystem, event } => format!("{subsystem}/{event}"),
+        }
+    }
+}
+
+/// An argument's type, as the policy names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgType {
+    /// A tracepoint field read as its format says (Tetragon's `auto`).
+    Auto,
+    Int,
+    Uint32,
+    Int64,
+    Uint64,
+    SizeT,
+    String,
+    Filename,
+    File,
+    Path,
+    LinuxBinprm,
+}
+
+impl ArgType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auto" => Self::Auto,
+            "int" | "int32" => Self::Int,
+            "uint32" | "u32" => Self::Uint32,
+            "int64" | "long" | "s64" => Self::Int64,
+            "uint64" | "u64" => Self::Uint64,
+            "size_t" => Self::SizeT,
+            "string" => Self::String,
+            "filename" => Self::Filename,
+            "file" => Self::File,
+            "path" => Self::Path,
+            "linux_binprm" => Self::LinuxBinprm,
+            _ => return None,
+        })
+    }
+
+    /// Read and compared as a string (else as an integer).
+    pub fn is_string(self) -> bool {
+        matches!(
+            self,
+            Self::String | Self::Filename | Self::File | Self::Path | Self::LinuxBinprm
+        )
+    }
+
+    /// Tetragon's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Int => "int",
+            Self::Uint32 => "uint32",
+            Self::Int64 => "int64",
+            Self::Uint64 => "uint64",
+            Self::SizeT => "size_t",
+            Self::String => "string",
+            Self::Filename => "filename",
+            Self::File => "file",
+            Self::Path => "path",
+            Self::LinuxBinprm => "linux_binprm",
+        }
+    }
+}
+
+/// Types Tetragon has that vardr does not read yet.
+const TYPES_NOT_YET: &[&str] = &[
+    "char_buf",
+    "char_iovec",
+    "fd",
+    "sock",
+    "skb",
+    "sockaddr",
+    "socket",
+    "cred",
+    "bpf_attr",
+    "perf_event",
+    "bpf_map",
+    "user_namespace",
+    "capability",
+    "kiocb",
+    "iov_iter",
+    "load_info",
+    "module",
+    "syscall64",
+    "kernel_cap_t",
+    "cap_inheritable",
+    "cap_permitted",
+    "cap_effective",
+    "net_device",
+    "bpf_prog",
+    "dentry",
+    "nop",
+    "uint8",
+    "uint16",
+    "int8",
+    "int16",
+    "bpf_cmd",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookArg {
+    /// The function's argument number, or the tracepoint's field number
+    /// (its format's fields, the `common_` ones included).
+    pub index: u32,
+    pub ty: ArgType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Equal,
+    NotEqual,
+    Prefix,
+    NotPrefix,
+    Postfix,
+    NotPostfix,
+    GreaterThan,
+    LessThan,
+    Mask,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Values {
+    Ints(Vec<u64>),
+    Strings(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgMatch {
+    /// Position in [`GenericHook::args`].
+    pub arg: usize,
+    pub op: Op,
+    pub values: Values,
+}
+
+/// A selector's `matchBinaries`: the executable of the calling process is
+/// (or is not) one of these files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binaries {
+    pub in_: bool,
+    pub paths: Vec<String>,
+}
+
+/// What a matching selector does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    pub post: bool,
+    pub sigkill: bool,
+    pub signal: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSelector {
+    pub matches: Vec<ArgMatch>,
+    pub binaries: Option<Binaries>,
+    pub actions: Actions,
+    pub line: usize,
+}
+
+/// One `kprobes` or `tracepoints` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenericHook {
+    /// The TracingPolicy's name.
+    pub policy: String,
+    /// `<policy>.<section>.<index>`.
+    pub name: String,
+    pub point: HookPoint,
+    pub args: Vec<HookArg>,
+    /// Empty: every call is reported.
+    pub selectors: Vec<HookSelector>,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+}
+
+pub(super) fn kprobe(
+    d: &mut Diags,
+    policy: &str,
+    i: usize,
+    k: &Spanned<KProbeSpec>,
+    monitor: bool,
+) -> Option<GenericHook> {
+    let spec = &k.value;
+    let before = d.0.len();
+    let call = spec.call.value.trim().to_string();
+    if call.is_empty() || call.contains(char::is_whitespace) {
+        d.at(
+            &spec.call,
+            format!("kprobes call {:?} is not a function name", spec.call.value),
+        );
+    }
+    if spec.return_ == Some(true) {
+        d.at(
+            &spec.call,
+            format!("kprobes call {call}: return probes (return: true): {NOT_YET}"),
+        );
+    }
+    if spec.return_arg.is_some() || spec.return_arg_action.is_some() {
+        d.at(
+            &spec.call,
+            format!("kprobes call {call}: returnArg, returnArgAction: {NOT_YET}"),
+        );
+    }
+    if let Some(data) = non_empty(&spec.data) {
+        d.at(data, format!("kprobes call {call}: data: {NOT_YET}"));
+    }
+    if spec.ignore.as_ref().and_then(|i| i.call_not_found) == Some(true) {
+        d.at(&spec.call, format!("kprobes call {call}: ignore.callNotFound: {NOT_YET} (a missing function is an error)"));
+    }
+    let point = HookPoint::Kprobe {
+        call,
+        syscall: spec.syscall.unwrap_or(false),
+    };
+    hook(
+        d,
+        policy,
+        i,
+        point,
+        &spec.call,
+        &spec.args,
+        &spec.selectors,
+        spec.message.as_deref(),
+        &spec.tags,
+        monitor,
+        before,
+    )
+}
+
+pub(super) fn tracepoint(
+    d: &mut Diags,
+    policy: &str,
+    i: usize,
+    t: &Spanned<TracepointSpec>,
+    monitor: bool,
+) -> Option<GenericHook> {
+    let spec = &t.value;
+    let before = d.0.len();
+    let name_ok =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    for f in [&spec.subsystem, &spec.event] {
+        if !name_ok(&f.value) {
+            d.at(
+                f,
+                format!("tracepoint name {:?}: letters, digits and _ only", f.value),
+            );
+        }
+    }
+    if spec.raw == Some(true) {
+        d.at(&spec.subsystem, format!("tracepoints raw: true: {NOT_YET}"));
+    }
+    let point = HookPoint::Tracepoint {
+        subsystem: spec.subsystem.value.clone(),
+        event: spec.event.value.clone(),
+    };
+    hook(
+        d,
+        policy,
+        i,
+        point,
+        &spec.subsystem,
+        &spec.args,
+        &spec.selectors,
+        spec.message.as_deref(),
+        &spec.tags,
+        monitor,
+        before,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn hook(
+    d: &mut Diags,
+    policy: &str,
+    i: usize,
+    point: HookPoint,
+    anchor: &Spanned<String>,
+    args_spec: &List<Arg>,
+    selectors_spec: &List<Selector>,
+    message: Option<&str>,
+    tags: &List<String>,
+    monitor: bool,
+    before: usize,
+) -> Option<GenericHook> {
+    let (message, tags) = message_and_tags(d, anchor, message, tags);
+    let args = args(d, &point, args_spec);
+    let mut selectors = Vec::new();
+    for (j, s) in items(selectors_spec).enumerate() {
+        if j == MAX_SELECTORS {
+            d.at(s, format!("more than {MAX_SELECTORS} selectors: Tetragon allows at most {MAX_SELECTORS} per hook"));
+            break;
+        }
+        if let Some(mut sel) = selector(d, &args, s) {
+            if monitor {
+                sel.actions.post = true;
+                sel.actions.sigkill = false;
+                sel.actions.signal = None;
+            }
+            selectors.push(sel);
+        }
+    }
+    if d.0.len() != before {
+        return None;
+    }
+    let section = point.section();
+    Some(GenericHook {
+        policy: policy.to_string(),
+        name: format!("{}.{section}.{i}", super::translate::safe_name(policy)),
+        point,
+        args,
+        selectors,
+        message,
+        tags,
+    })
+}
+
+fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> Vec<HookArg> {
+    let mut out: Vec<HookArg> = Vec::new();
+    for a in items(list) {
+        let a = &a.value;
+        let idx = a.index.value;
+        let ty_name = a.type_.as_ref().map_or("auto", |t| t.value.as_str());
+        let here = |d: &mut Diags, msg: String| match &a.type_ {
+            Some(t) => d.at(t, msg),
+            None => d.at(&a.index, msg),
+        };
+        if out.len() == MAX_ARGS {
+            d.at(&a.index, format!("more than {MAX_ARGS} args: {NOT_YET}"));
+            break;
+        }
+        if out.iter().any(|x| x.index == idx) {
+            d.at(&a.index, format!("args index {idx} is declared twice"));
+            continue;
+        }
+        let ty = match ArgType::parse(ty_name) {
+            Some(ArgType::Auto) if matches!(point, HookPoint::Kprobe { .. }) => {
+                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm)"));
+                continue;
+            }
+            Some(t) => t,
+            None if TYPES_NOT_YET.contains(&ty_name) => {
+                here(d, format!("args index {idx}: type {ty_name:?}: {NOT_YET}"));
+                continue;
+            }
+            None => {
+                here(d, format!("args index {idx}: unknown type {ty_name:?}"));
+                continue;
+            }
+        };
+        match point {
+            HookPoint::Kprobe { syscall, .. } if idx > 5 => {
+                d.at(
+                    &a.index,
+                    format!(
+                        "args index {idx}: a {} has 6 arguments at most (0 to 5)",
+                        if *syscall { "system call" } else { "kprobe" }
+                    ),
+                );
+                continue;
+            }
+            _ => {}
+        }
+        let extra = |f: &str| format!("args index {idx}: {f}: {NOT_YET}");
+        for (field, v) in [
+            ("resolve", set(&a.resolve).map(pos)),
+            ("label", set(&a.label).map(pos)),
+            ("source", set(&a.source).map(pos)),
+            ("btfType", set(&a.btf_type).map(pos)),
+            ("btfTypeModule", set(&a.btf_type_module).map(pos)),
+            ("sizeArgIndex", set(&a.size_arg_index).map(pos)),
+            ("returnCopy", set(&a.return_copy).map(pos)),
+            ("maxData", set(&a.max_data).map(pos)),
+        ] {
+            if let Some(p) = v {
+                at(d, p, extra(field));
+            }
+        }
+        out.push(HookArg { index: idx, ty });
+    }
+    out
+}
+
+fn selector(d: &mut Diags, args: &[HookArg], s: &Spanned<Selector>) -> Option<HookSelector> {
+    let sel = &s.value;
+    let before = d.0.len();
+    for (field, present) in [
+        ("matchPIDs", non_empty(&sel.match_pids).map(pos)),
+        ("matchData", non_empty(&sel.match_data).map(pos)),
+        (
+            "matchReturnArgs",
+            non_empty(&sel.match_return_args).map(pos),
+        ),
+        (
+            "matchReturnActions",
+            non_empty(&sel.match_return_actions).map(pos),
+        ),
+        (
+            "matchParentBinaries",
+            non_empty(&sel.match_parent_binaries).map(pos),
+        ),
+        ("matchNamespaces", non_empty(&sel.match_namespaces).map(pos)),
+        (
+            "matchNamespaceChanges",
+            non_empty(&sel.match_namespace_changes).map(pos),
+        ),
+        (
+            "matchCapabilities",
+            non_empty(&sel.match_capabilities).map(pos),
+        ),
+        (
+            "matchCapabilityChanges",
+            non_empty(&sel.match_capability_changes).map(pos),
+        ),
+        ("matchWorkloads", sel.match_workloads.as_ref().map(pos)),
+        ("macros", non_empty(&sel.macros).map(pos)),
+        ("label", set(&sel.label).map(pos)),
+    ] {
+        if let Some(p) = present {
+            at(
+                d,
+                p,
+                format!("selector {field}: {NOT_YET} on kprobes and tracepoints"),
+            );
+        }
+    }
+    let mut matches = Vec::new();
+    for (k, m) in items(&sel.match_args).enumerate() {
+        if k == MAX_MATCH_ARGS {
+            d.at(m, format!("more than {MAX_MATCH_ARGS} matchArgs: Tetragon allows at most {MAX_MATCH_ARGS} per selector"));
+            break;
+        }
+        if let Some(m) = arg_match(d, args, m) {
+            matches.push(m);
+        }
+    }
+    let binaries = binaries(d, &sel.match_binaries);
+    let actions = actions(d, &sel.match_actions);
+    (d.0.len() == before).then(|| HookSelector {
+        matches,
+        binaries,
+        actions: actions.unwrap_or_default(),
+        line: s.referenced.line().max(1) as usize,
+    })
+}
+
+fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Option<ArgMatch> {
+    let spec = &m.value;
+    if let Some(a) = spec.args.as_ref() {
+        d.at(
+            a,
+            format!("matchArgs args: {NOT_YET} (name one argument with index)"),
+        );
+        return None;
+    }
+    let Some(index) = &spec.index else {
+        d.at(m, "matchArgs needs an index");
+        return None;
+    };
+    let Some(arg) = args.iter().position(|a| a.index == index.value) else {
+        d.at(
+            index,
+            format!("matchArgs index {}: no such entry in args", index.value),
+        );
+        return None;
+    };
+    let ty = args[arg].ty;
+    let op_name = spec.operator.value.as_str();
+    let op = match op_name {
+        "Equal" | "eq" => Op::Equal,
+        "NotEqual" | "neq" => Op::NotEqual,
+        "Prefix" | "prefix" => Op::Prefix,
+        "NotPrefix" | "notprefix" => Op::NotPrefix,
+        "Postfix" | "postfix" => Op::Postfix,
+        "NotPostfix" | "notpostfix" => Op::NotPostfix,
+        "GreaterThan" | "GT" | "gt" => Op::GreaterThan,
+        "LessThan" | "LT" | "lt" => Op::LessThan,
+        "Mask" | "mask" => Op::Mask,
+        other => {
+            d.at(&spec.operator, format!("matchArgs operator {other}: {NOT_YET} on kprobes and tracepoints (Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, Mask)"));
+            return None;
+        }
+    };
+    let values: Vec<&Spanned<String>> = items(&spec.values).collect();
+    if values.is_empty() {
+        d.at(&spec.operator, format!("matchArgs {op_name} has no values"));
+        return None;
+    }
+    // An `auto` tracepoint field is typed once its format is read; a string
+    // operator then needs a string field.
+    let string_op = matches!(
+        op,
+        Op::Prefix | Op::NotPrefix | Op::Postfix | Op::NotPostfix
+    );
+    let int_op = matches!(op, Op::GreaterThan | Op::LessThan | Op::Mask);
+    let as_string = ty.is_string() || (ty == ArgType::Auto && string_op);
+    if as_string && int_op {
+        d.at(
+            &spec.operator,
+            format!(
+                "matchArgs {op_name} compares numbers: argument {} is a {}",
+                index.value,
+                ty.name()
+            ),
+        );
+        return None;
+    }
+    if !as_string && string_op {
+        d.at(
+            &spec.operator,
+            format!(
+                "matchArgs {op_name} compares strings: argument {} is a {}",
+                index.value,
+                ty.name()
+            ),
+        );
+        return None;
+    }
+    let values = if as_string {
+        let mut out = Vec::new();
+        for v in values {
+            if v.value.len() > MAX_STRING_VALUE {
+                d.at(
+                    v,
+                    format!(
+                        "matchArgs value of {} bytes: vardr compares {MAX_STRING_VALUE} at most",
+                        v.value.len()
+                    ),
+                );
+                return None;
+            }
+            if v.value.contains('\0') {
+                d.at(v, "matchArgs value with a NUL byte");
+                return None;
+            }
+            out.push(v.value.clone());
+        }
+        Values::Strings(out)
+    } else {
+        if values.len() > MAX_INT_VALUES {
+            d.at(
+                values[MAX_INT_VALUES],
+                format!("more than {MAX_INT_VALUES} values for an integer: {NOT_YET}"),
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for v in values {
+            match parse_int(&v.value) {
+                Some(n) => out.push(n),
+                None => {
+                    d.at(v, format!("matchArgs value {:?}: not an integer (decimal, 0x hexadecimal, or negative)", v.value));
+                    return None;
+                }
+            }
+        }
+        Values::Ints(out)
+    };
+    Some(ArgMatch { arg, op, values })
+}
+
+/// Decimal, `0x` hexadecimal or a negative decimal, as 64 bits.
+fn parse_int(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).ok();
+    }
+    if let Some(n) = s.strip_prefix('-') {
+        return n
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| 0i64.checked_sub_unsigned(n))
+            .map(|v| v as u64);
+    }
+    s.parse::<u64>().ok()
+}
+
+fn binaries(d: &mut Diags, list: &List<BinarySelector>) -> Option<Binaries> {
+    let entries: Vec<_> = items(list).collect();
+    if entries.len() > 1 {
+        d.at(
+            entries[1],
+            format!("more than one matchBinaries entry: {NOT_YET}"),
+        );
+        return None;
+    }
+    let e = entries.first()?;
+    let b = &e.value;
+    let in_ = match b.operator.as_str() {
+        "In" => true,
+        "NotIn" => false,
+        other => {
+            d.at(
+                *e,
+                format!("matchBinaries operator {other}: {NOT_YET} (In, NotIn: exact paths)"),
+            );
+            return None;
+        }
+    };
+    if b.follow_children == Some(true) {
+        d.at(*e, format!("matchBinaries followChildren: {NOT_YET}"));
+        return None;
+    }
+    if b.values.is_empty() || b.values.len() > MAX_BINARIES {
+        d.at(
+            *e,
+            format!("matchBinaries needs 1 to {MAX_BINARIES} values"),
+        );
+        return None;
+    }
+    for v in &b.values {
+        let normal = v.starts_with('/')
+            && !v.contains('\0')
+            && !v.contains("//")
+            && !v.split('/').any(|c| c == "." || c == "..");
+        if !normal {
+            d.at(*e, format!("matchBinaries value {v:?}: an absolute, normalized path (no '//', '.' or '..')"));
+            return None;
+        }
+    }
+    Some(Binaries {
+        in_,
+        paths: b.values.clone(),
+    })
+}
+
+fn actions(d: &mut Diags, list: &List<ActionSelector>) -> Option<Actions> {
+    let all: Vec<_> = items(list).collect();
+    if let Some(a) = all.get(MAX_ACTIONS) {
+        d.at(*a, format!("more than {MAX_ACTIONS} matchActions: Tetragon allows at most {MAX_ACTIONS} per selector"));
+        return None;
+    }
+    // Tetragon posts unless NoPost is among the actions.
+    let mut out = Actions {
+        post: true,
+        ..Actions::default()
+    };
+    let mut ok = true;
+    for a in all {
+        let a = &a.value;
+        let name = a.action.value.to_ascii_lowercase();
+        let allowed: &[&str] = match name.as_str() {
+            "post" => &[],
+            "nopost" => {
+                out.post = false;
+                &[]
+            }
+            "sigkill" => {
+                out.sigkill = true;
+                &[]
+            }
+            "signal" => {
+                match set(&a.arg_sig) {
+                    Some(s) if (1..=64).contains(&s.value) => out.signal = Some(s.value),
+                    Some(s) => {
+                        d.at(s, format!("argSig {}: a signal number is 1 to 64", s.value));
+                        ok = false;
+                    }
+                    None => {
+                        d.at(&a.action, "Signal needs argSig (e.g. 9 for SIGKILL)");
+                        ok = false;
+                    }
+                }
+                &["argSig"]
+            }
+            "override" => {
+                d.at(&a.action, format!("action Override on kprobes and tracepoints: {NOT_YET} (use an lsmhooks entry, which refuses the call, or Sigkill)"));
+                ok = false;
+                continue;
+            }
+            "followfd" | "unfollowfd" | "copyfd" => {
+                d.at(
+                    &a.action,
+                    format!(
+                        "action {}: deprecated in Tetragon, not supported",
+                        a.action.value
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+            _ => {
+                d.at(&a.action, format!("action {}: {NOT_YET} on kprobes and tracepoints (Post, NoPost, Sigkill, Signal)", a.action.value));
+                ok = false;
+                continue;
+            }
+        };
+        for (field, p) in super::actions::action_fields(a) {
+            if let Some(p) = p.filter(|_| !allowed.contains(&field)) {
+                at(
+                    d,
+                    p,
+                    format!("action {} with {field}: {NOT_YET}", a.action.value),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
