@@ -118,11 +118,31 @@ pub fn vardr_generic_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn vardr_generic_tracepoint(ctx: TracePointContext) -> u32 {
-    run(ctx.as_ptr(), false);
-    0
+/// Copies of the tracepoint program: the kernel keeps one program list per
+/// tracepoint and refuses a program in it twice, so two hooks on one
+/// tracepoint (two policies, or the old and the new generation during a
+/// reload) each need a program of their own. Userspace loads the copies
+/// it uses.
+macro_rules! tracepoint_copies {
+    ($($name:ident),*) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            run(ctx.as_ptr(), false);
+            0
+        }
+    )*};
 }
+
+tracepoint_copies!(
+    vardr_generic_tp0,
+    vardr_generic_tp1,
+    vardr_generic_tp2,
+    vardr_generic_tp3,
+    vardr_generic_tp4,
+    vardr_generic_tp5,
+    vardr_generic_tp6,
+    vardr_generic_tp7
+);
 
 #[inline(always)]
 fn offsets() -> KernelOffsets {

@@ -39,6 +39,13 @@ fn fallback_server_names() {
 }
 
 #[test]
+fn fallback_tracepoint_hooks() {
+    if require_backend("fallback_tracepoint_hooks", Fallback) {
+        common::hooks::tracepoint_hooks(Fallback);
+    }
+}
+
+#[test]
 fn fallback_audit_mode() {
     if require_backend("fallback_audit_mode", Fallback) {
         scenarios::audit_mode(Fallback);

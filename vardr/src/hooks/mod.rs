@@ -40,7 +40,19 @@ use crate::{
 };
 
 const KPROBE_PROG: &str = "vardr_generic_kprobe";
-const TRACEPOINT_PROG: &str = "vardr_generic_tracepoint";
+/// Copies of the tracepoint program (see the BPF side): a tracepoint takes
+/// each program once, so hooks on one tracepoint in force at once (both
+/// generations during a reload included) use different copies.
+const TRACEPOINT_PROGS: [&str; 8] = [
+    "vardr_generic_tp0",
+    "vardr_generic_tp1",
+    "vardr_generic_tp2",
+    "vardr_generic_tp3",
+    "vardr_generic_tp4",
+    "vardr_generic_tp5",
+    "vardr_generic_tp6",
+    "vardr_generic_tp7",
+];
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +93,7 @@ struct Written {
 /// Dropped without [`GenericHooks::commit`], its attachments detach.
 pub struct Staged {
     generation: u32,
-    links: Vec<CookieLink>,
+    links: Vec<Attached>,
     metas: Vec<(u32, Arc<HookMeta>)>,
 }
 
@@ -94,11 +106,17 @@ pub struct GenericHooks {
     config: Array<MapData, GenConfig>,
     slot: Array<MapData, u32>,
     generation: u32,
-    links: Vec<CookieLink>,
+    links: Vec<Attached>,
     next_slot: u32,
     metas: HashMap<u32, Arc<HookMeta>>,
     written: [Written; 2],
     tracefs: PathBuf,
+}
+
+/// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
+struct Attached {
+    _link: CookieLink,
+    copy: Option<(u32, usize)>,
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
@@ -286,7 +304,13 @@ impl GenericHooks {
                 .insert(key, config, 0)
                 .map_err(map_err("GEN_HOOKS"))?;
             written.hooks.push(key);
-            links.push(self.attach(&attach, slot, &meta)?);
+            let busy: Vec<(u32, usize)> = self
+                .links
+                .iter()
+                .chain(links.iter())
+                .filter_map(|l: &Attached| l.copy)
+                .collect();
+            links.push(self.attach(&attach, slot, &meta, &busy)?);
             metas.push((slot, meta));
         }
         self.written[generation as usize] = written;
@@ -341,25 +365,42 @@ impl GenericHooks {
         }
     }
 
-    fn attach(&mut self, a: &Attach, slot: u32, meta: &HookMeta) -> Result<CookieLink, HookError> {
+    fn attach(
+        &mut self,
+        a: &Attach,
+        slot: u32,
+        meta: &HookMeta,
+        busy: &[(u32, usize)],
+    ) -> Result<Attached, HookError> {
         let err = |why: String| HookError::Hook {
             hook: format!("{} ({})", meta.point.target(), meta.policy),
             why,
         };
-        let (name, target) = match a {
+        let (name, target, copy) = match a {
             Attach::Kprobe { function } => {
                 if !perf_attach::kprobes_available() {
                     return Err(err("this kernel has no kprobes (no kprobe PMU; `vardr probe` shows what it has)".into()));
                 }
+                let target = Target::Kprobe {
+                    function,
+                    ret: false,
+                };
+                (KPROBE_PROG, target, None)
+            }
+            Attach::Tracepoint { id } => {
+                let free = (0..TRACEPOINT_PROGS.len()).find(|c| !busy.contains(&(*id, *c)));
+                let Some(c) = free else {
+                    return Err(err(format!(
+                        "more than {} hooks on this tracepoint at once (during a reload, the old and the new policy's count together)",
+                        TRACEPOINT_PROGS.len()
+                    )));
+                };
                 (
-                    KPROBE_PROG,
-                    Target::Kprobe {
-                        function,
-                        ret: false,
-                    },
+                    TRACEPOINT_PROGS[c],
+                    Target::Tracepoint { id: *id },
+                    Some((*id, c)),
                 )
             }
-            Attach::Tracepoint { id } => (TRACEPOINT_PROG, Target::Tracepoint { id: *id }),
         };
         let prog = self
             .ebpf
@@ -388,6 +429,8 @@ impl GenericHooks {
             }
         }
         .map_err(|e| err(format!("dup: {e}")))?;
-        perf_attach::attach(fd.as_fd(), target, u64::from(slot)).map_err(|e| err(e.to_string()))
+        let link = perf_attach::attach(fd.as_fd(), target, u64::from(slot))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Attached { _link: link, copy })
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod hooks;
 pub mod names;
 pub mod persist;
 pub mod scenarios;
