@@ -159,7 +159,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     let slot = unsafe { bpf_get_attach_cookie(ctx) } as u32;
     let key = GenKey { generation, slot };
     // SAFETY: a lookup; the value is copied by the fields read below.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
         return;
     };
     if !governed(&cfg, generation) {
@@ -177,14 +177,14 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     }
     let base = scalar(base);
     for i in 0..GEN_MAX_ARGS as u32 {
-        if i >= nargs {
+        if i >= bound(&nargs) {
             break;
         }
         vardr_gen_arg(base, generation as u64, slot as u64, i as u64);
     }
     let mut picked = u32::MAX;
     for s in 0..GEN_MAX_SELECTORS as u32 {
-        if s >= nselectors {
+        if s >= bound(&nselectors) {
             break;
         }
         if vardr_gen_selector(generation as u64, slot as u64, s as u64) != 0 {
@@ -235,6 +235,16 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     }
 }
 
+/// A loop's data-dependent bound, read anew at each check: LLVM cannot
+/// then merge it with the loop's constant bound into one equality test
+/// (`i == min(n, 5)`), which older verifiers (6.1) cannot prove ends and
+/// follow until they give up.
+#[inline(always)]
+fn bound<T: Copy>(v: &T) -> T {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
 /// A pointer as a plain number, for a global function's argument (the
 /// verifier refuses a context pointer where the prototype has an
 /// integer): copied through the probe helper, which yields a scalar.
@@ -278,7 +288,7 @@ fn governed(cfg: &GenConfig, generation: u32) -> bool {
     }
     if cfg.has_exempt_pids != 0 {
         // SAFETY: a lookup, copied at once.
-        let s = unsafe { GEN_EXEMPT_PIDS.get(&PidKey { generation, tgid }) }.copied();
+        let s = unsafe { GEN_EXEMPT_PIDS.get(PidKey { generation, tgid }) }.copied();
         if s == Some(start) {
             return false;
         }
@@ -289,6 +299,17 @@ fn governed(cfg: &GenConfig, generation: u32) -> bool {
 /// The `GEN_BINARIES` bits of the current process's executable.
 #[inline(always)]
 fn binaries(generation: u32) -> u64 {
+    vardr_gen_binaries(generation as u64)
+}
+
+/// [`binaries`]' lookup, a global function: the kernel verifies the walk
+/// to the executable's identity (with its overlay cases) once, not in
+/// every state of the selectors that ask (on 6.1 their combinations
+/// exceeded the verifier's limit on pending branches).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_binaries(generation: u64) -> u64 {
+    let generation = generation as u32;
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -311,7 +332,7 @@ fn binaries(generation: u32) -> u64 {
         ino,
     };
     // SAFETY: a lookup, copied at once.
-    unsafe { GEN_BINARIES.get(&key) }.copied().unwrap_or(0)
+    unsafe { GEN_BINARIES.get(key) }.copied().unwrap_or(0)
 }
 
 /// Reads argument `i` of hook (`generation`, `slot`) from `base` (the
@@ -327,7 +348,7 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
         slot: slot as u32,
     };
     // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
         return 0;
     };
     let i = i as usize & (GEN_SLOTS - 1);
@@ -465,7 +486,7 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
         slot: slot as u32,
     };
     // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
         return 0;
     };
     let s = s as usize & (GEN_SLOTS - 1);
@@ -478,7 +499,7 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     }
     let n = sel.nmatches;
     for m in 0..GEN_MAX_MATCHES {
-        if m as u32 >= n {
+        if m as u32 >= bound(&n) {
             break;
         }
         if vardr_gen_match(generation, slot, s as u64, m as u64) == 0 {
@@ -497,7 +518,7 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
         slot: slot as u32,
     };
     // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(&key) }) else {
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
         return 0;
     };
     let (s, m) = (s as usize & (GEN_SLOTS - 1), m as usize & (GEN_SLOTS - 1));
@@ -518,7 +539,7 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
     let n = mt.nvalues;
     let mut any = false;
     for k in 0..GEN_MAX_VALUES {
-        if k as u32 >= n {
+        if k as u32 >= bound(&n) {
             break;
         }
         let x = mt.values[k];
@@ -540,6 +561,8 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
 /// Whether the string at `s` (NUL-terminated within GEN_STR_LEN) is one
 /// of match `id`'s values: equal to one, starting with one, or ending with
 /// one, as `op` asks.
+// Index loops on purpose: each keeps the bound check the verifier needs.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn string_listed(s: *const u8, id: u32, op: u32) -> bool {
     let Some(k) = GEN_KEY.get_ptr_mut(0) else {
@@ -565,20 +588,18 @@ fn string_listed(s: *const u8, id: u32, op: u32) -> bool {
         (*k).data[3] = id[3];
         let cap = GEN_MATCH_STR_LEN - 1;
         let data = &mut (&mut (*k).data)[4..];
-        for i in 0..GEN_MATCH_STR_LEN {
-            data[i] = 0;
-        }
+        data.fill(0);
         if postfix {
             // The last `cap` bytes, reversed: a suffix becomes a prefix.
             for i in 0..GEN_MATCH_STR_LEN - 1 {
-                if i >= len || i >= cap {
+                if i >= bound(&len) || i >= cap {
                     break;
                 }
                 data[i] = *s.add((len - 1 - i) & (GEN_STR_LEN - 1));
             }
         } else {
             for i in 0..GEN_MATCH_STR_LEN - 1 {
-                if i >= len {
+                if i >= bound(&len) {
                     break;
                 }
                 data[i] = *s.add(i);

@@ -368,7 +368,7 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
     })?;
     if vardr::policy::tracing::is_tracing_policy(&text) {
         let t = vardr::policy::tracing::parse(&text, f)?;
-        return Ok(format!("TracingPolicy {}, {} rules", t.name, t.rules.len()));
+        return Ok(tracing_summary(&t));
     }
     let mut tracing = Vec::new();
     let (yaml, cedar, kernel) = if f.extension().is_some_and(|e| e == "cedar") {
@@ -391,7 +391,7 @@ fn validate_file(f: &std::path::Path) -> Result<String, vardr::policy::PolicyErr
         parts.push(format!("policy {name}, {rules} rules"));
     }
     for t in &tracing {
-        parts.push(format!("TracingPolicy {}, {} rules", t.name, t.rules.len()));
+        parts.push(tracing_summary(t));
     }
     if yaml.is_none() || !cedar.is_empty() {
         parts.push(format!("{} Cedar policies", cedar.len()));
@@ -810,6 +810,15 @@ fn unpin(pin_dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
         pin_dir.display()
     );
     Ok(())
+}
+
+/// "TracingPolicy NAME, N rules, M kprobe/tracepoint hooks".
+fn tracing_summary(t: &vardr::policy::tracing::TracingPolicy) -> String {
+    let mut s = format!("TracingPolicy {}, {} rules", t.name, t.rules.len());
+    if !t.hooks.is_empty() {
+        s.push_str(&format!(", {} kprobe/tracepoint hooks", t.hooks.len()));
+    }
+    s
 }
 
 #[cfg(test)]

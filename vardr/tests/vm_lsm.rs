@@ -70,6 +70,24 @@ fn lsm_tracing_policies() {
     }
 }
 
+/// TracingPolicy kprobes (the seeds' do_mkdirat, fd_install,
+/// __sys_setresuid and security_bprm_check, a syscall's own arguments):
+/// kprobes exist on the VM kernels, not on the development host. They do
+/// not need the LSM: this runs on 6.1 and in the fallback boot.
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn vm_kprobe_hooks() {
+    if !require_root("vm_kprobe_hooks") {
+        return;
+    }
+    if !vardr::backend::perf_attach::kprobes_available() {
+        eprintln!("SKIPPED vm_kprobe_hooks: this kernel has no kprobe PMU");
+        return;
+    }
+    let b = expected_backend().unwrap_or(Backend::Fallback);
+    common::hooks::kprobe_hooks(b);
+}
+
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]
 fn lsm_server_names() {

@@ -74,6 +74,7 @@ const VARIANTS: &[Variant] = &[
         ],
         skip: &[
             "lsm_audit_mode",
+            "vm_kprobe_hooks",
             "lsm_bypass_attempts",
             "lsm_exempt_pid_reuse",
             "lsm_exemptions",

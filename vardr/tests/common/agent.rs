@@ -207,7 +207,9 @@ impl AgentRun {
         let seq = |s: &Value| s["last_reload"]["seq"].as_u64().unwrap_or(0);
         let before = seq(&self.status());
         nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), Signal::SIGHUP).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Under the VM tier's emulation a reload that loads a program (a
+        // TracingPolicy hook's) takes seconds of verification.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = self.status();
             if seq(&s) > before {

@@ -200,3 +200,180 @@ pub fn tracepoint_hooks(b: Backend) {
     assert_eq!(ev["action"], "KPROBE_ACTION_POST", "{ev}");
     assert_eq!(ev["intended_action"], "KPROBE_ACTION_SIGKILL", "{ev}");
 }
+
+fn kprobe_tp(dir: &Path) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: kp-hooks
+spec:
+  kprobes:
+  - call: "do_mkdirat"
+    syscall: false
+    args:
+    - index: 0
+      type: "int"
+    - index: 1
+      type: "filename"
+    - index: 2
+      type: "int"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Equal"
+        values: ["kp-test"]
+      matchActions:
+      - action: Sigkill
+  - call: "fd_install"
+    syscall: false
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: "file"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Equal"
+        values: ["{dir}/tetragon"]
+      matchActions:
+      - action: Sigkill
+  - call: "__sys_setresuid"
+    syscall: false
+    args:
+    - index: 0
+      type: "int"
+    - index: 1
+      type: "int"
+    - index: 2
+      type: "int"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Equal"
+        values: ["0"]
+  - call: "sys_openat"
+    syscall: true
+    args:
+    - index: 1
+      type: "string"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Prefix"
+        values: ["{dir}/sysblocked/"]
+      matchActions:
+      - action: Sigkill
+  - call: "security_bprm_check"
+    syscall: false
+    args:
+    - index: 0
+      type: "linux_binprm"
+    selectors:
+    - matchBinaries:
+      - operator: "In"
+        values: ["{dir}/shell"]
+      matchActions:
+      - action: Sigkill
+"#,
+        dir = dir.display()
+    )
+}
+
+fn kprobe(e: &Value) -> &Value {
+    &e["process_kprobe"]
+}
+
+pub fn kprobe_hooks(b: Backend) {
+    let t = TempDir::new("kprobes");
+    let dir = t.path();
+    std::fs::write(dir.join("tetragon"), "secret").unwrap();
+    std::fs::create_dir_all(dir.join("sysblocked")).unwrap();
+    std::fs::write(dir.join("sysblocked/x"), "x").unwrap();
+    let shell = dir.join("shell");
+    std::fs::copy(which("sh"), &shell).unwrap();
+    let tp = dir.join("kp.yaml");
+    std::fs::write(&tp, kprobe_tp(dir)).unwrap();
+    let cg = test_cgroup("kprobes");
+    let pol = policy(&format!(
+        "  rules: []\n  tracing_policies: [{}]\n",
+        tp.display()
+    ));
+    let mut agent = start(b, &cg.path, &pol, true);
+    let d = dir.display();
+
+    // do_mkdirat with the name as the caller wrote it (seed 003).
+    let o = sh_in(&cg.path, &format!("cd {d} && mkdir kp-test"));
+    assert!(killed(&o), "mkdir kp-test: {:?}", o.status);
+    let ev = agent.event("do_mkdirat", |e| kprobe(e)["function_name"] == "do_mkdirat");
+    let ev = kprobe(&ev);
+    assert_eq!(ev["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+    assert_eq!(ev["args"][1]["string_arg"], "kp-test", "{ev}");
+    assert_eq!(ev["policy_name"], "kp-hooks", "{ev}");
+    let o = sh_in(&cg.path, &format!("cd {d} && mkdir other"));
+    assert!(o.status.success(), "mkdir other: {:?}", o.status);
+
+    // fd_install with a file argument (seed 002): the open's caller dies.
+    let o = sh_in(&cg.path, &format!("cat {d}/tetragon"));
+    assert!(killed(&o), "cat tetragon: {:?}", o.status);
+    let ev = agent.event("fd_install", |e| kprobe(e)["function_name"] == "fd_install");
+    let path = format!("{d}/tetragon");
+    assert_eq!(
+        kprobe(&ev)["args"][1]["file_arg"]["path"],
+        path.as_str(),
+        "{ev}"
+    );
+    let o = sh(&format!("cat {d}/tetragon"));
+    assert!(o.status.success(), "cat outside the scope: {:?}", o.status);
+
+    // __sys_setresuid reported (seed 003's sudo detection).
+    let o = sh_in(
+        &cg.path,
+        "python3 -c 'import os; os.setresuid(-1, 0, -1)' || perl -e '$> = 0'",
+    );
+    assert!(o.status.success(), "setresuid: {:?}", o.status);
+    let ev = agent.event("__sys_setresuid", |e| {
+        kprobe(e)["function_name"] == "__sys_setresuid"
+    });
+    assert_eq!(kprobe(&ev)["args"][1]["int_arg"], 0, "{ev}");
+    assert_eq!(kprobe(&ev)["verdict"], "alert", "{ev}");
+
+    // A system call's own arguments (syscall: true): a user-memory string.
+    let o = sh_in(&cg.path, &format!("cat {d}/sysblocked/x"));
+    assert!(killed(&o), "cat sysblocked/x: {:?}", o.status);
+    let ev = agent.event("sys_openat", |e| kprobe(e)["function_name"] == "sys_openat");
+    assert_eq!(
+        kprobe(&ev)["args"][0]["string_arg"],
+        format!("{d}/sysblocked/x"),
+        "{ev}"
+    );
+
+    // matchBinaries: the copied shell may not exec (its forked child is
+    // killed in the exec, the shell goes on); /bin/sh may.
+    let o = sh_in(
+        &cg.path,
+        &format!("{} -c '/bin/echo ran; echo after'", shell.display()),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("ran") && out.contains("after"),
+        "exec from the listed shell: {out:?}"
+    );
+    let o = sh_in(
+        &cg.path,
+        &format!("{} -c 'exec /bin/echo ran'", shell.display()),
+    );
+    assert!(killed(&o), "exec from the listed shell: {:?}", o.status);
+    let ev = agent.event("security_bprm_check", |e| {
+        kprobe(e)["function_name"] == "security_bprm_check"
+    });
+    assert_eq!(
+        kprobe(&ev)["process"]["binary"],
+        shell.to_str().unwrap(),
+        "{ev}"
+    );
+    let o = sh_in(&cg.path, "/bin/sh -c 'exec /bin/echo ran'");
+    assert!(o.status.success(), "exec from /bin/sh: {:?}", o.status);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+}

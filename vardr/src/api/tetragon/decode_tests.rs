@@ -254,3 +254,125 @@ fn lost_events_decode_as_an_event_tetragon_does_not_know() {
     assert!(d.event.is_none());
     assert_eq!(d.node_name, "n");
 }
+
+mod hooks {
+    use std::sync::Arc;
+
+    use vardr_common::generic::{GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL};
+
+    use super::{chain, decoded, header, pb};
+    use crate::{
+        events::{GenericCall, HookMeta, JsonEvent},
+        policy::tracing::generic::{ArgType, HookPoint},
+    };
+
+    fn call(actions: u32) -> GenericCall {
+        GenericCall {
+            header: header(),
+            slot: 1,
+            selector: Some(0),
+            actions,
+            signal: 0,
+            ints: vec![u64::MAX, 0, 4096, 7, 0],
+            strs: vec![
+                String::new(),
+                "test".into(),
+                String::new(),
+                "/tmp/tetragon".into(),
+                "/usr/bin/true".into(),
+            ],
+        }
+    }
+
+    fn meta(point: HookPoint) -> Arc<HookMeta> {
+        Arc::new(HookMeta {
+            policy: "kp".into(),
+            point,
+            args: vec![
+                ArgType::Int,
+                ArgType::Filename,
+                ArgType::SizeT,
+                ArgType::File,
+                ArgType::LinuxBinprm,
+            ],
+            rules: vec!["kp.kprobes.0.0".into()],
+            message: Some("seen".into()),
+            tags: vec!["t1".into()],
+        })
+    }
+
+    /// Every argument type, each action, both hook kinds: Tetragon's
+    /// messages decode them, with the values vardr wrote.
+    #[test]
+    fn kprobe_and_tracepoint_calls_decode_as_tetragon_s() {
+        let kp = meta(HookPoint::Kprobe {
+            call: "do_mkdirat".into(),
+            syscall: false,
+        });
+        for (actions, want) in [
+            (GEN_ACT_POST | GEN_ACT_SIGKILL, pb::KprobeAction::Sigkill),
+            (
+                GEN_ACT_POST | GEN_ACT_SIGKILL | GEN_ACT_AUDIT,
+                pb::KprobeAction::Post,
+            ),
+            (GEN_ACT_POST, pb::KprobeAction::Post),
+        ] {
+            let j = JsonEvent::generic(
+                &call(actions),
+                &kp,
+                Some(&chain()),
+                "n",
+                std::time::SystemTime::UNIX_EPOCH,
+            );
+            let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
+                panic!("not a process_kprobe");
+            };
+            assert_eq!(k.function_name, "do_mkdirat");
+            assert_eq!(k.policy_name, "kp");
+            assert_eq!(k.action, want as i32);
+            assert_eq!(k.message, "seen");
+            assert_eq!(k.tags, ["t1"]);
+            assert_eq!(
+                k.process.as_ref().and_then(|p| p.pid).map(|v| v.value),
+                Some(4242)
+            );
+            assert_eq!(
+                k.parent.as_ref().map(|p| p.binary.as_str()),
+                Some("/usr/bin/bash")
+            );
+            use pb::kprobe_argument::Arg;
+            let args: Vec<_> = k.args.iter().map(|a| a.arg.clone()).collect();
+            assert_eq!(args[0], Some(Arg::IntArg(-1)));
+            assert_eq!(args[1], Some(Arg::StringArg("test".into())));
+            assert_eq!(args[2], Some(Arg::SizeArg(4096)));
+            match &args[3] {
+                Some(Arg::FileArg(f)) => assert_eq!(f.path, "/tmp/tetragon"),
+                other => panic!("{other:?}"),
+            }
+            match &args[4] {
+                Some(Arg::LinuxBinprmArg(b)) => assert_eq!(b.path, "/usr/bin/true"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let tp = meta(HookPoint::Tracepoint {
+            subsystem: "sched".into(),
+            event: "sched_process_exec".into(),
+        });
+        let j = JsonEvent::generic(
+            &call(GEN_ACT_POST),
+            &tp,
+            None,
+            "n",
+            std::time::SystemTime::UNIX_EPOCH,
+        );
+        let Some(pb::get_events_response::Event::ProcessTracepoint(t)) = decoded(&j).event else {
+            panic!("not a process_tracepoint");
+        };
+        assert_eq!(
+            (t.subsys.as_str(), t.event.as_str()),
+            ("sched", "sched_process_exec")
+        );
+        assert_eq!(t.action, pb::KprobeAction::Post as i32);
+        assert_eq!(t.args.len(), 5);
+    }
+}

@@ -338,14 +338,14 @@ fn hook(
     before: usize,
 ) -> Option<GenericHook> {
     let (message, tags) = message_and_tags(d, anchor, message, tags);
-    let args = args(d, &point, args_spec);
+    let (args, rejected) = args(d, &point, args_spec);
     let mut selectors = Vec::new();
     for (j, s) in items(selectors_spec).enumerate() {
         if j == MAX_SELECTORS {
             d.at(s, format!("more than {MAX_SELECTORS} selectors: Tetragon allows at most {MAX_SELECTORS} per hook"));
             break;
         }
-        if let Some(mut sel) = selector(d, &args, s) {
+        if let Some(mut sel) = selector(d, &args, &rejected, s) {
             if monitor {
                 sel.actions.post = true;
                 sel.actions.sigkill = false;
@@ -369,8 +369,11 @@ fn hook(
     })
 }
 
-fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> Vec<HookArg> {
+/// The arguments, and the indices of those rejected (already reported:
+/// a `matchArgs` on them is not reported again).
+fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Vec<u32>) {
     let mut out: Vec<HookArg> = Vec::new();
+    let mut rejected = Vec::new();
     for a in items(list) {
         let a = &a.value;
         let idx = a.index.value;
@@ -390,15 +393,18 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> Vec<HookArg> {
         let ty = match ArgType::parse(ty_name) {
             Some(ArgType::Auto) if matches!(point, HookPoint::Kprobe { .. }) => {
                 here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm)"));
+                rejected.push(idx);
                 continue;
             }
             Some(t) => t,
             None if TYPES_NOT_YET.contains(&ty_name) => {
                 here(d, format!("args index {idx}: type {ty_name:?}: {NOT_YET}"));
+                rejected.push(idx);
                 continue;
             }
             None => {
                 here(d, format!("args index {idx}: unknown type {ty_name:?}"));
+                rejected.push(idx);
                 continue;
             }
         };
@@ -432,10 +438,15 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> Vec<HookArg> {
         }
         out.push(HookArg { index: idx, ty });
     }
-    out
+    (out, rejected)
 }
 
-fn selector(d: &mut Diags, args: &[HookArg], s: &Spanned<Selector>) -> Option<HookSelector> {
+fn selector(
+    d: &mut Diags,
+    args: &[HookArg],
+    rejected: &[u32],
+    s: &Spanned<Selector>,
+) -> Option<HookSelector> {
     let sel = &s.value;
     let before = d.0.len();
     for (field, present) in [
@@ -483,6 +494,13 @@ fn selector(d: &mut Diags, args: &[HookArg], s: &Spanned<Selector>) -> Option<Ho
         if k == MAX_MATCH_ARGS {
             d.at(m, format!("more than {MAX_MATCH_ARGS} matchArgs: Tetragon allows at most {MAX_MATCH_ARGS} per selector"));
             break;
+        }
+        if m.value
+            .index
+            .as_ref()
+            .is_some_and(|i| rejected.contains(&i.value))
+        {
+            continue;
         }
         if let Some(m) = arg_match(d, args, m) {
             matches.push(m);

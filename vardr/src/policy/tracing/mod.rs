@@ -15,6 +15,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_hooks;
+#[cfg(test)]
 mod tests_unsupported;
 
 use std::path::{Path, PathBuf};
