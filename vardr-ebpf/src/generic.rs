@@ -25,7 +25,7 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{kprobe, map, tracepoint},
+    macros::{kprobe, map, tracepoint, uprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
     EbpfContext, Global,
@@ -114,6 +114,14 @@ static GEN_KEY: PerCpuArray<Key<[u8; GEN_STR_KEY_LEN]>> = PerCpuArray::with_max_
 
 #[kprobe]
 pub fn vardr_generic_kprobe(ctx: ProbeContext) -> u32 {
+    run(ctx.as_ptr(), true);
+    0
+}
+
+/// A user function's entry: its arguments are in the registers, as a
+/// kernel function's.
+#[uprobe]
+pub fn vardr_generic_uprobe(ctx: ProbeContext) -> u32 {
     run(ctx.as_ptr(), true);
     0
 }

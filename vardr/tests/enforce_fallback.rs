@@ -46,6 +46,13 @@ fn fallback_tracepoint_hooks() {
 }
 
 #[test]
+fn fallback_uprobe_hooks() {
+    if require_backend("fallback_uprobe_hooks", Fallback) {
+        common::hooks::uprobe_hooks(Fallback);
+    }
+}
+
+#[test]
 fn fallback_audit_mode() {
     if require_backend("fallback_audit_mode", Fallback) {
         scenarios::audit_mode(Fallback);

@@ -160,6 +160,27 @@ impl Bench {
         ))
     }
 
+    /// `policy(10)` plus a TracingPolicy tracepoint on `sys_enter_openat`
+    /// that reads the file name (user memory) and tries one Equal/Sigkill
+    /// selector on another file: what a kprobe/tracepoint hook of vardr's
+    /// generic object costs per open (its program runs on every openat of
+    /// the scope).
+    fn policy_hook(&self) -> Result<String> {
+        let tp = self.dir.join("tracing-hook.yaml");
+        std::fs::write(
+            &tp,
+            format!(
+                "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bench-openat-hook\nspec:\n  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_openat\n    args: [{{index: 6, type: string}}, {{index: 7, type: int}}]\n    selectors:\n    - matchArgs: [{{index: 6, operator: Equal, values: [\"{}\"]}}]\n      matchActions: [{{action: Sigkill}}]\n",
+                self.dir.join("work/other-tp").display()
+            ),
+        )?;
+        Ok(format!(
+            "{}  tracing_policies: [{}]\n",
+            self.policy(10),
+            tp.display()
+        ))
+    }
+
     /// Runs the workload inside the bench cgroup; returns its JSON.
     fn workload(&self, p: &Paths, iters: usize) -> Result<Value> {
         let mut cmd = format!(
@@ -401,6 +422,8 @@ enum Config {
     Enforce(usize),
     Governed,
     Tracing,
+    /// A TracingPolicy tracepoint hook (vardr's generic object).
+    Hook,
     /// bpftrace SIGKILLing the same open and exec paths (Tetragon's
     /// mechanism): the shell command that runs it.
     Bpftrace(String),
@@ -416,6 +439,7 @@ impl Config {
             Self::Enforce(n) => format!("enforce, {n} rules/kind"),
             Self::Governed => "enforce, open governed".into(),
             Self::Tracing => "enforce, 10 rules + TracingPolicy".into(),
+            Self::Hook => "enforce, 10 rules + tracepoint hook".into(),
             Self::Bpftrace(_) => "peer: bpftrace SIGKILL, same paths".into(),
             Self::Auditd(_) => "peer: auditd watch rules, same paths".into(),
             Self::Peer(p) => format!("peer: {p}"),
@@ -438,6 +462,7 @@ impl Config {
             Self::Enforce(n) => (b.policy(*n), true, format!("e{n}")),
             Self::Governed => (b.policy_governed(), true, "gov".to_string()),
             Self::Tracing => (b.policy_tracing()?, true, "tp".to_string()),
+            Self::Hook => (b.policy_hook()?, true, "hook".to_string()),
             Self::Auditd(peer) => {
                 let running = peer.start().map_err(anyhow::Error::msg)?;
                 let w = b.workload(paths, iters);
@@ -532,6 +557,7 @@ pub fn run(o: &Opts) -> Result<()> {
     configs.extend(sizes.iter().map(|&n| Config::Enforce(n)));
     configs.push(Config::Governed);
     configs.push(Config::Tracing);
+    configs.push(Config::Hook);
     if o.quick {
         // The smoke run keeps the benchmark working; installing and
         // measuring a peer is the full run's business.

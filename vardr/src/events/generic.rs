@@ -100,7 +100,7 @@ fn arg(ty: ArgType, int: u64, s: &str) -> Arg {
     }
 }
 
-/// `process_kprobe` or `process_tracepoint`: Tetragon's fields, then
+/// `process_kprobe`, `process_tracepoint` or `process_uprobe`: Tetragon's fields, then
 /// vardr's (`rule`, `verdict`, `intended_action`, `backend`).
 #[derive(Serialize, Debug)]
 pub struct ProcessHook {
@@ -112,6 +112,11 @@ pub struct ProcessHook {
     /// A kprobe's function.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function_name: Option<String>,
+    /// A uprobe's file and symbol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
     /// A tracepoint's subsystem and event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subsys: Option<String>,
@@ -193,6 +198,7 @@ impl JsonEvent {
                 )
             })
             .collect();
+        let (mut path, mut symbol) = (None, None);
         let (function_name, subsys, event, backend) = match &meta.point {
             HookPoint::Kprobe { call, .. } => (Some(call.clone()), None, None, "kprobe"),
             HookPoint::Tracepoint { subsystem, event } => (
@@ -201,6 +207,10 @@ impl JsonEvent {
                 Some(event.clone()),
                 "tracepoint",
             ),
+            HookPoint::Uprobe { path: p, symbol: s } => {
+                (path, symbol) = (Some(p.clone()), Some(s.clone()));
+                (None, None, None, "uprobe")
+            }
         };
         let body = ProcessHook {
             process: proc_json,
@@ -214,6 +224,8 @@ impl JsonEvent {
                 })
                 .unwrap_or_default(),
             function_name,
+            path,
+            symbol,
             subsys,
             event,
             args,
@@ -230,6 +242,7 @@ impl JsonEvent {
         let body = match meta.point {
             HookPoint::Kprobe { .. } => Body::ProcessKprobe(Box::new(body)),
             HookPoint::Tracepoint { .. } => Body::ProcessTracepoint(Box::new(body)),
+            HookPoint::Uprobe { .. } => Body::ProcessUprobe(Box::new(body)),
         };
         Self::new(body, node, time)
     }

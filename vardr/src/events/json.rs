@@ -256,6 +256,7 @@ pub enum Body {
     ProcessLsm(Box<ProcessLsm>),
     ProcessKprobe(Box<super::generic::ProcessHook>),
     ProcessTracepoint(Box<super::generic::ProcessHook>),
+    ProcessUprobe(Box<super::generic::ProcessHook>),
     EventsLost(EventsLost),
 }
 
@@ -499,7 +500,7 @@ impl JsonEvent {
     }
 
     /// `process_exec`, `process_exit`, `process_lsm`, `process_kprobe`,
-    /// `process_tracepoint` or `events_lost`.
+    /// `process_tracepoint`, `process_uprobe` or `events_lost`.
     pub fn kind(&self) -> &'static str {
         match self.body {
             Body::ProcessExec(_) => "process_exec",
@@ -507,6 +508,7 @@ impl JsonEvent {
             Body::ProcessLsm(_) => "process_lsm",
             Body::ProcessKprobe(_) => "process_kprobe",
             Body::ProcessTracepoint(_) => "process_tracepoint",
+            Body::ProcessUprobe(_) => "process_uprobe",
             Body::EventsLost(_) => "events_lost",
         }
     }
@@ -517,7 +519,9 @@ impl JsonEvent {
             Body::ProcessExec(e) => Some(&e.process),
             Body::ProcessExit(e) => Some(&e.process),
             Body::ProcessLsm(e) => Some(&e.process),
-            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) => Some(&e.process),
+            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) | Body::ProcessUprobe(e) => {
+                Some(&e.process)
+            }
             Body::EventsLost(_) => None,
         }
     }
@@ -525,7 +529,9 @@ impl JsonEvent {
     pub fn verdict(&self) -> Option<&'static str> {
         match &self.body {
             Body::ProcessLsm(e) => Some(e.verdict),
-            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) => Some(e.verdict),
+            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) | Body::ProcessUprobe(e) => {
+                Some(e.verdict)
+            }
             _ => None,
         }
     }

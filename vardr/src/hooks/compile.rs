@@ -33,6 +33,7 @@ pub const MAX_BINARY_SELECTORS: u32 = 63;
 pub enum Attach {
     Kprobe { function: String },
     Tracepoint { id: u32 },
+    Uprobe { path: String, symbol: String },
 }
 
 /// One hook, ready for the maps.
@@ -94,6 +95,18 @@ pub fn compile(
             }
             Attach::Kprobe {
                 function: kprobe_function(call, *syscall),
+            }
+        }
+        HookPoint::Uprobe { path, symbol } => {
+            for (i, a) in hook.args.iter().enumerate() {
+                // A user function's string is in user memory, as a
+                // system call's.
+                config.args[i] = kprobe_arg(a.ty, FUNCTION_REGS[a.index.min(5) as usize], true);
+                types.push(a.ty);
+            }
+            Attach::Uprobe {
+                path: path.clone(),
+                symbol: symbol.clone(),
             }
         }
         HookPoint::Tracepoint { subsystem, event } => {

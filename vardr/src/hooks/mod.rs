@@ -40,6 +40,7 @@ use crate::{
 };
 
 const KPROBE_PROG: &str = "vardr_generic_kprobe";
+const UPROBE_PROG: &str = "vardr_generic_uprobe";
 /// Copies of the tracepoint program (see the BPF side): a tracepoint takes
 /// each program once, so hooks on one tracepoint in force at once (both
 /// generations during a reload included) use different copies.
@@ -115,8 +116,15 @@ pub struct GenericHooks {
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
 struct Attached {
-    _link: CookieLink,
+    _link: Link,
     copy: Option<(u32, usize)>,
+}
+
+/// What keeps one hook attached (dropped: detached).
+#[expect(dead_code, reason = "held for their drop, which detaches")]
+enum Link {
+    Perf(CookieLink),
+    Uprobe(aya::programs::uprobe::UProbeLink),
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
@@ -376,6 +384,9 @@ impl GenericHooks {
             hook: format!("{} ({})", meta.point.target(), meta.policy),
             why,
         };
+        if let Attach::Uprobe { path, symbol } = a {
+            return self.attach_uprobe(path, symbol, slot, &err);
+        }
         let (name, target, copy) = match a {
             Attach::Kprobe { function } => {
                 if !perf_attach::kprobes_available() {
@@ -387,6 +398,7 @@ impl GenericHooks {
                 };
                 (KPROBE_PROG, target, None)
             }
+            Attach::Uprobe { .. } => return Err(err("not a perf attachment".into())),
             Attach::Tracepoint { id } => {
                 let free = (0..TRACEPOINT_PROGS.len()).find(|c| !busy.contains(&(*id, *c)));
                 let Some(c) = free else {
@@ -407,6 +419,7 @@ impl GenericHooks {
             .program_mut(name)
             .ok_or_else(|| err(format!("program {name} missing")))?;
         let fd = match a {
+            Attach::Uprobe { .. } => return Err(err("not a perf attachment".into())),
             Attach::Kprobe { .. } => {
                 let p: &mut KProbe = prog.try_into().map_err(|e| err(format!("{e}")))?;
                 if p.fd().is_err() {
@@ -431,6 +444,41 @@ impl GenericHooks {
         .map_err(|e| err(format!("dup: {e}")))?;
         let link = perf_attach::attach(fd.as_fd(), target, u64::from(slot))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Attached { _link: link, copy })
+        Ok(Attached {
+            _link: Link::Perf(link),
+            copy,
+        })
+    }
+
+    /// A uprobe through aya, which carries the cookie itself.
+    fn attach_uprobe(
+        &mut self,
+        path: &str,
+        symbol: &str,
+        slot: u32,
+        err: &dyn Fn(String) -> HookError,
+    ) -> Result<Attached, HookError> {
+        use aya::programs::uprobe::{UProbe, UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+        let prog = self
+            .ebpf
+            .program_mut(UPROBE_PROG)
+            .ok_or_else(|| err(format!("program {UPROBE_PROG} missing")))?;
+        let p: &mut UProbe = prog.try_into().map_err(|e| err(format!("{e}")))?;
+        if p.fd().is_err() {
+            p.load()
+                .map_err(|e| err(format!("loading {UPROBE_PROG}: {e}")))?;
+        }
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::Symbol(symbol),
+            cookie: Some(u64::from(slot)),
+        };
+        let id = p
+            .attach(point, path, UProbeScope::AllProcesses)
+            .map_err(|e| err(format!("{e:#}")))?;
+        let link = p.take_link(id).map_err(|e| err(format!("{e}")))?;
+        Ok(Attached {
+            _link: Link::Uprobe(link),
+            copy: None,
+        })
     }
 }

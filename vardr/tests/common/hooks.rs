@@ -377,3 +377,99 @@ pub fn kprobe_hooks(b: Backend) {
     assert!(o.status.success(), "exec from /bin/sh: {:?}", o.status);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
 }
+
+/// The C library the test itself runs with (the one `mkdir` loads too).
+fn libc_path() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .map(str::to_string)
+}
+
+pub fn uprobe_hooks(b: Backend) {
+    let Some(libc) = libc_path() else {
+        eprintln!("SKIPPED uprobe_hooks: no libc.so mapped in this process");
+        return;
+    };
+    let t = TempDir::new("uprobes");
+    let dir = t.path();
+    let tp = dir.join("up.yaml");
+    std::fs::write(
+        &tp,
+        format!(
+            r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: up-hooks
+spec:
+  uprobes:
+  - path: "{libc}"
+    symbols: ["mkdir"]
+    message: "mkdir through the C library"
+    args:
+    - index: 0
+      type: string
+    - index: 1
+      type: uint32
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Postfix
+        values: ["/ublocked"]
+      matchActions:
+      - action: Sigkill
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{dir}/"]
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let cg = test_cgroup("uprobes");
+    let pol = policy(&format!(
+        "  rules: []\n  tracing_policies: [{}]\n",
+        tp.display()
+    ));
+    let mut agent = start(b, &cg.path, &pol, true);
+    let uprobe = |e: &Value| e["process_uprobe"].clone();
+
+    // Killed at the function's entry: the directory is never made.
+    let blocked = dir.join("ublocked");
+    let o = sh_in(&cg.path, &format!("mkdir {}", blocked.display()));
+    assert!(killed(&o), "mkdir ublocked: {:?}", o.status);
+    assert!(!blocked.exists(), "the killed mkdir made its directory");
+    let ev = agent.event("uprobe mkdir ublocked", |e| {
+        uprobe(e)["args"][0]["string_arg"] == blocked.to_str().unwrap()
+    });
+    let ev = uprobe(&ev);
+    assert_eq!(ev["path"], libc.as_str(), "{ev}");
+    assert_eq!(ev["symbol"], "mkdir", "{ev}");
+    assert_eq!(ev["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+    assert_eq!(ev["policy_name"], "up-hooks", "{ev}");
+
+    // Reported, with the mode as the caller passed it.
+    let ok = dir.join("uok");
+    let o = sh_in(&cg.path, &format!("mkdir -m 750 {}", ok.display()));
+    assert!(
+        o.status.success() && ok.is_dir(),
+        "mkdir uok: {:?}",
+        o.status
+    );
+    let ev = agent.event("uprobe mkdir uok", |e| {
+        uprobe(e)["args"][0]["string_arg"] == ok.to_str().unwrap()
+    });
+    assert_eq!(uprobe(&ev)["args"][1]["uint_arg"], 0o750, "{ev}");
+    assert_eq!(uprobe(&ev)["verdict"], "alert", "{ev}");
+
+    // Outside the scope the same call is neither killed nor reported.
+    let outside = dir.join("outside/ublocked");
+    let o = sh(&format!("mkdir -p {}", outside.display()));
+    assert!(
+        o.status.success() && outside.is_dir(),
+        "mkdir outside: {:?}",
+        o.status
+    );
+}

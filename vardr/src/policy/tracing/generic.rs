@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::{
     schema::{
         ActionSelector, Arg, ArgSelector, BinarySelector, KProbeSpec, List, Selector,
-        TracepointSpec,
+        TracepointSpec, UProbeSpec,
     },
     translate::{at, message_and_tags, pos, MAX_ACTIONS, MAX_MATCH_ARGS, MAX_SELECTORS},
     validate::{items, non_empty, set},
@@ -39,22 +39,29 @@ pub enum HookPoint {
         subsystem: String,
         event: String,
     },
+    /// A function of a program or library, by its symbol.
+    Uprobe {
+        path: String,
+        symbol: String,
+    },
 }
 
 impl HookPoint {
-    /// `kprobes` or `tracepoints`, as in the policy.
+    /// `kprobes`, `tracepoints` or `uprobes`, as in the policy.
     pub fn section(&self) -> &'static str {
         match self {
             HookPoint::Kprobe { .. } => "kprobes",
             HookPoint::Tracepoint { .. } => "tracepoints",
+            HookPoint::Uprobe { .. } => "uprobes",
         }
     }
 
-    /// The function, or `subsystem/event`.
+    /// The function, `subsystem/event` or `path:symbol`.
     pub fn target(&self) -> String {
         match self {
             HookPoint::Kprobe { call, .. } => call.clone(),
             HookPoint::Tracepoint { subsystem, event } => format!("{subsystem}/{event}"),
+            HookPoint::Uprobe { path, symbol } => format!("{path}:{symbol}"),
         }
     }
 }
@@ -323,6 +330,86 @@ pub(super) fn tracepoint(
     )
 }
 
+/// One hook per symbol of a `uprobes` entry (named `.<i>.<k>`).
+pub(super) fn uprobe(
+    d: &mut Diags,
+    policy: &str,
+    i: usize,
+    u: &Spanned<UProbeSpec>,
+    monitor: bool,
+) -> Vec<GenericHook> {
+    let spec = &u.value;
+    let before = d.0.len();
+    let path = spec.path.value.clone();
+    if !path.starts_with('/') || path.contains('\0') {
+        d.at(
+            &spec.path,
+            format!("uprobes path {path:?} must be absolute"),
+        );
+    }
+    let not_yet = |d: &mut Diags, what: &str| {
+        d.at(
+            &spec.path,
+            format!("uprobes path {path}: {what}: {NOT_YET}"),
+        );
+    };
+    if spec.return_ == Some(true) || spec.return_arg.is_some() {
+        not_yet(d, "return probes (return, returnArg)");
+    }
+    if spec.offsets.as_ref().is_some_and(|v| !v.is_empty())
+        || spec.addrs.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        not_yet(d, "offsets, addrs (name symbols)");
+    }
+    if spec.ref_ctr_offsets.as_ref().is_some_and(|v| !v.is_empty()) {
+        not_yet(d, "refCtrOffsets");
+    }
+    if spec.btf_path.is_some() {
+        not_yet(d, "btfPath");
+    }
+    if spec.binary_digests.as_ref().is_some_and(|v| !v.is_empty()) || spec.ignore.is_some() {
+        not_yet(d, "binaryDigests, ignore");
+    }
+    if let Some(data) = non_empty(&spec.data) {
+        d.at(data, format!("uprobes data: {NOT_YET}"));
+    }
+    let symbols = spec.symbols.clone().unwrap_or_default();
+    if symbols.is_empty() {
+        d.at(&spec.path, format!("uprobes path {path}: no symbols"));
+    }
+    let mut out = Vec::new();
+    for (k, symbol) in symbols.into_iter().enumerate() {
+        let point = HookPoint::Uprobe {
+            path: path.clone(),
+            symbol,
+        };
+        let n = d.0.len();
+        // Errors of the arguments and selectors are reported once.
+        let mut dd = Diags(Vec::new());
+        let target = if k == 0 { &mut *d } else { &mut dd };
+        if let Some(mut h) = hook(
+            target,
+            policy,
+            i,
+            point,
+            &spec.path,
+            &spec.args,
+            &spec.selectors,
+            spec.message.as_deref(),
+            &spec.tags,
+            monitor,
+            n,
+        ) {
+            h.name = format!("{}.{k}", h.name);
+            out.push(h);
+        }
+    }
+    if d.0.len() != before {
+        return Vec::new();
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 fn hook(
     d: &mut Diags,
@@ -408,7 +495,29 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 continue;
             }
         };
+        if matches!(point, HookPoint::Uprobe { .. })
+            && matches!(
+                ty,
+                ArgType::Auto
+                    | ArgType::Filename
+                    | ArgType::File
+                    | ArgType::Path
+                    | ArgType::LinuxBinprm
+            )
+        {
+            here(d, format!("args index {idx}: type {ty_name:?}: a user function's argument is an int, uint32, int64, uint64, size_t or string"));
+            rejected.push(idx);
+            continue;
+        }
         match point {
+            HookPoint::Uprobe { .. } if idx > 5 => {
+                d.at(
+                    &a.index,
+                    format!("args index {idx}: a function has 6 register arguments (0 to 5)"),
+                );
+                rejected.push(idx);
+                continue;
+            }
             HookPoint::Kprobe { syscall, .. } if idx > 5 => {
                 d.at(
                     &a.index,

@@ -72,7 +72,8 @@ pub const FEATURES: &[Feature] = {
     f("tracepoints", Partial, "fields by index (the format's, common_ ones counted), as their format says (`auto`) or as int, uint32, int64, uint64, size_t, string, file, path, filename, linux_binprm; `raw` not yet"),
     f("kprobes/tracepoints matchArgs", Partial, "strings: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix (values up to 127 bytes); numbers: Equal, NotEqual, GT, LT, Mask (up to 8 values); evaluated in the kernel"),
     f("kprobes/tracepoints matchActions", Partial, "Post, NoPost, Sigkill, Signal; Override not yet (it needs an error-injectable function)"),
-    f("fentries, uprobes, usdts, loader, lists, enforcers, selectorsMacros", NotYet, ""),
+    f("uprobes", Partial, "`path` and `symbols`; arguments int, uint32, int64, uint64, size_t, string; offsets, addrs, refCtrOffsets, btfPath, binaryDigests, return probes, data not yet"),
+    f("fentries, usdts, loader, lists, enforcers, selectorsMacros", NotYet, ""),
     f("podSelector, containerSelector, hostSelector, nodeSelector, matchWorkloads", NotYet, "no Kubernetes workload filtering"),
     ]
 };

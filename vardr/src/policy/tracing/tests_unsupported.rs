@@ -77,12 +77,6 @@ fn other_sections_are_rejected_by_name() {
   options: [{{name: disable-kprobe-multi, value: \"1\"}}]
 "
     ));
-    has(
-        &e,
-        10,
-        20,
-        "uprobes (path \"/bin/bash\"): not yet supported by vardr",
-    );
     has(&e, 11, 18, "usdts (path \"/x\")");
     has(
         &e,

@@ -69,12 +69,16 @@ pub(super) fn validate(
     for (i, t) in items(&spec.tracepoints).enumerate() {
         hooks.extend(generic::tracepoint(&mut d, &name, i, t, monitor));
     }
-    let hooks_declared =
-        items(&spec.kprobes).next().is_some() || items(&spec.tracepoints).next().is_some();
+    for (i, u) in items(&spec.uprobes).enumerate() {
+        hooks.extend(generic::uprobe(&mut d, &name, i, u, monitor));
+    }
+    let hooks_declared = items(&spec.kprobes).next().is_some()
+        || items(&spec.tracepoints).next().is_some()
+        || items(&spec.uprobes).next().is_some();
     if items(&spec.lsmhooks).next().is_none() && !hooks_declared && !other_sections {
         d.at(
             &doc.spec,
-            "spec has no lsmhooks, kprobes or tracepoints: the policy would do nothing in vardr",
+            "spec has no lsmhooks, kprobes, tracepoints or uprobes: the policy would do nothing in vardr",
         );
     }
     if monitor {
@@ -124,10 +128,6 @@ fn unsupported_sections(d: &mut Diags, s: &Spec) {
             call,
             format!("fentries (call {:?}): {NOT_YET}: {why}", call.value),
         );
-    }
-    for u in items(&s.uprobes) {
-        let p = &u.value.path;
-        d.at(p, format!("uprobes (path {:?}): {NOT_YET}", p.value));
     }
     for u in items(&s.usdts) {
         let p = &u.value.path;
