@@ -301,7 +301,7 @@ fn governed(cfg: &GenConfig, generation: u32) -> bool {
             return false;
         }
     }
-    binaries(generation) & (1 << GEN_BIN_EXEMPT_BIT) == 0
+    cfg.has_binaries == 0 || binaries(generation) & (1 << GEN_BIN_EXEMPT_BIT) == 0
 }
 
 /// The `GEN_BINARIES` bits of the current process's executable.

@@ -995,7 +995,8 @@ impl Agent {
     /// Loss is never silent: a warning, a metric and an event whenever the
     /// kernel's count grows.
     fn check_lost(&mut self) -> std::io::Result<()> {
-        let lost = self.enforcer.lost_events().unwrap_or(0);
+        let lost = self.enforcer.lost_events().unwrap_or(0)
+            + self.generic.as_ref().map_or(0, |g| g.lost_events());
         if lost > self.lost_reported {
             let delta = lost - self.lost_reported;
             tracing::warn!(

@@ -19,7 +19,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -106,6 +106,7 @@ pub struct GenericHooks {
     pids: BpfHashMap<MapData, PidKey, u64>,
     config: Array<MapData, GenConfig>,
     slot: Array<MapData, u32>,
+    lost: PerCpuArray<MapData, u64>,
     generation: u32,
     links: Vec<Attached>,
     next_slot: u32,
@@ -163,6 +164,7 @@ impl GenericHooks {
                 .try_into()
                 .map_err(map_err("GEN_CONFIG"))?,
             slot: take("GEN_SLOT")?.try_into().map_err(map_err("GEN_SLOT"))?,
+            lost: take("GEN_LOST")?.try_into().map_err(map_err("GEN_LOST"))?,
             ebpf,
             generation: 0,
             links: Vec::new(),
@@ -172,6 +174,11 @@ impl GenericHooks {
             tracefs: PathBuf::from(TRACEFS),
         };
         Ok((this, events))
+    }
+
+    /// Calls the hooks' ring buffer had no room for, summed over CPUs.
+    pub fn lost_events(&self) -> u64 {
+        self.lost.get(&0, 0).map_or(0, |v| v.iter().sum::<u64>())
     }
 
     /// How many hooks are attached.
@@ -194,6 +201,24 @@ impl GenericHooks {
         let generation = 1 - self.generation;
         self.clear(generation);
         let mut written = Written::default();
+        let staged = self.stage_into(generation, &mut written, hooks, set, gov);
+        // Whatever was written goes with the generation: deleted by the
+        // next stage or commit, or now if this one failed.
+        self.written[generation as usize] = written;
+        if staged.is_err() {
+            self.clear(generation);
+        }
+        staged
+    }
+
+    fn stage_into(
+        &mut self,
+        generation: u32,
+        written: &mut Written,
+        hooks: &[&GenericHook],
+        set: &RuleSet,
+        gov: Governance,
+    ) -> Result<Staged, HookError> {
         let mut next_bit = 0;
         let mut compiled = Vec::new();
         let tracepoints = hooks.iter().any(|h| {
@@ -321,7 +346,6 @@ impl GenericHooks {
             links.push(self.attach(&attach, slot, &meta, &busy)?);
             metas.push((slot, meta));
         }
-        self.written[generation as usize] = written;
         Ok(Staged {
             generation,
             links,
