@@ -94,6 +94,34 @@ fn compact_base(ev: &Value) -> Option<String> {
             e["backend"].as_str().unwrap_or("?"),
         ));
     }
+    // TracingPolicy kprobes, tracepoints and uprobes, named as Tetragon's
+    // compact view names them.
+    for (key, label) in [
+        ("process_kprobe", "syscall"),
+        ("process_tracepoint", "tracepoint"),
+        ("process_uprobe", "uprobe"),
+    ] {
+        let Some(e) = ev.get(key) else {
+            continue;
+        };
+        let icon = match e["verdict"].as_str() {
+            Some("deny") => "🚫 ",
+            Some("audit") => "👀 ",
+            _ => "🔎 ",
+        };
+        let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        let what = match key {
+            "process_kprobe" => s("function_name"),
+            "process_tracepoint" => format!("{}/{}", s("subsys"), s("event")),
+            _ => format!("{}:{}", s("path"), s("symbol")),
+        };
+        return Some(format!(
+            "{icon}{label} {node} {} {what} (rule {}, {})",
+            proc_line(&e["process"]),
+            e["rule"].as_str().unwrap_or("-"),
+            s("action"),
+        ));
+    }
     if let Some(e) = ev.get("events_lost") {
         return Some(format!(
             "❗ lost    {node} {} events (total {})",
@@ -132,6 +160,20 @@ mod tests {
             compact(&unlink).unwrap(),
             "🚫 deny   n1 /usr/bin/curl https://x file_write/unlink /etc/passwd (rule ro, lsm)"
         );
+        let kp = json!({"process_kprobe": {"process": p, "verdict": "deny", "function_name": "do_mkdirat",
+            "rule": "kill-mkdir-test.kprobes.0.0", "action": "KPROBE_ACTION_SIGKILL"}, "node_name": "n1"});
+        let line = compact(&kp).expect("kprobe line");
+        assert!(
+            line.contains("syscall n1")
+                && line.contains("do_mkdirat")
+                && line.contains("KPROBE_ACTION_SIGKILL"),
+            "{line}"
+        );
+        let tp = json!({"process_tracepoint": {"process": p, "verdict": "alert", "subsys": "sched",
+            "event": "sched_process_exec", "action": "KPROBE_ACTION_POST"}, "node_name": "n1"});
+        assert!(compact(&tp)
+            .expect("tracepoint line")
+            .contains("sched/sched_process_exec"));
         let l2 = json!({"process_exec": {"process": p, "layer2": {"verdict": "deny",
             "policies": ["a", "b"], "severity": "high", "response": "killed"}}, "node_name": "n1"});
         assert_eq!(
