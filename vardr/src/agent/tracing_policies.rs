@@ -303,12 +303,18 @@ fn not_found(key: &Key) -> Refused {
     Refused::new(Code::NotFound, format!("no TracingPolicy {key}"))
 }
 
-/// Tetragon's "sensors" of a policy: the hooks its rules use.
+/// Tetragon's "sensors" of a policy: the hooks its rules use, and its
+/// kprobes, tracepoints and uprobes (`kprobes:do_mkdirat`, ...).
 pub fn hooks(p: &TracingPolicy) -> Vec<String> {
     let mut h: Vec<String> = p
         .rules
         .iter()
         .map(|r| r.hook.as_str().to_string())
+        .chain(
+            p.hooks
+                .iter()
+                .map(|g| format!("{}:{}", g.point.section(), g.point.target())),
+        )
         .collect();
     h.sort();
     h.dedup();
