@@ -145,14 +145,19 @@ impl Bench {
     /// Equal, Override) on another file: what a TracingPolicy hook costs
     /// beside the native rules (it compiles into the same maps).
     fn policy_tracing(&self) -> Result<String> {
-        let tp = self.dir.join("tracing-policy.yaml");
-        std::fs::write(
-            &tp,
-            format!(
+        self.with_tracing_policy(
+            "tracing-policy.yaml",
+            &format!(
                 "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bench-file-open\nspec:\n  lsmhooks:\n  - hook: file_open\n    args: [{{index: 0, type: file}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: Equal, values: [\"{}\"]}}]\n      matchActions: [{{action: Override, argError: -1}}]\n",
                 self.dir.join("work/other-tp").display()
             ),
-        )?;
+        )
+    }
+
+    /// `policy(10)` naming the TracingPolicy `yaml`, written to `file`.
+    fn with_tracing_policy(&self, file: &str, yaml: &str) -> Result<String> {
+        let tp = self.dir.join(file);
+        std::fs::write(&tp, yaml)?;
         Ok(format!(
             "{}  tracing_policies: [{}]\n",
             self.policy(10),
@@ -166,19 +171,13 @@ impl Bench {
     /// generic object costs per open (its program runs on every openat of
     /// the scope).
     fn policy_hook(&self) -> Result<String> {
-        let tp = self.dir.join("tracing-hook.yaml");
-        std::fs::write(
-            &tp,
-            format!(
+        self.with_tracing_policy(
+            "tracing-hook.yaml",
+            &format!(
                 "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bench-openat-hook\nspec:\n  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_openat\n    args: [{{index: 6, type: string}}, {{index: 7, type: int}}]\n    selectors:\n    - matchArgs: [{{index: 6, operator: Equal, values: [\"{}\"]}}]\n      matchActions: [{{action: Sigkill}}]\n",
                 self.dir.join("work/other-tp").display()
             ),
-        )?;
-        Ok(format!(
-            "{}  tracing_policies: [{}]\n",
-            self.policy(10),
-            tp.display()
-        ))
+        )
     }
 
     /// Runs the workload inside the bench cgroup; returns its JSON.
