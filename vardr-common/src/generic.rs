@@ -113,8 +113,60 @@ pub const GEN_BIN_NOT_IN: u32 = 2;
 /// Bit of `GEN_BINARIES` values: an exempt binary.
 pub const GEN_BIN_EXEMPT_BIT: u32 = 63;
 
-/// One selector: every match must hold (and `matchBinaries`); the first
-/// selector that holds decides.
+// Process filters of a selector ([`GenSelector::process`], bits).
+pub const GEN_PROC_PIDS: u32 = 1;
+pub const GEN_PROC_NAMESPACES: u32 = 2;
+pub const GEN_PROC_CAPS: u32 = 4;
+
+/// `In` / `NotIn` of the process filters (0: the entry is unused).
+pub const GEN_SET_IN: u32 = 1;
+pub const GEN_SET_NOT_IN: u32 = 2;
+
+/// Values of one `matchPIDs` or `matchNamespaces` entry, Tetragon's limit.
+pub const GEN_MAX_SET_VALUES: usize = 4;
+/// `matchPIDs` entries of a selector.
+pub const GEN_MAX_PID_FILTERS: usize = 4;
+/// Ancestors a `followForks` entry looks at besides the process itself
+/// (Tetragon follows its parent chain up to ten entries as well).
+pub const GEN_PID_FOLLOW_DEPTH: usize = 10;
+
+// `matchPIDs` flags ([`GenPidFilter::flags`]).
+/// Compare the pid as the process's own pid namespace numbers it.
+pub const GEN_PID_NAMESPACE: u32 = 1;
+/// The process or one of its ancestors.
+pub const GEN_PID_FOLLOW: u32 = 2;
+
+/// One `matchPIDs` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenPidFilter {
+    /// `GEN_SET_*`.
+    pub op: u32,
+    pub flags: u32,
+    pub nvalues: u32,
+    pub _pad: u32,
+    pub values: [u32; GEN_MAX_SET_VALUES],
+}
+
+/// A `matchNamespaces` entry for one namespace kind (the selector's
+/// array is indexed by `NS_*` kind).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenNsFilter {
+    /// `GEN_SET_*`; 0 when the selector does not filter on this kind.
+    pub op: u32,
+    pub nvalues: u32,
+    /// Namespace inode numbers (`host_ns` resolved by the agent).
+    pub values: [u32; GEN_MAX_SET_VALUES],
+}
+
+// `matchCapabilities` sets ([`GenSelector::caps_set`]).
+pub const GEN_CAPS_EFFECTIVE: u32 = 0;
+pub const GEN_CAPS_INHERITABLE: u32 = 1;
+pub const GEN_CAPS_PERMITTED: u32 = 2;
+
+/// One selector: every match must hold (and `matchBinaries` and the
+/// process filters); the first selector that holds decides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GenSelector {
@@ -127,6 +179,20 @@ pub struct GenSelector {
     pub bin_bit: u32,
     /// The selector's rule, named in events.
     pub rule_id: u32,
+    /// `GEN_PROC_*`: the process filters this selector has.
+    pub process: u32,
+    pub npids: u32,
+    /// `matchCapabilities`: `GEN_SET_*`, the set (`GEN_CAPS_*`), and with
+    /// `isNamespaceCapability` the host's user namespace (the filter
+    /// then holds only outside it; 0 otherwise).
+    pub caps_op: u32,
+    pub caps_set: u32,
+    pub caps_host_userns: u32,
+    pub _pad: u32,
+    /// Capability bits: the filter's values.
+    pub caps_mask: u64,
+    pub pids: [GenPidFilter; GEN_MAX_PID_FILTERS],
+    pub namespaces: [GenNsFilter; crate::NS_KINDS],
     pub matches: [GenMatch; GEN_SLOTS],
 }
 

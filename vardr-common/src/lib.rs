@@ -435,7 +435,43 @@ pub struct KernelOffsets {
     /// lower layer's dentry.
     pub ovl_entry_numlower: u64,
     pub ovl_entry_lower_dentry: u64,
+    /// Namespaces (TracingPolicy `matchNamespaces`), by [`NS_KINDS`] index:
+    /// where `nsproxy` keeps each kind's pointer (0: not through `nsproxy`,
+    /// or the kernel has no such namespace) and where its struct keeps
+    /// `ns.inum`.
+    pub task_nsproxy: u64,
+    pub nsproxy_ns: [u64; NS_KINDS],
+    pub ns_inum: [u64; NS_KINDS],
+    /// A task's pid and its active pid namespace: `task_struct.thread_pid`,
+    /// `pid.level`, `pid.numbers`, the size of a `struct upid` and its
+    /// `nr` and `ns`.
+    pub task_thread_pid: u64,
+    pub pid_level: u64,
+    pub pid_numbers: u64,
+    pub upid_size: u64,
+    pub upid_nr: u64,
+    pub upid_ns: u64,
+    /// `cred.user_ns` and the capability sets (`kernel_cap_t`, 64 bits).
+    pub cred_user_ns: u64,
+    pub cred_cap_effective: u64,
+    pub cred_cap_inheritable: u64,
+    pub cred_cap_permitted: u64,
 }
+
+/// Namespace kinds, in Tetragon's order (its `matchNamespaces` names).
+pub const NS_KINDS: usize = 10;
+pub const NS_UTS: usize = 0;
+pub const NS_IPC: usize = 1;
+pub const NS_MNT: usize = 2;
+/// The task's active pid namespace (through `thread_pid`).
+pub const NS_PID: usize = 3;
+pub const NS_PID_FOR_CHILDREN: usize = 4;
+pub const NS_NET: usize = 5;
+pub const NS_TIME: usize = 6;
+pub const NS_TIME_FOR_CHILDREN: usize = 7;
+pub const NS_CGROUP: usize = 8;
+/// The user namespace of the task's credentials.
+pub const NS_USER: usize = 9;
 
 /// Overlay dentries keep their overlay identity (the layout is unknown).
 pub const OVL_STACK_NONE: u64 = 0;

@@ -35,12 +35,14 @@ use vardr_common::{
         GenConfig, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL,
         GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
         GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
-        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
-        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT,
-        GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX,
-        GEN_OP_STR_EQ, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED,
+        GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS,
+        GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT, GEN_OP_LT,
+        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ,
+        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
+        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
-    EventKind, InodeKey, KernelOffsets, PidKey, NS_PER_TICK,
+    EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
 
 use crate::{
@@ -499,6 +501,9 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     };
     let s = s as usize & (GEN_SLOTS - 1);
     let sel = &hook.selectors[s];
+    if sel.process != 0 && vardr_gen_process(generation, slot, s as u64) == 0 {
+        return 0;
+    }
     if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
         let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
         if listed != (sel.binaries == GEN_BIN_IN) {
@@ -515,6 +520,185 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
         }
     }
     1
+}
+
+/// Whether the process filters of selector `s` (`matchCapabilities`,
+/// `matchNamespaces`, `matchPIDs`) hold for the current task (1) or not
+/// (0). A global function, as [`vardr_gen_arg`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+        return 0;
+    };
+    let s = s as usize & (GEN_SLOTS - 1);
+    let sel = &hook.selectors[s];
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if sel.process & GEN_PROC_CAPS != 0 {
+        // isNamespaceCapability: only outside the host's user namespace.
+        if sel.caps_host_userns != 0 && ns_inum(task, NS_USER, &off) == sel.caps_host_userns {
+            return 0;
+        }
+        let set = match sel.caps_set {
+            GEN_CAPS_INHERITABLE => off.cred_cap_inheritable,
+            GEN_CAPS_PERMITTED => off.cred_cap_permitted,
+            _ => off.cred_cap_effective,
+        };
+        let caps = read::<*const u8>(task, off.task_cred)
+            .and_then(|cred| read::<u64>(cred, set))
+            .unwrap_or(0);
+        if (caps & sel.caps_mask != 0) != (sel.caps_op == GEN_SET_IN) {
+            return 0;
+        }
+    }
+    if sel.process & GEN_PROC_NAMESPACES != 0 {
+        for k in 0..NS_KINDS {
+            let f = &sel.namespaces[k];
+            if f.op == 0 {
+                continue;
+            }
+            let inum = ns_inum(task, k, &off);
+            let n = f.nvalues;
+            let mut found = false;
+            for v in 0..GEN_MAX_SET_VALUES {
+                if v as u32 >= bound(&n) {
+                    break;
+                }
+                if f.values[v] == inum {
+                    found = true;
+                    break;
+                }
+            }
+            if found != (f.op == GEN_SET_IN) {
+                return 0;
+            }
+        }
+    }
+    if sel.process & GEN_PROC_PIDS != 0 {
+        let n = sel.npids;
+        for p in 0..GEN_MAX_PID_FILTERS {
+            if p as u32 >= bound(&n) {
+                break;
+            }
+            if vardr_gen_pids(generation, slot, s as u64, p as u64) == 0 {
+                return 0;
+            }
+        }
+    }
+    1
+}
+
+/// Whether `matchPIDs` entry `p` of selector `s` holds (1) or not (0):
+/// the process's pid (in its own pid namespace with `isNamespacePID`),
+/// with `followForks` also its ancestors', is (or is not) a value.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_pids(generation: u64, slot: u64, s: u64, p: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+        return 0;
+    };
+    let f =
+        &hook.selectors[s as usize & (GEN_SLOTS - 1)].pids[p as usize & (GEN_MAX_PID_FILTERS - 1)];
+    let (op, flags, nvalues) = (f.op, f.flags, f.nvalues);
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let mut task = unsafe { bpf_get_current_task() } as *const u8;
+    let levels = if flags & GEN_PID_FOLLOW != 0 {
+        GEN_PID_FOLLOW_DEPTH + 1
+    } else {
+        1
+    };
+    let mut found = false;
+    for level in 0..GEN_PID_FOLLOW_DEPTH + 1 {
+        if level >= bound(&levels) || task.is_null() {
+            break;
+        }
+        let pid = if flags & GEN_PID_NAMESPACE != 0 {
+            ns_tgid(task, &off)
+        } else {
+            read::<u32>(task, off.task_tgid).unwrap_or(0)
+        };
+        for v in 0..GEN_MAX_SET_VALUES {
+            if v as u32 >= bound(&nvalues) {
+                break;
+            }
+            if f.values[v] == pid {
+                found = true;
+                break;
+            }
+        }
+        if found {
+            break;
+        }
+        task = read::<*const u8>(task, off.task_real_parent).unwrap_or(core::ptr::null());
+    }
+    (found == (op == GEN_SET_IN)) as u32
+}
+
+/// The task's process id as its active pid namespace numbers it.
+#[inline(always)]
+fn ns_tgid(task: *const u8, off: &KernelOffsets) -> u32 {
+    let leader = read::<*const u8>(task, off.task_group_leader).unwrap_or(task);
+    let Some(pid) = read::<*const u8>(leader, off.task_thread_pid) else {
+        return 0;
+    };
+    let level = read::<u32>(pid, off.pid_level).unwrap_or(0) as u64;
+    read::<u32>(
+        pid,
+        off.pid_numbers + (level & 63) * off.upid_size + off.upid_nr,
+    )
+    .unwrap_or(0)
+}
+
+/// The inode number of the task's namespace of kind `k` (`NS_*`), 0 when
+/// unreadable.
+#[inline(always)]
+fn ns_inum(task: *const u8, k: usize, off: &KernelOffsets) -> u32 {
+    // Constant indexes only: the offsets then stay in registers (an index
+    // computed at run time would need the whole struct on the stack).
+    macro_rules! pick {
+        ($($i:literal),*) => {
+            match k {
+                $($i => (off.nsproxy_ns[$i], off.ns_inum[$i]),)*
+                _ => (0, 0),
+            }
+        };
+    }
+    let (member, inum) = pick!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    let ns = match k {
+        NS_PID => read::<*const u8>(task, off.task_thread_pid).and_then(|pid| {
+            let level = read::<u32>(pid, off.pid_level)? as u64;
+            read::<*const u8>(
+                pid,
+                off.pid_numbers + (level & 63) * off.upid_size + off.upid_ns,
+            )
+        }),
+        NS_USER => read::<*const u8>(task, off.task_cred)
+            .and_then(|cred| read::<*const u8>(cred, off.cred_user_ns)),
+        _ => {
+            if member == 0 {
+                return 0;
+            }
+            read::<*const u8>(task, off.task_nsproxy)
+                .and_then(|nsproxy| read::<*const u8>(nsproxy, member))
+        }
+    };
+    match ns {
+        Some(ns) if !ns.is_null() && inum != 0 => read::<u32>(ns, inum).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Whether `matchArgs` entry `m` of selector `s` holds (1) or not (0).

@@ -46,6 +46,13 @@ fn fallback_tracepoint_hooks() {
 }
 
 #[test]
+fn fallback_process_filter_hooks() {
+    if require_backend("fallback_process_filter_hooks", Fallback) {
+        common::hooks_process::process_filter_hooks(Fallback);
+    }
+}
+
+#[test]
 fn fallback_uprobe_hooks() {
     if require_backend("fallback_uprobe_hooks", Fallback) {
         common::hooks::uprobe_hooks(Fallback);

@@ -66,7 +66,9 @@ pub enum AgentError {
     Status(#[from] status::StatusError),
     #[error(transparent)]
     Fanotify(#[from] fanotify::FanotifyError),
-    #[error("{0}")]
+    // Transparent: with a "{0}" message and the error as its source too,
+    // `{:#}` printed the message twice.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Pin(#[from] crate::pin::PinError),

@@ -13,7 +13,7 @@ use vardr_common::generic::{
     GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_OP_STR_NE, GEN_STR_KEY_LEN,
 };
 
-use super::HookError;
+use super::{process_filters::HostNamespaces, HookError};
 use crate::{
     events::HookMeta,
     kernel::tracefs::{self, Field},
@@ -70,6 +70,7 @@ pub fn compile(
     generation: u32,
     slot: u32,
     tracefs_root: &Path,
+    host_ns: &HostNamespaces,
     next_bit: &mut u32,
 ) -> Result<CompiledHook, HookError> {
     let mut config = GenHook {
@@ -149,6 +150,12 @@ pub fn compile(
             rule_id: s as u32,
             ..GenSelector::default()
         };
+        super::process_filters::fill(&sel.process, &mut out, host_ns).map_err(|why| {
+            HookError::Hook {
+                hook: hook.name.clone(),
+                why,
+            }
+        })?;
         if sel.actions.post {
             out.actions |= GEN_ACT_POST;
         }

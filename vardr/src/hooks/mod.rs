@@ -10,6 +10,7 @@
 //! nothing under the new generation, are detached and their entries
 //! deleted. No call runs half old, half new.
 mod compile;
+mod process_filters;
 
 use std::{
     collections::HashMap,
@@ -237,12 +238,13 @@ impl GenericHooks {
         } else {
             None
         };
+        let host_ns = process_filters::HostNamespaces::system();
         for h in hooks {
             let slot = self.next_slot;
             self.next_slot = self.next_slot.wrapping_add(1).max(1);
             compiled.push((
                 slot,
-                compile::compile(h, generation, slot, &self.tracefs, &mut next_bit)?,
+                compile::compile(h, generation, slot, &self.tracefs, &host_ns, &mut next_bit)?,
             ));
         }
         // Binaries by identity: matchBinaries' bits, and the exempt ones.

@@ -125,8 +125,70 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
         cred_egid: m("cred", "egid")?,
         cred_fsuid: m("cred", "fsuid")?,
         cred_fsgid: m("cred", "fsgid")?,
-        ..overlay_offsets(&btf)
+        task_nsproxy: m("task_struct", "nsproxy")?,
+        task_thread_pid: m("task_struct", "thread_pid")?,
+        pid_level: m("pid", "level")?,
+        pid_numbers: m("pid", "numbers")?,
+        upid_size: btf
+            .struct_size("upid")
+            .ok_or_else(|| BtfError::NoStruct("upid".into()))?,
+        upid_nr: m("upid", "nr")?,
+        upid_ns: m("upid", "ns")?,
+        cred_user_ns: m("cred", "user_ns")?,
+        cred_cap_effective: m("cred", "cap_effective")?,
+        cred_cap_inheritable: m("cred", "cap_inheritable")?,
+        cred_cap_permitted: m("cred", "cap_permitted")?,
+        ..namespace_offsets(&btf, overlay_offsets(&btf))
     })
+}
+
+/// Where each namespace kind's inode number is: the `nsproxy` member that
+/// points to it and `ns.inum` in its struct. A kind the kernel lacks
+/// (time namespaces without `CONFIG_TIME_NS`) keeps 0s; the active pid
+/// namespace and the user namespace are not reached through `nsproxy`.
+fn namespace_offsets(btf: &Btf, mut o: KernelOffsets) -> KernelOffsets {
+    use vardr_common::{
+        NS_CGROUP, NS_IPC, NS_MNT, NS_NET, NS_PID, NS_PID_FOR_CHILDREN, NS_TIME,
+        NS_TIME_FOR_CHILDREN, NS_USER, NS_UTS,
+    };
+    let inum = |s: &str| -> Option<u64> {
+        Some(member_offset(btf, s, "ns").ok()? + member_offset(btf, "ns_common", "inum").ok()?)
+    };
+    let kinds: [(usize, Option<&str>, &str); 10] = [
+        (NS_UTS, Some("uts_ns"), "uts_namespace"),
+        (NS_IPC, Some("ipc_ns"), "ipc_namespace"),
+        (NS_MNT, Some("mnt_ns"), "mnt_namespace"),
+        (NS_PID, None, "pid_namespace"),
+        (
+            NS_PID_FOR_CHILDREN,
+            Some("pid_ns_for_children"),
+            "pid_namespace",
+        ),
+        (NS_NET, Some("net_ns"), "net"),
+        (NS_TIME, Some("time_ns"), "time_namespace"),
+        (
+            NS_TIME_FOR_CHILDREN,
+            Some("time_ns_for_children"),
+            "time_namespace",
+        ),
+        (NS_CGROUP, Some("cgroup_ns"), "cgroup_namespace"),
+        (NS_USER, None, "user_namespace"),
+    ];
+    for (k, member, ty) in kinds {
+        let (Some(i), ptr) = (
+            inum(ty),
+            member.map(|m| member_offset(btf, "nsproxy", m).ok()),
+        ) else {
+            continue;
+        };
+        match ptr {
+            Some(None) => continue,
+            Some(Some(p)) => o.nsproxy_ns[k] = p,
+            None => {}
+        }
+        o.ns_inum[k] = i;
+    }
+    o
 }
 
 /// Where overlayfs keeps a dentry's layers, for the identity of overlay
@@ -215,7 +277,7 @@ fn read<'b>(path: &str, base: Option<&'b Btf<'b>>) -> Result<Btf<'b>, BtfError> 
 }
 
 /// Whether the running kernel's release is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release
         .trim()
@@ -253,6 +315,15 @@ mod tests {
             "{off:?}"
         );
         assert_ne!(off.ovl_lower_kind, vardr_common::OVL_STACK_NONE, "{off:?}");
+        // Every namespace kind is reachable (the time ones need
+        // CONFIG_TIME_NS, which Debian's kernels have); only the pid and
+        // user namespaces are not reached through nsproxy.
+        for (k, (member, inum)) in off.nsproxy_ns.iter().zip(off.ns_inum).enumerate() {
+            assert_ne!(inum, 0, "kind {k}: {off:?}");
+            let direct = k == vardr_common::NS_PID || k == vardr_common::NS_USER;
+            assert_eq!(*member == 0, direct, "kind {k}: {off:?}");
+        }
+        assert_eq!(off.upid_size, 16, "struct upid is an int and a pointer");
     }
 
     /// The reader finds what a general BTF crate finds, for every member of

@@ -7,6 +7,7 @@
 use serde_saphyr::Spanned;
 
 use super::{
+    process_filters::{self, ProcessFilters},
     schema::{
         ActionSelector, Arg, ArgSelector, BinarySelector, KProbeSpec, List, Selector,
         TracepointSpec, UProbeSpec,
@@ -217,6 +218,8 @@ pub struct Actions {
 pub struct HookSelector {
     pub matches: Vec<ArgMatch>,
     pub binaries: Option<Binaries>,
+    /// `matchPIDs`, `matchNamespaces`, `matchCapabilities`.
+    pub process: ProcessFilters,
     pub actions: Actions,
     pub line: usize,
 }
@@ -559,7 +562,6 @@ fn selector(
     let sel = &s.value;
     let before = d.0.len();
     for (field, present) in [
-        ("matchPIDs", non_empty(&sel.match_pids).map(pos)),
         ("matchData", non_empty(&sel.match_data).map(pos)),
         (
             "matchReturnArgs",
@@ -573,14 +575,9 @@ fn selector(
             "matchParentBinaries",
             non_empty(&sel.match_parent_binaries).map(pos),
         ),
-        ("matchNamespaces", non_empty(&sel.match_namespaces).map(pos)),
         (
             "matchNamespaceChanges",
             non_empty(&sel.match_namespace_changes).map(pos),
-        ),
-        (
-            "matchCapabilities",
-            non_empty(&sel.match_capabilities).map(pos),
         ),
         (
             "matchCapabilityChanges",
@@ -616,10 +613,17 @@ fn selector(
         }
     }
     let binaries = binaries(d, &sel.match_binaries);
+    let process = process_filters::parse(
+        d,
+        &sel.match_pids,
+        &sel.match_namespaces,
+        &sel.match_capabilities,
+    );
     let actions = actions(d, &sel.match_actions);
     (d.0.len() == before).then(|| HookSelector {
         matches,
         binaries,
+        process,
         actions: actions.unwrap_or_default(),
         line: s.referenced.line().max(1) as usize,
     })

@@ -7,6 +7,7 @@ mod actions;
 pub mod generic;
 mod matchargs;
 mod overlap;
+pub mod process_filters;
 mod schema;
 mod support;
 mod translate;

@@ -223,8 +223,8 @@ pub struct ActionSelector {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PidSelector {
-    pub operator: String,
-    pub values: Vec<u32>,
+    pub operator: Spanned<String>,
+    pub values: Spanned<Vec<u32>>,
     #[serde(rename = "isNamespacePID")]
     pub is_namespace_pid: Option<bool>,
     pub follow_forks: Option<bool>,
@@ -241,9 +241,10 @@ pub struct BinarySelector {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceSelector {
-    pub namespace: String,
-    pub operator: String,
-    pub values: Vec<String>,
+    pub namespace: Spanned<String>,
+    pub operator: Spanned<String>,
+    /// Inode numbers or `host_ns`; YAML numbers read as their text.
+    pub values: List<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,10 +258,10 @@ pub struct NamespaceChangesSelector {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CapabilitiesSelector {
     #[serde(rename = "type")]
-    pub type_: Option<String>,
-    pub operator: String,
+    pub type_: Opt<String>,
+    pub operator: Spanned<String>,
     pub is_namespace_capability: Option<bool>,
-    pub values: Vec<String>,
+    pub values: List<String>,
 }
 
 #[derive(Debug, Deserialize)]

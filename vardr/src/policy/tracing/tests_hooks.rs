@@ -128,7 +128,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
     - index: 2
       type: string
     selectors:
-    - matchNamespaces: [{{namespace: Pid, operator: NotIn, values: [host_ns]}}]
+    - matchNamespaceChanges: [{{operator: In, values: [Mnt]}}]
       matchArgs: [{{index: 2, operator: Mask, values: [\"1\"]}}]
       matchActions: [{{action: Override, argError: -1}}]
     - matchArgs: [{{index: 2, operator: Equal, values: [\"{long}\"]}}]
@@ -150,8 +150,8 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
     has(
         &e,
         15,
-        24,
-        "selector matchNamespaces: not yet supported by vardr on kprobes and tracepoints",
+        30,
+        "selector matchNamespaceChanges: not yet supported by vardr on kprobes and tracepoints",
     );
     has(
         &e,
@@ -177,5 +177,98 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         22,
         16,
         "tracepoint name \"../x\": letters, digits and _ only",
+    );
+}
+
+#[test]
+fn process_filters_pids_namespaces_and_capabilities() {
+    use crate::policy::tracing::process_filters::{CapSet, NsValue};
+    use vardr_common::{NS_MNT, NS_PID};
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchNamespaces:
+      - namespace: Pid
+        operator: NotIn
+        values: [host_ns]
+      - namespace: Mnt
+        operator: In
+        values: [4026531841, host_ns]
+      matchPIDs:
+      - operator: NotIn
+        followForks: true
+        isNamespacePID: true
+        values: [0, 1]
+      matchCapabilities:
+      - type: Permitted
+        operator: In
+        values: [CAP_SYS_ADMIN, CAP_NET_RAW]
+      matchActions: [{{action: Sigkill}}]
+"
+    ));
+    let f = &p.hooks[0].selectors[0].process;
+    assert_eq!(f.namespaces.len(), 2);
+    assert_eq!((f.namespaces[0].kind, f.namespaces[0].in_), (NS_PID, false));
+    assert_eq!(f.namespaces[0].values, [NsValue::Host]);
+    assert_eq!(f.namespaces[1].kind, NS_MNT);
+    assert_eq!(
+        f.namespaces[1].values,
+        [NsValue::Inum(4_026_531_841), NsValue::Host]
+    );
+    let pid = &f.pids[0];
+    assert!(!pid.in_ && pid.follow_forks && pid.namespace_pid);
+    assert_eq!(pid.values, [0, 1]);
+    let c = f.caps.as_ref().unwrap();
+    assert_eq!(c.set, CapSet::Permitted);
+    assert_eq!(c.mask, 1 << 21 | 1 << 13);
+    assert!(c.in_ && !c.namespace);
+}
+
+#[test]
+fn process_filter_mistakes_are_named_with_positions() {
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchNamespaces:
+      - {{namespace: Pid, operator: NotIn, values: [\"1\"]}}
+      - {{namespace: Pidd, operator: In, values: [host_ns]}}
+      - {{namespace: Net, operator: Equal, values: [host_ns]}}
+      matchPIDs:
+      - {{operator: In, values: [1, 2, 3, 4, 5]}}
+      matchCapabilities:
+      - {{type: Bounding, operator: In, values: [CAP_SYS_ADMIN]}}
+    - matchCapabilities:
+      - {{operator: NotIn, values: [CAP_NOPE]}}
+"
+    ));
+    has(
+        &e,
+        11,
+        52,
+        "matchNamespaces Pid value \"1\": no namespace has this inode number",
+    );
+    has(
+        &e,
+        12,
+        21,
+        "matchNamespaces namespace \"Pidd\": one of Uts, Ipc, Mnt, Pid",
+    );
+    has(
+        &e,
+        13,
+        36,
+        "matchNamespaces operator \"Equal\": In or NotIn",
+    );
+    has(&e, 15, 32, "matchPIDs needs 1 to 4 values");
+    has(&e, 17, 16, "matchCapabilities type \"Bounding\"");
+    has(
+        &e,
+        19,
+        36,
+        "matchCapabilities value \"CAP_NOPE\": not a capability",
     );
 }

@@ -1,0 +1,147 @@
+//! A TracingPolicy hook's process filters end to end: `matchNamespaces`
+//! (with `host_ns`), `matchPIDs` (`isNamespacePID`, `followForks`) and
+//! `matchCapabilities`, evaluated in the kernel on a syscall tracepoint.
+use std::path::Path;
+
+use serde_json::Value;
+use vardr::probe::Backend;
+
+use super::{
+    killed,
+    scenarios::{policy, start},
+    sh_in, test_cgroup, TempDir,
+};
+
+fn policy_yaml(dir: &Path) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: proc-filters
+spec:
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args:
+    - index: 5
+      type: string
+    selectors:
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/ns/"]}}]
+      matchNamespaces:
+      - namespace: Pid
+        operator: NotIn
+        values: [host_ns]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/pid/"]}}]
+      matchPIDs:
+      - operator: In
+        isNamespacePID: true
+        values: [1]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/fork/"]}}]
+      matchPIDs:
+      - operator: In
+        isNamespacePID: true
+        followForks: true
+        values: [1]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/caps/"]}}]
+      matchCapabilities:
+      - type: Effective
+        operator: NotIn
+        values: [CAP_SYS_ADMIN]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/"]}}]
+"#,
+        d = dir.display()
+    )
+}
+
+/// The rule of the event for `mkdir path`.
+fn rule_for(agent: &mut super::agent::AgentRun, path: &Path) -> Value {
+    let p = path.to_str().unwrap();
+    let ev = agent.event(p, |e| e["process_tracepoint"]["args"][0]["string_arg"] == p);
+    ev["process_tracepoint"]["rule"].clone()
+}
+
+pub fn process_filter_hooks(b: Backend) {
+    let t = TempDir::new("procfilt");
+    let dir = t.path();
+    for sub in ["ns", "pid", "fork", "caps"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let tp = dir.join("tp.yaml");
+    std::fs::write(&tp, policy_yaml(dir)).unwrap();
+    let cg = test_cgroup("procfilt");
+    let pol = policy(&format!(
+        "  rules: []\n  tracing_policies: [{}]\n",
+        tp.display()
+    ));
+    let mut agent = start(b, &cg.path, &pol, true);
+    let rule = |i: usize| Value::from(format!("proc-filters.tracepoints.0.{i}"));
+    let mkdir = |script: &str| sh_in(&cg.path, script);
+    // `unshare --pid` without --fork: the shell stays outside, its first
+    // child is the new namespace's pid 1 (and the shell reports its fate).
+    let in_newns = |cmd: String| {
+        let o = sh_in(
+            &cg.path,
+            &format!("unshare --pid sh -c '{cmd}; echo rc=$?'"),
+        );
+        assert!(o.status.success(), "unshare: {o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+
+    // matchNamespaces Pid NotIn host_ns: only in another pid namespace.
+    let host = dir.join("ns/host");
+    let o = mkdir(&format!("mkdir {}", host.display()));
+    assert!(
+        o.status.success() && host.is_dir(),
+        "mkdir in the host ns: {o:?}"
+    );
+    assert_eq!(rule_for(&mut agent, &host), rule(4));
+    let inner = dir.join("ns/inner");
+    let out = in_newns(format!("mkdir {}", inner.display()));
+    assert_eq!(out, "rc=137", "mkdir in a new pid ns");
+    assert_eq!(rule_for(&mut agent, &inner), rule(0));
+
+    // matchPIDs In [1] isNamespacePID: the new namespace's first process
+    // only; with followForks its children too.
+    let first = dir.join("pid/first");
+    let out = in_newns(format!("mkdir {}", first.display()));
+    assert_eq!(out, "rc=137", "mkdir as pid 1 of its namespace");
+    assert_eq!(rule_for(&mut agent, &first), rule(1));
+    let child = dir.join("pid/child");
+    let out = in_newns(format!("sh -c \"mkdir {}; echo rc=\\$?\"", child.display()));
+    assert!(
+        out.starts_with("rc=0") && child.is_dir(),
+        "pid 2 of its namespace: {out:?}"
+    );
+    assert_eq!(rule_for(&mut agent, &child), rule(4));
+    let forked = dir.join("fork/child");
+    let out = in_newns(format!(
+        "sh -c \"mkdir {}; echo rc=\\$?\"",
+        forked.display()
+    ));
+    assert!(
+        out.starts_with("rc=137"),
+        "followForks, a child of pid 1: {out:?}"
+    );
+    assert_eq!(rule_for(&mut agent, &forked), rule(2));
+
+    // matchCapabilities Effective NotIn [CAP_SYS_ADMIN]: root keeps it;
+    // without it in the bounding set, the exec'd mkdir has it no more.
+    let root = dir.join("caps/root");
+    let o = mkdir(&format!("mkdir {}", root.display()));
+    assert!(
+        o.status.success() && root.is_dir(),
+        "mkdir with CAP_SYS_ADMIN: {o:?}"
+    );
+    assert_eq!(rule_for(&mut agent, &root), rule(4));
+    let dropped = dir.join("caps/dropped");
+    let o = mkdir(&format!(
+        "setpriv --bounding-set=-sys_admin mkdir {}",
+        dropped.display()
+    ));
+    assert!(killed(&o), "mkdir without CAP_SYS_ADMIN: {o:?}");
+    assert_eq!(rule_for(&mut agent, &dropped), rule(3));
+}
