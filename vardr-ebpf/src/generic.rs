@@ -197,6 +197,13 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         if s >= bound(&nselectors) {
             break;
         }
+        // The process filters first, from here: called from the selector's
+        // function their frames would exceed the 512 bytes of stack the
+        // kernel allows a chain of calls.
+        let process = hook.selectors[s as usize & (GEN_SLOTS - 1)].process;
+        if process != 0 && vardr_gen_process(generation as u64, slot as u64, s as u64) == 0 {
+            continue;
+        }
         if vardr_gen_selector(generation as u64, slot as u64, s as u64) != 0 {
             picked = s;
             break;
@@ -501,9 +508,6 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     };
     let s = s as usize & (GEN_SLOTS - 1);
     let sel = &hook.selectors[s];
-    if sel.process != 0 && vardr_gen_process(generation, slot, s as u64) == 0 {
-        return 0;
-    }
     if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
         let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
         if listed != (sel.binaries == GEN_BIN_IN) {
@@ -543,7 +547,7 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     if sel.process & GEN_PROC_CAPS != 0 {
         // isNamespaceCapability: only outside the host's user namespace.
-        if sel.caps_host_userns != 0 && ns_inum(task, NS_USER, &off) == sel.caps_host_userns {
+        if sel.caps_host_userns != 0 && ns_inum(task, NS_USER) == sel.caps_host_userns {
             return 0;
         }
         let set = match sel.caps_set {
@@ -560,23 +564,7 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
     }
     if sel.process & GEN_PROC_NAMESPACES != 0 {
         for k in 0..NS_KINDS {
-            let f = &sel.namespaces[k];
-            if f.op == 0 {
-                continue;
-            }
-            let inum = ns_inum(task, k, &off);
-            let n = f.nvalues;
-            let mut found = false;
-            for v in 0..GEN_MAX_SET_VALUES {
-                if v as u32 >= bound(&n) {
-                    break;
-                }
-                if f.values[v] == inum {
-                    found = true;
-                    break;
-                }
-            }
-            if found != (f.op == GEN_SET_IN) {
+            if sel.namespaces[k].op != 0 && vardr_gen_ns(generation, slot, s as u64, k as u64) == 0 {
                 return 0;
             }
         }
@@ -593,6 +581,40 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
         }
     }
     1
+}
+
+/// Whether the `matchNamespaces` entry for namespace kind `k` of selector
+/// `s` holds (1) or not (0).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u32 {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+        return 0;
+    };
+    let k = k as usize;
+    let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)].namespaces.get(k) else {
+        return 0;
+    };
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let inum = ns_inum(task, k);
+    let n = f.nvalues;
+    let mut found = false;
+    for v in 0..GEN_MAX_SET_VALUES {
+        if v as u32 >= bound(&n) {
+            break;
+        }
+        if f.values[v] == inum {
+            found = true;
+            break;
+        }
+    }
+    (found == (f.op == GEN_SET_IN)) as u32
 }
 
 /// Whether `matchPIDs` entry `p` of selector `s` holds (1) or not (0):
@@ -665,7 +687,8 @@ fn ns_tgid(task: *const u8, off: &KernelOffsets) -> u32 {
 /// The inode number of the task's namespace of kind `k` (`NS_*`), 0 when
 /// unreadable.
 #[inline(always)]
-fn ns_inum(task: *const u8, k: usize, off: &KernelOffsets) -> u32 {
+fn ns_inum(task: *const u8, k: usize) -> u32 {
+    let off = offsets();
     // Constant indexes only: the offsets then stay in registers (an index
     // computed at run time would need the whole struct on the stack).
     macro_rules! pick {

@@ -295,10 +295,26 @@ pub fn kprobe_hooks(b: Backend) {
     std::fs::copy(which("sh"), &shell).unwrap();
     let tp = dir.join("kp.yaml");
     std::fs::write(&tp, kprobe_tp(dir)).unwrap();
+    // The shipped examples of seeds 001-003, as they are.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tetragon");
+    let files: Vec<String> = std::iter::once(tp.clone())
+        .chain(
+            [
+                "block-shell-exec.yaml",
+                "kill-mkdir.yaml",
+                "fd-install-sigkill.yaml",
+                "detect-sudo.yaml",
+            ]
+            .map(|f| shipped.join(f)),
+        )
+        .map(|p| p.display().to_string())
+        .collect();
+    let tmp_target = Path::new("/tmp/tetragon");
+    std::fs::write(tmp_target, "secret").unwrap();
     let cg = test_cgroup("kprobes");
     let pol = policy(&format!(
         "  rules: []\n  tracing_policies: [{}]\n",
-        tp.display()
+        files.join(", ")
     ));
     let mut agent = start(b, &cg.path, &pol, true);
     let d = dir.display();
@@ -376,6 +392,38 @@ pub fn kprobe_hooks(b: Backend) {
     let o = sh_in(&cg.path, "/bin/sh -c 'exec /bin/echo ran'");
     assert!(o.status.success(), "exec from /bin/sh: {:?}", o.status);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+
+    // Shipped block-shell-exec (seed 001): a shell outside the host's pid
+    // namespace may not exec. `unshare --pid` without --fork leaves its
+    // shell outside and makes that shell's first child the new
+    // namespace's pid 1: a shell whose exec is killed.
+    let o = sh_in(
+        &cg.path,
+        "unshare --pid sh -c '/bin/sh -c \"/bin/echo ran\"; echo rc=$?'",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.trim(), "rc=137", "a shell execs in a new pid namespace");
+    let ev = agent.event("block-shell-exec", |e| {
+        kprobe(e)["policy_name"] == "block-shell-exec"
+    });
+    assert_eq!(kprobe(&ev)["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+
+    // Shipped kill-mkdir (seed 003): `mkdir test`, as the name is written.
+    let o = sh_in(&cg.path, &format!("cd {d} && mkdir test"));
+    assert!(killed(&o), "mkdir test: {:?}", o.status);
+    agent.event("kill-mkdir", |e| kprobe(e)["policy_name"] == "kill-mkdir");
+
+    // Shipped fd-install-sigkill (seed 002): opening /tmp/tetragon.
+    let o = sh_in(&cg.path, "cat /tmp/tetragon");
+    assert!(killed(&o), "cat /tmp/tetragon: {:?}", o.status);
+    agent.event("fd-install-sigkill", |e| {
+        kprobe(e)["policy_name"] == "fd-install-sigkill"
+    });
+    let _ = std::fs::remove_file(tmp_target);
+
+    // Shipped detect-sudo (seed 003): the setresuid above was reported.
+    let ev = agent.event("detect-sudo", |e| kprobe(e)["policy_name"] == "detect-sudo");
+    assert_eq!(kprobe(&ev)["verdict"], "alert", "{ev}");
 }
 
 /// The C library the test itself runs with (the one `mkdir` loads too).
