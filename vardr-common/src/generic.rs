@@ -238,6 +238,23 @@ pub struct GenConfig {
     pub _pad: u32,
 }
 
+/// The file a process executed (`GEN_EXE`, key: tgid), recorded by the
+/// generic object at exec and copied at fork: `matchBinaries` and exempt
+/// binaries go by it rather than by `mm->exe_file`, which a process may
+/// change (`prctl(PR_SET_MM)`, in its own user namespace too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenExe {
+    /// Start time of the process in clock ticks: an entry never applies
+    /// to a reused pid.
+    pub start_ticks: u64,
+    pub dev: u32,
+    /// Non-zero: executed under a tracer, which exempts nothing (the
+    /// tracer would steer an exempt process).
+    pub traced: u32,
+    pub ino: u64,
+}
+
 /// A hook's call that a selector matched (or any call of a hook without
 /// selectors).
 #[repr(C)]
@@ -266,4 +283,6 @@ mod pod {
     unsafe impl aya::Pod for super::GenKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenExe {}
 }

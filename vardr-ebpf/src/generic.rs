@@ -25,14 +25,14 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{kprobe, map, tracepoint, uprobe},
+    macros::{btf_tracepoint, kprobe, map, tracepoint, uprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
-    programs::{ProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, TracePointContext},
     EbpfContext, Global,
 };
 use vardr_common::{
     generic::{
-        GenConfig, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL,
+        GenConfig, GenExe, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL,
         GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
         GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
         GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED,
@@ -92,6 +92,13 @@ static GEN_STRINGS: LpmTrie<[u8; GEN_STR_KEY_LEN], u32> =
 /// selector that lists the binary, [`GEN_BIN_EXEMPT_BIT`] for exempt ones.
 #[map]
 static GEN_BINARIES: HashMap<InodeKey, u64> = HashMap::with_max_entries(4096, 0);
+
+/// What each process executed (see [`GenExe`]). When full, a new
+/// process goes by its `mm->exe_file`, as one that started before the
+/// object was loaded.
+#[map]
+static GEN_EXE: HashMap<u32, GenExe> =
+    HashMap::with_max_entries(1 << 16, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Exempt pids (value: the process's start time in ticks).
 #[map]
@@ -298,8 +305,7 @@ fn governed(cfg: &GenConfig, generation: u32) -> bool {
     if read::<u32>(task, off.task_flags).unwrap_or(0) & PF_KTHREAD != 0 {
         return false;
     }
-    let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
-    let start = read::<u64>(leader, off.task_start_boottime).unwrap_or(0) / NS_PER_TICK;
+    let start = start_ticks(task, &off);
     if tgid == cfg.agent_tgid && start == cfg.agent_start_ticks {
         return false;
     }
@@ -319,6 +325,88 @@ fn binaries(generation: u32) -> u64 {
     vardr_gen_binaries(generation as u64)
 }
 
+/// The process's start time in clock ticks, as `/proc/PID/stat` has it.
+#[inline(always)]
+fn start_ticks(task: *const u8, off: &KernelOffsets) -> u64 {
+    let leader: *const u8 = read(task, off.task_group_leader).unwrap_or(task);
+    read::<u64>(leader, off.task_start_boottime).unwrap_or(0) / NS_PER_TICK
+}
+
+/// (device, inode) of a file, through overlay mappings, as the agent
+/// keys binaries.
+#[inline(always)]
+fn file_key(file: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
+    let dentry = read::<*const u8>(file, off.file_f_path + off.path_dentry)?;
+    identity::plain_key(identity::real_dentry(dentry, off), off)
+}
+
+/// Records what the process executes (the file of the exec, after any
+/// interpreter: what `mm->exe_file` is at this point, before the process
+/// can change it).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let key = read::<*const u8>(bprm, off.binprm_file).and_then(|f| file_key(f, &off));
+    if let Some((dev, ino)) = key {
+        let e = GenExe {
+            start_ticks: start_ticks(task, &off),
+            dev,
+            traced: (read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0) as u32,
+            ino,
+        };
+        if GEN_EXE.insert(&tgid, &e, 0).is_ok() {
+            return 0;
+        }
+    }
+    let _ = GEN_EXE.remove(&tgid);
+    0
+}
+
+/// A child process runs its parent's executable until it execs.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_fork(struct task_struct *parent, struct task_struct *child)
+    let child: *const u8 = ctx.arg(1);
+    let off = offsets();
+    let pid: u32 = read(child, off.task_pid).unwrap_or(0);
+    let tgid: u32 = read(child, off.task_tgid).unwrap_or(0);
+    if pid == 0 || pid != tgid {
+        return 0; // a thread, not a process
+    }
+    let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup, copied at once.
+    let Some(mut e) = (unsafe { GEN_EXE.get(&ptgid) }).copied() else {
+        return 0;
+    };
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let parent = unsafe { bpf_get_current_task() } as *const u8;
+    if e.start_ticks == start_ticks(parent, &off) {
+        e.start_ticks = start_ticks(child, &off);
+        let _ = GEN_EXE.insert(&tgid, &e, 0);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn vardr_gen_exit(_ctx: BtfTracePointContext) -> i32 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // The process ends with its last thread.
+    let Some(signal) = read::<*const u8>(task, off.task_signal) else {
+        return 0;
+    };
+    if read::<i32>(signal, off.signal_live).unwrap_or(1) == 0 {
+        let _ = GEN_EXE.remove(&((bpf_get_current_pid_tgid() >> 32) as u32));
+    }
+    0
+}
+
 /// [`binaries`]' lookup, a global function: the kernel verifies the walk
 /// to the executable's identity (with its overlay cases) once, not in
 /// every state of the selectors that ask (on 6.1 their combinations
@@ -330,18 +418,26 @@ pub extern "C" fn vardr_gen_binaries(generation: u64) -> u64 {
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    let Some(mm) = read::<*const u8>(task, off.task_mm) else {
-        return 0;
-    };
-    let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) else {
-        return 0;
-    };
-    let Some(dentry) = read::<*const u8>(exe, off.file_f_path + off.path_dentry) else {
-        return 0;
-    };
-    let real = identity::real_dentry(dentry, &off);
-    let Some((dev, ino)) = identity::plain_key(real, &off) else {
-        return 0;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup, copied at once.
+    let recorded = unsafe { GEN_EXE.get(&tgid) }
+        .copied()
+        .filter(|e| e.start_ticks == start_ticks(task, &off));
+    let (dev, ino, traced) = match recorded {
+        Some(e) => (e.dev, e.ino, e.traced != 0),
+        // Started before the object was loaded (or the map was full).
+        None => {
+            let Some(mm) = read::<*const u8>(task, off.task_mm) else {
+                return 0;
+            };
+            let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) else {
+                return 0;
+            };
+            let Some((dev, ino)) = file_key(exe, &off) else {
+                return 0;
+            };
+            (dev, ino, read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0)
+        }
     };
     let key = InodeKey {
         generation,
@@ -349,7 +445,12 @@ pub extern "C" fn vardr_gen_binaries(generation: u64) -> u64 {
         ino,
     };
     // SAFETY: a lookup, copied at once.
-    unsafe { GEN_BINARIES.get(key) }.copied().unwrap_or(0)
+    let bits = unsafe { GEN_BINARIES.get(key) }.copied().unwrap_or(0);
+    if traced {
+        bits & !(1u64 << GEN_BIN_EXEMPT_BIT)
+    } else {
+        bits
+    }
 }
 
 /// Reads argument `i` of hook (`generation`, `slot`) from `base` (the

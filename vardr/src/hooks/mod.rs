@@ -21,7 +21,7 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{KProbe, TracePoint},
+    programs::{BtfTracePoint, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
 use vardr_common::{
@@ -133,6 +133,28 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
     move |source| HookError::Map { map, source }
 }
 
+/// Attaches the exec, fork and exit programs that record what each process
+/// executed (`GEN_EXE`): `matchBinaries` and exempt binaries go by that
+/// rather than by the executable a process may name for itself.
+fn track_executables(ebpf: &mut Ebpf) -> Result<(), HookError> {
+    let btf = crate::kernel::btf::shared_aya_btf().map_err(|e| HookError::Load(e.to_string()))?;
+    for (name, tp) in [
+        ("vardr_gen_exec", "sched_process_exec"),
+        ("vardr_gen_fork", "sched_process_fork"),
+        ("vardr_gen_exit", "sched_process_exit"),
+    ] {
+        let err = |e: String| HookError::Load(format!("{name}: {e}"));
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| err("missing from the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        p.load(tp, &btf).map_err(|e| err(e.to_string()))?;
+        p.attach().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(())
+}
+
 impl GenericHooks {
     /// Loads the object (its maps; the programs load when first needed).
     /// Returns the hooks and their events' ring buffer.
@@ -148,7 +170,7 @@ impl GenericHooks {
                 .ok_or_else(|| HookError::Load(format!("map {name} missing")))
         };
         let events = RingBuf::try_from(take("GEN_EVENTS")?).map_err(map_err("GEN_EVENTS"))?;
-        let this = Self {
+        let mut this = Self {
             hooks: take("GEN_HOOKS")?
                 .try_into()
                 .map_err(map_err("GEN_HOOKS"))?,
@@ -174,6 +196,7 @@ impl GenericHooks {
             written: [Written::default(), Written::default()],
             tracefs: PathBuf::from(TRACEFS),
         };
+        track_executables(&mut this.ebpf)?;
         Ok((this, events))
     }
 
