@@ -32,15 +32,16 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        GenConfig, GenExe, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL,
-        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
-        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
-        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED,
-        GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS,
-        GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT, GEN_OP_LT,
-        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ,
-        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
-        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GenConfig, GenExe, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST,
+        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC,
+        GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL,
+        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
+        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
+        GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ,
+        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX,
+        GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
+        GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN,
+        GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -436,7 +437,11 @@ pub extern "C" fn vardr_gen_binaries(generation: u64) -> u64 {
             let Some((dev, ino)) = file_key(exe, &off) else {
                 return 0;
             };
-            (dev, ino, read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0)
+            (
+                dev,
+                ino,
+                read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0,
+            )
         }
     };
     let key = InodeKey {
@@ -665,7 +670,8 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
     }
     if sel.process & GEN_PROC_NAMESPACES != 0 {
         for k in 0..NS_KINDS {
-            if sel.namespaces[k].op != 0 && vardr_gen_ns(generation, slot, s as u64, k as u64) == 0 {
+            if sel.namespaces[k].op != 0 && vardr_gen_ns(generation, slot, s as u64, k as u64) == 0
+            {
                 return 0;
             }
         }
@@ -698,7 +704,10 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
         return 0;
     };
     let k = k as usize;
-    let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)].namespaces.get(k) else {
+    let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)]
+        .namespaces
+        .get(k)
+    else {
         return 0;
     };
     // SAFETY: helper without arguments; the task is only read through probes.

@@ -411,14 +411,15 @@ pub fn kprobe_hooks(b: Backend) {
     // Shipped kill-mkdir (seed 003): `mkdir test`, as the name is written.
     let o = sh_in(&cg.path, &format!("cd {d} && mkdir test"));
     assert!(killed(&o), "mkdir test: {:?}", o.status);
-    agent.event("kill-mkdir", |e| kprobe(e)["policy_name"] == "kill-mkdir-test");
+    agent.event("kill-mkdir", |e| {
+        kprobe(e)["policy_name"] == "kill-mkdir-test"
+    });
 
     // Shipped fd-install-sigkill (seed 002): opening /tmp/tetragon.
     let o = sh_in(&cg.path, "cat /tmp/tetragon");
     assert!(killed(&o), "cat /tmp/tetragon: {:?}", o.status);
     agent.event("fd-install-sigkill", |e| {
-        kprobe(e)["policy_name"] == "enforcement"
-            && kprobe(e)["function_name"] == "fd_install"
+        kprobe(e)["policy_name"] == "enforcement" && kprobe(e)["function_name"] == "fd_install"
     });
     let _ = std::fs::remove_file(tmp_target);
 

@@ -52,6 +52,17 @@ spec:
         values: [CAP_SYS_ADMIN]
       matchActions: [{{action: Sigkill}}]
     - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/"]}}]
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args:
+    - index: 5
+      type: string
+    selectors:
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/bin/"]}}]
+      matchBinaries:
+      - operator: In
+        values: ["{d}/mkdir-copy"]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -67,9 +78,12 @@ fn rule_for(agent: &mut super::agent::AgentRun, path: &Path) -> Value {
 pub fn process_filter_hooks(b: Backend) {
     let t = TempDir::new("procfilt");
     let dir = t.path();
-    for sub in ["ns", "pid", "fork", "caps"] {
+    for sub in ["ns", "pid", "fork", "caps", "bin"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
+    // Named by matchBinaries: it must exist when the policy loads.
+    let copy = dir.join("mkdir-copy");
+    std::fs::copy(super::agent::which("mkdir"), &copy).unwrap();
     let tp = dir.join("tp.yaml");
     std::fs::write(&tp, policy_yaml(dir)).unwrap();
     let cg = test_cgroup("procfilt");
@@ -144,4 +158,16 @@ pub fn process_filter_hooks(b: Backend) {
     ));
     assert!(killed(&o), "mkdir without CAP_SYS_ADMIN: {o:?}");
     assert_eq!(rule_for(&mut agent, &dropped), rule(3));
+
+    // matchBinaries by what the process executed (recorded at its exec):
+    // a copy of mkdir that is listed, the system's that is not.
+    let listed = dir.join("bin/listed");
+    let o = mkdir(&format!("{} {}", copy.display(), listed.display()));
+    assert!(killed(&o), "the listed binary: {o:?}");
+    let other = dir.join("bin/other");
+    let o = mkdir(&format!("mkdir {}", other.display()));
+    assert!(
+        o.status.success() && other.is_dir(),
+        "another binary: {o:?}"
+    );
 }
