@@ -188,6 +188,9 @@ pub struct GenSelector {
     pub caps_op: u32,
     pub caps_set: u32,
     pub caps_host_userns: u32,
+    /// `matchParentBinaries`: `GEN_BIN_*`, and its bit in `GEN_BINARIES`.
+    pub parent_binaries: u32,
+    pub parent_bin_bit: u32,
     pub _pad: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,

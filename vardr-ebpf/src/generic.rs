@@ -323,7 +323,7 @@ fn governed(cfg: &GenConfig, generation: u32) -> bool {
 /// The `GEN_BINARIES` bits of the current process's executable.
 #[inline(always)]
 fn binaries(generation: u32) -> u64 {
-    vardr_gen_binaries(generation as u64)
+    vardr_gen_binaries(generation as u64, 0)
 }
 
 /// The process's start time in clock ticks, as `/proc/PID/stat` has it.
@@ -414,12 +414,20 @@ pub fn vardr_gen_exit(_ctx: BtfTracePointContext) -> i32 {
 /// exceeded the verifier's limit on pending branches).
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn vardr_gen_binaries(generation: u64) -> u64 {
+pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
     let generation = generation as u32;
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut task = unsafe { bpf_get_current_task() } as *const u8;
+    let mut tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if parent != 0 {
+        // `matchParentBinaries`: the parent process's executable.
+        let Some(p) = read::<*const u8>(task, off.task_real_parent) else {
+            return 0;
+        };
+        task = p;
+        tgid = read::<u32>(task, off.task_tgid).unwrap_or(0);
+    }
     // SAFETY: a lookup, copied at once.
     let recorded = unsafe { GEN_EXE.get(&tgid) }
         .copied()
@@ -617,6 +625,13 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
         let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
         if listed != (sel.binaries == GEN_BIN_IN) {
+            return 0;
+        }
+    }
+    if sel.parent_binaries == GEN_BIN_IN || sel.parent_binaries == GEN_BIN_NOT_IN {
+        let bits = vardr_gen_binaries(generation, 1);
+        let listed = bits & (1u64 << (sel.parent_bin_bit & 63)) != 0;
+        if listed != (sel.parent_binaries == GEN_BIN_IN) {
             return 0;
         }
     }

@@ -17,7 +17,7 @@ use super::{process_filters::HostNamespaces, HookError};
 use crate::{
     events::HookMeta,
     kernel::tracefs::{self, Field},
-    policy::tracing::generic::{ArgType, GenericHook, HookPoint, Op, Values},
+    policy::tracing::generic::{ArgType, Binaries, GenericHook, HookPoint, Op, Values},
 };
 
 /// `pt_regs` offsets of the first six arguments on x86-64: a function's
@@ -166,22 +166,30 @@ pub fn compile(
             out.actions |= GEN_ACT_SIGNAL;
             out.signal = sig;
         }
-        if let Some(b) = &sel.binaries {
+        // A bit of its own for each entry: which binaries a process's
+        // executable (or its parent's) is among.
+        let mut bit_for = |b: &Binaries| -> Result<(u32, u32), HookError> {
             if *next_bit >= MAX_BINARY_SELECTORS {
                 return Err(HookError::Hook {
                     hook: hook.name.clone(),
                     why: format!(
-                        "more than {MAX_BINARY_SELECTORS} selectors with matchBinaries in force"
+                        "more than {MAX_BINARY_SELECTORS} matchBinaries and matchParentBinaries entries in force"
                     ),
                 });
             }
-            out.binaries = if b.in_ { GEN_BIN_IN } else { GEN_BIN_NOT_IN };
-            out.bin_bit = *next_bit;
-            binaries.extend(b.paths.iter().map(|p| (p.clone(), *next_bit)));
+            let bit = *next_bit;
+            binaries.extend(b.paths.iter().map(|p| (p.clone(), bit)));
             *next_bit += 1;
-        } else {
-            out.binaries = GEN_BIN_ANY;
-        }
+            Ok((if b.in_ { GEN_BIN_IN } else { GEN_BIN_NOT_IN }, bit))
+        };
+        (out.binaries, out.bin_bit) = match &sel.binaries {
+            Some(b) => bit_for(b)?,
+            None => (GEN_BIN_ANY, 0),
+        };
+        (out.parent_binaries, out.parent_bin_bit) = match &sel.parent_binaries {
+            Some(b) => bit_for(b)?,
+            None => (GEN_BIN_ANY, 0),
+        };
         for (m, am) in sel.matches.iter().enumerate() {
             let string = types.get(am.arg).is_some_and(|t| t.is_string());
             let op = op_code(am.op, string);

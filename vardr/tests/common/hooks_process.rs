@@ -63,6 +63,11 @@ spec:
       - operator: In
         values: ["{d}/mkdir-copy"]
       matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/parent/"]}}]
+      matchParentBinaries:
+      - operator: In
+        values: ["{d}/sh-copy"]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -78,12 +83,14 @@ fn rule_for(agent: &mut super::agent::AgentRun, path: &Path) -> Value {
 pub fn process_filter_hooks(b: Backend) {
     let t = TempDir::new("procfilt");
     let dir = t.path();
-    for sub in ["ns", "pid", "fork", "caps", "bin"] {
+    for sub in ["ns", "pid", "fork", "caps", "bin", "parent"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     // Named by matchBinaries: it must exist when the policy loads.
     let copy = dir.join("mkdir-copy");
     std::fs::copy(super::agent::which("mkdir"), &copy).unwrap();
+    let sh_copy = dir.join("sh-copy");
+    std::fs::copy(super::agent::which("sh"), &sh_copy).unwrap();
     let tp = dir.join("tp.yaml");
     std::fs::write(&tp, policy_yaml(dir)).unwrap();
     let cg = test_cgroup("procfilt");
@@ -169,5 +176,25 @@ pub fn process_filter_hooks(b: Backend) {
     assert!(
         o.status.success() && other.is_dir(),
         "another binary: {o:?}"
+    );
+
+    // matchParentBinaries: mkdir run by the listed shell, not by another.
+    let by_copy = dir.join("parent/by-copy");
+    let o = mkdir(&format!(
+        "{} -c 'mkdir {}; echo rc=$?'",
+        sh_copy.display(),
+        by_copy.display()
+    ));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rc=137"),
+        "child of the listed shell: {out:?} {o:?}"
+    );
+    let by_sh = dir.join("parent/by-sh");
+    let o = mkdir(&format!("sh -c 'mkdir {}; echo rc=$?'", by_sh.display()));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rc=0") && by_sh.is_dir(),
+        "child of another shell: {out:?}"
     );
 }

@@ -218,6 +218,8 @@ pub struct Actions {
 pub struct HookSelector {
     pub matches: Vec<ArgMatch>,
     pub binaries: Option<Binaries>,
+    /// `matchParentBinaries`: the same, for the parent process.
+    pub parent_binaries: Option<Binaries>,
     /// `matchPIDs`, `matchNamespaces`, `matchCapabilities`.
     pub process: ProcessFilters,
     pub actions: Actions,
@@ -572,10 +574,6 @@ fn selector(
             non_empty(&sel.match_return_actions).map(pos),
         ),
         (
-            "matchParentBinaries",
-            non_empty(&sel.match_parent_binaries).map(pos),
-        ),
-        (
             "matchNamespaceChanges",
             non_empty(&sel.match_namespace_changes).map(pos),
         ),
@@ -612,7 +610,8 @@ fn selector(
             matches.push(m);
         }
     }
-    let binaries = binaries(d, &sel.match_binaries);
+    let own = binaries(d, &sel.match_binaries, "matchBinaries");
+    let parent = binaries(d, &sel.match_parent_binaries, "matchParentBinaries");
     let process = process_filters::parse(
         d,
         &sel.match_pids,
@@ -622,7 +621,8 @@ fn selector(
     let actions = actions(d, &sel.match_actions);
     (d.0.len() == before).then(|| HookSelector {
         matches,
-        binaries,
+        binaries: own,
+        parent_binaries: parent,
         process,
         actions: actions.unwrap_or_default(),
         line: s.referenced.line().max(1) as usize,
@@ -760,12 +760,12 @@ fn parse_int(s: &str) -> Option<u64> {
     s.parse::<u64>().ok()
 }
 
-fn binaries(d: &mut Diags, list: &List<BinarySelector>) -> Option<Binaries> {
+fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<Binaries> {
     let entries: Vec<_> = items(list).collect();
     if entries.len() > 1 {
         d.at(
             entries[1],
-            format!("more than one matchBinaries entry: {NOT_YET}"),
+            format!("more than one {field} entry: {NOT_YET}"),
         );
         return None;
     }
@@ -777,20 +777,17 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>) -> Option<Binaries> {
         other => {
             d.at(
                 *e,
-                format!("matchBinaries operator {other}: {NOT_YET} (In, NotIn: exact paths)"),
+                format!("{field} operator {other}: {NOT_YET} (In, NotIn: exact paths)"),
             );
             return None;
         }
     };
     if b.follow_children == Some(true) {
-        d.at(*e, format!("matchBinaries followChildren: {NOT_YET}"));
+        d.at(*e, format!("{field} followChildren: {NOT_YET}"));
         return None;
     }
     if b.values.is_empty() || b.values.len() > MAX_BINARIES {
-        d.at(
-            *e,
-            format!("matchBinaries needs 1 to {MAX_BINARIES} values"),
-        );
+        d.at(*e, format!("{field} needs 1 to {MAX_BINARIES} values"));
         return None;
     }
     for v in &b.values {
@@ -799,7 +796,10 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>) -> Option<Binaries> {
             && !v.contains("//")
             && !v.split('/').any(|c| c == "." || c == "..");
         if !normal {
-            d.at(*e, format!("matchBinaries value {v:?}: an absolute, normalized path (no '//', '.' or '..')"));
+            d.at(
+                *e,
+                format!("{field} value {v:?}: an absolute, normalized path (no '//', '.' or '..')"),
+            );
             return None;
         }
     }

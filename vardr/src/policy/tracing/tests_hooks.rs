@@ -114,6 +114,38 @@ fn match_binaries_in_and_not_in() {
     assert!(b.in_);
     assert_eq!(b.paths, ["/bin/sh", "/usr/bin/bash"]);
     assert!(!s[1].binaries.as_ref().unwrap().in_);
+    assert!(s[0].parent_binaries.is_none());
+}
+
+#[test]
+fn match_parent_binaries() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchParentBinaries: [{{operator: NotIn, values: [/usr/sbin/sshd]}}]
+"
+    ));
+    let s = &p.hooks[0].selectors[0];
+    let b = s.parent_binaries.as_ref().unwrap();
+    assert!(!b.in_);
+    assert_eq!(b.paths, ["/usr/sbin/sshd"]);
+    assert!(s.binaries.is_none());
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchParentBinaries: [{{operator: Prefix, values: [/usr/]}}]
+"
+    ));
+    has(
+        &e,
+        10,
+        29,
+        "matchParentBinaries operator Prefix: not yet supported",
+    );
 }
 
 #[test]
