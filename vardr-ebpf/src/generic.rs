@@ -360,11 +360,11 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
             traced: (read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0) as u32,
             ino,
         };
-        if GEN_EXE.insert(&tgid, &e, 0).is_ok() {
+        if GEN_EXE.insert(tgid, e, 0).is_ok() {
             return 0;
         }
     }
-    let _ = GEN_EXE.remove(&tgid);
+    let _ = GEN_EXE.remove(tgid);
     0
 }
 
@@ -381,14 +381,14 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
     }
     let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a lookup, copied at once.
-    let Some(mut e) = (unsafe { GEN_EXE.get(&ptgid) }).copied() else {
+    let Some(mut e) = (unsafe { GEN_EXE.get(ptgid) }).copied() else {
         return 0;
     };
     // SAFETY: helper without arguments; the task is only read through probes.
     let parent = unsafe { bpf_get_current_task() } as *const u8;
     if e.start_ticks == start_ticks(parent, &off) {
         e.start_ticks = start_ticks(child, &off);
-        let _ = GEN_EXE.insert(&tgid, &e, 0);
+        let _ = GEN_EXE.insert(tgid, e, 0);
     }
     0
 }
@@ -403,7 +403,7 @@ pub fn vardr_gen_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     if read::<i32>(signal, off.signal_live).unwrap_or(1) == 0 {
-        let _ = GEN_EXE.remove(&((bpf_get_current_pid_tgid() >> 32) as u32));
+        let _ = GEN_EXE.remove((bpf_get_current_pid_tgid() >> 32) as u32);
     }
     0
 }
@@ -429,7 +429,7 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
         tgid = read::<u32>(task, off.task_tgid).unwrap_or(0);
     }
     // SAFETY: a lookup, copied at once.
-    let recorded = unsafe { GEN_EXE.get(&tgid) }
+    let recorded = unsafe { GEN_EXE.get(tgid) }
         .copied()
         .filter(|e| e.start_ticks == start_ticks(task, &off));
     let (dev, ino, traced) = match recorded {
