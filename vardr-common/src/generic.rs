@@ -239,6 +239,10 @@ pub struct GenConfig {
     pub has_exempt_pids: u32,
     pub has_binaries: u32,
     pub _pad: u32,
+    /// When the exec tracking began (clock ticks since boot): a process
+    /// started later that `GEN_EXE` does not know (the map was full) is
+    /// exempt by no binary.
+    pub tracked_since_ticks: u64,
 }
 
 /// The file a process executed (`GEN_EXE`, key: tgid), recorded by the
@@ -256,6 +260,12 @@ pub struct GenExe {
     /// tracer would steer an exempt process).
     pub traced: u32,
     pub ino: u64,
+    /// What the parent ran when it forked this process (`matchParentBinaries`;
+    /// both 0: unknown). Kept across the process's own execs, and through
+    /// its parent's exit.
+    pub parent_dev: u32,
+    pub _pad: u32,
+    pub parent_ino: u64,
 }
 
 /// A hook's call that a selector matched (or any call of a hook without

@@ -341,6 +341,22 @@ fn file_key(file: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
     identity::plain_key(identity::real_dentry(dentry, off), off)
 }
 
+/// The current process's `GEN_EXE` entry, if it is its own (not a
+/// reused pid's).
+#[inline(always)]
+fn recorded(tgid: u32, task: *const u8, off: &KernelOffsets) -> Option<GenExe> {
+    // SAFETY: a lookup, copied at once.
+    unsafe { GEN_EXE.get(tgid) }
+        .copied()
+        .filter(|e| e.start_ticks == start_ticks(task, off))
+}
+
+/// Whether a task is traced now.
+#[inline(always)]
+fn traced_now(task: *const u8, off: &KernelOffsets) -> bool {
+    read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0
+}
+
 /// Records what the process executes (the file of the exec, after any
 /// interpreter: what `mm->exe_file` is at this point, before the process
 /// can change it).
@@ -354,11 +370,16 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = read::<*const u8>(bprm, off.binprm_file).and_then(|f| file_key(f, &off));
     if let Some((dev, ino)) = key {
+        // The parent stays what it was at fork.
+        let old = recorded(tgid, task, &off).unwrap_or_default();
         let e = GenExe {
             start_ticks: start_ticks(task, &off),
             dev,
-            traced: (read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0) as u32,
+            traced: traced_now(task, &off) as u32,
             ino,
+            parent_dev: old.parent_dev,
+            _pad: 0,
+            parent_ino: old.parent_ino,
         };
         if GEN_EXE.insert(tgid, e, 0).is_ok() {
             return 0;
@@ -368,7 +389,9 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// A child process runs its parent's executable until it execs.
+/// A child process runs its parent's executable until it execs; its
+/// parent is what the parent runs now, whatever happens to the parent
+/// later (exit and reparenting included).
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
@@ -380,16 +403,28 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
         return 0; // a thread, not a process
     }
     let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a lookup, copied at once.
-    let Some(mut e) = (unsafe { GEN_EXE.get(ptgid) }).copied() else {
-        return 0;
-    };
     // SAFETY: helper without arguments; the task is only read through probes.
     let parent = unsafe { bpf_get_current_task() } as *const u8;
-    if e.start_ticks == start_ticks(parent, &off) {
-        e.start_ticks = start_ticks(child, &off);
-        let _ = GEN_EXE.insert(tgid, e, 0);
-    }
+    let (dev, ino, traced) = match recorded(ptgid, parent, &off) {
+        Some(p) => (p.dev, p.ino, p.traced != 0),
+        // A parent that started before the tracking did: what it names
+        // as its executable now.
+        None => match exe_identity(parent, &off) {
+            Some((dev, ino)) => (dev, ino, traced_now(parent, &off)),
+            None => return 0,
+        },
+    };
+    let e = GenExe {
+        start_ticks: start_ticks(child, &off),
+        dev,
+        // A child traced from its birth (PTRACE_O_TRACEFORK) is traced.
+        traced: (traced || traced_now(child, &off)) as u32,
+        ino,
+        parent_dev: dev,
+        _pad: 0,
+        parent_ino: ino,
+    };
+    let _ = GEN_EXE.insert(tgid, e, 0);
     0
 }
 
@@ -418,39 +453,38 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
     let generation = generation as u32;
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
-    let mut task = unsafe { bpf_get_current_task() } as *const u8;
-    let mut tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if parent != 0 {
-        // `matchParentBinaries`: the parent process's executable.
-        let Some(p) = read::<*const u8>(task, off.task_real_parent) else {
-            return 0;
-        };
-        task = p;
-        tgid = read::<u32>(task, off.task_tgid).unwrap_or(0);
-    }
-    // SAFETY: a lookup, copied at once.
-    let recorded = unsafe { GEN_EXE.get(tgid) }
-        .copied()
-        .filter(|e| e.start_ticks == start_ticks(task, &off));
-    let (dev, ino, traced) = match recorded {
-        Some(e) => (e.dev, e.ino, e.traced != 0),
-        // Started before the object was loaded (or the map was full).
-        None => {
-            let Some(mm) = read::<*const u8>(task, off.task_mm) else {
-                return 0;
-            };
-            let Some(exe) = read::<*const u8>(mm, off.mm_exe_file) else {
-                return 0;
-            };
-            let Some((dev, ino)) = file_key(exe, &off) else {
-                return 0;
-            };
-            (
-                dev,
-                ino,
-                read::<u32>(task, off.task_ptrace).unwrap_or(1) != 0,
-            )
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let own = recorded(tgid, task, &off);
+    let identity = if parent != 0 {
+        // `matchParentBinaries`: what the parent ran when it forked us.
+        match own.filter(|e| e.parent_dev != 0 || e.parent_ino != 0) {
+            Some(e) => Some((e.parent_dev, e.parent_ino, false)),
+            None => read::<*const u8>(task, off.task_real_parent).and_then(|p| {
+                let ptgid = read::<u32>(p, off.task_tgid)?;
+                match recorded(ptgid, p, &off) {
+                    Some(e) => Some((e.dev, e.ino, false)),
+                    None => exe_identity(p, &off).map(|(d, i)| (d, i, false)),
+                }
+            }),
         }
+    } else {
+        match own {
+            // Traced at its exec, or since.
+            Some(e) => Some((e.dev, e.ino, e.traced != 0 || traced_now(task, &off))),
+            None => exe_identity(task, &off).map(|(dev, ino)| {
+                // Unknown to the tracking though started after it began (the
+                // map was full): no exemption on a name the process chose.
+                let since = GEN_CONFIG
+                    .get(generation)
+                    .map_or(0, |c| c.tracked_since_ticks);
+                let late = since != 0 && start_ticks(task, &off) > since;
+                (dev, ino, late || traced_now(task, &off))
+            }),
+        }
+    };
+    let Some((dev, ino, no_exemption)) = identity else {
+        return 0;
     };
     let key = InodeKey {
         generation,
@@ -459,11 +493,19 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
     };
     // SAFETY: a lookup, copied at once.
     let bits = unsafe { GEN_BINARIES.get(key) }.copied().unwrap_or(0);
-    if traced {
+    if no_exemption {
         bits & !(1u64 << GEN_BIN_EXEMPT_BIT)
     } else {
         bits
     }
+}
+
+/// The identity of what a task names as its executable (`mm->exe_file`).
+#[inline(always)]
+fn exe_identity(task: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
+    let mm = read::<*const u8>(task, off.task_mm)?;
+    let exe = read::<*const u8>(mm, off.mm_exe_file)?;
+    file_key(exe, off)
 }
 
 /// Reads argument `i` of hook (`generation`, `slot`) from `base` (the
@@ -728,6 +770,11 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
     // SAFETY: helper without arguments; the task is only read through probes.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let inum = ns_inum(task, k);
+    if inum == 0 {
+        // Unreadable (an exiting task has no nsproxy): the entry holds
+        // neither way rather than as if no namespace were listed.
+        return 0;
+    }
     let n = f.nvalues;
     let mut found = false;
     for v in 0..GEN_MAX_SET_VALUES {

@@ -26,7 +26,7 @@ use aya::{
 };
 use vardr_common::{
     generic::{GenConfig, GenHook, GenKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
-    InodeKey, PidKey,
+    InodeKey, PidKey, NS_PER_TICK,
 };
 
 pub use compile::kprobe_function;
@@ -114,6 +114,8 @@ pub struct GenericHooks {
     metas: HashMap<u32, Arc<HookMeta>>,
     written: [Written; 2],
     tracefs: PathBuf,
+    /// When the exec tracking was attached, in clock ticks since boot.
+    tracked_since_ticks: u64,
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
@@ -195,8 +197,14 @@ impl GenericHooks {
             metas: HashMap::new(),
             written: [Written::default(), Written::default()],
             tracefs: PathBuf::from(TRACEFS),
+            tracked_since_ticks: 0,
         };
         track_executables(&mut this.ebpf)?;
+        // Read after the attach: a process started in a later tick was seen.
+        this.tracked_since_ticks = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map_or(0, |t| {
+                (t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64) / NS_PER_TICK
+            });
         Ok((this, events))
     }
 
@@ -292,7 +300,7 @@ impl GenericHooks {
                         }
                     }
                     Err(e) => tracing::warn!(
-                        "matchBinaries {path}: {e}: no process runs it, so In never matches it (not installed later either: reload then)"
+                        "matchBinaries/matchParentBinaries {path}: {e}: no process runs it, so an In entry never holds for it and a NotIn entry always does (a binary installed later counts after a reload)"
                     ),
                 }
                 i += 1;
@@ -336,6 +344,7 @@ impl GenericHooks {
             has_exempt_pids: u32::from(!written.pids.is_empty()),
             has_binaries: u32::from(!bits.is_empty()),
             _pad: 0,
+            tracked_since_ticks: self.tracked_since_ticks,
         };
         self.config
             .set(generation, cfg, 0)

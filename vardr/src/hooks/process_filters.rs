@@ -35,6 +35,8 @@ fn initial_inum(kind: usize, fixed_mnt_net: bool) -> Option<u32> {
 pub struct HostNamespaces {
     proc: PathBuf,
     fixed_mnt_net: bool,
+    /// The offsets the hooks read namespaces with (`None` in tests).
+    offsets: Option<vardr_common::KernelOffsets>,
 }
 
 impl HostNamespaces {
@@ -42,6 +44,7 @@ impl HostNamespaces {
         Self {
             proc: PathBuf::from("/proc"),
             fixed_mnt_net: crate::kernel::btf::kernel_at_least(6, 18),
+            offsets: crate::kernel::btf::kernel_offsets().ok(),
         }
     }
 
@@ -56,6 +59,16 @@ impl HostNamespaces {
                 own.display()
             ));
         }
+        // The hooks read the namespace through offsets from the kernel's
+        // BTF: without them every task would look namespace-less.
+        if let Some(off) = &self.offsets {
+            let through_nsproxy = kind != NS_PID && kind != NS_USER;
+            if off.ns_inum[kind] == 0 || (through_nsproxy && off.nsproxy_ns[kind] == 0) {
+                return Err(format!(
+                    "the kernel's BTF does not show where a task's {link} namespace is"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -69,9 +82,19 @@ impl HostNamespaces {
         if let Some(n) = initial_inum(kind, self.fixed_mnt_net) {
             return Ok(n);
         }
+        // PID 1 is the host's init only if it is in the initial pid
+        // namespace (an agent in a container without the host's pids
+        // would otherwise take its container's namespace for the host's).
+        let instead = "name the namespace's inode number instead";
+        let init_pid = link_inum(&self.proc.join("1/ns/pid"))
+            .map_err(|e| format!("host_ns: {e}; {instead}"))?;
+        if Some(init_pid) != initial_inum(NS_PID, false) {
+            return Err(format!(
+                "host_ns: PID 1 here is not the host's init (its pid namespace is {init_pid}: the agent does not see the host's processes); {instead}"
+            ));
+        }
         let init = self.proc.join("1/ns").join(link);
-        link_inum(&init)
-            .map_err(|e| format!("host_ns: {e}; name the namespace's inode number instead"))
+        link_inum(&init).map_err(|e| format!("host_ns: {e}; {instead}"))
     }
 }
 
@@ -175,9 +198,11 @@ mod tests {
                 .unwrap();
         }
         std::os::unix::fs::symlink("mnt:[4026531841]", proc.join("1/ns/mnt")).unwrap();
+        std::os::unix::fs::symlink("pid:[4026531836]", proc.join("1/ns/pid")).unwrap();
         let host = HostNamespaces {
             proc: proc.clone(),
             fixed_mnt_net: false,
+            offsets: None,
         };
         let filters = ProcessFilters {
             pids: vec![PidFilter {
@@ -222,6 +247,7 @@ mod tests {
         let fixed = HostNamespaces {
             proc: proc.clone(),
             fixed_mnt_net: true,
+            offsets: None,
         };
         fill(&ns_filter(NS_MNT, vec![NsValue::Host]), &mut sel, &fixed).unwrap();
         assert_eq!(sel.namespaces[NS_MNT].values[0], 0xEFFF_FFF8);
@@ -235,6 +261,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("no time namespaces"), "{err}");
+        // Offsets the BTF did not give: refused rather than read as 0.
+        let blind = HostNamespaces {
+            proc: proc.clone(),
+            fixed_mnt_net: true,
+            offsets: Some(vardr_common::KernelOffsets::default()),
+        };
+        let err = fill(&ns_filter(NS_PID, vec![NsValue::Host]), &mut sel, &blind).unwrap_err();
+        assert!(err.contains("BTF does not show"), "{err}");
+        // A PID 1 that is not the host's init: no host_ns for Mnt.
+        std::fs::remove_file(proc.join("1/ns/pid")).unwrap();
+        std::os::unix::fs::symlink("pid:[4026532999]", proc.join("1/ns/pid")).unwrap();
+        let err = fill(&ns_filter(NS_MNT, vec![NsValue::Host]), &mut sel, &host).unwrap_err();
+        assert!(err.contains("not the host's init"), "{err}");
         std::fs::remove_dir_all(&proc).unwrap();
     }
 }

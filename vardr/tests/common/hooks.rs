@@ -309,8 +309,15 @@ pub fn kprobe_hooks(b: Backend) {
         )
         .map(|p| p.display().to_string())
         .collect();
-    let tmp_target = Path::new("/tmp/tetragon");
-    std::fs::write(tmp_target, "secret").unwrap();
+    // fd-install-sigkill names /tmp/tetragon; removed however the test ends.
+    struct Removed(&'static Path);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let tmp_target = Removed(Path::new("/tmp/tetragon"));
+    std::fs::write(tmp_target.0, "secret").unwrap();
     let cg = test_cgroup("kprobes");
     let pol = policy(&format!(
         "  rules: []\n  tracing_policies: [{}]\n",
@@ -333,7 +340,9 @@ pub fn kprobe_hooks(b: Backend) {
     // fd_install with a file argument (seed 002): the open's caller dies.
     let o = sh_in(&cg.path, &format!("cat {d}/tetragon"));
     assert!(killed(&o), "cat tetragon: {:?}", o.status);
-    let ev = agent.event("fd_install", |e| kprobe(e)["function_name"] == "fd_install");
+    let ev = agent.event("fd_install", |e| {
+        kprobe(e)["function_name"] == "fd_install" && kprobe(e)["policy_name"] == "kp-hooks"
+    });
     let path = format!("{d}/tetragon");
     assert_eq!(
         kprobe(&ev)["args"][1]["file_arg"]["path"],
@@ -350,7 +359,7 @@ pub fn kprobe_hooks(b: Backend) {
     );
     assert!(o.status.success(), "setresuid: {:?}", o.status);
     let ev = agent.event("__sys_setresuid", |e| {
-        kprobe(e)["function_name"] == "__sys_setresuid"
+        kprobe(e)["function_name"] == "__sys_setresuid" && kprobe(e)["policy_name"] == "kp-hooks"
     });
     assert_eq!(kprobe(&ev)["args"][1]["int_arg"], 0, "{ev}");
     assert_eq!(kprobe(&ev)["verdict"], "alert", "{ev}");
@@ -421,7 +430,7 @@ pub fn kprobe_hooks(b: Backend) {
     agent.event("fd-install-sigkill", |e| {
         kprobe(e)["policy_name"] == "enforcement" && kprobe(e)["function_name"] == "fd_install"
     });
-    let _ = std::fs::remove_file(tmp_target);
+    drop(tmp_target);
 
     // Shipped detect-sudo (seed 003): the setresuid above was reported.
     let ev = agent.event("detect-sudo", |e| kprobe(e)["policy_name"] == "detect-sudo");

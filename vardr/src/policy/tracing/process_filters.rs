@@ -216,7 +216,7 @@ fn namespace_filters(d: &mut Diags, list: &List<NamespaceSelector>) -> Vec<NsFil
 }
 
 /// `host_ns` or a namespace's inode number. A small number is refused: it
-/// is no namespace's (they are all above 4026531833), so the entry would
+/// is no namespace's (they are 4026531832 and up), so the entry would
 /// never (In) or always (NotIn) hold, which is not what anyone means.
 fn ns_value(v: &str) -> Result<NsValue, String> {
     if v == "host_ns" {
