@@ -94,9 +94,9 @@ static GEN_STRINGS: LpmTrie<[u8; GEN_STR_KEY_LEN], u32> =
 #[map]
 static GEN_BINARIES: HashMap<InodeKey, u64> = HashMap::with_max_entries(4096, 0);
 
-/// What each process executed (see [`GenExe`]). When full, a new
-/// process goes by its `mm->exe_file`, as one that started before the
-/// object was loaded.
+/// What each process executed (see [`GenExe`]). A process it has no
+/// entry for goes by its `mm->exe_file`: one that started before the
+/// object was loaded, or (the map full) one exempt by no binary.
 #[map]
 static GEN_EXE: HashMap<u32, GenExe> =
     HashMap::with_max_entries(1 << 16, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
