@@ -756,17 +756,9 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
         generation: generation as u32,
         slot: slot as u32,
     };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
-        return 0;
-    };
-    let k = k as usize;
-    let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)]
-        .namespaces
-        .get(k)
-    else {
-        return 0;
-    };
+    // Masked: the verifier keeps a bound on the index even where the
+    // compiler spills and reloads it (6.1 refused the pointer math).
+    let k = k as usize & 15;
     // SAFETY: helper without arguments; the task is only read through probes.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let inum = ns_inum(task, k);
@@ -775,6 +767,16 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
         // neither way rather than as if no namespace were listed.
         return 0;
     }
+    // SAFETY: a lookup; fields are copied out.
+    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+        return 0;
+    };
+    let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)]
+        .namespaces
+        .get(k)
+    else {
+        return 0;
+    };
     let n = f.nvalues;
     let mut found = false;
     for v in 0..GEN_MAX_SET_VALUES {
