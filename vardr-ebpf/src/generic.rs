@@ -260,6 +260,18 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     }
 }
 
+/// The config of hook (`generation`, `slot`), as a global function's
+/// arguments name it (the map value: fields are read from it, not kept).
+#[inline(always)]
+fn hook_config(generation: u64, slot: u64) -> Option<&'static GenHook> {
+    let key = GenKey {
+        generation: generation as u32,
+        slot: slot as u32,
+    };
+    // SAFETY: a lookup; callers read fields from the value within the call.
+    unsafe { GEN_HOOKS.get(key) }
+}
+
 /// A loop's data-dependent bound, read anew at each check: LLVM cannot
 /// then merge it with the loop's constant bound into one equality test
 /// (`i == min(n, 5)`), which older verifiers (6.1) cannot prove ends and
@@ -516,12 +528,7 @@ fn exe_identity(task: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let i = i as usize & (GEN_SLOTS - 1);
@@ -654,12 +661,7 @@ fn extend(v: u64, size: u32, signed: bool) -> u64 {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let s = s as usize & (GEN_SLOTS - 1);
@@ -695,12 +697,7 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let s = s as usize & (GEN_SLOTS - 1);
@@ -752,10 +749,6 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
     // Masked: the verifier keeps a bound on the index even where the
     // compiler spills and reloads it (6.1 refused the pointer math).
     let k = k as usize & 15;
@@ -767,8 +760,7 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
         // neither way rather than as if no namespace were listed.
         return 0;
     }
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let Some(f) = hook.selectors[s as usize & (GEN_SLOTS - 1)]
@@ -797,12 +789,7 @@ pub extern "C" fn vardr_gen_ns(generation: u64, slot: u64, s: u64, k: u64) -> u3
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_pids(generation: u64, slot: u64, s: u64, p: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let f =
@@ -902,12 +889,7 @@ fn ns_inum(task: *const u8, k: usize) -> u32 {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) -> u32 {
-    let key = GenKey {
-        generation: generation as u32,
-        slot: slot as u32,
-    };
-    // SAFETY: a lookup; fields are copied out.
-    let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
+    let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let (s, m) = (s as usize & (GEN_SLOTS - 1), m as usize & (GEN_SLOTS - 1));
