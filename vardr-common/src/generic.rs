@@ -102,6 +102,9 @@ pub const GEN_ACT_POST: u32 = 1;
 pub const GEN_ACT_SIGKILL: u32 = 2;
 /// Send [`GenSelector::signal`] (with `--enforce`).
 pub const GEN_ACT_SIGNAL: u32 = 4;
+/// Fail the call with [`GenSelector::arg_error`] instead of running the
+/// function (with `--enforce`; kprobes on error-injectable functions).
+pub const GEN_ACT_OVERRIDE: u32 = 8;
 /// The event's actions: the enforcement actions were not carried out
 /// (`--enforce` is off): the event reports what would have happened.
 pub const GEN_ACT_AUDIT: u32 = 1 << 31;
@@ -191,7 +194,8 @@ pub struct GenSelector {
     /// `matchParentBinaries`: `GEN_BIN_*`, and its bit in `GEN_BINARIES`.
     pub parent_binaries: u32,
     pub parent_bin_bit: u32,
-    pub _pad: u32,
+    /// Override's `argError`: the negative errno the call returns.
+    pub arg_error: i32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
     pub pids: [GenPidFilter; GEN_MAX_PID_FILTERS],
@@ -268,6 +272,15 @@ pub struct GenExe {
     pub parent_ino: u64,
 }
 
+/// Key of `GEN_OVERRIDE`: an Override the kprobe of hook `slot` decided
+/// for the calling thread, which the hook's `fmod_ret` program returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GenOverrideKey {
+    pub pid_tgid: u64,
+    pub slot: u64,
+}
+
 /// A hook's call that a selector matched (or any call of a hook without
 /// selectors).
 #[repr(C)]
@@ -283,6 +296,9 @@ pub struct GenericEvent {
     pub signal: u32,
     pub rule_id: u32,
     pub generation: u32,
+    /// What an Override made the call return (0: not overridden).
+    pub error: i32,
+    pub _pad: u32,
     pub ints: [u64; GEN_SLOTS],
     /// String arguments, NUL-terminated (empty when unreadable).
     pub strs: [[u8; GEN_STR_LEN]; GEN_SLOTS],

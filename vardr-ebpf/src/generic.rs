@@ -32,16 +32,16 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        GenConfig, GenExe, GenHook, GenKey, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_POST,
-        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC,
-        GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL,
-        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
-        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
-        GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ,
-        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX,
-        GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
-        GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN,
-        GEN_STR_LEN,
+        GenConfig, GenExe, GenHook, GenKey, GenOverrideKey, GenericEvent, GEN_ACT_AUDIT,
+        GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM,
+        GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT,
+        GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN,
+        GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL,
+        GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS,
+        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK,
+        GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ,
+        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
+        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -104,6 +104,13 @@ static GEN_EXE: HashMap<u32, GenExe> =
 /// Exempt pids (value: the process's start time in ticks).
 #[map]
 static GEN_EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(1024, 0);
+
+/// Overrides decided by a kprobe, for the hook's `fmod_ret` program on
+/// the same function (assembled by the agent), which runs next at the
+/// function's entry, takes the entry out and returns its error instead
+/// of running the function.
+#[map]
+static GEN_OVERRIDE: HashMap<GenOverrideKey, i32> = HashMap::with_max_entries(4096, 0);
 
 #[map]
 static GEN_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -220,12 +227,32 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     if nselectors > 0 && picked == u32::MAX {
         return;
     }
-    let (mut actions, mut signal, mut rule_id) = (GEN_ACT_POST, 0, 0);
+    let (mut actions, mut signal, mut rule_id, mut arg_error) = (GEN_ACT_POST, 0, 0, 0);
     if (picked as usize) < GEN_MAX_SELECTORS {
         let sel = &hook.selectors[picked as usize & (GEN_SLOTS - 1)];
         actions = sel.actions;
         signal = sel.signal;
         rule_id = sel.rule_id;
+        arg_error = sel.arg_error;
+    }
+    let mut error = 0;
+    if actions & GEN_ACT_OVERRIDE != 0 {
+        if cfg.enforce != 0 {
+            let key = GenOverrideKey {
+                pid_tgid: bpf_get_current_pid_tgid(),
+                slot: slot as u64,
+            };
+            // Without room (4096 threads between this probe and the
+            // function) the call goes ahead, and the event does not
+            // claim the Override.
+            if GEN_OVERRIDE.insert(key, arg_error, 0).is_ok() {
+                error = arg_error;
+            } else {
+                actions &= !GEN_ACT_OVERRIDE;
+            }
+        } else {
+            actions |= GEN_ACT_AUDIT;
+        }
     }
     if actions & (GEN_ACT_SIGKILL | GEN_ACT_SIGNAL) != 0 {
         if cfg.enforce != 0 {
@@ -252,6 +279,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         (*ev).signal = signal;
         (*ev).rule_id = rule_id;
         (*ev).generation = generation;
+        (*ev).error = error;
         if GEN_EVENTS.output::<GenericEvent>(&*ev, 0).is_err() {
             if let Some(n) = GEN_LOST.get_ptr_mut(0) {
                 *n += 1;

@@ -5,7 +5,7 @@ mod maps;
 mod objects;
 pub mod perf_attach;
 mod plan;
-mod sys;
+pub(crate) mod sys;
 
 use std::{fs::File, path::PathBuf};
 

@@ -286,7 +286,7 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
 ///
 /// # Safety
 /// As [`bpf`].
-unsafe fn bpf_fd<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<i32> {
+pub(crate) unsafe fn bpf_fd<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<i32> {
     // SAFETY: the caller vouches for `attr`; the kernel reads at most its size.
     let r = unsafe {
         libc::syscall(

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 use vardr_common::{
-    generic::{GenericEvent, GEN_ACT_AUDIT, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS},
+    generic::{
+        GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
+        GEN_MAX_ARGS,
+    },
     EventHeader, EventKind,
 };
 
@@ -29,6 +32,8 @@ pub struct GenericCall {
     /// `GEN_ACT_*`.
     pub actions: u32,
     pub signal: u32,
+    /// What an Override made the call return (0: not overridden).
+    pub error: i32,
     /// Per argument (the hook's first [`GEN_MAX_ARGS`]).
     pub ints: Vec<u64>,
     pub strs: Vec<String>,
@@ -42,6 +47,7 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
         selector: (ev.selector != u32::MAX).then_some(ev.selector),
         actions: ev.actions,
         signal: ev.signal,
+        error: ev.error,
         ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
         strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
     })
@@ -123,9 +129,11 @@ pub struct ProcessHook {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     pub args: Vec<Arg>,
-    /// What the kernel did: `KPROBE_ACTION_SIGKILL`, `KPROBE_ACTION_SIGNAL`
-    /// or `KPROBE_ACTION_POST` (reported only, also when `--enforce` is
-    /// off and the selector asked for more: see `intended_action`).
+    /// What the kernel did: `KPROBE_ACTION_OVERRIDE` (the call failed;
+    /// a Sigkill with it is in `signal`), `KPROBE_ACTION_SIGKILL`,
+    /// `KPROBE_ACTION_SIGNAL` or `KPROBE_ACTION_POST` (reported only, also
+    /// when `--enforce` is off and the selector asked for more: see
+    /// `intended_action`).
     pub action: &'static str,
     pub policy_name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -146,15 +154,30 @@ pub struct ProcessHook {
     /// The signal sent (Signal, Sigkill).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// What an Override made the call return, by its errno's name (`EPERM`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_error: Option<String>,
 }
 
-fn signal_action(actions: u32) -> Option<&'static str> {
-    if actions & GEN_ACT_SIGKILL != 0 {
+/// The action that stopped the call or its caller: an Override first (the
+/// call did not happen), then a signal.
+fn enforcing_action(actions: u32) -> Option<&'static str> {
+    if actions & GEN_ACT_OVERRIDE != 0 {
+        Some("KPROBE_ACTION_OVERRIDE")
+    } else if actions & GEN_ACT_SIGKILL != 0 {
         Some("KPROBE_ACTION_SIGKILL")
     } else if actions & GEN_ACT_SIGNAL != 0 {
         Some("KPROBE_ACTION_SIGNAL")
     } else {
         None
+    }
+}
+
+/// `-1` → `EPERM`; a number no errno has stays a number.
+fn errno_name(error: i32) -> String {
+    match nix::errno::Errno::from_raw(error.saturating_neg()) {
+        nix::errno::Errno::UnknownErrno => error.to_string(),
+        e => format!("{e:?}"),
     }
 }
 
@@ -171,13 +194,14 @@ impl JsonEvent {
             process.map_or_else(|| Process::from_header(&c.header), Process::from_info);
         proc_json.tid = Some(c.header.tid);
         let audit = c.actions & GEN_ACT_AUDIT != 0;
-        let enforced = signal_action(c.actions).filter(|_| !audit);
-        let (verdict, intended) = match (signal_action(c.actions), audit) {
+        let enforced = enforcing_action(c.actions).filter(|_| !audit);
+        let (verdict, intended) = match (enforcing_action(c.actions), audit) {
             (Some(a), true) => ("audit", Some(a)),
             (Some(_), false) => ("deny", None),
             (None, _) => ("alert", None),
         };
-        let signal = enforced.map(|_| {
+        let signalled = !audit && c.actions & (GEN_ACT_SIGKILL | GEN_ACT_SIGNAL) != 0;
+        let signal = signalled.then(|| {
             let sig = if c.actions & GEN_ACT_SIGKILL != 0 {
                 9
             } else {
@@ -185,6 +209,7 @@ impl JsonEvent {
             };
             super::json::signal_name(sig)
         });
+        let override_error = (c.error != 0).then(|| errno_name(c.error));
         let args = meta
             .args
             .iter()
@@ -238,6 +263,7 @@ impl JsonEvent {
             intended_action: intended,
             backend,
             signal,
+            override_error,
         };
         let body = match meta.point {
             HookPoint::Kprobe { .. } => Body::ProcessKprobe(Box::new(body)),

@@ -5,12 +5,12 @@
 use std::{path::Path, sync::Arc};
 
 use vardr_common::generic::{
-    GenArg, GenHook, GenMatch, GenSelector, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
-    GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME,
-    GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_ANY, GEN_BIN_IN,
-    GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT,
-    GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_PREFIX, GEN_OP_POSTFIX,
-    GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_OP_STR_NE, GEN_STR_KEY_LEN,
+    GenArg, GenHook, GenMatch, GenSelector, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL,
+    GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
+    GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_ANY,
+    GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_VALUES, GEN_OP_EQ,
+    GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_PREFIX,
+    GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_OP_STR_NE, GEN_STR_KEY_LEN,
 };
 
 use super::{process_filters::HostNamespaces, HookError};
@@ -31,9 +31,19 @@ pub const MAX_BINARY_SELECTORS: u32 = 63;
 /// Where one hook attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attach {
-    Kprobe { function: String },
-    Tracepoint { id: u32 },
-    Uprobe { path: String, symbol: String },
+    /// `override_`: a selector may fail the call (the program that can,
+    /// which attaches only to error-injectable functions).
+    Kprobe {
+        function: String,
+        override_: bool,
+    },
+    Tracepoint {
+        id: u32,
+    },
+    Uprobe {
+        path: String,
+        symbol: String,
+    },
 }
 
 /// One hook, ready for the maps.
@@ -96,6 +106,10 @@ pub fn compile(
             }
             Attach::Kprobe {
                 function: kprobe_function(call, *syscall),
+                override_: hook
+                    .selectors
+                    .iter()
+                    .any(|s| s.actions.override_error.is_some()),
             }
         }
         HookPoint::Uprobe { path, symbol } => {
@@ -165,6 +179,10 @@ pub fn compile(
         if let Some(sig) = sel.actions.signal {
             out.actions |= GEN_ACT_SIGNAL;
             out.signal = sig;
+        }
+        if let Some(e) = sel.actions.override_error {
+            out.actions |= GEN_ACT_OVERRIDE;
+            out.arg_error = e;
         }
         // A bit of its own for each entry: which binaries a process's
         // executable (or its parent's) is among.

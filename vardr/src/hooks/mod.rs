@@ -10,6 +10,7 @@
 //! nothing under the new generation, are detached and their entries
 //! deleted. No call runs half old, half new.
 mod compile;
+mod fmod_ret;
 mod process_filters;
 
 use std::{
@@ -119,8 +120,11 @@ pub struct GenericHooks {
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
+/// Fields drop in order: the kprobe detaches before its override program,
+/// which so takes every decision the kprobe left.
 struct Attached {
     _link: Link,
+    _override: Option<fmod_ret::OverrideLink>,
     copy: Option<(u32, usize)>,
 }
 
@@ -446,7 +450,7 @@ impl GenericHooks {
             return self.attach_uprobe(path, symbol, slot, &err);
         }
         let (name, target, copy) = match a {
-            Attach::Kprobe { function } => {
+            Attach::Kprobe { function, .. } => {
                 if !perf_attach::kprobes_available() {
                     return Err(err("this kernel has no kprobes (no kprobe PMU; `vardr probe` shows what it has)".into()));
                 }
@@ -500,10 +504,27 @@ impl GenericHooks {
             }
         }
         .map_err(|e| err(format!("dup: {e}")))?;
+        // The override program first: the kprobe's decisions are taken
+        // from its first call on.
+        let override_ = match a {
+            Attach::Kprobe {
+                function,
+                override_: true,
+            } => {
+                let map = self
+                    .ebpf
+                    .map("GEN_OVERRIDE")
+                    .and_then(crate::backend::sys::fd)
+                    .ok_or_else(|| err("map GEN_OVERRIDE missing".into()))?;
+                Some(fmod_ret::attach(function, slot, map).map_err(err)?)
+            }
+            _ => None,
+        };
         let link = perf_attach::attach(fd.as_fd(), target, u64::from(slot))
             .map_err(|e| err(e.to_string()))?;
         Ok(Attached {
             _link: Link::Perf(link),
+            _override: override_,
             copy,
         })
     }
@@ -536,6 +557,7 @@ impl GenericHooks {
         let link = p.take_link(id).map_err(|e| err(format!("{e}")))?;
         Ok(Attached {
             _link: Link::Uprobe(link),
+            _override: None,
             copy: None,
         })
     }

@@ -276,6 +276,14 @@ fn read<'b>(path: &str, base: Option<&'b Btf<'b>>) -> Result<Btf<'b>, BtfError> 
     .map_err(|e| BtfError::Parse(e.to_string()))
 }
 
+/// The BTF id of kernel function `name` in vmlinux (what a trampoline
+/// program is loaded for).
+pub fn function_id(name: &str) -> Result<u32, BtfError> {
+    let btf = read(VMLINUX_BTF, None)?;
+    btf.func_id(name)
+        .ok_or_else(|| BtfError::Parse(format!("no function {name} in the kernel's BTF")))
+}
+
 /// Whether the running kernel's release is at least `major.minor`.
 pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

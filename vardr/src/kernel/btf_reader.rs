@@ -13,6 +13,7 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_FUNC: u32 = 12;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReadError {
@@ -163,6 +164,17 @@ impl<'b> Btf<'b> {
             .or_else(|| self.base.and_then(|b| b.struct_id(name)))
     }
 
+    /// The id of the function named `name` in this blob (a scan: asked
+    /// once per function a program attaches to).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.types.iter().enumerate().find_map(|(i, &at)| {
+            let info = u32_at(&self.data, at as usize + 4).ok()?;
+            let name_off = u32_at(&self.data, at as usize).ok()?;
+            ((info >> 24) & 0x1f == KIND_FUNC && self.string(name_off) == name.as_bytes())
+                .then_some(self.first_id + i as u32)
+        })
+    }
+
     /// Size in bytes of struct `name`.
     pub fn struct_size(&self, name: &str) -> Option<u64> {
         let (_, _, _, size) = self.header(self.struct_id(name)?)?;
@@ -286,7 +298,8 @@ mod tests {
 
     /// int (1); struct inner {int a; int b;} (2); struct outer { int x;
     /// union { int y; struct inner z; }; const-typedef'd anonymous
-    /// struct with w } (3, 4, 5-7); a forward declaration of outer (8).
+    /// struct with w } (3, 4, 5-7); a forward declaration of outer (8);
+    /// a function `inner` (9).
     fn sample() -> Vec<u8> {
         let mut b = Blob::new();
         let (int, inner, outer) = (b.str("int"), b.str("inner"), b.str("outer"));
@@ -326,6 +339,7 @@ mod tests {
         b.ty(t, KIND_TYPEDEF, 0, false, 5); // 6 -> 5 (typedef)
         b.ty(0, KIND_CONST, 0, false, 6); // 7: const t (unused)
         b.ty(outer, 7, 0, false, 0); // 8: forward declaration
+        b.ty(inner, KIND_FUNC, 0, false, 0); // 9: a function named like a struct
         b.bytes()
     }
 
@@ -344,11 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn functions_are_found_by_name_and_kind() {
+        let btf = Btf::parse(sample()).expect("parse");
+        assert_eq!(btf.func_id("inner"), Some(9));
+        assert_eq!(btf.struct_id("inner"), Some(2));
+        assert_eq!(btf.func_id("outer"), None);
+    }
+
+    #[test]
     fn split_blobs_number_after_their_base() {
         let base = Btf::parse(sample()).expect("base");
         let mut m = Blob::new();
         let (name, v, inner_ref) = (m.str("mod_s"), m.str("v"), m.str("r"));
-        // 9: struct mod_s { int v; struct inner r; } (types of the base).
+        // 10: struct mod_s { int v; struct inner r; } (types of the base).
         m.ty(
             base.str_base + base.strings.len() as u32 + name,
             KIND_STRUCT,
@@ -364,7 +386,7 @@ mod tests {
         }
         // Split blobs start their strings after the base's.
         let split = Btf::parse_split(m.bytes(), &base).expect("split");
-        assert_eq!(split.struct_id("mod_s"), Some(9));
+        assert_eq!(split.struct_id("mod_s"), Some(10));
         assert_eq!(split.member_offset("mod_s", "r"), Some(4));
         assert_eq!(split.member_offset("inner", "b"), Some(4));
     }

@@ -10,7 +10,7 @@ use super::{
     agent::which,
     killed,
     scenarios::{policy, start},
-    sh, sh_in, test_cgroup, TempDir,
+    sh, sh_in, stderr, test_cgroup, TempDir,
 };
 
 fn tracepoint_tp(dir: &Path) -> String {
@@ -276,6 +276,27 @@ spec:
         values: ["{dir}/shell"]
       matchActions:
       - action: Sigkill
+  - call: "security_file_open"
+    syscall: false
+    args:
+    - index: 0
+      type: "file"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Equal"
+        values: ["{dir}/override"]
+      matchActions:
+      - action: Override
+        argError: -1
+    - matchArgs:
+      - index: 0
+        operator: "Equal"
+        values: ["{dir}/override-kill"]
+      matchActions:
+      - action: Override
+        argError: -13
+      - action: Sigkill
 "#,
         dir = dir.display()
     )
@@ -289,6 +310,8 @@ pub fn kprobe_hooks(b: Backend) {
     let t = TempDir::new("kprobes");
     let dir = t.path();
     std::fs::write(dir.join("tetragon"), "secret").unwrap();
+    std::fs::write(dir.join("override"), "secret").unwrap();
+    std::fs::write(dir.join("override-kill"), "secret").unwrap();
     std::fs::create_dir_all(dir.join("sysblocked")).unwrap();
     std::fs::write(dir.join("sysblocked/x"), "x").unwrap();
     let shell = dir.join("shell");
@@ -402,6 +425,86 @@ pub fn kprobe_hooks(b: Backend) {
     assert!(o.status.success(), "exec from /bin/sh: {:?}", o.status);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
 
+    // Override on a security_* function (an fmod_ret program beside the
+    // kprobe): the open fails with argError, the caller lives on, the
+    // file is untouched; with Sigkill too the caller dies and the open
+    // (which would truncate) still never happens.
+    let o = sh_in(&cg.path, &format!("cat {d}/override"));
+    assert_eq!(o.status.code(), Some(1), "cat override: {:?}", o.status);
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "cat override: {}",
+        stderr(&o)
+    );
+    let o = sh_in(&cg.path, &format!("echo pwned > {d}/override"));
+    assert!(
+        !o.status.success() && !killed(&o),
+        "write override: {:?}",
+        o.status
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("override")).unwrap(),
+        "secret"
+    );
+    let ev = agent.event("security_file_open override", |e| {
+        kprobe(e)["function_name"] == "security_file_open" && kprobe(e)["override_error"] == "EPERM"
+    });
+    let ev = kprobe(&ev);
+    assert_eq!(ev["action"], "KPROBE_ACTION_OVERRIDE", "{ev}");
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    assert_eq!(
+        ev["args"][0]["file_arg"]["path"],
+        format!("{d}/override"),
+        "{ev}"
+    );
+    let o = sh_in(&cg.path, &format!("echo pwned > {d}/override-kill"));
+    assert!(killed(&o), "write override-kill: {:?}", o.status);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("override-kill")).unwrap(),
+        "secret",
+        "the open went ahead (O_TRUNC)"
+    );
+    let ev = agent.event("security_file_open override and kill", |e| {
+        kprobe(e)["override_error"] == "EACCES"
+    });
+    assert_eq!(kprobe(&ev)["signal"], "SIGKILL", "{ev}");
+    // Outside the scope the same open goes ahead.
+    let o = sh(&format!("cat {d}/override"));
+    assert!(
+        o.status.success(),
+        "cat override outside the scope: {:?}",
+        o.status
+    );
+    // A function the kernel does not let a program fail: refused when
+    // the policy is added, naming what is allowed; the agent goes on.
+    let bad = dir.join("bad-override.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bad-override\nspec:\n  kprobes:\n  - call: do_mkdirat\n    args: [{index: 1, type: filename}]\n    selectors:\n    - matchActions: [{action: Override, argError: -1}]\n",
+    )
+    .unwrap();
+    let socket = agent.runtime_dir().join("tetragon.sock");
+    let o = agent.vardr(&[
+        "tracingpolicy",
+        "add",
+        bad.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "Override on do_mkdirat was accepted");
+    assert!(
+        stderr(&o).contains("does not let a program fail this function"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sh_in(&cg.path, &format!("cat {d}/override"));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "after the refused add: {:?}",
+        o.status
+    );
+
     // Shipped block-shell-exec (seed 001): a shell outside the host's pid
     // namespace may not exec. `unshare --pid` without --fork leaves its
     // shell outside and makes that shell's first child the new
@@ -415,7 +518,10 @@ pub fn kprobe_hooks(b: Backend) {
     let ev = agent.event("block-shell-exec", |e| {
         kprobe(e)["policy_name"] == "block-shell-exec"
     });
-    assert_eq!(kprobe(&ev)["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+    // The exec failed with EPERM (Override) and the shell was killed.
+    assert_eq!(kprobe(&ev)["action"], "KPROBE_ACTION_OVERRIDE", "{ev}");
+    assert_eq!(kprobe(&ev)["override_error"], "EPERM", "{ev}");
+    assert_eq!(kprobe(&ev)["signal"], "SIGKILL", "{ev}");
 
     // Shipped kill-mkdir (seed 003): `mkdir test`, as the name is written.
     let o = sh_in(&cg.path, &format!("cd {d} && mkdir test"));

@@ -258,7 +258,7 @@ fn lost_events_decode_as_an_event_tetragon_does_not_know() {
 mod hooks {
     use std::sync::Arc;
 
-    use vardr_common::generic::{GEN_ACT_AUDIT, GEN_ACT_POST, GEN_ACT_SIGKILL};
+    use vardr_common::generic::{GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL};
 
     use super::{chain, decoded, header, pb};
     use crate::{
@@ -266,13 +266,14 @@ mod hooks {
         policy::tracing::generic::{ArgType, HookPoint},
     };
 
-    fn call(actions: u32) -> GenericCall {
+    fn call(actions: u32, error: i32) -> GenericCall {
         GenericCall {
             header: header(),
             slot: 1,
             selector: Some(0),
             actions,
             signal: 0,
+            error,
             ints: vec![u64::MAX, 0, 4096, 7, 0],
             strs: vec![
                 String::new(),
@@ -309,16 +310,25 @@ mod hooks {
             call: "do_mkdirat".into(),
             syscall: false,
         });
-        for (actions, want) in [
-            (GEN_ACT_POST | GEN_ACT_SIGKILL, pb::KprobeAction::Sigkill),
+        let override_kill = GEN_ACT_POST | GEN_ACT_OVERRIDE | GEN_ACT_SIGKILL;
+        for (actions, error, want) in [
+            (GEN_ACT_POST | GEN_ACT_SIGKILL, 0, pb::KprobeAction::Sigkill),
             (
                 GEN_ACT_POST | GEN_ACT_SIGKILL | GEN_ACT_AUDIT,
+                0,
                 pb::KprobeAction::Post,
             ),
-            (GEN_ACT_POST, pb::KprobeAction::Post),
+            (GEN_ACT_POST, 0, pb::KprobeAction::Post),
+            (
+                GEN_ACT_POST | GEN_ACT_OVERRIDE,
+                -1,
+                pb::KprobeAction::Override,
+            ),
+            (override_kill, -13, pb::KprobeAction::Override),
+            (override_kill | GEN_ACT_AUDIT, 0, pb::KprobeAction::Post),
         ] {
             let j = JsonEvent::generic(
-                &call(actions),
+                &call(actions, error),
                 &kp,
                 Some(&chain()),
                 "n",
@@ -327,6 +337,28 @@ mod hooks {
             let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
                 panic!("not a process_kprobe");
             };
+            // vardr's fields: what was done, what would have been.
+            let v = serde_json::to_value(&j).expect("json");
+            let v = &v["process_kprobe"];
+            let audit = actions & GEN_ACT_AUDIT != 0;
+            let enforcing = actions & (GEN_ACT_SIGKILL | GEN_ACT_OVERRIDE) != 0;
+            let verdict = match (enforcing, audit) {
+                (true, false) => "deny",
+                (true, true) => "audit",
+                (false, _) => "alert",
+            };
+            assert_eq!(v["verdict"], verdict, "{v}");
+            let errno = match error {
+                -1 => "EPERM",
+                -13 => "EACCES",
+                _ => "",
+            };
+            assert_eq!(v["override_error"].as_str().unwrap_or(""), errno, "{v}");
+            let killed = actions & GEN_ACT_SIGKILL != 0 && !audit;
+            assert_eq!(v["signal"].as_str() == Some("SIGKILL"), killed, "{v}");
+            if actions == override_kill | GEN_ACT_AUDIT {
+                assert_eq!(v["intended_action"], "KPROBE_ACTION_OVERRIDE", "{v}");
+            }
             assert_eq!(k.function_name, "do_mkdirat");
             assert_eq!(k.policy_name, "kp");
             assert_eq!(k.action, want as i32);
@@ -359,7 +391,7 @@ mod hooks {
             event: "sched_process_exec".into(),
         });
         let j = JsonEvent::generic(
-            &call(GEN_ACT_POST),
+            &call(GEN_ACT_POST, 0),
             &tp,
             None,
             "n",

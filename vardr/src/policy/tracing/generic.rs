@@ -212,6 +212,8 @@ pub struct Actions {
     pub post: bool,
     pub sigkill: bool,
     pub signal: Option<u32>,
+    /// Override's `argError`: the call fails with it (kprobes only).
+    pub override_error: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -437,11 +439,12 @@ fn hook(
             d.at(s, format!("more than {MAX_SELECTORS} selectors: Tetragon allows at most {MAX_SELECTORS} per hook"));
             break;
         }
-        if let Some(mut sel) = selector(d, &args, &rejected, s) {
+        if let Some(mut sel) = selector(d, &point, &args, &rejected, s) {
             if monitor {
-                sel.actions.post = true;
-                sel.actions.sigkill = false;
-                sel.actions.signal = None;
+                sel.actions = Actions {
+                    post: true,
+                    ..Actions::default()
+                };
             }
             selectors.push(sel);
         }
@@ -557,6 +560,7 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
 
 fn selector(
     d: &mut Diags,
+    point: &HookPoint,
     args: &[HookArg],
     rejected: &[u32],
     s: &Spanned<Selector>,
@@ -618,7 +622,7 @@ fn selector(
         &sel.match_namespaces,
         &sel.match_capabilities,
     );
-    let actions = actions(d, &sel.match_actions);
+    let actions = actions(d, point, &sel.match_actions);
     (d.0.len() == before).then(|| HookSelector {
         matches,
         binaries: own,
@@ -809,7 +813,7 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
     })
 }
 
-fn actions(d: &mut Diags, list: &List<ActionSelector>) -> Option<Actions> {
+fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Option<Actions> {
     let all: Vec<_> = items(list).collect();
     if let Some(a) = all.get(MAX_ACTIONS) {
         d.at(*a, format!("more than {MAX_ACTIONS} matchActions: Tetragon allows at most {MAX_ACTIONS} per selector"));
@@ -849,9 +853,12 @@ fn actions(d: &mut Diags, list: &List<ActionSelector>) -> Option<Actions> {
                 &["argSig"]
             }
             "override" => {
-                d.at(&a.action, format!("action Override on kprobes and tracepoints: {NOT_YET} (use an lsmhooks entry, which refuses the call, or Sigkill)"));
-                ok = false;
-                continue;
+                if let Some(e) = override_error(d, point, a) {
+                    out.override_error = Some(e);
+                } else {
+                    ok = false;
+                }
+                &["argError"]
             }
             "followfd" | "unfollowfd" | "copyfd" => {
                 d.at(
@@ -865,7 +872,7 @@ fn actions(d: &mut Diags, list: &List<ActionSelector>) -> Option<Actions> {
                 continue;
             }
             _ => {
-                d.at(&a.action, format!("action {}: {NOT_YET} on kprobes and tracepoints (Post, NoPost, Sigkill, Signal)", a.action.value));
+                d.at(&a.action, format!("action {}: {NOT_YET} on kprobes and tracepoints (Post, NoPost, Sigkill, Signal, Override)", a.action.value));
                 ok = false;
                 continue;
             }
@@ -882,4 +889,48 @@ fn actions(d: &mut Diags, list: &List<ActionSelector>) -> Option<Actions> {
         }
     }
     ok.then_some(out)
+}
+
+/// Override's `argError`, on a kprobe: what the call returns instead of
+/// running. Where the function allows it is the kernel's to say at attach.
+fn override_error(d: &mut Diags, point: &HookPoint, a: &ActionSelector) -> Option<i32> {
+    match point {
+        HookPoint::Kprobe { .. } => {}
+        HookPoint::Tracepoint { .. } => {
+            d.at(
+                &a.action,
+                "action Override on tracepoints: a tracepoint cannot change what the call returns (Tetragon neither); use a kprobe on the function, or Sigkill",
+            );
+            return None;
+        }
+        HookPoint::Uprobe { .. } => {
+            d.at(
+                &a.action,
+                format!(
+                    "action Override on uprobes: {NOT_YET} (Sigkill or Signal stop the caller)"
+                ),
+            );
+            return None;
+        }
+    }
+    let Some(e) = set(&a.arg_error) else {
+        d.at(
+            &a.action,
+            "Override needs argError, the negative errno the call returns (e.g. -1 for EPERM)",
+        );
+        return None;
+    };
+    // A positive value would make a failed call look like a success (a
+    // byte count, a file descriptor) to the caller.
+    if !(-4095..=-1).contains(&e.value) {
+        d.at(
+            e,
+            format!(
+                "argError {}: a negative errno, -1 to -4095 (e.g. -1 for EPERM, -13 for EACCES)",
+                e.value
+            ),
+        );
+        return None;
+    }
+    Some(e.value)
 }

@@ -95,6 +95,82 @@ fn monitor_mode_reports_instead_of_killing() {
     ));
     let a = p.hooks[0].selectors[0].actions;
     assert!(a.post && !a.sigkill, "{a:?}");
+    let p = parse_ok(&format!(
+        "{HEAD}  options: [{{name: policy-mode, value: monitor}}]
+  kprobes:
+  - call: security_file_open
+    args: [{{index: 0, type: file}}]
+    selectors:
+    - matchActions: [{{action: Override, argError: -1}}]
+"
+    ));
+    let a = p.hooks[0].selectors[0].actions;
+    assert!(a.post && a.override_error.is_none(), "{a:?}");
+}
+
+/// Seed 001's Sigkill with `argError: -1` ("EPERM returned to the
+/// caller"), written as Tetragon takes it: Override and Sigkill.
+#[test]
+fn kprobe_override_with_sigkill() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Postfix, values: [/nc]}}]
+      matchActions: [{{action: Override, argError: -1}}, {{action: Sigkill}}]
+    - matchArgs: [{{index: 0, operator: Postfix, values: [/curl]}}]
+      matchActions: [{{action: Override, argError: -13}}]
+"
+    ));
+    let s = &p.hooks[0].selectors;
+    assert_eq!(s[0].actions.override_error, Some(-1));
+    assert!(s[0].actions.sigkill && s[0].actions.post);
+    assert_eq!(s[1].actions.override_error, Some(-13));
+    assert!(!s[1].actions.sigkill);
+}
+
+/// Override is a kprobe's: a tracepoint cannot change a call's result,
+/// and it needs the error to return.
+#[test]
+fn override_elsewhere_or_without_an_error_is_refused() {
+    let e = parse_err(&format!(
+        "{HEAD}  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args: [{{index: 5}}]
+    selectors:
+    - matchActions: [{{action: Override, argError: -1}}]
+  kprobes:
+  - call: security_file_open
+    args: [{{index: 0, type: file}}]
+    selectors:
+    - matchActions: [{{action: Override}}]
+  uprobes:
+  - path: /usr/bin/true
+    symbols: [main]
+    selectors:
+    - matchActions: [{{action: Override, argError: -1}}]
+"
+    ));
+    has(
+        &e,
+        11,
+        31,
+        "action Override on tracepoints: a tracepoint cannot change what the call returns",
+    );
+    has(
+        &e,
+        16,
+        31,
+        "Override needs argError, the negative errno the call returns",
+    );
+    has(
+        &e,
+        21,
+        31,
+        "action Override on uprobes: not yet supported by vardr",
+    );
 }
 
 #[test]
@@ -162,7 +238,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
     selectors:
     - matchNamespaceChanges: [{{operator: In, values: [Mnt]}}]
       matchArgs: [{{index: 2, operator: Mask, values: [\"1\"]}}]
-      matchActions: [{{action: Override, argError: -1}}]
+      matchActions: [{{action: Override, argError: 5}}]
     - matchArgs: [{{index: 2, operator: Equal, values: [\"{long}\"]}}]
   - call: sys_x
     args: [{{index: 0}}]
@@ -191,12 +267,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         40,
         "matchArgs Mask compares numbers: argument 2 is a string",
     );
-    has(
-        &e,
-        17,
-        31,
-        "action Override on kprobes and tracepoints: not yet supported by vardr",
-    );
+    has(&e, 17, 51, "argError 5: a negative errno, -1 to -4095");
     has(
         &e,
         18,
