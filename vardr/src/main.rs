@@ -246,6 +246,8 @@ struct AgentArgs {
     /// lifts every rule and leaves nothing pinned. Without BPF LSM, file
     /// rules between agents are the open tracepoints' (SIGKILL, absolute
     /// paths as written); while an agent runs, fanotify decides (EPERM).
+    /// TracingPolicy kprobes, tracepoints and uprobes stay too (as
+    /// Tetragon's --keep-sensors-on-exit), replaced by the next agent's.
     #[arg(long)]
     keep_enforcing: bool,
     /// Report the server name (SNI) of every outbound TLS connection of a

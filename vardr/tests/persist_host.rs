@@ -59,3 +59,11 @@ fn fallback_adopted_set_drops_unfinished_reload() {
         persist::adopted_set_drops_unfinished_reload(Fallback);
     }
 }
+
+#[test]
+fn fallback_generic_hooks_persist() {
+    if require_backend("fallback_generic_hooks_persist", Fallback) {
+        let _serial = serial();
+        persist::generic_hooks_persist(Fallback, false);
+    }
+}

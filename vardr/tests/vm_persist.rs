@@ -36,3 +36,18 @@ fn lsm_adopted_set_drops_unfinished_reload() {
         persist::adopted_set_drops_unfinished_reload(Lsm);
     }
 }
+
+/// Seed 002's persistent enforcement with a kprobe: an Override of
+/// `security_path_mkdir` (its kprobe and fmod_ret links pinned) goes on
+/// refusing with the agent stopped. Kprobes exist on the VM kernels only.
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_generic_hooks_persist() {
+    if require_backend("lsm_generic_hooks_persist", Lsm) {
+        if !vardr::backend::perf_attach::kprobes_available() {
+            eprintln!("SKIPPED lsm_generic_hooks_persist: this kernel has no kprobe PMU");
+            return;
+        }
+        persist::generic_hooks_persist(Lsm, true);
+    }
+}

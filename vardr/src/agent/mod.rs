@@ -911,6 +911,10 @@ impl Agent {
             .map_err(generic_hooks::hook_error)?;
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
             generic_hooks::commit(&mut self.generic, hooks_staged)?;
+            // The reload is in force: a failed pin is reported, not undone.
+            if let Err(e) = self.pin_generic() {
+                tracing::error!("the reloaded TracingPolicy hooks are not pinned: they stop with the agent ({e})");
+            }
             // The old generation is dropped on a thread too, after a grace period.
             self.retiring = Some(std::thread::spawn(move || {
                 retired.delete();
@@ -1490,6 +1494,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     };
     agent.record_maps(&stats);
     agent.status.pinned_set = agent.persist.meta.as_ref().map(|m| m.set_id.clone());
+    agent.pin_generic()?;
     if let Some(s) = adopted {
         agent.adopted(s, &mut rings)?;
     }

@@ -271,6 +271,29 @@ impl super::Agent {
         Ok(())
     }
 
+    /// With `--keep-enforcing`: the TracingPolicy hooks in force become the
+    /// pinned ones (those pinned before, by an earlier generation or the
+    /// adopted set's agent, detach: these are attached already). Without
+    /// hooks the pinned ones just go.
+    pub(super) fn pin_generic(&self) -> Result<(), AgentError> {
+        let Some(own) = &self.persist.own else {
+            return Ok(());
+        };
+        let links = match &self.generic {
+            Some(g) => g.links().map_err(super::generic_hooks::hook_error)?,
+            None => Vec::new(),
+        };
+        let n = own.pin_generic(&links)?;
+        if n > 0 {
+            tracing::info!(
+                links = n,
+                "TracingPolicy hooks pinned in {} (--keep-enforcing)",
+                own.dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Once a second with `--keep-enforcing`: the pinned set's agent is alive.
     pub(super) fn touch_pins(&mut self) {
         let lost = self.lost_reported;

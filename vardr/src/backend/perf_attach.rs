@@ -102,6 +102,13 @@ pub enum AttachError {
     },
 }
 
+impl CookieLink {
+    /// The BPF link (to pin: the pin keeps the probe attached).
+    pub fn link_fd(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
+    }
+}
+
 /// Attaches `prog` (a kprobe program for a kprobe, a tracepoint program
 /// for a tracepoint) to `target`; the program reads `cookie` with
 /// `bpf_get_attach_cookie`.

@@ -12,7 +12,7 @@
 //!
 //! The program is a few instructions, assembled here: aya 0.14 cannot
 //! load fmod_ret programs.
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::backend::sys::bpf_fd;
 
@@ -111,8 +111,15 @@ fn program(map_fd: i32, slot: u32) -> Vec<[u8; 8]> {
 /// A hook's fmod_ret program, attached (dropped: detached and unloaded).
 #[derive(Debug)]
 pub struct OverrideLink {
-    _link: OwnedFd,
+    link: OwnedFd,
     _prog: OwnedFd,
+}
+
+impl OverrideLink {
+    /// The link (to pin: the pin keeps the program attached).
+    pub fn link_fd(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
+    }
 }
 
 /// Loads and attaches the override program of hook `slot` on `function`.
@@ -161,10 +168,7 @@ pub fn attach(function: &str, slot: u32, map: BorrowedFd<'_>) -> Result<Override
         .map_err(|e| format!("Override on {function}: attaching its fmod_ret program: {e}"))?;
     // SAFETY: as above.
     let link = unsafe { OwnedFd::from_raw_fd(link) };
-    Ok(OverrideLink {
-        _link: link,
-        _prog: prog,
-    })
+    Ok(OverrideLink { link, _prog: prog })
 }
 
 /// Why the kernel refused an override program on `function`.

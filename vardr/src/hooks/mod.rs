@@ -15,7 +15,7 @@ mod process_filters;
 
 use std::{
     collections::HashMap,
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -123,16 +123,19 @@ pub struct GenericHooks {
 /// Fields drop in order: the kprobe detaches before its override program,
 /// which so takes every decision the kprobe left.
 struct Attached {
-    _link: Link,
-    _override: Option<fmod_ret::OverrideLink>,
+    link: Link,
+    override_: Option<fmod_ret::OverrideLink>,
+    slot: u32,
     copy: Option<(u32, usize)>,
 }
 
 /// What keeps one hook attached (dropped: detached).
-#[expect(dead_code, reason = "held for their drop, which detaches")]
 enum Link {
     Perf(CookieLink),
-    Uprobe(aya::programs::uprobe::UProbeLink),
+    Uprobe(
+        #[expect(dead_code, reason = "held for its drop, which detaches")]
+        aya::programs::uprobe::UProbeLink,
+    ),
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
@@ -215,6 +218,48 @@ impl GenericHooks {
     /// Calls the hooks' ring buffer had no room for, summed over CPUs.
     pub fn lost_events(&self) -> u64 {
         self.lost.get(&0, 0).map_or(0, |v| v.iter().sum::<u64>())
+    }
+
+    /// The links of the hooks in force, named, to pin with
+    /// `--keep-enforcing`: pinned, they keep the hooks (and through them
+    /// the programs and maps) in the kernel after the agent.
+    pub fn links(&self) -> Result<Vec<(String, OwnedFd)>, HookError> {
+        let dup = |what: &str, fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| HookError::Load(format!("{what}: {e}")))
+        };
+        let mut out = Vec::new();
+        let mut uprobes = false;
+        for a in &self.links {
+            match &a.link {
+                Link::Perf(l) => out.push((format!("hook-{}", a.slot), dup("link", l.link_fd())?)),
+                Link::Uprobe(_) => uprobes = true,
+            }
+            if let Some(o) = &a.override_ {
+                out.push((
+                    format!("hook-{}-override", a.slot),
+                    dup("override link", o.link_fd())?,
+                ));
+            }
+        }
+        // aya keeps a uprobe's link to itself: found by its program.
+        if uprobes {
+            let prog = self
+                .ebpf
+                .program(UPROBE_PROG)
+                .and_then(|p| p.info().ok())
+                .map(|i| i.id())
+                .ok_or_else(|| HookError::Load(format!("program {UPROBE_PROG} not loaded")))?;
+            for link in aya::programs::loaded_links() {
+                let link = link.map_err(|e| HookError::Load(format!("listing links: {e}")))?;
+                if link.program_id() == prog {
+                    let fd = crate::pin::link_by_id(link.id())
+                        .map_err(|e| HookError::Load(format!("link {}: {e}", link.id())))?;
+                    out.push((format!("uprobe-{}", link.id()), fd));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// How many hooks are attached.
@@ -523,8 +568,9 @@ impl GenericHooks {
         let link = perf_attach::attach(fd.as_fd(), target, u64::from(slot))
             .map_err(|e| err(e.to_string()))?;
         Ok(Attached {
-            _link: Link::Perf(link),
-            _override: override_,
+            link: Link::Perf(link),
+            override_,
+            slot,
             copy,
         })
     }
@@ -556,8 +602,9 @@ impl GenericHooks {
             .map_err(|e| err(format!("{e:#}")))?;
         let link = p.take_link(id).map_err(|e| err(format!("{e}")))?;
         Ok(Attached {
-            _link: Link::Uprobe(link),
-            _override: None,
+            link: Link::Uprobe(link),
+            override_: None,
+            slot,
             copy: None,
         })
     }

@@ -12,9 +12,11 @@
 mod blob;
 mod sys;
 
+pub(crate) use sys::link_by_id;
+
 use std::{
     collections::HashSet,
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -35,6 +37,10 @@ const ALIVE: &str = "alive";
 const LOST_REPORTED: &str = "lost-reported";
 const MAPS: &str = "maps";
 const LINKS: &str = "links";
+/// Links of the TracingPolicy kprobes, tracepoints and uprobes: apart from
+/// `links`, which an adopting agent takes as its own programs'; these are
+/// replaced by the next agent's hooks once they are attached.
+const GEN_LINKS: &str = "gen-links";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -270,7 +276,14 @@ impl PinnedSet {
     /// its maps and documents. Errors are collected, not fatal: whatever
     /// can be removed is.
     pub fn unpin_links(&self) -> Vec<String> {
-        remove_entries(&self.dir.join(LINKS))
+        let mut errs = remove_entries(&self.dir.join(GEN_LINKS));
+        errs.extend(remove_entries(&self.dir.join(LINKS)));
+        errs
+    }
+
+    /// How many TracingPolicy hook links the set holds.
+    pub fn generic_links(&self) -> usize {
+        std::fs::read_dir(self.dir.join(GEN_LINKS)).map_or(0, |d| d.count())
     }
 
     pub fn remove(&self) -> Vec<String> {
@@ -281,9 +294,10 @@ impl PinnedSet {
 /// Removes a set directory: links first (the programs stop), then maps and
 /// documents.
 fn remove_set_dir(dir: &Path) -> Vec<String> {
-    let mut errs = remove_entries(&dir.join(LINKS));
+    let mut errs = remove_entries(&dir.join(GEN_LINKS));
+    errs.extend(remove_entries(&dir.join(LINKS)));
     errs.extend(remove_entries(&dir.join(MAPS)));
-    for d in [LINKS, MAPS] {
+    for d in [GEN_LINKS, LINKS, MAPS] {
         let p = dir.join(d);
         if let Err(e) = std::fs::remove_dir(&p) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -451,6 +465,26 @@ impl OwnSet {
         if let Err(e) = self.alive.set(now_ns()) {
             tracing::debug!("cannot update {}: {e}", self.dir.join(ALIVE).display());
         }
+    }
+
+    /// Pins the links of the TracingPolicy hooks in force, in place of
+    /// those pinned before (an earlier generation's, or the adopted set's
+    /// agent's, whose hooks detach now: the caller's are attached).
+    /// Returns how many were pinned.
+    pub fn pin_generic(&self, links: &[(String, OwnedFd)]) -> Result<usize, PinError> {
+        let dir = self.dir.join(GEN_LINKS);
+        if let Some(e) = remove_entries(&dir).into_iter().next() {
+            return Err(PinError::Io(
+                dir.clone(),
+                std::io::Error::other(format!("removing an earlier pin: {e}")),
+            ));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| PinError::Io(dir.clone(), e))?;
+        for (name, fd) in links {
+            let path = dir.join(name);
+            sys::pin_fd(fd.as_fd(), &path).map_err(|e| PinError::Io(path.clone(), e))?;
+        }
+        Ok(links.len())
     }
 
     /// Pins every map of `ebpf` and every BPF link attached to one of its

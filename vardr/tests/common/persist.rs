@@ -748,3 +748,124 @@ pub fn adopted_set_drops_unfinished_reload(b: Backend) {
     assert!(second.stop().success());
     drop(bpffs);
 }
+
+/// A TracingPolicy that stops a `mkdir` in `dir/sub/`: a syscall
+/// tracepoint's Sigkill (every kernel has them), or with `kprobe` an
+/// Override of `security_path_mkdir` (EPERM, the directory never made).
+fn mkdir_block_tp(dir: &Path, sub: &str, kprobe: bool) -> String {
+    let d = dir.display();
+    let hook = if kprobe {
+        format!(
+            r#"  kprobes:
+  - call: security_path_mkdir
+    args:
+    - index: 0
+      type: path
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: ["{d}/{sub}"]}}]
+      matchActions: [{{action: Override, argError: -1}}]
+"#
+        )
+    } else {
+        format!(
+            r#"  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args:
+    - index: 5
+      type: string
+    selectors:
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/{sub}/"]}}]
+      matchActions: [{{action: Sigkill}}]
+"#
+        )
+    };
+    format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: block-mkdir-{sub}\nspec:\n{hook}"
+    )
+}
+
+/// TracingPolicy hooks stay in force with `--keep-enforcing` (seed 002's
+/// persistent enforcement): the stopped agent's hook goes on blocking;
+/// the next agent's hooks replace it once attached; `vardr unpin` lifts
+/// them. `kprobe`: a kprobe with Override (its fmod_ret link pinned too).
+pub fn generic_hooks_persist(b: Backend, kprobe: bool) {
+    let bpffs = Bpffs::mount("bpffs");
+    let pins = bpffs.pin_dir();
+    let dir = TempDir::new("genpersist");
+    let d = dir.path();
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+        std::fs::write(
+            d.join(format!("{sub}.yaml")),
+            mkdir_block_tp(d, sub, kprobe),
+        )
+        .unwrap();
+    }
+    let cg = test_cgroup("genpersist");
+    let blocked = |sub: &str, name: &str| -> bool {
+        let path = d.join(sub).join(name);
+        let o = sh_in(&cg.path, &format!("mkdir {}", path.display()));
+        if kprobe {
+            // Override: the call fails and nothing is made.
+            !o.status.success() && !super::killed(&o) && !path.exists()
+        } else {
+            super::killed(&o)
+        }
+    };
+    let made = |sub: &str, name: &str| -> bool {
+        let path = d.join(sub).join(name);
+        sh_in(&cg.path, &format!("mkdir {}", path.display()))
+            .status
+            .success()
+            && path.exists()
+    };
+    let vardr_policy = |sub: &str| {
+        super::scenarios::policy(&format!(
+            "  rules: []\n  tracing_policies: [{}]\n",
+            d.join(format!("{sub}.yaml")).display()
+        ))
+    };
+    let gen_links = || -> usize {
+        pinned_sets(&pins)
+            .iter()
+            .map(|s| std::fs::read_dir(pins.join(s).join("gen-links")).map_or(0, |r| r.count()))
+            .sum()
+    };
+    // A kprobe with Override pins its fmod_ret link beside its own.
+    let per_hook = if kprobe { 2 } else { 1 };
+
+    let mut a = agent(b, &cg.path, &pins, &vardr_policy("a"));
+    assert!(blocked("a", "1"), "agent a's hook blocks");
+    assert_eq!(gen_links(), per_hook, "the hook's links are pinned");
+    assert!(a.stop().success());
+    assert!(
+        blocked("a", "2"),
+        "with no agent, the pinned hook still blocks"
+    );
+    assert!(made("b", "1"), "b is not governed yet");
+
+    // The next agent, with another TracingPolicy: its hook replaces the
+    // pinned one (the set is adopted, the same build).
+    let mut b2 = agent(b, &cg.path, &pins, &vardr_policy("b"));
+    assert!(made("a", "3"), "a's hook is gone");
+    assert!(blocked("b", "2"), "agent b's hook blocks");
+    assert_eq!(gen_links(), per_hook, "only b's links are pinned");
+    assert!(b2.stop().success());
+    assert!(blocked("b", "3"), "b's pinned hook blocks");
+
+    // `vardr unpin` lifts it, and leaves nothing.
+    let o = Command::new(&*VARDR)
+        .args(["unpin", "--pin-dir"])
+        .arg(&pins)
+        .output()
+        .expect("vardr unpin");
+    assert!(
+        o.status.success(),
+        "unpin: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(made("b", "4"), "unpinned, the hook is gone");
+    assert!(pinned_sets(&pins).is_empty(), "nothing left pinned");
+    drop(bpffs);
+}
