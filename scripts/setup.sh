@@ -68,7 +68,8 @@ setup_deb() {
 }
 
 setup_vm() {
-  apt_install qemu-system-x86 kmod busybox-static python3-pip
+  # wget: seed 003's block-443-for-wget example runs in the VM tier.
+  apt_install qemu-system-x86 kmod busybox-static python3-pip wget
   if ! command -v vng >/dev/null; then
     log "pip install virtme-ng"
     pip install -q virtme-ng 2>/dev/null || pip install -q --break-system-packages virtme-ng

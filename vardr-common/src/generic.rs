@@ -46,10 +46,29 @@ pub const GEN_ARG_FILE: u32 = 7;
 pub const GEN_ARG_PATH: u32 = 8;
 /// `struct linux_binprm *`: the path of its `file`.
 pub const GEN_ARG_BINPRM: u32 = 9;
+/// `struct sock *`: read into a [`GenSock`] in the argument's buffer.
+pub const GEN_ARG_SOCK: u32 = 10;
+/// `struct sockaddr *` (kernel memory): family, address and port into a
+/// [`GenSock`] (`sport`, `saddr`: what Tetragon's SPort and SAddr match).
+pub const GEN_ARG_SOCKADDR: u32 = 11;
 
-/// Whether an argument kind is read as a string.
-pub const fn gen_arg_is_string(kind: u32) -> bool {
-    kind >= GEN_ARG_STR_USER
+/// A `sock` or `sockaddr` argument as the programs read it, in the
+/// argument's string buffer. Ports in host order; IPv4 addresses in the
+/// first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenSock {
+    pub family: u16,
+    pub protocol: u16,
+    pub type_: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP state (`TCP_ESTABLISHED` ...).
+    pub state: u8,
+    /// Non-zero: read (a null or unreadable pointer leaves 0).
+    pub valid: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }
 
 /// Where and how one argument is read.
@@ -80,6 +99,29 @@ pub const GEN_OP_PREFIX: u32 = 18;
 pub const GEN_OP_NOT_PREFIX: u32 = 19;
 pub const GEN_OP_POSTFIX: u32 = 20;
 pub const GEN_OP_NOT_POSTFIX: u32 = 21;
+// Operators on a `sock` or `sockaddr` argument ([`GenSock`]). Ports and
+// the numbers (protocol, family, state) compare with the match's values
+// (a port value is a range: `lo << 16 | hi`); addresses look the
+// argument's up in `GEN_STRINGS` (key: the match's id, the family, the
+// address; prefix: the CIDR's).
+pub const GEN_OP_SPORT: u32 = 32;
+pub const GEN_OP_NOT_SPORT: u32 = 33;
+pub const GEN_OP_DPORT: u32 = 34;
+pub const GEN_OP_NOT_DPORT: u32 = 35;
+/// The port is below 1024.
+pub const GEN_OP_SPORT_PRIV: u32 = 36;
+pub const GEN_OP_NOT_SPORT_PRIV: u32 = 37;
+pub const GEN_OP_DPORT_PRIV: u32 = 38;
+pub const GEN_OP_NOT_DPORT_PRIV: u32 = 39;
+pub const GEN_OP_SADDR: u32 = 40;
+pub const GEN_OP_NOT_SADDR: u32 = 41;
+pub const GEN_OP_DADDR: u32 = 42;
+pub const GEN_OP_NOT_DADDR: u32 = 43;
+pub const GEN_OP_PROTOCOL: u32 = 44;
+pub const GEN_OP_FAMILY: u32 = 45;
+pub const GEN_OP_STATE: u32 = 46;
+/// Bytes of an address key's data: the match id, the family, the address.
+pub const GEN_ADDR_KEY_LEN: usize = 4 + 1 + 16;
 
 /// One `matchArgs` entry.
 #[repr(C)]

@@ -456,6 +456,20 @@ pub struct KernelOffsets {
     pub cred_cap_effective: u64,
     pub cred_cap_inheritable: u64,
     pub cred_cap_permitted: u64,
+    /// `struct sock` (TracingPolicy `sock` arguments): `__sk_common`'s
+    /// family, state, local port (host order), remote port (network
+    /// order), IPv4 addresses and IPv6 addresses, and the sock's protocol
+    /// and type (all 0 when the kernel's BTF lacks them).
+    pub skc_family: u64,
+    pub skc_state: u64,
+    pub skc_num: u64,
+    pub skc_dport: u64,
+    pub skc_rcv_saddr: u64,
+    pub skc_daddr: u64,
+    pub skc_v6_rcv_saddr: u64,
+    pub skc_v6_daddr: u64,
+    pub sk_protocol: u64,
+    pub sk_type: u64,
 }
 
 /// Namespace kinds, in Tetragon's order (its `matchNamespaces` names).

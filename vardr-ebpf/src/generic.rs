@@ -32,16 +32,20 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        GenConfig, GenExe, GenHook, GenKey, GenOverrideKey, GenericEvent, GEN_ACT_AUDIT,
-        GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM,
-        GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT,
-        GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN,
-        GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL,
-        GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS,
-        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_EQ, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK,
-        GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ,
-        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
-        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GenConfig, GenExe, GenHook, GenKey, GenMatch, GenOverrideKey, GenSock, GenericEvent,
+        GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
+        GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME,
+        GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
+        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
+        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
+        GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR,
+        GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT,
+        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV,
+        GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV,
+        GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT,
+        GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
+        GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN,
+        GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -664,9 +668,73 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
+        GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
+            let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
+            *int = p as u64;
+            let sk = out as *mut GenSock;
+            // SAFETY: the argument's buffer (GEN_STR_LEN bytes, 8-aligned
+            // after the integers) holds a GenSock.
+            unsafe {
+                *sk = GenSock::default();
+                if !p.is_null() {
+                    if arg.kind == GEN_ARG_SOCK {
+                        read_sock(p, &off, &mut *sk);
+                    } else {
+                        read_sockaddr(p, &mut *sk);
+                    }
+                }
+            }
+        }
         _ => {}
     }
     1
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// What a `struct sock` shows: family, protocol, type, state, ports and
+/// addresses (`sk_common`'s).
+#[inline(always)]
+fn read_sock(p: *const u8, off: &KernelOffsets, sk: &mut GenSock) {
+    let Some(family) = read::<u16>(p, off.skc_family) else {
+        return;
+    };
+    sk.family = family;
+    sk.protocol = read::<u16>(p, off.sk_protocol).unwrap_or(0);
+    sk.type_ = read::<u16>(p, off.sk_type).unwrap_or(0);
+    sk.state = read::<u8>(p, off.skc_state).unwrap_or(0);
+    sk.sport = read::<u16>(p, off.skc_num).unwrap_or(0);
+    sk.dport = u16::from_be(read::<u16>(p, off.skc_dport).unwrap_or(0));
+    if family == AF_INET {
+        let s = read::<[u8; 4]>(p, off.skc_rcv_saddr).unwrap_or([0; 4]);
+        let d = read::<[u8; 4]>(p, off.skc_daddr).unwrap_or([0; 4]);
+        sk.saddr[..4].copy_from_slice(&s);
+        sk.daddr[..4].copy_from_slice(&d);
+    } else if family == AF_INET6 {
+        sk.saddr = read::<[u8; 16]>(p, off.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+        sk.daddr = read::<[u8; 16]>(p, off.skc_v6_daddr).unwrap_or([0; 16]);
+    }
+    sk.valid = 1;
+}
+
+/// A `struct sockaddr` (kernel memory): its family, port and address, in
+/// `sport` and `saddr` (what Tetragon's SPort and SAddr match on it).
+#[inline(always)]
+fn read_sockaddr(p: *const u8, sk: &mut GenSock) {
+    let Some(family) = read::<u16>(p, 0) else {
+        return;
+    };
+    sk.family = family;
+    // `sin_port` and `sin6_port` are both at 2.
+    sk.sport = u16::from_be(read::<u16>(p, 2).unwrap_or(0));
+    if family == AF_INET {
+        let a = read::<[u8; 4]>(p, 4).unwrap_or([0; 4]);
+        sk.saddr[..4].copy_from_slice(&a);
+    } else if family == AF_INET6 {
+        sk.saddr = read::<[u8; 16]>(p, 8).unwrap_or([0; 16]);
+    }
+    sk.valid = 1;
 }
 
 /// An integer of `size` bytes as 64 bits (sign-extended if `signed`).
@@ -927,6 +995,12 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
         return 0;
     };
     let op = mt.op;
+    if op >= GEN_OP_SPORT {
+        // SAFETY: this CPU's scratch event, `a` in range; a sock or
+        // sockaddr argument's buffer holds the GenSock it was read into.
+        let sk = unsafe { &*((*ev).strs[a].as_ptr() as *const GenSock) };
+        return sock_match(mt, sk, op) as u32;
+    }
     if op >= GEN_OP_STR_EQ {
         // SAFETY: this CPU's scratch event, `a` in range.
         let found = string_listed(unsafe { (*ev).strs[a].as_ptr() }, mt.id, op);
@@ -955,6 +1029,91 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
         }
     }
     (if op == GEN_OP_NE { !any } else { any }) as u32
+}
+
+/// Whether a socket operator holds for `sk`. An unreadable socket
+/// satisfies neither an operator nor its negation.
+#[inline(always)]
+fn sock_match(mt: &GenMatch, sk: &GenSock, op: u32) -> bool {
+    if sk.valid == 0 {
+        return false;
+    }
+    let negated = matches!(
+        op,
+        GEN_OP_NOT_SPORT
+            | GEN_OP_NOT_DPORT
+            | GEN_OP_NOT_SPORT_PRIV
+            | GEN_OP_NOT_DPORT_PRIV
+            | GEN_OP_NOT_SADDR
+            | GEN_OP_NOT_DADDR
+    );
+    let hit = match op {
+        GEN_OP_SADDR | GEN_OP_NOT_SADDR => addr_listed(sk.family, &sk.saddr, mt.id),
+        GEN_OP_DADDR | GEN_OP_NOT_DADDR => addr_listed(sk.family, &sk.daddr, mt.id),
+        GEN_OP_SPORT_PRIV | GEN_OP_NOT_SPORT_PRIV => sk.sport < 1024,
+        GEN_OP_DPORT_PRIV | GEN_OP_NOT_DPORT_PRIV => sk.dport < 1024,
+        _ => {
+            let (v, range) = match op {
+                GEN_OP_SPORT | GEN_OP_NOT_SPORT => (sk.sport as u64, true),
+                GEN_OP_DPORT | GEN_OP_NOT_DPORT => (sk.dport as u64, true),
+                GEN_OP_PROTOCOL => (sk.protocol as u64, false),
+                GEN_OP_FAMILY => (sk.family as u64, false),
+                _ => (sk.state as u64, false),
+            };
+            let n = mt.nvalues;
+            let mut any = false;
+            for k in 0..GEN_MAX_VALUES {
+                if k as u32 >= bound(&n) {
+                    break;
+                }
+                let x = mt.values[k];
+                // A port value is a range: `lo << 16 | hi`.
+                let hit = if range {
+                    (x >> 16) <= v && v <= (x & 0xffff)
+                } else {
+                    v == x
+                };
+                if hit {
+                    any = true;
+                    break;
+                }
+            }
+            any
+        }
+    };
+    hit != negated
+}
+
+/// Whether address `addr` of `family` is in one of match `id`'s CIDRs.
+#[inline(always)]
+fn addr_listed(family: u16, addr: &[u8; 16], id: u32) -> bool {
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    let Some(k) = GEN_KEY.get_ptr_mut(0) else {
+        return false;
+    };
+    let id = id.to_be_bytes();
+    // SAFETY: this CPU's key slot; the indexes are constants below its
+    // length. Bytes past the address do not count: every address entry's
+    // prefix ends within it.
+    unsafe {
+        (*k).prefix_len = (GEN_STR_KEY_LEN * 8) as u32;
+        let data = &mut (*k).data;
+        data[0] = id[0];
+        data[1] = id[1];
+        data[2] = id[2];
+        data[3] = id[3];
+        data[4] = family as u8;
+        for i in 0..16 {
+            data[5 + i] = if family == AF_INET && i >= 4 {
+                0
+            } else {
+                addr[i]
+            };
+        }
+        GEN_STRINGS.get(&*k).is_some()
+    }
 }
 
 /// Whether the string at `s` (NUL-terminated within GEN_STR_LEN) is one

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::SystemTime};
 use serde::Serialize;
 use vardr_common::{
     generic::{
-        GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
+        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
         GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
@@ -37,6 +37,8 @@ pub struct GenericCall {
     /// Per argument (the hook's first [`GEN_MAX_ARGS`]).
     pub ints: Vec<u64>,
     pub strs: Vec<String>,
+    /// The same buffers read as a `sock` or `sockaddr` argument.
+    pub socks: Vec<GenSock>,
 }
 
 pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
@@ -50,7 +52,29 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
         error: ev.error,
         ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
         strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
+        socks: ev.strs[..GEN_MAX_ARGS].iter().map(|s| sock_of(s)).collect(),
     })
+}
+
+/// A buffer as the [`GenSock`] the kernel wrote at its start.
+fn sock_of(buf: &[u8]) -> GenSock {
+    let mut sk = GenSock::default();
+    let n = std::mem::size_of::<GenSock>().min(buf.len());
+    // SAFETY: GenSock is plain repr(C) integers: any bytes are a value;
+    // at most its size is copied, from a buffer at least that long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut sk).cast::<u8>(), n);
+    }
+    sk
+}
+
+/// An address of `family` from its bytes (IPv4 in the first four).
+fn addr(family: u16, bytes: &[u8; 16]) -> String {
+    match family {
+        2 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
+        10 => std::net::Ipv6Addr::from(*bytes).to_string(),
+        _ => String::new(),
+    }
 }
 
 /// What the agent knows of an attached hook, to name its calls.
@@ -85,9 +109,29 @@ pub enum Arg {
     Path { path: String },
     #[serde(rename = "linux_binprm_arg")]
     LinuxBinprm { path: String },
+    #[serde(rename = "sock_arg")]
+    Sock {
+        family: String,
+        #[serde(rename = "type")]
+        type_: String,
+        protocol: String,
+        saddr: String,
+        daddr: String,
+        sport: u16,
+        dport: u16,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        state: String,
+    },
+    #[serde(rename = "sockaddr_arg")]
+    Sockaddr {
+        family: String,
+        addr: String,
+        port: u16,
+    },
 }
 
-fn arg(ty: ArgType, int: u64, s: &str) -> Arg {
+fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock) -> Arg {
+    use crate::policy::tracing::sock_ops::{family_name, protocol_name, state_name, type_name};
     match ty {
         ArgType::Int => Arg::Int(int as i32),
         ArgType::Uint32 => Arg::Uint(int as u32),
@@ -102,6 +146,21 @@ fn arg(ty: ArgType, int: u64, s: &str) -> Arg {
         },
         ArgType::LinuxBinprm => Arg::LinuxBinprm {
             path: s.to_string(),
+        },
+        ArgType::Sock => Arg::Sock {
+            family: family_name(sk.family),
+            type_: type_name(sk.type_),
+            protocol: protocol_name(sk.protocol),
+            saddr: addr(sk.family, &sk.saddr),
+            daddr: addr(sk.family, &sk.daddr),
+            sport: sk.sport,
+            dport: sk.dport,
+            state: state_name(sk.state),
+        },
+        ArgType::Sockaddr => Arg::Sockaddr {
+            family: family_name(sk.family),
+            addr: addr(sk.family, &sk.saddr),
+            port: sk.sport,
         },
     }
 }
@@ -220,6 +279,7 @@ impl JsonEvent {
                     *ty,
                     c.ints.get(i).copied().unwrap_or(0),
                     c.strs.get(i).map_or("", |s| s.as_str()),
+                    &c.socks.get(i).copied().unwrap_or_default(),
                 )
             })
             .collect();

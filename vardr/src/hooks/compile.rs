@@ -4,14 +4,8 @@
 //! and the identities of the binaries `matchBinaries` names.
 use std::{path::Path, sync::Arc};
 
-use vardr_common::generic::{
-    GenArg, GenHook, GenMatch, GenSelector, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL,
-    GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
-    GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_ANY,
-    GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_VALUES, GEN_OP_EQ,
-    GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_PREFIX,
-    GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_STR_EQ, GEN_OP_STR_NE, GEN_STR_KEY_LEN,
-};
+use ipnet::IpNet;
+use vardr_common::generic::*;
 
 use super::{process_filters::HostNamespaces, HookError};
 use crate::{
@@ -229,6 +223,10 @@ pub fn compile(
                         strings.push(string_key(gm.id, value, am.op));
                     }
                 }
+                Values::Cidrs(v) => {
+                    gm.id = string_id(generation, slot, s, m);
+                    strings.extend(v.iter().map(|n| addr_key(gm.id, n)));
+                }
                 _ => {
                     return Err(HookError::Hook {
                         hook: hook.name.clone(),
@@ -291,6 +289,8 @@ fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
         ArgType::File => of(GEN_ARG_FILE),
         ArgType::Path => of(GEN_ARG_PATH),
         ArgType::LinuxBinprm => of(GEN_ARG_BINPRM),
+        ArgType::Sock => of(GEN_ARG_SOCK),
+        ArgType::Sockaddr => of(GEN_ARG_SOCKADDR),
     }
 }
 
@@ -323,6 +323,7 @@ fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType
             8,
         ),
         ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
+        ArgType::Sock | ArgType::Sockaddr => Err(format!("type {}: on kprobes only", ty.name())),
         ArgType::Filename | ArgType::File | ArgType::Path | ArgType::LinuxBinprm => {
             if !f.is_pointer() || user {
                 return Err(format!(
@@ -381,7 +382,37 @@ fn op_code(op: Op, string: bool) -> u32 {
         (Op::GreaterThan, _) => GEN_OP_GT,
         (Op::LessThan, _) => GEN_OP_LT,
         (Op::Mask, _) => GEN_OP_MASK,
+        (Op::SPort, _) => GEN_OP_SPORT,
+        (Op::NotSPort, _) => GEN_OP_NOT_SPORT,
+        (Op::DPort, _) => GEN_OP_DPORT,
+        (Op::NotDPort, _) => GEN_OP_NOT_DPORT,
+        (Op::SPortPriv, _) => GEN_OP_SPORT_PRIV,
+        (Op::NotSPortPriv, _) => GEN_OP_NOT_SPORT_PRIV,
+        (Op::DPortPriv, _) => GEN_OP_DPORT_PRIV,
+        (Op::NotDPortPriv, _) => GEN_OP_NOT_DPORT_PRIV,
+        (Op::SAddr, _) => GEN_OP_SADDR,
+        (Op::NotSAddr, _) => GEN_OP_NOT_SADDR,
+        (Op::DAddr, _) => GEN_OP_DADDR,
+        (Op::NotDAddr, _) => GEN_OP_NOT_DADDR,
+        (Op::Protocol, _) => GEN_OP_PROTOCOL,
+        (Op::Family, _) => GEN_OP_FAMILY,
+        (Op::State, _) => GEN_OP_STATE,
     }
+}
+
+/// The `GEN_STRINGS` key of an SAddr/DAddr value: the id (big endian),
+/// the family (`AF_INET`, `AF_INET6`), the network's address; its prefix
+/// covers the id, the family and the CIDR's bits.
+pub fn addr_key(id: u32, net: &IpNet) -> ([u8; GEN_STR_KEY_LEN], u32) {
+    let mut key = [0u8; GEN_STR_KEY_LEN];
+    key[..4].copy_from_slice(&id.to_be_bytes());
+    let (family, octets): (u8, Vec<u8>) = match net {
+        IpNet::V4(n) => (2, n.network().octets().to_vec()),
+        IpNet::V6(n) => (10, n.network().octets().to_vec()),
+    };
+    key[4] = family;
+    key[5..5 + octets.len()].copy_from_slice(&octets);
+    (key, 40 + u32::from(net.prefix_len()))
 }
 
 /// The `GEN_STRINGS` key of one value: the id (big endian), then the
@@ -427,6 +458,17 @@ mod tests {
         let (k, bits) = string_key(7, ".so", Op::NotPostfix);
         assert_eq!(&k[4..7], b"os.");
         assert_eq!(bits, 7 * 8);
+    }
+
+    #[test]
+    fn address_keys_cover_the_id_the_family_and_the_cidr() {
+        let (k, bits) = addr_key(7, &"10.1.0.0/16".parse().unwrap());
+        assert_eq!(&k[..7], &[0, 0, 0, 7, 2, 10, 1]);
+        assert_eq!(bits, 40 + 16);
+        let (k, bits) = addr_key(7, &"::1/128".parse().unwrap());
+        assert_eq!(k[4], 10);
+        assert_eq!(k[20], 1);
+        assert_eq!(bits, 40 + 128);
     }
 
     #[test]

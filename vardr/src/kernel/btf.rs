@@ -138,8 +138,44 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
         cred_cap_effective: m("cred", "cap_effective")?,
         cred_cap_inheritable: m("cred", "cap_inheritable")?,
         cred_cap_permitted: m("cred", "cap_permitted")?,
-        ..namespace_offsets(&btf, overlay_offsets(&btf))
+        ..sock_offsets(&btf, namespace_offsets(&btf, overlay_offsets(&btf)))
     })
+}
+
+/// Where `struct sock` keeps what a TracingPolicy `sock` argument shows.
+/// Optional: a kernel without them (no IPv6) refuses `sock` arguments,
+/// and everything else still loads.
+fn sock_offsets(btf: &Btf, mut o: KernelOffsets) -> KernelOffsets {
+    let m = |s: &str, f: &str| member_offset(btf, s, f).ok();
+    let found = (|| {
+        Some([
+            m("sock_common", "skc_family")?,
+            m("sock_common", "skc_state")?,
+            m("sock_common", "skc_num")?,
+            m("sock_common", "skc_dport")?,
+            m("sock_common", "skc_rcv_saddr")?,
+            m("sock_common", "skc_daddr")?,
+            m("sock_common", "skc_v6_rcv_saddr")?,
+            m("sock_common", "skc_v6_daddr")?,
+            m("sock", "sk_protocol")?,
+            m("sock", "sk_type")?,
+        ])
+    })();
+    if let Some([family, state, num, dport, saddr, daddr, saddr6, daddr6, protocol, type_]) = found
+    {
+        // `__sk_common` is the first member of `struct sock`.
+        o.skc_family = family;
+        o.skc_state = state;
+        o.skc_num = num;
+        o.skc_dport = dport;
+        o.skc_rcv_saddr = saddr;
+        o.skc_daddr = daddr;
+        o.skc_v6_rcv_saddr = saddr6;
+        o.skc_v6_daddr = daddr6;
+        o.sk_protocol = protocol;
+        o.sk_type = type_;
+    }
+    o
 }
 
 /// Where each namespace kind's inode number is: the `nsproxy` member that

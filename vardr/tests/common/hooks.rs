@@ -201,7 +201,7 @@ pub fn tracepoint_hooks(b: Backend) {
     assert_eq!(ev["intended_action"], "KPROBE_ACTION_SIGKILL", "{ev}");
 }
 
-fn kprobe_tp(dir: &Path) -> String {
+fn kprobe_tp(dir: &Path, port: u16, port2: u16) -> String {
     format!(
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -297,6 +297,39 @@ spec:
       - action: Override
         argError: -13
       - action: Sigkill
+  - call: "tcp_connect"
+    syscall: false
+    args:
+    - index: 0
+      type: "sock"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "DPort"
+        values: ["1:2", "{port}"]
+      - index: 0
+        operator: "DAddr"
+        values: ["127.0.0.0/8"]
+      - index: 0
+        operator: "NotSPortPriv"
+      matchActions:
+      - action: Sigkill
+  - call: "security_socket_connect"
+    syscall: false
+    args:
+    - index: 1
+      type: "sockaddr"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "SPort"
+        values: ["{port2}"]
+      - index: 1
+        operator: "Family"
+        values: ["AF_INET"]
+      matchActions:
+      - action: Override
+        argError: -111
 "#,
         dir = dir.display()
     )
@@ -316,8 +349,17 @@ pub fn kprobe_hooks(b: Backend) {
     std::fs::write(dir.join("sysblocked/x"), "x").unwrap();
     let shell = dir.join("shell");
     std::fs::copy(which("sh"), &shell).unwrap();
+    // Loopback listeners: a kill at tcp_connect (sock), a refusal at
+    // security_socket_connect (sockaddr), and seed 003's port 443.
+    let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (port, port2) = (
+        l1.local_addr().unwrap().port(),
+        l2.local_addr().unwrap().port(),
+    );
+    let l443 = std::net::TcpListener::bind("127.0.0.1:443").ok();
     let tp = dir.join("kp.yaml");
-    std::fs::write(&tp, kprobe_tp(dir)).unwrap();
+    std::fs::write(&tp, kprobe_tp(dir, port, port2)).unwrap();
     // The shipped examples of seeds 001-003, as they are.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tetragon");
     let files: Vec<String> = std::iter::once(tp.clone())
@@ -327,6 +369,7 @@ pub fn kprobe_hooks(b: Backend) {
                 "kill-mkdir.yaml",
                 "fd-install-sigkill.yaml",
                 "detect-sudo.yaml",
+                "block-443-for-wget.yaml",
             ]
             .map(|f| shipped.join(f)),
         )
@@ -504,6 +547,69 @@ pub fn kprobe_hooks(b: Backend) {
         "after the refused add: {:?}",
         o.status
     );
+
+    // A sock argument (tcp_connect): the destination port, address and
+    // the local port, read in the kernel; the caller dies.
+    let o = sh_in(
+        &cg.path,
+        &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'"),
+    );
+    assert!(killed(&o), "connect to {port}: {:?}", o.status);
+    let ev = agent.event("tcp_connect", |e| {
+        kprobe(e)["function_name"] == "tcp_connect" && kprobe(e)["policy_name"] == "kp-hooks"
+    });
+    let sock = &kprobe(&ev)["args"][0]["sock_arg"];
+    assert_eq!(sock["dport"], port, "{ev}");
+    assert_eq!(sock["daddr"], "127.0.0.1", "{ev}");
+    assert_eq!(sock["family"], "AF_INET", "{ev}");
+    assert_eq!(sock["protocol"], "IPPROTO_TCP", "{ev}");
+    assert_eq!(sock["state"], "TCP_SYN_SENT", "{ev}");
+    assert!(sock["sport"].as_u64().unwrap_or(0) >= 1024, "{ev}");
+    // A sockaddr argument (security_socket_connect) with Override: the
+    // connect is refused, the caller lives on.
+    let o = sh_in(
+        &cg.path,
+        &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port2}'"),
+    );
+    assert!(
+        !o.status.success() && !killed(&o),
+        "connect to {port2}: {:?}",
+        o.status
+    );
+    assert!(stderr(&o).contains("Connection refused"), "{}", stderr(&o));
+    let ev = agent.event("security_socket_connect", |e| {
+        kprobe(e)["function_name"] == "security_socket_connect"
+    });
+    let sa = &kprobe(&ev)["args"][0]["sockaddr_arg"];
+    assert_eq!(sa["port"], port2, "{ev}");
+    assert_eq!(sa["addr"], "127.0.0.1", "{ev}");
+    assert_eq!(kprobe(&ev)["override_error"], "ECONNREFUSED", "{ev}");
+    // Outside the scope both connect.
+    let o = sh(&format!(
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; exec 4<>/dev/tcp/127.0.0.1/{port2}'"
+    ));
+    assert!(
+        o.status.success(),
+        "connects outside the scope: {:?}",
+        o.status
+    );
+    // Shipped block-443-for-wget (seed 003): wget dies, curl connects.
+    assert!(
+        Path::new("/usr/bin/wget").exists(),
+        "no /usr/bin/wget (scripts/setup.sh vm installs it)"
+    );
+    assert!(l443.is_some(), "port 443 of the loopback is taken");
+    let o = sh_in(
+        &cg.path,
+        "wget -q -T 2 -t 1 -O /dev/null http://127.0.0.1:443/",
+    );
+    assert!(killed(&o), "wget to 443: {:?}", o.status);
+    agent.event("block-443-for-wget", |e| {
+        kprobe(e)["policy_name"] == "block-443-for-wget"
+    });
+    let o = sh_in(&cg.path, "bash -c 'exec 3<>/dev/tcp/127.0.0.1/443'");
+    assert!(o.status.success(), "another program to 443: {:?}", o.status);
+    drop((l1, l2, l443));
 
     // Shipped block-shell-exec (seed 001): a shell outside the host's pid
     // namespace may not exec. `unshare --pid` without --fork leaves its

@@ -282,6 +282,7 @@ mod hooks {
                 "/tmp/tetragon".into(),
                 "/usr/bin/true".into(),
             ],
+            socks: vec![Default::default(); 5],
         }
     }
 
@@ -406,5 +407,73 @@ mod hooks {
         );
         assert_eq!(t.action, pb::KprobeAction::Post as i32);
         assert_eq!(t.args.len(), 5);
+    }
+
+    /// A `sock` and a `sockaddr` argument decode as Tetragon's KprobeSock
+    /// and KprobeSockaddr.
+    #[test]
+    fn socket_arguments_decode_as_tetragon_s() {
+        use vardr_common::generic::GenSock;
+        let meta = Arc::new(HookMeta {
+            policy: "kp".into(),
+            point: HookPoint::Kprobe {
+                call: "tcp_connect".into(),
+                syscall: false,
+            },
+            args: vec![ArgType::Sock, ArgType::Sockaddr],
+            rules: vec!["kp.kprobes.0.0".into()],
+            message: None,
+            tags: vec![],
+        });
+        let mut c = call(GEN_ACT_POST, 0);
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        c.socks[0] = GenSock {
+            family: 2,
+            protocol: 6,
+            type_: 1,
+            sport: 40000,
+            dport: 443,
+            state: 2,
+            valid: 1,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        c.socks[1] = GenSock {
+            family: 10,
+            sport: 8080,
+            valid: 1,
+            saddr: v6,
+            ..GenSock::default()
+        };
+        let j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
+        let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
+            panic!("not a process_kprobe");
+        };
+        use pb::kprobe_argument::Arg;
+        match &k.args[0].arg {
+            Some(Arg::SockArg(s)) => {
+                assert_eq!(
+                    (s.family.as_str(), s.r#type.as_str(), s.protocol.as_str()),
+                    ("AF_INET", "SOCK_STREAM", "IPPROTO_TCP")
+                );
+                assert_eq!(
+                    (s.saddr.as_str(), s.daddr.as_str()),
+                    ("127.0.0.1", "10.1.2.3")
+                );
+                assert_eq!((s.sport, s.dport), (40000, 443));
+                assert_eq!(s.state, "TCP_SYN_SENT");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &k.args[1].arg {
+            Some(Arg::SockaddrArg(a)) => {
+                assert_eq!(
+                    (a.family.as_str(), a.addr.as_str(), a.port),
+                    ("AF_INET6", "::1", 8080)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -82,6 +82,10 @@ pub enum ArgType {
     File,
     Path,
     LinuxBinprm,
+    /// `struct sock *` (kprobes).
+    Sock,
+    /// `struct sockaddr *` in kernel memory (kprobes on kernel functions).
+    Sockaddr,
 }
 
 impl ArgType {
@@ -98,6 +102,8 @@ impl ArgType {
             "file" => Self::File,
             "path" => Self::Path,
             "linux_binprm" => Self::LinuxBinprm,
+            "sock" => Self::Sock,
+            "sockaddr" => Self::Sockaddr,
             _ => return None,
         })
     }
@@ -124,6 +130,8 @@ impl ArgType {
             Self::File => "file",
             Self::Path => "path",
             Self::LinuxBinprm => "linux_binprm",
+            Self::Sock => "sock",
+            Self::Sockaddr => "sockaddr",
         }
     }
 }
@@ -133,9 +141,7 @@ const TYPES_NOT_YET: &[&str] = &[
     "char_buf",
     "char_iovec",
     "fd",
-    "sock",
     "skb",
-    "sockaddr",
     "socket",
     "cred",
     "bpf_attr",
@@ -182,12 +188,31 @@ pub enum Op {
     GreaterThan,
     LessThan,
     Mask,
+    // On a `sock` or `sockaddr` argument (see `sock_ops`).
+    SPort,
+    NotSPort,
+    DPort,
+    NotDPort,
+    SPortPriv,
+    NotSPortPriv,
+    DPortPriv,
+    NotDPortPriv,
+    SAddr,
+    NotSAddr,
+    DAddr,
+    NotDAddr,
+    Protocol,
+    Family,
+    State,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Values {
+    /// Numbers; for ports, ranges as `lo << 16 | hi`.
     Ints(Vec<u64>),
     Strings(Vec<String>),
+    /// SAddr, DAddr and their negations.
+    Cidrs(Vec<ipnet::IpNet>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -487,7 +512,7 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
         }
         let ty = match ArgType::parse(ty_name) {
             Some(ArgType::Auto) if matches!(point, HookPoint::Kprobe { .. }) => {
-                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm)"));
+                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm, sock, sockaddr)"));
                 rejected.push(idx);
                 continue;
             }
@@ -503,6 +528,19 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 continue;
             }
         };
+        if matches!(ty, ArgType::Sock | ArgType::Sockaddr) {
+            let why = match point {
+                HookPoint::Kprobe { syscall: false, .. } => None,
+                HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock) or security_socket_connect (sockaddr)"),
+                HookPoint::Tracepoint { .. } => Some("on kprobes only"),
+                HookPoint::Uprobe { .. } => Some("a user function's argument is an int, uint32, int64, uint64, size_t or string"),
+            };
+            if let Some(why) = why {
+                here(d, format!("args index {idx}: type {ty_name:?}: {why}"));
+                rejected.push(idx);
+                continue;
+            }
+        }
         if matches!(point, HookPoint::Uprobe { .. })
             && matches!(
                 ty,
@@ -665,15 +703,45 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         "GreaterThan" | "GT" | "gt" => Op::GreaterThan,
         "LessThan" | "LT" | "lt" => Op::LessThan,
         "Mask" | "mask" => Op::Mask,
-        other => {
-            d.at(&spec.operator, format!("matchArgs operator {other}: {NOT_YET} on kprobes and tracepoints (Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, Mask)"));
-            return None;
-        }
+        other => match super::sock_ops::op(other) {
+            Some(op) => op,
+            None => {
+                d.at(&spec.operator, format!("matchArgs operator {other}: {NOT_YET} on kprobes and tracepoints (Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, Mask; on sock and sockaddr: SPort, DPort, SAddr, DAddr, their Not and Priv forms, Protocol, Family, State)"));
+                return None;
+            }
+        },
     };
     let values: Vec<&Spanned<String>> = items(&spec.values).collect();
-    if values.is_empty() {
+    let sock_arg = matches!(ty, ArgType::Sock | ArgType::Sockaddr);
+    let sock_op = super::sock_ops::is_sock_op(op);
+    if sock_op != sock_arg {
+        let msg = if sock_op {
+            format!(
+                "matchArgs {op_name} compares a socket: argument {} is a {}",
+                index.value,
+                ty.name()
+            )
+        } else {
+            let with = if ty == ArgType::Sockaddr {
+                "SAddr, SPort (and their Not and Priv forms) and Family"
+            } else {
+                "SPort, DPort, SAddr, DAddr (and their Not and Priv forms), Protocol, Family and State"
+            };
+            format!(
+                "matchArgs {op_name} on a {} argument: it is matched with {with}",
+                ty.name()
+            )
+        };
+        d.at(&spec.operator, msg);
+        return None;
+    }
+    if values.is_empty() && !super::sock_ops::takes_no_values(op) {
         d.at(&spec.operator, format!("matchArgs {op_name} has no values"));
         return None;
+    }
+    if sock_op {
+        let values = super::sock_ops::values(d, op, &spec.operator, ty, &values)?;
+        return Some(ArgMatch { arg, op, values });
     }
     // An `auto` tracepoint field is typed once its format is read; a string
     // operator then needs a string field.

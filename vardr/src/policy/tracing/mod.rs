@@ -9,6 +9,7 @@ mod matchargs;
 mod overlap;
 pub mod process_filters;
 mod schema;
+pub mod sock_ops;
 mod support;
 mod translate;
 mod validate;

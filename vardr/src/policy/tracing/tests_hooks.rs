@@ -375,3 +375,102 @@ fn process_filter_mistakes_are_named_with_positions() {
         "matchCapabilities value \"CAP_NOPE\": not a capability",
     );
 }
+
+/// Seed 003's block-443-for-wget: a `sock` argument and DPort.
+#[test]
+fn sock_and_sockaddr_arguments() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: tcp_connect
+    args: [{{index: 0, type: sock}}]
+    selectors:
+    - matchBinaries: [{{operator: In, values: [/usr/bin/wget]}}]
+      matchArgs:
+      - {{index: 0, operator: DPort, values: [443, \"8000:8080\"]}}
+      - {{index: 0, operator: NotDAddr, values: [127.0.0.0/8, \"::1\"]}}
+      - {{index: 0, operator: Protocol, values: [IPPROTO_TCP]}}
+      - {{index: 0, operator: State, values: [TCP_SYN_SENT]}}
+      - {{index: 0, operator: SPortPriv}}
+      matchActions: [{{action: Sigkill}}]
+  - call: security_socket_connect
+    args: [{{index: 1, type: sockaddr}}]
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: SAddr, values: [10.0.0.0/8]}}
+      - {{index: 1, operator: Family, values: [AF_INET]}}
+      matchActions: [{{action: Override, argError: -111}}]
+"
+    ));
+    let m = &p.hooks[0].selectors[0].matches;
+    assert_eq!(p.hooks[0].args[0].ty, ArgType::Sock);
+    assert_eq!(m[0].op, Op::DPort);
+    assert_eq!(
+        m[0].values,
+        Values::Ints(vec![443 << 16 | 443, 8000 << 16 | 8080])
+    );
+    assert_eq!(m[1].op, Op::NotDAddr);
+    assert!(matches!(&m[1].values, Values::Cidrs(c) if c.len() == 2));
+    assert_eq!(m[2].values, Values::Ints(vec![6]));
+    assert_eq!(m[3].values, Values::Ints(vec![2]));
+    assert_eq!(m[4].op, Op::SPortPriv);
+    let m = &p.hooks[1].selectors[0].matches;
+    assert_eq!(p.hooks[1].args[0].ty, ArgType::Sockaddr);
+    assert_eq!(m[1].values, Values::Ints(vec![2]));
+}
+
+/// What a socket argument cannot be or be matched with.
+#[test]
+fn socket_mistakes_are_named() {
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_socket_connect
+    args: [{{index: 1, type: sockaddr}}, {{index: 0, type: int}}]
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: DPort, values: [443]}}
+      - {{index: 0, operator: SPort, values: [1]}}
+      - {{index: 1, operator: Equal, values: [x]}}
+      - {{index: 1, operator: SAddr, values: [10.0.0.1/8]}}
+      - {{index: 1, operator: SPort, values: [\"70000\"]}}
+  - call: sys_connect
+    syscall: true
+    args: [{{index: 1, type: sockaddr}}]
+  tracepoints:
+  - subsystem: sock
+    event: inet_sock_set_state
+    args: [{{index: 5, type: sock}}]
+"
+    ));
+    has(
+        &e,
+        11,
+        30,
+        "matchArgs DPort on a sockaddr argument: a sockaddr is one address and port",
+    );
+    has(
+        &e,
+        12,
+        30,
+        "matchArgs SPort compares a socket: argument 0 is a int",
+    );
+    has(
+        &e,
+        13,
+        30,
+        "matchArgs Equal on a sockaddr argument: it is matched with SAddr, SPort",
+    );
+    has(&e, 14, 46, "SAddr value \"10.0.0.1/8\" has host bits set");
+    has(
+        &e,
+        15,
+        46,
+        "SPort value \"70000\": a port (0 to 65535) or a range lo:hi",
+    );
+    has(
+        &e,
+        18,
+        29,
+        "type \"sockaddr\": a system call's arguments are user values",
+    );
+    has(&e, 22, 29, "type \"sock\": on kprobes only");
+}
