@@ -144,6 +144,8 @@ pub const GEN_ACT_POST: u32 = 1;
 pub const GEN_ACT_SIGKILL: u32 = 2;
 /// Send [`GenSelector::signal`] (with `--enforce`).
 pub const GEN_ACT_SIGNAL: u32 = 4;
+/// The event is a return probe's: [`GenericEvent::ret`] holds the value.
+pub const GEN_ACT_RETURN: u32 = 1 << 30;
 /// Fail the call with [`GenSelector::arg_error`] instead of running the
 /// function (with `--enforce`; kprobes on error-injectable functions).
 pub const GEN_ACT_OVERRIDE: u32 = 8;
@@ -238,6 +240,9 @@ pub struct GenSelector {
     pub parent_bin_bit: u32,
     /// Override's `argError`: the negative errno the call returns.
     pub arg_error: i32,
+    /// `matchReturnArgs` entries, in `matches[GEN_RET_MATCH_BASE..]`.
+    pub nret_matches: u32,
+    pub _pad: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
     pub pids: [GenPidFilter; GEN_MAX_PID_FILTERS],
@@ -248,6 +253,12 @@ pub struct GenSelector {
 /// A kprobe on a syscall's wrapper: the arguments are in the `pt_regs`
 /// the wrapper is given.
 pub const GEN_HOOK_SYSCALL: u32 = 1;
+/// [`GenHook::ret`]: the return value is signed.
+pub const GEN_RET_SIGNED: u32 = 1 << 8;
+/// Where a selector's `matchReturnArgs` entries are in its `matches`
+/// (after the `matchArgs` entries, at most [`GEN_MAX_RET_MATCHES`]).
+pub const GEN_RET_MATCH_BASE: usize = GEN_MAX_MATCHES;
+pub const GEN_MAX_RET_MATCHES: usize = GEN_SLOTS - GEN_MAX_MATCHES;
 
 /// One attached hook.
 #[repr(C)]
@@ -256,7 +267,9 @@ pub struct GenHook {
     pub nargs: u32,
     pub nselectors: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// A return probe's value: its size in bytes (4 or 8), with
+    /// [`GEN_RET_SIGNED`] for a signed one; 0 for an entry probe.
+    pub ret: u32,
     pub args: [GenArg; GEN_SLOTS],
     pub selectors: [GenSelector; GEN_SLOTS],
 }
@@ -314,11 +327,13 @@ pub struct GenExe {
     pub parent_ino: u64,
 }
 
-/// Key of `GEN_OVERRIDE`: an Override the kprobe of hook `slot` decided
-/// for the calling thread, which the hook's `fmod_ret` program returns.
+/// A thread's call of hook `slot`: the key of `GEN_OVERRIDE` (an
+/// Override the kprobe decided, which the hook's `fmod_ret` program
+/// returns) and of `GEN_RET` (a return probe's call, kept from entry to
+/// return).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct GenOverrideKey {
+pub struct GenCallKey {
     pub pid_tgid: u64,
     pub slot: u64,
 }
@@ -341,6 +356,9 @@ pub struct GenericEvent {
     /// What an Override made the call return (0: not overridden).
     pub error: i32,
     pub _pad: u32,
+    /// A return probe's value ([`GEN_ACT_RETURN`]), sign-extended as
+    /// the hook's `returnArg` type says.
+    pub ret: u64,
     pub ints: [u64; GEN_SLOTS],
     /// String arguments, NUL-terminated (empty when unreadable).
     pub strs: [[u8; GEN_STR_LEN]; GEN_SLOTS],

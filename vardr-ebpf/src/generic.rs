@@ -25,27 +25,27 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{btf_tracepoint, kprobe, map, tracepoint, uprobe},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint, uprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, ProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext, Global,
 };
 use vardr_common::{
     generic::{
-        GenConfig, GenExe, GenHook, GenKey, GenMatch, GenOverrideKey, GenSock, GenericEvent,
-        GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
-        GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE, GEN_ARG_FILENAME,
-        GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
-        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
-        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
-        GEN_MAX_PID_FILTERS, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR,
-        GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT,
-        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV,
-        GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV,
-        GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT,
-        GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
-        GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN,
-        GEN_STR_LEN,
+        GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenSock, GenericEvent,
+        GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
+        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
+        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR,
+        GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN,
+        GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
+        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS,
+        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV,
+        GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR,
+        GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR,
+        GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL,
+        GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW,
+        GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS,
+        GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -114,7 +114,13 @@ static GEN_EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(1024, 0
 /// function's entry, takes the entry out and returns its error instead
 /// of running the function.
 #[map]
-static GEN_OVERRIDE: HashMap<GenOverrideKey, i32> = HashMap::with_max_entries(4096, 0);
+static GEN_OVERRIDE: HashMap<GenCallKey, i32> = HashMap::with_max_entries(4096, 0);
+
+/// Return probes' calls, from entry (where the selectors chose) to
+/// return (where `matchReturnArgs` is checked and the event posted).
+#[map]
+static GEN_RET: HashMap<GenCallKey, GenericEvent> =
+    HashMap::with_max_entries(4096, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 #[map]
 static GEN_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -137,6 +143,67 @@ static GEN_KEY: PerCpuArray<Key<[u8; GEN_STR_KEY_LEN]>> = PerCpuArray::with_max_
 pub fn vardr_generic_kprobe(ctx: ProbeContext) -> u32 {
     run(ctx.as_ptr(), true);
     0
+}
+
+/// A return probe's return: the call kept at its entry gets the value,
+/// is checked against the selector's `matchReturnArgs` and posted.
+#[kretprobe]
+pub fn vardr_generic_kretprobe(ctx: RetProbeContext) -> u32 {
+    returned(ctx.as_ptr());
+    0
+}
+
+/// `pt_regs.ax` on x86-64: the return value.
+const PT_REGS_AX: u64 = 80;
+
+#[inline(always)]
+fn returned(ctx: *mut c_void) {
+    // SAFETY: the context of the program that runs.
+    let slot = unsafe { bpf_get_attach_cookie(ctx) };
+    let call = GenCallKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        slot,
+    };
+    let Some(saved) = GEN_RET.get_ptr_mut(call) else {
+        return;
+    };
+    let raw = read::<u64>(ctx as *const u8, PT_REGS_AX).unwrap_or(0);
+    // SAFETY: the kept call (a map value) is read and written in place.
+    unsafe {
+        let (generation, selector) = ((*saved).generation, (*saved).selector);
+        let mut keep = true;
+        if let Some(hook) = hook_config(generation as u64, slot) {
+            let ret = hook.ret;
+            let v = extend(raw, ret & 0xff, ret & GEN_RET_SIGNED != 0);
+            (*saved).ret = v;
+            if (selector as usize) < GEN_MAX_SELECTORS {
+                let sel = &hook.selectors[selector as usize & (GEN_SLOTS - 1)];
+                let n = sel.nret_matches;
+                for k in 0..GEN_MAX_RET_MATCHES {
+                    if k as u32 >= bound(&n) {
+                        break;
+                    }
+                    let mt = &sel.matches[(GEN_RET_MATCH_BASE + k) & (GEN_SLOTS - 1)];
+                    if !int_match(mt, v) {
+                        keep = false;
+                        break;
+                    }
+                }
+            }
+        } else {
+            // The policy changed since the entry: its value as it is.
+            (*saved).ret = raw;
+        }
+        if keep {
+            (*saved).actions |= GEN_ACT_RETURN;
+            if GEN_EVENTS.output::<GenericEvent>(&*saved, 0).is_err() {
+                if let Some(n) = GEN_LOST.get_ptr_mut(0) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let _ = GEN_RET.remove(call);
 }
 
 /// A user function's entry: its arguments are in the registers, as a
@@ -195,6 +262,12 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         return;
     }
     let (nargs, nselectors, flags) = (hook.nargs, hook.nselectors, hook.flags);
+    // A return probe's call is kept from here to its return.
+    let returns = kprobe && hook.ret != 0;
+    let call = GenCallKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        slot: slot as u64,
+    };
     let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -229,6 +302,11 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         }
     }
     if nselectors > 0 && picked == u32::MAX {
+        if returns {
+            // A call kept from an entry whose return was missed is not
+            // this call's.
+            let _ = GEN_RET.remove(call);
+        }
         return;
     }
     let (mut actions, mut signal, mut rule_id, mut arg_error) = (GEN_ACT_POST, 0, 0, 0);
@@ -242,14 +320,10 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     let mut error = 0;
     if actions & GEN_ACT_OVERRIDE != 0 {
         if cfg.enforce != 0 {
-            let key = GenOverrideKey {
-                pid_tgid: bpf_get_current_pid_tgid(),
-                slot: slot as u64,
-            };
             // Without room (4096 threads between this probe and the
             // function) the call goes ahead, and the event does not
             // claim the Override.
-            if GEN_OVERRIDE.insert(key, arg_error, 0).is_ok() {
+            if GEN_OVERRIDE.insert(call, arg_error, 0).is_ok() {
                 error = arg_error;
             } else {
                 actions &= !GEN_ACT_OVERRIDE;
@@ -272,6 +346,9 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         }
     }
     if actions & GEN_ACT_POST == 0 {
+        if returns {
+            let _ = GEN_RET.remove(call);
+        }
         return;
     }
     // SAFETY: this CPU's scratch event; the arguments were read into it above.
@@ -284,6 +361,20 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         (*ev).rule_id = rule_id;
         (*ev).generation = generation;
         (*ev).error = error;
+        (*ev).ret = 0;
+        if returns {
+            // Posted at the return, with the value. Without room the call
+            // is counted lost.
+            // By reference: a copy of the event would not fit the stack.
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            let kept = GEN_RET.insert(call, &*ev, 0);
+            if kept.is_err() {
+                if let Some(n) = GEN_LOST.get_ptr_mut(0) {
+                    *n += 1;
+                }
+            }
+            return;
+        }
         if GEN_EVENTS.output::<GenericEvent>(&*ev, 0).is_err() {
             if let Some(n) = GEN_LOST.get_ptr_mut(0) {
                 *n += 1;
@@ -1009,7 +1100,13 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
     }
     // SAFETY: as above.
     let v = unsafe { (*ev).ints[a] };
-    let n = mt.nvalues;
+    int_match(mt, v) as u32
+}
+
+/// Whether an integer operator holds for `v`.
+#[inline(always)]
+fn int_match(mt: &GenMatch, v: u64) -> bool {
+    let (op, n) = (mt.op, mt.nvalues);
     let mut any = false;
     for k in 0..GEN_MAX_VALUES {
         if k as u32 >= bound(&n) {
@@ -1028,7 +1125,11 @@ pub extern "C" fn vardr_gen_match(generation: u64, slot: u64, s: u64, m: u64) ->
             break;
         }
     }
-    (if op == GEN_OP_NE { !any } else { any }) as u32
+    if op == GEN_OP_NE {
+        !any
+    } else {
+        any
+    }
 }
 
 /// Whether a socket operator holds for `sk`. An unreadable socket

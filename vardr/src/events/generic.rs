@@ -6,8 +6,8 @@ use std::{sync::Arc, time::SystemTime};
 use serde::Serialize;
 use vardr_common::{
     generic::{
-        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
-        GEN_MAX_ARGS,
+        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
+        GEN_ACT_SIGNAL, GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
 };
@@ -34,6 +34,8 @@ pub struct GenericCall {
     pub signal: u32,
     /// What an Override made the call return (0: not overridden).
     pub error: i32,
+    /// A return probe's value (with `GEN_ACT_RETURN`).
+    pub ret: u64,
     /// Per argument (the hook's first [`GEN_MAX_ARGS`]).
     pub ints: Vec<u64>,
     pub strs: Vec<String>,
@@ -50,6 +52,7 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
         actions: ev.actions,
         signal: ev.signal,
         error: ev.error,
+        ret: ev.ret,
         ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
         strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
         socks: ev.strs[..GEN_MAX_ARGS].iter().map(|s| sock_of(s)).collect(),
@@ -88,6 +91,8 @@ pub struct HookMeta {
     pub rules: Vec<String>,
     pub message: Option<String>,
     pub tags: Vec<String>,
+    /// A return probe's value type.
+    pub ret: Option<ArgType>,
 }
 
 /// One argument as Tetragon's `KprobeArgument`.
@@ -188,6 +193,9 @@ pub struct ProcessHook {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     pub args: Vec<Arg>,
+    /// A return probe's value, typed as its `returnArg`.
+    #[serde(rename = "return", skip_serializing_if = "Option::is_none")]
+    pub ret: Option<Arg>,
     /// What the kernel did: `KPROBE_ACTION_OVERRIDE` (the call failed;
     /// a Sigkill with it is in `signal`), `KPROBE_ACTION_SIGKILL`,
     /// `KPROBE_ACTION_SIGNAL` or `KPROBE_ACTION_POST` (reported only, also
@@ -199,6 +207,9 @@ pub struct ProcessHook {
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// A return probe's: `KPROBE_ACTION_POST` (posted at the return).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_action: Option<&'static str>,
     /// The selector's rule, `<policy>.<kprobes|tracepoints>.<i>.<selector>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -269,6 +280,7 @@ impl JsonEvent {
             super::json::signal_name(sig)
         });
         let override_error = (c.error != 0).then(|| errno_name(c.error));
+        let returned = c.actions & GEN_ACT_RETURN != 0;
         let args = meta
             .args
             .iter()
@@ -314,6 +326,15 @@ impl JsonEvent {
             subsys,
             event,
             args,
+            ret: returned.then(|| {
+                arg(
+                    meta.ret.unwrap_or(ArgType::Int64),
+                    c.ret,
+                    "",
+                    &GenSock::default(),
+                )
+            }),
+            return_action: returned.then_some("KPROBE_ACTION_POST"),
             action: enforced.unwrap_or("KPROBE_ACTION_POST"),
             policy_name: meta.policy.clone(),
             message: meta.message.clone().unwrap_or_default(),

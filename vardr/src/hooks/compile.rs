@@ -25,11 +25,12 @@ pub const MAX_BINARY_SELECTORS: u32 = 63;
 /// Where one hook attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attach {
-    /// `override_`: a selector may fail the call (the program that can,
-    /// which attaches only to error-injectable functions).
+    /// `override_`: a selector may fail the call (an fmod_ret program
+    /// beside the kprobe); `ret`: a return probe too.
     Kprobe {
         function: String,
         override_: bool,
+        ret: bool,
     },
     Tracepoint {
         id: u32,
@@ -85,6 +86,13 @@ pub fn compile(
     let mut types = Vec::new();
     let attach = match &hook.point {
         HookPoint::Kprobe { call, syscall } => {
+            config.ret = match hook.ret {
+                Some(ArgType::Int) => 4 | GEN_RET_SIGNED,
+                Some(ArgType::Uint32) => 4,
+                Some(ArgType::Int64) => 8 | GEN_RET_SIGNED,
+                Some(_) => 8,
+                None => 0,
+            };
             if *syscall {
                 config.flags |= GEN_HOOK_SYSCALL;
             }
@@ -104,6 +112,7 @@ pub fn compile(
                     .selectors
                     .iter()
                     .any(|s| s.actions.override_error.is_some()),
+                ret: hook.ret.is_some(),
             }
         }
         HookPoint::Uprobe { path, symbol } => {
@@ -202,6 +211,21 @@ pub fn compile(
             Some(b) => bit_for(b)?,
             None => (GEN_BIN_ANY, 0),
         };
+        // matchReturnArgs after the matchArgs, compared as integers.
+        out.nret_matches = sel.ret_matches.len().min(GEN_MAX_RET_MATCHES) as u32;
+        for (k, am) in sel.ret_matches.iter().take(GEN_MAX_RET_MATCHES).enumerate() {
+            let mut gm = GenMatch {
+                op: op_code(am.op, false),
+                ..GenMatch::default()
+            };
+            if let Values::Ints(v) = &am.values {
+                gm.nvalues = v.len().min(GEN_MAX_VALUES) as u32;
+                for (j, x) in v.iter().take(GEN_MAX_VALUES).enumerate() {
+                    gm.values[j] = *x;
+                }
+            }
+            out.matches[GEN_RET_MATCH_BASE + k] = gm;
+        }
         for (m, am) in sel.matches.iter().enumerate() {
             let string = types.get(am.arg).is_some_and(|t| t.is_string());
             let op = op_code(am.op, string);
@@ -255,6 +279,7 @@ pub fn compile(
         rules,
         message: hook.message.clone(),
         tags: hook.tags.clone(),
+        ret: hook.ret,
     });
     Ok(CompiledHook {
         attach,

@@ -42,6 +42,7 @@ use crate::{
 };
 
 const KPROBE_PROG: &str = "vardr_generic_kprobe";
+const KRETPROBE_PROG: &str = "vardr_generic_kretprobe";
 const UPROBE_PROG: &str = "vardr_generic_uprobe";
 /// Copies of the tracepoint program (see the BPF side): a tracepoint takes
 /// each program once, so hooks on one tracepoint in force at once (both
@@ -124,6 +125,8 @@ pub struct GenericHooks {
 /// which so takes every decision the kprobe left.
 struct Attached {
     link: Link,
+    /// A return probe's return.
+    ret: Option<CookieLink>,
     override_: Option<fmod_ret::OverrideLink>,
     slot: u32,
     copy: Option<(u32, usize)>,
@@ -234,6 +237,12 @@ impl GenericHooks {
             match &a.link {
                 Link::Perf(l) => out.push((format!("hook-{}", a.slot), dup("link", l.link_fd())?)),
                 Link::Uprobe(_) => uprobes = true,
+            }
+            if let Some(r) = &a.ret {
+                out.push((
+                    format!("hook-{}-return", a.slot),
+                    dup("return link", r.link_fd())?,
+                ));
             }
             if let Some(o) = &a.override_ {
                 out.push((
@@ -521,23 +530,14 @@ impl GenericHooks {
                 )
             }
         };
-        let prog = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| err(format!("program {name} missing")))?;
         let fd = match a {
             Attach::Uprobe { .. } => return Err(err("not a perf attachment".into())),
-            Attach::Kprobe { .. } => {
-                let p: &mut KProbe = prog.try_into().map_err(|e| err(format!("{e}")))?;
-                if p.fd().is_err() {
-                    p.load().map_err(|e| err(format!("loading {name}: {e}")))?;
-                }
-                p.fd()
-                    .map_err(|e| err(format!("{e}")))?
-                    .as_fd()
-                    .try_clone_to_owned()
-            }
+            Attach::Kprobe { .. } => self.program_fd(name).map_err(err)?,
             Attach::Tracepoint { .. } => {
+                let prog = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| err(format!("program {name} missing")))?;
                 let p: &mut TracePoint = prog.try_into().map_err(|e| err(format!("{e}")))?;
                 if p.fd().is_err() {
                     p.load().map_err(|e| err(format!("loading {name}: {e}")))?;
@@ -546,15 +546,16 @@ impl GenericHooks {
                     .map_err(|e| err(format!("{e}")))?
                     .as_fd()
                     .try_clone_to_owned()
+                    .map_err(|e| err(format!("dup: {e}")))?
             }
-        }
-        .map_err(|e| err(format!("dup: {e}")))?;
+        };
         // The override program first: the kprobe's decisions are taken
         // from its first call on.
         let override_ = match a {
             Attach::Kprobe {
                 function,
                 override_: true,
+                ..
             } => {
                 let map = self
                     .ebpf
@@ -565,14 +566,53 @@ impl GenericHooks {
             }
             _ => None,
         };
+        // A return probe's return before its entry: a call kept at the
+        // entry always finds its return attached.
+        let ret = match a {
+            Attach::Kprobe {
+                function,
+                ret: true,
+                ..
+            } => {
+                let fd = self.program_fd(KRETPROBE_PROG).map_err(err)?;
+                let target = Target::Kprobe {
+                    function,
+                    ret: true,
+                };
+                Some(
+                    perf_attach::attach(fd.as_fd(), target, u64::from(slot))
+                        .map_err(|e| err(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
         let link = perf_attach::attach(fd.as_fd(), target, u64::from(slot))
             .map_err(|e| err(e.to_string()))?;
         Ok(Attached {
             link: Link::Perf(link),
+            ret,
             override_,
             slot,
             copy,
         })
+    }
+
+    /// A kprobe or kretprobe program of the object, loaded the first time
+    /// (a copy of its descriptor).
+    fn program_fd(&mut self, name: &str) -> Result<OwnedFd, String> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing"))?;
+        let p: &mut KProbe = prog.try_into().map_err(|e| format!("{e}"))?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| format!("loading {name}: {e}"))?;
+        }
+        p.fd()
+            .map_err(|e| format!("{e}"))?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("dup: {e}"))
     }
 
     /// A uprobe through aya, which carries the cookie itself.
@@ -603,6 +643,7 @@ impl GenericHooks {
         let link = p.take_link(id).map_err(|e| err(format!("{e}")))?;
         Ok(Attached {
             link: Link::Uprobe(link),
+            ret: None,
             override_: None,
             slot,
             copy: None,

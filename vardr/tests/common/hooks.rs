@@ -297,6 +297,24 @@ spec:
       - action: Override
         argError: -13
       - action: Sigkill
+  - call: "sys_openat"
+    syscall: true
+    return: true
+    args:
+    - index: 1
+      type: "string"
+    returnArg:
+      index: 0
+      type: "int"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Prefix"
+        values: ["{dir}/ret/"]
+      matchReturnArgs:
+      - index: 0
+        operator: "Equal"
+        values: ["-2"]
   - call: "tcp_connect"
     syscall: false
     args:
@@ -346,6 +364,8 @@ pub fn kprobe_hooks(b: Backend) {
     std::fs::write(dir.join("override"), "secret").unwrap();
     std::fs::write(dir.join("override-kill"), "secret").unwrap();
     std::fs::create_dir_all(dir.join("sysblocked")).unwrap();
+    std::fs::create_dir_all(dir.join("ret")).unwrap();
+    std::fs::write(dir.join("ret/exists"), "x").unwrap();
     std::fs::write(dir.join("sysblocked/x"), "x").unwrap();
     let shell = dir.join("shell");
     std::fs::copy(which("sh"), &shell).unwrap();
@@ -546,6 +566,35 @@ pub fn kprobe_hooks(b: Backend) {
         Some(1),
         "after the refused add: {:?}",
         o.status
+    );
+
+    // A return probe (syscall: true): the event comes at the return, with
+    // the value, only for the calls matchReturnArgs lets through (ENOENT).
+    let o = sh_in(&cg.path, &format!("cat {d}/ret/missing"));
+    assert_eq!(o.status.code(), Some(1), "cat ret/missing: {:?}", o.status);
+    let missing = format!("{d}/ret/missing");
+    let ev = agent.event("sys_openat return", |e| {
+        kprobe(e)["args"][0]["string_arg"] == missing.as_str()
+    });
+    let k = kprobe(&ev);
+    assert_eq!(k["return"]["int_arg"], -2, "{ev}");
+    assert_eq!(k["return_action"], "KPROBE_ACTION_POST", "{ev}");
+    let o = sh_in(
+        &cg.path,
+        &format!("cat {d}/ret/exists; cat {d}/ret/missing2"),
+    );
+    assert!(!o.status.success(), "cat ret/missing2: {:?}", o.status);
+    let missing2 = format!("{d}/ret/missing2");
+    agent.event("sys_openat return 2", |e| {
+        kprobe(e)["args"][0]["string_arg"] == missing2.as_str()
+    });
+    let exists = format!("{d}/ret/exists");
+    let seen = agent.events_after(Duration::from_millis(300));
+    assert!(
+        !seen
+            .iter()
+            .any(|e| kprobe(e)["args"][0]["string_arg"] == exists.as_str()),
+        "an open that succeeded was reported"
     );
 
     // A sock argument (tcp_connect): the destination port, address and

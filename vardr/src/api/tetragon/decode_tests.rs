@@ -274,6 +274,7 @@ mod hooks {
             actions,
             signal: 0,
             error,
+            ret: 0,
             ints: vec![u64::MAX, 0, 4096, 7, 0],
             strs: vec![
                 String::new(),
@@ -300,6 +301,7 @@ mod hooks {
             rules: vec!["kp.kprobes.0.0".into()],
             message: Some("seen".into()),
             tags: vec!["t1".into()],
+            ret: None,
         })
     }
 
@@ -410,9 +412,9 @@ mod hooks {
     }
 
     /// A `sock` and a `sockaddr` argument decode as Tetragon's KprobeSock
-    /// and KprobeSockaddr.
+    /// and KprobeSockaddr, a return probe's value as its `return`.
     #[test]
-    fn socket_arguments_decode_as_tetragon_s() {
+    fn socket_arguments_and_a_return_value_decode_as_tetragon_s() {
         use vardr_common::generic::GenSock;
         let meta = Arc::new(HookMeta {
             policy: "kp".into(),
@@ -424,6 +426,7 @@ mod hooks {
             rules: vec!["kp.kprobes.0.0".into()],
             message: None,
             tags: vec![],
+            ret: Some(ArgType::Int),
         });
         let mut c = call(GEN_ACT_POST, 0);
         let mut v6 = [0u8; 16];
@@ -446,11 +449,19 @@ mod hooks {
             saddr: v6,
             ..GenSock::default()
         };
+        // A return probe's event: the value, typed as its returnArg.
+        c.actions |= vardr_common::generic::GEN_ACT_RETURN;
+        c.ret = (-2i64) as u64;
         let j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
         let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
             panic!("not a process_kprobe");
         };
         use pb::kprobe_argument::Arg;
+        assert_eq!(
+            k.r#return.as_ref().and_then(|r| r.arg.clone()),
+            Some(Arg::IntArg(-2))
+        );
+        assert_eq!(k.return_action, pb::KprobeAction::Post as i32);
         match &k.args[0].arg {
             Some(Arg::SockArg(s)) => {
                 assert_eq!(

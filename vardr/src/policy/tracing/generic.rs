@@ -17,6 +17,7 @@ use super::{
     NOT_YET,
 };
 use crate::policy::validate::Diags;
+use vardr_common::generic::GEN_MAX_RET_MATCHES;
 
 /// Arguments a hook may read (vardr's limit; Tetragon's is larger).
 pub const MAX_ARGS: usize = vardr_common::generic::GEN_MAX_ARGS;
@@ -247,6 +248,9 @@ pub struct HookSelector {
     pub binaries: Option<Binaries>,
     /// `matchParentBinaries`: the same, for the parent process.
     pub parent_binaries: Option<Binaries>,
+    /// `matchReturnArgs`: checked on the return value (all must hold for
+    /// the event to be posted).
+    pub ret_matches: Vec<ArgMatch>,
     /// `matchPIDs`, `matchNamespaces`, `matchCapabilities`.
     pub process: ProcessFilters,
     pub actions: Actions,
@@ -266,6 +270,9 @@ pub struct GenericHook {
     pub selectors: Vec<HookSelector>,
     pub message: Option<String>,
     pub tags: Vec<String>,
+    /// A return probe's value type (`return: true`, `returnArg`): the
+    /// event is posted at the return, with the value.
+    pub ret: Option<ArgType>,
 }
 
 pub(super) fn kprobe(
@@ -284,18 +291,7 @@ pub(super) fn kprobe(
             format!("kprobes call {:?} is not a function name", spec.call.value),
         );
     }
-    if spec.return_ == Some(true) {
-        d.at(
-            &spec.call,
-            format!("kprobes call {call}: return probes (return: true): {NOT_YET}"),
-        );
-    }
-    if spec.return_arg.is_some() || spec.return_arg_action.is_some() {
-        d.at(
-            &spec.call,
-            format!("kprobes call {call}: returnArg, returnArgAction: {NOT_YET}"),
-        );
-    }
+    let ret = return_type(d, &call, spec);
     if let Some(data) = non_empty(&spec.data) {
         d.at(data, format!("kprobes call {call}: data: {NOT_YET}"));
     }
@@ -306,7 +302,7 @@ pub(super) fn kprobe(
         call,
         syscall: spec.syscall.unwrap_or(false),
     };
-    hook(
+    let mut h = hook(
         d,
         policy,
         i,
@@ -318,7 +314,48 @@ pub(super) fn kprobe(
         &spec.tags,
         monitor,
         before,
-    )
+        ret,
+    )?;
+    h.ret = ret;
+    Some(h)
+}
+
+/// A return probe's value type (`return: true` with `returnArg`).
+fn return_type(d: &mut Diags, call: &str, spec: &KProbeSpec) -> Option<ArgType> {
+    if spec.return_arg_action.is_some() {
+        d.at(
+            &spec.call,
+            format!("kprobes call {call}: returnArgAction: {NOT_YET}"),
+        );
+    }
+    let Some(arg) = &spec.return_arg else {
+        if spec.return_ == Some(true) {
+            d.at(&spec.call, format!("kprobes call {call}: return: true needs returnArg, the type of the value (int, uint32, int64, uint64, size_t)"));
+        }
+        return None;
+    };
+    if spec.return_ != Some(true) {
+        d.at(
+            &arg.index,
+            format!("kprobes call {call}: returnArg without return: true"),
+        );
+        return None;
+    }
+    let name = arg.type_.as_ref().map_or("auto", |t| t.value.as_str());
+    match ArgType::parse(name) {
+        Some(
+            t
+            @ (ArgType::Int | ArgType::Uint32 | ArgType::Int64 | ArgType::Uint64 | ArgType::SizeT),
+        ) => Some(t),
+        _ => {
+            let msg = format!("kprobes call {call}: returnArg type {name:?}: {NOT_YET} (int, uint32, int64, uint64, size_t)");
+            match &arg.type_ {
+                Some(t) => d.at(t, msg),
+                None => d.at(&arg.index, msg),
+            }
+            None
+        }
+    }
 }
 
 pub(super) fn tracepoint(
@@ -359,6 +396,7 @@ pub(super) fn tracepoint(
         &spec.tags,
         monitor,
         before,
+        None,
     )
 }
 
@@ -431,6 +469,7 @@ pub(super) fn uprobe(
             &spec.tags,
             monitor,
             n,
+            None,
         ) {
             h.name = format!("{}.{k}", h.name);
             out.push(h);
@@ -455,6 +494,7 @@ fn hook(
     tags: &List<String>,
     monitor: bool,
     before: usize,
+    ret: Option<ArgType>,
 ) -> Option<GenericHook> {
     let (message, tags) = message_and_tags(d, anchor, message, tags);
     let (args, rejected) = args(d, &point, args_spec);
@@ -464,7 +504,7 @@ fn hook(
             d.at(s, format!("more than {MAX_SELECTORS} selectors: Tetragon allows at most {MAX_SELECTORS} per hook"));
             break;
         }
-        if let Some(mut sel) = selector(d, &point, &args, &rejected, s) {
+        if let Some(mut sel) = selector(d, &point, &args, &rejected, s, ret) {
             if monitor {
                 sel.actions = Actions {
                     post: true,
@@ -486,6 +526,7 @@ fn hook(
         selectors,
         message,
         tags,
+        ret: None,
     })
 }
 
@@ -602,15 +643,12 @@ fn selector(
     args: &[HookArg],
     rejected: &[u32],
     s: &Spanned<Selector>,
+    ret: Option<ArgType>,
 ) -> Option<HookSelector> {
     let sel = &s.value;
     let before = d.0.len();
     for (field, present) in [
         ("matchData", non_empty(&sel.match_data).map(pos)),
-        (
-            "matchReturnArgs",
-            non_empty(&sel.match_return_args).map(pos),
-        ),
         (
             "matchReturnActions",
             non_empty(&sel.match_return_actions).map(pos),
@@ -652,6 +690,7 @@ fn selector(
             matches.push(m);
         }
     }
+    let ret_matches = return_matches(d, &sel.match_return_args, ret);
     let own = binaries(d, &sel.match_binaries, "matchBinaries");
     let parent = binaries(d, &sel.match_parent_binaries, "matchParentBinaries");
     let process = process_filters::parse(
@@ -663,6 +702,7 @@ fn selector(
     let actions = actions(d, point, &sel.match_actions);
     (d.0.len() == before).then(|| HookSelector {
         matches,
+        ret_matches,
         binaries: own,
         parent_binaries: parent,
         process,
@@ -814,6 +854,42 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         Values::Ints(out)
     };
     Some(ArgMatch { arg, op, values })
+}
+
+/// A selector's `matchReturnArgs`: integer operators on the return
+/// value (`index: 0`, the `returnArg`).
+fn return_matches(d: &mut Diags, list: &List<ArgSelector>, ret: Option<ArgType>) -> Vec<ArgMatch> {
+    let entries: Vec<_> = items(list).collect();
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let Some(ty) = ret else {
+        d.at(
+            entries[0],
+            "matchReturnArgs: only on a kprobe with return: true and returnArg",
+        );
+        return Vec::new();
+    };
+    if let Some(e) = entries.get(GEN_MAX_RET_MATCHES) {
+        d.at(
+            *e,
+            format!("more than {GEN_MAX_RET_MATCHES} matchReturnArgs: {NOT_YET}"),
+        );
+        return Vec::new();
+    }
+    let ret_arg = [HookArg { index: 0, ty }];
+    let mut out = Vec::new();
+    for m in entries {
+        if m.value.index.as_ref().is_some_and(|i| i.value != 0) {
+            d.at(m, "matchReturnArgs index: 0, the return value");
+            continue;
+        }
+        // A string operator is refused there: the value is an integer.
+        if let Some(am) = arg_match(d, &ret_arg, m) {
+            out.push(am);
+        }
+    }
+    out
 }
 
 /// Decimal, `0x` hexadecimal or a negative decimal, as 64 bits.

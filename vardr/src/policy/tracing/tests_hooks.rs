@@ -252,7 +252,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         &e,
         7,
         11,
-        "return probes (return: true): not yet supported by vardr",
+        "kprobes call do_sys_openat2: return: true needs returnArg",
     );
     has(&e, 11, 13, "type \"char_buf\": not yet supported by vardr");
     has(
@@ -473,4 +473,64 @@ fn socket_mistakes_are_named() {
         "type \"sockaddr\": a system call's arguments are user values",
     );
     has(&e, 22, 29, "type \"sock\": on kprobes only");
+}
+
+/// A return probe: the value's type, and matchReturnArgs on it.
+#[test]
+fn return_probes_with_match_return_args() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    args: [{{index: 1, type: string}}]
+    returnArg: {{index: 0, type: int}}
+    selectors:
+    - matchArgs: [{{index: 1, operator: Prefix, values: [/etc/]}}]
+      matchReturnArgs: [{{index: 0, operator: LT, values: [\"0\"]}}]
+"
+    ));
+    let h = &p.hooks[0];
+    assert_eq!(h.ret, Some(ArgType::Int));
+    assert_eq!(h.selectors[0].ret_matches[0].op, Op::LessThan);
+    assert_eq!(h.selectors[0].ret_matches[0].values, Values::Ints(vec![0]));
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: a
+    returnArg: {{index: 0, type: int}}
+  - call: b
+    return: true
+    returnArg: {{index: 0, type: file}}
+    returnArgAction: TrackSock
+  - call: c
+    args: [{{index: 0, type: int}}]
+    selectors:
+    - matchReturnArgs: [{{index: 0, operator: Equal, values: [\"1\"]}}]
+  - call: d
+    return: true
+    returnArg: {{index: 0, type: int}}
+    selectors:
+    - matchReturnArgs: [{{index: 0, operator: Prefix, values: [x]}}]
+"
+    ));
+    has(&e, 8, 24, "returnArg without return: true");
+    has(&e, 9, 11, "returnArgAction: not yet supported by vardr");
+    has(
+        &e,
+        11,
+        33,
+        "returnArg type \"file\": not yet supported by vardr",
+    );
+    has(
+        &e,
+        16,
+        25,
+        "matchReturnArgs: only on a kprobe with return: true and returnArg",
+    );
+    has(
+        &e,
+        21,
+        46,
+        "matchArgs Prefix compares strings: argument 0 is a int",
+    );
 }
