@@ -46,6 +46,14 @@ pub const GEN_ARG_FILE: u32 = 7;
 pub const GEN_ARG_PATH: u32 = 8;
 /// `struct linux_binprm *`: the path of its `file`.
 pub const GEN_ARG_BINPRM: u32 = 9;
+/// A file descriptor (an int) of the calling task: the path of its file.
+pub const GEN_ARG_FD: u32 = 12;
+/// A buffer in user memory (a system call's) whose size is another
+/// argument ([`GenArg::size`] is then where that argument is); its first
+/// bytes are copied, the size given goes in the event's integer.
+pub const GEN_ARG_BUF_USER: u32 = 13;
+/// The same in kernel memory (a kernel function's).
+pub const GEN_ARG_BUF_KERNEL: u32 = 14;
 /// `struct sock *`: read into a [`GenSock`] in the argument's buffer.
 pub const GEN_ARG_SOCK: u32 = 10;
 /// `struct sockaddr *` (kernel memory): family, address and port into a
@@ -79,7 +87,8 @@ pub struct GenArg {
     /// A kprobe: the argument's register (0 to 5, x86-64 calling
     /// convention); a tracepoint: the field's offset in the record.
     pub src: u32,
-    /// Bytes of an integer or of a `char[N]`.
+    /// Bytes of an integer or of a `char[N]`; for a buffer, where its
+    /// size argument is (as `src`).
     pub size: u32,
     /// Non-zero: a signed integer (sign-extended to 64 bits).
     pub signed: u32,

@@ -470,6 +470,12 @@ pub struct KernelOffsets {
     pub skc_v6_daddr: u64,
     pub sk_protocol: u64,
     pub sk_type: u64,
+    /// A task's open files (TracingPolicy `fd` arguments): `task_struct.files`,
+    /// `files_struct.fdt`, `fdtable.max_fds` and `fdtable.fd`.
+    pub task_files: u64,
+    pub files_fdt: u64,
+    pub fdtable_max_fds: u64,
+    pub fdtable_fd: u64,
 }
 
 /// Namespace kinds, in Tetragon's order (its `matchNamespaces` names).

@@ -22,7 +22,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal, generated as raw,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint, uprobe},
@@ -34,18 +34,19 @@ use vardr_common::{
     generic::{
         GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenSock, GenericEvent,
         GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
-        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FILE,
-        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR,
-        GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN,
-        GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
-        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS,
-        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV,
-        GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR,
-        GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR,
-        GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL,
-        GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW,
-        GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS,
-        GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY,
+        GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH,
+        GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT,
+        GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL,
+        GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES,
+        GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT,
+        GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE,
+        GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX,
+        GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX,
+        GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ,
+        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
+        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN,
+        GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -732,11 +733,18 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
-        GEN_ARG_FILE | GEN_ARG_PATH | GEN_ARG_BINPRM => {
+        GEN_ARG_FILE | GEN_ARG_PATH | GEN_ARG_BINPRM | GEN_ARG_FD => {
             let mut p = read::<u64>(base, src).unwrap_or(0) as *const u8;
             *int = p as u64;
             if arg.kind == GEN_ARG_BINPRM {
                 p = read::<*const u8>(p, off.binprm_file).unwrap_or(core::ptr::null());
+            }
+            if arg.kind == GEN_ARG_FD {
+                // The low 32 bits are the descriptor, whatever the width
+                // of the register or field.
+                let fd = p as u64 as u32 as i32;
+                *int = fd as i64 as u64;
+                p = fd_file(fd, &off);
             }
             // A `struct path` is the file's `f_path`.
             if arg.kind != GEN_ARG_PATH {
@@ -756,6 +764,30 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                         );
                         *out.add(GEN_STR_LEN - 1) = 0;
                     }
+                }
+            }
+        }
+        GEN_ARG_BUF_USER | GEN_ARG_BUF_KERNEL => {
+            let p = read::<u64>(base, src).unwrap_or(0);
+            let size = read::<u64>(base, arg.size as u64).unwrap_or(0);
+            *int = size;
+            let n = if size > GEN_STR_LEN as u64 {
+                GEN_STR_LEN as u32
+            } else {
+                size as u32
+            };
+            if n > 0 {
+                // SAFETY: `out` has GEN_STR_LEN bytes, `n` at most that; the
+                // helpers cope with any address.
+                let r = unsafe {
+                    if arg.kind == GEN_ARG_BUF_USER {
+                        raw::bpf_probe_read_user(out as *mut c_void, n, p as *const c_void)
+                    } else {
+                        raw::bpf_probe_read_kernel(out as *mut c_void, n, p as *const c_void)
+                    }
+                };
+                if r < 0 {
+                    *int = 0;
                 }
             }
         }
@@ -779,6 +811,28 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
         _ => {}
     }
     1
+}
+
+/// The file behind descriptor `fd` of the current task (null if none).
+#[inline(always)]
+fn fd_file(fd: i32, off: &KernelOffsets) -> *const u8 {
+    if fd < 0 {
+        return core::ptr::null();
+    }
+    // SAFETY: the current task, read through the probe helper.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fdt = read::<*const u8>(task, off.task_files)
+        .and_then(|files| read::<*const u8>(files, off.files_fdt));
+    let Some(fdt) = fdt else {
+        return core::ptr::null();
+    };
+    let max = read::<u32>(fdt, off.fdtable_max_fds).unwrap_or(0);
+    if fd as u32 >= max {
+        return core::ptr::null();
+    }
+    read::<*const u8>(fdt, off.fdtable_fd)
+        .and_then(|array| read::<*const u8>(array, fd as u64 * 8))
+        .unwrap_or(core::ptr::null())
 }
 
 const AF_INET: u16 = 2;

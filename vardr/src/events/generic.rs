@@ -41,6 +41,8 @@ pub struct GenericCall {
     pub strs: Vec<String>,
     /// The same buffers read as a `sock` or `sockaddr` argument.
     pub socks: Vec<GenSock>,
+    /// The same buffers' bytes (a `char_buf` argument's copy).
+    pub bytes: Vec<Vec<u8>>,
 }
 
 pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
@@ -56,6 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
         ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
         strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
         socks: ev.strs[..GEN_MAX_ARGS].iter().map(|s| sock_of(s)).collect(),
+        bytes: ev.strs[..GEN_MAX_ARGS].iter().map(|s| s.to_vec()).collect(),
     })
 }
 
@@ -127,6 +130,9 @@ pub enum Arg {
         #[serde(skip_serializing_if = "String::is_empty")]
         state: String,
     },
+    /// A `char_buf`'s first bytes, base64 (the JSON of protobuf bytes).
+    #[serde(rename = "bytes_arg")]
+    Bytes(String),
     #[serde(rename = "sockaddr_arg")]
     Sockaddr {
         family: String,
@@ -135,7 +141,7 @@ pub enum Arg {
     },
 }
 
-fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock) -> Arg {
+fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
     use crate::policy::tracing::sock_ops::{family_name, protocol_name, state_name, type_name};
     match ty {
         ArgType::Int => Arg::Int(int as i32),
@@ -143,7 +149,8 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock) -> Arg {
         ArgType::Int64 => Arg::Long(int as i64),
         ArgType::Uint64 | ArgType::SizeT | ArgType::Auto => Arg::Size(int),
         ArgType::String | ArgType::Filename => Arg::String(s.to_string()),
-        ArgType::File => Arg::File {
+        // A descriptor as Tetragon shows a followed one: its file.
+        ArgType::File | ArgType::Fd => Arg::File {
             path: s.to_string(),
         },
         ArgType::Path => Arg::Path {
@@ -162,6 +169,13 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock) -> Arg {
             dport: sk.dport,
             state: state_name(sk.state),
         },
+        // `int` is the size the caller gave; the kernel copied at most
+        // the buffer's length.
+        ArgType::CharBuf => {
+            use base64::Engine as _;
+            let n = usize::try_from(int).unwrap_or(usize::MAX).min(bytes.len());
+            Arg::Bytes(base64::engine::general_purpose::STANDARD.encode(&bytes[..n]))
+        }
         ArgType::Sockaddr => Arg::Sockaddr {
             family: family_name(sk.family),
             addr: addr(sk.family, &sk.saddr),
@@ -292,6 +306,7 @@ impl JsonEvent {
                     c.ints.get(i).copied().unwrap_or(0),
                     c.strs.get(i).map_or("", |s| s.as_str()),
                     &c.socks.get(i).copied().unwrap_or_default(),
+                    c.bytes.get(i).map_or(&[][..], |b| b.as_slice()),
                 )
             })
             .collect();
@@ -332,6 +347,7 @@ impl JsonEvent {
                     c.ret,
                     "",
                     &GenSock::default(),
+                    &[],
                 )
             }),
             return_action: returned.then_some("KPROBE_ACTION_POST"),

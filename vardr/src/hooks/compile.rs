@@ -104,6 +104,9 @@ pub fn compile(
             for (i, a) in hook.args.iter().enumerate() {
                 let src = regs[a.index.min(5) as usize];
                 config.args[i] = kprobe_arg(a.ty, src, *syscall);
+                if let Some(n) = a.size_arg {
+                    config.args[i].size = regs[n.min(5) as usize];
+                }
                 types.push(a.ty);
             }
             Attach::Kprobe {
@@ -314,6 +317,9 @@ fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
         ArgType::File => of(GEN_ARG_FILE),
         ArgType::Path => of(GEN_ARG_PATH),
         ArgType::LinuxBinprm => of(GEN_ARG_BINPRM),
+        ArgType::Fd => of(GEN_ARG_FD),
+        ArgType::CharBuf if syscall => of(GEN_ARG_BUF_USER),
+        ArgType::CharBuf => of(GEN_ARG_BUF_KERNEL),
         ArgType::Sock => of(GEN_ARG_SOCK),
         ArgType::Sockaddr => of(GEN_ARG_SOCKADDR),
     }
@@ -348,7 +354,20 @@ fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType
             8,
         ),
         ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
-        ArgType::Sock | ArgType::Sockaddr => Err(format!("type {}: on kprobes only", ty.name())),
+        ArgType::Sock | ArgType::Sockaddr | ArgType::CharBuf => {
+            Err(format!("type {}: on kprobes only", ty.name()))
+        }
+        // A descriptor is an integer field, read as the kernel function's.
+        ArgType::Fd if !f.is_pointer() && !text && [4, 8].contains(&f.size) => Ok((
+            GenArg {
+                kind: GEN_ARG_FD,
+                src,
+                size: f.size,
+                signed: 1,
+            },
+            ty,
+        )),
+        ArgType::Fd => Err(format!("type fd, but the field is a {}", f.c_type)),
         ArgType::Filename | ArgType::File | ArgType::Path | ArgType::LinuxBinprm => {
             if !f.is_pointer() || user {
                 return Err(format!(

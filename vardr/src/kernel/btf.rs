@@ -138,6 +138,10 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
         cred_cap_effective: m("cred", "cap_effective")?,
         cred_cap_inheritable: m("cred", "cap_inheritable")?,
         cred_cap_permitted: m("cred", "cap_permitted")?,
+        task_files: m("task_struct", "files")?,
+        files_fdt: m("files_struct", "fdt")?,
+        fdtable_max_fds: m("fdtable", "max_fds")?,
+        fdtable_fd: m("fdtable", "fd")?,
         ..sock_offsets(&btf, namespace_offsets(&btf, overlay_offsets(&btf)))
     })
 }

@@ -390,6 +390,7 @@ pub fn kprobe_hooks(b: Backend) {
                 "fd-install-sigkill.yaml",
                 "detect-sudo.yaml",
                 "block-443-for-wget.yaml",
+                "sys-write-passwd.yaml",
             ]
             .map(|f| shipped.join(f)),
         )
@@ -659,6 +660,38 @@ pub fn kprobe_hooks(b: Backend) {
     let o = sh_in(&cg.path, "bash -c 'exec 3<>/dev/tcp/127.0.0.1/443'");
     assert!(o.status.success(), "another program to 443: {:?}", o.status);
     drop((l1, l2, l443));
+
+    // Shipped sys-write-passwd (seed 003, without FollowFD): a write to
+    // /etc/passwd (a file bound over it in a mount namespace of the
+    // test's) kills the writer; the fd is resolved in the kernel, the
+    // bytes and the count are reported.
+    std::fs::write(dir.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let o = sh_in(
+        &cg.path,
+        &format!(
+            "unshare -m sh -c 'mount --bind {d}/passwd /etc/passwd && echo pwned >> /etc/passwd'"
+        ),
+    );
+    assert!(
+        killed(&o),
+        "write to /etc/passwd: {:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    let ev = agent.event("sys-write-passwd", |e| {
+        kprobe(e)["policy_name"] == "sys-write-passwd"
+    });
+    let k = kprobe(&ev);
+    assert_eq!(k["args"][0]["file_arg"]["path"], "/etc/passwd", "{ev}");
+    assert_eq!(k["args"][1]["bytes_arg"], "cHduZWQK", "{ev}"); // "pwned\n"
+    assert_eq!(k["args"][2]["size_arg"], 6, "{ev}");
+    assert_eq!(k["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+    let o = sh_in(&cg.path, &format!("echo fine >> {d}/passwd"));
+    assert!(
+        o.status.success(),
+        "a write to another file: {:?}",
+        o.status
+    );
 
     // Shipped block-shell-exec (seed 001): a shell outside the host's pid
     // namespace may not exec. `unshare --pid` without --fork leaves its

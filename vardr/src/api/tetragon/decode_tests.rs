@@ -284,6 +284,7 @@ mod hooks {
                 "/usr/bin/true".into(),
             ],
             socks: vec![Default::default(); 5],
+            bytes: vec![b"hello world".to_vec(); 5],
         }
     }
 
@@ -412,7 +413,8 @@ mod hooks {
     }
 
     /// A `sock` and a `sockaddr` argument decode as Tetragon's KprobeSock
-    /// and KprobeSockaddr, a return probe's value as its `return`.
+    /// and KprobeSockaddr, a `char_buf` as bytes, an `fd` as its file, a
+    /// return probe's value as its `return`.
     #[test]
     fn socket_arguments_and_a_return_value_decode_as_tetragon_s() {
         use vardr_common::generic::GenSock;
@@ -422,7 +424,12 @@ mod hooks {
                 call: "tcp_connect".into(),
                 syscall: false,
             },
-            args: vec![ArgType::Sock, ArgType::Sockaddr],
+            args: vec![
+                ArgType::Sock,
+                ArgType::Sockaddr,
+                ArgType::CharBuf,
+                ArgType::Fd,
+            ],
             rules: vec!["kp.kprobes.0.0".into()],
             message: None,
             tags: vec![],
@@ -442,6 +449,8 @@ mod hooks {
             saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
+        c.ints[2] = 5;
+        c.strs[3] = "/etc/passwd".into();
         c.socks[1] = GenSock {
             family: 10,
             sport: 8080,
@@ -475,6 +484,13 @@ mod hooks {
                 assert_eq!((s.sport, s.dport), (40000, 443));
                 assert_eq!(s.state, "TCP_SYN_SENT");
             }
+            other => panic!("{other:?}"),
+        }
+        // A char_buf: the bytes the kernel copied, as many as the size said.
+        assert_eq!(k.args[2].arg, Some(Arg::BytesArg(b"hello".to_vec())));
+        // An fd: its file.
+        match &k.args[3].arg {
+            Some(Arg::FileArg(f)) => assert_eq!(f.path, "/etc/passwd"),
             other => panic!("{other:?}"),
         }
         match &k.args[1].arg {

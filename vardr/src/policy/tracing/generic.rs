@@ -83,6 +83,12 @@ pub enum ArgType {
     File,
     Path,
     LinuxBinprm,
+    /// A file descriptor of the calling task, resolved to its file's path
+    /// in the kernel (matched as that path).
+    Fd,
+    /// A buffer whose size is another argument (`sizeArgIndex`); its
+    /// first 256 bytes are reported (kprobes).
+    CharBuf,
     /// `struct sock *` (kprobes).
     Sock,
     /// `struct sockaddr *` in kernel memory (kprobes on kernel functions).
@@ -103,6 +109,8 @@ impl ArgType {
             "file" => Self::File,
             "path" => Self::Path,
             "linux_binprm" => Self::LinuxBinprm,
+            "fd" => Self::Fd,
+            "char_buf" => Self::CharBuf,
             "sock" => Self::Sock,
             "sockaddr" => Self::Sockaddr,
             _ => return None,
@@ -113,7 +121,7 @@ impl ArgType {
     pub fn is_string(self) -> bool {
         matches!(
             self,
-            Self::String | Self::Filename | Self::File | Self::Path | Self::LinuxBinprm
+            Self::String | Self::Filename | Self::File | Self::Path | Self::LinuxBinprm | Self::Fd
         )
     }
 
@@ -131,6 +139,8 @@ impl ArgType {
             Self::File => "file",
             Self::Path => "path",
             Self::LinuxBinprm => "linux_binprm",
+            Self::Fd => "fd",
+            Self::CharBuf => "char_buf",
             Self::Sock => "sock",
             Self::Sockaddr => "sockaddr",
         }
@@ -139,9 +149,7 @@ impl ArgType {
 
 /// Types Tetragon has that vardr does not read yet.
 const TYPES_NOT_YET: &[&str] = &[
-    "char_buf",
     "char_iovec",
-    "fd",
     "skb",
     "socket",
     "cred",
@@ -176,6 +184,9 @@ pub struct HookArg {
     /// (its format's fields, the `common_` ones included).
     pub index: u32,
     pub ty: ArgType,
+    /// `char_buf`: the argument that holds the buffer's size (0-based;
+    /// the policy's `sizeArgIndex` counts from 1).
+    pub size_arg: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -553,7 +564,7 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
         }
         let ty = match ArgType::parse(ty_name) {
             Some(ArgType::Auto) if matches!(point, HookPoint::Kprobe { .. }) => {
-                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm, sock, sockaddr)"));
+                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm, fd, char_buf, sock, sockaddr)"));
                 rejected.push(idx);
                 continue;
             }
@@ -569,6 +580,14 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 continue;
             }
         };
+        if ty == ArgType::CharBuf && !matches!(point, HookPoint::Kprobe { .. }) {
+            here(
+                d,
+                format!("args index {idx}: type \"char_buf\": on kprobes only"),
+            );
+            rejected.push(idx);
+            continue;
+        }
         if matches!(ty, ArgType::Sock | ArgType::Sockaddr) {
             let why = match point {
                 HookPoint::Kprobe { syscall: false, .. } => None,
@@ -590,6 +609,7 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                     | ArgType::File
                     | ArgType::Path
                     | ArgType::LinuxBinprm
+                    | ArgType::Fd
             )
         {
             here(d, format!("args index {idx}: type {ty_name:?}: a user function's argument is an int, uint32, int64, uint64, size_t or string"));
@@ -624,7 +644,6 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
             ("source", set(&a.source).map(pos)),
             ("btfType", set(&a.btf_type).map(pos)),
             ("btfTypeModule", set(&a.btf_type_module).map(pos)),
-            ("sizeArgIndex", set(&a.size_arg_index).map(pos)),
             ("returnCopy", set(&a.return_copy).map(pos)),
             ("maxData", set(&a.max_data).map(pos)),
         ] {
@@ -632,7 +651,33 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 at(d, p, extra(field));
             }
         }
-        out.push(HookArg { index: idx, ty });
+        let size_arg = match (ty, set(&a.size_arg_index)) {
+            (ArgType::CharBuf, Some(n)) if (1..=6).contains(&n.value) => Some(n.value - 1),
+            (ArgType::CharBuf, Some(n)) => {
+                d.at(n, format!("args index {idx}: sizeArgIndex {}: the argument holding the size, 1 to 6 (counted from 1)", n.value));
+                rejected.push(idx);
+                continue;
+            }
+            (ArgType::CharBuf, None) => {
+                here(d, format!("args index {idx}: type \"char_buf\" needs sizeArgIndex, the argument holding its size (counted from 1)"));
+                rejected.push(idx);
+                continue;
+            }
+            (_, Some(n)) => {
+                d.at(
+                    n,
+                    format!("args index {idx}: sizeArgIndex is for a char_buf"),
+                );
+                rejected.push(idx);
+                continue;
+            }
+            (_, None) => None,
+        };
+        out.push(HookArg {
+            index: idx,
+            ty,
+            size_arg,
+        });
     }
     (out, rejected)
 }
@@ -752,6 +797,13 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         },
     };
     let values: Vec<&Spanned<String>> = items(&spec.values).collect();
+    if ty == ArgType::CharBuf {
+        d.at(
+            &spec.operator,
+            format!("matchArgs on a char_buf argument: {NOT_YET} (it is reported only)"),
+        );
+        return None;
+    }
     let sock_arg = matches!(ty, ArgType::Sock | ArgType::Sockaddr);
     let sock_op = super::sock_ops::is_sock_op(op);
     if sock_op != sock_arg {
@@ -877,7 +929,11 @@ fn return_matches(d: &mut Diags, list: &List<ArgSelector>, ret: Option<ArgType>)
         );
         return Vec::new();
     }
-    let ret_arg = [HookArg { index: 0, ty }];
+    let ret_arg = [HookArg {
+        index: 0,
+        ty,
+        size_arg: None,
+    }];
     let mut out = Vec::new();
     for m in entries {
         if m.value.index.as_ref().is_some_and(|i| i.value != 0) {

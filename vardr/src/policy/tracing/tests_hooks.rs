@@ -254,7 +254,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         11,
         "kprobes call do_sys_openat2: return: true needs returnArg",
     );
-    has(&e, 11, 13, "type \"char_buf\": not yet supported by vardr");
+    has(&e, 11, 13, "type \"char_buf\" needs sizeArgIndex");
     has(
         &e,
         15,
@@ -532,5 +532,55 @@ fn return_probes_with_match_return_args() {
         21,
         46,
         "matchArgs Prefix compares strings: argument 0 is a int",
+    );
+}
+
+/// Seed 003's sys_write, without FollowFD (deprecated in Tetragon): the
+/// descriptor is resolved to its file in the kernel; the written bytes
+/// are a char_buf sized by the count argument.
+#[test]
+fn fd_and_char_buf_arguments() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: sys_write
+    syscall: true
+    args:
+    - {{index: 0, type: fd}}
+    - {{index: 1, type: char_buf, sizeArgIndex: 3}}
+    - {{index: 2, type: size_t}}
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: [/etc/passwd]}}]
+      matchActions: [{{action: Sigkill}}]
+"
+    ));
+    let h = &p.hooks[0];
+    assert_eq!(h.args[0].ty, ArgType::Fd);
+    assert_eq!(
+        (h.args[1].ty, h.args[1].size_arg),
+        (ArgType::CharBuf, Some(2))
+    );
+    assert_eq!(
+        h.selectors[0].matches[0].values,
+        Values::Strings(vec!["/etc/passwd".into()])
+    );
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: sys_write
+    syscall: true
+    args:
+    - {{index: 0, type: int, sizeArgIndex: 2}}
+    - {{index: 1, type: char_buf, sizeArgIndex: 9}}
+    - {{index: 2, type: char_buf, sizeArgIndex: 1}}
+    selectors:
+    - matchArgs: [{{index: 2, operator: Equal, values: [x]}}]
+"
+    ));
+    has(&e, 10, 43, "sizeArgIndex is for a char_buf");
+    has(&e, 11, 48, "sizeArgIndex 9: the argument holding the size");
+    has(
+        &e,
+        14,
+        40,
+        "matchArgs on a char_buf argument: not yet supported",
     );
 }
