@@ -178,6 +178,25 @@ pub const GEN_PROC_CAPS: u32 = 4;
 pub const GEN_SET_IN: u32 = 1;
 pub const GEN_SET_NOT_IN: u32 = 2;
 
+// `rateLimitScope` ([`GenSelector::rate_scope`]): whose calls count as
+// the same.
+pub const GEN_RATE_THREAD: u32 = 0;
+pub const GEN_RATE_PROCESS: u32 = 1;
+pub const GEN_RATE_GLOBAL: u32 = 2;
+
+/// Key of `GEN_RATE`: a call as `rateLimit` tells calls apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenRateKey {
+    pub slot: u32,
+    pub selector: u32,
+    /// The thread, the process or 0, as the scope says.
+    pub scope: u64,
+    pub ints: [u64; GEN_MAX_ARGS],
+    /// A hash (FNV-1a) of each string argument, up to its NUL.
+    pub strs: [u64; GEN_MAX_ARGS],
+}
+
 /// Values of one `matchPIDs` or `matchNamespaces` entry, Tetragon's limit.
 pub const GEN_MAX_SET_VALUES: usize = 4;
 /// `matchPIDs` entries of a selector.
@@ -251,9 +270,13 @@ pub struct GenSelector {
     pub arg_error: i32,
     /// `matchReturnArgs` entries, in `matches[GEN_RET_MATCH_BASE..]`.
     pub nret_matches: u32,
-    pub _pad: u32,
+    /// Post's `rateLimitScope` (`GEN_RATE_*`), with [`Self::rate_limit_ns`].
+    pub rate_scope: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
+    /// Post's `rateLimit`: after an event, the same call (same hook,
+    /// arguments and scope) is not posted again for this long (0: always).
+    pub rate_limit_ns: u64,
     pub pids: [GenPidFilter; GEN_MAX_PID_FILTERS],
     pub namespaces: [GenNsFilter; crate::NS_KINDS],
     pub matches: [GenMatch; GEN_SLOTS],

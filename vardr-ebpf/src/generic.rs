@@ -22,31 +22,33 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal, generated as raw,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
+        generated as raw,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint, uprobe},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext, Global,
 };
 use vardr_common::{
     generic::{
-        GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenSock, GenericEvent,
-        GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
-        GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY,
-        GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH,
-        GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT,
-        GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL,
-        GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES,
-        GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT,
-        GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE,
-        GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX,
-        GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX,
-        GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ,
-        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
-        GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN,
-        GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
+        GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
+        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
+        GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME,
+        GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
+        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
+        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
+        GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES,
+        GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY,
+        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT,
+        GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT,
+        GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR,
+        GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH,
+        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_RATE_PROCESS,
+        GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS,
+        GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -116,6 +118,14 @@ static GEN_EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(1024, 0
 /// of running the function.
 #[map]
 static GEN_OVERRIDE: HashMap<GenCallKey, i32> = HashMap::with_max_entries(4096, 0);
+
+/// When each call a `rateLimit` counts was last posted (ns since boot).
+#[map]
+static GEN_RATE: LruHashMap<GenRateKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// The rate-limit key being built.
+#[map]
+static GEN_RATE_SCRATCH: PerCpuArray<GenRateKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Return probes' calls, from entry (where the selectors chose) to
 /// return (where `matchReturnArgs` is checked and the event posted).
@@ -311,12 +321,15 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         return;
     }
     let (mut actions, mut signal, mut rule_id, mut arg_error) = (GEN_ACT_POST, 0, 0, 0);
+    let (mut rate_ns, mut rate_scope) = (0, 0);
     if (picked as usize) < GEN_MAX_SELECTORS {
         let sel = &hook.selectors[picked as usize & (GEN_SLOTS - 1)];
         actions = sel.actions;
         signal = sel.signal;
         rule_id = sel.rule_id;
         arg_error = sel.arg_error;
+        rate_ns = sel.rate_limit_ns;
+        rate_scope = sel.rate_scope;
     }
     let mut error = 0;
     if actions & GEN_ACT_OVERRIDE != 0 {
@@ -345,6 +358,12 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         } else {
             actions |= GEN_ACT_AUDIT;
         }
+    }
+    if actions & GEN_ACT_POST != 0
+        && rate_ns != 0
+        && rate_limited(slot, picked, rate_ns, rate_scope)
+    {
+        actions &= !GEN_ACT_POST;
     }
     if actions & GEN_ACT_POST == 0 {
         if returns {
@@ -382,6 +401,61 @@ fn run(ctx: *mut c_void, kprobe: bool) {
             }
         }
     }
+}
+
+/// Post's `rateLimit`: whether the same call (this hook's selector, the
+/// same arguments, from the same thread, process or anyone, as the scope
+/// says) was posted less than `limit_ns` ago; if not, it is now.
+#[inline(always)]
+fn rate_limited(slot: u32, selector: u32, limit_ns: u64, scope: u32) -> bool {
+    let (Some(k), Some(ev)) = (GEN_RATE_SCRATCH.get_ptr_mut(0), GEN_SCRATCH.get_ptr(0)) else {
+        return false;
+    };
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: this CPU's key slot and scratch event (its arguments read).
+    unsafe {
+        (*k).slot = slot;
+        (*k).selector = selector;
+        (*k).scope = match scope {
+            GEN_RATE_THREAD => id,
+            GEN_RATE_PROCESS => id >> 32,
+            _ => 0,
+        };
+        for i in 0..GEN_MAX_ARGS {
+            (*k).ints[i] = (*ev).ints[i];
+            (*k).strs[i] = vardr_gen_str_hash(i as u64);
+        }
+        let now = bpf_ktime_get_ns();
+        // The key by reference: a copy would take 136 bytes of the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let last = GEN_RATE.get(&*k).copied();
+        if last.is_some_and(|t| now.wrapping_sub(t) < limit_ns) {
+            return true;
+        }
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = GEN_RATE.insert(&*k, now, 0);
+    }
+    false
+}
+
+/// FNV-1a of string argument `i` of the scratch event, up to its NUL.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_str_hash(i: u64) -> u64 {
+    let Some(ev) = GEN_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    let i = i as usize & (GEN_SLOTS - 1);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for j in 0..GEN_STR_LEN {
+        // SAFETY: this CPU's scratch event, indexes in range.
+        let c = unsafe { (*ev).strs[i][j] };
+        if c == 0 {
+            break;
+        }
+        h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The config of hook (`generation`, `slot`), as a global function's
@@ -685,7 +759,6 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
             if arg.kind == GEN_ARG_FILENAME {
                 p = read::<u64>(p as *const u8, 0).unwrap_or(0);
             }
-            *int = p;
             // SAFETY: `out` has GEN_STR_LEN bytes; the helpers cope with any address.
             unsafe {
                 let n = if arg.kind == GEN_ARG_STR_USER {
@@ -734,8 +807,9 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
             }
         }
         GEN_ARG_FILE | GEN_ARG_PATH | GEN_ARG_BINPRM | GEN_ARG_FD => {
+            // The argument is its path (the pointer is not kept: calls on
+            // one path compare equal, for rateLimit).
             let mut p = read::<u64>(base, src).unwrap_or(0) as *const u8;
-            *int = p as u64;
             if arg.kind == GEN_ARG_BINPRM {
                 p = read::<*const u8>(p, off.binprm_file).unwrap_or(core::ptr::null());
             }
@@ -793,7 +867,6 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
         }
         GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
             let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
-            *int = p as u64;
             let sk = out as *mut GenSock;
             // SAFETY: the argument's buffer (GEN_STR_LEN bytes, 8-aligned
             // after the integers) holds a GenSock.

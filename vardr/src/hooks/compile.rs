@@ -186,6 +186,10 @@ pub fn compile(
             out.actions |= GEN_ACT_SIGNAL;
             out.signal = sig;
         }
+        if let Some((ns, scope)) = sel.actions.rate_limit {
+            out.rate_limit_ns = ns;
+            out.rate_scope = scope;
+        }
         if let Some(e) = sel.actions.override_error {
             out.actions |= GEN_ACT_OVERRIDE;
             out.arg_error = e;

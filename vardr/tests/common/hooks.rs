@@ -61,6 +61,14 @@ spec:
       matchActions:
       - action: Sigkill
     - matchArgs:
+      - index: 5
+        operator: Prefix
+        values: ["{dir}/rl-"]
+      matchActions:
+      - action: Post
+        rateLimit: 1h
+        rateLimitScope: global
+    - matchArgs:
       - index: 6
         operator: Equal
         values: ["0x1c0"]
@@ -157,12 +165,36 @@ pub fn tracepoint_hooks(b: Backend) {
     assert_eq!(tracepoint(&ev)["args"][1]["size_arg"], 0o700, "{ev}");
     assert_eq!(tracepoint(&ev)["verdict"], "alert", "{ev}");
 
+    // Post with rateLimit (global scope): the same call from two processes
+    // is posted once within the hour; another call is posted.
+    let (rl_a, rl_b) = (dir.join("rl-a"), dir.join("rl-b"));
+    let o = sh_in(
+        &cg.path,
+        &format!(
+            "mkdir {a} && rmdir {a} && mkdir {a} && mkdir {b}",
+            a = rl_a.display(),
+            b = rl_b.display()
+        ),
+    );
+    assert!(o.status.success(), "mkdir rl-*: {:?}", o.status);
+    agent.event("mkdir rl-b", |e| {
+        tracepoint(e)["args"][0]["string_arg"] == rl_b.to_str().unwrap()
+    });
+
     let seen = agent.events_after(Duration::from_millis(500));
     assert!(
         !seen
             .iter()
             .any(|e| tracepoint(e)["args"][0]["string_arg"] == quiet.to_str().unwrap()),
         "NoPost call reported"
+    );
+    let rl_a_events = seen
+        .iter()
+        .filter(|e| tracepoint(e)["args"][0]["string_arg"] == rl_a.to_str().unwrap())
+        .count();
+    assert_eq!(
+        rl_a_events, 1,
+        "a rate-limited call posted {rl_a_events} times"
     );
 
     // A reload with other selectors puts the old ones out of force.

@@ -251,6 +251,8 @@ pub struct Actions {
     pub signal: Option<u32>,
     /// Override's `argError`: the call fails with it (kprobes only).
     pub override_error: Option<i32>,
+    /// Post's `rateLimit` in ns and its scope (`GEN_RATE_*`).
+    pub rate_limit: Option<(u64, u32)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,6 +521,7 @@ fn hook(
             if monitor {
                 sel.actions = Actions {
                     post: true,
+                    rate_limit: sel.actions.rate_limit,
                     ..Actions::default()
                 };
             }
@@ -1029,7 +1032,13 @@ fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Opt
         let a = &a.value;
         let name = a.action.value.to_ascii_lowercase();
         let allowed: &[&str] = match name.as_str() {
-            "post" => &[],
+            "post" => {
+                match rate_limit(d, a) {
+                    Ok(r) => out.rate_limit = r,
+                    Err(()) => ok = false,
+                }
+                &["rateLimit", "rateLimitScope"]
+            }
             "nopost" => {
                 out.post = false;
                 &[]
@@ -1064,7 +1073,7 @@ fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Opt
                 d.at(
                     &a.action,
                     format!(
-                        "action {}: deprecated in Tetragon, not supported",
+                        "action {}: deprecated in Tetragon, not supported: an `fd` argument is resolved to its file in the kernel at each call, so the hook that follows the descriptor is not needed",
                         a.action.value
                     ),
                 );
@@ -1133,4 +1142,59 @@ fn override_error(d: &mut Diags, point: &HookPoint, a: &ActionSelector) -> Optio
         return None;
     }
     Some(e.value)
+}
+
+/// Post's `rateLimit` (a duration: `500ms`, `30s`, `5m`, `1h`) and
+/// `rateLimitScope` (`thread`, the default, `process` or `global`).
+fn rate_limit(d: &mut Diags, a: &ActionSelector) -> Result<Option<(u64, u32)>, ()> {
+    use vardr_common::generic::{GEN_RATE_GLOBAL, GEN_RATE_PROCESS, GEN_RATE_THREAD};
+    let scope = match set(&a.rate_limit_scope) {
+        None => GEN_RATE_THREAD,
+        Some(sc) => match sc.value.as_str() {
+            "thread" => GEN_RATE_THREAD,
+            "process" => GEN_RATE_PROCESS,
+            "global" => GEN_RATE_GLOBAL,
+            other => {
+                d.at(
+                    sc,
+                    format!("rateLimitScope {other:?}: thread, process or global"),
+                );
+                return Err(());
+            }
+        },
+    };
+    let Some(r) = set(&a.rate_limit) else {
+        if let Some(sc) = set(&a.rate_limit_scope) {
+            d.at(sc, "rateLimitScope without rateLimit");
+            return Err(());
+        }
+        return Ok(None);
+    };
+    match duration_ns(r.value.trim()) {
+        Some(ns) if ns > 0 => Ok(Some((ns, scope))),
+        _ => {
+            d.at(
+                r,
+                format!(
+                    "rateLimit {:?}: a duration such as 500ms, 30s, 5m or 1h",
+                    r.value
+                ),
+            );
+            Err(())
+        }
+    }
+}
+
+fn duration_ns(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult: u64 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }

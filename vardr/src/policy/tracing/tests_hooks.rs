@@ -584,3 +584,50 @@ fn fd_and_char_buf_arguments() {
         "matchArgs on a char_buf argument: not yet supported",
     );
 }
+
+/// Seed 003's Post with rateLimit (its stack traces are not yet run).
+#[test]
+fn post_with_rate_limit() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: fd_install
+    args: [{{index: 1, type: file}}]
+    selectors:
+    - matchArgs: [{{index: 1, operator: Equal, values: [/etc/passwd]}}]
+      matchActions: [{{action: Post, rateLimit: 5m}}]
+    - matchArgs: [{{index: 1, operator: Equal, values: [/etc/shadow]}}]
+      matchActions: [{{action: Post, rateLimit: 500ms, rateLimitScope: process}}]
+"
+    ));
+    let s = &p.hooks[0].selectors;
+    assert_eq!(s[0].actions.rate_limit, Some((300_000_000_000, 0)));
+    assert_eq!(s[1].actions.rate_limit, Some((500_000_000, 1)));
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: fd_install
+    args: [{{index: 1, type: file}}]
+    selectors:
+    - matchActions: [{{action: Post, rateLimit: 5 minutes}}]
+    - matchActions: [{{action: Post, rateLimit: 1m, rateLimitScope: pod}}]
+    - matchActions: [{{action: Post, rateLimit: 1m, kernelStackTrace: true}}]
+"
+    ));
+    has(
+        &e,
+        10,
+        48,
+        "rateLimit \"5 minutes\": a duration such as 500ms",
+    );
+    has(
+        &e,
+        11,
+        68,
+        "rateLimitScope \"pod\": thread, process or global",
+    );
+    has(
+        &e,
+        12,
+        70,
+        "action Post with kernelStackTrace: not yet supported",
+    );
+}
