@@ -275,7 +275,9 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     let (nargs, nselectors, flags) = (hook.nargs, hook.nselectors, hook.flags);
     // A return probe's call is kept from here to its return.
     let returns = kprobe && hook.ret != 0;
-    let call = GenCallKey {
+    // This thread's call, for a return probe or an Override only: other
+    // calls do without the helper.
+    let call = || GenCallKey {
         pid_tgid: bpf_get_current_pid_tgid(),
         slot: slot as u64,
     };
@@ -316,7 +318,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         if returns {
             // A call kept from an entry whose return was missed is not
             // this call's.
-            let _ = GEN_RET.remove(call);
+            let _ = GEN_RET.remove(call());
         }
         return;
     }
@@ -337,7 +339,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
             // Without room (4096 threads between this probe and the
             // function) the call goes ahead, and the event does not
             // claim the Override.
-            if GEN_OVERRIDE.insert(call, arg_error, 0).is_ok() {
+            if GEN_OVERRIDE.insert(call(), arg_error, 0).is_ok() {
                 error = arg_error;
             } else {
                 actions &= !GEN_ACT_OVERRIDE;
@@ -367,7 +369,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     }
     if actions & GEN_ACT_POST == 0 {
         if returns {
-            let _ = GEN_RET.remove(call);
+            let _ = GEN_RET.remove(call());
         }
         return;
     }
@@ -387,7 +389,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
             // is counted lost.
             // By reference: a copy of the event would not fit the stack.
             #[allow(clippy::needless_borrows_for_generic_args)]
-            let kept = GEN_RET.insert(call, &*ev, 0);
+            let kept = GEN_RET.insert(call(), &*ev, 0);
             if kept.is_err() {
                 if let Some(n) = GEN_LOST.get_ptr_mut(0) {
                     *n += 1;
