@@ -15,7 +15,7 @@ use vardr_common::{
 };
 
 use crate::{
-    maps::{path_rules_at, FAN_LEASE, OVL_OPENS, PATH_SCRATCH, PENDING_OPENS},
+    maps::{exact_path_rules, path_rules_at, FAN_LEASE, OVL_OPENS, PATH_SCRATCH, PENDING_OPENS},
     shared::{
         conclude_op, conclude_path, config, current_program, eacces, emit, eperm, governed,
         hook_bit, identity_rules, offsets, pick, read, stronger, verdict, Report,
@@ -46,6 +46,11 @@ pub fn path_rules(key: *mut PathKey, generation: u32, n: u32) -> PathRules {
     // SAFETY: `key` is this CPU's scratch slot.
     unsafe {
         (*key).data[0] = generation as u8;
+        // An exact path (the key ends with its NUL) is in the hash; only
+        // prefixes are in the LPM trie.
+        if let Some(r) = exact_path_rules(generation, &(*key).data, n) {
+            return r;
+        }
         (*key).prefix_len = (1 + n) * 8;
         path_rules_at(generation, &*key).unwrap_or_default()
     }

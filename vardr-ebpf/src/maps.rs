@@ -66,10 +66,19 @@ pub static PENDING_OPENS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1 
 #[map]
 pub static OVL_OPENS: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(1 << 12, 0);
 
-/// Path prefix/exact rules: key = generation byte, path, NUL for exact paths.
+/// Path prefix rules: key = generation byte, path (ending with `/`).
 #[btf_map]
 pub static PATH_RULES: ArrayOfMaps<
     btf_maps::LpmTrie<[u8; PATH_KEY_LEN], PathRules, TEMPLATE>,
+    GENERATIONS,
+> = ArrayOfMaps::new();
+
+/// Exact path rules: key = generation byte, path, NUL, zeros to the end.
+/// A hash: inserting 100 000 paths costs a fraction of the LPM trie's, and
+/// a lookup is one hash of the key instead of a walk down the trie.
+#[btf_map]
+pub static EXACT_PATHS: ArrayOfMaps<
+    btf_maps::HashMap<[u8; PATH_KEY_LEN], PathRules, TEMPLATE, NO_PREALLOC>,
     GENERATIONS,
 > = ArrayOfMaps::new();
 
@@ -125,6 +134,48 @@ pub fn path_rules_at(generation: u32, key: &Key<[u8; PATH_KEY_LEN]>) -> Option<P
         .map(|p| unsafe { *p })
 }
 
+/// The exact-path rules of the path in `key` (generation byte, then `n`
+/// bytes of path and NUL). The hash compares whole keys, so the path is
+/// copied into a zeroed per-CPU key first: whatever the caller's buffer
+/// holds after the NUL cannot make a listed path miss.
+#[inline(always)]
+pub fn exact_path_rules(generation: u32, key: &[u8; PATH_KEY_LEN], n: u32) -> Option<PathRules> {
+    // An empty slot (no exact paths in the policy): no copy, no lookup.
+    let inner = EXACT_PATHS.get(generation)?;
+    let dst = EXACT_SCRATCH.get_ptr_mut(0)?;
+    // At most PATH_KEY_LEN - 1 path bytes follow the generation byte. The
+    // length is read back through memory so LLVM cannot drop the mask as
+    // redundant: the mask is what bounds the copy for the verifier (a
+    // 255-byte key needs all of it).
+    // SAFETY: a read of a local.
+    let n = unsafe { core::ptr::read_volatile(&n) } & 0xff;
+    if n == 0 {
+        return None;
+    }
+    // SAFETY: `dst` is this CPU's slot, 8-byte aligned (a map value) and
+    // PATH_KEY_LEN bytes long; the copy of at most 255 bytes lands after
+    // its first byte.
+    unsafe {
+        // Word stores, volatile so they stay stores (not a byte loop).
+        let words = dst as *mut u64;
+        for i in 0..PATH_KEY_LEN / 8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+        (*dst)[0] = generation as u8;
+        if aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (dst as *mut u8).add(1) as *mut core::ffi::c_void,
+            n,
+            key.as_ptr().add(1) as *const core::ffi::c_void,
+        ) != 0
+        {
+            return None;
+        }
+        // By reference: the 256-byte key must not be copied to the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        inner.get_ptr(&*dst).map(|p| *p)
+    }
+}
+
 #[inline(always)]
 pub fn inode_rule(key: &InodeKey) -> Option<InodeRule> {
     // SAFETY: as in `path_rules_at`.
@@ -168,6 +219,10 @@ pub fn domain_rule(generation: u32, key: &Key<[u8; DOMAIN_KEY_LEN]>) -> Option<R
 /// Per-CPU room for a path key: too big for the 512-byte BPF stack.
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for an exact-path key (see [`exact_path_rules`]).
+#[map]
+pub static EXACT_SCRATCH: PerCpuArray<[u8; PATH_KEY_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for the answer of `shared::vardr_identity_walk` (a global
 /// function returns only a number).

@@ -99,6 +99,7 @@ pub mod maps {
     pub const FAN_LEASE: &str = "FAN_LEASE";
     pub const AGENT_ABOVE: &str = "AGENT_ABOVE";
     pub const PATH_RULES: &str = "PATH_RULES";
+    pub const EXACT_PATHS: &str = "EXACT_PATHS";
     pub const INODE_RULES: &str = "INODE_RULES";
     pub const EXEMPT_PIDS: &str = "EXEMPT_PIDS";
     pub const NET4_RULES: &str = "NET4_RULES";

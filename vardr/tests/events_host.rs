@@ -444,7 +444,9 @@ fn metrics_count_matches_and_reloads() {
     );
     assert_eq!(metric(&body, "vardr_policy_reloads_total"), 1.0);
     assert_eq!(metric(&body, "vardr_policy_reload_errors_total"), 1.0);
-    assert_eq!(metric(&body, "vardr_map_entries{map=\"PATH_RULES\"}"), 1.0);
+    // An exact path: in the hash of exact paths, not the prefix trie.
+    assert_eq!(metric(&body, "vardr_map_entries{map=\"EXACT_PATHS\"}"), 1.0);
+    assert_eq!(metric(&body, "vardr_map_entries{map=\"PATH_RULES\"}"), 0.0);
     assert!(agent.stop().success());
 }
 

@@ -351,7 +351,34 @@ impl AgentRun {
                 .unwrap_or(0.0)
                 / 1024.0
         };
-        json!({"peak_rss_mib": field("VmHWM:"), "rss_mib": field("VmRSS:"), "anon_mib": field("RssAnon:")})
+        json!({
+            "peak_rss_mib": field("VmHWM:"),
+            "rss_mib": field("VmRSS:"),
+            "anon_mib": field("RssAnon:"),
+            "rings_mib": self.mapped_maps_mib(),
+        })
+    }
+
+    /// Resident pages of the BPF maps the agent has mapped (its event ring
+    /// buffers, each data area mapped twice), MiB: kernel memory, counted
+    /// in `maps_mib` too, that VmRSS also counts.
+    fn mapped_maps_mib(&self) -> f64 {
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).unwrap_or_default();
+        let mut in_map = false;
+        let mut kib = 0.0;
+        for l in smaps.lines() {
+            let mut f = l.split_whitespace();
+            match (f.next(), f.next()) {
+                // A mapping's header: address range, perms, offset, dev, inode, name.
+                (Some(range), Some(_)) if range.contains('-') && !range.ends_with(':') => {
+                    in_map = l.ends_with("anon_inode:bpf-map");
+                }
+                (Some("Rss:"), Some(v)) if in_map => kib += v.parse::<f64>().unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        kib / 1024.0
     }
 
     /// SIGHUP and wait for the reload to land; returns its duration and
@@ -632,10 +659,10 @@ fn print_table(baselines: &[Value], rows: &[Measured], backend: &str, rounds: us
         print!(" {:>36}", name);
     }
     println!(
-        " {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
-        "cpu ms", "peak MiB", "rss MiB", "anon MiB", "start ms", "reload ms"
+        " {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "cpu ms", "peak MiB", "rss MiB", "rings MiB", "anon MiB", "start ms", "reload ms"
     );
-    println!("(peak / rss / anon: the agent's VmHWM, VmRSS and RssAnon after the workload and the reload)");
+    println!("(peak / rss / anon: the agent's VmHWM, VmRSS and RssAnon after the workload and the reload; rings: the part of rss that is the ring buffers' kernel pages mapped into the agent)");
     let cell = |ws: &[Value], k: &str, ratio: Option<&[f64]>| {
         let p50 = median(ws.iter().map(|w| p50(w, k)).collect());
         let p99 = median(
@@ -676,10 +703,11 @@ fn print_table(baselines: &[Value], rows: &[Measured], backend: &str, rounds: us
                 .map_or("-".to_string(), |v| format!("{v:.1}"))
         };
         println!(
-            "{line} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "{line} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
             f("agent_cpu_ms"),
             mib("peak_rss_mib"),
             mib("rss_mib"),
+            mib("rings_mib"),
             mib("anon_mib"),
             f("start_ms"),
             f("reload_ms")

@@ -847,11 +847,24 @@ impl Agent {
                     let b = load_rules(&path, &api.enabled(), first_id, &limits)?;
                     // The fanotify marks are planned (stat of every
                     // governed path) while the maps are written.
+                    let t = std::time::Instant::now();
                     let (staged, planned) = std::thread::scope(|s| {
-                        let planning = fan_opts
-                            .as_ref()
-                            .map(|o| s.spawn(|| fanotify::plan(o, &b.rules)));
+                        let planning = fan_opts.as_ref().map(|o| {
+                            s.spawn(|| {
+                                let t = std::time::Instant::now();
+                                let p = fanotify::plan(o, &b.rules);
+                                tracing::debug!(
+                                    ms = t.elapsed().as_millis() as u64,
+                                    "reload: fanotify marks planned"
+                                );
+                                p
+                            })
+                        });
                         let staged = staging.write(&b.rules);
+                        tracing::debug!(
+                            ms = t.elapsed().as_millis() as u64,
+                            "reload: rule maps written"
+                        );
                         let planned = planning.map(|p| p.join());
                         (staged, planned)
                     });
@@ -909,7 +922,9 @@ impl Agent {
                 &self.generic_tx,
             )
             .map_err(generic_hooks::hook_error)?;
+            let t = std::time::Instant::now();
             let (stats, retired) = self.enforcer.commit(&b.rules, staged)?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "reload: committed");
             generic_hooks::commit(&mut self.generic, hooks_staged)?;
             // The reload is in force: a failed pin is reported, not undone.
             if let Err(e) = self.pin_generic() {
@@ -921,7 +936,9 @@ impl Agent {
                 heap::release_free_memory();
             }));
             if let (Some(f), Some(planned)) = (self.fanotify.as_mut(), planned) {
+                let t = std::time::Instant::now();
                 f.apply_planned(planned)?;
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, "reload: fanotify marks applied");
             }
             Ok((b, stats))
         });
@@ -1046,7 +1063,12 @@ impl Agent {
         let l = &self.opts.limits;
         // Each generation's inner maps are created with the limits' capacity.
         for (map, entries, limit) in [
-            (maps::PATH_RULES, stats.path_entries, l.path_entries),
+            (
+                maps::PATH_RULES,
+                stats.path_entries - stats.exact_path_entries,
+                l.path_entries,
+            ),
+            (maps::EXACT_PATHS, stats.exact_path_entries, l.path_entries),
             (maps::INODE_RULES, stats.inode_entries, l.inode_entries),
             (maps::NET4_RULES, stats.net4_entries, l.net4_entries),
             (maps::NET6_RULES, stats.net6_entries, l.net6_entries),
@@ -1167,6 +1189,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
+    heap::configure();
     // First, before any thread starts (see ReloadSignal::new).
     let reload_signal = reload_signal::ReloadSignal::new()?;
     if kernel::in_child_pid_namespace() {
@@ -1402,6 +1425,10 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         persist.own = Some(own);
         persist.meta = Some(meta);
     }
+    // What loading the programs freed (the kernel's BTF, parsed by each
+    // loader) goes back before the ring buffers are mapped: their pages
+    // count in the resident size from then on.
+    heap::release_free_memory();
     let mut rings = enforcer.take_events()?;
 
     let clock = Clock::now();

@@ -32,8 +32,9 @@ const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// The rule maps, in the order [`Generation`] keeps their inner maps.
-pub const RULE_MAPS: [&str; 6] = [
+pub const RULE_MAPS: [&str; 7] = [
     names::PATH_RULES,
+    names::EXACT_PATHS,
     names::INODE_RULES,
     names::EXEMPT_PIDS,
     names::NET4_RULES,
@@ -41,11 +42,12 @@ pub const RULE_MAPS: [&str; 6] = [
     names::DOMAIN_RULES,
 ];
 const PATHS: usize = 0;
-const INODES: usize = 1;
-const PIDS: usize = 2;
-const NET4: usize = 3;
-const NET6: usize = 4;
-const DOMAINS: usize = 5;
+const EXACT: usize = 1;
+const INODES: usize = 2;
+const PIDS: usize = 3;
+const NET4: usize = 4;
+const NET6: usize = 5;
+const DOMAINS: usize = 6;
 
 /// The shape of an inner map like its template in the programs (`V`:
 /// the value type; `scalar_value` when it is a number, not a struct).
@@ -62,9 +64,10 @@ fn shape<K, V>(map_type: u32, max_entries: usize, scalar_value: bool) -> MapShap
     }
 }
 
-fn shapes(l: &Limits) -> [MapShape; 6] {
+fn shapes(l: &Limits) -> [MapShape; 7] {
     [
         shape::<Key<[u8; PATH_KEY_LEN]>, PathRules>(BPF_MAP_TYPE_LPM_TRIE, l.path_entries, false),
+        shape::<[u8; PATH_KEY_LEN], PathRules>(BPF_MAP_TYPE_HASH, l.path_entries, false),
         shape::<InodeKey, InodeRule>(BPF_MAP_TYPE_HASH, l.inode_entries, false),
         shape::<PidKey, u64>(BPF_MAP_TYPE_HASH, l.exempt_pids, true),
         shape::<Key<[u8; NET4_KEY_LEN]>, RuleRef>(BPF_MAP_TYPE_LPM_TRIE, l.net4_entries, false),
@@ -76,7 +79,10 @@ fn shapes(l: &Limits) -> [MapShape; 6] {
 /// Entries in force after an apply.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct ApplyStats {
+    /// Exact paths and prefixes together.
     pub path_entries: usize,
+    /// Of which exact paths (in their hash map).
+    pub exact_path_entries: usize,
     pub inode_entries: usize,
     pub net4_entries: usize,
     pub net6_entries: usize,
@@ -122,86 +128,36 @@ impl Generation {
             let data = MapData::from_fd(fd).map_err(|source| BackendError::Map { name, source })?;
             maps.push(Some(data));
         }
-        let g = generation as u8;
-        let mut stats = ApplyStats::default();
         let w = |i: usize| match &maps[i] {
             Some(m) => Ok(m.fd().as_fd()),
             None => Err(BackendError::MissingMap(RULE_MAPS[i])),
         };
-        stats.path_entries = write(
-            w(PATHS)?,
-            names::PATH_RULES,
-            set.paths.iter().map(|e| {
-                let mut data = [0u8; PATH_KEY_LEN];
-                data[0] = g;
-                data[1..1 + e.key.len()].copy_from_slice(&e.key);
-                (Key::new(8 + e.prefix_bits(), data), e.rules)
-            }),
-        )?;
-        stats.inode_entries = write(
-            w(INODES)?,
-            names::INODE_RULES,
-            set.inodes.iter().map(|(id, rule)| {
-                let key = InodeKey {
-                    generation,
-                    dev: id.dev,
-                    ino: id.ino,
-                };
-                (key, *rule)
-            }),
-        )?;
-        // Exempt is the process that has the pid now; none: nothing to exempt.
-        let pids: Vec<(PidKey, u64)> = set
-            .exempt_pids
-            .iter()
-            .filter_map(|&tgid| match crate::process::start_ticks(tgid) {
-                Some(start) => Some((PidKey { generation, tgid }, start)),
-                None => {
-                    tracing::warn!("exempt pid {tgid}: no such process; not exempted");
-                    None
-                }
-            })
-            .collect();
-        stats.exempt_pids = write(w(PIDS)?, names::EXEMPT_PIDS, pids)?;
-        stats.net4_entries = write(
-            w(NET4)?,
-            names::NET4_RULES,
-            set.net4.iter().map(|e| {
-                let key = net_key::<NET4_KEY_LEN, 4>(
-                    generation,
-                    e.protocol,
-                    e.port,
-                    &e.addr,
-                    e.prefix_len,
-                );
-                (key, e.rule)
-            }),
-        )?;
-        stats.net6_entries = write(
-            w(NET6)?,
-            names::NET6_RULES,
-            set.net6.iter().map(|e| {
-                let key = net_key::<NET6_KEY_LEN, 16>(
-                    generation,
-                    e.protocol,
-                    e.port,
-                    &e.addr,
-                    e.prefix_len,
-                );
-                (key, e.rule)
-            }),
-        )?;
-        stats.domain_entries = write(
-            w(DOMAINS)?,
-            names::DOMAIN_RULES,
-            set.domains.iter().map(|e| {
-                let mut data = [0u8; DOMAIN_KEY_LEN];
-                data[0] = g;
-                let n = e.key.len().min(DOMAIN_KEY_LEN - 1);
-                data[1..1 + n].copy_from_slice(&e.key[..n]);
-                (Key::new(8 + e.bits, data), e.rule)
-            }),
-        )?;
+        // Exact paths (the key ends with its NUL) go to the hash, prefixes
+        // to the LPM trie: an exact key can only ever match itself. The
+        // hash (most entries of big sets) is written on a thread of its
+        // own beside all the other maps: each map has its own locks.
+        let (exact, prefixes): (Vec<_>, Vec<_>) =
+            set.paths.iter().partition(|e| e.key.last() == Some(&0));
+        let (exact_count, rest) = std::thread::scope(|s| {
+            let exact_job = s.spawn(|| {
+                let fd = w(EXACT)?;
+                let entries = exact
+                    .iter()
+                    .map(|e| (path_data(generation, &e.key), e.rules));
+                write(fd, names::EXACT_PATHS, entries)
+            });
+            let rest = write_others(set, &prefixes, generation, &w);
+            let exact_count = exact_job.join().unwrap_or_else(|_| {
+                Err(BackendError::Io(
+                    "writing the exact paths".into(),
+                    std::io::Error::other("thread panicked"),
+                ))
+            });
+            (exact_count, rest)
+        });
+        let mut stats = rest?;
+        stats.exact_path_entries = exact_count?;
+        stats.path_entries += stats.exact_path_entries;
         Ok(Self { maps, stats })
     }
 
@@ -230,7 +186,8 @@ impl Generation {
     /// kernel, so the maps go in side by side (one wait for all).
     pub fn install(&self, outer: &MapSet, generation: u32) -> Result<(), BackendError> {
         let counts = [
-            self.stats.path_entries,
+            self.stats.path_entries - self.stats.exact_path_entries,
+            self.stats.exact_path_entries,
             self.stats.inode_entries,
             self.stats.exempt_pids,
             self.stats.net4_entries,
@@ -333,6 +290,92 @@ fn clear_one(fd: std::os::fd::BorrowedFd<'_>, name: &str, generation: u32) -> bo
             false
         }
     }
+}
+
+/// A path key's bytes: the generation, the path, zeros to the end.
+fn path_data(generation: u32, key: &[u8]) -> [u8; PATH_KEY_LEN] {
+    let mut data = [0u8; PATH_KEY_LEN];
+    data[0] = generation as u8;
+    let n = key.len().min(PATH_KEY_LEN - 1);
+    data[1..1 + n].copy_from_slice(&key[..n]);
+    data
+}
+
+/// Writes every rule map but the exact paths' (`path_entries`: the
+/// prefixes only).
+fn write_others<'m>(
+    set: &RuleSet,
+    prefixes: &[&crate::compile::PathEntry],
+    generation: u32,
+    w: &impl Fn(usize) -> Result<std::os::fd::BorrowedFd<'m>, BackendError>,
+) -> Result<ApplyStats, BackendError> {
+    let g = generation as u8;
+    let mut stats = ApplyStats {
+        path_entries: write(
+            w(PATHS)?,
+            names::PATH_RULES,
+            prefixes.iter().map(|e| {
+                let key = Key::new(8 + e.prefix_bits(), path_data(generation, &e.key));
+                (key, e.rules)
+            }),
+        )?,
+        ..ApplyStats::default()
+    };
+    stats.inode_entries = write(
+        w(INODES)?,
+        names::INODE_RULES,
+        set.inodes.iter().map(|(id, rule)| {
+            let key = InodeKey {
+                generation,
+                dev: id.dev,
+                ino: id.ino,
+            };
+            (key, *rule)
+        }),
+    )?;
+    // Exempt is the process that has the pid now; none: nothing to exempt.
+    let pids: Vec<(PidKey, u64)> = set
+        .exempt_pids
+        .iter()
+        .filter_map(|&tgid| match crate::process::start_ticks(tgid) {
+            Some(start) => Some((PidKey { generation, tgid }, start)),
+            None => {
+                tracing::warn!("exempt pid {tgid}: no such process; not exempted");
+                None
+            }
+        })
+        .collect();
+    stats.exempt_pids = write(w(PIDS)?, names::EXEMPT_PIDS, pids)?;
+    stats.net4_entries = write(
+        w(NET4)?,
+        names::NET4_RULES,
+        set.net4.iter().map(|e| {
+            let key =
+                net_key::<NET4_KEY_LEN, 4>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
+            (key, e.rule)
+        }),
+    )?;
+    stats.net6_entries = write(
+        w(NET6)?,
+        names::NET6_RULES,
+        set.net6.iter().map(|e| {
+            let key =
+                net_key::<NET6_KEY_LEN, 16>(generation, e.protocol, e.port, &e.addr, e.prefix_len);
+            (key, e.rule)
+        }),
+    )?;
+    stats.domain_entries = write(
+        w(DOMAINS)?,
+        names::DOMAIN_RULES,
+        set.domains.iter().map(|e| {
+            let mut data = [0u8; DOMAIN_KEY_LEN];
+            data[0] = g;
+            let n = e.key.len().min(DOMAIN_KEY_LEN - 1);
+            data[1..1 + n].copy_from_slice(&e.key[..n]);
+            (Key::new(8 + e.bits, data), e.rule)
+        }),
+    )?;
+    Ok(stats)
 }
 
 fn write<K: Pod, V: Pod>(

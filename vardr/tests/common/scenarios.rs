@@ -114,7 +114,17 @@ pub fn file_rules(b: Backend) {
     std::fs::write(t.join("watched"), "w\n").unwrap();
     std::fs::create_dir(t.join("exactdir")).unwrap();
     std::fs::write(t.join("exactdir/f"), "f\n").unwrap();
+    // Exact paths are looked up in a hash of whole keys: one of the longest
+    // length a rule can name (254 bytes), and a short one opened right
+    // after a longer one (whose bytes the kernel's buffer still holds after
+    // the short one's NUL).
     let d = t.path().display();
+    let longest = format!("{d}/{}", "l".repeat(254 - d.to_string().len() - 1));
+    assert_eq!(longest.len(), 254);
+    std::fs::write(&longest, "l\n").unwrap();
+    let longer = format!("{d}/{}", "o".repeat(200));
+    std::fs::write(&longer, "o\n").unwrap();
+    std::fs::write(t.join("e"), "e\n").unwrap();
     let p = policy(&format!(
         "  rules:
     - name: deny-dir
@@ -138,6 +148,10 @@ pub fn file_rules(b: Backend) {
       hook: file_open
       action: deny
       match: {{ paths: [{d}/exactdir] }}
+    - name: exact-files
+      hook: file_open
+      action: deny
+      match: {{ paths: [{d}/e, {longest}] }}
 "
     ));
     let cg = test_cgroup("file");
@@ -174,6 +188,16 @@ pub fn file_rules(b: Backend) {
         &sh_in(&cg.path, &format!("exec cat {d}/exactdir/f")),
         "below an exact path",
     );
+    assert_open_blocked(
+        b,
+        &sh_in(&cg.path, &format!("exec cat {longest}")),
+        "exact path of 254 bytes",
+    );
+    for _ in 0..3 {
+        let o = sh_in(&cg.path, &format!("cat {longer} && exec cat {d}/e"));
+        assert_eq!(o.stdout, b"o\n", "the longer path is allowed");
+        assert_open_blocked(b, &o, "exact path after a longer one");
+    }
     // The allowed file replaced by a new inode (write + rename) stays allowed:
     // the path rule is more specific than the directory's identity.
     std::fs::write(dir.join("public.new"), "public\n").unwrap();
