@@ -272,6 +272,11 @@ pub struct GenSelector {
     pub nret_matches: u32,
     /// Post's `rateLimitScope` (`GEN_RATE_*`), with [`Self::rate_limit_ns`].
     pub rate_scope: u32,
+    /// `matchBinaries` Prefix/Postfix and their Not forms: the `GEN_OP_*`
+    /// string operator (0: none) and the id of its values in
+    /// `GEN_STRINGS`, tried on the path of the process's executable.
+    pub bin_str_op: u32,
+    pub bin_str_id: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
     /// Post's `rateLimit`: after an event, the same call (same hook,

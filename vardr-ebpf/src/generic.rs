@@ -712,6 +712,65 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
     }
 }
 
+/// Builds the path of the current process's executable (`mm->exe_file`,
+/// from its dentries up to the global root) in this CPU's `GEN_WALK`
+/// slot: 1 when built; 0 without an executable (a kernel thread) or a path
+/// (too long, too deep). A global function, verified once: the walk and
+/// the string lookup of [`vardr_gen_walk_listed`] in one function give
+/// the verifier every length the walk can end with to try the lookup on.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_exe_path() -> u32 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Some(exe) = read::<*const u8>(task, off.task_mm)
+        .filter(|mm| !mm.is_null())
+        .and_then(|mm| read::<*const u8>(mm, off.mm_exe_file))
+        .filter(|f| !f.is_null())
+    else {
+        return 0;
+    };
+    let p = exe.wrapping_add(off.file_f_path as usize);
+    let (Some(mnt), Some(dentry), Some(w)) = (
+        read::<*const u8>(p, off.path_mnt),
+        read::<*const u8>(p, off.path_dentry),
+        GEN_WALK.get_ptr_mut(0),
+    ) else {
+        return 0;
+    };
+    if mnt.is_null() || dentry.is_null() {
+        return 0;
+    }
+    let n = build_path(w, &off, mnt, dentry);
+    // The walk's component count is done with: the slot's `len` now holds
+    // the path's length with its NUL, for `vardr_gen_walk_listed`.
+    // SAFETY: this CPU's walk slot.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*w).len), n) };
+    (n > 0) as u32
+}
+
+/// Whether the path [`vardr_gen_exe_path`] built (its length with the NUL
+/// in the slot's `len`) starts or ends with one
+/// of string match `id`'s values, as `op` asks (1) or not (0). A global
+/// function.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_walk_listed(id: u64, op: u64) -> u32 {
+    let Some(w) = GEN_WALK.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's walk slot: the generation byte, then the path and
+    // its NUL (`len` bytes, fewer than GEN_STR_LEN). The length is read
+    // back through memory and masked: one unknown bound for the verifier
+    // instead of a state per length a search for the NUL could end at.
+    let (s, len) = unsafe {
+        let len = core::ptr::read_volatile(&(*w).len).wrapping_sub(1) & (GEN_STR_LEN as u32 - 1);
+        ((*w).key.data.as_ptr().add(1), len as usize)
+    };
+    string_listed_len(s, len, id as u32, op as u32) as u32
+}
+
 /// The identity of what a task names as its executable (`mm->exe_file`).
 #[inline(always)]
 fn exe_identity(task: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
@@ -985,6 +1044,14 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
         let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
         if listed != (sel.binaries == GEN_BIN_IN) {
+            return 0;
+        }
+    }
+    if sel.bin_str_op != 0 {
+        let op = sel.bin_str_op;
+        let found = vardr_gen_exe_path() != 0
+            && vardr_gen_walk_listed(u64::from(sel.bin_str_id), u64::from(op)) != 0;
+        if found != (op == GEN_OP_PREFIX || op == GEN_OP_POSTFIX) {
             return 0;
         }
     }
@@ -1353,10 +1420,6 @@ fn addr_listed(family: u16, addr: &[u8; 16], id: u32) -> bool {
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn string_listed(s: *const u8, id: u32, op: u32) -> bool {
-    let Some(k) = GEN_KEY.get_ptr_mut(0) else {
-        return false;
-    };
-    let postfix = op == GEN_OP_POSTFIX || op == GEN_OP_NOT_POSTFIX;
     // Length up to the NUL (GEN_STR_LEN - 1 at most).
     let mut len = GEN_STR_LEN - 1;
     for i in 0..GEN_STR_LEN - 1 {
@@ -1366,6 +1429,18 @@ fn string_listed(s: *const u8, id: u32, op: u32) -> bool {
             break;
         }
     }
+    string_listed_len(s, len, id, op)
+}
+
+/// [`string_listed`] for a string of known length `len` (below
+/// GEN_STR_LEN) at `s`.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn string_listed_len(s: *const u8, len: usize, id: u32, op: u32) -> bool {
+    let Some(k) = GEN_KEY.get_ptr_mut(0) else {
+        return false;
+    };
+    let postfix = op == GEN_OP_POSTFIX || op == GEN_OP_NOT_POSTFIX;
     let id = id.to_be_bytes();
     // SAFETY: this CPU's key slot; every index is below its length.
     unsafe {

@@ -11,7 +11,7 @@ use super::{process_filters::HostNamespaces, HookError};
 use crate::{
     events::HookMeta,
     kernel::tracefs::{self, Field},
-    policy::tracing::generic::{ArgType, Binaries, GenericHook, HookPoint, Op, Values},
+    policy::tracing::generic::{ArgType, Binaries, BinaryOp, GenericHook, HookPoint, Op, Values},
 };
 
 /// `pt_regs` offsets of the first six arguments on x86-64: a function's
@@ -61,6 +61,10 @@ pub fn kprobe_function(call: &str, syscall: bool) -> String {
     let name = call.strip_prefix("sys_").unwrap_or(call);
     format!("__x64_sys_{name}")
 }
+
+/// The match index of a selector's `matchBinaries` strings in their id
+/// (matchArgs entries use 0 to 4).
+const BINARY_STRINGS: usize = 7;
 
 /// A string match's id in `GEN_STRINGS` keys: unique per generation, slot,
 /// selector and match.
@@ -208,9 +212,30 @@ pub fn compile(
             let bit = *next_bit;
             binaries.extend(b.paths.iter().map(|p| (p.clone(), bit)));
             *next_bit += 1;
-            Ok((if b.in_ { GEN_BIN_IN } else { GEN_BIN_NOT_IN }, bit))
+            Ok((
+                if b.op == BinaryOp::In {
+                    GEN_BIN_IN
+                } else {
+                    GEN_BIN_NOT_IN
+                },
+                bit,
+            ))
         };
         (out.binaries, out.bin_bit) = match &sel.binaries {
+            Some(b) if b.op.is_string() => {
+                // Strings tried on the executable's path, under an id no
+                // matchArgs entry uses (their indexes stay below 5).
+                let op = match b.op {
+                    BinaryOp::Prefix => Op::Prefix,
+                    BinaryOp::NotPrefix => Op::NotPrefix,
+                    BinaryOp::Postfix => Op::Postfix,
+                    _ => Op::NotPostfix,
+                };
+                out.bin_str_op = op_code(op, true);
+                out.bin_str_id = string_id(generation, slot, s, BINARY_STRINGS);
+                strings.extend(b.paths.iter().map(|v| string_key(out.bin_str_id, v, op)));
+                (GEN_BIN_ANY, 0)
+            }
             Some(b) => bit_for(b)?,
             None => (GEN_BIN_ANY, 0),
         };

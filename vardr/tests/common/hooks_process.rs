@@ -68,6 +68,16 @@ spec:
       - operator: In
         values: ["{d}/sh-copy"]
       matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/binprefix/"]}}]
+      matchBinaries:
+      - operator: Prefix
+        values: ["/nowhere/", "{d}/tools/"]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/binpostfix/"]}}]
+      matchBinaries:
+      - operator: NotPostfix
+        values: ["/mkdir"]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -83,7 +93,17 @@ fn rule_for(agent: &mut super::agent::AgentRun, path: &Path) -> Value {
 pub fn process_filter_hooks(b: Backend) {
     let t = TempDir::new("procfilt");
     let dir = t.path();
-    for sub in ["ns", "pid", "fork", "caps", "bin", "parent"] {
+    for sub in [
+        "ns",
+        "pid",
+        "fork",
+        "caps",
+        "bin",
+        "parent",
+        "tools",
+        "binprefix",
+        "binpostfix",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     // Named by matchBinaries: it must exist when the policy loads.
@@ -91,6 +111,8 @@ pub fn process_filter_hooks(b: Backend) {
     std::fs::copy(super::agent::which("mkdir"), &copy).unwrap();
     let sh_copy = dir.join("sh-copy");
     std::fs::copy(super::agent::which("sh"), &sh_copy).unwrap();
+    // Named by matchBinaries Prefix: by its path, created after the load.
+    let tool = dir.join("tools/mk");
     let tp = dir.join("tp.yaml");
     std::fs::write(&tp, policy_yaml(dir)).unwrap();
     let cg = test_cgroup("procfilt");
@@ -176,6 +198,31 @@ pub fn process_filter_hooks(b: Backend) {
     assert!(
         o.status.success() && other.is_dir(),
         "another binary: {o:?}"
+    );
+
+    // matchBinaries Prefix / NotPostfix: by the path of the executable,
+    // built in the kernel (a binary installed after the policy loaded too).
+    std::fs::copy(super::agent::which("mkdir"), &tool).unwrap();
+    let by_tool = dir.join("binprefix/by-tool");
+    let o = mkdir(&format!("{} {}", tool.display(), by_tool.display()));
+    assert!(killed(&o), "a binary under the prefix: {o:?}");
+    let by_mkdir = dir.join("binprefix/by-mkdir");
+    let o = mkdir(&format!("mkdir {}", by_mkdir.display()));
+    assert!(
+        o.status.success() && by_mkdir.is_dir(),
+        "a binary outside the prefix: {o:?}"
+    );
+    let by_tool = dir.join("binpostfix/by-tool");
+    let o = mkdir(&format!("{} {}", tool.display(), by_tool.display()));
+    assert!(
+        killed(&o),
+        "a binary whose path does not end in /mkdir: {o:?}"
+    );
+    let by_mkdir = dir.join("binpostfix/by-mkdir");
+    let o = mkdir(&format!("mkdir {}", by_mkdir.display()));
+    assert!(
+        o.status.success() && by_mkdir.is_dir(),
+        "mkdir, whose path ends in /mkdir: {o:?}"
     );
 
     // matchParentBinaries: mkdir run by the listed shell, not by another.

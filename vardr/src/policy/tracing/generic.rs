@@ -236,11 +236,33 @@ pub struct ArgMatch {
 }
 
 /// A selector's `matchBinaries`: the executable of the calling process is
-/// (or is not) one of these files.
+/// (or is not) one of these files, or its path starts or ends (or does not)
+/// with one of these strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binaries {
-    pub in_: bool,
+    pub op: BinaryOp,
     pub paths: Vec<String>,
+}
+
+/// A `matchBinaries` operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// By the identity of the executed file (exact paths).
+    In,
+    NotIn,
+    /// By the path of the executed file, built in the kernel.
+    Prefix,
+    NotPrefix,
+    Postfix,
+    NotPostfix,
+}
+
+impl BinaryOp {
+    /// Whether the operator compares the executable's path as a string
+    /// (the others go by the file's identity).
+    pub fn is_string(self) -> bool {
+        !matches!(self, Self::In | Self::NotIn)
+    }
 }
 
 /// What a matching selector does.
@@ -978,14 +1000,21 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
     }
     let e = entries.first()?;
     let b = &e.value;
-    let in_ = match b.operator.as_str() {
-        "In" => true,
-        "NotIn" => false,
+    let parent = field == "matchParentBinaries";
+    let op = match b.operator.as_str() {
+        "In" => BinaryOp::In,
+        "NotIn" => BinaryOp::NotIn,
+        "Prefix" if !parent => BinaryOp::Prefix,
+        "NotPrefix" if !parent => BinaryOp::NotPrefix,
+        "Postfix" if !parent => BinaryOp::Postfix,
+        "NotPostfix" if !parent => BinaryOp::NotPostfix,
         other => {
-            d.at(
-                *e,
-                format!("{field} operator {other}: {NOT_YET} (In, NotIn: exact paths)"),
-            );
+            let known = if parent {
+                "In, NotIn: exact paths"
+            } else {
+                "In, NotIn: exact paths; Prefix, NotPrefix, Postfix, NotPostfix"
+            };
+            d.at(*e, format!("{field} operator {other}: {NOT_YET} ({known})"));
             return None;
         }
     };
@@ -998,6 +1027,17 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
         return None;
     }
     for v in &b.values {
+        if op.is_string() {
+            // Compared with the path the kernel builds for the executable.
+            if v.is_empty() || v.contains('\0') || v.len() > MAX_STRING_VALUE {
+                d.at(
+                    *e,
+                    format!("{field} value {v:?}: 1 to {MAX_STRING_VALUE} bytes, no NUL"),
+                );
+                return None;
+            }
+            continue;
+        }
         let normal = v.starts_with('/')
             && !v.contains('\0')
             && !v.contains("//")
@@ -1011,7 +1051,7 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
         }
     }
     Some(Binaries {
-        in_,
+        op,
         paths: b.values.clone(),
     })
 }

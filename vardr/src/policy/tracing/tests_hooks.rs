@@ -1,6 +1,6 @@
 //! `kprobes` and `tracepoints`: what they become, and what is refused.
 use super::{
-    generic::{ArgType, HookPoint, Op, Values},
+    generic::{ArgType, BinaryOp, HookPoint, Op, Values},
     tests::{parse_err, parse_ok, HEAD},
     tests_unsupported::has,
 };
@@ -187,10 +187,51 @@ fn match_binaries_in_and_not_in() {
     ));
     let s = &p.hooks[0].selectors;
     let b = s[0].binaries.as_ref().unwrap();
-    assert!(b.in_);
+    assert_eq!(b.op, BinaryOp::In);
     assert_eq!(b.paths, ["/bin/sh", "/usr/bin/bash"]);
-    assert!(!s[1].binaries.as_ref().unwrap().in_);
+    assert_eq!(s[1].binaries.as_ref().unwrap().op, BinaryOp::NotIn);
     assert!(s[0].parent_binaries.is_none());
+}
+
+#[test]
+fn match_binaries_by_path_strings() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchBinaries: [{{operator: Prefix, values: [/usr/local/, /opt/]}}]
+    - matchBinaries: [{{operator: NotPostfix, values: [/sh, bash]}}]
+"
+    ));
+    let s = &p.hooks[0].selectors;
+    let b = s[0].binaries.as_ref().unwrap();
+    assert_eq!(b.op, BinaryOp::Prefix);
+    assert_eq!(b.paths, ["/usr/local/", "/opt/"]);
+    assert_eq!(s[1].binaries.as_ref().unwrap().op, BinaryOp::NotPostfix);
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchBinaries: [{{operator: Postfix, values: [\"\"]}}]
+"
+    ));
+    has(&e, 10, 23, "matchBinaries value \"\": 1 to");
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchBinaries: [{{operator: Prefix, values: [/usr/], followChildren: true}}]
+"
+    ));
+    has(
+        &e,
+        10,
+        23,
+        "matchBinaries followChildren: not yet supported",
+    );
 }
 
 #[test]
@@ -205,7 +246,7 @@ fn match_parent_binaries() {
     ));
     let s = &p.hooks[0].selectors[0];
     let b = s.parent_binaries.as_ref().unwrap();
-    assert!(!b.in_);
+    assert_eq!(b.op, BinaryOp::NotIn);
     assert_eq!(b.paths, ["/usr/sbin/sshd"]);
     assert!(s.binaries.is_none());
     let e = parse_err(&format!(
