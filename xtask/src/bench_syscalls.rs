@@ -804,7 +804,12 @@ fn bpftrace_peer(b: &Bench) -> std::result::Result<String, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let cmd = format!("exec bpftrace --unsafe {}", script.display());
+    // bpftrace finds tracepoints in tracefs, which this host does not
+    // mount: it gets one in a mount namespace of its own, gone with it.
+    let cmd = format!(
+        "exec unshare --mount sh -c 'mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; exec bpftrace --unsafe {}'",
+        script.display()
+    );
     // It must enforce before it is measured: the denied open dies.
     use std::os::unix::process::CommandExt;
     let mut child = Command::new("/bin/sh")
