@@ -277,6 +277,9 @@ pub struct GenSelector {
     /// `GEN_STRINGS`, tried on the path of the process's executable.
     pub bin_str_op: u32,
     pub bin_str_id: u32,
+    /// The same for `matchParentBinaries`, on the parent's executable.
+    pub parent_bin_str_op: u32,
+    pub parent_bin_str_id: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
     /// Post's `rateLimit`: after an event, the same call (same hook,

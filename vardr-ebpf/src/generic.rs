@@ -713,17 +713,24 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
 }
 
 /// Builds the path of the current process's executable (`mm->exe_file`,
-/// from its dentries up to the global root) in this CPU's `GEN_WALK`
-/// slot: 1 when built; 0 without an executable (a kernel thread) or a path
-/// (too long, too deep). A global function, verified once: the walk and
-/// the string lookup of [`vardr_gen_walk_listed`] in one function give
-/// the verifier every length the walk can end with to try the lookup on.
+/// from its dentries up to the global root), or with `parent` that of its
+/// parent now (`real_parent`), in this CPU's `GEN_WALK` slot: 1 when
+/// built; 0 without an executable (a kernel thread) or a path (too long,
+/// too deep). A global function, verified once: the walk and the string
+/// lookup of [`vardr_gen_walk_listed`] in one function give the verifier
+/// every length the walk can end with to try the lookup on.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn vardr_gen_exe_path() -> u32 {
+pub extern "C" fn vardr_gen_exe_path(parent: u64) -> u32 {
     let off = offsets();
     // SAFETY: helper without arguments; the task is only read through probes.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mut task = unsafe { bpf_get_current_task() } as *const u8;
+    if parent != 0 {
+        task = read::<*const u8>(task, off.task_real_parent).unwrap_or(core::ptr::null());
+        if task.is_null() {
+            return 0;
+        }
+    }
     let Some(exe) = read::<*const u8>(task, off.task_mm)
         .filter(|mm| !mm.is_null())
         .and_then(|mm| read::<*const u8>(mm, off.mm_exe_file))
@@ -1047,12 +1054,16 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
             return 0;
         }
     }
-    if sel.bin_str_op != 0 {
-        let op = sel.bin_str_op;
-        let found = vardr_gen_exe_path() != 0
-            && vardr_gen_walk_listed(u64::from(sel.bin_str_id), u64::from(op)) != 0;
-        if found != (op == GEN_OP_PREFIX || op == GEN_OP_POSTFIX) {
-            return 0;
+    for (op, id, parent) in [
+        (sel.bin_str_op, sel.bin_str_id, 0),
+        (sel.parent_bin_str_op, sel.parent_bin_str_id, 1),
+    ] {
+        if op != 0 {
+            let found = vardr_gen_exe_path(parent) != 0
+                && vardr_gen_walk_listed(u64::from(id), u64::from(op)) != 0;
+            if found != (op == GEN_OP_PREFIX || op == GEN_OP_POSTFIX) {
+                return 0;
+            }
         }
     }
     if sel.parent_binaries == GEN_BIN_IN || sel.parent_binaries == GEN_BIN_NOT_IN {

@@ -63,8 +63,9 @@ pub fn kprobe_function(call: &str, syscall: bool) -> String {
 }
 
 /// The match index of a selector's `matchBinaries` strings in their id
-/// (matchArgs entries use 0 to 4).
+/// (matchArgs entries use 0 to 4), and of its `matchParentBinaries`'.
 const BINARY_STRINGS: usize = 7;
+const PARENT_BINARY_STRINGS: usize = 6;
 
 /// A string match's id in `GEN_STRINGS` keys: unique per generation, slot,
 /// selector and match.
@@ -221,25 +222,33 @@ pub fn compile(
                 bit,
             ))
         };
+        // Strings tried on an executable's path, under ids no matchArgs
+        // entry uses (their indexes stay below 5).
+        let mut path_strings = |b: &Binaries, m: usize| {
+            let op = match b.op {
+                BinaryOp::Prefix => Op::Prefix,
+                BinaryOp::NotPrefix => Op::NotPrefix,
+                BinaryOp::Postfix => Op::Postfix,
+                _ => Op::NotPostfix,
+            };
+            let id = string_id(generation, slot, s, m);
+            strings.extend(b.paths.iter().map(|v| string_key(id, v, op)));
+            (op_code(op, true), id)
+        };
         (out.binaries, out.bin_bit) = match &sel.binaries {
             Some(b) if b.op.is_string() => {
-                // Strings tried on the executable's path, under an id no
-                // matchArgs entry uses (their indexes stay below 5).
-                let op = match b.op {
-                    BinaryOp::Prefix => Op::Prefix,
-                    BinaryOp::NotPrefix => Op::NotPrefix,
-                    BinaryOp::Postfix => Op::Postfix,
-                    _ => Op::NotPostfix,
-                };
-                out.bin_str_op = op_code(op, true);
-                out.bin_str_id = string_id(generation, slot, s, BINARY_STRINGS);
-                strings.extend(b.paths.iter().map(|v| string_key(out.bin_str_id, v, op)));
+                (out.bin_str_op, out.bin_str_id) = path_strings(b, BINARY_STRINGS);
                 (GEN_BIN_ANY, 0)
             }
             Some(b) => bit_for(b)?,
             None => (GEN_BIN_ANY, 0),
         };
         (out.parent_binaries, out.parent_bin_bit) = match &sel.parent_binaries {
+            Some(b) if b.op.is_string() => {
+                (out.parent_bin_str_op, out.parent_bin_str_id) =
+                    path_strings(b, PARENT_BINARY_STRINGS);
+                (GEN_BIN_ANY, 0)
+            }
             Some(b) => bit_for(b)?,
             None => (GEN_BIN_ANY, 0),
         };

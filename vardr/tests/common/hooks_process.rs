@@ -78,6 +78,11 @@ spec:
       - operator: NotPostfix
         values: ["/mkdir"]
       matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/parentprefix/"]}}]
+      matchParentBinaries:
+      - operator: Prefix
+        values: ["{d}/tools/"]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -103,6 +108,7 @@ pub fn process_filter_hooks(b: Backend) {
         "tools",
         "binprefix",
         "binpostfix",
+        "parentprefix",
     ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -223,6 +229,28 @@ pub fn process_filter_hooks(b: Backend) {
     assert!(
         o.status.success() && by_mkdir.is_dir(),
         "mkdir, whose path ends in /mkdir: {o:?}"
+    );
+
+    // matchParentBinaries Prefix: mkdir run by a shell under the prefix.
+    let tool_sh = dir.join("tools/sh");
+    std::fs::copy(super::agent::which("sh"), &tool_sh).unwrap();
+    let by_tool_sh = dir.join("parentprefix/by-tool-sh");
+    let o = mkdir(&format!(
+        "{} -c 'mkdir {}; echo rc=$?'",
+        tool_sh.display(),
+        by_tool_sh.display()
+    ));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rc=137"),
+        "child of a shell under the prefix: {out:?} {o:?}"
+    );
+    let by_sh = dir.join("parentprefix/by-sh");
+    let o = mkdir(&format!("sh -c 'mkdir {}; echo rc=$?'", by_sh.display()));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rc=0") && by_sh.is_dir(),
+        "child of a shell outside the prefix: {out:?}"
     );
 
     // matchParentBinaries: mkdir run by the listed shell, not by another.

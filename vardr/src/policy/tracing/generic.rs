@@ -1000,21 +1000,18 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
     }
     let e = entries.first()?;
     let b = &e.value;
-    let parent = field == "matchParentBinaries";
     let op = match b.operator.as_str() {
         "In" => BinaryOp::In,
         "NotIn" => BinaryOp::NotIn,
-        "Prefix" if !parent => BinaryOp::Prefix,
-        "NotPrefix" if !parent => BinaryOp::NotPrefix,
-        "Postfix" if !parent => BinaryOp::Postfix,
-        "NotPostfix" if !parent => BinaryOp::NotPostfix,
+        "Prefix" => BinaryOp::Prefix,
+        "NotPrefix" => BinaryOp::NotPrefix,
+        "Postfix" => BinaryOp::Postfix,
+        "NotPostfix" => BinaryOp::NotPostfix,
         other => {
-            let known = if parent {
-                "In, NotIn: exact paths"
-            } else {
-                "In, NotIn: exact paths; Prefix, NotPrefix, Postfix, NotPostfix"
-            };
-            d.at(*e, format!("{field} operator {other}: {NOT_YET} ({known})"));
+            d.at(
+                *e,
+                format!("{field} operator {other}: {NOT_YET} (In, NotIn: exact paths; Prefix, NotPrefix, Postfix, NotPostfix)"),
+            );
             return None;
         }
     };

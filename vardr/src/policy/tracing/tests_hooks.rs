@@ -249,7 +249,7 @@ fn match_parent_binaries() {
     assert_eq!(b.op, BinaryOp::NotIn);
     assert_eq!(b.paths, ["/usr/sbin/sshd"]);
     assert!(s.binaries.is_none());
-    let e = parse_err(&format!(
+    let p = parse_ok(&format!(
         "{HEAD}  kprobes:
   - call: security_bprm_check
     args: [{{index: 0, type: linux_binprm}}]
@@ -257,11 +257,21 @@ fn match_parent_binaries() {
     - matchParentBinaries: [{{operator: Prefix, values: [/usr/]}}]
 "
     ));
+    let b = p.hooks[0].selectors[0].parent_binaries.as_ref().unwrap();
+    assert_eq!(b.op, BinaryOp::Prefix);
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchParentBinaries: [{{operator: Regex, values: [/usr/]}}]
+"
+    ));
     has(
         &e,
         10,
         29,
-        "matchParentBinaries operator Prefix: not yet supported",
+        "matchParentBinaries operator Regex: not yet supported",
     );
 }
 
