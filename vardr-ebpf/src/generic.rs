@@ -716,9 +716,9 @@ pub extern "C" fn vardr_gen_binaries(generation: u64, parent: u64) -> u64 {
 /// from its dentries up to the global root), or with `parent` that of its
 /// parent now (`real_parent`), in this CPU's `GEN_WALK` slot: 1 when
 /// built; 0 without an executable (a kernel thread) or a path (too long,
-/// too deep). A global function, verified once: the walk and the string
-/// lookup of [`vardr_gen_walk_listed`] in one function give the verifier
-/// every length the walk can end with to try the lookup on.
+/// too deep). A global function, verified once, apart from the string
+/// lookup ([`vardr_gen_walk_listed`]): in one function the verifier tried
+/// the lookup once per length the walk can end with (past its 1 M limit).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_exe_path(parent: u64) -> u32 {
@@ -758,9 +758,8 @@ pub extern "C" fn vardr_gen_exe_path(parent: u64) -> u32 {
 }
 
 /// Whether the path [`vardr_gen_exe_path`] built (its length with the NUL
-/// in the slot's `len`) starts or ends with one
-/// of string match `id`'s values, as `op` asks (1) or not (0). A global
-/// function.
+/// in the slot's `len`) starts or ends with one of string match `id`'s
+/// values, as `op` asks (1) or not (0). A global function.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_walk_listed(id: u64, op: u64) -> u32 {
