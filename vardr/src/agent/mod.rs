@@ -1189,9 +1189,9 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     if !kernel::is_root() {
         return Err(AgentError::NotRoot);
     }
-    heap::configure();
     // First, before any thread starts (see ReloadSignal::new).
     let reload_signal = reload_signal::ReloadSignal::new()?;
+    heap::configure();
     if kernel::in_child_pid_namespace() {
         tracing::warn!("the agent runs in a PID namespace of its own: the kernel knows it by another pid, so its own exemption holds only through its service cgroup (vardr.service), and `exempt_pids` are pids of this namespace; its service manager is not PID 1 here either, so moves into its cgroup are not refused; run it in the host's (e.g. hostPID)");
     }
