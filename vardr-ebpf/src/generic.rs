@@ -1,6 +1,6 @@
-//! TracingPolicy kprobe and tracepoint hooks ("generic hooks"): one kprobe
-//! and one tracepoint program, attached once per hook with the hook's slot
-//! as the BPF cookie. Each run reads the hook's arguments as its config
+//! TracingPolicy kprobe, tracepoint, uprobe and LSM hooks ("generic
+//! hooks"): one program per kind (copies of the tracepoint and LSM ones),
+//! attached once per hook with the hook's slot as the BPF cookie. Each run reads the hook's arguments as its config
 //! says, tries its selectors in order (in the kernel, as Tetragon does),
 //! carries out the first matching selector's actions and reports.
 //!
@@ -26,9 +26,11 @@ use aya_ebpf::{
         generated as raw,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint, uprobe},
+    macros::{btf_tracepoint, kprobe, kretprobe, lsm, map, tracepoint, uprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, LsmContext, ProbeContext, RetProbeContext, TracePointContext,
+    },
     EbpfContext, Global,
 };
 use vardr_common::{
@@ -150,9 +152,17 @@ static GEN_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static GEN_KEY: PerCpuArray<Key<[u8; GEN_STR_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
+/// Where a hook's program runs, which says where its arguments are and
+/// how an Override happens.
+const AT_KPROBE: u32 = 0;
+const AT_TRACEPOINT: u32 = 1;
+/// A BPF LSM program: the arguments are the hook's, as 64-bit words at its
+/// context; an Override is the program's return value.
+const AT_LSM: u32 = 2;
+
 #[kprobe]
 pub fn vardr_generic_kprobe(ctx: ProbeContext) -> u32 {
-    run(ctx.as_ptr(), true);
+    run(ctx.as_ptr(), AT_KPROBE);
     0
 }
 
@@ -221,7 +231,7 @@ fn returned(ctx: *mut c_void) {
 /// kernel function's.
 #[uprobe]
 pub fn vardr_generic_uprobe(ctx: ProbeContext) -> u32 {
-    run(ctx.as_ptr(), true);
+    run(ctx.as_ptr(), AT_KPROBE);
     0
 }
 
@@ -234,7 +244,7 @@ macro_rules! tracepoint_copies {
     ($($name:ident),*) => {$(
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            run(ctx.as_ptr(), false);
+            run(ctx.as_ptr(), AT_TRACEPOINT);
             0
         }
     )*};
@@ -251,26 +261,68 @@ tracepoint_copies!(
     vardr_generic_tp7
 );
 
+/// Copies of the LSM program: a BPF LSM program is loaded for one hook and
+/// attached once, so each `lsmhooks` hook in force (both generations
+/// during a reload included) takes a copy of its own, loaded for its LSM
+/// hook when first needed.
+macro_rules! lsm_copies {
+    ($($name:ident),*) => {$(
+        #[lsm]
+        pub fn $name(ctx: LsmContext) -> i32 {
+            lsm_verdict(run(ctx.as_ptr(), AT_LSM))
+        }
+    )*};
+}
+
+lsm_copies!(
+    vardr_generic_lsm0,
+    vardr_generic_lsm1,
+    vardr_generic_lsm2,
+    vardr_generic_lsm3,
+    vardr_generic_lsm4,
+    vardr_generic_lsm5,
+    vardr_generic_lsm6,
+    vardr_generic_lsm7
+);
+
+/// What an LSM program returns for an Override's error: the kernel (6.12
+/// on) accepts only 0 or an errno between -4095 and -1 from an LSM hook,
+/// and userspace allows nothing else; anything else still refuses (-EPERM).
+#[inline(always)]
+fn lsm_verdict(error: i32) -> i32 {
+    let e = bound(&error);
+    if e == 0 {
+        0
+    } else if (-4095..0).contains(&e) {
+        e
+    } else {
+        -1
+    }
+}
+
 #[inline(always)]
 fn offsets() -> KernelOffsets {
     OFFSETS.load()
 }
 
+/// Runs the hook the program was attached for; returns an LSM program's
+/// Override error (0: the call goes ahead).
 #[inline(always)]
-fn run(ctx: *mut c_void, kprobe: bool) {
+fn run(ctx: *mut c_void, at: u32) -> i32 {
+    let kprobe = at == AT_KPROBE;
     let generation = GEN_SLOT.get(0).copied().unwrap_or(0) & 1;
     let Some(cfg) = GEN_CONFIG.get(generation).copied() else {
-        return;
+        return 0;
     };
     // SAFETY: the context of the program that runs.
     let slot = unsafe { bpf_get_attach_cookie(ctx) } as u32;
     let key = GenKey { generation, slot };
     // SAFETY: a lookup; the value is copied by the fields read below.
     let Some(hook) = (unsafe { GEN_HOOKS.get(key) }) else {
-        return;
+        return 0;
     };
     if !governed(&cfg, generation) {
-        return;
+        return 0;
     }
     let (nargs, nselectors, flags) = (hook.nargs, hook.nselectors, hook.flags);
     // A return probe's call is kept from here to its return.
@@ -282,7 +334,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         slot: slot as u64,
     };
     let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // The argument source: the probe's registers (a syscall's own, behind
     // its wrapper's), or the tracepoint's record.
@@ -320,7 +372,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
             // this call's.
             let _ = GEN_RET.remove(call());
         }
-        return;
+        return 0;
     }
     let (mut actions, mut signal, mut rule_id, mut arg_error) = (GEN_ACT_POST, 0, 0, 0);
     let (mut rate_ns, mut rate_scope) = (0, 0);
@@ -336,10 +388,13 @@ fn run(ctx: *mut c_void, kprobe: bool) {
     let mut error = 0;
     if actions & GEN_ACT_OVERRIDE != 0 {
         if cfg.enforce != 0 {
-            // Without room (4096 threads between this probe and the
-            // function) the call goes ahead, and the event does not
-            // claim the Override.
-            if GEN_OVERRIDE.insert(call(), arg_error, 0).is_ok() {
+            if at == AT_LSM {
+                // The program's return value fails the call.
+                error = arg_error;
+            } else if GEN_OVERRIDE.insert(call(), arg_error, 0).is_ok() {
+                // Without room (4096 threads between this probe and the
+                // function) the call goes ahead, and the event does not
+                // claim the Override.
                 error = arg_error;
             } else {
                 actions &= !GEN_ACT_OVERRIDE;
@@ -371,7 +426,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
         if returns {
             let _ = GEN_RET.remove(call());
         }
-        return;
+        return error;
     }
     // SAFETY: this CPU's scratch event; the arguments were read into it above.
     unsafe {
@@ -395,7 +450,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
                     *n += 1;
                 }
             }
-            return;
+            return error;
         }
         if GEN_EVENTS.output::<GenericEvent>(&*ev, 0).is_err() {
             if let Some(n) = GEN_LOST.get_ptr_mut(0) {
@@ -403,6 +458,7 @@ fn run(ctx: *mut c_void, kprobe: bool) {
             }
         }
     }
+    error
 }
 
 /// Post's `rateLimit`: whether the same call (this hook's selector, the

@@ -321,6 +321,51 @@ fn link_create(prog: BorrowedFd<'_>, perf: BorrowedFd<'_>, cookie: u64) -> io::R
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `link_create` of `union bpf_attr` for a tracing or LSM program: its
+/// `tracing` member (target 0: the program's own, a cookie).
+#[repr(C)]
+struct TracingLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    target_btf_id: u32,
+    _pad: u32,
+    cookie: u64,
+}
+
+const BPF_LSM_MAC: u32 = 27;
+
+/// Attaches a loaded BPF LSM program to the hook it was loaded for, with
+/// `cookie` for `bpf_get_attach_cookie` (Linux 5.19+; aya 0.14 attaches
+/// without one). Dropped, the link detaches.
+pub fn lsm_link(prog: BorrowedFd<'_>, cookie: u64) -> io::Result<OwnedFd> {
+    let attr = TracingLinkAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: 0,
+        attach_type: BPF_LSM_MAC,
+        flags: 0,
+        target_btf_id: 0,
+        _pad: 0,
+        cookie,
+    };
+    // SAFETY: bpf(BPF_LINK_CREATE) reads the attributes above (no pointers)
+    // and at most their size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<TracingLinkAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a successful BPF_LINK_CREATE returns a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 fn open_error(target: Target<'_>, err: io::Error) -> AttachError {
     let kprobe = matches!(target, Target::Kprobe { .. });
     let hint = match err.raw_os_error() {

@@ -72,11 +72,16 @@ fn compact_base(ev: &Value) -> Option<String> {
         } else {
             a.get("file_arg")
                 .or_else(|| a.get("linux_binprm_arg"))
+                .or_else(|| a.get("path_arg"))
                 .and_then(|f| f["path"].as_str())
                 .unwrap_or("?")
                 .to_string()
         };
-        let hook = e["hook"].as_str().unwrap_or("?");
+        // An lsmhooks hook's event names its hook as Tetragon does.
+        let hook = e["hook"]
+            .as_str()
+            .or_else(|| e["function_name"].as_str())
+            .unwrap_or("?");
         // Operations other than the hook's own: file_write/unlink, exec/mmap_file, ...
         let hook = match e["function_name"].as_str().and_then(|f| {
             f.strip_prefix("security_path_").or_else(|| {

@@ -184,7 +184,8 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
     }
 }
 
-/// `process_kprobe`, `process_tracepoint` or `process_uprobe`: Tetragon's fields, then
+/// `process_kprobe`, `process_tracepoint`, `process_uprobe` or an
+/// `lsmhooks` hook's `process_lsm`: Tetragon's fields, then
 /// vardr's (`rule`, `verdict`, `intended_action`, `backend`).
 #[derive(Serialize, Debug)]
 pub struct ProcessHook {
@@ -323,6 +324,8 @@ impl JsonEvent {
                 (path, symbol) = (Some(p.clone()), Some(s.clone()));
                 (None, None, None, "uprobe")
             }
+            // Tetragon names an LSM event's function by the hook.
+            HookPoint::Lsm { hook } => (Some(hook.clone()), None, None, "lsm"),
         };
         let body = ProcessHook {
             process: proc_json,
@@ -366,6 +369,7 @@ impl JsonEvent {
             HookPoint::Kprobe { .. } => Body::ProcessKprobe(Box::new(body)),
             HookPoint::Tracepoint { .. } => Body::ProcessTracepoint(Box::new(body)),
             HookPoint::Uprobe { .. } => Body::ProcessUprobe(Box::new(body)),
+            HookPoint::Lsm { .. } => Body::ProcessLsmHook(Box::new(body)),
         };
         Self::new(body, node, time)
     }

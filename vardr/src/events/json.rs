@@ -257,6 +257,10 @@ pub enum Body {
     ProcessKprobe(Box<super::generic::ProcessHook>),
     ProcessTracepoint(Box<super::generic::ProcessHook>),
     ProcessUprobe(Box<super::generic::ProcessHook>),
+    /// An `lsmhooks` hook run by the generic hooks (its selectors in the
+    /// kernel): Tetragon's `process_lsm`, with the hooks' fields.
+    #[serde(rename = "process_lsm")]
+    ProcessLsmHook(Box<super::generic::ProcessHook>),
     EventsLost(EventsLost),
 }
 
@@ -509,6 +513,7 @@ impl JsonEvent {
             Body::ProcessKprobe(_) => "process_kprobe",
             Body::ProcessTracepoint(_) => "process_tracepoint",
             Body::ProcessUprobe(_) => "process_uprobe",
+            Body::ProcessLsmHook(_) => "process_lsm",
             Body::EventsLost(_) => "events_lost",
         }
     }
@@ -519,9 +524,10 @@ impl JsonEvent {
             Body::ProcessExec(e) => Some(&e.process),
             Body::ProcessExit(e) => Some(&e.process),
             Body::ProcessLsm(e) => Some(&e.process),
-            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) | Body::ProcessUprobe(e) => {
-                Some(&e.process)
-            }
+            Body::ProcessKprobe(e)
+            | Body::ProcessTracepoint(e)
+            | Body::ProcessUprobe(e)
+            | Body::ProcessLsmHook(e) => Some(&e.process),
             Body::EventsLost(_) => None,
         }
     }
@@ -529,9 +535,10 @@ impl JsonEvent {
     pub fn verdict(&self) -> Option<&'static str> {
         match &self.body {
             Body::ProcessLsm(e) => Some(e.verdict),
-            Body::ProcessKprobe(e) | Body::ProcessTracepoint(e) | Body::ProcessUprobe(e) => {
-                Some(e.verdict)
-            }
+            Body::ProcessKprobe(e)
+            | Body::ProcessTracepoint(e)
+            | Body::ProcessUprobe(e)
+            | Body::ProcessLsmHook(e) => Some(e.verdict),
             _ => None,
         }
     }

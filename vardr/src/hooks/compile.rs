@@ -10,8 +10,13 @@ use vardr_common::generic::*;
 use super::{process_filters::HostNamespaces, HookError};
 use crate::{
     events::HookMeta,
-    kernel::tracefs::{self, Field},
-    policy::tracing::generic::{ArgType, Binaries, BinaryOp, GenericHook, HookPoint, Op, Values},
+    kernel::{
+        btf_reader::TypeShape,
+        tracefs::{self, Field},
+    },
+    policy::tracing::generic::{
+        ArgType, Binaries, BinaryOp, GenericHook, HookArg, HookPoint, Op, Values,
+    },
 };
 
 /// `pt_regs` offsets of the first six arguments on x86-64: a function's
@@ -38,6 +43,10 @@ pub enum Attach {
     Uprobe {
         path: String,
         symbol: String,
+    },
+    /// A BPF LSM program on `hook`.
+    Lsm {
+        hook: String,
     },
 }
 
@@ -134,6 +143,25 @@ pub fn compile(
                 path: path.clone(),
                 symbol: symbol.clone(),
             }
+        }
+        HookPoint::Lsm { hook: name } => {
+            let overrides = hook
+                .selectors
+                .iter()
+                .any(|s| s.actions.override_error.is_some());
+            check_lsm_signature(name, &hook.args, overrides).map_err(|why| HookError::Hook {
+                hook: hook.name.clone(),
+                why,
+            })?;
+            // The program's context: the hook's arguments as 64-bit words.
+            for (i, a) in hook.args.iter().enumerate() {
+                config.args[i] = kprobe_arg(a.ty, 8 * a.index.min(5), false);
+                if let Some(n) = a.size_arg {
+                    config.args[i].size = 8 * n.min(5);
+                }
+                types.push(a.ty);
+            }
+            Attach::Lsm { hook: name.clone() }
         }
         HookPoint::Tracepoint { subsystem, event } => {
             let format = tracefs::read_format(tracefs_root, subsystem, event).map_err(|e| {
@@ -331,6 +359,74 @@ pub fn compile(
     })
 }
 
+/// Checks an `lsmhooks` entry against the hook as this kernel has it
+/// (`bpf_lsm_<hook>` in its BTF): the hook exists, each argument is there
+/// and has the type the policy reads it as, and an Override has an error
+/// to return.
+fn check_lsm_signature(hook: &str, args: &[HookArg], overrides: bool) -> Result<(), String> {
+    let (ret, params) = crate::kernel::btf::function_signature(&format!("bpf_lsm_{hook}"))
+        .map_err(|_| {
+            format!("this kernel has no LSM hook {hook} (its BTF has no bpf_lsm_{hook})")
+        })?;
+    for a in args {
+        let Some(param) = params.get(a.index as usize) else {
+            return Err(format!(
+                "args index {}: hook {hook} has {} arguments (index 0 to {})",
+                a.index,
+                params.len(),
+                params.len().saturating_sub(1)
+            ));
+        };
+        if !reads_as(a.ty, param) {
+            return Err(format!(
+                "args index {}: type {} does not fit: {hook}'s argument {} is {}",
+                a.index,
+                a.ty.name(),
+                a.index,
+                describe(param)
+            ));
+        }
+    }
+    if overrides && ret != TypeShape::Int(4) {
+        return Err(format!(
+            "action Override: hook {hook} returns {}, not an error code: it cannot fail the call (use Sigkill)",
+            describe(&ret)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an argument of `shape` can be read as `ty`.
+fn reads_as(ty: ArgType, shape: &TypeShape) -> bool {
+    let strukt = |name: &str| matches!(shape, TypeShape::StructPtr(s) if s == name);
+    match ty {
+        ArgType::File => strukt("file"),
+        ArgType::Path => strukt("path"),
+        ArgType::LinuxBinprm => strukt("linux_binprm"),
+        ArgType::Sock => strukt("sock"),
+        ArgType::Sockaddr => strukt("sockaddr"),
+        ArgType::Filename => strukt("filename"),
+        ArgType::String => matches!(shape, TypeShape::CharPtr),
+        ArgType::CharBuf => matches!(shape, TypeShape::CharPtr | TypeShape::Other),
+        ArgType::Int | ArgType::Uint32 | ArgType::Fd => matches!(shape, TypeShape::Int(_)),
+        // A 64-bit read takes any word: a number, or a pointer's value.
+        ArgType::Int64 | ArgType::Uint64 | ArgType::SizeT | ArgType::Auto => {
+            !matches!(shape, TypeShape::Void)
+        }
+    }
+}
+
+fn describe(shape: &TypeShape) -> String {
+    match shape {
+        TypeShape::Void => "void".into(),
+        TypeShape::Int(1) => "a 1-byte integer (bool, char)".into(),
+        TypeShape::Int(n) => format!("a {n}-byte integer"),
+        TypeShape::StructPtr(s) => format!("struct {s} *"),
+        TypeShape::CharPtr => "char *".into(),
+        TypeShape::Other => "a pointer or type vardr does not read as such".into(),
+    }
+}
+
 fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
     let int = |size, signed: bool| GenArg {
         kind: GEN_ARG_INT,
@@ -517,6 +613,50 @@ pub fn string_key(id: u32, value: &str, op: Op) -> ([u8; GEN_STR_KEY_LEN], u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lsm_arguments_are_checked_against_the_kernels_hook() {
+        let arg = |index, ty| HookArg {
+            index,
+            ty,
+            size_arg: None,
+        };
+        // The kernel's BTF has bpf_lsm_* wherever it was built with the BPF
+        // LSM, active or not.
+        if crate::kernel::btf::function_signature("bpf_lsm_socket_connect").is_err() {
+            eprintln!("SKIPPED lsm_arguments_are_checked_against_the_kernels_hook: no BPF LSM hooks in this kernel's BTF");
+            return;
+        }
+        let ok = [arg(1, ArgType::Sockaddr), arg(2, ArgType::Int)];
+        assert_eq!(check_lsm_signature("socket_connect", &ok, true), Ok(()));
+        let e = check_lsm_signature("socket_connect", &[arg(0, ArgType::Sock)], false);
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains(
+                "type sock does not fit: socket_connect's argument 0 is struct socket *"
+            )),
+            "{e:?}"
+        );
+        let e = check_lsm_signature("socket_connect", &[arg(3, ArgType::Int)], false);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.contains("hook socket_connect has 3 arguments (index 0 to 2)")),
+            "{e:?}"
+        );
+        let e = check_lsm_signature("file_opn", &[], false);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.contains("this kernel has no LSM hook file_opn")),
+            "{e:?}"
+        );
+        // A hook that returns nothing cannot fail a call.
+        if crate::kernel::btf::function_signature("bpf_lsm_task_free").is_ok() {
+            let e = check_lsm_signature("task_free", &[], true);
+            assert!(
+                e.as_ref().is_err_and(|e| e.contains("returns void")),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn syscall_kprobes_attach_to_the_wrapper() {

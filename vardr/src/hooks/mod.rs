@@ -57,6 +57,19 @@ const TRACEPOINT_PROGS: [&str; 8] = [
     "vardr_generic_tp6",
     "vardr_generic_tp7",
 ];
+/// Copies of the LSM program: each is loaded for one LSM hook and attached
+/// once, so every `lsmhooks` hook in force (both generations during a
+/// reload included) takes one of its own.
+const LSM_PROGS: [&str; 8] = [
+    "vardr_generic_lsm0",
+    "vardr_generic_lsm1",
+    "vardr_generic_lsm2",
+    "vardr_generic_lsm3",
+    "vardr_generic_lsm4",
+    "vardr_generic_lsm5",
+    "vardr_generic_lsm6",
+    "vardr_generic_lsm7",
+];
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +131,8 @@ pub struct GenericHooks {
     tracefs: PathBuf,
     /// When the exec tracking was attached, in clock ticks since boot.
     tracked_since_ticks: u64,
+    /// The LSM hook each copy of the LSM program is loaded for.
+    lsm_loaded: [Option<String>; LSM_PROGS.len()],
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
@@ -130,6 +145,8 @@ struct Attached {
     override_: Option<fmod_ret::OverrideLink>,
     slot: u32,
     copy: Option<(u32, usize)>,
+    /// The copy of the LSM program an `lsmhooks` hook uses.
+    lsm_copy: Option<usize>,
 }
 
 /// What keeps one hook attached (dropped: detached).
@@ -139,6 +156,8 @@ enum Link {
         #[expect(dead_code, reason = "held for its drop, which detaches")]
         aya::programs::uprobe::UProbeLink,
     ),
+    /// A BPF LSM program's link.
+    Lsm(OwnedFd),
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> HookError {
@@ -208,6 +227,7 @@ impl GenericHooks {
             written: [Written::default(), Written::default()],
             tracefs: PathBuf::from(TRACEFS),
             tracked_since_ticks: 0,
+            lsm_loaded: Default::default(),
         };
         track_executables(&mut this.ebpf)?;
         // Read after the attach: a process started in a later tick was seen.
@@ -236,6 +256,7 @@ impl GenericHooks {
         for a in &self.links {
             match &a.link {
                 Link::Perf(l) => out.push((format!("hook-{}", a.slot), dup("link", l.link_fd())?)),
+                Link::Lsm(l) => out.push((format!("hook-{}", a.slot), dup("link", l.as_fd())?)),
                 Link::Uprobe(_) => uprobes = true,
             }
             if let Some(r) = &a.ret {
@@ -435,7 +456,13 @@ impl GenericHooks {
                 .chain(links.iter())
                 .filter_map(|l: &Attached| l.copy)
                 .collect();
-            links.push(self.attach(&attach, slot, &meta, &busy)?);
+            let lsm_busy: Vec<usize> = self
+                .links
+                .iter()
+                .chain(links.iter())
+                .filter_map(|l: &Attached| l.lsm_copy)
+                .collect();
+            links.push(self.attach(&attach, slot, &meta, &busy, &lsm_busy)?);
             metas.push((slot, meta));
         }
         Ok(Staged {
@@ -495,13 +522,16 @@ impl GenericHooks {
         slot: u32,
         meta: &HookMeta,
         busy: &[(u32, usize)],
+        lsm_busy: &[usize],
     ) -> Result<Attached, HookError> {
         let err = |why: String| HookError::Hook {
             hook: format!("{} ({})", meta.point.target(), meta.policy),
             why,
         };
-        if let Attach::Uprobe { path, symbol } = a {
-            return self.attach_uprobe(path, symbol, slot, &err);
+        match a {
+            Attach::Uprobe { path, symbol } => return self.attach_uprobe(path, symbol, slot, &err),
+            Attach::Lsm { hook } => return self.attach_lsm(hook, slot, lsm_busy, &err),
+            _ => {}
         }
         let (name, target, copy) = match a {
             Attach::Kprobe { function, .. } => {
@@ -514,7 +544,9 @@ impl GenericHooks {
                 };
                 (KPROBE_PROG, target, None)
             }
-            Attach::Uprobe { .. } => return Err(err("not a perf attachment".into())),
+            Attach::Uprobe { .. } | Attach::Lsm { .. } => {
+                return Err(err("not a perf attachment".into()))
+            }
             Attach::Tracepoint { id } => {
                 let free = (0..TRACEPOINT_PROGS.len()).find(|c| !busy.contains(&(*id, *c)));
                 let Some(c) = free else {
@@ -531,7 +563,9 @@ impl GenericHooks {
             }
         };
         let fd = match a {
-            Attach::Uprobe { .. } => return Err(err("not a perf attachment".into())),
+            Attach::Uprobe { .. } | Attach::Lsm { .. } => {
+                return Err(err("not a perf attachment".into()))
+            }
             Attach::Kprobe { .. } => self.program_fd(name).map_err(err)?,
             Attach::Tracepoint { .. } => {
                 let prog = self
@@ -594,6 +628,7 @@ impl GenericHooks {
             override_,
             slot,
             copy,
+            lsm_copy: None,
         })
     }
 
@@ -647,6 +682,89 @@ impl GenericHooks {
             override_: None,
             slot,
             copy: None,
+            lsm_copy: None,
         })
     }
+
+    /// An `lsmhooks` hook: a copy of the LSM program no hook in force uses,
+    /// loaded for `hook` (one already loaded for it if there is one),
+    /// attached with the slot as its cookie.
+    fn attach_lsm(
+        &mut self,
+        hook: &str,
+        slot: u32,
+        busy: &[usize],
+        err: &dyn Fn(String) -> HookError,
+    ) -> Result<Attached, HookError> {
+        use aya::programs::Lsm;
+        if !crate::probe::bpf_lsm_active() {
+            return Err(err(
+                "lsmhooks need the BPF LSM, which this kernel does not run (`bpf` is not in /sys/kernel/security/lsm: boot with lsm=...,bpf; `vardr probe` shows it); file_open, bprm_check_security and socket_connect entries that only match paths, binaries and addresses run on every backend as native rules, and a kprobe on security_<hook> with Sigkill works without the BPF LSM".into(),
+            ));
+        }
+        let free = |c: &usize| !busy.contains(c);
+        let copy = (0..LSM_PROGS.len())
+            .filter(free)
+            .find(|&c| self.lsm_loaded[c].as_deref() == Some(hook))
+            .or_else(|| {
+                (0..LSM_PROGS.len())
+                    .filter(free)
+                    .find(|&c| self.lsm_loaded[c].is_none())
+            })
+            .or_else(|| (0..LSM_PROGS.len()).find(free));
+        let Some(c) = copy else {
+            return Err(err(format!(
+                "more than {} lsmhooks hooks at once (during a reload, the old and the new policy's count together)",
+                LSM_PROGS.len()
+            )));
+        };
+        let name = LSM_PROGS[c];
+        let btf = crate::kernel::btf::shared_aya_btf().map_err(|e| err(e.to_string()))?;
+        let prog: &mut Lsm = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| err(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| err(format!("{e}")))?;
+        if self.lsm_loaded[c].as_deref() != Some(hook) {
+            if self.lsm_loaded[c].take().is_some() {
+                // Loaded for another hook, attached nowhere now.
+                prog.unload()
+                    .map_err(|e| err(format!("unloading {name}: {e}")))?;
+            }
+            prog.load(hook, &btf)
+                .map_err(|e| err(format!("loading its BPF LSM program: {}", short(&e))))?;
+            self.lsm_loaded[c] = Some(hook.to_string());
+        }
+        let fd = prog.fd().map_err(|e| err(format!("{e}")))?;
+        let link = perf_attach::lsm_link(fd.as_fd(), u64::from(slot)).map_err(|e| {
+            err(format!(
+                "attaching its BPF LSM program: {}",
+                crate::kernel::errno_name(&e)
+            ))
+        })?;
+        Ok(Attached {
+            link: Link::Lsm(link),
+            ret: None,
+            override_: None,
+            slot,
+            copy: None,
+            lsm_copy: Some(c),
+        })
+    }
+}
+
+/// A program load error with the verifier's last lines, not its whole log.
+fn short(e: &aya::programs::ProgramError) -> String {
+    if let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = e
+    {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return format!("{io_error}: {}", tail.join(" / "));
+    }
+    e.to_string()
 }

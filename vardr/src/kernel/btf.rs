@@ -324,6 +324,22 @@ pub fn function_id(name: &str) -> Result<u32, BtfError> {
         .ok_or_else(|| BtfError::Parse(format!("no function {name} in the kernel's BTF")))
 }
 
+/// The return type and parameters of kernel function `name` (an LSM
+/// hook's `bpf_lsm_<hook>`: what its BPF program's arguments are).
+pub fn function_signature(
+    name: &str,
+) -> Result<
+    (
+        super::btf_reader::TypeShape,
+        Vec<super::btf_reader::TypeShape>,
+    ),
+    BtfError,
+> {
+    let btf = read(VMLINUX_BTF, None)?;
+    btf.func_signature(name)
+        .ok_or_else(|| BtfError::Parse(format!("no function {name} in the kernel's BTF")))
+}
+
 /// Whether the running kernel's release is at least `major.minor`.
 pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

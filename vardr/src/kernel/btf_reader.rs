@@ -1,5 +1,5 @@
-//! A minimal reader of raw BTF: struct sizes and member offsets, nothing
-//! else. The agent needs ~60 offsets at start; a general BTF crate builds
+//! A minimal reader of raw BTF: struct sizes, member offsets and the
+//! shape of a function's parameters, nothing else. The agent needs ~60 offsets at start; a general BTF crate builds
 //! every type of vmlinux (tens of MiB, seconds under emulation), this
 //! reads them in place from the file's bytes with one index of the named
 //! structs.
@@ -14,6 +14,27 @@ const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_FUNC: u32 = 12;
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_ENUM64: u32 = 19;
+
+/// The shape of a parameter or return type, as far as an argument reader
+/// cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeShape {
+    Void,
+    /// An integer or enum of this many bytes (`bool` is a 1-byte integer).
+    Int(u32),
+    /// A pointer to the named struct or union (`file`, `path`, ...).
+    StructPtr(String),
+    /// A pointer to a character type (`char *`).
+    CharPtr,
+    /// Anything else (another pointer, an array, a function pointer).
+    Other,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReadError {
@@ -173,6 +194,75 @@ impl<'b> Btf<'b> {
             ((info >> 24) & 0x1f == KIND_FUNC && self.string(name_off) == name.as_bytes())
                 .then_some(self.first_id + i as u32)
         })
+    }
+
+    /// The return type and parameters of function `name` (this blob's).
+    pub fn func_signature(&self, name: &str) -> Option<(TypeShape, Vec<TypeShape>)> {
+        let id = self.func_id(name)?;
+        let (_, _, _, proto) = self.header(id)?;
+        let (btf, at, info, ret) = self.header(proto)?;
+        if (info >> 24) & 0x1f != KIND_FUNC_PROTO {
+            return None;
+        }
+        let params = (0..(info & 0xffff) as usize)
+            .map(|i| {
+                let ty = u32_at(&btf.data, at + 12 + 8 * i + 4).unwrap_or(0);
+                self.shape(ty)
+            })
+            .collect();
+        Some((self.shape(ret), params))
+    }
+
+    /// `id` with typedefs and qualifiers peeled off.
+    fn peel(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.header(id) {
+                Some((_, _, info, next))
+                    if matches!(
+                        (info >> 24) & 0x1f,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = next
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    fn shape(&self, id: u32) -> TypeShape {
+        let id = self.peel(id);
+        if id == 0 {
+            return TypeShape::Void;
+        }
+        let Some((_, _, info, size_or_type)) = self.header(id) else {
+            return TypeShape::Other;
+        };
+        match (info >> 24) & 0x1f {
+            KIND_INT | KIND_ENUM | KIND_ENUM64 => TypeShape::Int(size_or_type),
+            KIND_PTR => {
+                let to = self.peel(size_or_type);
+                match self.header(to) {
+                    Some((b, a, i, _))
+                        if matches!((i >> 24) & 0x1f, KIND_STRUCT | KIND_UNION | KIND_FWD) =>
+                    {
+                        let name = u32_at(&b.data, a).map(|n| b.string(n)).unwrap_or(&[]);
+                        TypeShape::StructPtr(String::from_utf8_lossy(name).into_owned())
+                    }
+                    Some((b, a, i, size)) if (i >> 24) & 0x1f == KIND_INT && size == 1 => {
+                        let name = u32_at(&b.data, a).map(|n| b.string(n)).unwrap_or(&[]);
+                        if name.ends_with(b"char") {
+                            TypeShape::CharPtr
+                        } else {
+                            TypeShape::Other
+                        }
+                    }
+                    _ => TypeShape::Other,
+                }
+            }
+            _ => TypeShape::Other,
+        }
     }
 
     /// Size in bytes of struct `name`.
@@ -397,5 +487,45 @@ mod tests {
         let mut cut = sample();
         cut.truncate(40);
         assert_eq!(Btf::parse(cut).err(), Some(ReadError::Truncated));
+    }
+
+    #[test]
+    fn a_function_signature_names_struct_pointers_and_integer_sizes() {
+        let mut b = Blob::new();
+        let int = b.str("int");
+        b.ty(int, KIND_INT, 0, false, 4); // 1
+        b.word(32);
+        let file = b.str("file");
+        b.ty(file, KIND_STRUCT, 0, false, 8); // 2
+        b.ty(0, KIND_PTR, 0, false, 2); // 3
+        b.ty(0, KIND_CONST, 0, false, 3); // 4: const struct file *
+        let ch = b.str("char");
+        b.ty(ch, KIND_INT, 0, false, 1); // 5
+        b.word(8);
+        b.ty(0, KIND_PTR, 0, false, 5); // 6
+        b.ty(0, KIND_FUNC_PROTO, 3, false, 1); // 7: int (file *, int, char *)
+        for t in [4, 1, 6] {
+            b.word(0);
+            b.word(t);
+        }
+        let f = b.str("bpf_lsm_file_open");
+        b.ty(f, KIND_FUNC, 0, false, 7); // 8
+        b.ty(0, KIND_FUNC_PROTO, 0, false, 0); // 9: void (void)
+        let g = b.str("bpf_lsm_void");
+        b.ty(g, KIND_FUNC, 0, false, 9); // 10
+        let btf = Btf::parse(b.bytes()).expect("parses");
+        let (ret, params) = btf.func_signature("bpf_lsm_file_open").expect("found");
+        assert_eq!(ret, TypeShape::Int(4));
+        assert_eq!(
+            params,
+            [
+                TypeShape::StructPtr("file".into()),
+                TypeShape::Int(4),
+                TypeShape::CharPtr
+            ]
+        );
+        let (ret, params) = btf.func_signature("bpf_lsm_void").expect("found");
+        assert_eq!((ret, params.len()), (TypeShape::Void, 0));
+        assert!(btf.func_signature("bpf_lsm_missing").is_none());
     }
 }

@@ -129,6 +129,11 @@ fn mount_check(fstype: &str) -> Check {
 }
 
 /// Reads the active LSM list, mounting securityfs for the read if needed.
+/// Whether the kernel runs the BPF LSM (`bpf` among the active LSMs).
+pub fn bpf_lsm_active() -> bool {
+    read_lsm_list().is_ok_and(|l| l.iter().any(|m| m == "bpf"))
+}
+
 fn read_lsm_list() -> Result<Vec<String>, String> {
     const SECURITYFS: &str = "/sys/kernel/security";
     let (dir, _guard) = mounts::ensure("securityfs", std::path::Path::new(SECURITYFS))

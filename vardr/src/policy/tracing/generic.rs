@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::{
     process_filters::{self, ProcessFilters},
     schema::{
-        ActionSelector, Arg, ArgSelector, BinarySelector, KProbeSpec, List, Selector,
+        ActionSelector, Arg, ArgSelector, BinarySelector, KProbeSpec, List, LsmHookSpec, Selector,
         TracepointSpec, UProbeSpec,
     },
     translate::{at, message_and_tags, pos, MAX_ACTIONS, MAX_MATCH_ARGS, MAX_SELECTORS},
@@ -25,6 +25,8 @@ pub const MAX_ARGS: usize = vardr_common::generic::GEN_MAX_ARGS;
 const MAX_INT_VALUES: usize = vardr_common::generic::GEN_MAX_VALUES;
 /// Longest string value of a `matchArgs` entry, in bytes.
 pub const MAX_STRING_VALUE: usize = vardr_common::generic::GEN_MATCH_STR_LEN - 1;
+/// Values of one filter on a `file` or `path` argument (Tetragon's limit).
+const MAX_FILE_VALUES: usize = 8;
 /// Binaries of one `matchBinaries` entry (Tetragon's limit is 128 for In).
 const MAX_BINARIES: usize = 64;
 
@@ -46,6 +48,11 @@ pub enum HookPoint {
         path: String,
         symbol: String,
     },
+    /// A BPF LSM hook (`file_open`, `path_chmod`, ...: the kernel's hook
+    /// name without `security_`).
+    Lsm {
+        hook: String,
+    },
 }
 
 impl HookPoint {
@@ -55,6 +62,7 @@ impl HookPoint {
             HookPoint::Kprobe { .. } => "kprobes",
             HookPoint::Tracepoint { .. } => "tracepoints",
             HookPoint::Uprobe { .. } => "uprobes",
+            HookPoint::Lsm { .. } => "lsmhooks",
         }
     }
 
@@ -64,6 +72,7 @@ impl HookPoint {
             HookPoint::Kprobe { call, .. } => call.clone(),
             HookPoint::Tracepoint { subsystem, event } => format!("{subsystem}/{event}"),
             HookPoint::Uprobe { path, symbol } => format!("{path}:{symbol}"),
+            HookPoint::Lsm { hook } => hook.clone(),
         }
     }
 }
@@ -435,6 +444,51 @@ pub(super) fn tracepoint(
     )
 }
 
+/// An `lsmhooks` entry run as a hook of its own: a BPF LSM program with
+/// the selectors in the kernel, as kprobes have them. (The entries native
+/// rules can express are translated to those instead: see `translate`.)
+pub(super) fn lsm(
+    d: &mut Diags,
+    policy: &str,
+    i: usize,
+    h: &Spanned<LsmHookSpec>,
+    monitor: bool,
+) -> Option<GenericHook> {
+    let spec = &h.value;
+    let before = d.0.len();
+    let name = spec.hook.value.trim().to_string();
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !s.starts_with("security_")
+            && !s.starts_with("bpf_lsm_")
+    };
+    if !name_ok(&name) {
+        d.at(
+            &spec.hook,
+            format!(
+                "lsmhooks hook {:?}: an LSM hook's name without security_ or bpf_lsm_ (file_open, path_chmod, ...)",
+                spec.hook.value
+            ),
+        );
+    }
+    let message = spec.message.as_ref().map(|m| m.value.as_str());
+    hook(
+        d,
+        policy,
+        i,
+        HookPoint::Lsm { hook: name },
+        &spec.hook,
+        &spec.args,
+        &spec.selectors,
+        message,
+        &spec.tags,
+        monitor,
+        before,
+        None,
+    )
+}
+
 /// One hook per symbol of a `uprobes` entry (named `.<i>.<k>`).
 pub(super) fn uprobe(
     d: &mut Diags,
@@ -588,8 +642,10 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
             continue;
         }
         let ty = match ArgType::parse(ty_name) {
-            Some(ArgType::Auto) if matches!(point, HookPoint::Kprobe { .. }) => {
-                here(d, format!("args index {idx}: a kprobe argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm, fd, char_buf, sock, sockaddr)"));
+            Some(ArgType::Auto)
+                if matches!(point, HookPoint::Kprobe { .. } | HookPoint::Lsm { .. }) =>
+            {
+                here(d, format!("args index {idx}: a {} argument needs a type (int, uint32, int64, uint64, size_t, string, filename, file, path, linux_binprm, fd, char_buf, sock, sockaddr)", if matches!(point, HookPoint::Lsm { .. }) { "lsmhooks" } else { "kprobe" }));
                 rejected.push(idx);
                 continue;
             }
@@ -605,19 +661,24 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 continue;
             }
         };
-        if ty == ArgType::CharBuf && !matches!(point, HookPoint::Kprobe { .. }) {
+        if ty == ArgType::CharBuf
+            && !matches!(point, HookPoint::Kprobe { .. } | HookPoint::Lsm { .. })
+        {
             here(
                 d,
-                format!("args index {idx}: type \"char_buf\": on kprobes only"),
+                format!(
+                    "args index {idx}: type \"char_buf\": on kprobes and lsmhooks only ({NOT_YET} on {})",
+                    point.section()
+                ),
             );
             rejected.push(idx);
             continue;
         }
         if matches!(ty, ArgType::Sock | ArgType::Sockaddr) {
             let why = match point {
-                HookPoint::Kprobe { syscall: false, .. } => None,
+                HookPoint::Kprobe { syscall: false, .. } | HookPoint::Lsm { .. } => None,
                 HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock) or security_socket_connect (sockaddr)"),
-                HookPoint::Tracepoint { .. } => Some("on kprobes only"),
+                HookPoint::Tracepoint { .. } => Some("on kprobes and lsmhooks only"),
                 HookPoint::Uprobe { .. } => Some("a user function's argument is an int, uint32, int64, uint64, size_t or string"),
             };
             if let Some(why) = why {
@@ -646,6 +707,14 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
                 d.at(
                     &a.index,
                     format!("args index {idx}: a function has 6 register arguments (0 to 5)"),
+                );
+                rejected.push(idx);
+                continue;
+            }
+            HookPoint::Lsm { hook } if idx > 5 => {
+                d.at(
+                    &a.index,
+                    format!("args index {idx}: {hook}: vardr reads an LSM hook's first 6 arguments (0 to 5)"),
                 );
                 rejected.push(idx);
                 continue;
@@ -736,11 +805,7 @@ fn selector(
         ("label", set(&sel.label).map(pos)),
     ] {
         if let Some(p) = present {
-            at(
-                d,
-                p,
-                format!("selector {field}: {NOT_YET} on kprobes and tracepoints"),
-            );
+            at(d, p, format!("selector {field}: {NOT_YET}"));
         }
     }
     let mut matches = Vec::new();
@@ -816,7 +881,7 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         other => match super::sock_ops::op(other) {
             Some(op) => op,
             None => {
-                d.at(&spec.operator, format!("matchArgs operator {other}: {NOT_YET} on kprobes and tracepoints (Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, Mask; on sock and sockaddr: SPort, DPort, SAddr, DAddr, their Not and Priv forms, Protocol, Family, State)"));
+                d.at(&spec.operator, format!("matchArgs operator {other}: {NOT_YET} (Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, LessThan, Mask; on sock and sockaddr: SPort, DPort, SAddr, DAddr, their Not and Priv forms, Protocol, Family, State)"));
                 return None;
             }
         },
@@ -891,6 +956,14 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         return None;
     }
     let values = if as_string {
+        // Tetragon's bound on a filter of a file or path argument.
+        if matches!(ty, ArgType::File | ArgType::Path) && values.len() > MAX_FILE_VALUES {
+            d.at(
+                values[MAX_FILE_VALUES],
+                format!("more than {MAX_FILE_VALUES} values: Tetragon allows at most {MAX_FILE_VALUES} per file filter"),
+            );
+            return None;
+        }
         let mut out = Vec::new();
         for v in values {
             if v.value.len() > MAX_STRING_VALUE {
@@ -1118,7 +1191,13 @@ fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Opt
                 continue;
             }
             _ => {
-                d.at(&a.action, format!("action {}: {NOT_YET} on kprobes and tracepoints (Post, NoPost, Sigkill, Signal, Override)", a.action.value));
+                d.at(
+                    &a.action,
+                    format!(
+                        "action {}: {NOT_YET} (Post, NoPost, Sigkill, Signal, Override)",
+                        a.action.value
+                    ),
+                );
                 ok = false;
                 continue;
             }
@@ -1141,7 +1220,7 @@ fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Opt
 /// running. Where the function allows it is the kernel's to say at attach.
 fn override_error(d: &mut Diags, point: &HookPoint, a: &ActionSelector) -> Option<i32> {
     match point {
-        HookPoint::Kprobe { .. } => {}
+        HookPoint::Kprobe { .. } | HookPoint::Lsm { .. } => {}
         HookPoint::Tracepoint { .. } => {
             d.at(
                 &a.action,

@@ -310,7 +310,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         &e,
         15,
         30,
-        "selector matchNamespaceChanges: not yet supported by vardr on kprobes and tracepoints",
+        "selector matchNamespaceChanges: not yet supported by vardr",
     );
     has(
         &e,
@@ -523,7 +523,7 @@ fn socket_mistakes_are_named() {
         29,
         "type \"sockaddr\": a system call's arguments are user values",
     );
-    has(&e, 22, 29, "type \"sock\": on kprobes only");
+    has(&e, 22, 29, "type \"sock\": on kprobes and lsmhooks only");
 }
 
 /// A return probe: the value's type, and matchReturnArgs on it.

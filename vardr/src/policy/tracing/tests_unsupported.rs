@@ -1,5 +1,8 @@
 //! What vardr rejects, each at its position and by name.
-use super::tests::{file_open, parse_err, HEAD};
+use super::{
+    generic::HookPoint,
+    tests::{file_open, parse_err, parse_ok, HEAD},
+};
 
 /// Asserts that `err` has a diagnostic at `line:col` containing `msg`.
 #[track_caller]
@@ -12,8 +15,10 @@ pub(super) fn has(err: &str, line: u64, col: u64, msg: &str) {
 }
 
 #[test]
-fn process_selectors_are_rejected() {
-    let e = parse_err(&file_open(
+fn process_selectors_make_an_lsm_hook_of_its_own() {
+    // Native rules have no process selectors: the entry runs as a BPF LSM
+    // hook with its selectors in the kernel, as a kprobe's.
+    let p = parse_ok(&file_open(
         "    - matchBinaries:
       - operator: In
         values: [/usr/bin/cat]
@@ -24,44 +29,70 @@ fn process_selectors_are_rejected() {
       matchArgs: [{index: 0, operator: Equal, values: [/etc/passwd]}]
 ",
     ));
-    let why = "not yet supported by vardr (native rules have no process selectors)";
-    has(&e, 13, 9, &format!("matchBinaries: {why}"));
-    has(&e, 16, 9, &format!("matchPIDs: {why}"));
-    has(&e, 17, 24, &format!("matchNamespaces: {why}"));
-    has(&e, 18, 26, &format!("matchCapabilities: {why}"));
+    assert!(p.rules.is_empty(), "{p:#?}");
+    let h = &p.hooks[0];
+    assert_eq!(
+        h.point,
+        HookPoint::Lsm {
+            hook: "file_open".into()
+        }
+    );
+    assert_eq!(h.name, "t.lsmhooks.0");
+    let s = &h.selectors[0];
+    assert_eq!(
+        s.binaries.as_ref().map(|b| b.paths.clone()),
+        Some(vec!["/usr/bin/cat".to_string()])
+    );
+    assert!(!s.process.is_empty());
+    assert_eq!(s.matches.len(), 1);
+    // No matchActions: Post, as in Tetragon.
+    assert!(s.actions.post && s.actions.override_error.is_none());
 }
-
 #[test]
 fn unsupported_operators_values_and_actions() {
-    let e = parse_err(&file_open(
+    // What native rules cannot say runs as a BPF LSM hook of its own:
+    // Postfix, a prefix that is not a directory, NoPost, rateLimit,
+    // Signal, Override with its own errno.
+    let p = parse_ok(&file_open(
         "    - matchArgs: [{index: 0, operator: Postfix, values: [passwd]}]
     - matchArgs: [{index: 0, operator: Prefix, values: [/etc/passw, /etc]}]
       matchActions: [{action: NoPost}]
     - matchArgs: [{index: 0, operator: Equal, values: [/etc/passwd]}]
-      matchActions: [{action: Post, rateLimit: 1m}, {action: Override}, {action: Signal, argSig: 9}]
-    - matchArgs: [{index: 0, operator: Sideways, values: [x]}]
+      matchActions: [{action: Post, rateLimit: 1m}, {action: Override, argError: -13}, {action: Signal, argSig: 9}]
 ",
     ));
-    has(&e, 12, 40, "matchArgs operator Postfix on file argument 0 of hook file_open: not yet supported by vardr");
-    has(&e, 13, 57, "\"/etc/passw\" is a string prefix that is not a whole directory: not yet supported by vardr");
+    let h = &p.hooks[0];
+    assert!(p.rules.is_empty() && h.selectors.len() == 3, "{p:#?}");
+    assert!(!h.selectors[1].actions.post);
+    let a = h.selectors[2].actions;
+    assert_eq!(a.override_error, Some(-13));
+    assert_eq!(a.signal, Some(9));
+    assert!(a.rate_limit.is_some());
+    // What neither can run is named at its position.
+    let e = parse_err(&file_open(
+        "    - matchArgs: [{index: 0, operator: Equal, values: [/etc/passwd]}]
+      matchActions: [{action: Override}]
+    - matchArgs: [{index: 0, operator: Sideways, values: [x]}]
+    - matchArgs: [{index: 0, operator: Mask, values: ['1']}]
+      matchActions: [{action: GetUrl, argUrl: http://x}]
+",
+    ));
+    has(&e, 13, 31, "Override needs argError");
     has(
         &e,
-        13,
-        69,
-        "\"/etc\" is a string prefix that is not a whole directory",
+        14,
+        40,
+        "matchArgs operator Sideways: not yet supported by vardr",
     );
-    has(&e, 14, 31, "action NoPost: not yet supported by vardr");
     has(
         &e,
-        16,
-        48,
-        "action Post with rateLimit: not yet supported by vardr",
+        15,
+        40,
+        "matchArgs Mask compares numbers: argument 0 is a file",
     );
-    has(&e, 16, 62, "Override needs a non-zero argError");
-    has(&e, 16, 82, "action Signal: not yet supported by vardr");
-    has(&e, 17, 40, "unknown matchArgs operator \"Sideways\"");
+    has(&e, 16, 31, "action GetUrl: not yet supported by vardr");
+    assert_eq!(e.lines().count(), 4, "{e}");
 }
-
 #[test]
 fn other_sections_are_rejected_by_name() {
     let e = parse_err(&format!(
@@ -116,12 +147,6 @@ fn namespaced_kind_short_tags_and_arg_fields() {
         16,
         "args index 0: resolve: not yet supported by vardr",
     );
-    has(
-        &e,
-        13,
-        14,
-        "args index 1: not yet supported by vardr for hook file_open (it reads index 0 (file))",
-    );
     // A message of two characters is Tetragon's shortest; tags need two.
     assert!(!e.contains("message"), "{e}");
     has(
@@ -148,46 +173,19 @@ fn socket_connect_mistakes() {
       matchActions: [{{action: Override, argError: 111}}]
 "
     ));
-    has(
-        &e,
-        8,
-        29,
-        "type \"sock\" is not supported for hook socket_connect: expected \"socket\"",
-    );
+    // Native rules cannot say it (a sock argument, port ranges, two
+    // protocols): checked as a BPF LSM hook, whose argument types the
+    // kernel's BTF checks at load (argument 0 is a struct socket *).
     has(
         &e,
         11,
         30,
-        "DAddr on a sockaddr argument: Tetragon rejects it too",
+        "DAddr on a sockaddr argument: a sockaddr is one address and port",
     );
-    has(
-        &e,
-        12,
-        46,
-        "port range \"1000:2000\": not yet supported by vardr",
-    );
-    has(
-        &e,
-        13,
-        62,
-        "more than one Protocol value: not yet supported by vardr",
-    );
-    has(
-        &e,
-        14,
-        17,
-        "matchArgs index 2 is not declared in the hook's args",
-    );
-    has(&e, 15, 47, "Family AF_UNIX: not yet supported by vardr");
-    has(
-        &e,
-        16,
-        51,
-        "argError 111: an LSM hook returns a negative errno",
-    );
-    assert_eq!(e.lines().count(), 7, "{e}");
+    has(&e, 14, 17, "matchArgs index 2: no such entry in args");
+    has(&e, 16, 51, "argError 111: a negative errno");
+    assert_eq!(e.lines().count(), 3, "{e}");
 }
-
 #[test]
 fn typos_are_errors_with_positions() {
     let e = parse_err(&file_open(
@@ -196,8 +194,22 @@ fn typos_are_errors_with_positions() {
     has(&e, 12, 7, "unknown field `matchArg`");
     let e = parse_err(&format!("{HEAD}  lsmhook: []\n"));
     has(&e, 6, 3, "unknown field `lsmhook`");
-    let e = parse_err(&file_open("").replace("hook: file_open", "hook: file_opn"));
-    has(&e, 7, 11, "lsmhooks hook \"file_opn\": not yet supported by vardr (supported: file_open, bprm_check_security, socket_connect)");
+    // Any LSM hook is accepted; whether the kernel has it is checked at
+    // load (its BTF names every hook).
+    let p = parse_ok(&file_open("").replace("hook: file_open", "hook: file_opn"));
+    assert_eq!(
+        p.hooks[0].point,
+        HookPoint::Lsm {
+            hook: "file_opn".into()
+        }
+    );
+    let e = parse_err(&file_open("").replace("hook: file_open", "hook: security_file_open"));
+    has(
+        &e,
+        7,
+        11,
+        "lsmhooks hook \"security_file_open\": an LSM hook's name without security_",
+    );
 }
 
 #[test]
@@ -236,25 +248,15 @@ fn tetragon_limits_are_enforced() {
 }
 
 #[test]
-fn hooks_that_would_match_everything_are_rejected() {
-    let e = parse_err(&file_open("").replace("    selectors:\n", ""));
-    has(
-        &e,
-        7,
-        11,
-        "hook file_open has no selectors: it would report every call",
-    );
-    let e = parse_err(&file_open("    - matchActions: [{action: Post}]\n"));
-    has(
-        &e,
-        12,
-        7,
-        "selector without matchArgs matches every file_open call",
-    );
+fn hooks_without_selectors_report_every_call() {
+    // As in Tetragon; native rules cannot, so these are LSM hooks.
+    let p = parse_ok(&file_open("").replace("    selectors:\n", ""));
+    assert!(p.rules.is_empty() && p.hooks[0].selectors.is_empty());
+    let p = parse_ok(&file_open("    - matchActions: [{action: Post}]\n"));
+    assert!(p.rules.is_empty() && p.hooks[0].selectors[0].matches.is_empty());
     let e = parse_err(&format!("{HEAD}  lsmhooks: []\n"));
     has(&e, 6, 3, "spec has no lsmhooks");
 }
-
 #[test]
 fn first_match_order_that_vardr_cannot_keep_is_rejected() {
     // Tetragon: /etc/shadow hits the Post selector first and is not
@@ -309,15 +311,14 @@ fn tetragon_examples_report_everything_they_need() {
           imaHash: true
 "
     ));
-    has(&e, 13, 9, "matchBinaries");
-    has(&e, 17, 21, "operator Postfix");
+    // matchBinaries and Postfix run (as a BPF LSM hook); imaHash does not.
     has(
         &e,
         23,
         20,
         "action Post with imaHash: not yet supported by vardr",
     );
-    assert_eq!(e.lines().count(), 3, "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
     // Shaped like examples/tracingpolicy/tcp-connect-only-private-addrs.yaml:
     // runs as it is.
     let p = super::tests::parse_ok(&format!(

@@ -59,10 +59,20 @@ pub(super) fn validate(
     let monitor = policy_mode(&mut d, &spec.options);
 
     let mut rules = Vec::new();
-    for (i, hook) in items(&spec.lsmhooks).enumerate() {
-        translate::lsm_hook(&mut d, &name, i, hook, &mut rules);
-    }
     let mut hooks = Vec::new();
+    for (i, hook) in items(&spec.lsmhooks).enumerate() {
+        // As native rules where they say it all (those run on every
+        // backend); otherwise as a BPF LSM hook of its own, which has the
+        // kprobes' selectors and actions but needs the BPF LSM.
+        let mut native = Diags(Vec::new());
+        let mut translated = Vec::new();
+        translate::lsm_hook(&mut native, &name, i, hook, &mut translated);
+        if native.0.is_empty() {
+            rules.extend(translated);
+        } else {
+            hooks.extend(generic::lsm(&mut d, &name, i, hook, monitor));
+        }
+    }
     for (i, k) in items(&spec.kprobes).enumerate() {
         hooks.extend(generic::kprobe(&mut d, &name, i, k, monitor));
     }
