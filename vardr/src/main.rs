@@ -814,11 +814,21 @@ fn unpin(pin_dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "TracingPolicy NAME, N rules, M kprobe/tracepoint hooks".
+/// "TracingPolicy NAME, N rules, M hooks (kprobes 1, lsmhooks 2)": native
+/// rules, and hooks run on their own by section.
 fn tracing_summary(t: &vardr::policy::tracing::TracingPolicy) -> String {
     let mut s = format!("TracingPolicy {}, {} rules", t.name, t.rules.len());
     if !t.hooks.is_empty() {
-        s.push_str(&format!(", {} kprobe/tracepoint hooks", t.hooks.len()));
+        let mut by: Vec<(&str, usize)> = Vec::new();
+        for h in &t.hooks {
+            let section = h.point.section();
+            match by.iter_mut().find(|(s, _)| *s == section) {
+                Some((_, n)) => *n += 1,
+                None => by.push((section, 1)),
+            }
+        }
+        let by: Vec<String> = by.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        s.push_str(&format!(", {} hooks ({})", t.hooks.len(), by.join(", ")));
     }
     s
 }

@@ -134,3 +134,18 @@ fn fallback_tracing_policies() {
         common::tetragon::tracing_policies(Fallback);
     }
 }
+
+/// `lsmhooks` that need a BPF LSM hook of their own are refused at start
+/// here (the host has no usable BPF LSM); the VM tier runs them.
+#[test]
+fn fallback_lsm_hooks_refused() {
+    if !common::require_root("fallback_lsm_hooks_refused") {
+        return;
+    }
+    let report = vardr::probe::run();
+    if report.program("lsm").is_some_and(|c| c.ok) && report.bpf_lsm_enabled.ok {
+        eprintln!("SKIPPED fallback_lsm_hooks_refused: this kernel runs BPF LSM programs (vm_lsm_generic_hooks covers them)");
+        return;
+    }
+    common::hooks_lsm::lsm_hooks_refused(Fallback);
+}

@@ -88,6 +88,17 @@ fn vm_kprobe_hooks() {
     common::hooks::kprobe_hooks(b);
 }
 
+/// `lsmhooks` as BPF LSM hooks of their own (any hook, selectors in the
+/// kernel), on both LSM kernels: the verifiers differ. (The fallback
+/// boot's refusal of them is `enforce_fallback`'s.)
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn vm_lsm_generic_hooks() {
+    if require_backend("vm_lsm_generic_hooks", Lsm) {
+        common::hooks_lsm::lsm_hooks();
+    }
+}
+
 #[test]
 #[ignore = "VM tier: run by `cargo xtask vm-test`"]
 fn lsm_server_names() {

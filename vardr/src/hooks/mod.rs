@@ -761,10 +761,18 @@ fn short(e: &aya::programs::ProgramError) -> String {
         verifier_log,
     } = e
     {
+        if io_error.raw_os_error() == Some(libc::EPERM) {
+            // The LSM may be listed while the kernel (or the machine's
+            // hypervisor) still refuses trampoline programs.
+            return format!("{} (this kernel refuses BPF LSM programs: no BPF trampolines here; `vardr probe` shows it)", crate::kernel::errno_name(io_error));
+        }
         let log = verifier_log.to_string();
-        let tail: Vec<&str> = log.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return format!("{io_error}: {}", tail.join(" / "));
+        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+        if tail.is_empty() {
+            return crate::kernel::errno_name(io_error);
+        }
+        return format!("{}: {tail}", crate::kernel::errno_name(io_error));
     }
     e.to_string()
 }

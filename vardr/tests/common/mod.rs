@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod hooks;
+pub mod hooks_lsm;
 pub mod hooks_process;
 pub mod names;
 pub mod persist;

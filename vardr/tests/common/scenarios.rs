@@ -13,7 +13,7 @@ use super::{
     killed, sh, sh_in, stderr, test_cgroup, TempDir,
 };
 
-fn backend_name(b: Backend) -> &'static str {
+pub fn backend_name(b: Backend) -> &'static str {
     match b {
         Backend::Lsm => "lsm",
         _ => "fallback",
