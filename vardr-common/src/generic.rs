@@ -282,6 +282,10 @@ pub struct GenSelector {
     pub parent_bin_str_id: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
+    /// `matchBinaries` with `followChildren`: the `GEN_FOLLOW` bits of its
+    /// binaries; a process whose [`GenExe::follow`] has one of them ran
+    /// one, or descends from one that did (0: no followChildren).
+    pub follow_mask: u64,
     /// Post's `rateLimit`: after an event, the same call (same hook,
     /// arguments and scope) is not posted again for this long (0: always).
     pub rate_limit_ns: u64,
@@ -365,6 +369,21 @@ pub struct GenExe {
     pub parent_dev: u32,
     pub _pad: u32,
     pub parent_ino: u64,
+    /// `GEN_FOLLOW` bits of the binaries this process and its ancestors
+    /// executed (set at exec, inherited at fork, never cleared): what
+    /// `followChildren` selectors match.
+    pub follow: u64,
+}
+
+/// A binary a `followChildren` selector names, by file identity: its key
+/// in `GEN_FOLLOW`, whose value is the binary's bit (stable for the
+/// object's life, across generations: processes keep the bits they got).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FollowKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
 }
 
 /// A thread's call of hook `slot`: the key of `GEN_OVERRIDE` (an
@@ -414,4 +433,6 @@ mod pod {
     unsafe impl aya::Pod for super::GenConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenExe {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FollowKey {}
 }

@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
+        FollowKey, GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
         GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
         GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
         GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME,
@@ -111,6 +111,11 @@ static GEN_EXE: HashMap<u32, GenExe> =
     HashMap::with_max_entries(1 << 16, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Exempt pids (value: the process's start time in ticks).
+/// The binaries `followChildren` selectors name, by identity, each with
+/// its bit (see [`GenExe::follow`]).
+#[map]
+static GEN_FOLLOW: HashMap<FollowKey, u64> = HashMap::with_max_entries(256, 0);
+
 #[map]
 static GEN_EXEMPT_PIDS: HashMap<PidKey, u64> = HashMap::with_max_entries(1024, 0);
 
@@ -638,8 +643,12 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = read::<*const u8>(bprm, off.binprm_file).and_then(|f| file_key(f, &off));
     if let Some((dev, ino)) = key {
-        // The parent stays what it was at fork.
+        // The parent stays what it was at fork; the followed binaries
+        // run so far stay, with this one's if it is followed.
         let old = recorded(tgid, task, &off).unwrap_or_default();
+        let followed = FollowKey { dev, _pad: 0, ino };
+        // SAFETY: a lookup; the value is copied.
+        let bit = unsafe { GEN_FOLLOW.get(followed) }.copied().unwrap_or(0);
         let e = GenExe {
             start_ticks: start_ticks(task, &off),
             dev,
@@ -648,6 +657,7 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
             parent_dev: old.parent_dev,
             _pad: 0,
             parent_ino: old.parent_ino,
+            follow: old.follow | bit,
         };
         if GEN_EXE.insert(tgid, e, 0).is_ok() {
             return 0;
@@ -673,12 +683,12 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
     let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: helper without arguments; the task is only read through probes.
     let parent = unsafe { bpf_get_current_task() } as *const u8;
-    let (dev, ino, traced) = match recorded(ptgid, parent, &off) {
-        Some(p) => (p.dev, p.ino, p.traced != 0),
+    let (dev, ino, traced, follow) = match recorded(ptgid, parent, &off) {
+        Some(p) => (p.dev, p.ino, p.traced != 0, p.follow),
         // A parent that started before the tracking did: what it names
-        // as its executable now.
+        // as its executable now (what it descends from is unknown).
         None => match exe_identity(parent, &off) {
-            Some((dev, ino)) => (dev, ino, traced_now(parent, &off)),
+            Some((dev, ino)) => (dev, ino, traced_now(parent, &off), 0),
             None => return 0,
         },
     };
@@ -691,6 +701,7 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
         parent_dev: dev,
         _pad: 0,
         parent_ino: ino,
+        follow,
     };
     let _ = GEN_EXE.insert(tgid, e, 0);
     0
@@ -1092,6 +1103,19 @@ fn extend(v: u64, size: u32, signed: bool) -> u64 {
     }
 }
 
+/// The `followChildren` bits of the current process (0: not tracked, or
+/// none). A global function: its map lookup stays out of the selector's
+/// frame.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_follow() -> u64 {
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    recorded(tgid, task, &off).map_or(0, |e| e.follow)
+}
+
 /// Whether selector `s` of hook (`generation`, `slot`) holds for the
 /// arguments in the scratch event (1) or not (0). A global function, as
 /// [`vardr_gen_arg`].
@@ -1104,7 +1128,13 @@ pub extern "C" fn vardr_gen_selector(generation: u64, slot: u64, s: u64) -> u32 
     let s = s as usize & (GEN_SLOTS - 1);
     let sel = &hook.selectors[s];
     if sel.binaries == GEN_BIN_IN || sel.binaries == GEN_BIN_NOT_IN {
-        let listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
+        let mut listed = binaries(generation as u32) & (1u64 << (sel.bin_bit & 63)) != 0;
+        // followChildren: or one of the binaries ran in this process's
+        // lineage.
+        let follow = sel.follow_mask;
+        if !listed && follow != 0 {
+            listed = vardr_gen_follow() & follow != 0;
+        }
         if listed != (sel.binaries == GEN_BIN_IN) {
             return 0;
         }

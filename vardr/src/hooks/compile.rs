@@ -58,6 +58,10 @@ pub struct CompiledHook {
     pub strings: Vec<([u8; GEN_STR_KEY_LEN], u32)>,
     /// Paths of binaries and the selector bit each sets.
     pub binaries: Vec<(String, u32)>,
+    /// `followChildren` binaries: (selector, path); their `GEN_FOLLOW` bits
+    /// make the selector's `follow_mask`, filled in once their identities
+    /// are known.
+    pub follow: Vec<(usize, String)>,
     pub meta: Arc<HookMeta>,
 }
 
@@ -196,6 +200,7 @@ pub fn compile(
     };
     let mut strings = Vec::new();
     let mut binaries = Vec::new();
+    let mut follow = Vec::new();
     let mut rules = Vec::new();
     for (s, sel) in hook.selectors.iter().enumerate() {
         let mut out = GenSelector {
@@ -263,6 +268,9 @@ pub fn compile(
             strings.extend(b.paths.iter().map(|v| string_key(id, v, op)));
             (op_code(op, true), id)
         };
+        if let Some(b) = sel.binaries.as_ref().filter(|b| b.follow_children) {
+            follow.extend(b.paths.iter().map(|p| (s, p.clone())));
+        }
         (out.binaries, out.bin_bit) = match &sel.binaries {
             Some(b) if b.op.is_string() => {
                 (out.bin_str_op, out.bin_str_id) = path_strings(b, BINARY_STRINGS);
@@ -355,6 +363,7 @@ pub fn compile(
         config,
         strings,
         binaries,
+        follow,
         meta,
     })
 }

@@ -26,7 +26,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use vardr_common::{
-    generic::{GenConfig, GenHook, GenKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
+    generic::{FollowKey, GenConfig, GenHook, GenKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
     InodeKey, PidKey, NS_PER_TICK,
 };
 
@@ -133,6 +133,11 @@ pub struct GenericHooks {
     tracked_since_ticks: u64,
     /// The LSM hook each copy of the LSM program is loaded for.
     lsm_loaded: [Option<String>; LSM_PROGS.len()],
+    follow: BpfHashMap<MapData, FollowKey, u64>,
+    /// The `GEN_FOLLOW` bit of each binary a `followChildren` selector
+    /// named since the object was loaded: processes keep the bits they got,
+    /// so a bit is never given to another binary.
+    follow_bits: HashMap<FollowKey, u32>,
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
@@ -219,6 +224,9 @@ impl GenericHooks {
                 .map_err(map_err("GEN_CONFIG"))?,
             slot: take("GEN_SLOT")?.try_into().map_err(map_err("GEN_SLOT"))?,
             lost: take("GEN_LOST")?.try_into().map_err(map_err("GEN_LOST"))?,
+            follow: take("GEN_FOLLOW")?
+                .try_into()
+                .map_err(map_err("GEN_FOLLOW"))?,
             ebpf,
             generation: 0,
             links: Vec::new(),
@@ -228,6 +236,7 @@ impl GenericHooks {
             tracefs: PathBuf::from(TRACEFS),
             tracked_since_ticks: 0,
             lsm_loaded: Default::default(),
+            follow_bits: HashMap::new(),
         };
         track_executables(&mut this.ebpf)?;
         // Read after the attach: a process started in a later tick was seen.
@@ -385,6 +394,7 @@ impl GenericHooks {
                 i += 1;
             }
         }
+        self.follow_children(&mut compiled)?;
         for (id, rule) in &set.inodes {
             if rule.exempt != 0 {
                 let key = InodeKey {
@@ -470,6 +480,56 @@ impl GenericHooks {
             links,
             metas,
         })
+    }
+
+    /// Gives each `followChildren` binary its bit (the one it had, or the
+    /// next free one), lists it in `GEN_FOLLOW` and fills the selectors'
+    /// `follow_mask`. Entries stay listed: a bit is the binary's for the
+    /// object's life.
+    fn follow_children(&mut self, compiled: &mut [(u32, CompiledHook)]) -> Result<(), HookError> {
+        let paths: Vec<&str> = compiled
+            .iter()
+            .flat_map(|(_, c)| c.follow.iter().map(|(_, p)| p.as_str()))
+            .collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let found = IdentityLookup::new().of_many(&paths);
+        let mut found = found.into_iter();
+        for (_, c) in compiled.iter_mut() {
+            for (s, path) in &c.follow {
+                let ids = match found.next() {
+                    Some(Ok(ids)) => ids,
+                    Some(Err(e)) => {
+                        tracing::warn!("matchBinaries followChildren {path}: {e}: no process runs it, so none descends from it (a binary installed later counts after a reload)");
+                        continue;
+                    }
+                    None => continue,
+                };
+                for id in ids {
+                    let key = FollowKey {
+                        dev: id.dev,
+                        _pad: 0,
+                        ino: id.ino,
+                    };
+                    let next = self.follow_bits.len() as u32;
+                    let bit = *self.follow_bits.entry(key).or_insert(next);
+                    if bit >= 64 {
+                        self.follow_bits.remove(&key);
+                        return Err(HookError::Hook {
+                            hook: c.meta.point.target(),
+                            why: format!("matchBinaries followChildren {path}: more than 64 different binaries followed since the agent started (each keeps its bit in the processes that ran it); restart the agent to start over"),
+                        });
+                    }
+                    self.follow
+                        .insert(key, 1u64 << bit, 0)
+                        .map_err(map_err("GEN_FOLLOW"))?;
+                    c.config.selectors[*s & (vardr_common::generic::GEN_SLOTS - 1)].follow_mask |=
+                        1u64 << bit;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Switches to a staged generation, detaches the old one's hooks and

@@ -83,6 +83,18 @@ spec:
       - operator: Prefix
         values: ["{d}/tools/"]
       matchActions: [{{action: Sigkill}}]
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args:
+    - index: 5
+      type: string
+    selectors:
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/follow/"]}}]
+      matchBinaries:
+      - operator: In
+        followChildren: true
+        values: ["{d}/follow-sh"]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -109,6 +121,7 @@ pub fn process_filter_hooks(b: Backend) {
         "binprefix",
         "binpostfix",
         "parentprefix",
+        "follow",
     ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -117,6 +130,8 @@ pub fn process_filter_hooks(b: Backend) {
     std::fs::copy(super::agent::which("mkdir"), &copy).unwrap();
     let sh_copy = dir.join("sh-copy");
     std::fs::copy(super::agent::which("sh"), &sh_copy).unwrap();
+    let follow_sh = dir.join("follow-sh");
+    std::fs::copy(super::agent::which("sh"), &follow_sh).unwrap();
     // Named by matchBinaries Prefix: by its path, created after the load.
     let tool = dir.join("tools/mk");
     let tp = dir.join("tp.yaml");
@@ -272,4 +287,46 @@ pub fn process_filter_hooks(b: Backend) {
         out.contains("rc=0") && by_sh.is_dir(),
         "child of another shell: {out:?}"
     );
+
+    // matchBinaries followChildren: what the listed shell starts, however
+    // deep and after an exec, matches; the same mkdir from another shell
+    // does not.
+    let follow = |script: String| {
+        let o = mkdir(&script);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let child = dir.join("follow/child");
+    let out = follow(format!(
+        "{} -c 'mkdir {}; echo rc=$?'",
+        follow_sh.display(),
+        child.display()
+    ));
+    assert!(
+        out.contains("rc=137"),
+        "a child of the listed shell: {out:?}"
+    );
+    let deep = dir.join("follow/deep");
+    let out = follow(format!(
+        "{} -c 'exec sh -c \"sh -c \\\"mkdir {}\\\"; echo rc=\\$?\"'",
+        follow_sh.display(),
+        deep.display()
+    ));
+    assert!(
+        out.contains("rc=137"),
+        "a grandchild, after an exec: {out:?}"
+    );
+    let other = dir.join("follow/other");
+    let out = follow(format!("sh -c 'mkdir {}; echo rc=$?'", other.display()));
+    assert!(
+        out.contains("rc=0") && other.is_dir(),
+        "a child of another shell: {out:?}"
+    );
+    // Killed by the followChildren selector, the hook's event says so.
+    let c = child.to_str().unwrap();
+    agent.event("followChildren kill", |e| {
+        let t = &e["process_tracepoint"];
+        t["args"][0]["string_arg"] == c
+            && t["rule"] == "proc-filters.tracepoints.2.0"
+            && t["action"] == "KPROBE_ACTION_SIGKILL"
+    });
 }

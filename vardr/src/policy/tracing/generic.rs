@@ -251,6 +251,9 @@ pub struct ArgMatch {
 pub struct Binaries {
     pub op: BinaryOp,
     pub paths: Vec<String>,
+    /// `followChildren`: the processes these binaries started (and their
+    /// descendants, and what they execute) count as running them.
+    pub follow_children: bool,
 }
 
 /// A `matchBinaries` operator.
@@ -1088,8 +1091,14 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
             return None;
         }
     };
-    if b.follow_children == Some(true) {
-        d.at(*e, format!("{field} followChildren: {NOT_YET}"));
+    let follow_children = b.follow_children == Some(true);
+    if follow_children && (op.is_string() || field != "matchBinaries") {
+        let why = if field == "matchBinaries" {
+            "with In or NotIn (the binaries' identities), not with the path operators".to_string()
+        } else {
+            format!("{NOT_YET} on {field}")
+        };
+        d.at(*e, format!("{field} followChildren: {why}"));
         return None;
     }
     if b.values.is_empty() || b.values.len() > MAX_BINARIES {
@@ -1123,6 +1132,7 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
     Some(Binaries {
         op,
         paths: b.values.clone(),
+        follow_children,
     })
 }
 

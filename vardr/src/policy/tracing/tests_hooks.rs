@@ -226,11 +226,35 @@ fn match_binaries_by_path_strings() {
     - matchBinaries: [{{operator: Prefix, values: [/usr/], followChildren: true}}]
 "
     ));
+    has(&e, 10, 23, "matchBinaries followChildren: with In or NotIn");
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchBinaries: [{{operator: In, values: [/usr/sbin/nginx], followChildren: true}}]
+      matchParentBinaries: [{{operator: In, values: [/usr/bin/sh]}}]
+"
+    ));
+    let s = &p.hooks[0].selectors[0];
+    assert!(s.binaries.as_ref().is_some_and(|b| b.follow_children));
+    assert!(s
+        .parent_binaries
+        .as_ref()
+        .is_some_and(|b| !b.follow_children));
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_bprm_check
+    args: [{{index: 0, type: linux_binprm}}]
+    selectors:
+    - matchParentBinaries: [{{operator: In, values: [/usr/bin/sh], followChildren: true}}]
+"
+    ));
     has(
         &e,
         10,
-        23,
-        "matchBinaries followChildren: not yet supported",
+        29,
+        "matchParentBinaries followChildren: not yet supported by vardr on matchParentBinaries",
     );
 }
 
