@@ -64,6 +64,6 @@ fn fallback_adopted_set_drops_unfinished_reload() {
 fn fallback_generic_hooks_persist() {
     if require_backend("fallback_generic_hooks_persist", Fallback) {
         let _serial = serial();
-        persist::generic_hooks_persist(Fallback, false);
+        persist::generic_hooks_persist(Fallback, persist::GenKind::Tracepoint);
     }
 }

@@ -48,6 +48,16 @@ fn lsm_generic_hooks_persist() {
             eprintln!("SKIPPED lsm_generic_hooks_persist: this kernel has no kprobe PMU");
             return;
         }
-        persist::generic_hooks_persist(Lsm, true);
+        persist::generic_hooks_persist(Lsm, persist::GenKind::Kprobe);
+    }
+}
+
+/// The same with an `lsmhooks` hook of its own (`path_mkdir` with
+/// Override): its BPF LSM link is pinned and goes on refusing.
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn lsm_lsmhooks_persist() {
+    if require_backend("lsm_lsmhooks_persist", Lsm) {
+        persist::generic_hooks_persist(Lsm, persist::GenKind::Lsm);
     }
 }

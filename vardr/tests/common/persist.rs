@@ -752,9 +752,32 @@ pub fn adopted_set_drops_unfinished_reload(b: Backend) {
 /// A TracingPolicy that stops a `mkdir` in `dir/sub/`: a syscall
 /// tracepoint's Sigkill (every kernel has them), or with `kprobe` an
 /// Override of `security_path_mkdir` (EPERM, the directory never made).
-fn mkdir_block_tp(dir: &Path, sub: &str, kprobe: bool) -> String {
+/// Which kind of TracingPolicy hook blocks the mkdir.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum GenKind {
+    /// A syscall tracepoint with Sigkill.
+    Tracepoint,
+    /// A kprobe on `security_path_mkdir` with Override (and its fmod_ret).
+    Kprobe,
+    /// An `lsmhooks` `path_mkdir` hook of its own with Override.
+    Lsm,
+}
+
+fn mkdir_block_tp(dir: &Path, sub: &str, kind: GenKind) -> String {
     let d = dir.display();
-    let hook = if kprobe {
+    let hook = if kind == GenKind::Lsm {
+        format!(
+            r#"  lsmhooks:
+  - hook: path_mkdir
+    args:
+    - index: 0
+      type: path
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: ["{d}/{sub}"]}}]
+      matchActions: [{{action: Override, argError: -1}}]
+"#
+        )
+    } else if kind == GenKind::Kprobe {
         format!(
             r#"  kprobes:
   - call: security_path_mkdir
@@ -788,25 +811,21 @@ fn mkdir_block_tp(dir: &Path, sub: &str, kprobe: bool) -> String {
 /// TracingPolicy hooks stay in force with `--keep-enforcing` (seed 002's
 /// persistent enforcement): the stopped agent's hook goes on blocking;
 /// the next agent's hooks replace it once attached; `vardr unpin` lifts
-/// them. `kprobe`: a kprobe with Override (its fmod_ret link pinned too).
-pub fn generic_hooks_persist(b: Backend, kprobe: bool) {
+/// them. A kprobe's Override pins its fmod_ret link too.
+pub fn generic_hooks_persist(b: Backend, kind: GenKind) {
     let bpffs = Bpffs::mount("bpffs");
     let pins = bpffs.pin_dir();
     let dir = TempDir::new("genpersist");
     let d = dir.path();
     for sub in ["a", "b"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
-        std::fs::write(
-            d.join(format!("{sub}.yaml")),
-            mkdir_block_tp(d, sub, kprobe),
-        )
-        .unwrap();
+        std::fs::write(d.join(format!("{sub}.yaml")), mkdir_block_tp(d, sub, kind)).unwrap();
     }
     let cg = test_cgroup("genpersist");
     let blocked = |sub: &str, name: &str| -> bool {
         let path = d.join(sub).join(name);
         let o = sh_in(&cg.path, &format!("mkdir {}", path.display()));
-        if kprobe {
+        if kind != GenKind::Tracepoint {
             // Override: the call fails and nothing is made.
             !o.status.success() && !super::killed(&o) && !path.exists()
         } else {
@@ -833,7 +852,7 @@ pub fn generic_hooks_persist(b: Backend, kprobe: bool) {
             .sum()
     };
     // A kprobe with Override pins its fmod_ret link beside its own.
-    let per_hook = if kprobe { 2 } else { 1 };
+    let per_hook = if kind == GenKind::Kprobe { 2 } else { 1 };
 
     let mut a = agent(b, &cg.path, &pins, &vardr_policy("a"));
     assert!(blocked("a", "1"), "agent a's hook blocks");
