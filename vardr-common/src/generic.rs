@@ -59,6 +59,9 @@ pub const GEN_ARG_SOCK: u32 = 10;
 /// `struct sockaddr *` (kernel memory): family, address and port into a
 /// [`GenSock`] (`sport`, `saddr`: what Tetragon's SPort and SAddr match).
 pub const GEN_ARG_SOCKADDR: u32 = 11;
+/// `struct cred *`: the ids, the capability sets and the user namespace,
+/// as a [`GenCred`] in the argument's buffer.
+pub const GEN_ARG_CRED: u32 = 15;
 
 /// A `sock` or `sockaddr` argument as the programs read it, in the
 /// argument's string buffer. Ports in host order; IPv4 addresses in the
@@ -77,6 +80,27 @@ pub struct GenSock {
     pub valid: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+}
+
+/// A `cred` argument as read (Tetragon's `process_credentials_arg`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenCred {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    /// Inode number of the credentials' user namespace (0: unread).
+    pub user_ns: u32,
+    /// Non-zero: read (a null pointer leaves 0).
+    pub valid: u32,
+    pub cap_permitted: u64,
+    pub cap_effective: u64,
+    pub cap_inheritable: u64,
 }
 
 /// Where and how one argument is read.

@@ -35,11 +35,11 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        FollowKey, GenCallKey, GenConfig, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
+        FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
         GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
         GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
         GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME,
-        GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
+        GEN_ARG_CRED, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
         GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
         GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
         GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES,
@@ -143,9 +143,19 @@ static GEN_RET: HashMap<GenCallKey, GenericEvent> =
 #[map]
 static GEN_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Events the ring buffer had no room for, per CPU.
+/// Events the ring buffer had no room for, per CPU, and calls skipped
+/// because they interrupted another hook's run on the CPU.
 #[map]
 static GEN_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-zero while a hook runs on this CPU. The per-CPU scratch maps hold
+/// one call: kprobe and tracepoint programs never nest on a CPU (the
+/// kernel's `bpf_prog_active`), but an LSM program in an interrupt
+/// (networking hooks in softirq) could cut into any of them, and one of
+/// them into an LSM program. The interrupting call is skipped (counted
+/// lost) rather than overwrite the arguments the other is judging.
+#[map]
+static GEN_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The event being built (too big for the stack).
 #[map]
@@ -287,7 +297,15 @@ lsm_copies!(
     vardr_generic_lsm4,
     vardr_generic_lsm5,
     vardr_generic_lsm6,
-    vardr_generic_lsm7
+    vardr_generic_lsm7,
+    vardr_generic_lsm8,
+    vardr_generic_lsm9,
+    vardr_generic_lsm10,
+    vardr_generic_lsm11,
+    vardr_generic_lsm12,
+    vardr_generic_lsm13,
+    vardr_generic_lsm14,
+    vardr_generic_lsm15
 );
 
 /// What an LSM program returns for an Override's error: the kernel (6.12
@@ -310,10 +328,32 @@ fn offsets() -> KernelOffsets {
     OFFSETS.load()
 }
 
-/// Runs the hook the program was attached for; returns an LSM program's
-/// Override error (0: the call goes ahead).
+/// Runs the hook the program was attached for, unless another runs on
+/// this CPU (see [`GEN_BUSY`]); returns an LSM program's error (0: the
+/// call goes ahead).
 #[inline(always)]
 fn run(ctx: *mut c_void, at: u32) -> i32 {
+    let Some(busy) = GEN_BUSY.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's flag; a program runs on one CPU to its end.
+    unsafe {
+        if *busy != 0 {
+            if let Some(n) = GEN_LOST.get_ptr_mut(0) {
+                *n += 1;
+            }
+            return 0;
+        }
+        *busy = 1;
+    }
+    let error = run_hook(ctx, at);
+    // SAFETY: as above.
+    unsafe { *busy = 0 };
+    error
+}
+
+#[inline(always)]
+fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
     let kprobe = at == AT_KPROBE;
     let generation = GEN_SLOT.get(0).copied().unwrap_or(0) & 1;
     let Some(cfg) = GEN_CONFIG.get(generation).copied() else {
@@ -415,6 +455,11 @@ fn run(ctx: *mut c_void, at: u32) -> i32 {
             } else {
                 signal
             };
+            // An LSM hook can refuse the call the killed process is in
+            // (a kprobe cannot: the call completes before the signal).
+            if at == AT_LSM && sig == SIGKILL && error == 0 {
+                error = -1;
+            }
             // SAFETY: signals the current task, which the hook governs.
             unsafe { bpf_send_signal(sig) };
         } else {
@@ -692,6 +737,11 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
             None => return 0,
         },
     };
+    // The parent's executable counts for its children even if it was
+    // followed only after the parent executed it.
+    let parent_exe = FollowKey { dev, _pad: 0, ino };
+    // SAFETY: a lookup; the value is copied.
+    let follow = follow | unsafe { GEN_FOLLOW.get(parent_exe) }.copied().unwrap_or(0);
     let e = GenExe {
         start_ticks: start_ticks(child, &off),
         dev,
@@ -999,6 +1049,18 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
+        GEN_ARG_CRED => {
+            let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
+            let c = out as *mut GenCred;
+            // SAFETY: the argument's buffer (GEN_STR_LEN bytes, 8-aligned
+            // after the integers) holds a GenCred.
+            unsafe {
+                *c = GenCred::default();
+                if !p.is_null() {
+                    read_cred(p, &off, &mut *c);
+                }
+            }
+        }
         GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
             let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
             let sk = out as *mut GenSock;
@@ -1072,6 +1134,30 @@ fn read_sock(p: *const u8, off: &KernelOffsets, sk: &mut GenSock) {
 
 /// A `struct sockaddr` (kernel memory): its family, port and address, in
 /// `sport` and `saddr` (what Tetragon's SPort and SAddr match on it).
+/// The fields of a `struct cred` Tetragon reports.
+#[inline(always)]
+fn read_cred(p: *const u8, off: &KernelOffsets, c: &mut GenCred) {
+    let id = |o: u64| read::<u32>(p, o).unwrap_or(0);
+    c.uid = id(off.cred_uid);
+    c.gid = id(off.cred_gid);
+    c.euid = id(off.cred_euid);
+    c.egid = id(off.cred_egid);
+    c.suid = id(off.cred_suid);
+    c.sgid = id(off.cred_sgid);
+    c.fsuid = id(off.cred_fsuid);
+    c.fsgid = id(off.cred_fsgid);
+    let caps = |o: u64| read::<u64>(p, o).unwrap_or(0);
+    c.cap_permitted = caps(off.cred_cap_permitted);
+    c.cap_effective = caps(off.cred_cap_effective);
+    c.cap_inheritable = caps(off.cred_cap_inheritable);
+    let inum = off.ns_inum[NS_USER];
+    c.user_ns = match read::<*const u8>(p, off.cred_user_ns) {
+        Some(ns) if !ns.is_null() && inum != 0 => read::<u32>(ns, inum).unwrap_or(0),
+        _ => 0,
+    };
+    c.valid = 1;
+}
+
 #[inline(always)]
 fn read_sockaddr(p: *const u8, sk: &mut GenSock) {
     let Some(family) = read::<u16>(p, 0) else {

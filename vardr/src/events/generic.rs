@@ -6,7 +6,7 @@ use std::{sync::Arc, time::SystemTime};
 use serde::Serialize;
 use vardr_common::{
     generic::{
-        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
+        GenCred, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
         GEN_ACT_SIGNAL, GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
@@ -74,6 +74,18 @@ fn sock_of(buf: &[u8]) -> GenSock {
     sk
 }
 
+/// A buffer as the [`GenCred`] the kernel wrote at its start.
+fn cred_of(buf: &[u8]) -> GenCred {
+    let mut c = GenCred::default();
+    let n = std::mem::size_of::<GenCred>().min(buf.len());
+    // SAFETY: GenCred is plain repr(C) integers: any bytes are a value;
+    // at most its size is copied, from a buffer at least that long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut c).cast::<u8>(), n);
+    }
+    c
+}
+
 /// An address of `family` from its bytes (IPv4 in the first four).
 fn addr(family: u16, bytes: &[u8; 16]) -> String {
     match family {
@@ -139,6 +151,79 @@ pub enum Arg {
         addr: String,
         port: u16,
     },
+    #[serde(rename = "process_credentials_arg")]
+    Cred(Box<Credentials>),
+}
+
+/// Tetragon's `ProcessCredentials` (`securebits` not read).
+#[derive(Serialize, Debug)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub caps: Caps,
+    pub user_ns: UserNs,
+}
+
+/// Capability sets by name (`CAP_SYS_ADMIN`, ...).
+#[derive(Serialize, Debug)]
+pub struct Caps {
+    pub permitted: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct UserNs {
+    pub ns: Ns,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Ns {
+    pub inum: u32,
+    pub is_host: bool,
+}
+
+/// The initial user namespace's inode number (`PROC_USER_INIT_INO`).
+const HOST_USER_NS: u32 = 0xEFFF_FFFD;
+
+/// The names of the capabilities in `set` (bit n: capability n).
+fn cap_names(set: u64) -> Vec<String> {
+    let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    all.into_iter()
+        .filter(|c| c.index() < 64 && set & (1u64 << c.index()) != 0)
+        .map(|c| c.to_string())
+        .collect()
+}
+
+fn credentials(c: &GenCred) -> Credentials {
+    Credentials {
+        uid: c.uid,
+        gid: c.gid,
+        euid: c.euid,
+        egid: c.egid,
+        suid: c.suid,
+        sgid: c.sgid,
+        fsuid: c.fsuid,
+        fsgid: c.fsgid,
+        caps: Caps {
+            permitted: cap_names(c.cap_permitted),
+            effective: cap_names(c.cap_effective),
+            inheritable: cap_names(c.cap_inheritable),
+        },
+        user_ns: UserNs {
+            ns: Ns {
+                inum: c.user_ns,
+                is_host: c.user_ns == HOST_USER_NS,
+            },
+        },
+    }
 }
 
 fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
@@ -176,6 +261,7 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
             let n = usize::try_from(int).unwrap_or(usize::MAX).min(bytes.len());
             Arg::Bytes(base64::engine::general_purpose::STANDARD.encode(&bytes[..n]))
         }
+        ArgType::Cred => Arg::Cred(Box::new(credentials(&cred_of(bytes)))),
         ArgType::Sockaddr => Arg::Sockaddr {
             family: family_name(sk.family),
             addr: addr(sk.family, &sk.saddr),

@@ -153,15 +153,24 @@ pub fn compile(
                 .selectors
                 .iter()
                 .any(|s| s.actions.override_error.is_some());
-            check_lsm_signature(name, &hook.args, overrides).map_err(|why| HookError::Hook {
-                hook: hook.name.clone(),
-                why,
+            let params = check_lsm_signature(name, &hook.args, overrides).map_err(|why| {
+                HookError::Hook {
+                    hook: hook.name.clone(),
+                    why,
+                }
             })?;
             // The program's context: the hook's arguments as 64-bit words.
             for (i, a) in hook.args.iter().enumerate() {
                 config.args[i] = kprobe_arg(a.ty, 8 * a.index.min(5), false);
                 if let Some(n) = a.size_arg {
                     config.args[i].size = 8 * n.min(5);
+                }
+                // A narrower integer (umode_t, bool) is read at its own
+                // size: the bits above it in the word are not its.
+                if let Some(TypeShape::Int(n @ (1 | 2))) = params.get(a.index as usize) {
+                    if config.args[i].kind == GEN_ARG_INT {
+                        config.args[i].size = *n;
+                    }
                 }
                 types.push(a.ty);
             }
@@ -372,7 +381,11 @@ pub fn compile(
 /// (`bpf_lsm_<hook>` in its BTF): the hook exists, each argument is there
 /// and has the type the policy reads it as, and an Override has an error
 /// to return.
-fn check_lsm_signature(hook: &str, args: &[HookArg], overrides: bool) -> Result<(), String> {
+fn check_lsm_signature(
+    hook: &str,
+    args: &[HookArg],
+    overrides: bool,
+) -> Result<Vec<TypeShape>, String> {
     let (ret, params) = crate::kernel::btf::function_signature(&format!("bpf_lsm_{hook}"))
         .map_err(|_| {
             format!("this kernel has no LSM hook {hook} (its BTF has no bpf_lsm_{hook})")
@@ -395,6 +408,22 @@ fn check_lsm_signature(hook: &str, args: &[HookArg], overrides: bool) -> Result<
                 describe(param)
             ));
         }
+        if let Some(n) = a.size_arg {
+            if !matches!(params.get(n as usize), Some(TypeShape::Int(_))) {
+                return Err(format!(
+                    "args index {}: sizeArgIndex {}: {hook}'s argument {n} is not an integer",
+                    a.index,
+                    n + 1
+                ));
+            }
+        }
+    }
+    // The kernel holds a bool hook's program to 0 or 1; vardr's returns
+    // an errno.
+    if ret == TypeShape::Int(1) {
+        return Err(format!(
+            "hook {hook} returns a bool, not an error code: vardr's LSM program cannot run on it (use a kprobe on security_{hook})"
+        ));
     }
     if overrides && ret != TypeShape::Int(4) {
         return Err(format!(
@@ -402,7 +431,7 @@ fn check_lsm_signature(hook: &str, args: &[HookArg], overrides: bool) -> Result<
             describe(&ret)
         ));
     }
-    Ok(())
+    Ok(params)
 }
 
 /// Whether an argument of `shape` can be read as `ty`.
@@ -414,10 +443,15 @@ fn reads_as(ty: ArgType, shape: &TypeShape) -> bool {
         ArgType::LinuxBinprm => strukt("linux_binprm"),
         ArgType::Sock => strukt("sock"),
         ArgType::Sockaddr => strukt("sockaddr"),
+        ArgType::Cred => strukt("cred"),
         ArgType::Filename => strukt("filename"),
         ArgType::String => matches!(shape, TypeShape::CharPtr),
         ArgType::CharBuf => matches!(shape, TypeShape::CharPtr | TypeShape::Other),
-        ArgType::Int | ArgType::Uint32 | ArgType::Fd => matches!(shape, TypeShape::Int(_)),
+        // A 4-byte read of an 8-byte integer would compare only its low
+        // half: such an argument is an int64 or uint64.
+        ArgType::Int | ArgType::Uint32 | ArgType::Fd => {
+            matches!(shape, TypeShape::Int(n) if *n <= 4)
+        }
         // A 64-bit read takes any word: a number, or a pointer's value.
         ArgType::Int64 | ArgType::Uint64 | ArgType::SizeT | ArgType::Auto => {
             !matches!(shape, TypeShape::Void)
@@ -429,6 +463,7 @@ fn describe(shape: &TypeShape) -> String {
     match shape {
         TypeShape::Void => "void".into(),
         TypeShape::Int(1) => "a 1-byte integer (bool, char)".into(),
+        TypeShape::Int(8) => "an 8-byte integer".into(),
         TypeShape::Int(n) => format!("a {n}-byte integer"),
         TypeShape::StructPtr(s) => format!("struct {s} *"),
         TypeShape::CharPtr => "char *".into(),
@@ -465,6 +500,7 @@ fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
         ArgType::CharBuf => of(GEN_ARG_BUF_KERNEL),
         ArgType::Sock => of(GEN_ARG_SOCK),
         ArgType::Sockaddr => of(GEN_ARG_SOCKADDR),
+        ArgType::Cred => of(GEN_ARG_CRED),
     }
 }
 
@@ -497,7 +533,7 @@ fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType
             8,
         ),
         ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
-        ArgType::Sock | ArgType::Sockaddr | ArgType::CharBuf => {
+        ArgType::Sock | ArgType::Sockaddr | ArgType::CharBuf | ArgType::Cred => {
             Err(format!("type {}: on kprobes only", ty.name()))
         }
         // A descriptor is an integer field, read as the kernel function's.
@@ -637,7 +673,7 @@ mod tests {
             return;
         }
         let ok = [arg(1, ArgType::Sockaddr), arg(2, ArgType::Int)];
-        assert_eq!(check_lsm_signature("socket_connect", &ok, true), Ok(()));
+        assert!(check_lsm_signature("socket_connect", &ok, true).is_ok());
         let e = check_lsm_signature("socket_connect", &[arg(0, ArgType::Sock)], false);
         assert!(
             e.as_ref().is_err_and(|e| e.contains(
@@ -651,6 +687,15 @@ mod tests {
                 .is_err_and(|e| e.contains("hook socket_connect has 3 arguments (index 0 to 2)")),
             "{e:?}"
         );
+        // An 8-byte integer is an int64/uint64, not an int.
+        if crate::kernel::btf::function_signature("bpf_lsm_mmap_addr").is_ok() {
+            let e = check_lsm_signature("mmap_addr", &[arg(0, ArgType::Int)], false);
+            assert!(
+                e.as_ref().is_err_and(|e| e.contains("is an 8-byte integer")),
+                "{e:?}"
+            );
+            assert!(check_lsm_signature("mmap_addr", &[arg(0, ArgType::Uint64)], false).is_ok());
+        }
         let e = check_lsm_signature("file_opn", &[], false);
         assert!(
             e.as_ref()

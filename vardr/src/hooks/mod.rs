@@ -60,7 +60,7 @@ const TRACEPOINT_PROGS: [&str; 8] = [
 /// Copies of the LSM program: each is loaded for one LSM hook and attached
 /// once, so every `lsmhooks` hook in force (both generations during a
 /// reload included) takes one of its own.
-const LSM_PROGS: [&str; 8] = [
+const LSM_PROGS: [&str; 16] = [
     "vardr_generic_lsm0",
     "vardr_generic_lsm1",
     "vardr_generic_lsm2",
@@ -69,7 +69,18 @@ const LSM_PROGS: [&str; 8] = [
     "vardr_generic_lsm5",
     "vardr_generic_lsm6",
     "vardr_generic_lsm7",
+    "vardr_generic_lsm8",
+    "vardr_generic_lsm9",
+    "vardr_generic_lsm10",
+    "vardr_generic_lsm11",
+    "vardr_generic_lsm12",
+    "vardr_generic_lsm13",
+    "vardr_generic_lsm14",
+    "vardr_generic_lsm15",
 ];
+/// `lsmhooks` hooks a generation may have: half the copies, so that a
+/// reload can always stage a new set beside the one in force.
+const MAX_LSM_HOOKS: usize = LSM_PROGS.len() / 2;
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +368,20 @@ impl GenericHooks {
         } else {
             None
         };
+        let lsm_hooks = hooks
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h.point,
+                    crate::policy::tracing::generic::HookPoint::Lsm { .. }
+                )
+            })
+            .count();
+        if lsm_hooks > MAX_LSM_HOOKS {
+            return Err(HookError::Load(format!(
+                "{lsm_hooks} lsmhooks entries run as hooks of their own: at most {MAX_LSM_HOOKS} (so that a reload can stage the next set beside them); merge selectors into fewer entries per hook"
+            )));
+        }
         let host_ns = process_filters::HostNamespaces::system();
         for h in hooks {
             let slot = self.next_slot;

@@ -14,7 +14,7 @@ use super::{
     sh, sh_in, stderr, test_cgroup, TempDir,
 };
 
-fn tracing_policy(dir: &Path, chmod: &Path) -> String {
+fn tracing_policy(dir: &Path, chmod: &Path, setpriv: &Path) -> String {
     format!(
         r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -53,9 +53,20 @@ spec:
       matchActions:
       - action: Override
         argError: -2
+  - hook: task_fix_setuid
+    args:
+    - index: 0
+      type: cred
+    - index: 1
+      type: cred
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{setpriv}"]
 "#,
         d = dir.display(),
         chmod = chmod.display(),
+        setpriv = setpriv.display(),
     )
 }
 
@@ -109,8 +120,9 @@ pub fn lsm_hooks() {
     let other_chmod = dir.join("other-chmod");
     std::fs::copy(which("chmod"), &other_chmod).unwrap();
     let chmod = std::fs::canonicalize(which("chmod")).unwrap();
+    let setpriv = std::fs::canonicalize(which("setpriv")).unwrap();
     let tp = dir.join("lsm.yaml");
-    std::fs::write(&tp, tracing_policy(dir, &chmod)).unwrap();
+    std::fs::write(&tp, tracing_policy(dir, &chmod, &setpriv)).unwrap();
     let cg = test_cgroup("lsmgen");
     let pol = policy(&format!(
         "  rules: []\n  tracing_policies: [{}]\n",
@@ -150,7 +162,33 @@ pub fn lsm_hooks() {
     let o = sh(&format!("cat {s}"));
     assert!(o.status.success(), "open outside the scope: {}", stderr(&o));
 
-    // 3. Reloads: each generation takes other copies of the program; the
+    // 3. A cred argument: task_fix_setuid's new and old credentials.
+    let o = sh_in(
+        &cg.path,
+        "setpriv --reuid=65534 --regid=65534 --clear-groups true",
+    );
+    assert!(o.status.success(), "setpriv: {}", stderr(&o));
+    let ev = agent.event("task_fix_setuid", |e| {
+        lsm(e)["function_name"] == "task_fix_setuid"
+            && lsm(e)["args"][0]["process_credentials_arg"]["uid"] == 65534
+    });
+    let l = lsm(&ev);
+    let (new, old) = (
+        &l["args"][0]["process_credentials_arg"],
+        &l["args"][1]["process_credentials_arg"],
+    );
+    assert_eq!(new["euid"], 65534, "{ev}");
+    assert_eq!(old["uid"], 0, "{ev}");
+    assert!(
+        old["caps"]["effective"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "CAP_SYS_ADMIN")),
+        "{ev}"
+    );
+    assert_eq!(old["user_ns"]["ns"]["is_host"], true, "{ev}");
+    assert_eq!(l["verdict"], "alert", "{ev}");
+
+    // 4. Reloads: each generation takes other copies of the program; the
     // hooks hold through every switch.
     for i in 0..3 {
         let r = agent.reload();
@@ -159,7 +197,7 @@ pub fn lsm_hooks() {
     }
     agent.stop();
 
-    // 4. Without --enforce: reported as what would have happened.
+    // 5. Without --enforce: reported as what would have happened.
     let mut agent = start(Backend::Lsm, &cg.path, &pol, false);
     let o = sh_in(&cg.path, &format!("chmod 600 {v}"));
     assert!(o.status.success(), "chmod in audit mode: {}", stderr(&o));
@@ -180,7 +218,11 @@ pub fn lsm_hooks_refused(b: Backend) {
     let t = TempDir::new("lsmgen-no");
     let dir = t.path();
     let tp = dir.join("lsm.yaml");
-    std::fs::write(&tp, tracing_policy(dir, Path::new("/usr/bin/chmod"))).unwrap();
+    std::fs::write(
+        &tp,
+        tracing_policy(dir, Path::new("/usr/bin/chmod"), Path::new("/usr/bin/setpriv")),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("policy.yaml"),
         policy(&format!(

@@ -412,6 +412,72 @@ mod hooks {
         assert_eq!(t.args.len(), 5);
     }
 
+    /// An `lsmhooks` hook of its own writes `process_lsm` with the hook as
+    /// `function_name`; a `cred` argument decodes as Tetragon's
+    /// `process_credentials_arg`.
+    #[test]
+    fn lsm_hook_calls_and_credentials_decode_as_tetragon_s() {
+        use vardr_common::generic::GenCred;
+        let meta = Arc::new(HookMeta {
+            policy: "creds".into(),
+            point: HookPoint::Lsm {
+                hook: "task_fix_setuid".into(),
+            },
+            args: vec![ArgType::Cred, ArgType::Cred, ArgType::Int],
+            rules: vec!["creds.lsmhooks.0.0".into()],
+            message: None,
+            tags: vec![],
+            ret: None,
+        });
+        let mut c = call(GEN_ACT_POST | GEN_ACT_OVERRIDE, -1);
+        let new = GenCred {
+            uid: 1000,
+            euid: 1000,
+            gid: 100,
+            user_ns: 0xEFFF_FFFD,
+            valid: 1,
+            cap_effective: 1 << 21,
+            cap_permitted: (1 << 21) | 1,
+            ..GenCred::default()
+        };
+        // SAFETY: GenCred is plain integers; its bytes go where the kernel
+        // writes them, at the start of the argument's buffer.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const new).cast::<u8>(),
+                std::mem::size_of::<GenCred>(),
+            )
+        };
+        c.bytes[0] = raw.to_vec();
+        c.bytes[1] = vec![0; std::mem::size_of::<GenCred>()];
+        c.ints[2] = 1;
+        let j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
+        let v = serde_json::to_value(&j).expect("json");
+        assert_eq!(v["process_lsm"]["backend"], "lsm", "{v}");
+        assert_eq!(v["process_lsm"]["override_error"], "EPERM", "{v}");
+        let Some(pb::get_events_response::Event::ProcessLsm(l)) = decoded(&j).event else {
+            panic!("not a process_lsm: {v}");
+        };
+        assert_eq!(l.function_name, "task_fix_setuid");
+        assert_eq!(l.action(), pb::KprobeAction::Override);
+        use pb::kprobe_argument::Arg;
+        let Some(Arg::ProcessCredentialsArg(p)) = &l.args[0].arg else {
+            panic!("no process_credentials_arg: {:?}", l.args[0]);
+        };
+        assert_eq!(p.uid.as_ref().map(|v| v.value), Some(1000));
+        assert_eq!(p.gid.as_ref().map(|v| v.value), Some(100));
+        let caps = p.caps.as_ref().expect("caps");
+        assert_eq!(caps.effective, [pb::CapabilitiesType::CapSysAdmin as i32]);
+        assert_eq!(caps.permitted.len(), 2);
+        let ns = p.user_ns.as_ref().and_then(|u| u.ns.as_ref()).expect("ns");
+        assert!(ns.is_host && ns.inum == 0xEFFF_FFFD);
+        // An unread (null) cred: zeros, no capabilities.
+        let Some(Arg::ProcessCredentialsArg(p)) = &l.args[1].arg else {
+            panic!("no process_credentials_arg: {:?}", l.args[1]);
+        };
+        assert!(p.caps.as_ref().is_some_and(|c| c.effective.is_empty()));
+    }
+
     /// A `sock` and a `sockaddr` argument decode as Tetragon's KprobeSock
     /// and KprobeSockaddr, a `char_buf` as bytes, an `fd` as its file, a
     /// return probe's value as its `return`.

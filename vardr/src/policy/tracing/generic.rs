@@ -102,6 +102,8 @@ pub enum ArgType {
     Sock,
     /// `struct sockaddr *` in kernel memory (kprobes on kernel functions).
     Sockaddr,
+    /// `struct cred *`: ids, capabilities, user namespace (reported).
+    Cred,
 }
 
 impl ArgType {
@@ -122,6 +124,7 @@ impl ArgType {
             "char_buf" => Self::CharBuf,
             "sock" => Self::Sock,
             "sockaddr" => Self::Sockaddr,
+            "cred" => Self::Cred,
             _ => return None,
         })
     }
@@ -152,6 +155,7 @@ impl ArgType {
             Self::CharBuf => "char_buf",
             Self::Sock => "sock",
             Self::Sockaddr => "sockaddr",
+            Self::Cred => "cred",
         }
     }
 }
@@ -161,7 +165,6 @@ const TYPES_NOT_YET: &[&str] = &[
     "char_iovec",
     "skb",
     "socket",
-    "cred",
     "bpf_attr",
     "perf_event",
     "bpf_map",
@@ -677,10 +680,10 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
             rejected.push(idx);
             continue;
         }
-        if matches!(ty, ArgType::Sock | ArgType::Sockaddr) {
+        if matches!(ty, ArgType::Sock | ArgType::Sockaddr | ArgType::Cred) {
             let why = match point {
                 HookPoint::Kprobe { syscall: false, .. } | HookPoint::Lsm { .. } => None,
-                HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock) or security_socket_connect (sockaddr)"),
+                HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock), security_socket_connect (sockaddr) or commit_creds (cred)"),
                 HookPoint::Tracepoint { .. } => Some("on kprobes and lsmhooks only"),
                 HookPoint::Uprobe { .. } => Some("a user function's argument is an int, uint32, int64, uint64, size_t or string"),
             };
@@ -890,10 +893,13 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         },
     };
     let values: Vec<&Spanned<String>> = items(&spec.values).collect();
-    if ty == ArgType::CharBuf {
+    if matches!(ty, ArgType::CharBuf | ArgType::Cred) {
         d.at(
             &spec.operator,
-            format!("matchArgs on a char_buf argument: {NOT_YET} (it is reported only)"),
+            format!(
+                "matchArgs on a {} argument: {NOT_YET} (it is reported only)",
+                ty.name()
+            ),
         );
         return None;
     }

@@ -706,3 +706,37 @@ fn post_with_rate_limit() {
         "action Post with kernelStackTrace: not yet supported",
     );
 }
+
+/// A `cred` argument: on kernel functions and LSM hooks, reported only.
+#[test]
+fn cred_arguments() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: commit_creds
+    args: [{{index: 0, type: cred}}]
+  lsmhooks:
+  - hook: task_fix_setuid
+    args: [{{index: 0, type: cred}}, {{index: 1, type: cred}}]
+"
+    ));
+    assert_eq!(p.hooks.len(), 2);
+    assert!(p.hooks.iter().all(|h| h.args[0].ty == ArgType::Cred));
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: sys_setuid
+    syscall: true
+    args: [{{index: 0, type: cred}}]
+  - call: commit_creds
+    args: [{{index: 0, type: cred}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: [\"0\"]}}]
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_setuid
+    args: [{{index: 5, type: cred}}]
+"
+    ));
+    has(&e, 9, 29, "type \"cred\": a system call's arguments are user values");
+    has(&e, 13, 40, "matchArgs on a cred argument: not yet supported by vardr (it is reported only)");
+    has(&e, 17, 29, "type \"cred\": on kprobes and lsmhooks only");
+}

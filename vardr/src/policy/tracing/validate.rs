@@ -70,7 +70,20 @@ pub(super) fn validate(
         if native.0.is_empty() {
             rules.extend(translated);
         } else {
-            hooks.extend(generic::lsm(&mut d, &name, i, hook, monitor));
+            let before = d.0.len();
+            let h = generic::lsm(&mut d, &name, i, hook, monitor);
+            if let (Some(h), Some(why)) = (&h, native.0.first()) {
+                // Said, because the two differ: native rules match files
+                // by identity on every backend; a hook of its own needs the
+                // BPF LSM and compares path strings, as kprobes do.
+                tracing::info!(
+                    "TracingPolicy {name}: lsmhooks[{i}] ({}) runs as a BPF LSM hook of its own, not as native rules ({}): paths are compared as strings and the BPF LSM is needed",
+                    h.point.target(),
+                    why.message
+                );
+            }
+            debug_assert!(h.is_some() || d.0.len() > before);
+            hooks.extend(h);
         }
     }
     for (i, k) in items(&spec.kprobes).enumerate() {
