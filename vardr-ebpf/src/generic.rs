@@ -35,22 +35,22 @@ use aya_ebpf::{
 };
 use vardr_common::{
     generic::{
-        FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey, GenSock,
-        GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
+        FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey,
+        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
         GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
-        GEN_ARG_CHAR_ARRAY, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME,
-        GEN_ARG_CRED, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL,
-        GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_INHERITABLE,
-        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
-        GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES,
-        GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY,
-        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT,
-        GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT,
-        GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR,
-        GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH,
-        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_RATE_PROCESS,
-        GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS,
-        GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE,
+        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR,
+        GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN,
+        GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
+        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS,
+        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV,
+        GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR,
+        GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR,
+        GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL,
+        GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW,
+        GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS,
+        GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN,
+        GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -347,8 +347,12 @@ fn run(ctx: *mut c_void, at: u32) -> i32 {
         *busy = 1;
     }
     let error = run_hook(ctx, at);
-    // SAFETY: as above.
-    unsafe { *busy = 0 };
+    // Looked up again: a pointer kept across the call would take a slot
+    // of the program's stack.
+    if let Some(busy) = GEN_BUSY.get_ptr_mut(0) {
+        // SAFETY: as above.
+        unsafe { *busy = 0 };
+    }
     error
 }
 
@@ -393,6 +397,9 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
             break;
         }
         vardr_gen_arg(base, generation as u64, slot as u64, i as u64);
+        if hook.args[i as usize & (GEN_SLOTS - 1)].kind == GEN_ARG_CRED {
+            vardr_gen_cred(base, generation as u64, slot as u64, i as u64);
+        }
     }
     let mut picked = u32::MAX;
     for s in 0..GEN_MAX_SELECTORS as u32 {
@@ -1049,18 +1056,9 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
-        GEN_ARG_CRED => {
-            let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
-            let c = out as *mut GenCred;
-            // SAFETY: the argument's buffer (GEN_STR_LEN bytes, 8-aligned
-            // after the integers) holds a GenCred.
-            unsafe {
-                *c = GenCred::default();
-                if !p.is_null() {
-                    read_cred(p, &off, &mut *c);
-                }
-            }
-        }
+        // Read by `vardr_gen_cred`, called beside this function: here
+        // its frame would take the chain past 512 bytes of stack.
+        GEN_ARG_CRED => {}
         GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
             let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
             let sk = out as *mut GenSock;
@@ -1134,9 +1132,37 @@ fn read_sock(p: *const u8, off: &KernelOffsets, sk: &mut GenSock) {
 
 /// A `struct sockaddr` (kernel memory): its family, port and address, in
 /// `sport` and `saddr` (what Tetragon's SPort and SAddr match on it).
+/// Argument `i` of hook (`generation`, `slot`), a `struct cred *`, into
+/// the scratch event as a [`GenCred`]. A global function, as
+/// [`vardr_gen_arg`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_cred(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
+    let Some(hook) = hook_config(generation, slot) else {
+        return 0;
+    };
+    let i = i as usize & (GEN_SLOTS - 1);
+    let src = hook.args[i].src as u64;
+    let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let p = read::<u64>(base as *const u8, src).unwrap_or(0) as *const u8;
+    // SAFETY: this CPU's scratch event, `i` in range; the argument's buffer
+    // (GEN_STR_LEN bytes, 8-aligned after the integers) holds a GenCred.
+    unsafe {
+        let c = (*ev).strs[i].as_mut_ptr() as *mut GenCred;
+        *c = GenCred::default();
+        if !p.is_null() {
+            read_cred(p, &mut *c);
+        }
+    }
+    0
+}
+
 /// The fields of a `struct cred` Tetragon reports.
 #[inline(always)]
-fn read_cred(p: *const u8, off: &KernelOffsets, c: &mut GenCred) {
+fn read_cred(p: *const u8, c: &mut GenCred) {
+    let off = offsets();
     let id = |o: u64| read::<u32>(p, o).unwrap_or(0);
     c.uid = id(off.cred_uid);
     c.gid = id(off.cred_gid);

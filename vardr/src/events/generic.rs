@@ -6,8 +6,8 @@ use std::{sync::Arc, time::SystemTime};
 use serde::Serialize;
 use vardr_common::{
     generic::{
-        GenCred, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN, GEN_ACT_SIGKILL,
-        GEN_ACT_SIGNAL, GEN_MAX_ARGS,
+        GenCred, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN,
+        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
 };
@@ -198,7 +198,11 @@ fn cap_names(set: u64) -> Vec<String> {
     all.sort_by_key(|c| c.index());
     all.into_iter()
         .filter(|c| c.index() < 64 && set & (1u64 << c.index()) != 0)
-        .map(|c| c.to_string())
+        // Tetragon's enum names this one without its prefix.
+        .map(|c| match c {
+            caps::Capability::CAP_DAC_OVERRIDE => "DAC_OVERRIDE".to_string(),
+            c => c.to_string(),
+        })
         .collect()
 }
 

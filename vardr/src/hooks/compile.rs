@@ -691,7 +691,8 @@ mod tests {
         if crate::kernel::btf::function_signature("bpf_lsm_mmap_addr").is_ok() {
             let e = check_lsm_signature("mmap_addr", &[arg(0, ArgType::Int)], false);
             assert!(
-                e.as_ref().is_err_and(|e| e.contains("is an 8-byte integer")),
+                e.as_ref()
+                    .is_err_and(|e| e.contains("is an 8-byte integer")),
                 "{e:?}"
             );
             assert!(check_lsm_signature("mmap_addr", &[arg(0, ArgType::Uint64)], false).is_ok());

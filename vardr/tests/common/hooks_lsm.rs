@@ -220,7 +220,11 @@ pub fn lsm_hooks_refused(b: Backend) {
     let tp = dir.join("lsm.yaml");
     std::fs::write(
         &tp,
-        tracing_policy(dir, Path::new("/usr/bin/chmod"), Path::new("/usr/bin/setpriv")),
+        tracing_policy(
+            dir,
+            Path::new("/usr/bin/chmod"),
+            Path::new("/usr/bin/setpriv"),
+        ),
     )
     .unwrap();
     std::fs::write(

@@ -437,7 +437,8 @@ mod hooks {
             user_ns: 0xEFFF_FFFD,
             valid: 1,
             cap_effective: 1 << 21,
-            cap_permitted: (1 << 21) | 1,
+            // CAP_CHOWN, CAP_DAC_OVERRIDE (Tetragon: DAC_OVERRIDE), CAP_SYS_ADMIN.
+            cap_permitted: (1 << 21) | 0b11,
             ..GenCred::default()
         };
         // SAFETY: GenCred is plain integers; its bytes go where the kernel
@@ -468,7 +469,14 @@ mod hooks {
         assert_eq!(p.gid.as_ref().map(|v| v.value), Some(100));
         let caps = p.caps.as_ref().expect("caps");
         assert_eq!(caps.effective, [pb::CapabilitiesType::CapSysAdmin as i32]);
-        assert_eq!(caps.permitted.len(), 2);
+        assert_eq!(
+            caps.permitted,
+            [
+                pb::CapabilitiesType::CapChown as i32,
+                pb::CapabilitiesType::DacOverride as i32,
+                pb::CapabilitiesType::CapSysAdmin as i32
+            ]
+        );
         let ns = p.user_ns.as_ref().and_then(|u| u.ns.as_ref()).expect("ns");
         assert!(ns.is_host && ns.inum == 0xEFFF_FFFD);
         // An unread (null) cred: zeros, no capabilities.

@@ -736,7 +736,17 @@ fn cred_arguments() {
     args: [{{index: 5, type: cred}}]
 "
     ));
-    has(&e, 9, 29, "type \"cred\": a system call's arguments are user values");
-    has(&e, 13, 40, "matchArgs on a cred argument: not yet supported by vardr (it is reported only)");
+    has(
+        &e,
+        9,
+        29,
+        "type \"cred\": a system call's arguments are user values",
+    );
+    has(
+        &e,
+        13,
+        40,
+        "matchArgs on a cred argument: not yet supported by vardr (it is reported only)",
+    );
     has(&e, 17, 29, "type \"cred\": on kprobes and lsmhooks only");
 }
