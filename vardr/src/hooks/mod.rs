@@ -115,6 +115,9 @@ struct Written {
     strings: Vec<Key<[u8; GEN_STR_KEY_LEN]>>,
     binaries: Vec<InodeKey>,
     pids: Vec<PidKey>,
+    /// `GEN_FOLLOW` entries the generation needs (shared with the other
+    /// generation's when both follow a binary).
+    follow: Vec<FollowKey>,
 }
 
 /// A generation attached beside the one in force, not yet switched to.
@@ -419,7 +422,7 @@ impl GenericHooks {
                 i += 1;
             }
         }
-        self.follow_children(&mut compiled)?;
+        self.follow_children(&mut compiled, written)?;
         for (id, rule) in &set.inodes {
             if rule.exempt != 0 {
                 let key = InodeKey {
@@ -509,9 +512,13 @@ impl GenericHooks {
 
     /// Gives each `followChildren` binary its bit (the one it had, or the
     /// next free one), lists it in `GEN_FOLLOW` and fills the selectors'
-    /// `follow_mask`. Entries stay listed: a bit is the binary's for the
-    /// object's life.
-    fn follow_children(&mut self, compiled: &mut [(u32, CompiledHook)]) -> Result<(), HookError> {
+    /// `follow_mask`. A bit is the binary's for the object's life; its
+    /// entry goes with the last generation that follows it.
+    fn follow_children(
+        &mut self,
+        compiled: &mut [(u32, CompiledHook)],
+        written: &mut Written,
+    ) -> Result<(), HookError> {
         let paths: Vec<&str> = compiled
             .iter()
             .flat_map(|(_, c)| c.follow.iter().map(|(_, p)| p.as_str()))
@@ -549,6 +556,7 @@ impl GenericHooks {
                     self.follow
                         .insert(key, 1u64 << bit, 0)
                         .map_err(map_err("GEN_FOLLOW"))?;
+                    written.follow.push(key);
                     c.config.selectors[*s & (vardr_common::generic::GEN_SLOTS - 1)].follow_mask |=
                         1u64 << bit;
                 }
@@ -598,6 +606,13 @@ impl GenericHooks {
         }
         for k in &w.pids {
             let _ = self.pids.remove(k);
+        }
+        // A binary no generation follows any more is no longer marked at
+        // exec (its bit stays its own: processes keep the bits they got,
+        // and a file that later takes its inode number gets none).
+        let other = &self.written[1 - (generation as usize & 1)].follow;
+        for k in w.follow.iter().filter(|k| !other.contains(k)) {
+            let _ = self.follow.remove(k);
         }
     }
 
@@ -787,55 +802,66 @@ impl GenericHooks {
                 "lsmhooks need the BPF LSM, which this kernel does not run (`bpf` is not in /sys/kernel/security/lsm: boot with lsm=...,bpf; `vardr probe` shows it); file_open, bprm_check_security and socket_connect entries that only match paths, binaries and addresses run on every backend as native rules, and a kprobe on security_<hook> with Sigkill works without the BPF LSM".into(),
             ));
         }
-        let free = |c: &usize| !busy.contains(c);
-        let copy = (0..LSM_PROGS.len())
-            .filter(free)
-            .find(|&c| self.lsm_loaded[c].as_deref() == Some(hook))
-            .or_else(|| {
-                (0..LSM_PROGS.len())
-                    .filter(free)
-                    .find(|&c| self.lsm_loaded[c].is_none())
-            })
-            .or_else(|| (0..LSM_PROGS.len()).find(free));
-        let Some(c) = copy else {
-            return Err(err(format!(
-                "more than {} lsmhooks hooks at once (during a reload, the old and the new policy's count together)",
-                LSM_PROGS.len()
-            )));
-        };
-        let name = LSM_PROGS[c];
         let btf = crate::kernel::btf::shared_aya_btf().map_err(|e| err(e.to_string()))?;
-        let prog: &mut Lsm = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| err(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| err(format!("{e}")))?;
-        if self.lsm_loaded[c].as_deref() != Some(hook) {
-            if self.lsm_loaded[c].take().is_some() {
-                // Loaded for another hook, attached nowhere now.
-                prog.unload()
-                    .map_err(|e| err(format!("unloading {name}: {e}")))?;
+        // A copy the kernel still has attached to the hook (a link pinned
+        // by an earlier run, which this one could not replace) refuses a
+        // second link (EBUSY): the next copy is tried.
+        let mut refused: Vec<usize> = Vec::new();
+        loop {
+            let free = |c: &usize| !busy.contains(c) && !refused.contains(c);
+            let copy = (0..LSM_PROGS.len())
+                .filter(free)
+                .find(|&c| self.lsm_loaded[c].as_deref() == Some(hook))
+                .or_else(|| {
+                    (0..LSM_PROGS.len())
+                        .filter(free)
+                        .find(|&c| self.lsm_loaded[c].is_none())
+                })
+                .or_else(|| (0..LSM_PROGS.len()).find(free));
+            let Some(c) = copy else {
+                return Err(err(format!(
+                    "more than {} lsmhooks hooks at once (during a reload, the old and the new policy's count together)",
+                    LSM_PROGS.len()
+                )));
+            };
+            let name = LSM_PROGS[c];
+            let prog: &mut Lsm = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| err(format!("program {name} missing")))?
+                .try_into()
+                .map_err(|e| err(format!("{e}")))?;
+            if self.lsm_loaded[c].as_deref() != Some(hook) {
+                if self.lsm_loaded[c].take().is_some() {
+                    // Loaded for another hook, attached nowhere now.
+                    prog.unload()
+                        .map_err(|e| err(format!("unloading {name}: {e}")))?;
+                }
+                prog.load(hook, &btf)
+                    .map_err(|e| err(format!("loading its BPF LSM program: {}", short(&e))))?;
+                self.lsm_loaded[c] = Some(hook.to_string());
             }
-            prog.load(hook, &btf)
-                .map_err(|e| err(format!("loading its BPF LSM program: {}", short(&e))))?;
-            self.lsm_loaded[c] = Some(hook.to_string());
+            let fd = prog.fd().map_err(|e| err(format!("{e}")))?;
+            match perf_attach::lsm_link(fd.as_fd(), u64::from(slot)) {
+                Ok(link) => {
+                    return Ok(Attached {
+                        link: Link::Lsm(link),
+                        ret: None,
+                        override_: None,
+                        slot,
+                        copy: None,
+                        lsm_copy: Some(c),
+                    })
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => refused.push(c),
+                Err(e) => {
+                    return Err(err(format!(
+                        "attaching its BPF LSM program: {}",
+                        crate::kernel::errno_name(&e)
+                    )))
+                }
+            }
         }
-        let fd = prog.fd().map_err(|e| err(format!("{e}")))?;
-        let link = perf_attach::lsm_link(fd.as_fd(), u64::from(slot)).map_err(|e| {
-            err(format!(
-                "attaching its BPF LSM program: {}",
-                crate::kernel::errno_name(&e)
-            ))
-        })?;
-        Ok(Attached {
-            link: Link::Lsm(link),
-            ret: None,
-            override_: None,
-            slot,
-            copy: None,
-            lsm_copy: Some(c),
-        })
     }
 }
 

@@ -321,6 +321,20 @@ pub fn process_filter_hooks(b: Backend) {
         out.contains("rc=0") && other.is_dir(),
         "a child of another shell: {out:?}"
     );
+    // A reload keeps the followed binary listed (the old generation's
+    // entry is shared with the new one's, not deleted with the old).
+    let r = agent.reload();
+    assert_eq!(r["last_reload"]["ok"], true, "{r}");
+    let after = dir.join("follow/after-reload");
+    let out = follow(format!(
+        "{} -c 'mkdir {}; echo rc=$?'",
+        follow_sh.display(),
+        after.display()
+    ));
+    assert!(
+        out.contains("rc=137"),
+        "a child of the listed shell after a reload: {out:?}"
+    );
     // Killed by the followChildren selector, the hook's event says so.
     let c = child.to_str().unwrap();
     agent.event("followChildren kill", |e| {
