@@ -235,16 +235,20 @@ pub fn tracing_policies(b: Backend) {
         .expect_err("a second policy of the same name");
     assert_eq!(dup.code(), Code::AlreadyExists, "{dup:?}");
     let unsupported = exec_tp(&denied)
-        .replace("tp-exec-block", "tp-binaries")
-        .replace("    - matchArgs:", "    - matchBinaries:\n      - operator: In\n        values: [/usr/bin/sh]\n      matchArgs:");
+        .replace("tp-exec-block", "tp-ns-changes")
+        .replace("    - matchArgs:", "    - matchNamespaceChanges:\n      - operator: In\n        values: [Mnt]\n      matchArgs:");
     let err = rt
         .block_on(c.add_tracing_policy(pb::AddTracingPolicyRequest {
             yaml: unsupported,
             ..Default::default()
         }))
-        .expect_err("matchBinaries is not supported yet");
+        .expect_err("matchNamespaceChanges is not supported yet");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("matchBinaries"), "{}", err.message());
+    assert!(
+        err.message().contains("matchNamespaceChanges"),
+        "{}",
+        err.message()
+    );
     let from_file = rt
         .block_on(c.delete_tracing_policy(pb::DeleteTracingPolicyRequest {
             name: "tp-file-block".into(),
