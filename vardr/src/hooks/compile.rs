@@ -166,10 +166,13 @@ pub fn compile(
                     config.args[i].size = 8 * n.min(5);
                 }
                 // A narrower integer (umode_t, bool) is read at its own
-                // size: the bits above it in the word are not its.
+                // size, zero-extended: the bits above it in the word are
+                // not its, and such kernel types are unsigned (a mode with
+                // S_IFREG set stays positive).
                 if let Some(TypeShape::Int(n @ (1 | 2))) = params.get(a.index as usize) {
                     if config.args[i].kind == GEN_ARG_INT {
                         config.args[i].size = *n;
+                        config.args[i].signed = 0;
                     }
                 }
                 types.push(a.ty);
