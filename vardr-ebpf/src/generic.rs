@@ -1,8 +1,9 @@
 //! TracingPolicy kprobe, tracepoint, uprobe and LSM hooks ("generic
 //! hooks"): one program per kind (copies of the tracepoint and LSM ones),
-//! attached once per hook with the hook's slot as the BPF cookie. Each run reads the hook's arguments as its config
-//! says, tries its selectors in order (in the kernel, as Tetragon does),
-//! carries out the first matching selector's actions and reports.
+//! attached once per hook with the hook's slot as the BPF cookie. Each
+//! run reads the hook's arguments as its config says, tries its selectors
+//! in order (in the kernel, as Tetragon does), carries out the first
+//! matching selector's actions and reports.
 //!
 //! An object of its own: the agent loads it only for a policy with such
 //! hooks, and an agent that adopted a pinned set (which has no object to
