@@ -459,4 +459,8 @@ mod pod {
     unsafe impl aya::Pod for super::GenExe {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FollowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenSock {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenCred {}
 }

@@ -57,33 +57,25 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
         ret: ev.ret,
         ints: ev.ints[..GEN_MAX_ARGS].to_vec(),
         strs: ev.strs[..GEN_MAX_ARGS].iter().map(|s| c_str(s)).collect(),
-        socks: ev.strs[..GEN_MAX_ARGS].iter().map(|s| sock_of(s)).collect(),
+        socks: ev.strs[..GEN_MAX_ARGS]
+            .iter()
+            .map(|s| record_of(s))
+            .collect(),
         bytes: ev.strs[..GEN_MAX_ARGS].iter().map(|s| s.to_vec()).collect(),
     })
 }
 
-/// A buffer as the [`GenSock`] the kernel wrote at its start.
-fn sock_of(buf: &[u8]) -> GenSock {
-    let mut sk = GenSock::default();
-    let n = std::mem::size_of::<GenSock>().min(buf.len());
-    // SAFETY: GenSock is plain repr(C) integers: any bytes are a value;
-    // at most its size is copied, from a buffer at least that long.
+/// The record (a [`GenSock`], a [`GenCred`]) the kernel wrote at the start
+/// of an argument's buffer; a shorter buffer leaves the rest default.
+fn record_of<T: aya::Pod + Default>(buf: &[u8]) -> T {
+    let mut r = T::default();
+    let n = std::mem::size_of::<T>().min(buf.len());
+    // SAFETY: T is plain data (`Pod`): any bytes are a value; at most its
+    // size is copied, from a buffer at least that long.
     unsafe {
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut sk).cast::<u8>(), n);
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut r).cast::<u8>(), n);
     }
-    sk
-}
-
-/// A buffer as the [`GenCred`] the kernel wrote at its start.
-fn cred_of(buf: &[u8]) -> GenCred {
-    let mut c = GenCred::default();
-    let n = std::mem::size_of::<GenCred>().min(buf.len());
-    // SAFETY: GenCred is plain repr(C) integers: any bytes are a value;
-    // at most its size is copied, from a buffer at least that long.
-    unsafe {
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut c).cast::<u8>(), n);
-    }
-    c
+    r
 }
 
 /// An address of `family` from its bytes (IPv4 in the first four).
@@ -158,14 +150,8 @@ pub enum Arg {
 /// Tetragon's `ProcessCredentials` (`securebits` not read).
 #[derive(Serialize, Debug)]
 pub struct Credentials {
-    pub uid: u32,
-    pub gid: u32,
-    pub euid: u32,
-    pub egid: u32,
-    pub suid: u32,
-    pub sgid: u32,
-    pub fsuid: u32,
-    pub fsgid: u32,
+    #[serde(flatten)]
+    pub ids: super::Creds,
     pub caps: Caps,
     pub user_ns: UserNs,
 }
@@ -208,14 +194,16 @@ fn cap_names(set: u64) -> Vec<String> {
 
 fn credentials(c: &GenCred) -> Credentials {
     Credentials {
-        uid: c.uid,
-        gid: c.gid,
-        euid: c.euid,
-        egid: c.egid,
-        suid: c.suid,
-        sgid: c.sgid,
-        fsuid: c.fsuid,
-        fsgid: c.fsgid,
+        ids: super::Creds {
+            uid: c.uid,
+            gid: c.gid,
+            euid: c.euid,
+            egid: c.egid,
+            suid: c.suid,
+            sgid: c.sgid,
+            fsuid: c.fsuid,
+            fsgid: c.fsgid,
+        },
         caps: Caps {
             permitted: cap_names(c.cap_permitted),
             effective: cap_names(c.cap_effective),
@@ -265,7 +253,7 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
             let n = usize::try_from(int).unwrap_or(usize::MAX).min(bytes.len());
             Arg::Bytes(base64::engine::general_purpose::STANDARD.encode(&bytes[..n]))
         }
-        ArgType::Cred => Arg::Cred(Box::new(credentials(&cred_of(bytes)))),
+        ArgType::Cred => Arg::Cred(Box::new(credentials(&record_of(bytes)))),
         ArgType::Sockaddr => Arg::Sockaddr {
             family: family_name(sk.family),
             addr: addr(sk.family, &sk.saddr),
