@@ -935,7 +935,8 @@ impl Agent {
                 retired.delete();
                 heap::release_free_memory();
             }));
-            if let (Some(f), Some(planned)) = (self.fanotify.as_mut(), planned) {
+            if let (Some(f), Some(mut planned)) = (self.fanotify.as_mut(), planned) {
+                planned.read_paths_from(self.enforcer.path_maps());
                 let t = std::time::Instant::now();
                 f.apply_planned(planned)?;
                 tracing::debug!(ms = t.elapsed().as_millis() as u64, "reload: fanotify marks applied");
@@ -1319,9 +1320,13 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 None => tracing::warn!("no fanotify lease map: file rules are decided by the open tracepoints too (SIGKILL)"),
             }
         }
+        // Decisions read the maps just written; the compiled entries go.
         let m = match planned {
-            Some(Ok(p)) => f.apply_planned(p)?,
-            _ => f.apply(&set)?,
+            Some(Ok(mut p)) => {
+                p.read_paths_from(enforcer.path_maps());
+                f.apply_planned(p)?
+            }
+            _ => f.apply(&set, enforcer.path_maps())?,
         };
         tracing::info!(
             marks = m.marked,

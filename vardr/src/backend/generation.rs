@@ -253,6 +253,18 @@ impl Generation {
         false
     }
 
+    /// Descriptors of the path maps, to read them back
+    /// ([`super::PathMaps`]); `generation` is the one they were written for.
+    pub fn path_maps(&self, generation: u32) -> std::io::Result<super::PathMaps> {
+        let dup = |i: usize| {
+            self.maps[i]
+                .as_ref()
+                .map(|m| m.fd().as_fd().try_clone_to_owned())
+                .transpose()
+        };
+        Ok(super::PathMaps::new(generation, dup(EXACT)?, dup(PATHS)?))
+    }
+
     /// The identity entry of `key`, if any.
     pub fn inode_rule(&self, key: &InodeKey) -> Option<InodeRule> {
         let map = self.maps[INODES].as_ref()?;
@@ -293,7 +305,7 @@ fn clear_one(fd: std::os::fd::BorrowedFd<'_>, name: &str, generation: u32) -> bo
 }
 
 /// A path key's bytes: the generation, the path, zeros to the end.
-fn path_data(generation: u32, key: &[u8]) -> [u8; PATH_KEY_LEN] {
+pub(super) fn path_data(generation: u32, key: &[u8]) -> [u8; PATH_KEY_LEN] {
     let mut data = [0u8; PATH_KEY_LEN];
     data[0] = generation as u8;
     let n = key.len().min(PATH_KEY_LEN - 1);

@@ -3,6 +3,7 @@
 mod generation;
 mod maps;
 mod objects;
+mod path_lookup;
 pub mod perf_attach;
 mod plan;
 pub(crate) mod sys;
@@ -20,6 +21,7 @@ use aya::{
 use vardr_common::{Config, Hook as KHook};
 
 pub use generation::ApplyStats;
+pub use path_lookup::PathMaps;
 
 /// The exempt-task map (tgid -> binary executed, start time).
 pub type ExemptTasks = aya::maps::HashMap<MapData, u32, vardr_common::ExemptTask>;
@@ -654,6 +656,17 @@ impl Enforcer {
             HookKind::Network => KHook::Connect,
         };
         self.config.enforce_mask & (1 << h as u32) != 0
+    }
+
+    /// The path maps of the rule set in force, for the fanotify deny path
+    /// to decide with what the programs read. `None` before the first
+    /// rule set (or when their descriptors cannot be duplicated, logged).
+    pub fn path_maps(&self) -> Option<PathMaps> {
+        let rules = self.rules.as_ref()?;
+        rules
+            .path_maps(self.config.generation)
+            .inspect_err(|e| tracing::warn!("cannot share the path maps with the fanotify deny path, it keeps its own copy: {e}"))
+            .ok()
     }
 
     /// A handle on the exempt-task map for another thread: the fanotify

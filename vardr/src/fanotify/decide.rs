@@ -7,14 +7,15 @@ use std::{collections::HashMap, sync::RwLock};
 use vardr_common::{Action, Hook, InodeRule, PathRules, RuleRef, Verdict};
 
 use super::marks::Walked;
-use crate::compile::{Identity, RuleSet};
+use crate::{
+    backend::PathMaps,
+    compile::{Identity, RuleSet},
+};
 
 /// The rule set a fanotify group decides with: what the BPF maps hold.
 #[derive(Debug, Default)]
 pub struct Rules {
-    /// LPM trie keys (exact paths end with NUL, prefixes with `/`),
-    /// sorted: the rule set's own entries, not a copy.
-    paths: std::sync::Arc<Vec<crate::compile::PathEntry>>,
+    paths: PathSource,
     inodes: HashMap<Identity, InodeRule>,
     /// Inodes found below governed directories when the marks were
     /// planned, with the rules their path had: they follow the inode
@@ -28,10 +29,27 @@ pub struct Rules {
     pub has_exempt_binaries: bool,
 }
 
+/// Where the path rules are looked up.
+#[derive(Debug)]
+enum PathSource {
+    /// The compiled keys (exact paths end with NUL, prefixes with `/`),
+    /// sorted: the rule set's own entries, not a copy. Used while the
+    /// marks are planned, before the maps are written.
+    Entries(std::sync::Arc<Vec<crate::compile::PathEntry>>),
+    /// The maps in force, once written: the compiled entries can go.
+    Maps(PathMaps),
+}
+
+impl Default for PathSource {
+    fn default() -> Self {
+        Self::Entries(Default::default())
+    }
+}
+
 impl Rules {
     pub fn new(set: &RuleSet) -> Self {
         Self {
-            paths: set.paths.clone(),
+            paths: PathSource::Entries(set.paths.clone()),
             inodes: set.inodes.iter().copied().collect(),
             walked: RwLock::new(HashMap::new()),
             exempt_pids: set
@@ -43,29 +61,46 @@ impl Rules {
         }
     }
 
+    /// Looks paths up in `maps` (the same rules, written to the kernel)
+    /// from now on, and lets go of the compiled entries.
+    pub fn read_paths_from(&mut self, maps: PathMaps) {
+        self.paths = PathSource::Maps(maps);
+    }
+
     /// What an LPM lookup of `path` gives: the exact key, else the longest
     /// prefix key (prefix keys end at a `/`).
     pub fn by_path(&self, path: &str) -> PathRules {
+        let paths = match &self.paths {
+            PathSource::Entries(e) => e,
+            PathSource::Maps(m) => {
+                return m.lookup(path.as_bytes()).unwrap_or_else(|e| {
+                    // Not seen in practice (the maps are ours and alive);
+                    // an error must not pass silently as "no rule".
+                    tracing::error!(
+                        "looking up {path} in the path maps: {e}; decided without path rules"
+                    );
+                    PathRules::default()
+                });
+            }
+        };
         let mut key = path.as_bytes().to_vec();
         key.push(0);
-        if let Some(r) = self.key(&key) {
+        let find = |key: &[u8]| {
+            paths
+                .binary_search_by(|e| e.key.as_slice().cmp(key))
+                .ok()
+                .map(|i| paths[i].rules)
+        };
+        if let Some(r) = find(&key) {
             return r;
         }
         let bytes = path.as_bytes();
         for (i, _) in bytes.iter().enumerate().rev().filter(|(_, b)| **b == b'/') {
-            if let Some(r) = self.key(&bytes[..=i]) {
+            if let Some(r) = find(&bytes[..=i]) {
                 return r;
             }
         }
         PathRules::default()
-    }
-
-    /// The rules of exactly `key`.
-    fn key(&self, key: &[u8]) -> Option<PathRules> {
-        self.paths
-            .binary_search_by(|e| e.key.as_slice().cmp(key))
-            .ok()
-            .map(|i| self.paths[i].rules)
     }
 
     /// The identity walk: `chain[0]` is the object, then each directory

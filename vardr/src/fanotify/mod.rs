@@ -237,8 +237,18 @@ impl Drop for Group {
 /// A rule set's decisions and marks, worked out (the slow part: every
 /// governed path looked up) before its group is made.
 pub struct Planned {
-    rules: Arc<Rules>,
+    rules: Rules,
     plan: marks::MarkPlan,
+}
+
+impl Planned {
+    /// Decides by the rule set's maps once they are written
+    /// ([`Rules::read_paths_from`]).
+    pub fn read_paths_from(&mut self, maps: Option<crate::backend::PathMaps>) {
+        if let Some(m) = maps {
+            self.rules.read_paths_from(m);
+        }
+    }
 }
 
 /// Plans the marks of `set` for a service with options `o`.
@@ -250,10 +260,7 @@ pub fn plan(o: &Options, set: &RuleSet) -> Planned {
         marks::MarkPlan::default()
     };
     rules.walked = std::sync::RwLock::new(std::mem::take(&mut plan.walked));
-    Planned {
-        rules: Arc::new(rules),
-        plan,
-    }
+    Planned { rules, plan }
 }
 
 /// The fanotify deny path: one group per rule set in force.
@@ -327,9 +334,15 @@ impl Service {
     }
 
     /// Puts `set` in force: a new group answers and is marked, then the
-    /// old one is drained and closed. On error the old group stays.
-    pub fn apply(&mut self, set: &RuleSet) -> Result<MarkStats, FanotifyError> {
-        let planned = plan(&self.shared.opts, set);
+    /// old one is drained and closed. On error the old group stays. With
+    /// `maps` (the set as written to the kernel) paths are looked up there.
+    pub fn apply(
+        &mut self,
+        set: &RuleSet,
+        maps: Option<crate::backend::PathMaps>,
+    ) -> Result<MarkStats, FanotifyError> {
+        let mut planned = plan(&self.shared.opts, set);
+        planned.read_paths_from(maps);
         self.apply_planned(planned)
     }
 
@@ -337,6 +350,7 @@ impl Service {
     /// may run on another thread).
     pub fn apply_planned(&mut self, planned: Planned) -> Result<MarkStats, FanotifyError> {
         let Planned { rules, plan } = planned;
+        let rules = Arc::new(rules);
         let fan = Arc::new(new_group().map_err(FanotifyError::Init)?);
         let watches = Arc::new(marks::Watches::new().map_err(FanotifyError::Inotify)?);
         let mut group = Group {
