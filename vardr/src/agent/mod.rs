@@ -1218,8 +1218,6 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         first_id,
         opts.limits,
     )?;
-    // The probe and the program loads share one parse of the kernel's BTF.
-    let btf = kernel::btf::shared_aya_btf().ok();
     let report = probe::run();
     let plan = Plan::from_probe(&report, opts.backend)?;
     for h in plan.hooks() {
@@ -1273,7 +1271,6 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         None => Enforcer::start(plan.clone(), &backend_opts).map(|e| (e, None)),
     };
     let t_programs = started.elapsed();
-    drop(btf);
     // A policy error is the more useful one to report when both fail.
     let compiled = compile.join()?;
     let (mut enforcer, adopted) = started_enforcer?;

@@ -221,7 +221,6 @@ impl Enforcer {
     pub fn start(plan: Plan, opts: &Options) -> Result<Self, BackendError> {
         let offsets = kernel::btf::kernel_offsets()?;
         bpf::raise_memlock_limit();
-        let btf = kernel::btf::shared_aya_btf().map_err(|e| BackendError::Load(e.into()))?;
         let sock_addr_backend = if plan.network.backend == Backend::Lsm {
             vardr_common::BackendKind::Lsm
         } else {
@@ -231,6 +230,10 @@ impl Enforcer {
             .override_global("OFFSETS", &offsets, true)
             .override_global("SOCK_ADDR_BACKEND", &sock_addr_backend, true)
             .load(bpf::AGENT_OBJECT)?;
+        // aya's loader parses the kernel's BTF for itself (~17 MiB, freed
+        // with the loader); the programs' loads take the shared parse,
+        // asked for only now so that the two are never in memory at once.
+        let btf = kernel::btf::shared_aya_btf().map_err(|e| BackendError::Load(e.into()))?;
         // The programs' instructions hold the map fds already; the maps
         // themselves are kept apart, as an adopted set's are.
         let mut maps = objects::MapSet::take_all(&mut ebpf);

@@ -281,7 +281,14 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         exempt_pids: policy.exempt_pids.clone(),
         ..Default::default()
     };
-    let mut path_rules = paths::Builder::default();
+    // Sized once: doubling growth left a quarter of 200 000 adds unused.
+    let path_adds = policy
+        .rules
+        .iter()
+        .filter(|r| r.hook != Hook::Connect)
+        .map(|r| r.paths.len() + r.binaries.len() + 2 * r.prefixes.len())
+        .sum();
+    let mut path_rules = paths::Builder::with_capacity(path_adds);
     let mut net_rules = net::Builder::default();
     let mut domain_rules = domains::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();

@@ -55,6 +55,12 @@ pub struct Builder {
 }
 
 impl Builder {
+    pub fn with_capacity(adds: usize) -> Self {
+        Self {
+            adds: Vec::with_capacity(adds),
+        }
+    }
+
     /// Adds a rule; on the same key and hook the stronger action wins (the
     /// first added of equal ones).
     pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {

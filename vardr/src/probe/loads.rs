@@ -38,7 +38,6 @@ pub(super) fn not_root() -> Vec<ProgramCheck> {
 
 pub(super) fn programs() -> Vec<ProgramCheck> {
     crate::bpf::raise_memlock_limit();
-    let btf = crate::kernel::btf::shared_aya_btf().ok();
     let mut ebpf = match EbpfLoader::new().load(PROBE_OBJECT) {
         Ok(e) => e,
         Err(e) => {
@@ -52,6 +51,9 @@ pub(super) fn programs() -> Vec<ProgramCheck> {
                 .collect();
         }
     };
+    // After the loader (which parses the kernel's BTF for itself): the
+    // two parses are never in memory at once.
+    let btf = crate::kernel::btf::shared_aya_btf().ok();
     let mut load =
         |prog: &str, f: &dyn Fn(&mut aya::programs::Program) -> Result<(), String>| match ebpf
             .program_mut(prog)
