@@ -182,6 +182,12 @@ pub const GEN_ACT_RETURN: u32 = 1 << 30;
 /// Fail the call with [`GenSelector::arg_error`] instead of running the
 /// function (with `--enforce`; kprobes on error-injectable functions).
 pub const GEN_ACT_OVERRIDE: u32 = 8;
+/// The event's actions: at the return, `matchReturnActions` killed the
+/// caller (or, with [`GEN_ACT_AUDIT`], would have).
+pub const GEN_ACT_RET_SIGKILL: u32 = 1 << 16;
+/// The event's actions: at the return, `matchReturnActions` sent
+/// [`GenericEvent::signal`].
+pub const GEN_ACT_RET_SIGNAL: u32 = 1 << 17;
 /// The event's actions: the enforcement actions were not carried out
 /// (`--enforce` is off): the event reports what would have happened.
 pub const GEN_ACT_AUDIT: u32 = 1 << 31;
@@ -197,6 +203,10 @@ pub const GEN_BIN_EXEMPT_BIT: u32 = 63;
 pub const GEN_PROC_PIDS: u32 = 1;
 pub const GEN_PROC_NAMESPACES: u32 = 2;
 pub const GEN_PROC_CAPS: u32 = 4;
+/// `matchNamespaceChanges`: namespaces other than at the process's exec.
+pub const GEN_PROC_NS_CHANGES: u32 = 8;
+/// `matchCapabilityChanges`: capabilities gained since the exec.
+pub const GEN_PROC_CAPS_CHANGES: u32 = 16;
 
 /// `In` / `NotIn` of the process filters (0: the entry is unused).
 pub const GEN_SET_IN: u32 = 1;
@@ -304,8 +314,25 @@ pub struct GenSelector {
     /// The same for `matchParentBinaries`, on the parent's executable.
     pub parent_bin_str_op: u32,
     pub parent_bin_str_id: u32,
+    /// `matchReturnActions`, at a return probe's return when the value
+    /// passed `matchReturnArgs`: `GEN_ACT_POST`, `GEN_ACT_SIGKILL`,
+    /// `GEN_ACT_SIGNAL` (with [`Self::ret_signal`]). Without the field:
+    /// `GEN_ACT_POST`.
+    pub ret_actions: u32,
+    pub ret_signal: u32,
+    /// `matchNamespaceChanges`: `GEN_SET_*` and the `NS_*` kinds (bits)
+    /// compared with the process's at its exec.
+    pub ns_changes_op: u32,
+    pub ns_changes: u32,
+    /// `matchCapabilityChanges`: as `caps_*`, on the capabilities the set
+    /// gained since the exec ([`Self::caps_changes_mask`]).
+    pub caps_changes_op: u32,
+    pub caps_changes_set: u32,
+    pub caps_changes_host_userns: u32,
+    pub _pad_changes: u32,
     /// Capability bits: the filter's values.
     pub caps_mask: u64,
+    pub caps_changes_mask: u64,
     /// `matchBinaries` with `followChildren`: the `GEN_FOLLOW` bits of its
     /// binaries; a process whose [`GenExe::follow`] has one of them ran
     /// one, or descends from one that did (0: no followChildren).
@@ -397,6 +424,15 @@ pub struct GenExe {
     /// executed (set at exec, inherited at fork, never cleared): what
     /// `followChildren` selectors match.
     pub follow: u64,
+    /// The capability sets (`GEN_CAPS_*` order) and namespaces (`NS_*`
+    /// inode numbers) at the exec: what `matchCapabilityChanges` and
+    /// `matchNamespaceChanges` compare with. A child forked before its
+    /// own exec has its parent's.
+    pub base_caps: [u64; 3],
+    pub base_ns: [u32; crate::NS_KINDS],
+    /// Non-zero: `base_caps` and `base_ns` were recorded.
+    pub has_base: u32,
+    pub _pad_base: u32,
 }
 
 /// A binary a `followChildren` selector names, by file identity: its key

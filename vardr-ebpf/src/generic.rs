@@ -38,20 +38,21 @@ use vardr_common::{
     generic::{
         FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey,
         GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
-        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
-        GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE,
-        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK, GEN_ARG_SOCKADDR,
-        GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN,
-        GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN,
-        GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS,
-        GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV,
-        GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR,
-        GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR,
-        GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL,
-        GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW,
-        GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS,
-        GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN,
-        GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM,
+        GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC,
+        GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK,
+        GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN,
+        GEN_BIN_NOT_IN, GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED,
+        GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS,
+        GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR,
+        GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT,
+        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV,
+        GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV,
+        GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT,
+        GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
+        GEN_PROC_CAPS, GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES, GEN_PROC_NS_CHANGES,
+        GEN_PROC_PIDS, GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED,
+        GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -209,12 +210,15 @@ fn returned(ctx: *mut c_void) {
     unsafe {
         let (generation, selector) = ((*saved).generation, (*saved).selector);
         let mut keep = true;
+        // matchReturnActions; a policy changed since the entry posts.
+        let (mut ret_actions, mut ret_signal) = (GEN_ACT_POST, 0);
         if let Some(hook) = hook_config(generation as u64, slot) {
             let ret = hook.ret;
             let v = extend(raw, ret & 0xff, ret & GEN_RET_SIGNED != 0);
             (*saved).ret = v;
             if (selector as usize) < GEN_MAX_SELECTORS {
                 let sel = &hook.selectors[selector as usize & (GEN_SLOTS - 1)];
+                (ret_actions, ret_signal) = (sel.ret_actions, sel.ret_signal);
                 let n = sel.nret_matches;
                 for k in 0..GEN_MAX_RET_MATCHES {
                     if k as u32 >= bound(&n) {
@@ -231,7 +235,26 @@ fn returned(ctx: *mut c_void) {
             // The policy changed since the entry: its value as it is.
             (*saved).ret = raw;
         }
-        if keep {
+        if keep && ret_actions & (GEN_ACT_SIGKILL | GEN_ACT_SIGNAL) != 0 {
+            let kill = ret_actions & GEN_ACT_SIGKILL != 0;
+            (*saved).actions |= if kill {
+                GEN_ACT_RET_SIGKILL
+            } else {
+                GEN_ACT_RET_SIGNAL
+            };
+            if !kill {
+                (*saved).signal = ret_signal;
+            }
+            let enforce = GEN_CONFIG.get(generation).is_some_and(|c| c.enforce != 0);
+            if enforce {
+                // Signals the task the call returns to, which the hook
+                // governed at the entry.
+                bpf_send_signal(if kill { SIGKILL } else { ret_signal });
+            } else {
+                (*saved).actions |= GEN_ACT_AUDIT;
+            }
+        }
+        if keep && ret_actions & GEN_ACT_POST != 0 {
             (*saved).actions |= GEN_ACT_RETURN;
             if GEN_EVENTS.output::<GenericEvent>(&*saved, 0).is_err() {
                 if let Some(n) = GEN_LOST.get_ptr_mut(0) {
@@ -670,11 +693,28 @@ fn file_key(file: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
 /// The current process's `GEN_EXE` entry, if it is its own (not a
 /// reused pid's).
 #[inline(always)]
-fn recorded(tgid: u32, task: *const u8, off: &KernelOffsets) -> Option<GenExe> {
-    // SAFETY: a lookup, copied at once.
-    unsafe { GEN_EXE.get(tgid) }
-        .copied()
-        .filter(|e| e.start_ticks == start_ticks(task, off))
+fn recorded(tgid: u32, task: *const u8, off: &KernelOffsets) -> Option<&'static GenExe> {
+    // SAFETY: a lookup; the value stays valid while the program runs (the
+    // callers read a few fields of it, not a copy on their stack).
+    unsafe { GEN_EXE.get(tgid) }.filter(|e| e.start_ticks == start_ticks(task, off))
+}
+
+/// What `matchCapabilityChanges` and `matchNamespaceChanges` compare with:
+/// the task's capability sets (`GEN_CAPS_*` order) and namespaces now.
+#[inline(always)]
+fn baseline_of(task: *const u8, off: &KernelOffsets, e: &mut GenExe) {
+    if let Some(cred) = read::<*const u8>(task, off.task_cred) {
+        e.base_caps[GEN_CAPS_EFFECTIVE as usize] =
+            read::<u64>(cred, off.cred_cap_effective).unwrap_or(0);
+        e.base_caps[GEN_CAPS_INHERITABLE as usize] =
+            read::<u64>(cred, off.cred_cap_inheritable).unwrap_or(0);
+        e.base_caps[GEN_CAPS_PERMITTED as usize] =
+            read::<u64>(cred, off.cred_cap_permitted).unwrap_or(0);
+    }
+    for k in 0..NS_KINDS {
+        e.base_ns[k] = ns_inum(task, k);
+    }
+    e.has_base = 1;
 }
 
 /// Whether a task is traced now.
@@ -698,20 +738,22 @@ pub fn vardr_gen_exec(ctx: BtfTracePointContext) -> i32 {
     if let Some((dev, ino)) = key {
         // The parent stays what it was at fork; the followed binaries
         // run so far stay, with this one's if it is followed.
-        let old = recorded(tgid, task, &off).unwrap_or_default();
+        let (parent_dev, parent_ino, follow) = recorded(tgid, task, &off)
+            .map_or((0, 0, 0), |o| (o.parent_dev, o.parent_ino, o.follow));
         let followed = FollowKey { dev, _pad: 0, ino };
         // SAFETY: a lookup; the value is copied.
         let bit = unsafe { GEN_FOLLOW.get(followed) }.copied().unwrap_or(0);
-        let e = GenExe {
+        let mut e = GenExe {
             start_ticks: start_ticks(task, &off),
             dev,
             traced: traced_now(task, &off) as u32,
             ino,
-            parent_dev: old.parent_dev,
-            _pad: 0,
-            parent_ino: old.parent_ino,
-            follow: old.follow | bit,
+            parent_dev,
+            parent_ino,
+            follow: follow | bit,
+            ..GenExe::default()
         };
+        baseline_of(task, &off, &mut e);
         if GEN_EXE.insert(tgid, e, 0).is_ok() {
             return 0;
         }
@@ -736,8 +778,15 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
     let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: helper without arguments; the task is only read through probes.
     let parent = unsafe { bpf_get_current_task() } as *const u8;
+    let mut e = GenExe::default();
     let (dev, ino, traced, follow) = match recorded(ptgid, parent, &off) {
-        Some(p) => (p.dev, p.ino, p.traced != 0, p.follow),
+        Some(p) => {
+            // The parent's exec is the child's until it execs.
+            e.base_caps = p.base_caps;
+            e.base_ns = p.base_ns;
+            e.has_base = p.has_base;
+            (p.dev, p.ino, p.traced != 0, p.follow)
+        }
         // A parent that started before the tracking did: what it names
         // as its executable now (what it descends from is unknown).
         None => match exe_identity(parent, &off) {
@@ -750,17 +799,19 @@ pub fn vardr_gen_fork(ctx: BtfTracePointContext) -> i32 {
     let parent_exe = FollowKey { dev, _pad: 0, ino };
     // SAFETY: a lookup; the value is copied.
     let follow = follow | unsafe { GEN_FOLLOW.get(parent_exe) }.copied().unwrap_or(0);
-    let e = GenExe {
-        start_ticks: start_ticks(child, &off),
-        dev,
-        // A child traced from its birth (PTRACE_O_TRACEFORK) is traced.
-        traced: (traced || traced_now(child, &off)) as u32,
-        ino,
-        parent_dev: dev,
-        _pad: 0,
-        parent_ino: ino,
-        follow,
-    };
+    e.start_ticks = start_ticks(child, &off);
+    e.dev = dev;
+    // A child traced from its birth (PTRACE_O_TRACEFORK) is traced.
+    e.traced = (traced || traced_now(child, &off)) as u32;
+    e.ino = ino;
+    e.parent_dev = dev;
+    e.parent_ino = ino;
+    e.follow = follow;
+    if e.has_base == 0 {
+        // A parent from before the tracking: its state now is the best
+        // known (the child is a copy of it).
+        baseline_of(parent, &off, &mut e);
+    }
     let _ = GEN_EXE.insert(tgid, e, 0);
     0
 }
@@ -1322,6 +1373,11 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
             }
         }
     }
+    if sel.process & (GEN_PROC_NS_CHANGES | GEN_PROC_CAPS_CHANGES) != 0
+        && vardr_gen_changes(generation, slot, s as u64) == 0
+    {
+        return 0;
+    }
     if sel.process & GEN_PROC_PIDS != 0 {
         let n = sel.npids;
         for p in 0..GEN_MAX_PID_FILTERS {
@@ -1331,6 +1387,72 @@ pub extern "C" fn vardr_gen_process(generation: u64, slot: u64, s: u64) -> u32 {
             if vardr_gen_pids(generation, slot, s as u64, p as u64) == 0 {
                 return 0;
             }
+        }
+    }
+    1
+}
+
+/// Whether `matchNamespaceChanges` and `matchCapabilityChanges` of
+/// selector `s` hold (1) or not (0): the task's namespaces and capability
+/// set against those recorded at its exec. A process the tracking has no
+/// record of satisfies neither `In` nor `NotIn`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_changes(generation: u64, slot: u64, s: u64) -> u32 {
+    let Some(hook) = hook_config(generation, slot) else {
+        return 0;
+    };
+    let sel = &hook.selectors[s as usize & (GEN_SLOTS - 1)];
+    let off = offsets();
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(e) = recorded(tgid, task, &off).filter(|e| e.has_base != 0) else {
+        return 0;
+    };
+    if sel.process & GEN_PROC_NS_CHANGES != 0 {
+        let mut changed = false;
+        for k in 0..NS_KINDS {
+            if sel.ns_changes & (1 << k) == 0 {
+                continue;
+            }
+            // Unreadable now or at the exec: no change known.
+            let (now, then) = (ns_inum(task, k), e.base_ns[k]);
+            if now != 0 && then != 0 && now != then {
+                changed = true;
+                break;
+            }
+        }
+        if changed != (sel.ns_changes_op == GEN_SET_IN) {
+            return 0;
+        }
+    }
+    if sel.process & GEN_PROC_CAPS_CHANGES != 0 {
+        if sel.caps_changes_host_userns != 0
+            && ns_inum(task, NS_USER) == sel.caps_changes_host_userns
+        {
+            return 0;
+        }
+        let (set, base) = match sel.caps_changes_set {
+            GEN_CAPS_INHERITABLE => (
+                off.cred_cap_inheritable,
+                e.base_caps[GEN_CAPS_INHERITABLE as usize],
+            ),
+            GEN_CAPS_PERMITTED => (
+                off.cred_cap_permitted,
+                e.base_caps[GEN_CAPS_PERMITTED as usize],
+            ),
+            _ => (
+                off.cred_cap_effective,
+                e.base_caps[GEN_CAPS_EFFECTIVE as usize],
+            ),
+        };
+        let now = read::<*const u8>(task, off.task_cred)
+            .and_then(|cred| read::<u64>(cred, set))
+            .unwrap_or(0);
+        let gained = now & !base;
+        if (gained & sel.caps_changes_mask != 0) != (sel.caps_changes_op == GEN_SET_IN) {
+            return 0;
         }
     }
     1

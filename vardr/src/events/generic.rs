@@ -7,7 +7,7 @@ use serde::Serialize;
 use vardr_common::{
     generic::{
         GenCred, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN,
-        GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS,
+        GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
 };
@@ -336,6 +336,17 @@ fn enforcing_action(actions: u32) -> Option<&'static str> {
     }
 }
 
+/// What `matchReturnActions` did at the return (or would have, in audit).
+fn return_action(actions: u32) -> Option<&'static str> {
+    if actions & GEN_ACT_RET_SIGKILL != 0 {
+        Some("KPROBE_ACTION_SIGKILL")
+    } else if actions & GEN_ACT_RET_SIGNAL != 0 {
+        Some("KPROBE_ACTION_SIGNAL")
+    } else {
+        None
+    }
+}
+
 /// `-1` → `EPERM`; a number no errno has stays a number.
 fn errno_name(error: i32) -> String {
     match nix::errno::Errno::from_raw(error.saturating_neg()) {
@@ -358,18 +369,16 @@ impl JsonEvent {
         proc_json.tid = Some(c.header.tid);
         let audit = c.actions & GEN_ACT_AUDIT != 0;
         let enforced = enforcing_action(c.actions).filter(|_| !audit);
-        let (verdict, intended) = match (enforcing_action(c.actions), audit) {
+        let at_return = return_action(c.actions);
+        let (verdict, intended) = match (enforcing_action(c.actions).or(at_return), audit) {
             (Some(a), true) => ("audit", Some(a)),
             (Some(_), false) => ("deny", None),
             (None, _) => ("alert", None),
         };
-        let signalled = !audit && c.actions & (GEN_ACT_SIGKILL | GEN_ACT_SIGNAL) != 0;
+        let kill = GEN_ACT_SIGKILL | GEN_ACT_RET_SIGKILL;
+        let signalled = !audit && c.actions & (kill | GEN_ACT_SIGNAL | GEN_ACT_RET_SIGNAL) != 0;
         let signal = signalled.then(|| {
-            let sig = if c.actions & GEN_ACT_SIGKILL != 0 {
-                9
-            } else {
-                c.signal
-            };
+            let sig = if c.actions & kill != 0 { 9 } else { c.signal };
             super::json::signal_name(sig)
         });
         let override_error = (c.error != 0).then(|| errno_name(c.error));
@@ -431,7 +440,8 @@ impl JsonEvent {
                     &[],
                 )
             }),
-            return_action: returned.then_some("KPROBE_ACTION_POST"),
+            return_action: returned
+                .then(|| at_return.filter(|_| !audit).unwrap_or("KPROBE_ACTION_POST")),
             action: enforced.unwrap_or("KPROBE_ACTION_POST"),
             policy_name: meta.policy.clone(),
             message: meta.message.clone().unwrap_or_default(),

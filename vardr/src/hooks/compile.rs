@@ -244,6 +244,17 @@ pub fn compile(
             out.actions |= GEN_ACT_OVERRIDE;
             out.arg_error = e;
         }
+        out.ret_actions = GEN_ACT_POST;
+        if let Some(r) = &sel.ret_actions {
+            out.ret_actions = if r.post { GEN_ACT_POST } else { 0 };
+            if r.sigkill {
+                out.ret_actions |= GEN_ACT_SIGKILL;
+            }
+            if let Some(sig) = r.signal {
+                out.ret_actions |= GEN_ACT_SIGNAL;
+                out.ret_signal = sig;
+            }
+        }
         // A bit of its own for each entry: which binaries a process's
         // executable (or its parent's) is among.
         let mut bit_for = |b: &Binaries| -> Result<(u32, u32), HookError> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use vardr_common::{
     generic::{
         GenSelector, GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_PID_FOLLOW,
-        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_NAMESPACES, GEN_PROC_PIDS, GEN_SET_IN,
-        GEN_SET_NOT_IN,
+        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES,
+        GEN_PROC_NS_CHANGES, GEN_PROC_PIDS, GEN_SET_IN, GEN_SET_NOT_IN,
     },
     NS_CGROUP, NS_IPC, NS_MNT, NS_NET, NS_PID, NS_PID_FOR_CHILDREN, NS_TIME, NS_TIME_FOR_CHILDREN,
     NS_USER, NS_UTS,
@@ -169,6 +169,30 @@ pub fn fill(
         }
         out.process |= GEN_PROC_CAPS;
     }
+    if let Some(n) = &filters.ns_changes {
+        for &kind in &n.kinds {
+            host.check_kind(kind)
+                .map_err(|e| format!("matchNamespaceChanges {}: {e}", NAMESPACES[kind].0))?;
+            out.ns_changes |= 1 << kind;
+        }
+        out.ns_changes_op = op(n.in_);
+        out.process |= GEN_PROC_NS_CHANGES;
+    }
+    if let Some(c) = &filters.caps_changes {
+        out.caps_changes_op = op(c.in_);
+        out.caps_changes_set = match c.set {
+            CapSet::Effective => GEN_CAPS_EFFECTIVE,
+            CapSet::Inheritable => GEN_CAPS_INHERITABLE,
+            CapSet::Permitted => GEN_CAPS_PERMITTED,
+        };
+        out.caps_changes_mask = c.mask;
+        if c.namespace {
+            out.caps_changes_host_userns = host
+                .host(NS_USER)
+                .map_err(|e| format!("matchCapabilityChanges isNamespaceCapability: {e}"))?;
+        }
+        out.process |= GEN_PROC_CAPS_CHANGES;
+    }
     Ok(())
 }
 
@@ -193,7 +217,7 @@ mod tests {
         let proc = std::env::temp_dir().join(format!("vardr-ns-{}", std::process::id()));
         std::fs::create_dir_all(proc.join("self/ns")).unwrap();
         std::fs::create_dir_all(proc.join("1/ns")).unwrap();
-        for l in ["pid", "mnt"] {
+        for l in ["pid", "mnt", "user"] {
             std::os::unix::fs::symlink(format!("{l}:[4026532100]"), proc.join("self/ns").join(l))
                 .unwrap();
         }
@@ -222,13 +246,39 @@ mod tests {
                 mask: 1 << 21,
                 namespace: false,
             }),
+            ns_changes: Some(crate::policy::tracing::process_filters::NsChanges {
+                in_: true,
+                kinds: vec![NS_PID, NS_MNT],
+            }),
+            caps_changes: Some(CapsFilter {
+                set: CapSet::Effective,
+                in_: false,
+                mask: 1 << 7,
+                namespace: true,
+            }),
         };
         let mut sel = GenSelector::default();
         fill(&filters, &mut sel, &host).unwrap();
         assert_eq!(
             sel.process,
-            GEN_PROC_PIDS | GEN_PROC_NAMESPACES | GEN_PROC_CAPS
+            GEN_PROC_PIDS
+                | GEN_PROC_NAMESPACES
+                | GEN_PROC_CAPS
+                | GEN_PROC_NS_CHANGES
+                | GEN_PROC_CAPS_CHANGES
         );
+        assert_eq!(sel.ns_changes, 1 << NS_PID | 1 << NS_MNT);
+        assert_eq!(sel.ns_changes_op, GEN_SET_IN);
+        assert_eq!(
+            (
+                sel.caps_changes_op,
+                sel.caps_changes_set,
+                sel.caps_changes_mask
+            ),
+            (GEN_SET_NOT_IN, GEN_CAPS_EFFECTIVE, 1 << 7)
+        );
+        // isNamespaceCapability: the host's user namespace (fixed number).
+        assert_eq!(sel.caps_changes_host_userns, 0xEFFF_FFFD);
         assert_eq!(sel.npids, 1);
         assert_eq!(sel.pids[0].op, GEN_SET_NOT_IN);
         assert_eq!(sel.pids[0].flags, GEN_PID_NAMESPACE | GEN_PID_FOLLOW);

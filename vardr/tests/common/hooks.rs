@@ -347,6 +347,16 @@ spec:
       - index: 0
         operator: "Equal"
         values: ["-2"]
+    - matchArgs:
+      - index: 1
+        operator: "Prefix"
+        values: ["{dir}/retkill/"]
+      matchReturnArgs:
+      - index: 0
+        operator: "Equal"
+        values: ["-2"]
+      matchReturnActions:
+      - action: Sigkill
   - call: "tcp_connect"
     syscall: false
     args:
@@ -398,6 +408,8 @@ pub fn kprobe_hooks(b: Backend) {
     std::fs::create_dir_all(dir.join("sysblocked")).unwrap();
     std::fs::create_dir_all(dir.join("ret")).unwrap();
     std::fs::write(dir.join("ret/exists"), "x").unwrap();
+    std::fs::create_dir_all(dir.join("retkill")).unwrap();
+    std::fs::write(dir.join("retkill/exists"), "x").unwrap();
     std::fs::write(dir.join("sysblocked/x"), "x").unwrap();
     let shell = dir.join("shell");
     std::fs::copy(which("sh"), &shell).unwrap();
@@ -629,6 +641,22 @@ pub fn kprobe_hooks(b: Backend) {
             .any(|e| kprobe(e)["args"][0]["string_arg"] == exists.as_str()),
         "an open that succeeded was reported"
     );
+
+    // matchReturnActions: the open that returned ENOENT kills its caller
+    // after the call (it has run: the return value says so); one that
+    // succeeded does not.
+    let o = sh_in(&cg.path, &format!("cat {d}/retkill/missing"));
+    assert!(killed(&o), "cat retkill/missing: {:?}", o.status);
+    let retkill = format!("{d}/retkill/missing");
+    let ev = agent.event("sys_openat return Sigkill", |e| {
+        kprobe(e)["args"][0]["string_arg"] == retkill.as_str()
+    });
+    let k = kprobe(&ev);
+    assert_eq!(k["return"]["int_arg"], -2, "{ev}");
+    assert_eq!(k["return_action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+    assert_eq!(k["verdict"], "deny", "{ev}");
+    let o = sh_in(&cg.path, &format!("cat {d}/retkill/exists"));
+    assert!(o.status.success(), "cat retkill/exists: {:?}", o.status);
 
     // A sock argument (tcp_connect): the destination port, address and
     // the local port, read in the kernel; the caller dies.

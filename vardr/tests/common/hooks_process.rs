@@ -1,6 +1,8 @@
 //! A TracingPolicy hook's process filters end to end: `matchNamespaces`
-//! (with `host_ns`), `matchPIDs` (`isNamespacePID`, `followForks`) and
-//! `matchCapabilities`, evaluated in the kernel on a syscall tracepoint.
+//! (with `host_ns`), `matchPIDs` (`isNamespacePID`, `followForks`),
+//! `matchCapabilities`, `matchNamespaceChanges` and
+//! `matchCapabilityChanges`, evaluated in the kernel on a syscall
+//! tracepoint.
 use std::path::Path;
 
 use serde_json::Value;
@@ -95,6 +97,21 @@ spec:
         followChildren: true
         values: ["{d}/follow-sh"]
       matchActions: [{{action: Sigkill}}]
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    args:
+    - index: 5
+      type: string
+    selectors:
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/nschange/"]}}]
+      matchNamespaceChanges: [{{operator: In, values: [Uts]}}]
+      matchActions: [{{action: Sigkill}}]
+    - matchArgs: [{{index: 5, operator: Prefix, values: ["{d}/capchange/"]}}]
+      matchCapabilityChanges:
+      - type: Effective
+        operator: In
+        values: [CAP_SYS_ADMIN]
+      matchActions: [{{action: Sigkill}}]
 "#,
         d = dir.display()
     )
@@ -122,9 +139,17 @@ pub fn process_filter_hooks(b: Backend) {
         "binpostfix",
         "parentprefix",
         "follow",
+        "nschange",
+        "capchange",
     ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
+    // Writable for the unprivileged process below.
+    std::fs::set_permissions(
+        dir.join("capchange"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     // Named by matchBinaries: it must exist when the policy loads.
     let copy = dir.join("mkdir-copy");
     std::fs::copy(super::agent::which("mkdir"), &copy).unwrap();
@@ -286,6 +311,65 @@ pub fn process_filter_hooks(b: Backend) {
     assert!(
         out.contains("rc=0") && by_sh.is_dir(),
         "child of another shell: {out:?}"
+    );
+
+    // matchNamespaceChanges In [Uts]: a process that left its exec's UTS
+    // namespace (unshare(2), no exec since) dies at its mkdir; one that
+    // left its IPC namespace does not, nor one that execs after the
+    // unshare (the exec records the new namespaces).
+    let unshare_mkdir = |flags: u32, path: &Path| {
+        format!(
+            "perl -e 'syscall(272, {flags}) == 0 or die \"unshare: $!\"; mkdir(\"{}\") or die \"mkdir: $!\"'",
+            path.display()
+        )
+    };
+    const CLONE_NEWUTS: u32 = 0x0400_0000;
+    const CLONE_NEWIPC: u32 = 0x0800_0000;
+    const CLONE_NEWUSER: u32 = 0x1000_0000;
+    let uts = dir.join("nschange/uts");
+    let o = mkdir(&unshare_mkdir(CLONE_NEWUTS, &uts));
+    assert!(killed(&o), "mkdir after unshare(CLONE_NEWUTS): {o:?}");
+    // Each hook on the tracepoint reports the call: this one's event.
+    agent.event("nschange", |e| {
+        e["process_tracepoint"]["args"][0]["string_arg"] == uts.to_str().unwrap()
+            && e["process_tracepoint"]["rule"] == "proc-filters.tracepoints.3.0"
+    });
+    let ipc = dir.join("nschange/ipc");
+    let o = mkdir(&unshare_mkdir(CLONE_NEWIPC, &ipc));
+    assert!(
+        o.status.success() && ipc.is_dir(),
+        "mkdir after unshare(CLONE_NEWIPC): {o:?}"
+    );
+    let exec = dir.join("nschange/exec");
+    let o = mkdir(&format!("unshare --uts mkdir {}", exec.display()));
+    assert!(
+        o.status.success() && exec.is_dir(),
+        "mkdir exec'd in a new UTS namespace: {o:?}"
+    );
+
+    // matchCapabilityChanges Effective In [CAP_SYS_ADMIN]: an unprivileged
+    // process that gains it (in a user namespace of its own) dies at its
+    // mkdir; without the unshare it has none to gain.
+    let as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let gained = dir.join("capchange/gained");
+    let o = mkdir(&format!(
+        "{as_nobody} {}",
+        unshare_mkdir(CLONE_NEWUSER, &gained)
+    ));
+    assert!(killed(&o), "mkdir after unshare(CLONE_NEWUSER): {o:?}");
+    // Each hook on the tracepoint reports the call: this one's event.
+    agent.event("capchange", |e| {
+        e["process_tracepoint"]["args"][0]["string_arg"] == gained.to_str().unwrap()
+            && e["process_tracepoint"]["rule"] == "proc-filters.tracepoints.3.1"
+    });
+    let plain = dir.join("capchange/plain");
+    let o = mkdir(&format!(
+        "{as_nobody} perl -e 'mkdir(\"{}\") or die \"mkdir: $!\"'",
+        plain.display()
+    ));
+    assert!(
+        o.status.success() && plain.is_dir(),
+        "mkdir without a gain: {o:?}"
     );
 
     // matchBinaries followChildren: what the listed shell starts, however

@@ -235,20 +235,16 @@ pub fn tracing_policies(b: Backend) {
         .expect_err("a second policy of the same name");
     assert_eq!(dup.code(), Code::AlreadyExists, "{dup:?}");
     let unsupported = exec_tp(&denied)
-        .replace("tp-exec-block", "tp-ns-changes")
-        .replace("    - matchArgs:", "    - matchNamespaceChanges:\n      - operator: In\n        values: [Mnt]\n      matchArgs:");
+        .replace("tp-exec-block", "tp-match-data")
+        .replace("    - matchArgs:", "    - matchData:\n      - index: 0\n        operator: Equal\n        values: [x]\n      matchArgs:");
     let err = rt
         .block_on(c.add_tracing_policy(pb::AddTracingPolicyRequest {
             yaml: unsupported,
             ..Default::default()
         }))
-        .expect_err("matchNamespaceChanges is not supported yet");
+        .expect_err("matchData is not supported yet");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("matchNamespaceChanges"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("matchData"), "{}", err.message());
     let from_file = rt
         .block_on(c.delete_tracing_policy(pb::DeleteTracingPolicyRequest {
             name: "tp-file-block".into(),

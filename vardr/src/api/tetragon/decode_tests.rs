@@ -412,6 +412,51 @@ mod hooks {
         assert_eq!(t.args.len(), 5);
     }
 
+    /// A return probe's `matchReturnActions`: `return_action` says what was
+    /// done at the return (Post in audit mode, with the intent beside it);
+    /// the entry's `action` stays Post.
+    #[test]
+    fn return_actions_decode_as_tetragon_s() {
+        use vardr_common::generic::{GEN_ACT_RETURN, GEN_ACT_RET_SIGKILL};
+        let mut m = meta(HookPoint::Kprobe {
+            call: "sys_openat".into(),
+            syscall: true,
+        });
+        Arc::get_mut(&mut m).expect("only holder").ret = Some(ArgType::Int);
+        for audit in [false, true] {
+            let mut c = call(
+                GEN_ACT_POST
+                    | GEN_ACT_RETURN
+                    | GEN_ACT_RET_SIGKILL
+                    | if audit { GEN_ACT_AUDIT } else { 0 },
+                0,
+            );
+            c.ret = (-2i64) as u64;
+            let j = JsonEvent::generic(&c, &m, None, "n", std::time::SystemTime::UNIX_EPOCH);
+            let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
+                panic!("not a process_kprobe");
+            };
+            let want = if audit {
+                pb::KprobeAction::Post
+            } else {
+                pb::KprobeAction::Sigkill
+            };
+            assert_eq!(k.return_action, want as i32, "audit {audit}");
+            assert_eq!(k.action, pb::KprobeAction::Post as i32);
+            let v = serde_json::to_value(&j).expect("json");
+            let v = &v["process_kprobe"];
+            assert_eq!(v["return"]["int_arg"], -2, "{v}");
+            if audit {
+                assert_eq!(v["verdict"], "audit", "{v}");
+                assert_eq!(v["intended_action"], "KPROBE_ACTION_SIGKILL", "{v}");
+                assert!(v["signal"].is_null(), "{v}");
+            } else {
+                assert_eq!(v["verdict"], "deny", "{v}");
+                assert_eq!(v["signal"], "SIGKILL", "{v}");
+            }
+        }
+    }
+
     /// An `lsmhooks` hook of its own writes `process_lsm` with the hook as
     /// `function_name`; a `cred` argument decodes as Tetragon's
     /// `process_credentials_arg`.

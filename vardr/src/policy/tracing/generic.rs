@@ -304,6 +304,9 @@ pub struct HookSelector {
     /// `matchPIDs`, `matchNamespaces`, `matchCapabilities`.
     pub process: ProcessFilters,
     pub actions: Actions,
+    /// `matchReturnActions`: at the return, when the value passed
+    /// `matchReturnArgs` (`None`: Post).
+    pub ret_actions: Option<Actions>,
     pub line: usize,
 }
 
@@ -794,18 +797,6 @@ fn selector(
     let before = d.0.len();
     for (field, present) in [
         ("matchData", non_empty(&sel.match_data).map(pos)),
-        (
-            "matchReturnActions",
-            non_empty(&sel.match_return_actions).map(pos),
-        ),
-        (
-            "matchNamespaceChanges",
-            non_empty(&sel.match_namespace_changes).map(pos),
-        ),
-        (
-            "matchCapabilityChanges",
-            non_empty(&sel.match_capability_changes).map(pos),
-        ),
         ("matchWorkloads", sel.match_workloads.as_ref().map(pos)),
         ("macros", non_empty(&sel.macros).map(pos)),
         ("label", set(&sel.label).map(pos)),
@@ -836,18 +827,35 @@ fn selector(
     let parent = binaries(d, &sel.match_parent_binaries, "matchParentBinaries");
     let process = process_filters::parse(
         d,
-        &sel.match_pids,
-        &sel.match_namespaces,
-        &sel.match_capabilities,
+        process_filters::Lists {
+            pids: &sel.match_pids,
+            namespaces: &sel.match_namespaces,
+            caps: &sel.match_capabilities,
+            ns_changes: &sel.match_namespace_changes,
+            caps_changes: &sel.match_capability_changes,
+        },
     );
-    let actions = actions(d, point, &sel.match_actions);
+    let entry_actions = actions(d, point, &sel.match_actions, false);
+    let ret_actions = match non_empty(&sel.match_return_actions) {
+        None => None,
+        Some(l) if ret.is_none() => {
+            at(
+                d,
+                pos(l),
+                "matchReturnActions: only on a kprobe with return: true and returnArg".into(),
+            );
+            None
+        }
+        Some(_) => actions(d, point, &sel.match_return_actions, true),
+    };
     (d.0.len() == before).then(|| HookSelector {
         matches,
         ret_matches,
+        ret_actions,
         binaries: own,
         parent_binaries: parent,
         process,
-        actions: actions.unwrap_or_default(),
+        actions: entry_actions.unwrap_or_default(),
         line: s.referenced.line().max(1) as usize,
     })
 }
@@ -1142,10 +1150,22 @@ fn binaries(d: &mut Diags, list: &List<BinarySelector>, field: &str) -> Option<B
     })
 }
 
-fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Option<Actions> {
+/// `matchActions`, or with `at_return` a return probe's
+/// `matchReturnActions` (run after the call: no Override, no rateLimit).
+fn actions(
+    d: &mut Diags,
+    point: &HookPoint,
+    list: &List<ActionSelector>,
+    at_return: bool,
+) -> Option<Actions> {
+    let field = if at_return {
+        "matchReturnActions"
+    } else {
+        "matchActions"
+    };
     let all: Vec<_> = items(list).collect();
     if let Some(a) = all.get(MAX_ACTIONS) {
-        d.at(*a, format!("more than {MAX_ACTIONS} matchActions: Tetragon allows at most {MAX_ACTIONS} per selector"));
+        d.at(*a, format!("more than {MAX_ACTIONS} {field}: Tetragon allows at most {MAX_ACTIONS} per selector"));
         return None;
     }
     // Tetragon posts unless NoPost is among the actions.
@@ -1158,12 +1178,21 @@ fn actions(d: &mut Diags, point: &HookPoint, list: &List<ActionSelector>) -> Opt
         let a = &a.value;
         let name = a.action.value.to_ascii_lowercase();
         let allowed: &[&str] = match name.as_str() {
+            "post" if at_return => &[],
             "post" => {
                 match rate_limit(d, a) {
                     Ok(r) => out.rate_limit = r,
                     Err(()) => ok = false,
                 }
                 &["rateLimit", "rateLimitScope"]
+            }
+            "override" if at_return => {
+                d.at(
+                    &a.action,
+                    "matchReturnActions Override: the function has run by its return; Override goes in matchActions (the call then does not run)",
+                );
+                ok = false;
+                continue;
             }
             "nopost" => {
                 out.post = false;

@@ -11,7 +11,9 @@ use vardr_common::{
 };
 
 use super::{
-    schema::{CapabilitiesSelector, List, NamespaceSelector, PidSelector},
+    schema::{
+        CapabilitiesSelector, List, NamespaceChangesSelector, NamespaceSelector, PidSelector,
+    },
     validate::items,
 };
 use crate::policy::validate::Diags;
@@ -42,12 +44,30 @@ pub struct ProcessFilters {
     pub pids: Vec<PidFilter>,
     pub namespaces: Vec<NsFilter>,
     pub caps: Option<CapsFilter>,
+    /// `matchNamespaceChanges`.
+    pub ns_changes: Option<NsChanges>,
+    /// `matchCapabilityChanges`: as `matchCapabilities`, on the
+    /// capabilities the set gained since the process's exec.
+    pub caps_changes: Option<CapsFilter>,
 }
 
 impl ProcessFilters {
     pub fn is_empty(&self) -> bool {
-        self.pids.is_empty() && self.namespaces.is_empty() && self.caps.is_none()
+        self.pids.is_empty()
+            && self.namespaces.is_empty()
+            && self.caps.is_none()
+            && self.ns_changes.is_none()
+            && self.caps_changes.is_none()
     }
+}
+
+/// The `matchNamespaceChanges` entry: `In`, one of the kinds differs from
+/// the process's at its exec; `NotIn`, none does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsChanges {
+    pub in_: bool,
+    /// `NS_*` indexes.
+    pub kinds: Vec<usize>,
 }
 
 /// One `matchPIDs` entry.
@@ -108,12 +128,23 @@ fn set_op(d: &mut Diags, op: &Spanned<String>, filter: &str) -> Option<bool> {
     }
 }
 
-pub(super) fn parse(
-    d: &mut Diags,
-    pids: &List<PidSelector>,
-    namespaces: &List<NamespaceSelector>,
-    caps: &List<CapabilitiesSelector>,
-) -> ProcessFilters {
+/// A selector's process filters.
+pub(super) struct Lists<'a> {
+    pub pids: &'a List<PidSelector>,
+    pub namespaces: &'a List<NamespaceSelector>,
+    pub caps: &'a List<CapabilitiesSelector>,
+    pub ns_changes: &'a List<NamespaceChangesSelector>,
+    pub caps_changes: &'a List<CapabilitiesSelector>,
+}
+
+pub(super) fn parse(d: &mut Diags, l: Lists<'_>) -> ProcessFilters {
+    let Lists {
+        pids,
+        namespaces,
+        caps,
+        ns_changes,
+        caps_changes,
+    } = l;
     let mut pid_filters = Vec::new();
     for (i, p) in items(pids).enumerate() {
         if i == GEN_MAX_PID_FILTERS {
@@ -131,8 +162,55 @@ pub(super) fn parse(
     ProcessFilters {
         pids: pid_filters,
         namespaces: namespace_filters(d, namespaces),
-        caps: caps_filter(d, caps),
+        caps: caps_filter(d, caps, "matchCapabilities"),
+        ns_changes: namespace_changes(d, ns_changes),
+        caps_changes: caps_filter(d, caps_changes, "matchCapabilityChanges"),
     }
+}
+
+fn namespace_changes(d: &mut Diags, list: &List<NamespaceChangesSelector>) -> Option<NsChanges> {
+    let entries: Vec<_> = items(list).collect();
+    if let Some(extra) = entries.get(1) {
+        d.at(
+            *extra,
+            "more than one matchNamespaceChanges entry in a selector: list the namespaces in one",
+        );
+        return None;
+    }
+    let e = entries.first()?;
+    let in_ = match e.value.operator.as_str() {
+        "In" => true,
+        "NotIn" => false,
+        other => {
+            d.at(
+                *e,
+                format!("matchNamespaceChanges operator {other:?}: In or NotIn"),
+            );
+            return None;
+        }
+    };
+    if e.value.values.is_empty() {
+        d.at(*e, "matchNamespaceChanges needs at least one namespace");
+        return None;
+    }
+    let mut kinds = Vec::new();
+    for v in &e.value.values {
+        let Some(&(_, kind, _)) = NAMESPACES.iter().find(|(n, _, _)| n == v) else {
+            let names: Vec<&str> = NAMESPACES.iter().map(|(n, _, _)| *n).collect();
+            d.at(
+                *e,
+                format!(
+                    "matchNamespaceChanges value {v:?}: one of {}",
+                    names.join(", ")
+                ),
+            );
+            return None;
+        };
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Some(NsChanges { in_, kinds })
 }
 
 fn pid_filter(d: &mut Diags, p: &Spanned<PidSelector>) -> Option<PidFilter> {
@@ -233,12 +311,19 @@ fn ns_value(v: &str) -> Result<NsValue, String> {
     Ok(NsValue::Inum(n))
 }
 
-fn caps_filter(d: &mut Diags, list: &List<CapabilitiesSelector>) -> Option<CapsFilter> {
+/// `matchCapabilities` or `matchCapabilityChanges` (`field`).
+fn caps_filter(
+    d: &mut Diags,
+    list: &List<CapabilitiesSelector>,
+    field: &str,
+) -> Option<CapsFilter> {
     let entries: Vec<_> = items(list).collect();
     if let Some(extra) = entries.get(1) {
         d.at(
             *extra,
-            "more than one matchCapabilities entry in a selector: Tetragon allows one type per selector",
+            format!(
+                "more than one {field} entry in a selector: Tetragon allows one type per selector"
+            ),
         );
         return None;
     }
@@ -251,15 +336,15 @@ fn caps_filter(d: &mut Diags, list: &List<CapabilitiesSelector>) -> Option<CapsF
             let at = spec.type_.as_ref().map_or(&spec.operator, |t| t);
             d.at(
                 at,
-                format!("matchCapabilities type {other:?}: Effective, Inheritable or Permitted"),
+                format!("{field} type {other:?}: Effective, Inheritable or Permitted"),
             );
             return None;
         }
     };
-    let in_ = set_op(d, &spec.operator, "matchCapabilities")?;
+    let in_ = set_op(d, &spec.operator, field)?;
     let values: Vec<&Spanned<String>> = items(&spec.values).collect();
     if values.is_empty() {
-        d.at(&spec.operator, "matchCapabilities needs at least one value");
+        d.at(&spec.operator, format!("{field} needs at least one value"));
         return None;
     }
     let mut mask = 0u64;
@@ -270,7 +355,7 @@ fn caps_filter(d: &mut Diags, list: &List<CapabilitiesSelector>) -> Option<CapsF
                 d.at(
                     v,
                     format!(
-                        "matchCapabilities value {:?}: not a capability (CAP_CHOWN, CAP_SYS_ADMIN, ...)",
+                        "{field} value {:?}: not a capability (CAP_CHOWN, CAP_SYS_ADMIN, ...)",
                         v.value
                     ),
                 );

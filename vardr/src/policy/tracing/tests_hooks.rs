@@ -311,7 +311,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
     - index: 2
       type: string
     selectors:
-    - matchNamespaceChanges: [{{operator: In, values: [Mnt]}}]
+    - matchData: [{{index: 0, operator: Equal, values: [x]}}]
       matchArgs: [{{index: 2, operator: Mask, values: [\"1\"]}}]
       matchActions: [{{action: Override, argError: 5}}]
     - matchArgs: [{{index: 2, operator: Equal, values: [\"{long}\"]}}]
@@ -330,12 +330,7 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         "kprobes call do_sys_openat2: return: true needs returnArg",
     );
     has(&e, 11, 13, "type \"char_buf\" needs sizeArgIndex");
-    has(
-        &e,
-        15,
-        30,
-        "selector matchNamespaceChanges: not yet supported by vardr",
-    );
+    has(&e, 15, 18, "selector matchData: not yet supported by vardr");
     has(
         &e,
         16,
@@ -355,6 +350,81 @@ fn what_kprobes_and_tracepoints_cannot_do_yet_is_named() {
         22,
         16,
         "tracepoint name \"../x\": letters, digits and _ only",
+    );
+}
+
+/// matchNamespaceChanges and matchCapabilityChanges: what changed since
+/// the process's exec, with Tetragon's names and one entry each.
+#[test]
+fn namespace_and_capability_changes() {
+    use crate::policy::tracing::process_filters::CapSet;
+    use vardr_common::{NS_MNT, NS_USER};
+    let p = parse_ok(&format!(
+        "{HEAD}  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_execve
+    selectors:
+    - matchNamespaceChanges: [{{operator: In, values: [Mnt, User, Mnt]}}]
+      matchCapabilityChanges:
+      - type: Effective
+        operator: In
+        isNamespaceCapability: true
+        values: [CAP_SYS_ADMIN]
+      matchActions: [{{action: Sigkill}}]
+    - matchNamespaceChanges: [{{operator: NotIn, values: [Net]}}]
+"
+    ));
+    let f = &p.hooks[0].selectors[0].process;
+    let n = f.ns_changes.as_ref().expect("namespace changes");
+    assert!(n.in_);
+    assert_eq!(n.kinds, [NS_MNT, NS_USER]);
+    let c = f.caps_changes.as_ref().expect("capability changes");
+    assert_eq!(
+        (c.set, c.in_, c.mask, c.namespace),
+        (CapSet::Effective, true, 1 << 21, true)
+    );
+    assert!(f.caps.is_none());
+    assert!(!p.hooks[0].selectors[1]
+        .process
+        .ns_changes
+        .as_ref()
+        .is_some_and(|n| n.in_));
+    let e = parse_err(&format!(
+        "{HEAD}  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_execve
+    selectors:
+    - matchNamespaceChanges: [{{operator: Equal, values: [Mnt]}}]
+    - matchNamespaceChanges: [{{operator: In, values: [Mount]}}]
+    - matchNamespaceChanges:
+      - {{operator: In, values: [Mnt]}}
+      - {{operator: In, values: [Pid]}}
+    - matchCapabilityChanges: [{{type: Effective, operator: In, values: [CAP_NOPE]}}]
+"
+    ));
+    has(
+        &e,
+        10,
+        31,
+        "matchNamespaceChanges operator \"Equal\": In or NotIn",
+    );
+    has(
+        &e,
+        11,
+        31,
+        "matchNamespaceChanges value \"Mount\": one of Uts, Ipc, Mnt",
+    );
+    has(
+        &e,
+        14,
+        9,
+        "more than one matchNamespaceChanges entry in a selector",
+    );
+    has(
+        &e,
+        15,
+        73,
+        "matchCapabilityChanges value \"CAP_NOPE\": not a capability",
     );
 }
 
@@ -607,6 +677,67 @@ fn return_probes_with_match_return_args() {
         21,
         46,
         "matchArgs Prefix compares strings: argument 0 is a int",
+    );
+}
+
+/// matchReturnActions: at the return, when matchReturnArgs hold; only
+/// on return probes, and nothing that needs the call not to have run.
+#[test]
+fn return_actions() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    args: [{{index: 1, type: string}}]
+    returnArg: {{index: 0, type: int}}
+    selectors:
+    - matchArgs: [{{index: 1, operator: Prefix, values: [/etc/]}}]
+      matchReturnArgs: [{{index: 0, operator: Equal, values: [\"-2\"]}}]
+      matchReturnActions: [{{action: Sigkill}}, {{action: NoPost}}]
+    - matchReturnActions: [{{action: Signal, argSig: 10}}]
+    - matchArgs: [{{index: 1, operator: Prefix, values: [/tmp/]}}]
+"
+    ));
+    let s = &p.hooks[0].selectors;
+    let r = s[0].ret_actions.as_ref().expect("return actions");
+    assert!(r.sigkill && !r.post, "{r:?}");
+    assert_eq!(s[1].ret_actions.as_ref().and_then(|r| r.signal), Some(10));
+    assert!(s[1].ret_actions.as_ref().is_some_and(|r| r.post));
+    assert!(s[2].ret_actions.is_none());
+    // The entry's actions are apart: none here.
+    assert!(!s[0].actions.sigkill);
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: a
+    args: [{{index: 0, type: int}}]
+    selectors:
+    - matchReturnActions: [{{action: Sigkill}}]
+  - call: b
+    return: true
+    returnArg: {{index: 0, type: int}}
+    selectors:
+    - matchReturnActions: [{{action: Override, argError: -1}}]
+    - matchReturnActions: [{{action: Post, rateLimit: 1m}}]
+"
+    ));
+    has(
+        &e,
+        10,
+        27,
+        "matchReturnActions: only on a kprobe with return: true and returnArg",
+    );
+    has(
+        &e,
+        15,
+        37,
+        "matchReturnActions Override: the function has run by its return",
+    );
+    has(
+        &e,
+        16,
+        54,
+        "action Post with rateLimit: not yet supported by vardr",
     );
 }
 
