@@ -700,7 +700,8 @@ fn recorded(tgid: u32, task: *const u8, off: &KernelOffsets) -> Option<&'static 
 }
 
 /// What `matchCapabilityChanges` and `matchNamespaceChanges` compare with:
-/// the task's capability sets (`GEN_CAPS_*` order) and namespaces now.
+/// the capability sets (`GEN_CAPS_*` order) and namespaces of `task`,
+/// which is the current task (the namespaces are read as the current's).
 #[inline(always)]
 fn baseline_of(task: *const u8, off: &KernelOffsets, e: &mut GenExe) {
     if let Some(cred) = read::<*const u8>(task, off.task_cred) {
@@ -712,9 +713,20 @@ fn baseline_of(task: *const u8, off: &KernelOffsets, e: &mut GenExe) {
             read::<u64>(cred, off.cred_cap_permitted).unwrap_or(0);
     }
     for k in 0..NS_KINDS {
-        e.base_ns[k] = ns_inum(task, k);
+        e.base_ns[k] = vardr_gen_ns_now(k as u64);
     }
     e.has_base = 1;
+}
+
+/// The current task's namespace of kind `k` ([`ns_inum`]), in a global
+/// function: inlined in a loop over the kinds, its branches took the exec
+/// program past the 6.1 verifier's limit.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_ns_now(k: u64) -> u32 {
+    // SAFETY: helper without arguments; the task is only read through probes.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    ns_inum(task, k as usize & 15)
 }
 
 /// Whether a task is traced now.
@@ -1417,7 +1429,7 @@ pub extern "C" fn vardr_gen_changes(generation: u64, slot: u64, s: u64) -> u32 {
                 continue;
             }
             // Unreadable now or at the exec: no change known.
-            let (now, then) = (ns_inum(task, k), e.base_ns[k]);
+            let (now, then) = (vardr_gen_ns_now(k as u64), e.base_ns[k]);
             if now != 0 && then != 0 && now != then {
                 changed = true;
                 break;
