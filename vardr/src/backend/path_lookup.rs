@@ -76,12 +76,18 @@ mod tests {
             println!("SKIPPED maps_answer_as_the_entries: needs root to create BPF maps");
             return;
         }
-        let p = policy(concat!(
+        // The longest path a rule can name (254 bytes: its exact key and
+        // NUL fill the 255 bytes after the generation's).
+        let longest = format!("/nonexistent-vardr/{}", "l".repeat(254 - 19));
+        assert_eq!(longest.len(), vardr_common::PATH_MAX_RULE);
+        let p = policy(&format!(
+            "{}{}{}{}    - {{name: l, hook: file_open, action: alert, match: {{paths: [{longest}]}}}}\n",
             "    - {name: d, hook: file_open, action: deny, match: {prefixes: [/nonexistent-vardr/etc]}}\n",
             "    - {name: a, hook: file_open, action: allow, match: {paths: [/nonexistent-vardr/etc/ok]}}\n",
             "    - {name: w, hook: file_write, action: deny, match: {paths: [/nonexistent-vardr/etc/w, /nonexistent-vardr/x]}}\n",
             "    - {name: s, hook: file_open, action: alert, match: {prefixes: [/nonexistent-vardr/etc/sub]}}\n",
         ));
+        let one_more = format!("{longest}m");
         let set = compile(&p, 1, &Limits::default()).unwrap();
         let entries = crate::fanotify::Rules::new(&set);
         let mut governed = 0;
@@ -106,6 +112,8 @@ mod tests {
                 "/other",
                 "/",
                 long.as_str(),
+                longest.as_str(),
+                one_more.as_str(),
             ] {
                 let want = entries.by_path(path);
                 assert_eq!(maps.lookup(path.as_bytes()).unwrap(), want, "{path}");

@@ -848,6 +848,23 @@ fn selector(
         }
         Some(_) => actions(d, point, &sel.match_return_actions, true),
     };
+    // The return sees only the calls the entry kept for it, which it does
+    // only for an event: a NoPost or a rateLimit at the entry would let a
+    // kill at the return never happen (and a global rateLimit would let
+    // one process's call spare another's).
+    let ret_enforces = ret_actions
+        .as_ref()
+        .is_some_and(|r| r.sigkill || r.signal.is_some());
+    let listed = non_empty(&sel.match_actions);
+    if let (true, Some(a), Some(l)) = (ret_enforces, &entry_actions, listed) {
+        if !a.post || a.rate_limit.is_some() {
+            at(
+                d,
+                pos(l),
+                "matchReturnActions Sigkill/Signal with NoPost or a rateLimit in matchActions: the return sees only the calls the entry reports, so some would never be acted on; put NoPost in matchReturnActions instead".into(),
+            );
+        }
+    }
     (d.0.len() == before).then(|| HookSelector {
         matches,
         ret_matches,

@@ -719,8 +719,20 @@ fn return_actions() {
     selectors:
     - matchReturnActions: [{{action: Override, argError: -1}}]
     - matchReturnActions: [{{action: Post, rateLimit: 1m}}]
+    - matchActions: [{{action: NoPost}}]
+      matchReturnActions: [{{action: Sigkill}}]
+    - matchActions: [{{action: Post, rateLimit: 1m}}]
+      matchReturnActions: [{{action: Signal, argSig: 10}}]
 "
     ));
+    for line in [17, 19] {
+        has(
+            &e,
+            line,
+            21,
+            "matchReturnActions Sigkill/Signal with NoPost or a rateLimit in matchActions",
+        );
+    }
     has(
         &e,
         10,
