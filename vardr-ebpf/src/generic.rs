@@ -695,7 +695,11 @@ fn file_key(file: *const u8, off: &KernelOffsets) -> Option<(u32, u64)> {
 #[inline(always)]
 fn recorded(tgid: u32, task: *const u8, off: &KernelOffsets) -> Option<&'static GenExe> {
     // SAFETY: a lookup; the value stays valid while the program runs (the
-    // callers read a few fields of it, not a copy on their stack).
+    // callers read a few fields of it, not a copy on their stack). An
+    // exec of another thread of the same process, on another CPU, can
+    // replace the entry meanwhile and the kernel may reuse the old element
+    // at once: such a reader can see a mix of the two execs' values, as it
+    // would reading the task's own state while that exec runs.
     unsafe { GEN_EXE.get(tgid) }.filter(|e| e.start_ticks == start_ticks(task, off))
 }
 
