@@ -13,7 +13,9 @@ use vardr_common::{
     NS_USER, NS_UTS,
 };
 
-use crate::policy::tracing::process_filters::{CapSet, NsValue, ProcessFilters, NAMESPACES};
+use crate::policy::tracing::process_filters::{
+    CapSet, CapsFilter, NsValue, ProcessFilters, NAMESPACES,
+};
 
 /// Where the kernel's initial namespaces are: fixed inode numbers
 /// (`include/uapi/linux/nsfs.h`), for net and mnt only since 6.18.
@@ -155,18 +157,12 @@ pub fn fill(
         out.process |= GEN_PROC_NAMESPACES;
     }
     if let Some(c) = &filters.caps {
-        out.caps_op = op(c.in_);
-        out.caps_set = match c.set {
-            CapSet::Effective => GEN_CAPS_EFFECTIVE,
-            CapSet::Inheritable => GEN_CAPS_INHERITABLE,
-            CapSet::Permitted => GEN_CAPS_PERMITTED,
-        };
-        out.caps_mask = c.mask;
-        if c.namespace {
-            out.caps_host_userns = host
-                .host(NS_USER)
-                .map_err(|e| format!("matchCapabilities isNamespaceCapability: {e}"))?;
-        }
+        (
+            out.caps_op,
+            out.caps_set,
+            out.caps_mask,
+            out.caps_host_userns,
+        ) = caps_fields(c, host, "matchCapabilities")?;
         out.process |= GEN_PROC_CAPS;
     }
     if let Some(n) = &filters.ns_changes {
@@ -179,21 +175,36 @@ pub fn fill(
         out.process |= GEN_PROC_NS_CHANGES;
     }
     if let Some(c) = &filters.caps_changes {
-        out.caps_changes_op = op(c.in_);
-        out.caps_changes_set = match c.set {
-            CapSet::Effective => GEN_CAPS_EFFECTIVE,
-            CapSet::Inheritable => GEN_CAPS_INHERITABLE,
-            CapSet::Permitted => GEN_CAPS_PERMITTED,
-        };
-        out.caps_changes_mask = c.mask;
-        if c.namespace {
-            out.caps_changes_host_userns = host
-                .host(NS_USER)
-                .map_err(|e| format!("matchCapabilityChanges isNamespaceCapability: {e}"))?;
-        }
+        (
+            out.caps_changes_op,
+            out.caps_changes_set,
+            out.caps_changes_mask,
+            out.caps_changes_host_userns,
+        ) = caps_fields(c, host, "matchCapabilityChanges")?;
         out.process |= GEN_PROC_CAPS_CHANGES;
     }
     Ok(())
+}
+
+/// A capability filter's operator, set, mask and (`isNamespaceCapability`)
+/// the host's user namespace, as the selector holds them.
+fn caps_fields(
+    c: &CapsFilter,
+    host: &HostNamespaces,
+    field: &str,
+) -> Result<(u32, u32, u64, u32), String> {
+    let set = match c.set {
+        CapSet::Effective => GEN_CAPS_EFFECTIVE,
+        CapSet::Inheritable => GEN_CAPS_INHERITABLE,
+        CapSet::Permitted => GEN_CAPS_PERMITTED,
+    };
+    let host_userns = if c.namespace {
+        host.host(NS_USER)
+            .map_err(|e| format!("{field} isNamespaceCapability: {e}"))?
+    } else {
+        0
+    };
+    Ok((op(c.in_), set, c.mask, host_userns))
 }
 
 #[cfg(test)]
