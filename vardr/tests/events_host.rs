@@ -257,6 +257,65 @@ fn policy_flood_does_not_push_out_exec_events() {
     assert!(agent.stop().success());
 }
 
+/// 40 000 policy events (~14 MB) pass through their 4 MiB buffer while the
+/// agent reads: records run past its end and around, and each arrives
+/// whole (the buffer's pages are mapped once; a record that wraps is read
+/// in two pieces).
+#[test]
+fn policy_events_that_wrap_their_buffer_arrive_whole() {
+    if !require_root("policy_events_that_wrap_their_buffer_arrive_whole") {
+        return;
+    }
+    if !common::scenarios::python_available("policy_events_that_wrap_their_buffer_arrive_whole") {
+        return;
+    }
+    let _serial = serial();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cg = common::test_cgroup("wrap");
+    let policy = format!(
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: wrap\nspec:\n  rules:\n    - {{name: knock, hook: connect, action: alert, match: {{cidrs: [127.0.0.1/32], ports: [{port}]}}}}\n"
+    );
+    let scope = cg.path.to_str().unwrap().to_string();
+    let mut agent = AgentRun::start(&policy, &["--scope-cgroup", &scope, "--output", "json"]);
+    const N: u64 = 40_000;
+    let run = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && python3 -c 'import socket\nfor _ in range({N}):\n  s=socket.socket()\n  try: s.connect((\"127.0.0.1\",{port}))\n  except OSError: pass\n  s.close()'",
+            cg.path.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", common::stderr(&run));
+    let events = agent.events_after(Duration::from_secs(5));
+    let lost: u64 = events
+        .iter()
+        .filter_map(|e| e["events_lost"]["count"].as_u64())
+        .sum();
+    let alerts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["process_lsm"]["rule"] == "knock")
+        .collect();
+    let wrong = alerts
+        .iter()
+        .filter(|e| e["process_lsm"]["args"][0]["sock_arg"]["dport"] != port)
+        .count();
+    assert_eq!(wrong, 0, "alerts with another port: {:?}", alerts.first());
+    assert_eq!(
+        alerts.len() as u64 + lost,
+        N,
+        "every connect is an alert or a counted loss ({lost} lost)"
+    );
+    assert!(
+        !agent.stderr.iter().any(|l| l.contains("malformed")),
+        "{:?}",
+        agent.stderr
+    );
+    assert!(agent.stop().success());
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(

@@ -69,7 +69,7 @@ pub fn hook_error(e: HookError) -> AgentError {
 
 /// Reads the hooks' ring buffer on a task of its own.
 fn spawn_reader(
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    ring: crate::backend::ring::EventRing,
     tx: UnboundedSender<Vec<u8>>,
 ) -> Result<(), HookError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and

@@ -22,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -676,7 +675,7 @@ impl Agent {
     /// (the limit: more may be waiting).
     fn drain(
         &mut self,
-        ring: &mut RingBuf<MapData>,
+        ring: &mut crate::backend::ring::EventRing,
         limit: Option<usize>,
     ) -> std::io::Result<usize> {
         let mut n = 0;

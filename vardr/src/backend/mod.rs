@@ -6,12 +6,13 @@ mod objects;
 mod path_lookup;
 pub mod perf_attach;
 mod plan;
+pub mod ring;
 pub(crate) mod sys;
 
 use std::{fs::File, path::PathBuf};
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
         TracePoint,
@@ -46,6 +47,8 @@ pub enum BackendError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(transparent)]
+    Ring(#[from] ring::RingError),
     #[error("BPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -719,7 +722,7 @@ impl Enforcer {
     pub fn take_events(&mut self) -> Result<Rings, BackendError> {
         let mut take = |name: &'static str| {
             let map = self.maps.take(name)?;
-            RingBuf::try_from(map).map_err(|source| BackendError::Map { name, source })
+            ring::EventRing::new(name, map).map_err(BackendError::Ring)
         };
         Ok(Rings {
             lifecycle: take(bpf::maps::EVENTS)?,
@@ -748,8 +751,8 @@ impl Enforcer {
 /// The two event ring buffers: lifecycle events (exec, fork, exit) apart
 /// from policy events, so a flood of the latter cannot push out the former.
 pub struct Rings {
-    pub lifecycle: RingBuf<MapData>,
-    pub policy: RingBuf<MapData>,
+    pub lifecycle: ring::EventRing,
+    pub policy: ring::EventRing,
 }
 
 fn attach_lsm(

@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray},
     programs::{BtfTracePoint, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -208,7 +208,7 @@ fn track_executables(ebpf: &mut Ebpf) -> Result<(), HookError> {
 impl GenericHooks {
     /// Loads the object (its maps; the programs load when first needed).
     /// Returns the hooks and their events' ring buffer.
-    pub fn load() -> Result<(Self, RingBuf<MapData>), HookError> {
+    pub fn load() -> Result<(Self, crate::backend::ring::EventRing), HookError> {
         let offsets =
             crate::kernel::btf::kernel_offsets().map_err(|e| HookError::Load(e.to_string()))?;
         let mut ebpf = EbpfLoader::new()
@@ -219,7 +219,8 @@ impl GenericHooks {
             ebpf.take_map(name)
                 .ok_or_else(|| HookError::Load(format!("map {name} missing")))
         };
-        let events = RingBuf::try_from(take("GEN_EVENTS")?).map_err(map_err("GEN_EVENTS"))?;
+        let events = crate::backend::ring::EventRing::new("GEN_EVENTS", take("GEN_EVENTS")?)
+            .map_err(|e| HookError::Load(e.to_string()))?;
         let mut this = Self {
             hooks: take("GEN_HOOKS")?
                 .try_into()

@@ -60,6 +60,8 @@ pub enum PinError {
     Mount(#[from] crate::kernel::mounts::MountError),
     #[error("listing BPF links: {0}")]
     Links(#[source] aya::programs::links::LinkError),
+    #[error(transparent)]
+    Ring(#[from] crate::backend::ring::RingError),
 }
 
 /// Backend of one hook, as the set was loaded.
@@ -239,10 +241,9 @@ impl PinnedSet {
 
     /// The set's event ring buffers, lifecycle then policy (same layout only).
     pub fn events(&self) -> Result<crate::backend::Rings, PinError> {
-        let ring = |name: &str| {
-            let path = self.dir.join(MAPS).join(name);
-            aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(self.map(name)?))
-                .map_err(|e| PinError::Map(path, e))
+        let ring = |name: &'static str| {
+            crate::backend::ring::EventRing::from_data(name, self.map(name)?)
+                .map_err(PinError::Ring)
         };
         Ok(crate::backend::Rings {
             lifecycle: ring(crate::bpf::maps::EVENTS)?,
