@@ -80,7 +80,7 @@ mod tests {
         // NUL fill the 255 bytes after the generation's).
         let longest = format!("/nonexistent-vardr/{}", "l".repeat(254 - 19));
         assert_eq!(longest.len(), vardr_common::PATH_MAX_RULE);
-        let p = policy(&format!(
+        let mut p = policy(&format!(
             "{}{}{}{}    - {{name: l, hook: file_open, action: alert, match: {{paths: [{longest}]}}}}\n",
             "    - {name: d, hook: file_open, action: deny, match: {prefixes: [/nonexistent-vardr/etc]}}\n",
             "    - {name: a, hook: file_open, action: allow, match: {paths: [/nonexistent-vardr/etc/ok]}}\n",
@@ -88,7 +88,7 @@ mod tests {
             "    - {name: s, hook: file_open, action: alert, match: {prefixes: [/nonexistent-vardr/etc/sub]}}\n",
         ));
         let one_more = format!("{longest}m");
-        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let set = compile(&mut p, 1, &Limits::default()).unwrap();
         let entries = crate::fanotify::Rules::new(&set);
         let mut governed = 0;
         for generation in [0, 1] {

@@ -265,10 +265,12 @@ pub fn load(
     limits: &Limits,
 ) -> Result<Bundle, BundleError> {
     let t = std::time::Instant::now();
-    let p = parse(path, extra)?;
+    let mut p = parse(path, extra)?;
     let parsed = t.elapsed();
+    // Before the compile moves the path lists out of the rules.
+    let shadowed = shadowed_cedar(&p.policy.rules);
     let mut rules =
-        compile(&p.policy, first_id, limits).map_err(|source| BundleError::Compile {
+        compile(&mut p.policy, first_id, limits).map_err(|source| BundleError::Compile {
             path: path.into(),
             source,
         })?;
@@ -283,7 +285,7 @@ pub fn load(
         }
     }
     rules.warnings.extend(p.kernel.warnings.iter().cloned());
-    rules.warnings.extend(shadowed_cedar(&p.policy.rules));
+    rules.warnings.extend(shadowed);
     tracing::debug!(
         parse_ms = parsed.as_millis() as u64,
         compile_ms = (t.elapsed() - parsed).as_millis() as u64,

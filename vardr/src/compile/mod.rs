@@ -274,8 +274,14 @@ pub(crate) fn rank(r: &RuleRef) -> u8 {
 }
 
 /// Compiles `policy`, numbering its rules from `first_id` (ids stay unique
-/// across reloads, so events in flight map to the rule that matched).
-pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSet, CompileError> {
+/// across reloads, so events in flight map to the rule that matched). The
+/// exact paths and binaries of its path rules move into the compiled set
+/// (200 000 paths are not kept twice); its other fields stay.
+pub fn compile(
+    policy: &mut Policy,
+    first_id: u32,
+    limits: &Limits,
+) -> Result<RuleSet, CompileError> {
     let mut set = RuleSet {
         policy_name: policy.name.clone(),
         exempt_pids: policy.exempt_pids.clone(),
@@ -293,7 +299,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
     let mut domain_rules = domains::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
 
-    for (i, rule) in policy.rules.iter().enumerate() {
+    for (i, rule) in policy.rules.iter_mut().enumerate() {
         let id = first_id + i as u32;
         set.rules.insert(
             id,
@@ -314,8 +320,31 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
         set.active_mask |= 1 << hook as u32;
         match rule.hook {
             Hook::FileOpen | Hook::FileWrite | Hook::Exec => {
-                for p in rule.paths.iter().chain(&rule.binaries) {
-                    path_rules.add(paths::exact_key(p), hook, r);
+                // Each parsed string is freed as its key is made (a key of
+                // its own is sized exactly; the parser's strings have room
+                // to spare).
+                for p in std::mem::take(&mut rule.paths) {
+                    path_rules.add(paths::exact_key(&p), hook, r);
+                }
+                for b in std::mem::take(&mut rule.binaries) {
+                    match std::fs::metadata(&b) {
+                        Ok(_) => path_rules.add(paths::exact_key(&b), hook, r),
+                        // Not installed (yet): an ordinary state, not a
+                        // problem. The path string is kept (as parsed: a
+                        // list of copies made here would lie among the
+                        // freed keys and keep their pages resident).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            path_rules.add(paths::exact_key(&b), hook, r);
+                            set.absent_binaries.push(b);
+                        }
+                        Err(e) => {
+                            set.warnings.push(format!(
+                                "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
+                                rule.name
+                            ));
+                            path_rules.add(paths::exact_key(&b), hook, r);
+                        }
+                    }
                 }
                 for p in &rule.prefixes {
                     // The directory itself, and everything under it.
@@ -324,21 +353,6 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                         path_rules.add(paths::exact_key(dir), hook, r);
                     }
                     path_rules.add(p.as_bytes().to_vec(), hook, r);
-                }
-                for b in &rule.binaries {
-                    match std::fs::metadata(b) {
-                        Ok(_) => {}
-                        // Not installed (yet): an ordinary state, not a problem.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            if !set.absent_binaries.contains(b) {
-                                set.absent_binaries.push(b.clone());
-                            }
-                        }
-                        Err(e) => set.warnings.push(format!(
-                            "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
-                            rule.name
-                        )),
-                    }
                 }
             }
             Hook::Connect if !rule.domains.is_empty() => {
@@ -364,7 +378,7 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
                 set.has_exempt_binaries = true;
             }
             Err(e) => {
-                if e.kind() == std::io::ErrorKind::NotFound && !set.absent_binaries.contains(b) {
+                if e.kind() == std::io::ErrorKind::NotFound {
                     set.absent_binaries.push(b.clone());
                 }
                 set.warnings.push(format!(
@@ -391,6 +405,10 @@ pub fn compile(policy: &Policy, first_id: u32, limits: &Limits) -> Result<RuleSe
             )),
         }
     }
+    // Sorted and once each (a list of 100 000 searched at each push took
+    // quadratic time).
+    set.absent_binaries.sort_unstable();
+    set.absent_binaries.dedup();
     set.paths = std::sync::Arc::new(path_rules.finish());
     // Every governed path that exists also gets an identity entry, so the
     // kernel finds its rules whatever path the file is reached by.
@@ -490,7 +508,7 @@ mod tests {
     #[test]
     fn domain_rules_go_to_the_domain_map_only() {
         let set = compile(
-            &policy(
+            &mut policy(
                 "    - name: d
       hook: connect
       action: deny
@@ -521,12 +539,12 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_with_a_clear_error() {
-        let p = policy("    - name: a\n      hook: file_open\n      action: deny\n      match: { paths: [/a, /b, /c] }\n");
+        let mut p = policy("    - name: a\n      hook: file_open\n      action: deny\n      match: { paths: [/a, /b, /c] }\n");
         let limits = Limits {
             path_entries: 2,
             ..Default::default()
         };
-        let e = compile(&p, 1, &limits).unwrap_err();
+        let e = compile(&mut p, 1, &limits).unwrap_err();
         assert_eq!(
             e.to_string(),
             "policy needs 3 path entries, more than the limit of 2 (see --max-rules)"
@@ -549,7 +567,7 @@ mod tests {
         c.prefixes = vec![format!("{}/", sub.display())];
         c.prefix_covers_dir = false;
         p.rules.push(c);
-        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let set = compile(&mut p, 1, &Limits::default()).unwrap();
         let ids = |d: &std::path::Path| Identity::of(d.to_str().unwrap()).unwrap();
         let entry = |d: &std::path::Path| {
             let id = ids(d)[0];
@@ -577,8 +595,8 @@ mod tests {
 
     #[test]
     fn binaries_get_identity_and_path_entries() {
-        let p = policy("    - name: sh\n      hook: exec\n      action: deny\n      match: { binaries: [/bin/sh, /nonexistent/x] }\n");
-        let set = compile(&p, 10, &Limits::default()).unwrap();
+        let mut p = policy("    - name: sh\n      hook: exec\n      action: deny\n      match: { binaries: [/bin/sh, /nonexistent/x] }\n");
+        let set = compile(&mut p, 10, &Limits::default()).unwrap();
         assert_eq!(set.inodes.len(), 1);
         let exec = set.inodes[0].1.rules.slots[vardr_common::Hook::Exec as usize];
         assert_eq!(exec.rule_id, 10);
@@ -592,8 +610,8 @@ mod tests {
 
     #[test]
     fn an_exec_allowlist_denies_below_the_root() {
-        let p = policy("    - name: all\n      hook: exec\n      action: deny\n      match: { prefixes: [/] }\n    - name: sys\n      hook: exec\n      action: allow\n      match: { prefixes: [/usr] }\n");
-        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let mut p = policy("    - name: all\n      hook: exec\n      action: deny\n      match: { prefixes: [/] }\n    - name: sys\n      hook: exec\n      action: allow\n      match: { prefixes: [/usr] }\n");
+        let set = compile(&mut p, 1, &Limits::default()).unwrap();
         let exec = vardr_common::Hook::Exec as usize;
         let key = |k: &[u8]| {
             set.paths
@@ -611,8 +629,8 @@ mod tests {
     #[test]
     fn interpreters_are_marked_by_identity() {
         let y = "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: t\nspec:\n  interpreters: [/bin/sh, /nonexistent/sh]\n";
-        let p = policy::parse(y, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"));
-        let set = compile(&p, 1, &Limits::default()).unwrap();
+        let mut p = policy::parse(y, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let set = compile(&mut p, 1, &Limits::default()).unwrap();
         assert!(set.has_interpreters);
         let sh = Identity::of("/bin/sh").unwrap()[0];
         let (_, r) = set.inodes.iter().find(|(i, _)| *i == sh).unwrap();

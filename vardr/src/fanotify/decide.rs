@@ -223,9 +223,9 @@ mod tests {
         let y = format!(
             "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: t\nspec:\n  rules:\n{yaml_rules}"
         );
-        let p = crate::policy::parse(&y, std::path::Path::new("t.yaml"))
+        let mut p = crate::policy::parse(&y, std::path::Path::new("t.yaml"))
             .unwrap_or_else(|e| panic!("{e}"));
-        Rules::new(&compile(&p, 1, &Limits::default()).unwrap())
+        Rules::new(&compile(&mut p, 1, &Limits::default()).unwrap())
     }
 
     const READ: Access = Access {
