@@ -2,30 +2,98 @@
 //! They are matched by path meanwhile; when one appears, the agent reloads
 //! its policy (as SIGHUP does) so the kernel also matches it by identity
 //! (hard links, renames, other mount namespaces).
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+/// What a directory's metadata says of its entries: a file created, linked
+/// or renamed into it changes its modification time; another directory
+/// (a symlink retargeted, a mount) another device or inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(dir: &Path) -> Option<Self> {
+        let m = std::fs::metadata(dir).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// A change within the file system's timestamp granularity of the last
+    /// look may not show in the time: such a directory is looked into again.
+    fn recent(&self) -> bool {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(self.mtime.0.max(0) as u64);
+        SystemTime::now()
+            .duration_since(t)
+            .is_ok_and(|age| age < Duration::from_secs(3))
+    }
+}
 
 #[derive(Debug, Default)]
-pub struct Awaited {
+struct Dir {
+    /// The directory as last looked into (`None`: not there).
+    seen: Option<Stamp>,
     paths: Vec<String>,
+}
+
+/// Awaited binaries by directory: each tick costs one `stat` per directory,
+/// and the binaries of a directory are looked for only when it changed (a
+/// policy can name 100 000 binaries not installed).
+#[derive(Debug, Default)]
+pub struct Awaited {
+    dirs: BTreeMap<PathBuf, Dir>,
+    /// Directories looked into, for tests.
+    looks: u64,
 }
 
 impl Awaited {
     pub fn new(paths: Vec<String>) -> Self {
-        Self { paths }
+        let mut dirs: BTreeMap<PathBuf, Dir> = BTreeMap::new();
+        for p in paths {
+            let dir = Path::new(&p)
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf();
+            dirs.entry(dir).or_default().paths.push(p);
+        }
+        Self { dirs, looks: 0 }
     }
 
     /// The awaited binaries that exist now, no longer awaited: a reload
     /// that fails does not make the agent retry for them.
     pub fn appeared(&mut self) -> Vec<String> {
-        let (now, still): (Vec<String>, Vec<String>) = std::mem::take(&mut self.paths)
-            .into_iter()
-            .partition(|p| Path::new(p).exists());
-        self.paths = still;
+        let mut now = Vec::new();
+        for (dir, d) in self.dirs.iter_mut() {
+            let stamp = Stamp::of(dir);
+            let look = stamp.is_some_and(|s| d.seen != Some(s) || s.recent());
+            d.seen = stamp;
+            if look {
+                self.looks += 1;
+                let (found, still): (Vec<String>, Vec<String>) = std::mem::take(&mut d.paths)
+                    .into_iter()
+                    .partition(|p| Path::new(p).exists());
+                d.paths = still;
+                now.extend(found);
+            }
+        }
+        self.dirs.retain(|_, d| !d.paths.is_empty());
         now
     }
 
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.dirs.is_empty()
     }
 }
 
@@ -49,5 +117,37 @@ mod tests {
         assert_eq!(a.appeared(), [ncat]);
         assert!(a.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory that does not change is not looked into again (its
+    /// binaries are not searched for at each tick); one created later, or
+    /// a new file in one, is.
+    #[test]
+    fn looks_into_a_directory_only_when_it_changed() {
+        let base = std::env::temp_dir().join(format!("vardr-appear-dir-{}", std::process::id()));
+        let dir = base.join("later");
+        let tool = dir.join("tool").to_string_lossy().into_owned();
+        let mut a = Awaited::new(vec![tool.clone()]);
+        assert!(a.appeared().is_empty(), "no directory yet");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&tool, b"").unwrap();
+        assert_eq!(a.appeared(), [tool], "directory created with it");
+        assert!(a.is_empty());
+
+        let other = dir.join("other").to_string_lossy().into_owned();
+        let mut a = Awaited::new(vec![other.clone()]);
+        // An old directory (its time set back: the change itself shows
+        // once, in its change time), unchanged since: not looked into.
+        let old = std::fs::FileTimes::new()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        std::fs::File::open(&dir).unwrap().set_times(old).unwrap();
+        assert!(a.appeared().is_empty());
+        let looks = a.looks;
+        assert!(a.appeared().is_empty());
+        assert_eq!(a.looks, looks, "an unchanged directory is not searched");
+        // Any change to it shows (the file created now).
+        std::fs::write(&other, b"").unwrap();
+        assert_eq!(a.appeared(), [other]);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -170,11 +170,18 @@ fn load_rules(
     for w in &b.rules.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    if !b.rules.absent_binaries.is_empty() {
+    let absent = &b.rules.absent_binaries;
+    if !absent.is_empty() {
+        // A policy may name 100 000 binaries not installed: a few tell.
+        const SHOWN: usize = 10;
+        let more = match absent.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         tracing::info!(
-            "{}: not installed, matched by path until they appear: {}",
+            "{}: not installed, matched by path until they appear: {}{more}",
             path.display(),
-            b.rules.absent_binaries.join(", ")
+            absent[..absent.len().min(SHOWN)].join(", ")
         );
     }
     for w in &b.cedar.warnings {
