@@ -187,9 +187,9 @@ fn rule(name: String, hook: Hook, action: policy::Action, severity: Severity) ->
         hook,
         action,
         severity,
-        paths: Vec::new(),
+        paths: Default::default(),
         prefixes: Vec::new(),
-        binaries: Vec::new(),
+        binaries: Default::default(),
         cidrs: Vec::new(),
         ports: Vec::new(),
         protocol: Protocol::Any,
@@ -204,8 +204,8 @@ fn rule(name: String, hook: Hook, action: policy::Action, severity: Severity) ->
 
 fn with_scope(mut r: Rule, scope: &Scope) -> Rule {
     match scope {
-        Scope::Binary(p) if r.hook == Hook::Exec => r.binaries.push(p.clone()),
-        Scope::File(p) | Scope::Binary(p) => r.paths.push(p.clone()),
+        Scope::Binary(p) if r.hook == Hook::Exec => r.binaries.push(p),
+        Scope::File(p) | Scope::Binary(p) => r.paths.push(p),
         Scope::Prefix(p) => r.prefixes.push(p.clone()),
     }
     r
@@ -391,18 +391,14 @@ mod tests {
         );
         assert!(k.observe.is_empty() && k.warnings.is_empty(), "{k:?}");
         let r = &k.enforced;
-        assert_eq!(
-            (r[0].hook, &r[0].paths[..]),
-            (Hook::FileOpen, &["/etc/shadow".to_string()][..])
-        );
+        assert_eq!(r[0].hook, Hook::FileOpen);
+        assert_eq!(r[0].paths, ["/etc/shadow"]);
         assert_eq!(
             (r[1].hook, &r[1].prefixes[..]),
             (Hook::FileWrite, &["/etc/ssh/".to_string()][..])
         );
-        assert_eq!(
-            (r[2].hook, &r[2].binaries[..]),
-            (Hook::Exec, &["/usr/bin/nc".to_string()][..])
-        );
+        assert_eq!(r[2].hook, Hook::Exec);
+        assert_eq!(r[2].binaries, ["/usr/bin/nc"]);
         assert_eq!(r[3].prefixes, ["/tmp/"]);
         // A directory is not `in` itself in Cedar: the kernel rule must not
         // govern /tmp itself either.
@@ -448,7 +444,7 @@ mod tests {
             .find(|r| r.name == "cedar-observe:both-on-binary")
             .unwrap()
             .paths;
-        assert_eq!(both, &["/usr/bin/nc".to_string()]);
+        assert_eq!(*both, ["/usr/bin/nc"]);
         assert!(
             obs.contains(&(
                 "cedar-observe:is-in",

@@ -101,7 +101,7 @@ fn more_specific(inner: &Rule, outer: &Rule) -> bool {
     if inner.hook != outer.hook {
         return false;
     }
-    let inside = |x: &String| {
+    let inside = |x: &str| {
         outer
             .prefixes
             .iter()
@@ -110,7 +110,7 @@ fn more_specific(inner: &Rule, outer: &Rule) -> bool {
     let files = inner
         .paths
         .iter()
-        .chain(&inner.prefixes)
+        .chain(inner.prefixes.iter().map(String::as_str))
         .chain(&inner.binaries)
         .any(inside);
     let net = inner.hook == Hook::Connect
@@ -227,22 +227,15 @@ fn shadowed_cedar(rules: &[Rule]) -> Vec<String> {
             .iter()
             .filter(|y| y.hook == c.hook && matches!(y.action, Action::Allow | Action::Alert))
         {
-            let inside = |p: &String| {
-                let key = if y.prefixes.contains(p) {
-                    p.clone()
-                } else {
-                    format!("{p}\0")
-                };
+            // Exact keys end with a NUL, as in the kernel's trie.
+            let inside = |p: &str, exact: bool| {
+                let len = p.len() + usize::from(exact);
                 c.prefixes
                     .iter()
-                    .any(|cp| key.starts_with(cp.as_str()) && key.len() > cp.len())
+                    .any(|cp| p.starts_with(cp.as_str()) && len > cp.len())
             };
-            let paths = y
-                .paths
-                .iter()
-                .chain(&y.prefixes)
-                .chain(&y.binaries)
-                .any(inside);
+            let paths = y.paths.iter().chain(&y.binaries).any(|p| inside(p, true))
+                || y.prefixes.iter().any(|p| inside(p, false));
             if paths || (y.hook == Hook::Connect && net_shadows(y, c)) {
                 out.push(format!(
                     "Cedar policy {} is enforced in the kernel, but the more specific rule {} ({:?}) decides where they overlap; Layer 2 does not see those events",

@@ -320,30 +320,26 @@ pub fn compile(
         set.active_mask |= 1 << hook as u32;
         match rule.hook {
             Hook::FileOpen | Hook::FileWrite | Hook::Exec => {
-                // Each parsed string is freed as its key is made (a key of
-                // its own is sized exactly; the parser's strings have room
-                // to spare).
-                for p in std::mem::take(&mut rule.paths) {
-                    path_rules.add(paths::exact_key(&p), hook, r);
+                // The lists go once their keys are made (the policy
+                // keeps the rest of the rule).
+                let listed = std::mem::take(&mut rule.paths);
+                for p in &listed {
+                    path_rules.add(paths::exact_key(p), hook, r);
                 }
-                for b in std::mem::take(&mut rule.binaries) {
-                    match std::fs::metadata(&b) {
-                        Ok(_) => path_rules.add(paths::exact_key(&b), hook, r),
-                        // Not installed (yet): an ordinary state, not a
-                        // problem. The path string is kept (as parsed: a
-                        // list of copies made here would lie among the
-                        // freed keys and keep their pages resident).
+                drop(listed);
+                let binaries = std::mem::take(&mut rule.binaries);
+                for b in &binaries {
+                    path_rules.add(paths::exact_key(b), hook, r);
+                    match std::fs::metadata(b) {
+                        Ok(_) => {}
+                        // Not installed (yet): an ordinary state, not a problem.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            path_rules.add(paths::exact_key(&b), hook, r);
-                            set.absent_binaries.push(b);
+                            set.absent_binaries.push(b.to_string());
                         }
-                        Err(e) => {
-                            set.warnings.push(format!(
-                                "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
-                                rule.name
-                            ));
-                            path_rules.add(paths::exact_key(&b), hook, r);
-                        }
+                        Err(e) => set.warnings.push(format!(
+                            "rule {}: binary {b}: {e}; matched by path only until a reload finds it",
+                            rule.name
+                        )),
                     }
                 }
                 for p in &rule.prefixes {

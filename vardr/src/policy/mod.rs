@@ -1,5 +1,6 @@
 //! vardr policy files (`apiVersion: vardr.dev/v1`, `kind: Policy`): parsing
 //! and validation with `file:line:column` errors.
+mod path_list;
 mod schema;
 pub mod tracing;
 mod validate;
@@ -11,6 +12,7 @@ use std::{
 
 use ipnet::IpNet;
 
+pub use path_list::PathList;
 pub use validate::MAX_PATH_LEN;
 
 pub const API_VERSION: &str = "vardr.dev/v1";
@@ -107,11 +109,11 @@ pub struct Rule {
     pub action: Action,
     pub severity: Severity,
     /// Exact paths.
-    pub paths: Vec<String>,
+    pub paths: PathList,
     /// Directory subtrees, normalized to end with `/`.
     pub prefixes: Vec<String>,
     /// Exec only: binaries matched by path and by file identity.
-    pub binaries: Vec<String>,
+    pub binaries: PathList,
     pub cidrs: Vec<IpNet>,
     /// Empty: any port.
     pub ports: Vec<u16>,

@@ -78,11 +78,11 @@ pub struct RuleDoc {
 #[serde(deny_unknown_fields)]
 pub struct MatchDoc {
     #[serde(default)]
-    pub paths: Vec<At<String>>,
+    pub paths: super::path_list::PathListDoc,
     #[serde(default)]
     pub prefixes: Vec<At<String>>,
     #[serde(default)]
-    pub binaries: Vec<At<String>>,
+    pub binaries: super::path_list::PathListDoc,
     #[serde(default)]
     pub cidrs: Vec<At<String>>,
     #[serde(default)]

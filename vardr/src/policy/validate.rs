@@ -5,8 +5,9 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::{
+    path_list::PathListDoc,
     schema::{At, MatchDoc, PolicyDoc, RuleDoc},
-    Action, Diagnostic, Hook, Policy, Protocol, Rule, Severity, API_VERSION, KIND,
+    Action, Diagnostic, Hook, PathList, Policy, Protocol, Rule, Severity, API_VERSION, KIND,
 };
 
 /// Longest path a rule can name, in bytes (an LPM key holds 256 bytes: a
@@ -207,13 +208,13 @@ fn rule(d: &mut Diags, mut r: RuleDoc) -> Option<Rule> {
         out.extend(raw.into_iter().filter_map(|p| take_abs_path(d, p, what)));
         (named, out)
     };
-    let (named_paths, paths) = take(&mut r.matches.value.paths, "path");
     let (named_prefixes, prefixes) = take(&mut r.matches.value.prefixes, "prefix");
+    let (named_paths, paths) = take_list(d, &mut r.matches.value.paths, "path");
+    let (named_binaries, binaries) = take_list(d, &mut r.matches.value.binaries, "binary");
     let prefixes: Vec<String> = prefixes
         .into_iter()
         .map(|p| if p.ends_with('/') { p } else { format!("{p}/") })
         .collect();
-    let (named_binaries, binaries) = take(&mut r.matches.value.binaries, "binary");
     let m: &MatchDoc = &r.matches.value;
     let mut cidrs = Vec::new();
     for c in &m.cidrs {
@@ -334,6 +335,16 @@ pub(super) fn abs_path(d: &mut Diags, p: &impl Located<String>, what: &str) -> O
     }
 }
 
+/// A list checked as it was read: its wrong entries (the only ones with
+/// positions) are reported, its paths move into the rule.
+fn take_list(d: &mut Diags, list: &mut PathListDoc, what: &str) -> (bool, PathList) {
+    let named = list.named();
+    for p in std::mem::take(&mut list.bad) {
+        take_abs_path(d, p, what);
+    }
+    (named, std::mem::take(&mut list.paths))
+}
+
 /// [`abs_path`] of an owned value: the string moves (big lists are not
 /// copied).
 fn take_abs_path(d: &mut Diags, p: At<String>, what: &str) -> Option<String> {
@@ -347,7 +358,7 @@ fn take_abs_path(d: &mut Diags, p: At<String>, what: &str) -> Option<String> {
 }
 
 /// Why `v` is not a path a rule can name, if it is not.
-fn path_problem(v: &str, what: &str) -> Option<String> {
+pub(super) fn path_problem(v: &str, what: &str) -> Option<String> {
     if !v.starts_with('/') {
         Some(format!("{what} {v:?} must be absolute"))
     } else if v.contains('\0') {

@@ -75,11 +75,7 @@ fn name(a: Action) -> &'static str {
 type PathKey<'a> = (&'a str, bool);
 
 fn path_keys(r: &Rule) -> impl Iterator<Item = PathKey<'_>> {
-    let exact = r
-        .paths
-        .iter()
-        .chain(&r.binaries)
-        .map(|p| (p.as_str(), true));
+    let exact = r.paths.iter().chain(&r.binaries).map(|p| (p, true));
     exact.chain(r.prefixes.iter().map(|p| (p.as_str(), false)))
 }
 
