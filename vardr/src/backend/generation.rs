@@ -136,14 +136,16 @@ impl Generation {
         // to the LPM trie: an exact key can only ever match itself. The
         // hash (most entries of big sets) is written on a thread of its
         // own beside all the other maps: each map has its own locks.
-        let (exact, prefixes): (Vec<_>, Vec<_>) =
-            set.paths.iter().partition(|e| e.key.last() == Some(&0));
+        // Few prefixes: listed; the exact entries are read where they lie.
+        let prefixes: Vec<_> = set.paths.iter().filter(|e| !e.is_exact()).collect();
         let (exact_count, rest) = std::thread::scope(|s| {
             let exact_job = s.spawn(|| {
                 let fd = w(EXACT)?;
-                let entries = exact
+                let entries = set
+                    .paths
                     .iter()
-                    .map(|e| (path_data(generation, &e.key), e.rules));
+                    .filter(|e| e.is_exact())
+                    .map(|e| (path_data(generation, e.key), e.rules));
                 write(fd, names::EXACT_PATHS, entries)
             });
             let rest = write_others(set, &prefixes, generation, &w);
@@ -317,7 +319,7 @@ pub(super) fn path_data(generation: u32, key: &[u8]) -> [u8; PATH_KEY_LEN] {
 /// prefixes only).
 fn write_others<'m>(
     set: &RuleSet,
-    prefixes: &[&crate::compile::PathEntry],
+    prefixes: &[crate::compile::PathEntry],
     generation: u32,
     w: &impl Fn(usize) -> Result<std::os::fd::BorrowedFd<'m>, BackendError>,
 ) -> Result<ApplyStats, BackendError> {
@@ -327,7 +329,7 @@ fn write_others<'m>(
             w(PATHS)?,
             names::PATH_RULES,
             prefixes.iter().map(|e| {
-                let key = Key::new(8 + e.prefix_bits(), path_data(generation, &e.key));
+                let key = Key::new(8 + e.prefix_bits(), path_data(generation, e.key));
                 (key, e.rules)
             }),
         )?,

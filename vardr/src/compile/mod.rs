@@ -18,7 +18,7 @@ use crate::{
 
 pub use domains::DomainEntry;
 pub use net::{NetEntry, NET_ANY_PROTOCOL};
-pub use paths::PathEntry;
+pub use paths::{PathEntry, PathTable};
 
 /// Map capacities; a policy that does not fit is rejected with a clear error.
 #[derive(Clone, Copy, Debug)]
@@ -214,7 +214,7 @@ pub struct RuleSet {
     pub rules: HashMap<u32, RuleInfo>,
     /// Sorted by key (as [`paths::Builder::finish`] makes them); shared
     /// with the fanotify deny path, which decides with the same entries.
-    pub paths: std::sync::Arc<Vec<PathEntry>>,
+    pub paths: std::sync::Arc<PathTable>,
     pub inodes: Vec<(Identity, InodeRule)>,
     pub net4: Vec<NetEntry<4>>,
     pub net6: Vec<NetEntry<16>>,
@@ -288,13 +288,18 @@ pub fn compile(
         ..Default::default()
     };
     // Sized once: doubling growth left a quarter of 200 000 adds unused.
-    let path_adds = policy
-        .rules
-        .iter()
-        .filter(|r| r.hook != Hook::Connect)
+    let path_rules_of = policy.rules.iter().filter(|r| r.hook != Hook::Connect);
+    let path_adds = path_rules_of
+        .clone()
         .map(|r| r.paths.len() + r.binaries.len() + 2 * r.prefixes.len())
         .sum();
-    let mut path_rules = paths::Builder::with_capacity(path_adds);
+    let key_bytes = path_rules_of
+        .map(|r| {
+            let list = |l: &crate::policy::PathList| l.iter().map(|p| p.len() + 1).sum::<usize>();
+            list(&r.paths) + list(&r.binaries) + 2 * r.prefixes.iter().map(|p| p.len()).sum::<usize>()
+        })
+        .sum();
+    let mut path_rules = paths::Builder::with_capacity(path_adds, key_bytes);
     let mut net_rules = net::Builder::default();
     let mut domain_rules = domains::Builder::default();
     let mut inodes: HashMap<Identity, InodeRule> = HashMap::new();
@@ -324,12 +329,12 @@ pub fn compile(
                 // keeps the rest of the rule).
                 let listed = std::mem::take(&mut rule.paths);
                 for p in &listed {
-                    path_rules.add(paths::exact_key(p), hook, r);
+                    path_rules.add_exact(p, hook, r);
                 }
                 drop(listed);
                 let binaries = std::mem::take(&mut rule.binaries);
                 for b in &binaries {
-                    path_rules.add(paths::exact_key(b), hook, r);
+                    path_rules.add_exact(b, hook, r);
                     match std::fs::metadata(b) {
                         Ok(_) => {}
                         // Not installed (yet): an ordinary state, not a problem.
@@ -346,9 +351,9 @@ pub fn compile(
                     // The directory itself, and everything under it.
                     let dir = p.trim_end_matches('/');
                     if !dir.is_empty() && rule.prefix_covers_dir {
-                        path_rules.add(paths::exact_key(dir), hook, r);
+                        path_rules.add_exact(dir, hook, r);
                     }
-                    path_rules.add(p.as_bytes().to_vec(), hook, r);
+                    path_rules.add(p.as_bytes(), hook, r);
                 }
             }
             Hook::Connect if !rule.domains.is_empty() => {
@@ -411,11 +416,7 @@ pub fn compile(
     // What a path lookup of a directory's own name gives (the LPM trie's
     // answer for "/dir\0"): the rules for the directory inode itself.
     let all = set.paths.clone();
-    let by_key = |k: &[u8]| {
-        all.binary_search_by(|e| e.key.as_slice().cmp(k))
-            .ok()
-            .map(|i| all[i].rules)
-    };
+    let by_key = |k: &[u8]| all.find(k);
     let own_rules = |dir: &str| {
         let exact = paths::exact_key(dir);
         if let Some(r) = by_key(exact.as_slice()) {
@@ -431,13 +432,12 @@ pub fn compile(
     // directory chain stops at the first entry it finds, and an
     // observation must never hide a real rule further up (a symlinked or
     // bind-mounted alias of a denied directory).
-    let governed = set
-        .paths
+    let governed = all
         .iter()
         .filter(|e| !e.rules.slots.iter().all(|r| rank(r) <= 1))
         .filter_map(|e| e.fs_path_str().map(|p| (e, p)));
     // In chunks: big rule sets hold a few thousand paths at a time.
-    let mut chunk: Vec<(&PathEntry, &str)> = Vec::with_capacity(IDENTITY_CHUNK);
+    let mut chunk: Vec<(PathEntry, &str)> = Vec::with_capacity(IDENTITY_CHUNK);
     let mut governed = governed.peekable();
     while governed.peek().is_some() {
         chunk.clear();
@@ -447,7 +447,7 @@ pub fn compile(
             let Ok(ids) = found else {
                 continue;
             };
-            let exact = e.key.last() == Some(&0);
+            let exact = e.is_exact();
             let own = if exact { e.rules } else { own_rules(fs_path) };
             for id in ids {
                 let entry = inodes.entry(id).or_default();

@@ -9,22 +9,22 @@ use vardr_common::{Hook, PathRules, RuleRef};
 use super::rank;
 
 /// A path key (without the generation byte) and its folded rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathEntry {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathEntry<'a> {
     /// Path bytes; exact paths end with their NUL, prefixes with `/`.
-    pub key: Vec<u8>,
+    pub key: &'a [u8],
     pub rules: PathRules,
 }
 
-impl PathEntry {
+impl<'a> PathEntry<'a> {
     /// The file or directory this key names: `/a/b` for `/a/b\0` and `/a/b/`.
     pub fn fs_path(&self) -> Option<String> {
         self.fs_path_str().map(str::to_string)
     }
 
     /// [`PathEntry::fs_path`], borrowed.
-    pub fn fs_path_str(&self) -> Option<&str> {
-        let k = self.key.strip_suffix(&[0]).unwrap_or(&self.key);
+    pub fn fs_path_str(&self) -> Option<&'a str> {
+        let k = self.key.strip_suffix(&[0]).unwrap_or(self.key);
         let s = std::str::from_utf8(k).ok()?;
         Some(s.strip_suffix('/').filter(|s| !s.is_empty()).unwrap_or(s))
     }
@@ -33,15 +33,79 @@ impl PathEntry {
     pub fn prefix_bits(&self) -> u32 {
         (self.key.len() * 8) as u32
     }
+
+    /// An exact key (ends with its NUL), not a prefix.
+    pub fn is_exact(&self) -> bool {
+        self.key.last() == Some(&0)
+    }
 }
 
 /// Key of an exact path: the NUL keeps `/etc/shadow` from matching `/etc/shadow2`.
 pub fn exact_key(path: &str) -> Vec<u8> {
-    // Sized once: a copy then a push doubles the allocation (200 000 keys).
     let mut k = Vec::with_capacity(path.len() + 1);
     k.extend_from_slice(path.as_bytes());
     k.push(0);
     k
+}
+
+/// Where an entry's key lies in [`PathTable::bytes`].
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    start: u32,
+    len: u32,
+    rules: PathRules,
+}
+
+/// Path entries sorted by key, their keys end to end in one buffer: 200 000
+/// keys as vectors of their own cost a heap block and a 24-byte handle
+/// each (twice the bytes of the keys).
+#[derive(Clone, Default)]
+pub struct PathTable {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+impl PathTable {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn key<'a>(bytes: &'a [u8], s: &Slot) -> &'a [u8] {
+        &bytes[s.start as usize..(s.start + s.len) as usize]
+    }
+
+    fn entry(&self, s: &Slot) -> PathEntry<'_> {
+        PathEntry {
+            key: Self::key(&self.bytes, s),
+            rules: s.rules,
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Option<PathEntry<'_>> {
+        self.slots.get(i).map(|s| self.entry(s))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = PathEntry<'_>> + Clone {
+        self.slots.iter().map(|s| self.entry(s))
+    }
+
+    /// The rules of exactly `key`, if it is an entry.
+    pub fn find(&self, key: &[u8]) -> Option<PathRules> {
+        self.slots
+            .binary_search_by(|s| Self::key(&self.bytes, s).cmp(key))
+            .ok()
+            .map(|i| self.slots[i].rules)
+    }
+}
+
+impl std::fmt::Debug for PathTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Report-only (observe) rules rank lowest and never replace a rule
@@ -52,35 +116,57 @@ pub struct Builder {
     /// place by [`Builder::finish`]: a hash map of 200 000 byte-string keys
     /// took twice the memory at its peak (growth doubles the table), and a
     /// list of adds beside the entries made from it took 8 MiB more.
-    entries: Vec<PathEntry>,
+    table: PathTable,
 }
 
 impl Builder {
-    pub fn with_capacity(adds: usize) -> Self {
+    /// Room for `adds` keys of `bytes` bytes in all.
+    pub fn with_capacity(adds: usize, bytes: usize) -> Self {
         Self {
-            entries: Vec::with_capacity(adds),
+            table: PathTable {
+                bytes: Vec::with_capacity(bytes),
+                slots: Vec::with_capacity(adds),
+            },
         }
     }
 
     /// Adds a rule; on the same key and hook the stronger action wins (of
     /// equal ones the rule listed first: the lower id).
-    pub fn add(&mut self, key: Vec<u8>, hook: Hook, r: RuleRef) {
+    pub fn add(&mut self, key: &[u8], hook: Hook, r: RuleRef) {
+        self.add_parts(key, None, hook, r);
+    }
+
+    /// Adds the exact key of `path` (its bytes and a NUL: `/etc/shadow`
+    /// must not match `/etc/shadow2`).
+    pub fn add_exact(&mut self, path: &str, hook: Hook, r: RuleRef) {
+        self.add_parts(path.as_bytes(), Some(0), hook, r);
+    }
+
+    fn add_parts(&mut self, key: &[u8], last: Option<u8>, hook: Hook, r: RuleRef) {
+        let t = &mut self.table;
+        let start = t.bytes.len();
+        t.bytes.extend_from_slice(key);
+        t.bytes.extend(last);
         let mut rules = PathRules::default();
         keep_stronger(&mut rules.slots[hook as usize], r);
-        self.entries.push(PathEntry { key, rules });
+        // Keys are at most a path long; a table past 4 GiB is cut short by
+        // the rule limits long before.
+        let (start, len) = (start as u32, (t.bytes.len() - start) as u32);
+        t.slots.push(Slot { start, len, rules });
     }
 
     /// Keys in sorted order put every ancestor before its descendants, so a
     /// stack of open ancestors gives each key its inherited rules in one pass.
-    pub fn finish(self) -> Vec<PathEntry> {
-        let mut out = self.entries;
+    pub fn finish(self) -> PathTable {
+        let PathTable { bytes, mut slots } = self.table;
+        let key = |s: &Slot| PathTable::key(&bytes, s);
         // Adds come in rule order, so among a key's adds the first added
         // has the lowest rule id (each add sets one slot). An unstable sort
         // needs no buffer (a stable one took half the entries' size).
-        let id = |e: &PathEntry| e.rules.slots.iter().map(|s| s.rule_id).max();
-        out.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| id(a).cmp(&id(b))));
-        out.dedup_by(|later, first| {
-            if later.key != first.key {
+        let id = |s: &Slot| s.rules.slots.iter().map(|r| r.rule_id).max();
+        slots.sort_unstable_by(|a, b| key(a).cmp(key(b)).then_with(|| id(a).cmp(&id(b))));
+        slots.dedup_by(|later, first| {
+            if key(later) != key(first) {
                 return false;
             }
             for (slot, r) in first.rules.slots.iter_mut().zip(later.rules.slots) {
@@ -88,22 +174,24 @@ impl Builder {
             }
             true
         });
-        if out.len() < out.capacity() / 4 * 3 {
-            out.shrink_to_fit();
+        if slots.len() < slots.capacity() / 4 * 3 {
+            slots.shrink_to_fit();
         }
         let mut stack: Vec<usize> = Vec::new();
-        for i in 0..out.len() {
+        for i in 0..slots.len() {
             while let Some(&top) = stack.last() {
-                if out[i].key.starts_with(&out[top].key) {
+                if key(&slots[i]).starts_with(key(&slots[top])) {
                     break;
                 }
                 stack.pop();
             }
-            let inherited = stack.last().map(|&parent| out[parent].rules.slots);
-            let e = &mut out[i];
-            e.rules.specificity = e.key.len() as u32;
+            let inherited = stack.last().map(|&parent| slots[parent].rules.slots);
+            let k = key(&slots[i]);
+            let (specificity, is_prefix) = (k.len() as u32, k.last() != Some(&0));
+            let s = &mut slots[i];
+            s.rules.specificity = specificity;
             if let Some(inherited) = inherited {
-                for (slot, inherited) in e.rules.slots.iter_mut().zip(inherited) {
+                for (slot, inherited) in s.rules.slots.iter_mut().zip(inherited) {
                     // An observe rule must not shadow a real rule above it.
                     if rank(slot) == 0 || (rank(slot) == 1 && rank(&inherited) > 1) {
                         *slot = inherited;
@@ -111,11 +199,11 @@ impl Builder {
                 }
             }
             // Exact keys (ending in NUL) are never a prefix of another key.
-            if e.key.last() != Some(&0) {
+            if is_prefix {
                 stack.push(i);
             }
         }
-        out
+        PathTable { bytes, slots }
     }
 }
 
@@ -138,20 +226,20 @@ mod tests {
     }
 
     /// What an LPM lookup of `path` (an exact lookup key) would return.
-    fn lookup<'a>(entries: &'a [PathEntry], path: &str) -> Option<&'a PathRules> {
+    fn lookup(entries: &PathTable, path: &str) -> Option<PathRules> {
         let k = exact_key(path);
         entries
             .iter()
-            .filter(|e| k.starts_with(&e.key))
+            .filter(|e| k.starts_with(e.key))
             .max_by_key(|e| e.key.len())
-            .map(|e| &e.rules)
+            .map(|e| e.rules)
     }
 
     #[test]
     fn allow_carves_out_of_deny_prefix() {
         let mut b = Builder::default();
-        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
-        b.add(exact_key("/etc/hosts"), Hook::FileOpen, r(2, Action::Allow));
+        b.add(b"/etc/", Hook::FileOpen, r(1, Action::Deny));
+        b.add_exact("/etc/hosts", Hook::FileOpen, r(2, Action::Allow));
         let e = b.finish();
         assert_eq!(
             lookup(&e, "/etc/passwd").unwrap().slots[0],
@@ -171,9 +259,9 @@ mod tests {
     #[test]
     fn other_hooks_inherit_through_a_longer_key() {
         let mut b = Builder::default();
-        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
-        b.add(exact_key("/etc/hosts"), Hook::FileWrite, r(2, Action::Deny));
-        b.add(b"/etc/ssh/".to_vec(), Hook::Exec, r(3, Action::Alert));
+        b.add(b"/etc/", Hook::FileOpen, r(1, Action::Deny));
+        b.add_exact("/etc/hosts", Hook::FileWrite, r(2, Action::Deny));
+        b.add(b"/etc/ssh/", Hook::Exec, r(3, Action::Alert));
         let e = b.finish();
         let hosts = lookup(&e, "/etc/hosts").unwrap();
         assert_eq!(hosts.slots[Hook::FileOpen as usize], r(1, Action::Deny));
@@ -186,10 +274,10 @@ mod tests {
     #[test]
     fn nested_prefixes_and_siblings() {
         let mut b = Builder::default();
-        b.add(b"/a/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
-        b.add(b"/a/b/".to_vec(), Hook::FileOpen, r(2, Action::Allow));
-        b.add(b"/a/b/c/".to_vec(), Hook::FileWrite, r(3, Action::Deny));
-        b.add(b"/a/c/".to_vec(), Hook::FileWrite, r(4, Action::Deny));
+        b.add(b"/a/", Hook::FileOpen, r(1, Action::Deny));
+        b.add(b"/a/b/", Hook::FileOpen, r(2, Action::Allow));
+        b.add(b"/a/b/c/", Hook::FileWrite, r(3, Action::Deny));
+        b.add(b"/a/c/", Hook::FileWrite, r(4, Action::Deny));
         let e = b.finish();
         let c = lookup(&e, "/a/b/c/f").unwrap();
         assert_eq!(c.slots[0], r(2, Action::Allow));
@@ -204,12 +292,12 @@ mod tests {
     fn observe_rules_never_shadow_real_rules() {
         // Rule 9 is report-only (a Cedar observation).
         let mut b = Builder::default();
-        b.add(b"/etc/".to_vec(), Hook::FileOpen, r(1, Action::Deny));
-        b.add(b"/etc/ssh/".to_vec(), Hook::FileOpen, r(9, Action::Observe));
-        b.add(b"/var/".to_vec(), Hook::FileOpen, r(9, Action::Observe));
-        b.add(exact_key("/var/log/x"), Hook::FileOpen, r(2, Action::Allow));
-        b.add(exact_key("/srv/x"), Hook::FileOpen, r(3, Action::Allow));
-        b.add(exact_key("/srv/x"), Hook::FileOpen, r(9, Action::Observe));
+        b.add(b"/etc/", Hook::FileOpen, r(1, Action::Deny));
+        b.add(b"/etc/ssh/", Hook::FileOpen, r(9, Action::Observe));
+        b.add(b"/var/", Hook::FileOpen, r(9, Action::Observe));
+        b.add_exact("/var/log/x", Hook::FileOpen, r(2, Action::Allow));
+        b.add_exact("/srv/x", Hook::FileOpen, r(3, Action::Allow));
+        b.add_exact("/srv/x", Hook::FileOpen, r(9, Action::Observe));
         let e = b.finish();
         assert_eq!(
             lookup(&e, "/etc/ssh/k").unwrap().slots[0],
@@ -229,19 +317,19 @@ mod tests {
     #[test]
     fn stronger_action_wins_on_the_same_key() {
         let mut b = Builder::default();
-        b.add(exact_key("/x"), Hook::FileOpen, r(1, Action::Allow));
-        b.add(exact_key("/x"), Hook::FileOpen, r(2, Action::Deny));
-        b.add(exact_key("/x"), Hook::FileOpen, r(3, Action::Alert));
-        assert_eq!(b.finish()[0].rules.slots[0], r(2, Action::Deny));
+        b.add_exact("/x", Hook::FileOpen, r(1, Action::Allow));
+        b.add_exact("/x", Hook::FileOpen, r(2, Action::Deny));
+        b.add_exact("/x", Hook::FileOpen, r(3, Action::Alert));
+        assert_eq!(b.finish().get(0).unwrap().rules.slots[0], r(2, Action::Deny));
     }
 
     #[test]
     fn of_equal_actions_on_a_key_the_rule_listed_first_wins() {
         let mut b = Builder::default();
-        b.add(exact_key("/x"), Hook::FileOpen, r(5, Action::Deny));
-        b.add(b"/y/".to_vec(), Hook::FileOpen, r(1, Action::Alert));
-        b.add(exact_key("/x"), Hook::FileOpen, r(2, Action::Deny));
-        b.add(exact_key("/x"), Hook::FileOpen, r(3, Action::Allow));
+        b.add_exact("/x", Hook::FileOpen, r(5, Action::Deny));
+        b.add(b"/y/", Hook::FileOpen, r(1, Action::Alert));
+        b.add_exact("/x", Hook::FileOpen, r(2, Action::Deny));
+        b.add_exact("/x", Hook::FileOpen, r(3, Action::Allow));
         let e = b.finish();
         assert_eq!(e.len(), 2, "one entry per key");
         assert_eq!(lookup(&e, "/x").unwrap().slots[0], r(2, Action::Deny));

@@ -35,7 +35,7 @@ enum PathSource {
     /// The compiled keys (exact paths end with NUL, prefixes with `/`),
     /// sorted: the rule set's own entries, not a copy. Used while the
     /// marks are planned, before the maps are written.
-    Entries(std::sync::Arc<Vec<crate::compile::PathEntry>>),
+    Entries(std::sync::Arc<crate::compile::PathTable>),
     /// The maps in force, once written: the compiled entries can go.
     Maps(PathMaps),
 }
@@ -85,12 +85,7 @@ impl Rules {
         };
         let mut key = path.as_bytes().to_vec();
         key.push(0);
-        let find = |key: &[u8]| {
-            paths
-                .binary_search_by(|e| e.key.as_slice().cmp(key))
-                .ok()
-                .map(|i| paths[i].rules)
-        };
+        let find = |key: &[u8]| paths.find(key);
         if let Some(r) = find(&key) {
             return r;
         }

@@ -215,7 +215,7 @@ pub fn plan(set: &RuleSet, rules: &Rules, exec: bool, limit: usize) -> MarkPlan 
         .paths
         .iter()
         .filter(|e| e.key.last() == Some(&b'/'))
-        .map(|e| e.key.as_slice())
+        .map(|e| e.key)
         .collect();
     // Parent directories, looked up once each: big rule sets name many
     // files of a few directories.
