@@ -136,9 +136,25 @@ pub fn adopt(
 
 /// Hash of the policy file and the files it names (Cedar, TracingPolicies).
 pub fn policy_hash(policy: &Path, cedar: &[std::path::PathBuf]) -> String {
-    let mut texts = vec![std::fs::read(policy).unwrap_or_default()];
-    texts.extend(cedar.iter().map(|p| std::fs::read(p).unwrap_or_default()));
-    pin::fnv_hex(texts.iter().map(Vec::as_slice))
+    use std::io::Read;
+    let mut h = pin::Fnv::default();
+    // Read in pieces: a policy of 100 000 rules is 7 MB, and a copy of it
+    // at the end of a reload was the reload's peak.
+    let mut buf = vec![0u8; 64 * 1024];
+    for path in std::iter::once(policy).chain(cedar.iter().map(|p| p.as_path())) {
+        // An unreadable file hashes as empty, as before (the hash only
+        // tells an adopted set's policy from another).
+        if let Ok(mut f) = std::fs::File::open(path) {
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        h.end_part();
+    }
+    h.hex()
 }
 
 impl Catalog {
@@ -352,4 +368,27 @@ pub struct Persist {
     pub pins: PinDir,
     pub own: Option<pin::OwnSet>,
     pub meta: Option<SetMeta>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read in pieces, the hash is that of the whole texts (a policy
+    /// bigger than one piece included).
+    #[test]
+    fn policy_hash_reads_files_in_pieces() {
+        let dir = std::env::temp_dir().join(format!("vardr-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("p.yaml"), &big).unwrap();
+        std::fs::write(dir.join("c.cedar"), b"permit;").unwrap();
+        let got = policy_hash(
+            &dir.join("p.yaml"),
+            &[dir.join("c.cedar"), dir.join("gone")],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got, pin::fnv_hex([&big[..], b"permit;", b""]));
+        assert_ne!(got, pin::fnv_hex([&big[..], b"permit;"]));
+    }
 }

@@ -296,7 +296,9 @@ pub fn compile(
     let key_bytes = path_rules_of
         .map(|r| {
             let list = |l: &crate::policy::PathList| l.iter().map(|p| p.len() + 1).sum::<usize>();
-            list(&r.paths) + list(&r.binaries) + 2 * r.prefixes.iter().map(|p| p.len()).sum::<usize>()
+            list(&r.paths)
+                + list(&r.binaries)
+                + 2 * r.prefixes.iter().map(|p| p.len()).sum::<usize>()
         })
         .sum();
     let mut path_rules = paths::Builder::with_capacity(path_adds, key_bytes);

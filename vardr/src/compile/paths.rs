@@ -320,7 +320,10 @@ mod tests {
         b.add_exact("/x", Hook::FileOpen, r(1, Action::Allow));
         b.add_exact("/x", Hook::FileOpen, r(2, Action::Deny));
         b.add_exact("/x", Hook::FileOpen, r(3, Action::Alert));
-        assert_eq!(b.finish().get(0).unwrap().rules.slots[0], r(2, Action::Deny));
+        assert_eq!(
+            b.finish().get(0).unwrap().rules.slots[0],
+            r(2, Action::Deny)
+        );
     }
 
     #[test]

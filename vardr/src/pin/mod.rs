@@ -129,17 +129,40 @@ pub fn now_ns() -> u64 {
 
 /// FNV-1a 64 over the given byte strings, hex.
 pub fn fnv_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv::default();
     for p in parts {
-        for &b in p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        // Separate the parts, so ("ab", "c") and ("a", "bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.update(p);
+        h.end_part();
     }
-    format!("{h:016x}")
+    h.hex()
+}
+
+/// FNV-1a over parts fed piece by piece ([`fnv_hex`] of whole parts).
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// Separates the parts, so ("ab", "c") and ("a", "bc") differ.
+    pub fn end_part(&mut self) {
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
 }
 
 pub use crate::process::start_ticks;
