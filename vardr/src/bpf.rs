@@ -14,6 +14,43 @@ pub static IDENTITY_OBJECT: &[u8] =
 pub static GENERIC_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vardr-generic"));
 
+/// Hands the pages of the embedded objects back to the page cache. Each
+/// load reads its whole object (several MiB with its debug and BTF
+/// sections); the agent then never reads it until its next load, which
+/// faults the pages in again from the binary. They are read-only pages of
+/// the executable's file mapping, so dropping them changes no content.
+pub fn release_object_pages() {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
+    for obj in [AGENT_OBJECT, PROBE_OBJECT, IDENTITY_OBJECT, GENERIC_OBJECT] {
+        let (start, end) = (obj.as_ptr() as usize, obj.as_ptr() as usize + obj.len());
+        // Whole pages inside the object only.
+        let first = start.next_multiple_of(page);
+        let last = end / page * page;
+        let Some(addr) = std::ptr::NonNull::new(first as *mut std::ffi::c_void) else {
+            continue;
+        };
+        if last <= first {
+            continue;
+        }
+        // SAFETY: the range lies inside a `'static` read-only byte array of
+        // the binary's file mapping: its pages refault with the same bytes,
+        // and no reference into it is invalidated.
+        if let Err(e) = unsafe {
+            nix::sys::mman::madvise(
+                addr,
+                last - first,
+                nix::sys::mman::MmapAdvise::MADV_DONTNEED,
+            )
+        } {
+            tracing::debug!("releasing the embedded BPF objects' pages: {e}");
+        }
+    }
+}
+
 /// Program names in [`AGENT_OBJECT`].
 pub mod progs {
     pub const EXEC: &str = "vardr_exec";

@@ -28,6 +28,7 @@ pub fn configure() {
 
 /// Gives the heap freed after a start or a reload back to the kernel.
 pub fn release_free_memory() {
+    crate::bpf::release_object_pages();
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks and trims glibc's own arenas, under
     // their locks; it touches no memory Rust owns.

@@ -102,22 +102,23 @@ impl Builder {
     pub fn finish(self) -> (Vec<NetEntry<4>>, Vec<NetEntry<16>>) {
         fn out<const N: usize>(mut m: Vec<(Key<N>, RuleRef)>) -> Vec<NetEntry<N>> {
             merge(&mut m);
-            let real: Vec<&Key<N>> = m
-                .iter()
-                .filter(|(_, r)| !is_observe(r))
-                .map(|(k, _)| k)
-                .collect();
-            let shadows = |k: &Key<N>, r: &RuleRef| {
-                is_observe(r)
-                    && real
-                        .iter()
-                        .any(|o| (o.0, o.1) == (k.0, k.1) && covers((&o.2, o.3), (&k.2, k.3)))
-            };
-            let keep: Vec<bool> = m.iter().map(|(k, r)| !shadows(k, r)).collect();
+            // Only observe entries can be shadowed: most sets have none,
+            // and need no list of the real ones.
+            if m.iter().any(|(_, r)| is_observe(r)) {
+                let real: Vec<Key<N>> = m
+                    .iter()
+                    .filter(|(_, r)| !is_observe(r))
+                    .map(|(k, _)| *k)
+                    .collect();
+                m.retain(|(k, r)| {
+                    !(is_observe(r)
+                        && real
+                            .iter()
+                            .any(|o| (o.0, o.1) == (k.0, k.1) && covers((&o.2, o.3), (&k.2, k.3))))
+                });
+            }
+            // Mapped in place (same size and alignment): no second list.
             m.into_iter()
-                .zip(keep)
-                .filter(|(_, k)| *k)
-                .map(|(e, _)| e)
                 .map(|((protocol, port, addr, prefix_len), rule)| NetEntry {
                     protocol,
                     port,

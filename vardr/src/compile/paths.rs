@@ -53,7 +53,9 @@ pub fn exact_key(path: &str) -> Vec<u8> {
 struct Slot {
     start: u32,
     len: u32,
-    rules: PathRules,
+    /// [`PathRules::slots`]: its specificity is the key's length (32 bytes
+    /// a slot instead of 40).
+    rules: [RuleRef; 3],
 }
 
 /// Path entries sorted by key, their keys end to end in one buffer: 200 000
@@ -81,7 +83,15 @@ impl PathTable {
     fn entry(&self, s: &Slot) -> PathEntry<'_> {
         PathEntry {
             key: Self::key(&self.bytes, s),
-            rules: s.rules,
+            rules: Self::rules(s),
+        }
+    }
+
+    fn rules(s: &Slot) -> PathRules {
+        PathRules {
+            slots: s.rules,
+            specificity: s.len,
+            _pad: 0,
         }
     }
 
@@ -98,7 +108,7 @@ impl PathTable {
         self.slots
             .binary_search_by(|s| Self::key(&self.bytes, s).cmp(key))
             .ok()
-            .map(|i| self.slots[i].rules)
+            .map(|i| Self::rules(&self.slots[i]))
     }
 }
 
@@ -147,8 +157,8 @@ impl Builder {
         let start = t.bytes.len();
         t.bytes.extend_from_slice(key);
         t.bytes.extend(last);
-        let mut rules = PathRules::default();
-        keep_stronger(&mut rules.slots[hook as usize], r);
+        let mut rules = [RuleRef::default(); 3];
+        keep_stronger(&mut rules[hook as usize], r);
         // Keys are at most a path long; a table past 4 GiB is cut short by
         // the rule limits long before.
         let (start, len) = (start as u32, (t.bytes.len() - start) as u32);
@@ -163,13 +173,13 @@ impl Builder {
         // Adds come in rule order, so among a key's adds the first added
         // has the lowest rule id (each add sets one slot). An unstable sort
         // needs no buffer (a stable one took half the entries' size).
-        let id = |s: &Slot| s.rules.slots.iter().map(|r| r.rule_id).max();
+        let id = |s: &Slot| s.rules.iter().map(|r| r.rule_id).max();
         slots.sort_unstable_by(|a, b| key(a).cmp(key(b)).then_with(|| id(a).cmp(&id(b))));
         slots.dedup_by(|later, first| {
             if key(later) != key(first) {
                 return false;
             }
-            for (slot, r) in first.rules.slots.iter_mut().zip(later.rules.slots) {
+            for (slot, r) in first.rules.iter_mut().zip(later.rules) {
                 keep_stronger(slot, r);
             }
             true
@@ -185,13 +195,10 @@ impl Builder {
                 }
                 stack.pop();
             }
-            let inherited = stack.last().map(|&parent| slots[parent].rules.slots);
-            let k = key(&slots[i]);
-            let (specificity, is_prefix) = (k.len() as u32, k.last() != Some(&0));
-            let s = &mut slots[i];
-            s.rules.specificity = specificity;
+            let inherited = stack.last().map(|&parent| slots[parent].rules);
+            let is_prefix = key(&slots[i]).last() != Some(&0);
             if let Some(inherited) = inherited {
-                for (slot, inherited) in s.rules.slots.iter_mut().zip(inherited) {
+                for (slot, inherited) in slots[i].rules.iter_mut().zip(inherited) {
                     // An observe rule must not shadow a real rule above it.
                     if rank(slot) == 0 || (rank(slot) == 1 && rank(&inherited) > 1) {
                         *slot = inherited;
