@@ -293,13 +293,9 @@ pub fn compile(
         .clone()
         .map(|r| r.paths.len() + r.binaries.len() + 2 * r.prefixes.len())
         .sum();
+    // The lists' keys stay in the lists' buffers; prefixes are copied.
     let key_bytes = path_rules_of
-        .map(|r| {
-            let list = |l: &crate::policy::PathList| l.iter().map(|p| p.len() + 1).sum::<usize>();
-            list(&r.paths)
-                + list(&r.binaries)
-                + 2 * r.prefixes.iter().map(|p| p.len()).sum::<usize>()
-        })
+        .map(|r| 2 * r.prefixes.iter().map(|p| p.len() + 1).sum::<usize>())
         .sum();
     let mut path_rules = paths::Builder::with_capacity(path_adds, key_bytes);
     let mut net_rules = net::Builder::default();
@@ -327,16 +323,7 @@ pub fn compile(
         set.active_mask |= 1 << hook as u32;
         match rule.hook {
             Hook::FileOpen | Hook::FileWrite | Hook::Exec => {
-                // The lists go once their keys are made (the policy
-                // keeps the rest of the rule).
-                let listed = std::mem::take(&mut rule.paths);
-                for p in &listed {
-                    path_rules.add_exact(p, hook, r);
-                }
-                drop(listed);
-                let binaries = std::mem::take(&mut rule.binaries);
-                for b in &binaries {
-                    path_rules.add_exact(b, hook, r);
+                for b in &rule.binaries {
                     match std::fs::metadata(b) {
                         Ok(_) => {}
                         // Not installed (yet): an ordinary state, not a problem.
@@ -349,6 +336,10 @@ pub fn compile(
                         )),
                     }
                 }
+                // The lists' buffers become the keys' (the policy keeps the
+                // rest of the rule).
+                path_rules.add_list(std::mem::take(&mut rule.paths), hook, r);
+                path_rules.add_list(std::mem::take(&mut rule.binaries), hook, r);
                 for p in &rule.prefixes {
                     // The directory itself, and everything under it.
                     let dir = p.trim_end_matches('/');

@@ -48,22 +48,25 @@ pub fn exact_key(path: &str) -> Vec<u8> {
     k
 }
 
-/// Where an entry's key lies in [`PathTable::bytes`].
+/// Where an entry's key lies in [`PathTable::bufs`].
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     start: u32,
-    len: u32,
+    /// Keys are at most a path (4 KiB) and a NUL long.
+    len: u16,
+    buf: u16,
     /// [`PathRules::slots`]: its specificity is the key's length (32 bytes
     /// a slot instead of 40).
     rules: [RuleRef; 3],
 }
 
-/// Path entries sorted by key, their keys end to end in one buffer: 200 000
-/// keys as vectors of their own cost a heap block and a 24-byte handle
-/// each (twice the bytes of the keys).
+/// Path entries sorted by key, their keys end to end in a few buffers (the
+/// policy's own lists, adopted, and one for the other keys): 200 000 keys
+/// as vectors of their own cost a heap block and a 24-byte handle each
+/// (twice the bytes of the keys).
 #[derive(Clone, Default)]
 pub struct PathTable {
-    bytes: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
     slots: Vec<Slot>,
 }
 
@@ -76,13 +79,14 @@ impl PathTable {
         self.slots.is_empty()
     }
 
-    fn key<'a>(bytes: &'a [u8], s: &Slot) -> &'a [u8] {
-        &bytes[s.start as usize..(s.start + s.len) as usize]
+    fn key<'a>(bufs: &'a [Vec<u8>], s: &Slot) -> &'a [u8] {
+        let start = s.start as usize;
+        &bufs[usize::from(s.buf)][start..start + usize::from(s.len)]
     }
 
     fn entry(&self, s: &Slot) -> PathEntry<'_> {
         PathEntry {
-            key: Self::key(&self.bytes, s),
+            key: Self::key(&self.bufs, s),
             rules: Self::rules(s),
         }
     }
@@ -90,7 +94,7 @@ impl PathTable {
     fn rules(s: &Slot) -> PathRules {
         PathRules {
             slots: s.rules,
-            specificity: s.len,
+            specificity: u32::from(s.len),
             _pad: 0,
         }
     }
@@ -106,7 +110,7 @@ impl PathTable {
     /// The rules of exactly `key`, if it is an entry.
     pub fn find(&self, key: &[u8]) -> Option<PathRules> {
         self.slots
-            .binary_search_by(|s| Self::key(&self.bytes, s).cmp(key))
+            .binary_search_by(|s| Self::key(&self.bufs, s).cmp(key))
             .ok()
             .map(|i| Self::rules(&self.slots[i]))
     }
@@ -120,7 +124,6 @@ impl std::fmt::Debug for PathTable {
 
 /// Report-only (observe) rules rank lowest and never replace a rule
 /// inherited from a shorter key.
-#[derive(Default)]
 pub struct Builder {
     /// Every key as added, each with its one rule, sorted and merged in
     /// place by [`Builder::finish`]: a hash map of 200 000 byte-string keys
@@ -129,14 +132,43 @@ pub struct Builder {
     table: PathTable,
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        Self::with_capacity(0, 0)
+    }
+}
+
 impl Builder {
-    /// Room for `adds` keys of `bytes` bytes in all.
+    /// Room for `adds` keys, `bytes` bytes of them not in adopted lists.
     pub fn with_capacity(adds: usize, bytes: usize) -> Self {
         Self {
             table: PathTable {
-                bytes: Vec::with_capacity(bytes),
+                bufs: vec![Vec::with_capacity(bytes)],
                 slots: Vec::with_capacity(adds),
             },
+        }
+    }
+
+    /// Adds the exact keys of every path of `list`, whose buffer becomes
+    /// one of the table's (no copy of 100 000 paths).
+    pub fn add_list(&mut self, list: crate::policy::PathList, hook: Hook, r: RuleRef) {
+        let buf = self.table.bufs.len();
+        let (bytes, ends) = list.into_parts();
+        let (Ok(buf), Some(&end)) = (u16::try_from(buf), ends.last()) else {
+            // No paths; or past 65 535 lists (never: one per rule and kind),
+            // then copied.
+            for i in 0..ends.len() {
+                let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+                self.add(&bytes[start..ends[i] as usize], hook, r);
+            }
+            return;
+        };
+        debug_assert_eq!(end as usize, bytes.len());
+        self.table.bufs.push(bytes);
+        let mut start = 0u32;
+        for e in ends {
+            self.push_slot(buf, start, e - start, hook, r);
+            start = e;
         }
     }
 
@@ -153,23 +185,33 @@ impl Builder {
     }
 
     fn add_parts(&mut self, key: &[u8], last: Option<u8>, hook: Hook, r: RuleRef) {
-        let t = &mut self.table;
-        let start = t.bytes.len();
-        t.bytes.extend_from_slice(key);
-        t.bytes.extend(last);
+        let own = &mut self.table.bufs[0];
+        let start = own.len();
+        own.extend_from_slice(key);
+        own.extend(last);
+        // A table past 4 GiB is cut short by the rule limits long before.
+        let len = (own.len() - start) as u32;
+        self.push_slot(0, start as u32, len, hook, r);
+    }
+
+    fn push_slot(&mut self, buf: u16, start: u32, len: u32, hook: Hook, r: RuleRef) {
         let mut rules = [RuleRef::default(); 3];
         keep_stronger(&mut rules[hook as usize], r);
-        // Keys are at most a path long; a table past 4 GiB is cut short by
-        // the rule limits long before.
-        let (start, len) = (start as u32, (t.bytes.len() - start) as u32);
-        t.slots.push(Slot { start, len, rules });
+        // Validated paths are far shorter than 64 KiB.
+        let len = u16::try_from(len).unwrap_or(u16::MAX);
+        self.table.slots.push(Slot {
+            start,
+            len,
+            buf,
+            rules,
+        });
     }
 
     /// Keys in sorted order put every ancestor before its descendants, so a
     /// stack of open ancestors gives each key its inherited rules in one pass.
     pub fn finish(self) -> PathTable {
-        let PathTable { bytes, mut slots } = self.table;
-        let key = |s: &Slot| PathTable::key(&bytes, s);
+        let PathTable { bufs, mut slots } = self.table;
+        let key = |s: &Slot| PathTable::key(&bufs, s);
         // Adds come in rule order, so among a key's adds the first added
         // has the lowest rule id (each add sets one slot). An unstable sort
         // needs no buffer (a stable one took half the entries' size).
@@ -210,7 +252,7 @@ impl Builder {
                 stack.push(i);
             }
         }
-        PathTable { bytes, slots }
+        PathTable { bufs, slots }
     }
 }
 
@@ -343,5 +385,26 @@ mod tests {
         let e = b.finish();
         assert_eq!(e.len(), 2, "one entry per key");
         assert_eq!(lookup(&e, "/x").unwrap().slots[0], r(2, Action::Deny));
+    }
+
+    /// A policy list's buffer becomes the table's: its keys match as
+    /// exact keys added one by one would, merged with those of the
+    /// same path.
+    #[test]
+    fn adopted_lists_are_exact_keys() {
+        let list: crate::policy::PathList = ["/etc/hosts", "/srv/a"].into_iter().collect();
+        let mut b = Builder::default();
+        b.add(b"/etc/", Hook::FileOpen, r(1, Action::Deny));
+        b.add_list(list, Hook::FileWrite, r(2, Action::Alert));
+        b.add_exact("/srv/a", Hook::FileWrite, r(3, Action::Deny));
+        b.add_list(Default::default(), Hook::Exec, r(4, Action::Deny));
+        let e = b.finish();
+        assert_eq!(e.len(), 3, "{e:?}");
+        let hosts = lookup(&e, "/etc/hosts").unwrap();
+        assert_eq!(hosts.slots[Hook::FileOpen as usize], r(1, Action::Deny));
+        assert_eq!(hosts.slots[Hook::FileWrite as usize], r(2, Action::Alert));
+        assert_eq!(e.find(b"/etc/hosts\0").map(|r| r.specificity), Some(11));
+        assert_eq!(lookup(&e, "/srv/a").unwrap().slots[1], r(3, Action::Deny));
+        assert!(lookup(&e, "/srv/ab").is_none());
     }
 }

@@ -11,16 +11,21 @@ use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 
 use super::schema::At;
 
-/// Paths end to end; `ends[i]` is where path `i` ends.
+/// Paths end to end, each followed by a NUL (so the buffer is also their
+/// exact keys: the compile adopts it); `ends[i]` is where path `i` and its
+/// NUL end.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PathList {
-    bytes: String,
+    bytes: Vec<u8>,
     ends: Vec<u32>,
 }
 
 impl PathList {
+    /// Adds `p` (a path with a NUL in it cannot be a rule's: validation
+    /// refuses it first).
     pub fn push(&mut self, p: &str) {
-        self.bytes.push_str(p);
+        self.bytes.extend_from_slice(p.as_bytes());
+        self.bytes.push(0);
         // Policies are far below 4 GiB of paths; a bigger one is cut short
         // by the rule limits first.
         self.ends
@@ -45,7 +50,13 @@ impl PathList {
             0 => 0,
             _ => self.ends[i - 1] as usize,
         };
-        self.bytes.get(start..end)
+        // Pushed as `&str`: valid UTF-8 up to the NUL.
+        std::str::from_utf8(self.bytes.get(start..end.checked_sub(1)?)?).ok()
+    }
+
+    /// The buffer of NUL-terminated paths and where each ends.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
+        (self.bytes, self.ends)
     }
 
     pub fn contains(&self, p: &str) -> bool {
