@@ -634,6 +634,9 @@ pub const RULE_PROTECT_SCOPE: u32 = u32::MAX;
 pub const RULE_UNREADABLE_HELLO: u32 = u32::MAX - 1;
 /// Rule id of a report no rule asked for (`--tls-capture`).
 pub const RULE_NONE: u32 = u32::MAX - 2;
+/// Rule id of the fanotify deny path's refusal when it cannot read its
+/// own path maps (userspace only): it fails closed.
+pub const RULE_PATHS_UNREADABLE: u32 = u32::MAX - 3;
 
 impl Operation {
     pub fn from_u32(v: u32) -> Option<Self> {

@@ -20,6 +20,27 @@ pub static GENERIC_OBJECT: &[u8] =
 /// faults the pages in again from the binary. They are read-only pages of
 /// the executable's file mapping, so dropping them changes no content.
 pub fn release_object_pages() {
+    // Only pages of a read-only mapping of a file: in anything else (a
+    // packed, self-extracting binary) they would come back as zeros.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let file_backed = |start: usize, end: usize| {
+        maps.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (Some(range), Some(perms), _, _, Some(inode)) =
+                (f.next(), f.next(), f.next(), f.next(), f.next())
+            else {
+                return false;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                return false;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                return false;
+            };
+            a <= start && end <= b && perms.starts_with("r-") && inode != "0"
+        })
+    };
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -33,7 +54,7 @@ pub fn release_object_pages() {
         let Some(addr) = std::ptr::NonNull::new(first as *mut std::ffi::c_void) else {
             continue;
         };
-        if last <= first {
+        if last <= first || !file_backed(first, last) {
             continue;
         }
         // SAFETY: the range lies inside a `'static` read-only byte array of

@@ -31,21 +31,38 @@ impl Stamp {
         })
     }
 
-    /// A change within the file system's timestamp granularity of the last
-    /// look may not show in the time: such a directory is looked into again.
-    fn recent(&self) -> bool {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(self.mtime.0.max(0) as u64);
-        SystemTime::now()
-            .duration_since(t)
-            .is_ok_and(|age| age < Duration::from_secs(3))
+    /// When the directory last changed, by its modification or change
+    /// time (an archive tool may set the first back; not the second).
+    fn changed(&self) -> SystemTime {
+        let at = |(s, ns): (i64, i64)| {
+            SystemTime::UNIX_EPOCH + Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32)
+        };
+        at(self.mtime).max(at(self.ctime))
     }
 }
 
-#[derive(Debug, Default)]
+/// A change this close before the last look may not show in the times
+/// (their granularity: a jiffy, or 1–2 s on some file systems): the
+/// directory is looked into again until its last change is older.
+const GRANULARITY: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
 struct Dir {
     /// The directory as last looked into (`None`: not there).
     seen: Option<Stamp>,
+    /// When it was last looked into.
+    looked: SystemTime,
     paths: Vec<String>,
+}
+
+impl Default for Dir {
+    fn default() -> Self {
+        Self {
+            seen: None,
+            looked: SystemTime::UNIX_EPOCH,
+            paths: Vec::new(),
+        }
+    }
 }
 
 /// Awaited binaries by directory: each tick costs one `stat` per directory,
@@ -54,6 +71,9 @@ struct Dir {
 #[derive(Debug, Default)]
 pub struct Awaited {
     dirs: BTreeMap<PathBuf, Dir>,
+    /// Dangling symbolic links: their target appears elsewhere, without a
+    /// change to their directory; looked for at every tick.
+    links: Vec<String>,
     /// Directories looked into, for tests.
     looks: u64,
 }
@@ -61,25 +81,44 @@ pub struct Awaited {
 impl Awaited {
     pub fn new(paths: Vec<String>) -> Self {
         let mut dirs: BTreeMap<PathBuf, Dir> = BTreeMap::new();
+        let mut links = Vec::new();
         for p in paths {
+            if std::fs::symlink_metadata(&p).is_ok() {
+                links.push(p);
+                continue;
+            }
             let dir = Path::new(&p)
                 .parent()
                 .unwrap_or(Path::new("/"))
                 .to_path_buf();
             dirs.entry(dir).or_default().paths.push(p);
         }
-        Self { dirs, looks: 0 }
+        Self {
+            dirs,
+            links,
+            looks: 0,
+        }
     }
 
     /// The awaited binaries that exist now, no longer awaited: a reload
     /// that fails does not make the agent retry for them.
     pub fn appeared(&mut self) -> Vec<String> {
-        let mut now = Vec::new();
+        self.appeared_at(SystemTime::now())
+    }
+
+    fn appeared_at(&mut self, at: SystemTime) -> Vec<String> {
+        let (found, links) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|p| Path::new(p).exists());
+        self.links = links;
+        let mut now: Vec<String> = found;
         for (dir, d) in self.dirs.iter_mut() {
             let stamp = Stamp::of(dir);
-            let look = stamp.is_some_and(|s| d.seen != Some(s) || s.recent());
+            let look =
+                stamp.is_some_and(|s| d.seen != Some(s) || s.changed() + GRANULARITY >= d.looked);
             d.seen = stamp;
             if look {
+                d.looked = at;
                 self.looks += 1;
                 let (found, still): (Vec<String>, Vec<String>) = std::mem::take(&mut d.paths)
                     .into_iter()
@@ -93,7 +132,7 @@ impl Awaited {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        self.dirs.is_empty() && self.links.is_empty()
     }
 }
 
@@ -136,18 +175,42 @@ mod tests {
 
         let other = dir.join("other").to_string_lossy().into_owned();
         let mut a = Awaited::new(vec![other.clone()]);
-        // An old directory (its time set back: the change itself shows
-        // once, in its change time), unchanged since: not looked into.
-        let old = std::fs::FileTimes::new()
-            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
-        std::fs::File::open(&dir).unwrap().set_times(old).unwrap();
-        assert!(a.appeared().is_empty());
+        // Unchanged since: looked into once more (a change in the same
+        // timestamp tick as the look would not show), then not again.
+        let now = SystemTime::now();
+        assert!(a.appeared_at(now).is_empty());
+        assert!(a.appeared_at(now + Duration::from_secs(10)).is_empty());
         let looks = a.looks;
-        assert!(a.appeared().is_empty());
+        assert!(a.appeared_at(now + Duration::from_secs(20)).is_empty());
         assert_eq!(a.looks, looks, "an unchanged directory is not searched");
         // Any change to it shows (the file created now).
         std::fs::write(&other, b"").unwrap();
         assert_eq!(a.appeared(), [other]);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A dangling link is awaited by its target, which can appear in
+    /// another directory: looked for at every tick.
+    #[test]
+    fn a_dangling_link_appears_with_its_target() {
+        let base = std::env::temp_dir().join(format!("vardr-appear-link-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        std::fs::create_dir_all(base.join("opt")).unwrap();
+        let link = base.join("bin/tool");
+        std::os::unix::fs::symlink(base.join("opt/tool"), &link).unwrap();
+        let link = link.to_string_lossy().into_owned();
+        let mut a = Awaited::new(vec![link.clone()]);
+        assert!(a.appeared().is_empty());
+        // Old times on the link's directory: only the target changes.
+        let old = std::fs::FileTimes::new()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        std::fs::File::open(base.join("bin"))
+            .unwrap()
+            .set_times(old)
+            .unwrap();
+        std::fs::write(base.join("opt/tool"), b"").unwrap();
+        assert_eq!(a.appeared(), [link]);
+        assert!(a.is_empty());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

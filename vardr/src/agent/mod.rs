@@ -126,6 +126,7 @@ impl Catalog {
             vardr_common::RULE_PROTECT_EXEMPT => Some("protect-exempt-processes"),
             vardr_common::RULE_PROTECT_SCOPE => Some("protect-scope"),
             vardr_common::RULE_UNREADABLE_HELLO => Some("unreadable-client-hello"),
+            vardr_common::RULE_PATHS_UNREADABLE => Some("path-rules-unreadable"),
             vardr_common::RULE_NONE => return None,
             _ => None,
         };

@@ -145,11 +145,16 @@ pub fn policy_hash(policy: &Path, cedar: &[std::path::PathBuf]) -> String {
         // An unreadable file hashes as empty, as before (the hash only
         // tells an adopted set's policy from another).
         if let Ok(mut f) = std::fs::File::open(path) {
-            while let Ok(n) = f.read(&mut buf) {
-                if n == 0 {
-                    break;
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => h.update(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::warn!("hashing {}: {e}", path.display());
+                        break;
+                    }
                 }
-                h.update(&buf[..n]);
             }
         }
         h.end_part();

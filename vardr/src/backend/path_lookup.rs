@@ -21,7 +21,7 @@ pub struct PathMaps {
 }
 
 impl PathMaps {
-    pub(super) fn new(generation: u32, exact: Option<OwnedFd>, prefixes: Option<OwnedFd>) -> Self {
+    pub(crate) fn new(generation: u32, exact: Option<OwnedFd>, prefixes: Option<OwnedFd>) -> Self {
         Self {
             generation,
             exact,

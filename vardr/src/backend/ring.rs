@@ -214,7 +214,18 @@ impl Cursor {
             }
             let len = (header & !(BUSY_BIT | DISCARD_BIT)) as usize;
             let advance = (HEADER + len).next_multiple_of(8);
-            if header & DISCARD_BIT != 0 || len > self.mask {
+            if len > self.mask {
+                // No kernel writes this (a record fits the buffer): the
+                // stream cannot be followed past it; what is queued goes.
+                tracing::error!(
+                    "ring buffer record of {len} bytes in a buffer of {}: skipping what is queued",
+                    self.mask + 1
+                );
+                let queued = self.producer_cache.wrapping_sub(self.pos);
+                self.release(queued);
+                continue;
+            }
+            if header & DISCARD_BIT != 0 {
                 self.release(advance);
                 continue;
             }
@@ -377,5 +388,20 @@ mod tests {
         assert_eq!(&*c.next().expect("kept"), b"kept");
         assert!(c.next().is_none(), "a busy record is not read");
         assert_eq!(f.consumer.load(Ordering::Relaxed), 32, "stops before it");
+    }
+
+    /// A header no kernel writes (longer than the buffer) cannot be
+    /// followed: what is queued is skipped, and reading goes on after it.
+    #[test]
+    fn an_impossible_length_skips_what_is_queued() {
+        let mut f = Fake::new(0);
+        f.push(b"first", 0);
+        let bytes = bytemuck_bytes(&mut f.data);
+        bytes[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        let mut c = f.cursor();
+        assert!(c.next().is_none());
+        assert_eq!(f.consumer.load(Ordering::Relaxed), 16);
+        f.push(b"next", 0);
+        assert_eq!(&*c.next().expect("after the skip"), b"next");
     }
 }

@@ -29,6 +29,21 @@ pub struct Rules {
     pub has_exempt_binaries: bool,
 }
 
+/// Logs a failed path-map lookup, at most once a second (each open of a
+/// governed object would log it).
+fn unreadable_paths(path: &str, e: &std::io::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::error!(
+            "looking up {path} in the path maps: {e}; governed objects are refused (rule path-rules-unreadable) while the maps cannot be read"
+        );
+    }
+}
+
 /// Where the path rules are looked up.
 #[derive(Debug)]
 enum PathSource {
@@ -74,12 +89,19 @@ impl Rules {
             PathSource::Entries(e) => e,
             PathSource::Maps(m) => {
                 return m.lookup(path.as_bytes()).unwrap_or_else(|e| {
-                    // Not seen in practice (the maps are ours and alive);
-                    // an error must not pass silently as "no rule".
-                    tracing::error!(
-                        "looking up {path} in the path maps: {e}; decided without path rules"
-                    );
-                    PathRules::default()
+                    // Not seen in practice (the maps are ours and alive).
+                    // Deciding as if no path rule applied would let a
+                    // denied open through: the governed object is refused
+                    // (with `--enforce`), whatever else applies to it.
+                    unreadable_paths(path, &e);
+                    PathRules {
+                        slots: [RuleRef {
+                            rule_id: vardr_common::RULE_PATHS_UNREADABLE,
+                            action: Action::Deny as u32,
+                        }; 3],
+                        specificity: u32::MAX,
+                        _pad: 0,
+                    }
                 });
             }
         };
@@ -282,6 +304,39 @@ mod tests {
         // The directory itself: its own rules (YAML prefixes cover it).
         let own = rule_for(&PathRules::default(), &r.by_identity(&[ids[0]]), READ);
         assert_eq!(own.map(|(x, _)| x.rule_id), Some(1));
+    }
+
+    /// A path map that cannot be read refuses the governed object rather
+    /// than deciding as if no path rule applied (fail closed).
+    #[test]
+    fn unreadable_path_maps_fail_closed() {
+        let mut r = rules(
+            "    - { name: a, hook: file_open, action: allow, match: { paths: [/nonexistent-vardr/ok] } }\n",
+        );
+        // Not a map: every lookup fails.
+        let not_a_map: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        r.read_paths_from(PathMaps::new(1, Some(not_a_map), None));
+        let got = r.by_path("/nonexistent-vardr/ok");
+        let picked =
+            rule_for(&got, &PathRules::default(), READ).map(|(x, h)| (x.rule_id, x.action, h));
+        assert_eq!(
+            picked,
+            Some((
+                vardr_common::RULE_PATHS_UNREADABLE,
+                Action::Deny as u32,
+                Hook::FileOpen
+            ))
+        );
+        assert_eq!(
+            verdict(
+                &RuleRef {
+                    rule_id: vardr_common::RULE_PATHS_UNREADABLE,
+                    action: Action::Deny as u32
+                },
+                true
+            ),
+            Some((Verdict::Deny, true))
+        );
     }
 
     #[test]
