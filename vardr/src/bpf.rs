@@ -41,11 +41,7 @@ pub fn release_object_pages() {
             a <= start && end <= b && perms.starts_with("r-") && inode != "0"
         })
     };
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| usize::try_from(p).ok())
-        .unwrap_or(4096);
+    let page = crate::kernel::page_size();
     for obj in [AGENT_OBJECT, PROBE_OBJECT, IDENTITY_OBJECT, GENERIC_OBJECT] {
         let (start, end) = (obj.as_ptr() as usize, obj.as_ptr() as usize + obj.len());
         // Whole pages inside the object only.

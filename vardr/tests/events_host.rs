@@ -168,10 +168,7 @@ fn exec_storm_yields_every_event_or_an_exact_loss_count() {
         .filter_map(|e| exec_of(e, "/true", "storm"))
         .filter(|p| p["parent_exec_id"].is_string())
         .count();
-    let lost: u64 = events
-        .iter()
-        .filter_map(|e| e["events_lost"]["count"].as_u64())
-        .sum();
+    let lost = lost_count(&events);
     if lost == 0 {
         assert_eq!(
             seen, N,
@@ -181,6 +178,32 @@ fn exec_storm_yields_every_event_or_an_exact_loss_count() {
         assert!(seen + lost as usize >= N, "seen {seen} + lost {lost} < {N}");
     }
     assert!(agent.stop().success());
+}
+
+/// A loopback port nothing listens on (connects to it are refused: each
+/// one is a quick alert) and a policy `name` alerting on connects to it
+/// (rule `knock`).
+fn knock_policy(name: &str) -> (u16, String) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let policy = format!(
+        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  rules:\n    - {{name: knock, hook: connect, action: alert, match: {{cidrs: [127.0.0.1/32], ports: [{port}]}}}}\n"
+    );
+    (port, policy)
+}
+
+/// A shell command connecting to `port` on loopback `n` times.
+fn connect_flood(n: u64, port: u16) -> String {
+    format!("python3 -c 'import socket\nfor _ in range({n}):\n  s=socket.socket()\n  try: s.connect((\"127.0.0.1\",{port}))\n  except OSError: pass\n  s.close()'")
+}
+
+/// Events the agent reported lost.
+fn lost_count(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| e["events_lost"]["count"].as_u64())
+        .sum()
 }
 
 /// A flood of policy events that overflows their ring buffer (the agent
@@ -195,13 +218,8 @@ fn policy_flood_does_not_push_out_exec_events() {
         return;
     }
     let _serial = serial();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed); // connects are refused: each one is a quick alert
+    let (port, policy) = knock_policy("flood");
     let cg = common::test_cgroup("flood");
-    let policy = format!(
-        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: flood\nspec:\n  rules:\n    - {{name: knock, hook: connect, action: alert, match: {{cidrs: [127.0.0.1/32], ports: [{port}]}}}}\n"
-    );
     let scope = cg.path.to_str().unwrap().to_string();
     let mut agent = AgentRun::start(&policy, &["--scope-cgroup", &scope, "--output", "json"]);
     let agent_pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
@@ -211,8 +229,9 @@ fn policy_flood_does_not_push_out_exec_events() {
     let mut run = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > {}/cgroup.procs && echo in && read go && python3 -c 'import socket\nfor _ in range(40000):\n  s=socket.socket()\n  try: s.connect((\"127.0.0.1\",{port}))\n  except OSError: pass\n  s.close()' && i=0; while [ $i -lt {N} ]; do /bin/true flood-exec; i=$((i+1)); done",
-            cg.path.display()
+            "echo $$ > {}/cgroup.procs && echo in && read go && {} && i=0; while [ $i -lt {N} ]; do /bin/true flood-exec; i=$((i+1)); done",
+            cg.path.display(),
+            connect_flood(40_000, port)
         ))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -232,10 +251,7 @@ fn policy_flood_does_not_push_out_exec_events() {
     nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(flood.status.success(), "{}", common::stderr(&flood));
     let events = agent.events_after(Duration::from_secs(5));
-    let lost: u64 = events
-        .iter()
-        .filter_map(|e| e["events_lost"]["count"].as_u64())
-        .sum();
+    let lost = lost_count(&events);
     let alerts = events
         .iter()
         .filter(|e| e["process_lsm"]["rule"] == "knock")
@@ -270,30 +286,23 @@ fn policy_events_that_wrap_their_buffer_arrive_whole() {
         return;
     }
     let _serial = serial();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let (port, policy) = knock_policy("wrap");
     let cg = common::test_cgroup("wrap");
-    let policy = format!(
-        "apiVersion: vardr.dev/v1\nkind: Policy\nmetadata:\n  name: wrap\nspec:\n  rules:\n    - {{name: knock, hook: connect, action: alert, match: {{cidrs: [127.0.0.1/32], ports: [{port}]}}}}\n"
-    );
     let scope = cg.path.to_str().unwrap().to_string();
     let mut agent = AgentRun::start(&policy, &["--scope-cgroup", &scope, "--output", "json"]);
     const N: u64 = 40_000;
     let run = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > {}/cgroup.procs && python3 -c 'import socket\nfor _ in range({N}):\n  s=socket.socket()\n  try: s.connect((\"127.0.0.1\",{port}))\n  except OSError: pass\n  s.close()'",
-            cg.path.display()
+            "echo $$ > {}/cgroup.procs && {}",
+            cg.path.display(),
+            connect_flood(N, port)
         ))
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", common::stderr(&run));
     let events = agent.events_after(Duration::from_secs(5));
-    let lost: u64 = events
-        .iter()
-        .filter_map(|e| e["events_lost"]["count"].as_u64())
-        .sum();
+    let lost = lost_count(&events);
     let alerts: Vec<&Value> = events
         .iter()
         .filter(|e| e["process_lsm"]["rule"] == "knock")

@@ -97,11 +97,7 @@ impl EventRing {
             .info()
             .map_err(|e| RingError::Info(name, e))?
             .max_entries() as usize;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|p| usize::try_from(p).ok())
-            .unwrap_or(4096);
+        let page = crate::kernel::page_size();
         if !size.is_power_of_two() || size < page {
             return Err(RingError::Size(name, size));
         }

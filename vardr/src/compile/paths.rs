@@ -18,11 +18,6 @@ pub struct PathEntry<'a> {
 
 impl<'a> PathEntry<'a> {
     /// The file or directory this key names: `/a/b` for `/a/b\0` and `/a/b/`.
-    pub fn fs_path(&self) -> Option<String> {
-        self.fs_path_str().map(str::to_string)
-    }
-
-    /// [`PathEntry::fs_path`], borrowed.
     pub fn fs_path_str(&self) -> Option<&'a str> {
         let k = self.key.strip_suffix(&[0]).unwrap_or(self.key);
         let s = std::str::from_utf8(k).ok()?;

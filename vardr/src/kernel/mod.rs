@@ -13,6 +13,15 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The memory page size (4 KiB where the kernel does not say).
+pub fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
+}
+
 /// Whether this process runs with root's effective uid.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
