@@ -17,6 +17,7 @@ VM_KERNELS=(
   "6.12:linux-image-6.12.115+deb12-amd64-unsigned"
 )
 KERNEL_CACHE=${VARDR_KERNEL_CACHE:-/var/cache/vardr/kernels}
+APPARMOR_DIR=/opt/vardr-apparmor
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 need_root() { [ "$(id -u)" = 0 ] || { log "must run as root (installs packages)"; exit 1; }; }
@@ -94,6 +95,20 @@ setup_vm() {
     rm -f "$dir"/*.deb
     echo "$ver" > "$dir/.ready"
   done
+  # AppArmor's parser for the benchmark's AppArmor peer in the VM boots:
+  # unpacked, not installed (the package's service would load the
+  # distribution's profiles into the kernel it runs on). Under /opt, which
+  # the guests see (their /var/cache is a tmpfs).
+  if [ ! -f "$APPARMOR_DIR/.ready" ]; then
+    need_root
+    rm -rf "$APPARMOR_DIR" && mkdir -p "$APPARMOR_DIR"
+    if [ $apt_updated = 0 ]; then apt-get update -qq; apt_updated=1; fi
+    log "downloading apparmor (its parser only)"
+    (cd "$APPARMOR_DIR" && apt-get download -qq apparmor)
+    dpkg-deb -x "$APPARMOR_DIR"/apparmor_*.deb "$APPARMOR_DIR/root"
+    rm -f "$APPARMOR_DIR"/*.deb
+    touch "$APPARMOR_DIR/.ready"
+  fi
 }
 
 [ $# -gt 0 ] || set -- build

@@ -62,6 +62,9 @@ pub const GEN_ARG_SOCKADDR: u32 = 11;
 /// `struct cred *`: the ids, the capability sets and the user namespace,
 /// as a [`GenCred`] in the argument's buffer.
 pub const GEN_ARG_CRED: u32 = 15;
+/// `struct sk_buff *`: its IP and TCP/UDP headers and a few fields, as a
+/// [`GenSkb`] in the argument's buffer.
+pub const GEN_ARG_SKB: u32 = 16;
 
 /// A `sock` or `sockaddr` argument as the programs read it, in the
 /// argument's string buffer. Ports in host order; IPv4 addresses in the
@@ -80,6 +83,19 @@ pub struct GenSock {
     pub valid: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+}
+
+/// An `skb` argument as read (Tetragon's `skb_arg`): the packet's
+/// addresses, ports and protocol from its headers, as a [`GenSock`] first
+/// (so the socket operators match it), then what the `sk_buff` says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenSkb {
+    pub sock: GenSock,
+    pub len: u32,
+    pub priority: u32,
+    pub mark: u32,
+    pub hash: u32,
 }
 
 /// A `cred` argument as read (Tetragon's `process_credentials_arg`).
@@ -497,6 +513,8 @@ mod pod {
     unsafe impl aya::Pod for super::FollowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenSock {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GenSkb {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenCred {}
 }

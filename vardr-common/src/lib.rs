@@ -476,6 +476,15 @@ pub struct KernelOffsets {
     pub files_fdt: u64,
     pub fdtable_max_fds: u64,
     pub fdtable_fd: u64,
+    /// `struct sk_buff` (TracingPolicy `skb` arguments): `head`, the
+    /// network header's offset from it, `len`, `priority`, `mark` and
+    /// `hash` (all 0 when the kernel's BTF lacks them).
+    pub skb_head: u64,
+    pub skb_network_header: u64,
+    pub skb_len: u64,
+    pub skb_priority: u64,
+    pub skb_mark: u64,
+    pub skb_hash: u64,
 }
 
 /// Namespace kinds, in Tetragon's order (its `matchNamespaces` names).

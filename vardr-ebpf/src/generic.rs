@@ -37,22 +37,22 @@ use aya_ebpf::{
 use vardr_common::{
     generic::{
         FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey,
-        GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST, GEN_ACT_RETURN,
-        GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_ARG_BINPRM,
-        GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC,
-        GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SOCK,
-        GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN,
-        GEN_BIN_NOT_IN, GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED,
-        GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS,
-        GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR,
-        GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT,
-        GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV,
-        GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV,
-        GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT,
-        GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE,
-        GEN_PROC_CAPS, GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES, GEN_PROC_NS_CHANGES,
-        GEN_PROC_PIDS, GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED,
-        GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST,
+        GEN_ACT_RETURN, GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
+        GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED,
+        GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH,
+        GEN_ARG_SKB, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
+        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE,
+        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
+        GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES,
+        GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY,
+        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT,
+        GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT,
+        GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR,
+        GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH,
+        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES,
+        GEN_PROC_NS_CHANGES, GEN_PROC_PIDS, GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE,
+        GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -421,8 +421,11 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
             break;
         }
         vardr_gen_arg(base, generation as u64, slot as u64, i as u64);
-        if hook.args[i as usize & (GEN_SLOTS - 1)].kind == GEN_ARG_CRED {
+        let kind = hook.args[i as usize & (GEN_SLOTS - 1)].kind;
+        if kind == GEN_ARG_CRED {
             vardr_gen_cred(base, generation as u64, slot as u64, i as u64);
+        } else if kind == GEN_ARG_SKB {
+            vardr_gen_skb(base, generation as u64, slot as u64, i as u64);
         }
     }
     let mut picked = u32::MAX;
@@ -1124,9 +1127,10 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
-        // Read by `vardr_gen_cred`, called beside this function: here
-        // its frame would take the chain past 512 bytes of stack.
-        GEN_ARG_CRED => {}
+        // Read by `vardr_gen_cred` and `vardr_gen_skb`, called beside
+        // this function: here their frames would take the chain past 512
+        // bytes of stack.
+        GEN_ARG_CRED | GEN_ARG_SKB => {}
         GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
             let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
             let sk = out as *mut GenSock;
@@ -1198,8 +1202,6 @@ fn read_sock(p: *const u8, off: &KernelOffsets, sk: &mut GenSock) {
     sk.valid = 1;
 }
 
-/// A `struct sockaddr` (kernel memory): its family, port and address, in
-/// `sport` and `saddr` (what Tetragon's SPort and SAddr match on it).
 /// Argument `i` of hook (`generation`, `slot`), a `struct cred *`, into
 /// the scratch event as a [`GenCred`]. A global function, as
 /// [`vardr_gen_arg`].
@@ -1227,6 +1229,94 @@ pub extern "C" fn vardr_gen_cred(base: u64, generation: u64, slot: u64, i: u64) 
     0
 }
 
+/// Argument `i` of hook (`generation`, `slot`), a `struct sk_buff *`,
+/// into the scratch event as a [`GenSkb`]. A global function, as
+/// [`vardr_gen_cred`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_skb(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
+    let Some(hook) = hook_config(generation, slot) else {
+        return 0;
+    };
+    let i = i as usize & (GEN_SLOTS - 1);
+    let src = hook.args[i].src as u64;
+    let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let p = read::<u64>(base as *const u8, src).unwrap_or(0) as *const u8;
+    // SAFETY: this CPU's scratch event, `i` in range; the argument's buffer
+    // (GEN_STR_LEN bytes, 8-aligned after the integers) holds a GenSkb.
+    unsafe {
+        let b = (*ev).strs[i].as_mut_ptr() as *mut GenSkb;
+        *b = GenSkb::default();
+        if !p.is_null() {
+            read_skb(p, &mut *b);
+        }
+    }
+    0
+}
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// `skb->network_header` when not set (`(u16)~0U`).
+const HEADER_UNSET: u16 = 0xffff;
+
+/// A packet's addresses and protocol from its IP header (version 4 or 6,
+/// at `head + network_header`) and its ports from the TCP or UDP header
+/// right after it (IPv4 options counted; IPv6 extension headers not
+/// walked: their packets show the extension as protocol and no ports),
+/// as Tetragon reads an `skb`. The IP header rather than
+/// `transport_header`, which on the receive path points at the network
+/// header until IP has run. A packet whose IP header cannot be read is
+/// left invalid: no operator holds for it.
+#[inline(always)]
+fn read_skb(p: *const u8, b: &mut GenSkb) {
+    let off = offsets();
+    if off.skb_head == 0 {
+        return;
+    }
+    b.len = read::<u32>(p, off.skb_len).unwrap_or(0);
+    b.priority = read::<u32>(p, off.skb_priority).unwrap_or(0);
+    b.mark = read::<u32>(p, off.skb_mark).unwrap_or(0);
+    b.hash = read::<u32>(p, off.skb_hash).unwrap_or(0);
+    let Some(head) = read::<*const u8>(p, off.skb_head) else {
+        return;
+    };
+    let nh = read::<u16>(p, off.skb_network_header).unwrap_or(HEADER_UNSET);
+    if head.is_null() || nh == HEADER_UNSET {
+        return;
+    }
+    let ip = head.wrapping_add(nh as usize);
+    let Some(v) = read::<u8>(ip, 0) else {
+        return;
+    };
+    let sk = &mut b.sock;
+    let (proto, transport) = match v >> 4 {
+        4 => {
+            sk.family = AF_INET;
+            let s = read::<[u8; 4]>(ip, 12).unwrap_or([0; 4]);
+            let d = read::<[u8; 4]>(ip, 16).unwrap_or([0; 4]);
+            sk.saddr[..4].copy_from_slice(&s);
+            sk.daddr[..4].copy_from_slice(&d);
+            (read::<u8>(ip, 9).unwrap_or(0), ((v & 15) as usize) * 4)
+        }
+        6 => {
+            sk.family = AF_INET6;
+            sk.saddr = read::<[u8; 16]>(ip, 8).unwrap_or([0; 16]);
+            sk.daddr = read::<[u8; 16]>(ip, 24).unwrap_or([0; 16]);
+            (read::<u8>(ip, 6).unwrap_or(0), 40)
+        }
+        _ => return,
+    };
+    sk.protocol = proto as u16;
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        let t = ip.wrapping_add(transport);
+        sk.sport = u16::from_be(read::<u16>(t, 0).unwrap_or(0));
+        sk.dport = u16::from_be(read::<u16>(t, 2).unwrap_or(0));
+    }
+    sk.valid = 1;
+}
+
 /// The fields of a `struct cred` Tetragon reports.
 #[inline(always)]
 fn read_cred(p: *const u8, c: &mut GenCred) {
@@ -1252,6 +1342,8 @@ fn read_cred(p: *const u8, c: &mut GenCred) {
     c.valid = 1;
 }
 
+/// A `struct sockaddr` (kernel memory): its family, port and address, in
+/// `sport` and `saddr` (what Tetragon's SPort and SAddr match on it).
 #[inline(always)]
 fn read_sockaddr(p: *const u8, sk: &mut GenSock) {
     let Some(family) = read::<u16>(p, 0) else {

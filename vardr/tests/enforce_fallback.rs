@@ -45,6 +45,14 @@ fn fallback_tracepoint_hooks() {
     }
 }
 
+/// `skb` arguments from the `net:net_dev_queue` tracepoint.
+#[test]
+fn fallback_skb_hooks() {
+    if require_backend("fallback_skb_hooks", Fallback) {
+        common::hooks_skb::skb_hooks(Fallback, common::hooks_skb::SkbHook::Tracepoint);
+    }
+}
+
 #[test]
 fn fallback_process_filter_hooks() {
     if require_backend("fallback_process_filter_hooks", Fallback) {

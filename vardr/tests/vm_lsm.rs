@@ -88,6 +88,23 @@ fn vm_kprobe_hooks() {
     common::hooks::kprobe_hooks(b);
 }
 
+/// A TracingPolicy `skb` argument from a kprobe (`ip_output`): the
+/// packet's headers read and matched in the kernel. Where vm_kprobe_hooks
+/// runs.
+#[test]
+#[ignore = "VM tier: run by `cargo xtask vm-test`"]
+fn vm_skb_kprobe() {
+    if !require_root("vm_skb_kprobe") {
+        return;
+    }
+    if !vardr::backend::perf_attach::kprobes_available() {
+        eprintln!("SKIPPED vm_skb_kprobe: this kernel has no kprobe PMU");
+        return;
+    }
+    let b = expected_backend().unwrap_or(Backend::Fallback);
+    common::hooks_skb::skb_hooks(b, common::hooks_skb::SkbHook::Kprobe);
+}
+
 /// `lsmhooks` as BPF LSM hooks of their own (any hook, selectors in the
 /// kernel), on both LSM kernels: the verifiers differ. (The fallback
 /// boot's refusal of them is `enforce_fallback`'s.)

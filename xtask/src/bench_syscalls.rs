@@ -182,8 +182,14 @@ impl Bench {
 
     /// Runs the workload inside the bench cgroup; returns its JSON.
     fn workload(&self, p: &Paths, iters: usize) -> Result<Value> {
+        self.workload_after(p, iters, "")
+    }
+
+    /// The workload, with shell run in its process before its exec
+    /// (`prefix`, ending in `&& `).
+    fn workload_after(&self, p: &Paths, iters: usize, prefix: &str) -> Result<Value> {
         let mut cmd = format!(
-            "echo $$ > {}/cgroup.procs && exec {} --file {} --exec {} --iters {iters}",
+            "echo $$ > {}/cgroup.procs && {prefix}exec {} --file {} --exec {} --iters {iters}",
             self.cgroup.display(),
             p.workload.display(),
             self.dir.join("work/target").display(),
@@ -455,6 +461,8 @@ enum Config {
     Bpftrace(String),
     /// auditd with watch rules on the same file and binary.
     Auditd(crate::bench_auditd::AuditdPeer),
+    /// An AppArmor profile denying the same file and binary.
+    AppArmor(crate::bench_apparmor::AppArmorPeer),
     Peer(String),
 }
 
@@ -468,6 +476,7 @@ impl Config {
             Self::Hook => "enforce, 10 rules + tracepoint hook".into(),
             Self::Bpftrace(_) => "peer: bpftrace SIGKILL, same paths".into(),
             Self::Auditd(_) => "peer: auditd watch rules, same paths".into(),
+            Self::AppArmor(_) => "peer: AppArmor deny rules, same paths".into(),
             Self::Peer(p) => format!("peer: {p}"),
         }
     }
@@ -494,6 +503,12 @@ impl Config {
                 let w = b.workload(paths, iters);
                 drop(running);
                 return Ok((w?, json!({})));
+            }
+            Self::AppArmor(peer) => {
+                return Ok((
+                    b.workload_after(paths, iters, &peer.exec_prefix())?,
+                    json!({}),
+                ));
             }
             Self::Bpftrace(peer) | Self::Peer(peer) => {
                 use std::os::unix::process::CommandExt;
@@ -604,8 +619,19 @@ pub fn run(o: &Opts) -> Result<()> {
             Err(why) => println!("peer auditd not measured: {why}"),
         }
     }
-    // Not measured yet: say so in every run rather than leave it out.
-    println!("peer AppArmor (deny rules) not measured: not implemented in this benchmark yet (it needs the VM boot with AppArmor)");
+    // Nothing to install (the parser comes with the VM tools): measured in
+    // the quick runs too, which is what the emulated VM run can afford.
+    let w = b.dir.join("work");
+    match crate::bench_apparmor::AppArmorPeer::prepare(
+        &b.dir,
+        &w.join("other"),
+        &w.join("other-bin"),
+        &w.join("target"),
+        &b.cgroup,
+    ) {
+        Ok(p) => configs.push(Config::AppArmor(p)),
+        Err(why) => println!("peer AppArmor (deny rules) not measured: {why}"),
+    }
     if let Some(peer) = &o.peer {
         configs.push(Config::Peer(peer.clone()));
     }

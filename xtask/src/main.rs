@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup|agent|test|vm-test`.
 mod bench;
+mod bench_apparmor;
 mod bench_auditd;
 mod bench_syscalls;
 mod bench_tls;

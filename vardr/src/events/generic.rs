@@ -6,7 +6,7 @@ use std::{sync::Arc, time::SystemTime};
 use serde::Serialize;
 use vardr_common::{
     generic::{
-        GenCred, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN,
+        GenCred, GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN,
         GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS,
     },
     EventHeader, EventKind,
@@ -145,6 +145,22 @@ pub enum Arg {
     },
     #[serde(rename = "process_credentials_arg")]
     Cred(Box<Credentials>),
+    /// Tetragon's `KprobeSkb` (`sec_path_len`/`sec_path_olen` not read:
+    /// absent, which the JSON mapping reads as 0).
+    #[serde(rename = "skb_arg")]
+    Skb {
+        hash: u32,
+        len: u32,
+        priority: u32,
+        mark: u32,
+        saddr: String,
+        daddr: String,
+        sport: u16,
+        dport: u16,
+        proto: u16,
+        protocol: String,
+        family: String,
+    },
 }
 
 /// Tetragon's `ProcessCredentials` (`securebits` not read).
@@ -259,6 +275,23 @@ fn arg(ty: ArgType, int: u64, s: &str, sk: &GenSock, bytes: &[u8]) -> Arg {
             addr: addr(sk.family, &sk.saddr),
             port: sk.sport,
         },
+        ArgType::Skb => {
+            let b: GenSkb = record_of(bytes);
+            let sk = &b.sock;
+            Arg::Skb {
+                hash: b.hash,
+                len: b.len,
+                priority: b.priority,
+                mark: b.mark,
+                saddr: addr(sk.family, &sk.saddr),
+                daddr: addr(sk.family, &sk.daddr),
+                sport: sk.sport,
+                dport: sk.dport,
+                proto: sk.protocol,
+                protocol: protocol_name(sk.protocol),
+                family: family_name(sk.family),
+            }
+        }
     }
 }
 

@@ -456,6 +456,7 @@ fn reads_as(ty: ArgType, shape: &TypeShape) -> bool {
         ArgType::Path => strukt("path"),
         ArgType::LinuxBinprm => strukt("linux_binprm"),
         ArgType::Sock => strukt("sock"),
+        ArgType::Skb => strukt("sk_buff"),
         ArgType::Sockaddr => strukt("sockaddr"),
         ArgType::Cred => strukt("cred"),
         ArgType::Filename => strukt("filename"),
@@ -513,6 +514,7 @@ fn kprobe_arg(ty: ArgType, src: u32, syscall: bool) -> GenArg {
         ArgType::CharBuf if syscall => of(GEN_ARG_BUF_USER),
         ArgType::CharBuf => of(GEN_ARG_BUF_KERNEL),
         ArgType::Sock => of(GEN_ARG_SOCK),
+        ArgType::Skb => of(GEN_ARG_SKB),
         ArgType::Sockaddr => of(GEN_ARG_SOCKADDR),
         ArgType::Cred => of(GEN_ARG_CRED),
     }
@@ -547,6 +549,12 @@ fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType
             8,
         ),
         ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
+        // `void *skbaddr` in the net and skb tracepoints.
+        ArgType::Skb if f.is_pointer() && !text && !user => Ok((kprobe_arg(ty, src, false), ty)),
+        ArgType::Skb => Err(format!(
+            "type skb, but the field is a {} (the kernel's pointer to the sk_buff is needed)",
+            f.c_type
+        )),
         ArgType::Sock | ArgType::Sockaddr | ArgType::CharBuf | ArgType::Cred => {
             Err(format!("type {}: on kprobes only", ty.name()))
         }

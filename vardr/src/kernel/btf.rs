@@ -142,7 +142,10 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
         files_fdt: m("files_struct", "fdt")?,
         fdtable_max_fds: m("fdtable", "max_fds")?,
         fdtable_fd: m("fdtable", "fd")?,
-        ..sock_offsets(&btf, namespace_offsets(&btf, overlay_offsets(&btf)))
+        ..skb_offsets(
+            &btf,
+            sock_offsets(&btf, namespace_offsets(&btf, overlay_offsets(&btf))),
+        )
     })
 }
 
@@ -178,6 +181,32 @@ fn sock_offsets(btf: &Btf, mut o: KernelOffsets) -> KernelOffsets {
         o.skc_v6_daddr = daddr6;
         o.sk_protocol = protocol;
         o.sk_type = type_;
+    }
+    o
+}
+
+/// Where `struct sk_buff` keeps what a TracingPolicy `skb` argument shows.
+/// Optional as [`sock_offsets`]: `skb_head` stays 0 (and `skb` arguments
+/// are refused) when one is missing.
+fn skb_offsets(btf: &Btf, mut o: KernelOffsets) -> KernelOffsets {
+    let m = |f: &str| member_offset(btf, "sk_buff", f).ok();
+    let found = (|| {
+        Some([
+            m("head")?,
+            m("network_header")?,
+            m("len")?,
+            m("priority")?,
+            m("mark")?,
+            m("hash")?,
+        ])
+    })();
+    if let Some([head, network, len, priority, mark, hash]) = found {
+        o.skb_head = head;
+        o.skb_network_header = network;
+        o.skb_len = len;
+        o.skb_priority = priority;
+        o.skb_mark = mark;
+        o.skb_hash = hash;
     }
     o
 }
@@ -388,6 +417,9 @@ mod tests {
             assert_eq!(*member == 0, direct, "kind {k}: {off:?}");
         }
         assert_eq!(off.upid_size, 16, "struct upid is an int and a pointer");
+        // The packet headers of an sk_buff are reached from `head`.
+        assert_ne!(off.skb_head, 0, "{off:?}");
+        assert_ne!(off.skb_network_header, 0, "{off:?}");
     }
 
     /// The reader finds what a general BTF crate finds, for every member of

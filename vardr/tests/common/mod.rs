@@ -5,6 +5,7 @@ pub mod agent;
 pub mod hooks;
 pub mod hooks_lsm;
 pub mod hooks_process;
+pub mod hooks_skb;
 pub mod names;
 pub mod persist;
 pub mod scenarios;

@@ -531,6 +531,70 @@ mod hooks {
         assert!(p.caps.as_ref().is_some_and(|c| c.effective.is_empty()));
     }
 
+    /// An `skb` argument decodes as Tetragon's KprobeSkb.
+    #[test]
+    fn an_skb_argument_decodes_as_tetragon_s() {
+        use vardr_common::generic::{GenSkb, GenSock};
+        let meta = Arc::new(HookMeta {
+            policy: "kp".into(),
+            point: HookPoint::Kprobe {
+                call: "ip_output".into(),
+                syscall: false,
+            },
+            args: vec![ArgType::Skb, ArgType::Skb],
+            rules: vec!["kp.kprobes.0.0".into()],
+            message: None,
+            tags: vec![],
+            ret: None,
+        });
+        let mut c = call(GEN_ACT_POST, 0);
+        let skb = GenSkb {
+            sock: GenSock {
+                family: 2,
+                protocol: 17,
+                sport: 40000,
+                dport: 53,
+                valid: 1,
+                saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                daddr: [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..GenSock::default()
+            },
+            len: 61,
+            priority: 6,
+            mark: 0x42,
+            hash: 0xdead_beef,
+        };
+        // SAFETY: GenSkb is plain integers; its bytes go where the kernel
+        // writes them, at the start of the argument's buffer.
+        let raw = unsafe {
+            std::slice::from_raw_parts((&raw const skb).cast::<u8>(), std::mem::size_of::<GenSkb>())
+        };
+        c.bytes[0] = raw.to_vec();
+        // An unreadable packet: nothing but zeros.
+        c.bytes[1] = vec![0; std::mem::size_of::<GenSkb>()];
+        let j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
+        let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
+            panic!("not a process_kprobe");
+        };
+        use pb::kprobe_argument::Arg;
+        match &k.args[0].arg {
+            Some(Arg::SkbArg(s)) => {
+                assert_eq!(
+                    (s.family.as_str(), s.protocol.as_str(), s.proto),
+                    ("AF_INET", "IPPROTO_UDP", 17)
+                );
+                assert_eq!(
+                    (s.saddr.as_str(), s.daddr.as_str()),
+                    ("127.0.0.1", "10.1.2.3")
+                );
+                assert_eq!((s.sport, s.dport, s.len), (40000, 53, 61));
+                assert_eq!((s.priority, s.mark, s.hash), (6, 0x42, 0xdead_beef));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&k.args[1].arg, Some(Arg::SkbArg(s)) if s.len == 0 && s.saddr.is_empty()));
+    }
+
     /// A `sock` and a `sockaddr` argument decode as Tetragon's KprobeSock
     /// and KprobeSockaddr, a `char_buf` as bytes, an `fd` as its file, a
     /// return probe's value as its `return`.

@@ -100,6 +100,8 @@ pub enum ArgType {
     CharBuf,
     /// `struct sock *` (kprobes).
     Sock,
+    /// `struct sk_buff *`: the packet's headers (Tetragon's `skb_arg`).
+    Skb,
     /// `struct sockaddr *` in kernel memory (kprobes on kernel functions).
     Sockaddr,
     /// `struct cred *`: ids, capabilities, user namespace (reported).
@@ -123,6 +125,7 @@ impl ArgType {
             "fd" => Self::Fd,
             "char_buf" => Self::CharBuf,
             "sock" => Self::Sock,
+            "skb" => Self::Skb,
             "sockaddr" => Self::Sockaddr,
             "cred" => Self::Cred,
             _ => return None,
@@ -154,6 +157,7 @@ impl ArgType {
             Self::Fd => "fd",
             Self::CharBuf => "char_buf",
             Self::Sock => "sock",
+            Self::Skb => "skb",
             Self::Sockaddr => "sockaddr",
             Self::Cred => "cred",
         }
@@ -163,7 +167,6 @@ impl ArgType {
 /// Types Tetragon has that vardr does not read yet.
 const TYPES_NOT_YET: &[&str] = &[
     "char_iovec",
-    "skb",
     "socket",
     "bpf_attr",
     "perf_event",
@@ -683,10 +686,15 @@ fn args(d: &mut Diags, point: &HookPoint, list: &List<Arg>) -> (Vec<HookArg>, Ve
             rejected.push(idx);
             continue;
         }
-        if matches!(ty, ArgType::Sock | ArgType::Sockaddr | ArgType::Cred) {
+        if matches!(
+            ty,
+            ArgType::Sock | ArgType::Sockaddr | ArgType::Cred | ArgType::Skb
+        ) {
             let why = match point {
                 HookPoint::Kprobe { syscall: false, .. } | HookPoint::Lsm { .. } => None,
-                HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock), security_socket_connect (sockaddr) or commit_creds (cred)"),
+                // A tracepoint's `skbaddr` field is the kernel's pointer.
+                HookPoint::Tracepoint { .. } if ty == ArgType::Skb => None,
+                HookPoint::Kprobe { .. } => Some("a system call's arguments are user values (a socket is a descriptor, a sockaddr in user memory): hook a kernel function that takes it, such as tcp_connect (sock), security_socket_connect (sockaddr), ip_output (skb) or commit_creds (cred)"),
                 HookPoint::Tracepoint { .. } => Some("on kprobes and lsmhooks only"),
                 HookPoint::Uprobe { .. } => Some("a user function's argument is an int, uint32, int64, uint64, size_t or string"),
             };
@@ -928,7 +936,7 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         );
         return None;
     }
-    let sock_arg = matches!(ty, ArgType::Sock | ArgType::Sockaddr);
+    let sock_arg = matches!(ty, ArgType::Sock | ArgType::Sockaddr | ArgType::Skb);
     let sock_op = super::sock_ops::is_sock_op(op);
     if sock_op != sock_arg {
         let msg = if sock_op {
@@ -940,11 +948,14 @@ fn arg_match(d: &mut Diags, args: &[HookArg], m: &Spanned<ArgSelector>) -> Optio
         } else {
             let with = if ty == ArgType::Sockaddr {
                 "SAddr, SPort (and their Not and Priv forms) and Family"
+            } else if ty == ArgType::Skb {
+                "SPort, DPort, SAddr, DAddr (and their Not and Priv forms), Protocol and Family"
             } else {
                 "SPort, DPort, SAddr, DAddr (and their Not and Priv forms), Protocol, Family and State"
             };
+            let a = if ty == ArgType::Skb { "an" } else { "a" };
             format!(
-                "matchArgs {op_name} on a {} argument: it is matched with {with}",
+                "matchArgs {op_name} on {a} {} argument: it is matched with {with}",
                 ty.name()
             )
         };

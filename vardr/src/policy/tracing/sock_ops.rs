@@ -1,6 +1,6 @@
-//! `matchArgs` on a kprobe's `sock` or `sockaddr` argument: ports, port
-//! ranges and privileged ports, addresses by CIDR, protocol, family and
-//! TCP state, as Tetragon names them.
+//! `matchArgs` on a kprobe's `sock`, `sockaddr` or `skb` argument: ports,
+//! port ranges and privileged ports, addresses by CIDR, protocol, family
+//! and TCP state, as Tetragon names them.
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
@@ -88,6 +88,13 @@ pub(super) fn values(
         d.at(
             op_at,
             format!("matchArgs {name} on a sockaddr argument: a sockaddr is one address and port, matched with SAddr, SPort and Family (Tetragon rejects {name} on it too)"),
+        );
+        return None;
+    }
+    if ty == ArgType::Skb && op == Op::State {
+        d.at(
+            op_at,
+            format!("matchArgs {name} on an skb argument: a packet has no TCP state (State is matched on a sock; Tetragon rejects it on an skb too)"),
         );
         return None;
     }

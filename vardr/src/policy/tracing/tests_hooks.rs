@@ -620,6 +620,75 @@ fn socket_mistakes_are_named() {
     has(&e, 22, 29, "type \"sock\": on kprobes and lsmhooks only");
 }
 
+/// An `skb` argument (a kernel function's, or a tracepoint's `skbaddr`):
+/// the socket operators but State.
+#[test]
+fn skb_arguments() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: ip_output
+    args: [{{index: 2, type: skb}}]
+    selectors:
+    - matchArgs:
+      - {{index: 2, operator: DPort, values: [53]}}
+      - {{index: 2, operator: DAddr, values: [127.0.0.0/8]}}
+      - {{index: 2, operator: Protocol, values: [IPPROTO_UDP]}}
+      - {{index: 2, operator: Family, values: [AF_INET]}}
+      matchActions: [{{action: Sigkill}}]
+  tracepoints:
+  - subsystem: net
+    event: net_dev_queue
+    args: [{{index: 4, type: skb}}]
+    selectors:
+    - matchArgs: [{{index: 4, operator: NotSPortPriv}}]
+"
+    ));
+    assert_eq!(p.hooks[0].args[0].ty, ArgType::Skb);
+    let m = &p.hooks[0].selectors[0].matches;
+    assert_eq!(m[0].values, Values::Ints(vec![53 << 16 | 53]));
+    assert!(matches!(&m[1].values, Values::Cidrs(c) if c.len() == 1));
+    assert_eq!(m[2].values, Values::Ints(vec![17]));
+    assert_eq!(m[3].values, Values::Ints(vec![2]));
+    assert_eq!(p.hooks[1].args[0].ty, ArgType::Skb);
+    assert_eq!(p.hooks[1].selectors[0].matches[0].op, Op::NotSPortPriv);
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: ip_output
+    args: [{{index: 2, type: skb}}]
+    selectors:
+    - matchArgs:
+      - {{index: 2, operator: State, values: [TCP_SYN_SENT]}}
+      - {{index: 2, operator: Equal, values: [x]}}
+  - call: sys_sendto
+    syscall: true
+    args: [{{index: 0, type: skb}}]
+  uprobes:
+  - path: /bin/true
+    symbols: [main]
+    args: [{{index: 0, type: skb}}]
+"
+    ));
+    has(
+        &e,
+        11,
+        30,
+        "matchArgs State on an skb argument: a packet has no TCP state",
+    );
+    has(
+        &e,
+        12,
+        30,
+        "matchArgs Equal on an skb argument: it is matched with SPort, DPort, SAddr, DAddr (and their Not and Priv forms), Protocol and Family",
+    );
+    has(
+        &e,
+        15,
+        29,
+        "type \"skb\": a system call's arguments are user values",
+    );
+    has(&e, 19, 29, "type \"skb\": a user function's argument is");
+}
+
 /// A return probe: the value's type, and matchReturnArgs on it.
 #[test]
 fn return_probes_with_match_return_args() {
