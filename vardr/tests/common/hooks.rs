@@ -399,6 +399,30 @@ fn kprobe(e: &Value) -> &Value {
     &e["process_kprobe"]
 }
 
+/// A list of system calls hooked by one kprobe entry (`call: list:NAME`).
+const LISTS_TP: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: kp-lists
+spec:
+  lists:
+  - name: dups
+    type: syscalls
+    values: ["sys_dup", "dup2"]
+  kprobes:
+  - call: "list:dups"
+    args:
+    - index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["47"]
+      matchActions:
+      - action: Sigkill
+"#;
+
 pub fn kprobe_hooks(b: Backend) {
     let t = TempDir::new("kprobes");
     let dir = t.path();
@@ -424,9 +448,12 @@ pub fn kprobe_hooks(b: Backend) {
     let l443 = std::net::TcpListener::bind("127.0.0.1:443").ok();
     let tp = dir.join("kp.yaml");
     std::fs::write(&tp, kprobe_tp(dir, port, port2)).unwrap();
+    let lists = dir.join("lists.yaml");
+    std::fs::write(&lists, LISTS_TP).unwrap();
     // The shipped examples of seeds 001-003, as they are.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tetragon");
-    let files: Vec<String> = std::iter::once(tp.clone())
+    let files: Vec<String> = [tp.clone(), lists]
+        .into_iter()
         .chain(
             [
                 "block-shell-exec.yaml",
@@ -467,6 +494,27 @@ pub fn kprobe_hooks(b: Backend) {
     assert_eq!(ev["policy_name"], "kp-hooks", "{ev}");
     let o = sh_in(&cg.path, &format!("cd {d} && mkdir other"));
     assert!(o.status.success(), "mkdir other: {:?}", o.status);
+
+    // `call: list:dups`: each system call of the list hooked.
+    let libc = |call: &str| {
+        sh_in(
+            &cg.path,
+            &format!("exec python3 -c 'import ctypes; l=ctypes.CDLL(None); l.{call}'"),
+        )
+    };
+    for call in ["dup(47)", "dup2(47, 48)"] {
+        let o = libc(call);
+        assert!(killed(&o), "{call}: {:?}", o.status);
+    }
+    for f in ["sys_dup", "sys_dup2"] {
+        let ev = agent.event(f, |e| {
+            kprobe(e)["policy_name"] == "kp-lists" && kprobe(e)["function_name"] == f
+        });
+        assert_eq!(kprobe(&ev)["args"][0]["int_arg"], 47, "{ev}");
+        assert_eq!(kprobe(&ev)["rule"], "kp-lists.kprobes.0.0", "{ev}");
+    }
+    let o = libc("dup(0)");
+    assert!(o.status.success(), "dup(0): {:?}", o.status);
 
     // fd_install with a file argument (seed 002): the open's caller dies.
     let o = sh_in(&cg.path, &format!("cat {d}/tetragon"));

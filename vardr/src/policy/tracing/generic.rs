@@ -337,10 +337,14 @@ pub(super) fn kprobe(
     i: usize,
     k: &Spanned<KProbeSpec>,
     monitor: bool,
+    // A function of the list `call` names, and whether it is a system call.
+    listed: Option<(&str, bool)>,
 ) -> Option<GenericHook> {
     let spec = &k.value;
     let before = d.0.len();
-    let call = spec.call.value.trim().to_string();
+    let call = listed
+        .map_or(spec.call.value.trim(), |(c, _)| c)
+        .to_string();
     if call.is_empty() || call.contains(char::is_whitespace) {
         d.at(
             &spec.call,
@@ -356,7 +360,7 @@ pub(super) fn kprobe(
     }
     let point = HookPoint::Kprobe {
         call,
-        syscall: spec.syscall.unwrap_or(false),
+        syscall: spec.syscall.unwrap_or(false) || listed.is_some_and(|(_, sys)| sys),
     };
     let mut h = hook(
         d,

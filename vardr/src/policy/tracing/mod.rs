@@ -5,6 +5,7 @@
 //! naming it; nothing is dropped silently. See [`FEATURES`].
 mod actions;
 pub mod generic;
+mod lists;
 mod matchargs;
 mod overlap;
 pub mod process_filters;

@@ -80,7 +80,8 @@ pub const FEATURES: &[Feature] = {
     f("kprobes/tracepoints matchArgs", Partial, "strings: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix (values up to 127 bytes); numbers: Equal, NotEqual, GT, LT, Mask (up to 8 values); sock: SPort, DPort (ports, lo:hi ranges), SAddr, DAddr (CIDRs), their Not and Priv forms, Protocol, Family, State; sockaddr: SAddr, SPort, Family; skb: as sock but State; evaluated in the kernel"),
     f("kprobes/tracepoints matchActions", Partial, "Post (with rateLimit and rateLimitScope), NoPost, Sigkill, Signal; Override (negative `argError`) on kprobes, by an fmod_ret program on the function: `security_*` functions, and error-injectable ones (system calls) on kernels with CONFIG_FUNCTION_ERROR_INJECTION; a function the kernel refuses is an error at load. Not on tracepoints (a tracepoint cannot change a result) nor uprobes"),
     f("uprobes", Partial, "`path` and `symbols`; arguments int, uint32, int64, uint64, size_t, string; offsets, addrs, refCtrOffsets, btfPath, binaryDigests, return probes, data not yet"),
-    f("fentries, usdts, loader, lists, enforcers, selectorsMacros", NotYet, ""),
+    f("lists", Partial, "kprobes `call: \"list:NAME\"`: one hook per function of the list (up to 64), type syscalls (system call probes; `sys_dup`, `dup`, `x64/sys_dup`) or none (kernel functions); generated_syscalls and generated_ftrace not yet"),
+    f("fentries, usdts, loader, enforcers, selectorsMacros", NotYet, ""),
     f("podSelector, containerSelector, hostSelector, nodeSelector, matchWorkloads", NotYet, "no Kubernetes workload filtering"),
     ]
 };

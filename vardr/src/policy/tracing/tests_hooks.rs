@@ -689,6 +689,100 @@ fn skb_arguments() {
     has(&e, 19, 29, "type \"skb\": a user function's argument is");
 }
 
+/// `call: "list:NAME"`: one hook per function of the list, with the
+/// entry's arguments and selectors; a `syscalls` list makes them system
+/// call probes.
+#[test]
+fn kprobe_lists() {
+    let p = parse_ok(&format!(
+        "{HEAD}  lists:
+  - name: dups
+    type: syscalls
+    values: [sys_dup, dup2, x64/sys_dup3]
+  - name: opens
+    values: [do_sys_openat2, vfs_open]
+  kprobes:
+  - call: list:dups
+    args: [{{index: 0, type: int}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: [\"7\"]}}]
+      matchActions: [{{action: Sigkill}}]
+  - call: list:opens
+"
+    ));
+    let points: Vec<_> = p
+        .hooks
+        .iter()
+        .map(|h| (&h.point, h.name.as_str()))
+        .collect();
+    let kp = |call: &str, syscall: bool| HookPoint::Kprobe {
+        call: call.into(),
+        syscall,
+    };
+    assert_eq!(
+        points,
+        vec![
+            (&kp("sys_dup", true), "t.kprobes.0"),
+            (&kp("sys_dup2", true), "t.kprobes.0"),
+            (&kp("sys_dup3", true), "t.kprobes.0"),
+            (&kp("do_sys_openat2", false), "t.kprobes.1"),
+            (&kp("vfs_open", false), "t.kprobes.1"),
+        ]
+    );
+    assert!(p.hooks[..3]
+        .iter()
+        .all(|h| h.selectors.len() == 1 && h.selectors[0].actions.sigkill));
+    let e = parse_err(&format!(
+        "{HEAD}  lists:
+  - name: dups
+    type: syscalls
+    values: [i386/sys_dup]
+  - name: empty
+  - name: ftrace
+    type: generated_ftrace
+    pattern: \"^vfs_.*\"
+  - name: odd
+    type: functions
+    values: [x]
+  kprobes:
+  - call: list:dups
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: [\"7\"]}}]
+  - call: list:missing
+"
+    ));
+    has(
+        &e,
+        7,
+        11,
+        "lists (list \"dups\"): value \"i386/sys_dup\": ABI i386: not yet supported by vardr",
+    );
+    has(&e, 10, 11, "lists (list \"empty\") has no values");
+    has(
+        &e,
+        11,
+        11,
+        "lists (list \"ftrace\"): type generated_ftrace: not yet supported by vardr",
+    );
+    has(
+        &e,
+        14,
+        11,
+        "lists (list \"odd\"): type \"functions\" is not a list type",
+    );
+    has(
+        &e,
+        21,
+        11,
+        "kprobes call \"list:missing\": no list named \"missing\" in spec.lists",
+    );
+    // A list that is wrong is reported once, not again at its kprobe.
+    assert!(
+        !e.contains("t.yaml:18:") && !e.contains("t.yaml:20:"),
+        "{e}"
+    );
+}
+
 /// A return probe: the value's type, and matchReturnArgs on it.
 #[test]
 fn return_probes_with_match_return_args() {

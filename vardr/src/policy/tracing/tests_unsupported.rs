@@ -102,7 +102,7 @@ fn other_sections_are_rejected_by_name() {
   tracepoints: [{{subsystem: syscalls, event: sys_enter_open}}]
   uprobes: [{{path: /bin/bash, symbols: [readline]}}]
   usdts: [{{path: /x, provider: p, name: n}}]
-  lists: [{{name: syscalls, type: syscalls, values: [sys_dup]}}]
+  lists: [{{name: allcalls, type: generated_syscalls}}]
   loader: true
   podSelector: {{matchLabels: {{app: web}}}}
   options: [{{name: disable-kprobe-multi, value: \"1\"}}]
@@ -113,7 +113,7 @@ fn other_sections_are_rejected_by_name() {
         &e,
         12,
         18,
-        "lists (list \"syscalls\"): not yet supported by vardr",
+        "lists (list \"allcalls\"): type generated_syscalls: not yet supported by vardr",
     );
     has(&e, 13, 11, "loader: not yet supported by vardr");
     has(&e, 14, 16, "podSelector: not yet supported by vardr");

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::{
-    generic, overlap,
+    generic, lists, overlap,
     schema::{List, Opt, OptionSpec, Spec, TracingPolicyDoc},
     translate, TracingPolicy, API_VERSION, KIND, KIND_NAMESPACED, NOT_YET,
 };
@@ -86,8 +86,26 @@ pub(super) fn validate(
             hooks.extend(h);
         }
     }
+    let defined: Vec<String> = items(&spec.lists)
+        .map(|l| l.value.name.value.clone())
+        .collect();
+    let lists = lists::lists(&mut d, &spec.lists);
     for (i, k) in items(&spec.kprobes).enumerate() {
-        hooks.extend(generic::kprobe(&mut d, &name, i, k, monitor));
+        match lists::calls(&mut d, &lists, &defined, &k.value.call) {
+            None => {}
+            Some(None) => hooks.extend(generic::kprobe(&mut d, &name, i, k, monitor, None)),
+            // One hook per function, all under the entry's name; what is
+            // wrong with the entry is wrong for each: said once.
+            Some(Some(list)) => {
+                for call in &list.calls {
+                    match generic::kprobe(&mut d, &name, i, k, monitor, Some((call, list.syscall)))
+                    {
+                        Some(h) => hooks.push(h),
+                        None => break,
+                    }
+                }
+            }
+        }
     }
     for (i, t) in items(&spec.tracepoints).enumerate() {
         hooks.extend(generic::tracepoint(&mut d, &name, i, t, monitor));
@@ -170,10 +188,6 @@ fn unsupported_sections(d: &mut Diags, s: &Spec) {
         if let Some(sel) = sel {
             d.at(sel, format!("{field}: {NOT_YET} {workloads}"));
         }
-    }
-    for l in items(&s.lists) {
-        let n = &l.value.name;
-        d.at(n, format!("lists (list {:?}): {NOT_YET}", n.value));
     }
     if let Some(e) = non_empty(&s.enforcers) {
         d.at(e, format!("enforcers: {NOT_YET}"));
