@@ -204,6 +204,14 @@ pub const GEN_ACT_RET_SIGKILL: u32 = 1 << 16;
 /// The event's actions: at the return, `matchReturnActions` sent
 /// [`GenericEvent::signal`].
 pub const GEN_ACT_RET_SIGNAL: u32 = 1 << 17;
+/// Post with `kernelStackTrace`: the event carries the call's kernel stack
+/// ([`GenericEvent::kstack`]; kprobes only).
+pub const GEN_ACT_KSTACK: u32 = 1 << 8;
+/// Post with `userStackTrace`: the caller's user stack
+/// ([`GenericEvent::ustack`]; kprobes only).
+pub const GEN_ACT_USTACK: u32 = 1 << 9;
+/// Frames of a stack trace kept in an event (deeper frames are cut).
+pub const GEN_STACK_DEPTH: usize = 32;
 /// The event's actions: the enforcement actions were not carried out
 /// (`--enforce` is off): the event reports what would have happened.
 pub const GEN_ACT_AUDIT: u32 = 1 << 31;
@@ -497,6 +505,14 @@ pub struct GenericEvent {
     pub ints: [u64; GEN_SLOTS],
     /// String arguments, NUL-terminated (empty when unreadable).
     pub strs: [[u8; GEN_STR_LEN]; GEN_SLOTS],
+    /// Frames in `kstack` and `ustack` (0 with the action: the kernel
+    /// could not take the stack).
+    pub kstack_len: u32,
+    pub ustack_len: u32,
+    /// Return addresses, innermost first ([`GEN_ACT_KSTACK`],
+    /// [`GEN_ACT_USTACK`]).
+    pub kstack: [u64; GEN_STACK_DEPTH],
+    pub ustack: [u64; GEN_STACK_DEPTH],
 }
 
 #[cfg(feature = "user")]

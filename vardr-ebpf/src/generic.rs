@@ -25,7 +25,10 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
         generated as raw,
-        generated::{bpf_get_attach_cookie, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        generated::{
+            bpf_get_attach_cookie, bpf_get_stack, bpf_probe_read_kernel_str,
+            bpf_probe_read_user_str,
+        },
     },
     macros::{btf_tracepoint, kprobe, kretprobe, lsm, map, tracepoint, uprobe},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -37,22 +40,23 @@ use aya_ebpf::{
 use vardr_common::{
     generic::{
         FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey,
-        GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_POST,
-        GEN_ACT_RETURN, GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL,
-        GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER, GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED,
-        GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE, GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH,
-        GEN_ARG_SKB, GEN_ARG_SOCK, GEN_ARG_SOCKADDR, GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER,
-        GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN, GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE,
-        GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL, GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES,
-        GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES, GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES,
-        GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT, GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY,
-        GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE, GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT,
-        GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX, GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT,
-        GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX, GEN_OP_PROTOCOL, GEN_OP_SADDR,
-        GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ, GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH,
-        GEN_PID_NAMESPACE, GEN_PROC_CAPS, GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES,
-        GEN_PROC_NS_CHANGES, GEN_PROC_PIDS, GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE,
-        GEN_RET_SIGNED, GEN_SET_IN, GEN_SLOTS, GEN_STR_KEY_LEN, GEN_STR_LEN,
+        GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_KSTACK, GEN_ACT_OVERRIDE,
+        GEN_ACT_POST, GEN_ACT_RETURN, GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL,
+        GEN_ACT_SIGNAL, GEN_ACT_USTACK, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
+        GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE,
+        GEN_ARG_FILENAME, GEN_ARG_INT, GEN_ARG_PATH, GEN_ARG_SKB, GEN_ARG_SOCK, GEN_ARG_SOCKADDR,
+        GEN_ARG_STR_KERNEL, GEN_ARG_STR_USER, GEN_BIN_EXEMPT_BIT, GEN_BIN_IN, GEN_BIN_NOT_IN,
+        GEN_CAPS_EFFECTIVE, GEN_CAPS_INHERITABLE, GEN_CAPS_PERMITTED, GEN_HOOK_SYSCALL,
+        GEN_MATCH_STR_LEN, GEN_MAX_ARGS, GEN_MAX_MATCHES, GEN_MAX_PID_FILTERS, GEN_MAX_RET_MATCHES,
+        GEN_MAX_SELECTORS, GEN_MAX_SET_VALUES, GEN_MAX_VALUES, GEN_OP_DADDR, GEN_OP_DPORT,
+        GEN_OP_DPORT_PRIV, GEN_OP_EQ, GEN_OP_FAMILY, GEN_OP_GT, GEN_OP_LT, GEN_OP_MASK, GEN_OP_NE,
+        GEN_OP_NOT_DADDR, GEN_OP_NOT_DPORT, GEN_OP_NOT_DPORT_PRIV, GEN_OP_NOT_POSTFIX,
+        GEN_OP_NOT_SADDR, GEN_OP_NOT_SPORT, GEN_OP_NOT_SPORT_PRIV, GEN_OP_POSTFIX, GEN_OP_PREFIX,
+        GEN_OP_PROTOCOL, GEN_OP_SADDR, GEN_OP_SPORT, GEN_OP_SPORT_PRIV, GEN_OP_STR_EQ,
+        GEN_PID_FOLLOW, GEN_PID_FOLLOW_DEPTH, GEN_PID_NAMESPACE, GEN_PROC_CAPS,
+        GEN_PROC_CAPS_CHANGES, GEN_PROC_NAMESPACES, GEN_PROC_NS_CHANGES, GEN_PROC_PIDS,
+        GEN_RATE_PROCESS, GEN_RATE_THREAD, GEN_RET_MATCH_BASE, GEN_RET_SIGNED, GEN_SET_IN,
+        GEN_SLOTS, GEN_STACK_DEPTH, GEN_STR_KEY_LEN, GEN_STR_LEN,
     },
     EventKind, InodeKey, KernelOffsets, PidKey, NS_KINDS, NS_PER_TICK, NS_PID, NS_USER,
 };
@@ -523,6 +527,14 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
         (*ev).generation = generation;
         (*ev).error = error;
         (*ev).ret = 0;
+        (*ev).kstack_len = 0;
+        (*ev).ustack_len = 0;
+        if at == AT_KPROBE && actions & GEN_ACT_KSTACK != 0 {
+            (*ev).kstack_len = stack(ctx, (*ev).kstack.as_mut_ptr(), 0);
+        }
+        if at == AT_KPROBE && actions & GEN_ACT_USTACK != 0 {
+            (*ev).ustack_len = stack(ctx, (*ev).ustack.as_mut_ptr(), BPF_F_USER_STACK);
+        }
         if returns {
             // Posted at the return, with the value. Without room the call
             // is counted lost.
@@ -543,6 +555,24 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
         }
     }
     error
+}
+
+/// `BPF_F_USER_STACK`: the user stack of the current task.
+const BPF_F_USER_STACK: u64 = 1 << 8;
+
+/// The stack of the probed call into `frames` (GEN_STACK_DEPTH slots of a
+/// map value): how many frames it holds (0: none could be taken).
+#[inline(always)]
+fn stack(ctx: *mut c_void, frames: *mut u64, flags: u64) -> u32 {
+    const BYTES: u32 = (GEN_STACK_DEPTH * 8) as u32;
+    // SAFETY: a kprobe's context; `frames` has BYTES bytes of the scratch
+    // event (map memory), which the helper fills at most.
+    let n = unsafe { bpf_get_stack(ctx, frames as *mut c_void, BYTES, flags) };
+    if n > 0 {
+        (n as u32 / 8).min(GEN_STACK_DEPTH as u32)
+    } else {
+        0
+    }
 }
 
 /// Post's `rateLimit`: whether the same call (this hook's selector, the

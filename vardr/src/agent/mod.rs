@@ -243,6 +243,8 @@ struct Agent {
     /// pid with its time, until that exec's own event arrives. Only the LSM
     /// backend decides before the exec; the fallback reports after it.
     exec_verdicts: HashMap<u32, (u64, &'static str)>,
+    /// Names the frames of kprobe stack traces (kallsyms read at the first).
+    stacks: events::stack::Symbolizer,
     /// Named binaries not installed at the last load (see [`appear`]).
     awaited: appear::Awaited,
     persist: persist::Persist,
@@ -368,7 +370,8 @@ impl Agent {
                     return Ok(());
                 };
                 let p = self.cache.get(c.header.pid);
-                let j = JsonEvent::generic(&c, &meta, p.as_deref(), &self.node, time);
+                let mut j = JsonEvent::generic(&c, &meta, p.as_deref(), &self.node, time);
+                self.stacks.fill(&c, &mut j);
                 if let Some(rule) = c.selector.and_then(|s| meta.rules.get(s as usize)) {
                     let labels = MatchLabels {
                         rule: rule.clone(),
@@ -1505,6 +1508,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         layer2: cedar::Engine::new(&cedar_set),
         responder,
         exec_verdicts: HashMap::new(),
+        stacks: Default::default(),
         awaited: appear::Awaited::new(absent_binaries),
         persist,
         fanotify: fan,

@@ -8,6 +8,7 @@ use vardr_common::{
     generic::{
         GenCred, GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_OVERRIDE, GEN_ACT_RETURN,
         GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL, GEN_ACT_SIGNAL, GEN_MAX_ARGS,
+        GEN_STACK_DEPTH,
     },
     EventHeader, EventKind,
 };
@@ -43,6 +44,10 @@ pub struct GenericCall {
     pub socks: Vec<GenSock>,
     /// The same buffers' bytes (a `char_buf` argument's copy).
     pub bytes: Vec<Vec<u8>>,
+    /// Return addresses of the kernel and user stacks, innermost first
+    /// (Post with `kernelStackTrace`, `userStackTrace`).
+    pub kstack: Vec<u64>,
+    pub ustack: Vec<u64>,
 }
 
 pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
@@ -62,7 +67,13 @@ pub fn decode(bytes: &[u8]) -> Result<GenericCall, DecodeError> {
             .map(|s| record_of(s))
             .collect(),
         bytes: ev.strs[..GEN_MAX_ARGS].iter().map(|s| s.to_vec()).collect(),
+        kstack: frames(&ev.kstack, ev.kstack_len),
+        ustack: frames(&ev.ustack, ev.ustack_len),
     })
+}
+
+fn frames(all: &[u64; GEN_STACK_DEPTH], n: u32) -> Vec<u64> {
+    all[..(n as usize).min(GEN_STACK_DEPTH)].to_vec()
 }
 
 /// The record (a [`GenSock`], a [`GenCred`]) the kernel wrote at the start
@@ -353,6 +364,15 @@ pub struct ProcessHook {
     /// What an Override made the call return, by its errno's name (`EPERM`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_error: Option<String>,
+    /// Tetragon's stack traces (kprobes: Post with `kernelStackTrace`,
+    /// `userStackTrace`), innermost frame first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_stack_trace: Vec<super::stack::StackEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user_stack_trace: Vec<super::stack::StackEntry>,
+    /// A stack the selector asked for that the kernel could not take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_trace_error: Option<&'static str>,
 }
 
 /// The action that stopped the call or its caller: an Override first (the
@@ -485,6 +505,9 @@ impl JsonEvent {
             backend,
             signal,
             override_error,
+            kernel_stack_trace: Vec::new(),
+            user_stack_trace: Vec::new(),
+            stack_trace_error: None,
         };
         let body = match meta.point {
             HookPoint::Kprobe { .. } => Body::ProcessKprobe(Box::new(body)),

@@ -10,6 +10,7 @@ mod compact;
 pub use compact::compact;
 
 pub mod generic;
+pub mod stack;
 pub use generic::{GenericCall, HookMeta};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

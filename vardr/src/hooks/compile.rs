@@ -236,6 +236,12 @@ pub fn compile(
             out.actions |= GEN_ACT_SIGNAL;
             out.signal = sig;
         }
+        if sel.actions.kernel_stack {
+            out.actions |= GEN_ACT_KSTACK;
+        }
+        if sel.actions.user_stack {
+            out.actions |= GEN_ACT_USTACK;
+        }
         if let Some((ns, scope)) = sel.actions.rate_limit {
             out.rate_limit_ns = ns;
             out.rate_scope = scope;

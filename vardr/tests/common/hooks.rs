@@ -421,6 +421,14 @@ spec:
         values: ["47"]
       matchActions:
       - action: Sigkill
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["46"]
+      matchActions:
+      - action: Post
+        kernelStackTrace: true
+        userStackTrace: true
 "#;
 
 pub fn kprobe_hooks(b: Backend) {
@@ -515,6 +523,28 @@ pub fn kprobe_hooks(b: Backend) {
     }
     let o = libc("dup(0)");
     assert!(o.status.success(), "dup(0): {:?}", o.status);
+    // Post with kernelStackTrace and userStackTrace: the system call's
+    // path through the kernel, named, and the caller's frame in libc.
+    // (Alive a moment after: its user frames are placed in the files it
+    // maps when the agent reads the event.)
+    let o = libc("dup(46); import time; time.sleep(2)");
+    assert!(o.status.success(), "dup(46): {:?}", o.status);
+    let ev = agent.event("stack traces", |e| {
+        kprobe(e)["policy_name"] == "kp-lists" && kprobe(e)["args"][0]["int_arg"] == 46
+    });
+    let ev = kprobe(&ev);
+    assert_eq!(ev["rule"], "kp-lists.kprobes.0.1", "{ev}");
+    let symbols: Vec<&str> = ev["kernel_stack_trace"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["symbol"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(symbols.contains(&"do_syscall_64"), "{ev}");
+    assert!(
+        ev["user_stack_trace"][0]["module"]
+            .as_str()
+            .is_some_and(|m| m.contains("libc")),
+        "{ev}"
+    );
 
     // fd_install with a file argument (seed 002): the open's caller dies.
     let o = sh_in(&cg.path, &format!("cat {d}/tetragon"));

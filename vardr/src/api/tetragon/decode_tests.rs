@@ -285,7 +285,58 @@ mod hooks {
             ],
             socks: vec![Default::default(); 5],
             bytes: vec![b"hello world".to_vec(); 5],
+            kstack: Vec::new(),
+            ustack: Vec::new(),
         }
+    }
+
+    /// Stack traces (Post with kernelStackTrace, userStackTrace) decode as
+    /// Tetragon's StackTraceEntry lists; a stack the kernel could not take
+    /// is said.
+    #[test]
+    fn stack_traces_decode_as_tetragon_s() {
+        use vardr_common::generic::{GEN_ACT_KSTACK, GEN_ACT_POST, GEN_ACT_USTACK};
+        let meta = Arc::new(HookMeta {
+            policy: "kp".into(),
+            point: HookPoint::Kprobe {
+                call: "fd_install".into(),
+                syscall: false,
+            },
+            args: vec![],
+            rules: vec!["kp.kprobes.0.0".into()],
+            message: None,
+            tags: vec![],
+            ret: None,
+        });
+        let mut c = call(GEN_ACT_POST | GEN_ACT_KSTACK | GEN_ACT_USTACK, 0);
+        c.kstack = vec![0xffff_ffff_8100_0150, 0xffff_ffff_8100_0010];
+        // This process's own code: placed in its executable.
+        c.ustack = vec![stack_traces_decode_as_tetragon_s as *const () as u64];
+        c.header.pid = std::process::id();
+        let mut j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
+        crate::events::stack::Symbolizer::default().fill(&c, &mut j);
+        let Some(pb::get_events_response::Event::ProcessKprobe(k)) = decoded(&j).event else {
+            panic!("not a process_kprobe");
+        };
+        assert_eq!(k.kernel_stack_trace.len(), 2);
+        assert_eq!(k.kernel_stack_trace[0].address, 0xffff_ffff_8100_0150);
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        assert_eq!(k.user_stack_trace.len(), 1);
+        assert_eq!(
+            std::path::Path::new(&k.user_stack_trace[0].module),
+            exe.as_path()
+        );
+        assert!(k.user_stack_trace[0].offset > 0);
+        // Asked for, not taken.
+        let mut c = call(GEN_ACT_POST | GEN_ACT_USTACK, 0);
+        c.ustack.clear();
+        let mut j = JsonEvent::generic(&c, &meta, None, "n", std::time::SystemTime::UNIX_EPOCH);
+        crate::events::stack::Symbolizer::default().fill(&c, &mut j);
+        let v = serde_json::to_value(&j).expect("json");
+        assert_eq!(
+            v["process_kprobe"]["stack_trace_error"], "the kernel could not take the stack",
+            "{v}"
+        );
     }
 
     fn meta(point: HookPoint) -> Arc<HookMeta> {

@@ -293,6 +293,9 @@ pub struct Actions {
     pub override_error: Option<i32>,
     /// Post's `rateLimit` in ns and its scope (`GEN_RATE_*`).
     pub rate_limit: Option<(u64, u32)>,
+    /// Post's `kernelStackTrace` and `userStackTrace` (kprobes only).
+    pub kernel_stack: bool,
+    pub user_stack: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -614,6 +617,8 @@ fn hook(
                 sel.actions = Actions {
                     post: true,
                     rate_limit: sel.actions.rate_limit,
+                    kernel_stack: sel.actions.kernel_stack,
+                    user_stack: sel.actions.user_stack,
                     ..Actions::default()
                 };
             }
@@ -1216,7 +1221,27 @@ fn actions(
                     Ok(r) => out.rate_limit = r,
                     Err(()) => ok = false,
                 }
-                &["rateLimit", "rateLimitScope"]
+                let kernel = set(&a.kernel_stack_trace).is_some_and(|v| v.value);
+                let user = set(&a.user_stack_trace).is_some_and(|v| v.value);
+                if (kernel || user) && !matches!(point, HookPoint::Kprobe { .. }) {
+                    d.at(
+                        &a.action,
+                        format!(
+                            "action Post with {}: on kprobes only (Tetragon's process_kprobe carries stack traces; its {} events have none)",
+                            if kernel { "kernelStackTrace" } else { "userStackTrace" },
+                            point.section()
+                        ),
+                    );
+                    ok = false;
+                }
+                out.kernel_stack = kernel;
+                out.user_stack = user;
+                &[
+                    "rateLimit",
+                    "rateLimitScope",
+                    "kernelStackTrace",
+                    "userStackTrace",
+                ]
             }
             "override" if at_return => {
                 d.at(
@@ -1281,10 +1306,15 @@ fn actions(
         };
         for (field, p) in super::actions::action_fields(a) {
             if let Some(p) = p.filter(|_| !allowed.contains(&field)) {
+                let why = if field.ends_with("StackTrace") && name != "post" {
+                    "stack traces go with Post (as in Tetragon)"
+                } else {
+                    NOT_YET
+                };
                 at(
                     d,
                     p,
-                    format!("action {} with {field}: {NOT_YET}", a.action.value),
+                    format!("action {} with {field}: {why}", a.action.value),
                 );
                 ok = false;
             }

@@ -990,7 +990,6 @@ fn post_with_rate_limit() {
     selectors:
     - matchActions: [{{action: Post, rateLimit: 5 minutes}}]
     - matchActions: [{{action: Post, rateLimit: 1m, rateLimitScope: pod}}]
-    - matchActions: [{{action: Post, rateLimit: 1m, kernelStackTrace: true}}]
 "
     ));
     has(
@@ -1005,11 +1004,47 @@ fn post_with_rate_limit() {
         68,
         "rateLimitScope \"pod\": thread, process or global",
     );
+}
+
+/// Post with stack traces: on kprobes (Tetragon's process_kprobe has
+/// them), refused elsewhere by name.
+#[test]
+fn stack_traces_on_kprobes() {
+    let p = parse_ok(&format!(
+        "{HEAD}  kprobes:
+  - call: fd_install
+    args: [{{index: 1, type: file}}]
+    selectors:
+    - matchActions: [{{action: Post, kernelStackTrace: true, userStackTrace: true}}]
+    - matchActions: [{{action: Post, rateLimit: 1m, kernelStackTrace: true}}]
+"
+    ));
+    let s = &p.hooks[0].selectors;
+    assert!(s[0].actions.kernel_stack && s[0].actions.user_stack);
+    assert!(s[1].actions.kernel_stack && !s[1].actions.user_stack);
+    let e = parse_err(&format!(
+        "{HEAD}  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_mkdir
+    selectors:
+    - matchActions: [{{action: Post, userStackTrace: true}}]
+  kprobes:
+  - call: fd_install
+    selectors:
+    - matchActions: [{{action: Sigkill, kernelStackTrace: true}}]
+"
+    ));
     has(
         &e,
-        12,
-        70,
-        "action Post with kernelStackTrace: not yet supported",
+        10,
+        31,
+        "action Post with userStackTrace: on kprobes only (Tetragon's process_kprobe carries stack traces; its tracepoints events have none)",
+    );
+    has(
+        &e,
+        14,
+        58,
+        "action Sigkill with kernelStackTrace: stack traces go with Post (as in Tetragon)",
     );
 }
 
