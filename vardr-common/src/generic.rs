@@ -389,8 +389,23 @@ pub struct GenHook {
     /// A return probe's value: its size in bytes (4 or 8), with
     /// [`GEN_RET_SIGNED`] for a signed one; 0 for an entry probe.
     pub ret: u32,
+    /// A `TracingPolicyNamespaced`'s hook: the id of its Kubernetes
+    /// namespace in `GEN_PODS` (only calls from the cgroups listed there
+    /// under it count); 0: every governed call.
+    pub pods: u32,
+    pub _pad: u32,
     pub args: [GenArg; GEN_SLOTS],
     pub selectors: [GenSelector; GEN_SLOTS],
+}
+
+/// Key of `GEN_PODS`: a cgroup (v2 id) of a pod of the namespace `pods`
+/// stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    pub pods: u32,
+    pub _pad: u32,
+    pub cgroup: u64,
 }
 
 /// Key of `GEN_HOOKS`: a hook's slot (its attachment's cookie) in a generation.
@@ -531,6 +546,8 @@ mod pod {
     unsafe impl aya::Pod for super::GenSock {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenSkb {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PodKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GenCred {}
 }

@@ -40,7 +40,7 @@ use aya_ebpf::{
 use vardr_common::{
     generic::{
         FollowKey, GenCallKey, GenConfig, GenCred, GenExe, GenHook, GenKey, GenMatch, GenRateKey,
-        GenSkb, GenSock, GenericEvent, GEN_ACT_AUDIT, GEN_ACT_KSTACK, GEN_ACT_OVERRIDE,
+        GenSkb, GenSock, GenericEvent, PodKey, GEN_ACT_AUDIT, GEN_ACT_KSTACK, GEN_ACT_OVERRIDE,
         GEN_ACT_POST, GEN_ACT_RETURN, GEN_ACT_RET_SIGKILL, GEN_ACT_RET_SIGNAL, GEN_ACT_SIGKILL,
         GEN_ACT_SIGNAL, GEN_ACT_USTACK, GEN_ARG_BINPRM, GEN_ARG_BUF_KERNEL, GEN_ARG_BUF_USER,
         GEN_ARG_CHAR_ARRAY, GEN_ARG_CRED, GEN_ARG_DATA_LOC, GEN_ARG_FD, GEN_ARG_FILE,
@@ -98,6 +98,11 @@ static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(2, 0);
 /// Hooks by (generation, slot).
 #[map]
 static GEN_HOOKS: HashMap<GenKey, GenHook> = HashMap::with_max_entries(256, 0);
+
+/// The cgroups of the pods of each Kubernetes namespace a
+/// `TracingPolicyNamespaced` names (kept by the agent as pods come and go).
+#[map]
+static GEN_PODS: HashMap<PodKey, u8> = HashMap::with_max_entries(16384, 0);
 
 /// String `matchArgs` values: match id, then the value.
 #[map]
@@ -401,6 +406,9 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
     if !governed(&cfg, generation) {
         return 0;
     }
+    if hook.pods != 0 && vardr_gen_pod(hook.pods as u64) == 0 {
+        return 0;
+    }
     let (nargs, nselectors, flags) = (hook.nargs, hook.nselectors, hook.flags);
     // A return probe's call is kept from here to its return.
     let returns = kprobe && hook.ret != 0;
@@ -555,6 +563,22 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
         }
     }
     error
+}
+
+/// Whether the current task runs in a cgroup of a pod of namespace id
+/// `pods` (1) or not (0). A global function: its lookup stays out of the
+/// hook's frame.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vardr_gen_pod(pods: u64) -> u32 {
+    let key = PodKey {
+        pods: pods as u32,
+        _pad: 0,
+        // SAFETY: helper without arguments.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+    };
+    // SAFETY: a lookup; only its presence is read.
+    unsafe { GEN_PODS.get(key) }.is_some() as u32
 }
 
 /// `BPF_F_USER_STACK`: the user stack of the current task.

@@ -210,6 +210,11 @@ struct AgentArgs {
     /// Govern only processes inside this cgroup v2 directory (and below).
     #[arg(long)]
     scope_cgroup: Option<PathBuf>,
+    /// The kubelet's pod log root: one directory per pod
+    /// (`<namespace>_<pod>_<uid>`), how a TracingPolicyNamespaced finds
+    /// the pods of its namespace (their cgroups are named after the uid).
+    #[arg(long, default_value = "/var/log/pods")]
+    k8s_pod_logs: PathBuf,
     /// Most entries per rule map (paths, binary identities, IPv4 and IPv6
     /// networks); a policy that needs more is rejected.
     #[arg(long, default_value_t = 131072)]
@@ -544,6 +549,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 enforce: a.enforce,
                 backend: a.backend,
                 scope_cgroup: a.scope_cgroup,
+                k8s_pod_logs: a.k8s_pod_logs,
                 limits,
                 runtime_dir: a.runtime_dir,
                 output: a.output,

@@ -45,6 +45,14 @@ fn fallback_tracepoint_hooks() {
     }
 }
 
+/// A `TracingPolicyNamespaced`: the pods of its namespace only.
+#[test]
+fn fallback_namespaced_policies() {
+    if require_backend("fallback_namespaced_policies", Fallback) {
+        common::hooks_namespaced::namespaced_policies(Fallback);
+    }
+}
+
 /// `skb` arguments from the `net:net_dev_queue` tracepoint.
 #[test]
 fn fallback_skb_hooks() {

@@ -29,6 +29,24 @@ pub fn governance(e: &Enforcer, enforce: bool) -> Governance {
     }
 }
 
+/// Where a `TracingPolicyNamespaced`'s pods are found: the kubelet's pod
+/// log root, and the cgroup tree their cgroups are looked for in.
+#[derive(Clone, Debug)]
+pub struct PodSource {
+    pub pod_logs: std::path::PathBuf,
+    pub cgroups: std::path::PathBuf,
+}
+
+impl PodSource {
+    /// Below the scope cgroup when there is one, else from the root.
+    pub fn new(pod_logs: std::path::PathBuf, scope: Option<&std::path::Path>) -> Self {
+        let cgroups = scope.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+            crate::kernel::cgroup::root().unwrap_or_else(|_| "/sys/fs/cgroup".into())
+        });
+        Self { pod_logs, cgroups }
+    }
+}
+
 /// Stages `hooks`, loading the object first if this is the first time
 /// (its events then go to `tx`). `None` when there is nothing to do.
 pub fn stage(
@@ -37,12 +55,14 @@ pub fn stage(
     set: &RuleSet,
     gov: Governance,
     tx: &UnboundedSender<Vec<u8>>,
+    pods: &PodSource,
 ) -> Result<Option<Staged>, HookError> {
     if hooks.is_empty() && slot.as_ref().is_none_or(|g| g.attached() == 0) {
         return Ok(None);
     }
     if slot.is_none() {
-        let (g, ring) = GenericHooks::load()?;
+        let (mut g, ring) = GenericHooks::load()?;
+        g.set_pod_source(pods.pod_logs.clone(), pods.cgroups.clone());
         spawn_reader(ring, tx.clone())?;
         *slot = Some(g);
     }

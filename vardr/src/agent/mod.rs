@@ -84,6 +84,8 @@ pub struct AgentOptions {
     pub enforce: bool,
     pub backend: BackendChoice,
     pub scope_cgroup: Option<PathBuf>,
+    /// The kubelet's pod log root (`TracingPolicyNamespaced`).
+    pub k8s_pod_logs: PathBuf,
     pub limits: Limits,
     pub runtime_dir: PathBuf,
     pub output: Output,
@@ -245,6 +247,7 @@ struct Agent {
     exec_verdicts: HashMap<u32, (u64, &'static str)>,
     /// Names the frames of kprobe stack traces (kallsyms read at the first).
     stacks: events::stack::Symbolizer,
+    pod_source: generic_hooks::PodSource,
     /// Named binaries not installed at the last load (see [`appear`]).
     awaited: appear::Awaited,
     persist: persist::Persist,
@@ -930,6 +933,7 @@ impl Agent {
                 &b.rules,
                 gov,
                 &self.generic_tx,
+                &self.pod_source,
             )
             .map_err(generic_hooks::hook_error)?;
             let t = std::time::Instant::now();
@@ -1059,6 +1063,13 @@ impl Agent {
             );
             // The agent's own request: the policy file in force.
             self.reload(Some(std::process::id()), None, None);
+        }
+        // Pods started or gone since: a namespaced TracingPolicy's hooks
+        // follow them.
+        if let Some(g) = self.generic.as_mut() {
+            if let Err(e) = g.sync_pods() {
+                tracing::warn!("TracingPolicyNamespaced pods: {e}");
+            }
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(30) {
@@ -1357,10 +1368,12 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     );
     let (generic_tx, mut generic_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let mut generic = None;
+    let pod_source =
+        generic_hooks::PodSource::new(opts.k8s_pod_logs.clone(), opts.scope_cgroup.as_deref());
     {
         let refs: Vec<_> = start_hooks.iter().collect();
         let gov = generic_hooks::governance(&enforcer, opts.enforce);
-        let staged = generic_hooks::stage(&mut generic, &refs, &set, gov, &generic_tx)
+        let staged = generic_hooks::stage(&mut generic, &refs, &set, gov, &generic_tx, &pod_source)
             .map_err(generic_hooks::hook_error)?;
         generic_hooks::commit(&mut generic, staged)?;
     }
@@ -1509,6 +1522,7 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
         responder,
         exec_verdicts: HashMap::new(),
         stacks: Default::default(),
+        pod_source,
         awaited: appear::Awaited::new(absent_binaries),
         persist,
         fanotify: fan,

@@ -11,10 +11,11 @@
 //! deleted. No call runs half old, half new.
 mod compile;
 mod fmod_ret;
+mod pods;
 mod process_filters;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     sync::Arc,
@@ -26,7 +27,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use vardr_common::{
-    generic::{FollowKey, GenConfig, GenHook, GenKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
+    generic::{FollowKey, GenConfig, GenHook, GenKey, PodKey, GEN_BIN_EXEMPT_BIT, GEN_STR_KEY_LEN},
     InodeKey, PidKey, NS_PER_TICK,
 };
 
@@ -118,6 +119,8 @@ struct Written {
     /// `GEN_FOLLOW` entries the generation needs (shared with the other
     /// generation's when both follow a binary).
     follow: Vec<FollowKey>,
+    /// Kubernetes namespaces its `TracingPolicyNamespaced` hooks are for.
+    namespaces: HashSet<String>,
 }
 
 /// A generation attached beside the one in force, not yet switched to.
@@ -152,6 +155,15 @@ pub struct GenericHooks {
     /// named since the object was loaded: processes keep the bits they got,
     /// so a bit is never given to another binary.
     follow_bits: HashMap<FollowKey, u32>,
+    pods: BpfHashMap<MapData, PodKey, u8>,
+    /// The `GEN_PODS` id of each Kubernetes namespace named since the
+    /// object was loaded (never given to another).
+    pod_ids: HashMap<String, u32>,
+    /// The `GEN_PODS` entries written.
+    pods_written: HashSet<PodKey>,
+    /// The kubelet's pod log root and the cgroup tree the pods are found
+    /// in (see [`pods`]).
+    pod_source: (PathBuf, PathBuf),
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
@@ -242,6 +254,13 @@ impl GenericHooks {
             follow: take("GEN_FOLLOW")?
                 .try_into()
                 .map_err(map_err("GEN_FOLLOW"))?,
+            pods: take("GEN_PODS")?.try_into().map_err(map_err("GEN_PODS"))?,
+            pod_ids: HashMap::new(),
+            pods_written: HashSet::new(),
+            pod_source: (
+                PathBuf::from(pods::POD_LOG_ROOT),
+                PathBuf::from("/sys/fs/cgroup"),
+            ),
             ebpf,
             generation: 0,
             links: Vec::new(),
@@ -314,6 +333,53 @@ impl GenericHooks {
             }
         }
         Ok(out)
+    }
+
+    /// Where pods are found: the kubelet's pod log root, and the cgroup
+    /// tree to look for their cgroups in (the scope cgroup, or the root).
+    pub fn set_pod_source(&mut self, pod_log_root: PathBuf, cgroup_root: PathBuf) {
+        self.pod_source = (pod_log_root, cgroup_root);
+    }
+
+    /// Brings `GEN_PODS` up to date with the pods on the node now, for the
+    /// namespaces of both generations' `TracingPolicyNamespaced` hooks
+    /// (called at every tick of the agent: a pod started since is governed
+    /// from the next).
+    pub fn sync_pods(&mut self) -> Result<(), HookError> {
+        let wanted: HashSet<String> = self.written[0]
+            .namespaces
+            .union(&self.written[1].namespaces)
+            .cloned()
+            .collect();
+        if wanted.is_empty() && self.pods_written.is_empty() {
+            return Ok(());
+        }
+        self.sync_pods_for(&wanted)
+    }
+
+    fn sync_pods_for(&mut self, wanted: &HashSet<String>) -> Result<(), HookError> {
+        let (logs, root) = &self.pod_source;
+        let names: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let found = pods::cgroups(root, &pods::pods(logs), &names);
+        let mut desired = HashSet::new();
+        for (ns, ids) in &found {
+            let Some(&id) = self.pod_ids.get(ns) else {
+                continue;
+            };
+            desired.extend(ids.iter().map(|&cgroup| PodKey {
+                pods: id,
+                _pad: 0,
+                cgroup,
+            }));
+        }
+        for k in desired.difference(&self.pods_written) {
+            self.pods.insert(k, 1, 0).map_err(map_err("GEN_PODS"))?;
+        }
+        for k in self.pods_written.difference(&desired) {
+            let _ = self.pods.remove(k);
+        }
+        self.pods_written = desired;
+        Ok(())
     }
 
     /// How many hooks are attached.
@@ -390,10 +456,25 @@ impl GenericHooks {
         for h in hooks {
             let slot = self.next_slot;
             self.next_slot = self.next_slot.wrapping_add(1).max(1);
-            compiled.push((
-                slot,
-                compile::compile(h, generation, slot, &self.tracefs, &host_ns, &mut next_bit)?,
-            ));
+            let mut c =
+                compile::compile(h, generation, slot, &self.tracefs, &host_ns, &mut next_bit)?;
+            if let Some(ns) = &h.namespace {
+                let next = self.pod_ids.len() as u32 + 1;
+                c.config.pods = *self.pod_ids.entry(ns.clone()).or_insert(next);
+                written.namespaces.insert(ns.clone());
+            }
+            compiled.push((slot, c));
+        }
+        // The pods' cgroups in place before a hook that needs them runs.
+        if !written.namespaces.is_empty() {
+            let mut wanted = written.namespaces.clone();
+            wanted.extend(
+                self.written[generation as usize ^ 1]
+                    .namespaces
+                    .iter()
+                    .cloned(),
+            );
+            self.sync_pods_for(&wanted)?;
         }
         // Binaries by identity: matchBinaries' bits, and the exempt ones.
         let mut bits: HashMap<InodeKey, u64> = HashMap::new();

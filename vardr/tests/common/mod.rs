@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod hooks;
 pub mod hooks_lsm;
+pub mod hooks_namespaced;
 pub mod hooks_process;
 pub mod hooks_skb;
 pub mod names;

@@ -332,6 +332,9 @@ pub struct GenericHook {
     /// A return probe's value type (`return: true`, `returnArg`): the
     /// event is posted at the return, with the value.
     pub ret: Option<ArgType>,
+    /// A `TracingPolicyNamespaced`'s: its Kubernetes namespace (only the
+    /// calls of that namespace's pods count).
+    pub namespace: Option<String>,
 }
 
 pub(super) fn kprobe(
@@ -638,6 +641,7 @@ fn hook(
         message,
         tags,
         ret: None,
+        namespace: None,
     })
 }
 

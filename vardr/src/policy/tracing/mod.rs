@@ -38,8 +38,8 @@ const NOT_YET: &str = "not yet supported by vardr";
 #[derive(Clone, Debug, PartialEq)]
 pub struct TracingPolicy {
     pub name: String,
-    /// `metadata.namespace` of a `TracingPolicyNamespaced`, which vardr does
-    /// not accept yet: always `None` for now.
+    /// `metadata.namespace` of a `TracingPolicyNamespaced`: its hooks
+    /// govern that namespace's pods only.
     pub namespace: Option<String>,
     pub source: PathBuf,
     /// One per selector, named `<policy>.<hook>.<lsmhooks index>.<selector

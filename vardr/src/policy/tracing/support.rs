@@ -43,7 +43,7 @@ pub const FEATURES: &[Feature] = {
     use Support::{NoEffect, NotYet, Partial, Yes};
     &[
     f("kind: TracingPolicy", Yes, "`metadata.name` names the rules"),
-    f("kind: TracingPolicyNamespaced", NotYet, "no Kubernetes namespace scoping: the rules would govern every process"),
+    f("kind: TracingPolicyNamespaced", Yes, "its hooks govern the pods of `metadata.namespace` only, found on the node (the kubelet's pod log directories, the pods' cgroups), followed as pods come and go; lsmhooks run as LSM hooks of their own"),
     f("metadata.labels, annotations, server fields", NoEffect, "Kubernetes bookkeeping"),
     f("spec.lsmhooks: file_open", Yes, "`file` argument 0 → `file_open` rules when native rules say it all, else an LSM hook of its own"),
     f("spec.lsmhooks: bprm_check_security", Yes, "`linux_binprm` argument 0 → `exec` rules (Equal → `binaries`) when native rules say it all, else an LSM hook of its own"),

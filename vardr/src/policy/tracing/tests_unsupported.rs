@@ -135,12 +135,8 @@ fn namespaced_kind_short_tags_and_arg_fields() {
             "      type: file\n      resolve: f_path\n    - index: 1\n      type: int\n    message: hi\n    tags: [a]\n",
         );
     let e = parse_err(&y);
-    has(
-        &e,
-        2,
-        7,
-        "kind TracingPolicyNamespaced: not yet supported by vardr",
-    );
+    // The kind itself is accepted (with its namespace).
+    assert!(!e.contains("TracingPolicyNamespaced"), "{e}");
     has(
         &e,
         12,
@@ -154,6 +150,35 @@ fn namespaced_kind_short_tags_and_arg_fields() {
         16,
         12,
         "tag \"a\" is too short: Tetragon needs at least 2 characters",
+    );
+}
+
+/// A `TracingPolicyNamespaced`: its hooks carry the namespace (its
+/// lsmhooks run as hooks of their own, never as native rules, which would
+/// govern every pod); the namespace is required and must be a name.
+#[test]
+fn namespaced_policies_carry_their_namespace() {
+    let y = file_open("    - matchArgs: [{index: 0, operator: Equal, values: [/etc/shadow]}]\n")
+        .replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced")
+        .replace("  name: t\n", "  name: t\n  namespace: payments\n");
+    let p = parse_ok(&y);
+    assert!(p.rules.is_empty(), "{:?}", p.rules);
+    assert_eq!(p.namespace.as_deref(), Some("payments"));
+    assert_eq!(p.hooks.len(), 1);
+    assert_eq!(p.hooks[0].namespace.as_deref(), Some("payments"));
+    let e = parse_err(&y.replace("  namespace: payments\n", ""));
+    has(
+        &e,
+        2,
+        7,
+        "a TracingPolicyNamespaced needs metadata.namespace",
+    );
+    let e = parse_err(&y.replace("namespace: payments", "namespace: Pay_ments"));
+    has(
+        &e,
+        5,
+        14,
+        "metadata.namespace \"Pay_ments\" is not a Kubernetes namespace name",
     );
 }
 

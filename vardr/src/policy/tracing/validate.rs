@@ -27,14 +27,8 @@ pub(super) fn validate(
         );
     }
     let kind = doc.kind.value.as_str();
-    if kind == KIND_NAMESPACED {
-        // Tetragon applies such a policy to the pods of one namespace only;
-        // vardr cannot tell pods apart, so its rules would govern the host.
-        d.at(
-            &doc.kind,
-            format!("kind {KIND_NAMESPACED}: {NOT_YET} (it has no Kubernetes namespace scoping: the rules would apply to every process)"),
-        );
-    } else if kind != KIND {
+    let namespaced = kind == KIND_NAMESPACED;
+    if !namespaced && kind != KIND {
         d.at(
             &doc.kind,
             format!("kind must be {KIND} or {KIND_NAMESPACED}, not {kind:?}"),
@@ -45,6 +39,23 @@ pub(super) fn validate(
         d.at(&doc.metadata.name, "metadata.name must not be empty");
     }
     let namespace = doc.metadata.namespace.as_ref().map(|n| n.value.clone());
+    if namespaced {
+        // Only the calls of that namespace's pods count (see hooks/pods.rs).
+        match &doc.metadata.namespace {
+            None => d.at(
+                &doc.kind,
+                format!("a {KIND_NAMESPACED} needs metadata.namespace: the Kubernetes namespace whose pods it governs"),
+            ),
+            Some(ns) if !is_dns_label(&ns.value) => d.at(
+                ns,
+                format!(
+                    "metadata.namespace {:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)",
+                    ns.value
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
     if let (Some(ns), KIND) = (&doc.metadata.namespace, kind) {
         // Kubernetes drops it for a cluster-wide object; say so instead.
         d.at(
@@ -63,10 +74,14 @@ pub(super) fn validate(
     for (i, hook) in items(&spec.lsmhooks).enumerate() {
         // As native rules where they say it all (those run on every
         // backend); otherwise as a BPF LSM hook of its own, which has the
-        // kprobes' selectors and actions but needs the BPF LSM.
+        // kprobes' selectors and actions but needs the BPF LSM. A
+        // namespaced policy's always are: native rules govern every pod.
         let mut native = Diags(Vec::new());
         let mut translated = Vec::new();
         translate::lsm_hook(&mut native, &name, i, hook, &mut translated);
+        if namespaced && native.0.is_empty() {
+            native.at(&hook.value.hook, format!("a {KIND_NAMESPACED}'s hook"));
+        }
         if native.0.is_empty() {
             rules.extend(translated);
         } else {
@@ -129,6 +144,11 @@ pub(super) fn validate(
             r.rule.action = Action::Alert;
         }
     }
+    if namespaced {
+        for h in &mut hooks {
+            h.namespace = namespace.clone();
+        }
+    }
     overlap::check(&mut d, &rules);
     if d.0.is_empty() {
         Ok(TracingPolicy {
@@ -143,6 +163,15 @@ pub(super) fn validate(
         d.0.dedup();
         Err(d.0)
     }
+}
+
+/// A Kubernetes namespace name (RFC 1123 label).
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// The entries of a list field (absent, `null` and `[]` alike).
