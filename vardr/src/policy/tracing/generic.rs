@@ -1285,6 +1285,17 @@ fn actions(
                 }
                 &["argError"]
             }
+            "notifyenforcer" | "cleanupenforcernotification" => {
+                d.at(
+                    &a.action,
+                    format!(
+                        "action {}: {NOT_YET} (an enforcer fails a system call on its way out, which takes error injection on system calls: Debian's kernels have neither CONFIG_FUNCTION_ERROR_INJECTION nor CONFIG_BPF_KPROBE_OVERRIDE; Override on the security_ function the hook is on, or Sigkill, stops the call instead)",
+                        a.action.value
+                    ),
+                );
+                ok = false;
+                continue;
+            }
             "followfd" | "unfollowfd" | "copyfd" => {
                 d.at(
                     &a.action,

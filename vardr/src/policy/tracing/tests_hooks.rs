@@ -1006,6 +1006,24 @@ fn post_with_rate_limit() {
     );
 }
 
+/// NotifyEnforcer is said to need what Debian's kernels lack.
+#[test]
+fn notify_enforcer_is_refused_with_why() {
+    let e = parse_err(&format!(
+        "{HEAD}  kprobes:
+  - call: security_file_open
+    selectors:
+    - matchActions: [{{action: NotifyEnforcer, argError: -1}}]
+"
+    ));
+    has(
+        &e,
+        9,
+        31,
+        "action NotifyEnforcer: not yet supported by vardr (an enforcer fails a system call on its way out",
+    );
+}
+
 /// Post with stack traces: on kprobes (Tetragon's process_kprobe has
 /// them), refused elsewhere by name.
 #[test]
