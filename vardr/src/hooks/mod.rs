@@ -161,6 +161,10 @@ pub struct GenericHooks {
     pod_ids: HashMap<String, u32>,
     /// The `GEN_PODS` entries written.
     pods_written: HashSet<PodKey>,
+    /// Cgroups governed per namespace at the last look (logged on change).
+    pod_cgroups: HashMap<String, usize>,
+    /// The pod log root was missing at the last look (warned once).
+    pod_root_missing: bool,
     /// The kubelet's pod log root and the cgroup tree the pods are found
     /// in (see [`pods`]).
     pod_source: (PathBuf, PathBuf),
@@ -257,6 +261,8 @@ impl GenericHooks {
             pods: take("GEN_PODS")?.try_into().map_err(map_err("GEN_PODS"))?,
             pod_ids: HashMap::new(),
             pods_written: HashSet::new(),
+            pod_cgroups: HashMap::new(),
+            pod_root_missing: false,
             pod_source: (
                 PathBuf::from(pods::POD_LOG_ROOT),
                 PathBuf::from("/sys/fs/cgroup"),
@@ -359,9 +365,25 @@ impl GenericHooks {
 
     fn sync_pods_for(&mut self, wanted: &HashSet<String>) -> Result<(), HookError> {
         let (logs, root) = &self.pod_source;
+        if !wanted.is_empty() && !logs.is_dir() && !self.pod_root_missing {
+            tracing::warn!(
+                "TracingPolicyNamespaced: no pod log root {} (not a Kubernetes node, or the kubelet keeps it elsewhere: --k8s-pod-logs): its hooks govern no process",
+                logs.display()
+            );
+        }
+        self.pod_root_missing = !logs.is_dir();
         let names: HashSet<&str> = wanted.iter().map(String::as_str).collect();
         let found = pods::cgroups(root, &pods::pods(logs), &names);
         let mut desired = HashSet::new();
+        for ns in wanted {
+            let n = found.get(ns).map_or(0, HashSet::len);
+            if self.pod_cgroups.get(ns) != Some(&n) {
+                tracing::info!(
+                    "TracingPolicyNamespaced: namespace {ns}: {n} pod and container cgroups governed"
+                );
+                self.pod_cgroups.insert(ns.clone(), n);
+            }
+        }
         for (ns, ids) in &found {
             let Some(&id) = self.pod_ids.get(ns) else {
                 continue;
