@@ -565,20 +565,35 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
     error
 }
 
-/// Whether the current task runs in a cgroup of a pod of namespace id
-/// `pods` (1) or not (0). A global function: its lookup stays out of the
+/// Cgroup levels looked at for a pod's cgroup (kubelet puts pods at 2 to
+/// 4; what runs in them may nest deeper, below).
+const POD_LEVELS: i32 = 16;
+
+/// Whether the current task runs in a pod of namespace id `pods` (1) or
+/// not (0): its cgroup, or one of its ancestors, is one of the pod cgroups
+/// listed (so a cgroup a container makes below its own, however deep, is
+/// still the pod's). A global function: the lookups stay out of the
 /// hook's frame.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_gen_pod(pods: u64) -> u32 {
-    let key = PodKey {
-        pods: pods as u32,
-        _pad: 0,
-        // SAFETY: helper without arguments.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-    };
-    // SAFETY: a lookup; only its presence is read.
-    unsafe { GEN_PODS.get(key) }.is_some() as u32
+    for level in 1..POD_LEVELS {
+        // SAFETY: helper with a plain level; 0 once past the task's own.
+        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if cgroup == 0 {
+            return 0;
+        }
+        let key = PodKey {
+            pods: pods as u32,
+            _pad: 0,
+            cgroup,
+        };
+        // SAFETY: a lookup; only its presence is read.
+        if unsafe { GEN_PODS.get(key) }.is_some() {
+            return 1;
+        }
+    }
+    0
 }
 
 /// `BPF_F_USER_STACK`: the user stack of the current task.
@@ -1337,7 +1352,10 @@ fn read_skb(p: *const u8, b: &mut GenSkb) {
         return;
     };
     let nh = read::<u16>(p, off.skb_network_header).unwrap_or(HEADER_UNSET);
-    if head.is_null() || nh == HEADER_UNSET {
+    // A new buffer's network header is 0 (only the MAC and transport
+    // headers start as unset) until IP sets it: before that, `head` holds
+    // no IP header, whatever its bytes say.
+    if head.is_null() || nh == HEADER_UNSET || nh == 0 {
         return;
     }
     let ip = head.wrapping_add(nh as usize);
@@ -1347,6 +1365,10 @@ fn read_skb(p: *const u8, b: &mut GenSkb) {
     let sk = &mut b.sock;
     let (proto, transport) = match v >> 4 {
         4 => {
+            // A header shorter than 20 bytes is no IPv4 header.
+            if v & 15 < 5 {
+                return;
+            }
             sk.family = AF_INET;
             let s = read::<[u8; 4]>(ip, 12).unwrap_or([0; 4]);
             let d = read::<[u8; 4]>(ip, 16).unwrap_or([0; 4]);
@@ -1363,7 +1385,10 @@ fn read_skb(p: *const u8, b: &mut GenSkb) {
         _ => return,
     };
     sk.protocol = proto as u16;
-    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+    // A fragment past the first carries no TCP or UDP header.
+    let later_fragment =
+        sk.family == AF_INET && u16::from_be(read::<u16>(ip, 6).unwrap_or(0)) & 0x1fff != 0;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && !later_fragment {
         let t = ip.wrapping_add(transport);
         sk.sport = u16::from_be(read::<u16>(t, 0).unwrap_or(0));
         sk.dport = u16::from_be(read::<u16>(t, 2).unwrap_or(0));

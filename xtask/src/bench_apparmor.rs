@@ -15,7 +15,10 @@ use std::{
 /// parser, without installing the package (whose service would load the
 /// distribution's profiles into the kernel it runs on). Under /opt, which
 /// the VM guests see (their /var/cache is a tmpfs).
-const UNPACKED_PARSER: &str = "/opt/vardr-apparmor/root/sbin/apparmor_parser";
+const UNPACKED_PARSERS: [&str; 2] = [
+    "/opt/vardr-apparmor/root/sbin/apparmor_parser",
+    "/opt/vardr-apparmor/root/usr/sbin/apparmor_parser",
+];
 
 pub struct AppArmorPeer {
     parser: PathBuf,
@@ -48,6 +51,7 @@ impl AppArmorPeer {
         let parser = find_parser().ok_or(
             "apparmor_parser not found (cargo xtask setup --vm unpacks it under /opt/vardr-apparmor)",
         )?;
+        remove_stale_profiles();
         let name = format!("vardr-bench-{}", std::process::id());
         let profile = dir.join("apparmor.profile");
         let quoted = |p: &Path| format!("\"{}\"", p.display());
@@ -114,6 +118,22 @@ impl Drop for AppArmorPeer {
     }
 }
 
+/// Profiles of earlier runs that were stopped before removing theirs
+/// (their names carry the pid of a run no longer there).
+fn remove_stale_profiles() {
+    let Ok(list) = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles") else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let pid = name
+            .strip_prefix("vardr-bench-")
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::write("/sys/kernel/security/apparmor/.remove", name);
+        }
+    }
+}
+
 fn find_parser() -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|p| {
@@ -121,7 +141,12 @@ fn find_parser() -> Option<PathBuf> {
                 .map(|d| d.join("apparmor_parser"))
                 .find(|p| p.is_file())
         })
-        .or_else(|| Some(PathBuf::from(UNPACKED_PARSER)).filter(|p| p.is_file()))
+        .or_else(|| {
+            UNPACKED_PARSERS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+        })
 }
 
 /// `apparmor_parser <op>` on the profile file; no cache, and no

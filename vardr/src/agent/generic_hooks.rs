@@ -41,7 +41,11 @@ impl PodSource {
     /// Below the scope cgroup when there is one, else from the root.
     pub fn new(pod_logs: std::path::PathBuf, scope: Option<&std::path::Path>) -> Self {
         let cgroups = scope.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
-            crate::kernel::cgroup::root().unwrap_or_else(|_| "/sys/fs/cgroup".into())
+            crate::kernel::cgroup::root().unwrap_or_else(|e| {
+                // Without cgroup v2 no pod's cgroup id is what the hooks see.
+                tracing::warn!("TracingPolicyNamespaced policies will govern no pod: {e}");
+                "/sys/fs/cgroup".into()
+            })
         });
         Self { pod_logs, cgroups }
     }

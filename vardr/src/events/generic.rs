@@ -324,6 +324,13 @@ pub struct ProcessHook {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
+    /// A uprobe's file offset (instead of a symbol; a string, as the
+    /// protobuf JSON mapping writes 64-bit numbers).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "offset_string"
+    )]
+    pub offset: Option<u64>,
     /// A tracepoint's subsystem and event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subsys: Option<String>,
@@ -373,6 +380,13 @@ pub struct ProcessHook {
     /// A stack the selector asked for that the kernel could not take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack_trace_error: Option<&'static str>,
+}
+
+fn offset_string<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 /// The action that stopped the call or its caller: an Override first (the
@@ -451,7 +465,7 @@ impl JsonEvent {
                 )
             })
             .collect();
-        let (mut path, mut symbol) = (None, None);
+        let (mut path, mut symbol, mut offset) = (None, None, None);
         let (function_name, subsys, event, backend) = match &meta.point {
             HookPoint::Kprobe { call, .. } => (Some(call.clone()), None, None, "kprobe"),
             HookPoint::Tracepoint { subsystem, event } => (
@@ -460,8 +474,17 @@ impl JsonEvent {
                 Some(event.clone()),
                 "tracepoint",
             ),
-            HookPoint::Uprobe { path: p, symbol: s } => {
-                (path, symbol) = (Some(p.clone()), Some(s.clone()));
+            HookPoint::Uprobe {
+                path: p,
+                symbol: s,
+                offset: o,
+            } => {
+                path = Some(p.clone());
+                if s.is_empty() {
+                    offset = Some(*o);
+                } else {
+                    symbol = Some(s.clone());
+                }
                 (None, None, None, "uprobe")
             }
             // Tetragon names an LSM event's function by the hook.
@@ -481,6 +504,7 @@ impl JsonEvent {
             function_name,
             path,
             symbol,
+            offset,
             subsys,
             event,
             args,

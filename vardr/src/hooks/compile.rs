@@ -40,9 +40,11 @@ pub enum Attach {
     Tracepoint {
         id: u32,
     },
+    /// By symbol, or (`symbol` empty) by file offset.
     Uprobe {
         path: String,
         symbol: String,
+        offset: u64,
     },
     /// A BPF LSM program on `hook`.
     Lsm {
@@ -136,7 +138,11 @@ pub fn compile(
                 ret: hook.ret.is_some(),
             }
         }
-        HookPoint::Uprobe { path, symbol } => {
+        HookPoint::Uprobe {
+            path,
+            symbol,
+            offset,
+        } => {
             for (i, a) in hook.args.iter().enumerate() {
                 // A user function's string is in user memory, as a
                 // system call's.
@@ -146,6 +152,7 @@ pub fn compile(
             Attach::Uprobe {
                 path: path.clone(),
                 symbol: symbol.clone(),
+                offset: *offset,
             }
         }
         HookPoint::Lsm { hook: name } => {
@@ -555,11 +562,19 @@ fn tracepoint_arg(ty: ArgType, f: &Field, user: bool) -> Result<(GenArg, ArgType
             8,
         ),
         ArgType::String => Err(format!("type string, but the field is a {}", f.c_type)),
-        // `void *skbaddr` in the net and skb tracepoints.
-        ArgType::Skb if f.is_pointer() && !text && !user => Ok((kprobe_arg(ty, src, false), ty)),
+        // `void *skbaddr` in the net and skb tracepoints, or a field of
+        // type `struct sk_buff *`: another pointer is not a packet.
+        ArgType::Skb
+            if f.is_pointer()
+                && !text
+                && !user
+                && (f.c_type.contains("sk_buff") || ["skbaddr", "skb"].contains(&f.name.as_str())) =>
+        {
+            Ok((kprobe_arg(ty, src, false), ty))
+        }
         ArgType::Skb => Err(format!(
-            "type skb, but the field is a {} (the kernel's pointer to the sk_buff is needed)",
-            f.c_type
+            "type skb, but field {} is a {} (an sk_buff pointer is needed: a `struct sk_buff *` field, or the net and skb tracepoints' `skbaddr`)",
+            f.name, f.c_type
         )),
         ArgType::Sock | ArgType::Sockaddr | ArgType::CharBuf | ArgType::Cred => {
             Err(format!("type {}: on kprobes only", ty.name()))

@@ -394,13 +394,19 @@ impl GenericHooks {
                 cgroup,
             }));
         }
-        for k in desired.difference(&self.pods_written) {
-            self.pods.insert(k, 1, 0).map_err(map_err("GEN_PODS"))?;
+        // Gone first (room for the new), and what is written is recorded
+        // as it is: a failed insert leaves nothing unaccounted for.
+        let gone: Vec<PodKey> = self.pods_written.difference(&desired).copied().collect();
+        for k in gone {
+            let _ = self.pods.remove(&k);
+            self.pods_written.remove(&k);
         }
-        for k in self.pods_written.difference(&desired) {
-            let _ = self.pods.remove(k);
+        for k in desired {
+            if !self.pods_written.contains(&k) {
+                self.pods.insert(k, 1, 0).map_err(map_err("GEN_PODS"))?;
+                self.pods_written.insert(k);
+            }
         }
-        self.pods_written = desired;
         Ok(())
     }
 
@@ -733,7 +739,11 @@ impl GenericHooks {
             why,
         };
         match a {
-            Attach::Uprobe { path, symbol } => return self.attach_uprobe(path, symbol, slot, &err),
+            Attach::Uprobe {
+                path,
+                symbol,
+                offset,
+            } => return self.attach_uprobe(path, symbol, *offset, slot, &err),
             Attach::Lsm { hook } => return self.attach_lsm(hook, slot, lsm_busy, &err),
             _ => {}
         }
@@ -859,6 +869,7 @@ impl GenericHooks {
         &mut self,
         path: &str,
         symbol: &str,
+        offset: u64,
         slot: u32,
         err: &dyn Fn(String) -> HookError,
     ) -> Result<Attached, HookError> {
@@ -872,8 +883,13 @@ impl GenericHooks {
             p.load()
                 .map_err(|e| err(format!("loading {UPROBE_PROG}: {e}")))?;
         }
+        let location = if symbol.is_empty() {
+            UProbeAttachLocation::AbsoluteOffset(offset)
+        } else {
+            UProbeAttachLocation::Symbol(symbol)
+        };
         let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::Symbol(symbol),
+            location,
             cookie: Some(u64::from(slot)),
         };
         let id = p

@@ -5,7 +5,9 @@
 //! name>_<pod uid>`, every CRI runtime), and names each pod's cgroup after
 //! its uid (`pod<uid>` with the cgroupfs driver, `kubepods-<qos>-pod<uid
 //! with _ for ->.slice` with the systemd one); the pod's containers are
-//! cgroups below it.
+//! cgroups below it, which the hooks find as descendants in the kernel
+//! (`bpf_get_current_ancestor_cgroup_id`), so only the pods' own cgroups
+//! are listed.
 use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
@@ -62,8 +64,7 @@ fn pod_of_cgroup(name: &str) -> Option<String> {
 }
 
 /// The cgroup ids (v2: the directories' inode numbers) of the pods of
-/// each namespace in `wanted`, found below `root`: the pod's cgroup and
-/// every cgroup under it.
+/// each namespace in `wanted`, found below `root`.
 pub fn cgroups(
     root: &Path,
     pods: &HashMap<String, String>,
@@ -77,9 +78,10 @@ pub fn cgroups(
         let ns = pod_of_cgroup(name)
             .and_then(|uid| pods.get(&uid))
             .filter(|ns| wanted.contains(ns.as_str()))?;
-        let ids = out.entry(ns.clone()).or_default();
-        subtree(path, 0, ids);
-        // The pod's cgroups are all taken: no need to look below.
+        if let Ok(m) = std::fs::metadata(path) {
+            out.entry(ns.clone()).or_default().insert(m.ino());
+        }
+        // A pod's cgroup is not inside another's: no need to look below.
         Some(())
     });
     out
@@ -102,24 +104,6 @@ fn walk(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path, &str) -> Option<()>) 
         let name = e.file_name();
         if f(&path, &name.to_string_lossy()).is_none() {
             walk(&path, depth + 1, f);
-        }
-    }
-}
-
-/// `dir`'s cgroup id and those of every cgroup below it.
-fn subtree(dir: &Path, depth: usize, ids: &mut HashSet<u64>) {
-    if let Ok(m) = std::fs::metadata(dir) {
-        ids.insert(m.ino());
-    }
-    if depth >= MAX_DEPTH {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            subtree(&e.path(), depth + 1, ids);
         }
     }
 }
@@ -178,10 +162,7 @@ mod tests {
         let found = cgroups(&cg, &pods, &wanted);
         let ino = |p: &str| std::fs::metadata(cg.join(p)).unwrap().ino();
         let pod = format!("kubepods/besteffort/pod{UID}");
-        assert_eq!(
-            found.get("payments"),
-            Some(&HashSet::from([ino(&pod), ino(&format!("{pod}/ctr-a"))]))
-        );
+        assert_eq!(found.get("payments"), Some(&HashSet::from([ino(&pod)])));
         assert!(!found.contains_key("web"));
         std::fs::remove_dir_all(&root).unwrap();
     }

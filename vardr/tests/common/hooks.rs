@@ -878,9 +878,28 @@ fn libc_path() -> Option<String> {
         .map(str::to_string)
 }
 
+/// The offset in its file of the C library's `rmdir` (as a uprobe's
+/// `offsets` names an instruction): its address in this process, placed
+/// in the mapping of the file.
+fn rmdir_offset() -> Option<u64> {
+    // SAFETY: looks a symbol up in the loaded libraries.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"rmdir".as_ptr()) } as u64;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (lo, hi) = f.first()?.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let off = u64::from_str_radix(f.get(2)?, 16).ok()?;
+        (lo <= addr && addr < hi && f.get(5)?.contains("/libc.so")).then(|| addr - lo + off)
+    })
+}
+
 pub fn uprobe_hooks(b: Backend) {
-    let Some(libc) = libc_path() else {
-        eprintln!("SKIPPED uprobe_hooks: no libc.so mapped in this process");
+    let (Some(libc), Some(rmdir)) = (libc_path(), rmdir_offset()) else {
+        eprintln!("SKIPPED uprobe_hooks: no libc.so (with rmdir) mapped in this process");
         return;
     };
     let t = TempDir::new("uprobes");
@@ -914,6 +933,18 @@ spec:
       - index: 0
         operator: Prefix
         values: ["{dir}/"]
+  - path: "{libc}"
+    offsets: [{rmdir}]
+    args:
+    - index: 0
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Postfix
+        values: ["/ogone"]
+      matchActions:
+      - action: Sigkill
 "#,
             dir = dir.display()
         ),
@@ -954,6 +985,20 @@ spec:
     });
     assert_eq!(uprobe(&ev)["args"][1]["uint_arg"], 0o750, "{ev}");
     assert_eq!(uprobe(&ev)["verdict"], "alert", "{ev}");
+
+    // By file offset (rmdir's first instruction): killed before it runs.
+    let gone = dir.join("ogone");
+    std::fs::create_dir(&gone).unwrap();
+    let o = sh_in(&cg.path, &format!("rmdir {}", gone.display()));
+    assert!(killed(&o), "rmdir ogone: {:?}", o.status);
+    assert!(gone.is_dir(), "the killed rmdir removed its directory");
+    let ev = agent.event("uprobe at an offset", |e| {
+        uprobe(e)["args"][0]["string_arg"] == gone.to_str().unwrap()
+    });
+    let ev = uprobe(&ev);
+    assert_eq!(ev["offset"], rmdir.to_string(), "{ev}");
+    assert!(ev.get("symbol").is_none(), "{ev}");
+    assert_eq!(ev["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
 
     // Outside the scope the same call is neither killed nor reported.
     let outside = dir.join("outside/ublocked");

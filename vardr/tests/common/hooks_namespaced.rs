@@ -118,6 +118,12 @@ spec:
         ev["process_tracepoint"]["action"], "KPROBE_ACTION_SIGKILL",
         "{ev}"
     );
+    // A cgroup the container makes below its own is still the pod's.
+    let nested = OwnedCgroup::create(&pod_a, "nested").expect("nested cgroup");
+    let nested_path = nested.path.clone();
+    tree.0.push(nested);
+    let o = mkdir(&nested_path);
+    assert!(killed(&o), "mkdir nested in a payments pod: {:?}", o.status);
     // Another namespace's pod, and a process in no pod: not governed.
     let o = mkdir(&pod_b);
     assert!(o.status.success(), "mkdir in a web pod: {:?}", o.status);

@@ -43,10 +43,12 @@ pub enum HookPoint {
         subsystem: String,
         event: String,
     },
-    /// A function of a program or library, by its symbol.
+    /// A function of a program or library, by its symbol, or an
+    /// instruction by its offset in the file (`symbol` then empty).
     Uprobe {
         path: String,
         symbol: String,
+        offset: u64,
     },
     /// A BPF LSM hook (`file_open`, `path_chmod`, ...: the kernel's hook
     /// name without `security_`).
@@ -71,7 +73,10 @@ impl HookPoint {
         match self {
             HookPoint::Kprobe { call, .. } => call.clone(),
             HookPoint::Tracepoint { subsystem, event } => format!("{subsystem}/{event}"),
-            HookPoint::Uprobe { path, symbol } => format!("{path}:{symbol}"),
+            HookPoint::Uprobe { path, symbol, .. } if !symbol.is_empty() => {
+                format!("{path}:{symbol}")
+            }
+            HookPoint::Uprobe { path, offset, .. } => format!("{path}:{offset:#x}"),
             HookPoint::Lsm { hook } => hook.clone(),
         }
     }
@@ -537,10 +542,8 @@ pub(super) fn uprobe(
     if spec.return_ == Some(true) || spec.return_arg.is_some() {
         not_yet(d, "return probes (return, returnArg)");
     }
-    if spec.offsets.as_ref().is_some_and(|v| !v.is_empty())
-        || spec.addrs.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        not_yet(d, "offsets, addrs (name symbols)");
+    if spec.addrs.as_ref().is_some_and(|v| !v.is_empty()) {
+        not_yet(d, "addrs (name symbols, or give file offsets in offsets)");
     }
     if spec.ref_ctr_offsets.as_ref().is_some_and(|v| !v.is_empty()) {
         not_yet(d, "refCtrOffsets");
@@ -554,15 +557,26 @@ pub(super) fn uprobe(
     if let Some(data) = non_empty(&spec.data) {
         d.at(data, format!("uprobes data: {NOT_YET}"));
     }
+    // One hook per symbol, then one per file offset (as Tetragon: the
+    // offset of the instruction in the file, not an address).
     let symbols = spec.symbols.clone().unwrap_or_default();
-    if symbols.is_empty() {
-        d.at(&spec.path, format!("uprobes path {path}: no symbols"));
+    let offsets = spec.offsets.clone().unwrap_or_default();
+    if symbols.is_empty() && offsets.is_empty() {
+        d.at(
+            &spec.path,
+            format!("uprobes path {path}: no symbols or offsets"),
+        );
     }
+    let points = symbols
+        .into_iter()
+        .map(|symbol| (symbol, 0))
+        .chain(offsets.into_iter().map(|o| (String::new(), o)));
     let mut out = Vec::new();
-    for (k, symbol) in symbols.into_iter().enumerate() {
+    for (k, (symbol, offset)) in points.enumerate() {
         let point = HookPoint::Uprobe {
             path: path.clone(),
             symbol,
+            offset,
         };
         let n = d.0.len();
         // Errors of the arguments and selectors are reported once.

@@ -109,6 +109,16 @@ fn list(d: &mut Diags, spec: &ListSpec) -> Option<FunctionList> {
             plain_call(v)
         };
         match call {
+            Ok(c) if calls.contains(&c) => {
+                d.at(
+                    name,
+                    format!(
+                        "lists (list {:?}): {c} is listed twice (it would be hooked twice)",
+                        name.value
+                    ),
+                );
+                return None;
+            }
             Ok(c) => calls.push(c),
             Err(why) => {
                 d.at(

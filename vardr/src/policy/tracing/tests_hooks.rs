@@ -173,6 +173,46 @@ fn override_elsewhere_or_without_an_error_is_refused() {
     );
 }
 
+/// A uprobe entry: one hook per symbol, then one per file offset.
+#[test]
+fn uprobe_symbols_and_offsets() {
+    let p = parse_ok(&format!(
+        "{HEAD}  uprobes:
+  - path: /usr/lib/x86_64-linux-gnu/libc.so.6
+    symbols: [mkdir]
+    offsets: [0x1234, 4096]
+"
+    ));
+    let points: Vec<(String, &HookPoint)> =
+        p.hooks.iter().map(|h| (h.name.clone(), &h.point)).collect();
+    let up = |symbol: &str, offset| HookPoint::Uprobe {
+        path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+        symbol: symbol.into(),
+        offset,
+    };
+    assert_eq!(
+        points,
+        vec![
+            ("t.uprobes.0.0".to_string(), &up("mkdir", 0)),
+            ("t.uprobes.0.1".to_string(), &up("", 0x1234)),
+            ("t.uprobes.0.2".to_string(), &up("", 4096)),
+        ]
+    );
+    assert_eq!(
+        p.hooks[1].point.target(),
+        "/usr/lib/x86_64-linux-gnu/libc.so.6:0x1234"
+    );
+    let e = parse_err(&format!(
+        "{HEAD}  uprobes:
+  - path: /bin/true
+    addrs: [0x401000]
+  - path: /bin/false
+"
+    ));
+    has(&e, 7, 11, "uprobes path /bin/true: addrs (name symbols, or give file offsets in offsets): not yet supported by vardr");
+    has(&e, 9, 11, "uprobes path /bin/false: no symbols or offsets");
+}
+
 #[test]
 fn match_binaries_in_and_not_in() {
     let p = parse_ok(&format!(
