@@ -12,6 +12,9 @@ use super::{generic::GenericCall, json::Body, JsonEvent};
 pub struct Symbolizer {
     /// Read at the first kernel stack; `None` until then.
     kallsyms: Option<Kallsyms>,
+    /// The modules and where they were loaded when it was read: a module
+    /// loaded or removed since has it read again.
+    modules: String,
 }
 
 impl Symbolizer {
@@ -30,6 +33,19 @@ impl Symbolizer {
             h.stack_trace_error = Some("the kernel could not take the stack");
         }
         if kernel && !c.kstack.is_empty() {
+            // Names and load addresses only: use counts change all the time.
+            let modules: String = std::fs::read_to_string("/proc/modules")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    Some(format!("{} {}\n", f.first()?, f.last()?))
+                })
+                .collect();
+            if modules != self.modules {
+                self.kallsyms = None;
+                self.modules = modules;
+            }
             let k = self.kallsyms.get_or_insert_with(|| {
                 Kallsyms::load().unwrap_or_else(|e| {
                     tracing::warn!("kernel stack traces without symbol names: /proc/kallsyms: {e}");

@@ -168,6 +168,10 @@ pub struct GenericHooks {
     /// The kubelet's pod log root and the cgroup tree the pods are found
     /// in (see [`pods`]).
     pod_source: (PathBuf, PathBuf),
+    /// Whether this kernel's BTF showed where `struct sock` and
+    /// `struct sk_buff` keep what `sock` and `skb` arguments read.
+    reads_sock: bool,
+    reads_skb: bool,
 }
 
 /// An attachment, and the tracepoint copy it uses (tracepoint id, copy).
@@ -267,6 +271,9 @@ impl GenericHooks {
                 PathBuf::from(pods::POD_LOG_ROOT),
                 PathBuf::from("/sys/fs/cgroup"),
             ),
+            // `skc_family` and `head` are never a struct's first member.
+            reads_sock: offsets.skc_family != 0,
+            reads_skb: offsets.skb_head != 0,
             ebpf,
             generation: 0,
             links: Vec::new(),
@@ -482,6 +489,26 @@ impl GenericHooks {
         }
         let host_ns = process_filters::HostNamespaces::system();
         for h in hooks {
+            // An argument the programs could not read would match nothing,
+            // silently: refused instead.
+            use crate::policy::tracing::generic::ArgType;
+            for a in &h.args {
+                let missing = match a.ty {
+                    ArgType::Sock if !self.reads_sock => Some("struct sock"),
+                    ArgType::Skb if !self.reads_skb => Some("struct sk_buff"),
+                    _ => None,
+                };
+                if let Some(what) = missing {
+                    return Err(HookError::Hook {
+                        hook: format!("{} ({})", h.point.target(), h.policy),
+                        why: format!(
+                            "argument {} of type {}: this kernel's BTF does not show where {what} keeps what vardr reads",
+                            a.index,
+                            a.ty.name()
+                        ),
+                    });
+                }
+            }
             let slot = self.next_slot;
             self.next_slot = self.next_slot.wrapping_add(1).max(1);
             let mut c =
