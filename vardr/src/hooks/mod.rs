@@ -161,7 +161,7 @@ pub struct GenericHooks {
     pod_ids: HashMap<String, u32>,
     /// The `GEN_PODS` entries written.
     pods_written: HashSet<PodKey>,
-    /// Cgroups governed per namespace at the last look (logged on change).
+    /// Pods governed per namespace at the last look (logged on change).
     pod_cgroups: HashMap<String, usize>,
     /// The pod log root was missing at the last look (warned once).
     pod_root_missing: bool,
@@ -386,7 +386,7 @@ impl GenericHooks {
             let n = found.get(ns).map_or(0, HashSet::len);
             if self.pod_cgroups.get(ns) != Some(&n) {
                 tracing::info!(
-                    "TracingPolicyNamespaced: namespace {ns}: {n} pod and container cgroups governed"
+                    "TracingPolicyNamespaced: namespace {ns}: {n} pods governed (with their containers)"
                 );
                 self.pod_cgroups.insert(ns.clone(), n);
             }
