@@ -434,10 +434,8 @@ fn run_hook(ctx: *mut c_void, at: u32) -> i32 {
         }
         vardr_gen_arg(base, generation as u64, slot as u64, i as u64);
         let kind = hook.args[i as usize & (GEN_SLOTS - 1)].kind;
-        if kind == GEN_ARG_CRED {
-            vardr_gen_cred(base, generation as u64, slot as u64, i as u64);
-        } else if kind == GEN_ARG_SKB {
-            vardr_gen_skb(base, generation as u64, slot as u64, i as u64);
+        if kind == GEN_ARG_CRED || kind == GEN_ARG_SKB {
+            vardr_gen_record(base, generation as u64, slot as u64, i as u64);
         }
     }
     let mut picked = u32::MAX;
@@ -1196,9 +1194,8 @@ pub extern "C" fn vardr_gen_arg(base: u64, generation: u64, slot: u64, i: u64) -
                 }
             }
         }
-        // Read by `vardr_gen_cred` and `vardr_gen_skb`, called beside
-        // this function: here their frames would take the chain past 512
-        // bytes of stack.
+        // Read by `vardr_gen_record`, called beside this function: here
+        // its frame would take the chain past 512 bytes of stack.
         GEN_ARG_CRED | GEN_ARG_SKB => {}
         GEN_ARG_SOCK | GEN_ARG_SOCKADDR => {
             let p = read::<u64>(base, src).unwrap_or(0) as *const u8;
@@ -1271,55 +1268,37 @@ fn read_sock(p: *const u8, off: &KernelOffsets, sk: &mut GenSock) {
     sk.valid = 1;
 }
 
-/// Argument `i` of hook (`generation`, `slot`), a `struct cred *`, into
-/// the scratch event as a [`GenCred`]. A global function, as
-/// [`vardr_gen_arg`].
+/// Argument `i` of hook (`generation`, `slot`), a `struct cred *` or a
+/// `struct sk_buff *`, into the scratch event as a [`GenCred`] or a
+/// [`GenSkb`]. A global function, as [`vardr_gen_arg`].
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn vardr_gen_cred(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
+pub extern "C" fn vardr_gen_record(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
     let Some(hook) = hook_config(generation, slot) else {
         return 0;
     };
     let i = i as usize & (GEN_SLOTS - 1);
-    let src = hook.args[i].src as u64;
+    let (src, kind) = (hook.args[i].src as u64, hook.args[i].kind);
     let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     let p = read::<u64>(base as *const u8, src).unwrap_or(0) as *const u8;
     // SAFETY: this CPU's scratch event, `i` in range; the argument's buffer
-    // (GEN_STR_LEN bytes, 8-aligned after the integers) holds a GenCred.
+    // (GEN_STR_LEN bytes, 8-aligned after the integers) holds the record.
     unsafe {
-        let c = (*ev).strs[i].as_mut_ptr() as *mut GenCred;
-        *c = GenCred::default();
-        if !p.is_null() {
-            read_cred(p, &mut *c);
-        }
-    }
-    0
-}
-
-/// Argument `i` of hook (`generation`, `slot`), a `struct sk_buff *`,
-/// into the scratch event as a [`GenSkb`]. A global function, as
-/// [`vardr_gen_cred`].
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn vardr_gen_skb(base: u64, generation: u64, slot: u64, i: u64) -> u32 {
-    let Some(hook) = hook_config(generation, slot) else {
-        return 0;
-    };
-    let i = i as usize & (GEN_SLOTS - 1);
-    let src = hook.args[i].src as u64;
-    let Some(ev) = GEN_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let p = read::<u64>(base as *const u8, src).unwrap_or(0) as *const u8;
-    // SAFETY: this CPU's scratch event, `i` in range; the argument's buffer
-    // (GEN_STR_LEN bytes, 8-aligned after the integers) holds a GenSkb.
-    unsafe {
-        let b = (*ev).strs[i].as_mut_ptr() as *mut GenSkb;
-        *b = GenSkb::default();
-        if !p.is_null() {
-            read_skb(p, &mut *b);
+        let buf = (*ev).strs[i].as_mut_ptr();
+        if kind == GEN_ARG_CRED {
+            let c = buf as *mut GenCred;
+            *c = GenCred::default();
+            if !p.is_null() {
+                read_cred(p, &mut *c);
+            }
+        } else {
+            let b = buf as *mut GenSkb;
+            *b = GenSkb::default();
+            if !p.is_null() {
+                read_skb(p, &mut *b);
+            }
         }
     }
     0
