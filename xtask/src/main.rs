@@ -111,7 +111,20 @@ fn bench_tls(quick: bool, backend: String) -> Result<()> {
     )
 }
 
-fn main() -> Result<()> {
+/// Errors are printed as their chain of causes, without the backtrace
+/// anyhow would add under RUST_BACKTRACE: the tail of a CI log is then
+/// the failure digest and the error, not twenty frames of `main`.
+fn main() -> std::process::ExitCode {
+    match run_task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Task::Setup { vm } => setup(vm),
@@ -282,6 +295,7 @@ fn test(no_vm: bool, kernel: &str) -> Result<()> {
         );
         if let Err(e) = &r {
             eprintln!("tier {name}: {e:#}");
+            tally.record(&format!("tier {name}: {e:#}"));
         }
     };
     // The build tools first (lint needs them); the VM and packaging tools

@@ -32,7 +32,17 @@ pub struct Tally {
     /// Tests of the running test binary that said they skipped: libtest
     /// counts them as passed, so its summary line is corrected by these.
     pending_skips: u64,
+    /// What went wrong, repeated at the very end of the run: a CI log is
+    /// often read from its tail, and the failing test's lines may be
+    /// thousands of lines above it.
+    digest: Vec<String>,
+    /// The line after a `panicked at` line is the panic message.
+    after_panic: bool,
 }
+
+/// How many lines the failure digest keeps (a run where everything fails
+/// must not print its whole log twice).
+const DIGEST_LINES: usize = 60;
 
 impl Tally {
     /// Counts one line of test output: libtest summaries and our SKIPPED
@@ -42,6 +52,7 @@ impl Tally {
     /// with those tests moved from passed to skipped.
     pub fn line(&mut self, line: &str) {
         let line = strip_ansi(line);
+        self.note_failure(&line);
         if let Some(rest) = line.trim().strip_prefix("test result: ") {
             let mut passed = 0;
             for part in rest.split([';', '.']) {
@@ -60,7 +71,9 @@ impl Tally {
             if skips > passed {
                 // A skip line outside a passing test: count it, never hide it.
                 self.failed += skips - passed;
-                println!("tally: {skips} SKIPPED lines but only {passed} passing tests");
+                let msg = format!("tally: {skips} SKIPPED lines but only {passed} passing tests");
+                println!("{msg}");
+                self.record(&msg);
             }
             self.passed += passed.saturating_sub(skips);
             self.skipped += skips.min(passed);
@@ -69,8 +82,39 @@ impl Tally {
         }
     }
 
+    /// Keeps the lines that say which test failed and why.
+    fn note_failure(&mut self, line: &str) {
+        let t = line.trim();
+        let keep = std::mem::take(&mut self.after_panic)
+            || (t.contains("test ") && t.ends_with(" ... FAILED"))
+            || t.contains("panicked at ");
+        self.after_panic = t.contains("panicked at ");
+        if keep {
+            self.record(t);
+        }
+    }
+
+    /// Adds a line to the digest printed at the end.
+    pub fn record(&mut self, what: &str) {
+        if self.digest.len() < DIGEST_LINES {
+            let mut line: String = what.chars().take(400).collect();
+            if line.len() < what.len() {
+                line.push_str(" [...]");
+            }
+            self.digest.push(line);
+        } else if self.digest.len() == DIGEST_LINES {
+            self.digest.push("[more failures: see above]".into());
+        }
+    }
+
     pub fn finish(&self) -> Result<()> {
         let failed_tiers = self.times.iter().filter(|t| !t.2).count();
+        if !self.digest.is_empty() {
+            println!("\n==== what failed (details above) ====");
+            for l in &self.digest {
+                println!("  {l}");
+            }
+        }
         if self.pending_skips > 0 {
             println!(
                 "tally: {} SKIPPED lines without a test summary (a test binary died?)",
@@ -155,5 +199,27 @@ mod tests {
         t.line("SKIPPED b: y");
         t.line("test result: FAILED. 1 passed; 1 failed; 0 ignored");
         assert_eq!((t.passed, t.failed, t.skipped), (0, 2, 1));
+    }
+
+    #[test]
+    fn failures_are_kept_for_the_end_of_the_log() {
+        let mut t = Tally::default();
+        t.line("test fine ... ok");
+        t.line("  [6.12] test broken ... FAILED");
+        t.line("  [6.12] thread 'broken' (12) panicked at vardr/tests/x.rs:3:5:");
+        t.line("  [6.12] assertion `left == right` failed: open was allowed");
+        t.line("  [6.12] stack backtrace:");
+        assert_eq!(
+            t.digest,
+            [
+                "[6.12] test broken ... FAILED",
+                "[6.12] thread 'broken' (12) panicked at vardr/tests/x.rs:3:5:",
+                "[6.12] assertion `left == right` failed: open was allowed",
+            ]
+        );
+        for i in 0..2 * DIGEST_LINES {
+            t.record(&format!("tier {i}"));
+        }
+        assert_eq!(t.digest.len(), DIGEST_LINES + 1);
     }
 }
