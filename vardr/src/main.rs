@@ -213,6 +213,7 @@ struct AgentArgs {
     /// The kubelet's pod log root: one directory per pod
     /// (`<namespace>_<pod>_<uid>`), how a TracingPolicyNamespaced finds
     /// the pods of its namespace (their cgroups are named after the uid).
+    /// Watched: a new pod is governed before its containers start.
     #[arg(long, default_value = "/var/log/pods")]
     k8s_pod_logs: PathBuf,
     /// Most entries per rule map (paths, binary identities, IPv4 and IPv6

@@ -116,3 +116,66 @@ fn spawn_reader(
     });
     Ok(())
 }
+
+/// How soon the agent looks again for the cgroup of a pod it has seen in
+/// the log root but not below the cgroup root, and for how long.
+pub const POD_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+pub const POD_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Watches the pod log root on a task of its own and says on `tx` when
+/// pods came or went. A root that does not exist (yet), or that goes, is
+/// looked for again every 2 s (the agent's tick syncs meanwhile).
+pub fn watch_pods(dir: std::path::PathBuf, tx: UnboundedSender<()>) {
+    use crate::hooks::pods::PodWatch;
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            if dir.is_dir() {
+                // SAFETY: the watch owns its inotify fd, which stays open
+                // and unchanged for as long as the AsyncFd owns the watch.
+                let watch = PodWatch::new(&dir).and_then(|w| {
+                    unsafe { AsyncFd::register_with_interest(w, tokio::io::Interest::READABLE) }
+                        .map_err(|e| errno(e.into()))
+                });
+                match watch {
+                    Ok(fd) => {
+                        // Pods made before the watch: the caller syncs at start
+                        // and at every tick; one more look costs little.
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                        loop {
+                            let Ok(mut guard) = fd.readable().await else {
+                                break;
+                            };
+                            match guard.try_io(|w| w.get_ref().drain().map_err(Into::into)) {
+                                Ok(Ok(true)) => {
+                                    if tx.send(()).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(Ok(false)) | Err(_) => {}
+                                // Root removed or the queue overflowed
+                                // (which only delays news to the tick).
+                                Ok(Err(_)) => break,
+                            }
+                        }
+                    }
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(
+                            "watching the pod log root {}: {e}; new pods are found every 2 s instead",
+                            dir.display()
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
+}
+
+fn errno(e: std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}

@@ -1053,6 +1053,18 @@ impl Agent {
         Ok(())
     }
 
+    /// Brings the pods a namespaced TracingPolicy governs up to date;
+    /// whether a pod's cgroup is still to be found (look again soon).
+    fn sync_pods(&mut self) -> bool {
+        let Some(g) = self.generic.as_mut() else {
+            return false;
+        };
+        if let Err(e) = g.sync_pods() {
+            tracing::warn!("TracingPolicyNamespaced pods: {e}");
+        }
+        g.pods_pending()
+    }
+
     fn tick(&mut self) -> std::io::Result<()> {
         self.check_lost()?;
         let appeared = self.awaited.appeared();
@@ -1065,12 +1077,8 @@ impl Agent {
             self.reload(Some(std::process::id()), None, None);
         }
         // Pods started or gone since: a namespaced TracingPolicy's hooks
-        // follow them.
-        if let Some(g) = self.generic.as_mut() {
-            if let Err(e) = g.sync_pods() {
-                tracing::warn!("TracingPolicyNamespaced pods: {e}");
-            }
-        }
+        // follow them (the pod log root's watch brings news sooner).
+        self.sync_pods();
         self.ticks += 1;
         if self.ticks.is_multiple_of(30) {
             self.cache.sweep_dead();
@@ -1613,6 +1621,10 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
     let mut sighup = reload_signal;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut alive = tokio::time::interval(Duration::from_secs(1));
+    let (pods_tx, mut pods_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    generic_hooks::watch_pods(agent.opts.k8s_pod_logs.clone(), pods_tx);
+    // (next look, last look) while a pod's cgroup is still to be found.
+    let mut pod_retry: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
 
     // The parsed policy and whatever the start allocated on the way go
     // back to the kernel before the agent settles.
@@ -1667,6 +1679,20 @@ pub async fn run(opts: AgentOptions, stdout: Box<dyn Write + Send>) -> Result<()
                 }
             }
             _ = tick.tick() => agent.tick()?,
+            Some(()) = pods_rx.recv() => {
+                while pods_rx.try_recv().is_ok() {}
+                let now = tokio::time::Instant::now();
+                pod_retry = agent.sync_pods().then(|| {
+                    (now + generic_hooks::POD_RETRY, now + generic_hooks::POD_RETRY_FOR)
+                });
+            }
+            _ = tokio::time::sleep_until(pod_retry.map_or_else(tokio::time::Instant::now, |r| r.0)), if pod_retry.is_some() => {
+                let pending = agent.sync_pods();
+                let now = tokio::time::Instant::now();
+                pod_retry = pod_retry
+                    .filter(|r| pending && now < r.1)
+                    .map(|r| (now + generic_hooks::POD_RETRY, r.1));
+            }
             _ = alive.tick() => agent.touch_pins(),
             Some(bytes) = generic_rx.recv() => {
                 // The process that called is in the lifecycle buffer already.

@@ -11,7 +11,7 @@
 //! deleted. No call runs half old, half new.
 mod compile;
 mod fmod_ret;
-mod pods;
+pub mod pods;
 mod process_filters;
 
 use std::{
@@ -165,6 +165,9 @@ pub struct GenericHooks {
     pod_cgroups: HashMap<String, usize>,
     /// The pod log root was missing at the last look (warned once).
     pod_root_missing: bool,
+    /// Pods of the governed namespaces seen in the log root whose cgroup
+    /// was not found at the last sync (the agent looks again soon).
+    pods_without_cgroup: usize,
     /// The kubelet's pod log root and the cgroup tree the pods are found
     /// in (see [`pods`]).
     pod_source: (PathBuf, PathBuf),
@@ -267,6 +270,7 @@ impl GenericHooks {
             pods_written: HashSet::new(),
             pod_cgroups: HashMap::new(),
             pod_root_missing: false,
+            pods_without_cgroup: 0,
             pod_source: (
                 PathBuf::from(pods::POD_LOG_ROOT),
                 PathBuf::from("/sys/fs/cgroup"),
@@ -350,6 +354,23 @@ impl GenericHooks {
 
     /// Where pods are found: the kubelet's pod log root, and the cgroup
     /// tree to look for their cgroups in (the scope cgroup, or the root).
+    /// Where pods are learnt of (the kubelet's pod log root).
+    pub fn pod_log_root(&self) -> &Path {
+        &self.pod_source.0
+    }
+
+    /// Whether any `TracingPolicyNamespaced` hook is in force (either
+    /// generation).
+    pub fn governs_pods(&self) -> bool {
+        !self.written[0].namespaces.is_empty() || !self.written[1].namespaces.is_empty()
+    }
+
+    /// Whether a pod of a governed namespace is known but its cgroup was
+    /// not found yet.
+    pub fn pods_pending(&self) -> bool {
+        self.pods_without_cgroup > 0
+    }
+
     pub fn set_pod_source(&mut self, pod_log_root: PathBuf, cgroup_root: PathBuf) {
         self.pod_source = (pod_log_root, cgroup_root);
     }
@@ -365,6 +386,7 @@ impl GenericHooks {
             .cloned()
             .collect();
         if wanted.is_empty() && self.pods_written.is_empty() {
+            self.pods_without_cgroup = 0;
             return Ok(());
         }
         self.sync_pods_for(&wanted)
@@ -380,17 +402,12 @@ impl GenericHooks {
         }
         self.pod_root_missing = !logs.is_dir();
         let names: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let found = pods::cgroups(root, &pods::pods(logs), &names);
+        let pods::Found {
+            cgroups: found,
+            without_cgroup,
+        } = pods::cgroups(root, &pods::pods(logs), &names);
+        self.pods_without_cgroup = without_cgroup;
         let mut desired = HashSet::new();
-        for ns in wanted {
-            let n = found.get(ns).map_or(0, HashSet::len);
-            if self.pod_cgroups.get(ns) != Some(&n) {
-                tracing::info!(
-                    "TracingPolicyNamespaced: namespace {ns}: {n} pods governed (with their containers)"
-                );
-                self.pod_cgroups.insert(ns.clone(), n);
-            }
-        }
         for (ns, ids) in &found {
             let Some(&id) = self.pod_ids.get(ns) else {
                 continue;
@@ -412,6 +429,16 @@ impl GenericHooks {
             if !self.pods_written.contains(&k) {
                 self.pods.insert(k, 1, 0).map_err(map_err("GEN_PODS"))?;
                 self.pods_written.insert(k);
+            }
+        }
+        // Said once the kernel has them.
+        for ns in wanted {
+            let n = found.get(ns).map_or(0, HashSet::len);
+            if self.pod_cgroups.get(ns) != Some(&n) {
+                tracing::info!(
+                    "TracingPolicyNamespaced: namespace {ns}: {n} pods governed (with their containers)"
+                );
+                self.pod_cgroups.insert(ns.clone(), n);
             }
         }
         Ok(())

@@ -10,8 +10,16 @@
 //! are listed.
 use std::{
     collections::{HashMap, HashSet},
-    os::unix::fs::MetadataExt,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+        unix::fs::MetadataExt,
+    },
     path::Path,
+};
+
+use nix::{
+    errno::Errno,
+    sys::inotify::{AddWatchFlags, InitFlags, Inotify},
 };
 
 /// Where the kubelet makes a directory per pod.
@@ -36,6 +44,65 @@ pub fn pods(dir: &Path) -> HashMap<String, String> {
             Some((uid.replace('-', "_"), ns.to_string()))
         })
         .collect()
+}
+
+/// The pod log root, watched for pods coming and going: the kubelet makes
+/// a pod's log directory after the pod's cgroup and before any of its
+/// containers starts, so a sync on this news governs a new pod before its
+/// first process runs (the agent's 2 s tick is the fallback).
+pub struct PodWatch {
+    inotify: Inotify,
+}
+
+impl PodWatch {
+    pub fn new(dir: &Path) -> Result<Self, Errno> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            dir,
+            AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_ONLYDIR,
+        )?;
+        Ok(Self { inotify })
+    }
+
+    /// Reads what is queued; whether the root changed. `Err(EAGAIN)` when
+    /// nothing was (the readiness was stale). A root that was removed or
+    /// replaced (`IN_IGNORED`) ends the watch: `Err(ENOENT)`.
+    pub fn drain(&self) -> Result<bool, Errno> {
+        let mut changed = false;
+        loop {
+            match self.inotify.read_events() {
+                Ok(evs) if evs.is_empty() => break,
+                Ok(evs) => {
+                    if evs
+                        .iter()
+                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                    {
+                        return Err(Errno::ENOENT);
+                    }
+                    changed = true;
+                }
+                Err(Errno::EAGAIN) if changed => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl AsFd for PodWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+}
+
+impl AsRawFd for PodWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inotify.as_fd().as_raw_fd()
+    }
 }
 
 /// `<namespace>_<pod name>_<uid>` (neither name can hold `_`).
@@ -63,27 +130,38 @@ fn pod_of_cgroup(name: &str) -> Option<String> {
     .then(|| uid.replace('-', "_"))
 }
 
-/// The cgroup ids (v2: the directories' inode numbers) of the pods of
-/// each namespace in `wanted`, found below `root`.
-pub fn cgroups(
-    root: &Path,
-    pods: &HashMap<String, String>,
-    wanted: &HashSet<&str>,
-) -> HashMap<String, HashSet<u64>> {
-    let mut out: HashMap<String, HashSet<u64>> = HashMap::new();
+/// The pods of the wanted namespaces, as found below the cgroup root.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Namespace -> the cgroup ids (v2: the directories' inode numbers)
+    /// of its pods.
+    pub cgroups: HashMap<String, HashSet<u64>>,
+    /// Pods of those namespaces with a log directory but no cgroup yet.
+    pub without_cgroup: usize,
+}
+
+/// The cgroups of the pods of each namespace in `wanted`, found below
+/// `root`.
+pub fn cgroups(root: &Path, pods: &HashMap<String, String>, wanted: &HashSet<&str>) -> Found {
+    let mut out = Found::default();
     if pods.is_empty() || wanted.is_empty() {
         return out;
     }
+    let mut seen = HashSet::new();
     walk(root, 0, &mut |path, name| {
-        let ns = pod_of_cgroup(name)
-            .and_then(|uid| pods.get(&uid))
-            .filter(|ns| wanted.contains(ns.as_str()))?;
+        let uid = pod_of_cgroup(name)?;
+        let ns = pods.get(&uid).filter(|ns| wanted.contains(ns.as_str()))?;
         if let Ok(m) = std::fs::metadata(path) {
-            out.entry(ns.clone()).or_default().insert(m.ino());
+            out.cgroups.entry(ns.clone()).or_default().insert(m.ino());
+            seen.insert(uid);
         }
         // A pod's cgroup is not inside another's: no need to look below.
         Some(())
     });
+    out.without_cgroup = pods
+        .iter()
+        .filter(|(uid, ns)| wanted.contains(ns.as_str()) && !seen.contains(*uid))
+        .count();
     out
 }
 
@@ -162,8 +240,17 @@ mod tests {
         let found = cgroups(&cg, &pods, &wanted);
         let ino = |p: &str| std::fs::metadata(cg.join(p)).unwrap().ino();
         let pod = format!("kubepods/besteffort/pod{UID}");
-        assert_eq!(found.get("payments"), Some(&HashSet::from([ino(&pod)])));
-        assert!(!found.contains_key("web"));
+        assert_eq!(
+            found.cgroups.get("payments"),
+            Some(&HashSet::from([ino(&pod)]))
+        );
+        assert!(!found.cgroups.contains_key("web"));
+        assert_eq!(found.without_cgroup, 0);
+        // A pod the kubelet has logged but whose cgroup is not there yet.
+        let late = "66666666-7777-8888-9999-000000000000";
+        std::fs::create_dir_all(logs.join(format!("payments_late_{late}"))).unwrap();
+        let found = cgroups(&cg, &super::pods(&logs), &wanted);
+        assert_eq!(found.without_cgroup, 1);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

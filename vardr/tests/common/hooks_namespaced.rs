@@ -2,7 +2,7 @@
 //! namespace governs the processes of that namespace's pods only, found
 //! as the kubelet lays them out (a pod log directory per pod, a cgroup per
 //! pod named after its uid, its containers below), including a pod that
-//! starts after the policy.
+//! starts after the policy (found through a watch on the pod log root).
 use std::{path::Path, time::Duration};
 
 use vardr::{kernel::cgroup::OwnedCgroup, probe::Backend};
@@ -45,6 +45,7 @@ impl Drop for Tree {
 const UID_A: &str = "0d4f3f6a-8b1c-4e55-9c1b-6f2a7d3e9b10";
 const UID_B: &str = "7a1e5c2b-3d4f-4a6b-8c9d-0e1f2a3b4c5d";
 const UID_C: &str = "c3b2a190-8f7e-4d6c-b5a4-938271605f4e";
+const UID_D: &str = "5e4d3c2b-1a09-4f8e-9d7c-6b5a49382716";
 
 pub fn namespaced_policies(b: Backend) {
     let t = TempDir::new("nspol");
@@ -130,21 +131,38 @@ spec:
     let o = mkdir(&cg.path);
     assert!(o.status.success(), "mkdir outside the pods: {:?}", o.status);
 
-    // A pod of the namespace that starts now is governed from the agent's
-    // next look (every 2 s).
-    std::fs::create_dir_all(logs.join(format!("payments_worker_{UID_C}"))).unwrap();
+    // A pod of the namespace that starts now, as the kubelet starts one:
+    // its cgroup, then its log directory, then its containers. The agent
+    // watches the log root: the pod is governed as soon as it is logged,
+    // before its first process (not at the agent's next 2 s look: a
+    // missing watch fails this 3 times in 4).
+    let governed = |agent: &mut AgentRun, n: usize| {
+        agent.log_line(&format!("namespace payments: {n} pods governed"));
+    };
+    governed(&mut agent, 1);
     let pod_c = tree.pod(&cg.path, UID_C);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = mkdir(&pod_c);
-        if killed(&o) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a new payments pod was not governed within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let t0 = std::time::Instant::now();
+    std::fs::create_dir_all(logs.join(format!("payments_worker_{UID_C}"))).unwrap();
+    governed(&mut agent, 2);
+    let latency = t0.elapsed();
+    println!("a new pod was governed {latency:?} after its log directory appeared");
+    assert!(
+        latency < Duration::from_millis(500),
+        "a new pod was governed only after {latency:?}: the log root watch did not bring it"
+    );
+    let o = mkdir(&pod_c);
+    assert!(killed(&o), "mkdir in a new payments pod: {:?}", o.status);
+    // A pod whose log directory comes before its cgroup: looked for again
+    // until the cgroup is there.
+    std::fs::create_dir_all(logs.join(format!("payments_batch_{UID_D}"))).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pod_d = tree.pod(&cg.path, UID_D);
+    governed(&mut agent, 3);
+    let o = mkdir(&pod_d);
+    assert!(
+        killed(&o),
+        "mkdir in a late-cgroup payments pod: {:?}",
+        o.status
+    );
     drop(agent);
 }
