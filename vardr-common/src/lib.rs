@@ -485,6 +485,10 @@ pub struct KernelOffsets {
     pub skb_priority: u64,
     pub skb_mark: u64,
     pub skb_hash: u64,
+    /// `socket.sk` and `msghdr.msg_name`: the destination of a send
+    /// (`socket_sendmsg` on sockets no cgroup hook sees: raw, ICMP, SCTP).
+    pub socket_sk: u64,
+    pub msghdr_name: u64,
 }
 
 /// Namespace kinds, in Tetragon's order (its `matchNamespaces` names).

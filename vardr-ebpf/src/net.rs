@@ -285,6 +285,71 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
     0
 }
 
+const EPERM: i32 = 1;
+const SOCK_STREAM: i16 = 1;
+const SOCK_DGRAM: i16 = 2;
+const IPPROTO_UDPLITE: u16 = 136;
+const IPPROTO_SCTP: u8 = 132;
+
+/// Sends to an address on sockets the cgroup hooks never see: raw sockets
+/// (whatever protocol they carry, `IP_HDRINCL` too), ICMP echo ("ping")
+/// sockets and SCTP (`sendto`/`sendmsg` with a destination, `sendmmsg`,
+/// io_uring). The destination is checked as a connect to it: raw and ICMP
+/// sends have no port (rules with ports do not match them), SCTP's is the
+/// address's. A send without an address goes where a checked connect
+/// pointed the socket.
+#[lsm(hook = "socket_sendmsg")]
+pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
+    // socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    let off = offsets();
+    let sock: *const u8 = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    // `msg_name` is the kernel's copy of the address (or null).
+    let name = match read::<*const u8>(msg, off.msghdr_name) {
+        Some(n) if !n.is_null() => n,
+        _ => return 0,
+    };
+    let Some(family) = read::<u16>(name, 0) else {
+        return 0;
+    };
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    let sock_type: i16 = read::<i16>(sock, off.socket_type).unwrap_or(0) & 0xf;
+    let sk = read::<*const u8>(sock, off.socket_sk).unwrap_or(core::ptr::null());
+    let proto: u16 = if sk.is_null() || off.sk_protocol == 0 {
+        0
+    } else {
+        read(sk, off.sk_protocol).unwrap_or(0)
+    };
+    // TCP and UDP sends: the cgroup connect and sendmsg programs decide.
+    let tcp = sock_type == SOCK_STREAM && proto == IPPROTO_TCP as u16;
+    let udp = sock_type == SOCK_DGRAM && (proto == IPPROTO_UDP as u16 || proto == IPPROTO_UDPLITE);
+    if tcp || udp {
+        return 0;
+    }
+    let port = if proto == IPPROTO_SCTP as u16 {
+        u16::from_be(read::<u16>(name, 2).unwrap_or(0))
+    } else {
+        0
+    };
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        let a: [u8; 4] = read(name, 4).unwrap_or([0; 4]);
+        addr[..4].copy_from_slice(&a);
+    } else {
+        addr = read(name, 8).unwrap_or([0; 16]);
+    }
+    if decide(family, proto as u8, port, addr, BackendKind::Lsm, false) {
+        return -EPERM;
+    }
+    0
+}
+
 /// Backend the cgroup programs report as.
 #[inline(always)]
 pub fn sock_addr_backend() -> BackendKind {

@@ -76,6 +76,8 @@ pub mod progs {
     pub const LSM_FILE_OPEN: &str = "vardr_file_open";
     pub const LSM_BPRM_CHECK: &str = "vardr_bprm_check";
     pub const LSM_SOCKET_CONNECT: &str = "vardr_socket_connect";
+    /// Sends with a destination on raw, ICMP and SCTP sockets.
+    pub const LSM_SOCKET_SENDMSG: &str = "vardr_socket_sendmsg";
     /// Exempt processes cannot be attached to by governed ones.
     pub const LSM_PTRACE: &str = "vardr_ptrace_access_check";
     /// Exempt processes cannot be signalled by governed ones.

@@ -500,6 +500,7 @@ impl Enforcer {
         let sock_addr: &[&'static str] = match self.plan.network.backend {
             Backend::Lsm => {
                 attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_CONNECT, "socket_connect")?;
+                attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_SENDMSG, "socket_sendmsg")?;
                 &bpf::progs::SOCK_ADDR
             }
             Backend::Fallback | Backend::Audit => &bpf::progs::SOCK_ADDR,

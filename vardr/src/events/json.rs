@@ -371,6 +371,7 @@ fn sock_arg(ip: &std::net::IpAddr, port: u16, proto: u8) -> Arg {
             17 => "IPPROTO_UDP",
             58 => "IPPROTO_ICMPV6",
             132 => "IPPROTO_SCTP",
+            255 => "IPPROTO_RAW",
             _ => "IPPROTO_UNKNOWN",
         },
         daddr: ip.to_string(),

@@ -142,6 +142,8 @@ fn parse_offsets() -> Result<KernelOffsets, BtfError> {
         files_fdt: m("files_struct", "fdt")?,
         fdtable_max_fds: m("fdtable", "max_fds")?,
         fdtable_fd: m("fdtable", "fd")?,
+        socket_sk: m("socket", "sk")?,
+        msghdr_name: m("msghdr", "msg_name")?,
         ..skb_offsets(
             &btf,
             sock_offsets(&btf, namespace_offsets(&btf, overlay_offsets(&btf))),
