@@ -180,6 +180,27 @@ impl AgentRun {
         }
     }
 
+    /// Policy events seen so far, once `done` holds for them (waiting up
+    /// to 10 s: the agent may be behind the test under load).
+    pub fn policy_events_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let evs = self.policy_events();
+            if done(&evs) {
+                return evs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy events never showed {what}: {evs:#?}\nstderr:\n{}",
+                self.stderr.join("\n")
+            );
+        }
+    }
+
     /// Policy events seen so far (after draining what is queued).
     pub fn policy_events(&mut self) -> Vec<Value> {
         self.wait(Duration::from_millis(300), |_, _| false);

@@ -976,12 +976,14 @@ pub fn bypass_attempts(b: Backend) {
         eprintln!("CHECK NOT RUN (the test goes on): chroot bypass: /bin/busybox (busybox-static) not installed");
     }
     // Every attempt was reported with the path the kernel resolved.
-    let n = agent
-        .policy_events()
-        .iter()
-        .filter(|e| is(e, "file_open", "deny-dir") && e["verdict"] == "deny")
-        .count();
-    assert!(n >= tries.len(), "only {n} deny events");
+    let denies = |evs: &[Value]| {
+        evs.iter()
+            .filter(|e| is(e, "file_open", "deny-dir") && e["verdict"] == "deny")
+            .count()
+    };
+    agent.policy_events_until(&format!("{} deny events", tries.len()), |evs| {
+        denies(evs) >= tries.len()
+    });
     assert!(agent.stop().success());
     assert_eq!(std::fs::read(dir.join("secret")).unwrap(), b"secret\n");
 }
