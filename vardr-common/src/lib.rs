@@ -633,6 +633,9 @@ pub enum Operation {
     /// domain (userspace only: the kernel reports the connect with
     /// [`RULE_NONE`], the agent matches its DNS names).
     NameConnect = 22,
+    /// A send with a destination on a socket no cgroup connect or sendmsg
+    /// hook sees (raw, ICMP echo, SCTP).
+    Send = 23,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -677,6 +680,7 @@ impl Operation {
             20 => Self::Rlimit,
             21 => Self::TlsClientHello,
             22 => Self::NameConnect,
+            23 => Self::Send,
             _ => return None,
         })
     }
@@ -720,8 +724,9 @@ pub struct PolicyEvent {
 /// names (`DOMAIN_RULES`, `SOCK_OWNERS`, [`DnsEvent`],
 /// `Operation::TlsClientHello`). 8: identities of overlay files are their
 /// real file's (`INODE_RULES` keys changed meaning); exec events carry the
-/// resolved path, the working directory and credentials.
-pub const MAP_REVISION: u32 = 8;
+/// resolved path, the working directory and credentials. 9:
+/// `Operation::Send`, the `RAW_OWNERS` map.
+pub const MAP_REVISION: u32 = 9;
 
 /// Version of everything a pinned set shares with the agent that reads it:
 /// the map key and value types, the event records and [`MAP_REVISION`]. An

@@ -19,6 +19,7 @@ mod names;
 mod net;
 mod path_walk;
 mod process;
+mod raw_send;
 mod resolve;
 mod scope;
 mod shared;

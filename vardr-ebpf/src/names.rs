@@ -103,7 +103,7 @@ pub fn record_owner(cfg: &Config, cookie: u64, governed: bool) {
 }
 
 #[inline(always)]
-fn blank_header(cgroup_id: u64) -> EventHeader {
+pub fn blank_header(cgroup_id: u64) -> EventHeader {
     EventHeader {
         kind: EventKind::Policy as u32,
         _pad: 0,
@@ -118,7 +118,7 @@ fn blank_header(cgroup_id: u64) -> EventHeader {
 }
 
 #[inline(always)]
-fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
+pub fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
     // SAFETY: reads size_of::<T>() packet bytes into `v`; the helper checks
     // the offset against the packet.
@@ -135,7 +135,7 @@ fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn be16(skb: *mut __sk_buff, off: u32) -> Option<u32> {
+pub fn be16(skb: *mut __sk_buff, off: u32) -> Option<u32> {
     let b: [u8; 2] = load(skb, off)?;
     Some(u32::from(b[0]) << 8 | u32::from(b[1]))
 }
@@ -146,7 +146,7 @@ const MAX_IPV6_EXT: u32 = 4;
 /// The transport header's offset, protocol, the family and the source or
 /// destination address.
 #[inline(always)]
-fn ip(skb: *mut __sk_buff, src: bool) -> Option<(u32, u8, u16, [u8; 16])> {
+pub fn ip(skb: *mut __sk_buff, src: bool) -> Option<(u32, u8, u16, [u8; 16])> {
     let v: u8 = load(skb, 0)?;
     let mut addr = [0u8; 16];
     match v >> 4 {
@@ -510,9 +510,13 @@ fn report(
     entry.submit(0);
 }
 
-/// Egress of sockets in the scope: 1 sends the packet, 0 drops it.
+/// Egress of sockets in the scope: 1 sends the packet, 0 drops it (a
+/// denied raw send, or a denied TLS ClientHello).
 #[cgroup_skb(egress)]
 pub fn vardr_tls_egress(ctx: SkBuffContext) -> i32 {
+    if crate::raw_send::refused(ctx.skb.skb) {
+        return 0;
+    }
     match tls(ctx.skb.skb) {
         Some(false) => 0,
         _ => 1,

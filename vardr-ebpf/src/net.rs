@@ -15,7 +15,7 @@ use aya_ebpf::{
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Hook, RuleRef, Verdict, NAMES_DNS, NAMES_RULES, NET4_KEY_LEN,
+    Action, BackendKind, Hook, Operation, RuleRef, Verdict, NAMES_DNS, NAMES_RULES, NET4_KEY_LEN,
     NET6_KEY_LEN, NET_KEY_HEAD_BITS, RULE_NONE,
 };
 
@@ -56,7 +56,7 @@ const IPPROTO_UDP: u8 = 17;
 /// A rule naming a port is more specific than one naming only a protocol:
 /// (protocol, port), (any, port), (protocol, any), (any, any).
 #[inline(always)]
-fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
+pub fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
     let tries = [(proto, port), (0, port), (proto, 0), (0, 0)];
     for (p, pt) in tries {
         let data: [u8; NET4_KEY_LEN] = [
@@ -80,7 +80,7 @@ fn lookup4(generation: u32, proto: u8, port: u16, a: [u8; 4]) -> RuleRef {
 }
 
 #[inline(always)]
-fn lookup6(generation: u32, proto: u8, port: u16, a: &[u8; 16]) -> RuleRef {
+pub fn lookup6(generation: u32, proto: u8, port: u16, a: &[u8; 16]) -> RuleRef {
     let tries = [(proto, port), (0, port), (proto, 0), (0, 0)];
     for (p, pt) in tries {
         let mut data = [0u8; NET6_KEY_LEN];
@@ -101,7 +101,7 @@ fn lookup6(generation: u32, proto: u8, port: u16, a: &[u8; 16]) -> RuleRef {
 
 /// `::ffff:a.b.c.d` goes through the IPv4 rules, so it cannot bypass them.
 #[inline(always)]
-fn v4_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
+pub fn v4_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
     let prefix = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
     if a[..12] == prefix {
         Some([a[12], a[13], a[14], a[15]])
@@ -137,6 +137,20 @@ fn decide(
     backend: BackendKind,
     connect: bool,
 ) -> bool {
+    decide_as(family, proto, port, addr, backend, connect, Operation::Hook)
+}
+
+/// [`decide`], reported as `op`.
+#[inline(always)]
+fn decide_as(
+    family: u16,
+    proto: u8,
+    port: u16,
+    addr: [u8; 16],
+    backend: BackendKind,
+    connect: bool,
+    op: Operation,
+) -> bool {
     let meta = u32::from(family)
         | u32::from(proto) << 16
         | (backend as u32 & 0x7f) << 24
@@ -146,7 +160,7 @@ fn decide(
     a1.copy_from_slice(&addr[8..]);
     let blocked = vardr_decide_connect(
         meta,
-        u32::from(port),
+        u32::from(port) | (op as u32) << 16,
         u64::from_ne_bytes(a0),
         u64::from_ne_bytes(a1),
     );
@@ -158,8 +172,8 @@ fn decide(
 }
 
 /// [`decide`] as a global function (`meta`: family, protocol, backend
-/// and whether it is a connect, packed low to high; the address in two
-/// words): the kernel verifies it once per program, on its own, instead
+/// and whether it is a connect, packed low to high; `port`: the port,
+/// the operation above it; the address in two words): the kernel verifies it once per program, on its own, instead
 /// of in every state the hook reaches it with.
 #[no_mangle]
 #[inline(never)]
@@ -172,6 +186,11 @@ pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -
     let mut addr = [0u8; 16];
     addr[..8].copy_from_slice(&a0.to_ne_bytes());
     addr[8..].copy_from_slice(&a1.to_ne_bytes());
+    let op = if port >> 16 == Operation::Send as u32 {
+        Operation::Send
+    } else {
+        Operation::Hook
+    };
     u32::from(decide_here(
         meta as u16,
         (meta >> 16) as u8,
@@ -179,6 +198,7 @@ pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -
         addr,
         backend,
         meta >> 31 != 0,
+        op,
     ))
 }
 
@@ -190,6 +210,7 @@ fn decide_here(
     addr: [u8; 16],
     backend: BackendKind,
     connect: bool,
+    op: Operation,
 ) -> bool {
     let Some(ref cfg) = config() else {
         return false;
@@ -232,7 +253,7 @@ fn decide_here(
         port,
         protocol: proto as u32,
         addr,
-        op: vardr_common::Operation::Hook as u32,
+        op: op as u32,
     };
     emit(&report, None);
     block
@@ -288,7 +309,7 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
 const EPERM: i32 = 1;
 const SOCK_STREAM: i16 = 1;
 const SOCK_DGRAM: i16 = 2;
-const IPPROTO_UDPLITE: u16 = 136;
+pub const IPPROTO_UDPLITE: u16 = 136;
 const IPPROTO_SCTP: u8 = 132;
 
 /// Sends to an address on sockets the cgroup hooks never see: raw sockets
@@ -344,7 +365,16 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     } else {
         addr = read(name, 8).unwrap_or([0; 16]);
     }
-    if decide(family, proto as u8, port, addr, BackendKind::Lsm, false) {
+    let send = Operation::Send;
+    if decide_as(
+        family,
+        proto as u8,
+        port,
+        addr,
+        BackendKind::Lsm,
+        false,
+        send,
+    ) {
         return -EPERM;
     }
     0

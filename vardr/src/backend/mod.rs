@@ -14,8 +14,8 @@ use std::{fs::File, path::PathBuf};
 use aya::{
     maps::{MapData, PerCpuArray},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
-        TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, Lsm, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -518,6 +518,14 @@ impl Enforcer {
                 p.attach(&fd, CgroupAttachMode::Single)
                     .map_err(perr(name))?;
             }
+            // Raw, ICMP and SCTP sockets of governed processes, recorded
+            // for egress, which drops their packets to denied addresses
+            // (the fallback; the LSM backend decides at `socket_sendmsg`).
+            let name = bpf::progs::RAW_SOCK_CREATE;
+            let p: &mut CgroupSock = prog(ebpf, name)?;
+            p.load().map_err(perr(name))?;
+            p.attach(&fd, CgroupAttachMode::Single)
+                .map_err(perr(name))?;
             // Server names: idle (one config read per packet) until the
             // config asks for them, so a reload can turn them on.
             for (name, at) in [

@@ -325,6 +325,8 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::Rlimit => return "security_task_setrlimit",
         Operation::TlsClientHello => return "tls_client_hello",
         Operation::NameConnect => return "dns_name_connect",
+        Operation::Send if p.backend == BackendKind::Lsm => return "security_socket_sendmsg",
+        Operation::Send => return "cgroup_skb_egress",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",

@@ -93,7 +93,7 @@ pub fn choose(r: &Report, hook: HookKind) -> HookBackend {
             let what = match hook {
                 HookKind::File => "lsm/file_open returns EPERM",
                 HookKind::Exec => "lsm/bprm_check_security returns EACCES",
-                HookKind::Network => "lsm/socket_connect returns ECONNREFUSED",
+                HookKind::Network => "lsm/socket_connect returns ECONNREFUSED; lsm/socket_sendmsg EPERM for raw, ICMP and SCTP sends",
             };
             return pick(Backend::Lsm, what.into());
         }
@@ -119,7 +119,7 @@ pub fn choose(r: &Report, hook: HookKind) -> HookBackend {
         ),
         HookKind::Network => (
             loads(r, "cgroup_sock_addr") && r.cgroup2.ok,
-            "cgroup connect4/6 and sendmsg4/6 return EPERM",
+            "cgroup connect4/6 and sendmsg4/6 return EPERM; raw, ICMP and SCTP sends dropped at cgroup egress",
             loads(r, "raw_tracepoint"),
         ),
     };

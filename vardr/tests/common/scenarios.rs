@@ -433,9 +433,7 @@ pub fn network_rules(b: Backend) {
     assert_eq!(ev["args"][0]["sock_arg"]["daddr"], "127.0.0.1");
     assert_eq!(ev["args"][0]["sock_arg"]["dport"], dp);
     assert_eq!(ev["args"][0]["sock_arg"]["protocol"], "IPPROTO_TCP");
-    if b == Backend::Lsm {
-        sends_without_connect(&mut agent, &cg.path);
-    }
+    sends_without_connect(b, &mut agent, &cg.path);
     assert!(agent.stop().success());
 }
 
@@ -464,10 +462,11 @@ fn raw_send(
     )
 }
 
-/// LSM: traffic that never calls `connect()` and that no cgroup hook sees
-/// (raw sockets, whatever they carry; SCTP) is checked at `socket_sendmsg`
-/// against the rule for its destination; other addresses still go.
-fn sends_without_connect(agent: &mut AgentRun, cg: &Path) {
+/// Traffic that never calls `connect()` and that no cgroup connect or
+/// sendmsg hook sees (raw sockets, whatever they carry; SCTP) is checked
+/// against the rule for its destination (LSM: at `socket_sendmsg`;
+/// fallback: dropped at the cgroup's egress); other addresses still go.
+fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path) {
     // An ICMP echo request (type 8), checksum left to the receiver.
     let echo = "bytes([8,0,0,0,0,1,0,1])";
     let icmp = |to: &str| {
@@ -531,7 +530,19 @@ fn sends_without_connect(agent: &mut AgentRun, cg: &Path) {
     });
     assert_eq!(ev["verdict"], "deny", "{ev}");
     assert_eq!(ev["args"][0]["sock_arg"]["daddr"], "127.0.0.3", "{ev}");
-    assert_eq!(ev["backend"], deny_backend(Backend::Lsm), "{ev}");
+    let (backend, function) = match b {
+        Backend::Lsm => ("lsm", "security_socket_sendmsg"),
+        _ => ("fallback", "cgroup_skb_egress"),
+    };
+    assert_eq!(ev["backend"], backend, "{ev}");
+    assert_eq!(ev["function_name"], function, "{ev}");
+    assert_eq!(
+        ev["process"]["binary"]
+            .as_str()
+            .map(|b| b.contains("python3")),
+        Some(true),
+        "{ev}"
+    );
 }
 
 pub fn audit_mode(b: Backend) {
