@@ -173,8 +173,9 @@ fn decide_as(
 
 /// [`decide`] as a global function (`meta`: family, protocol, backend
 /// and whether it is a connect, packed low to high; `port`: the port,
-/// the operation above it; the address in two words): the kernel verifies it once per program, on its own, instead
-/// of in every state the hook reaches it with.
+/// the operation above it; the address in two words): the kernel
+/// verifies it once per program, on its own, instead of in every state
+/// the hook reaches it with.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -> u32 {

@@ -352,25 +352,14 @@ impl GenericHooks {
         Ok(out)
     }
 
-    /// Where pods are found: the kubelet's pod log root, and the cgroup
-    /// tree to look for their cgroups in (the scope cgroup, or the root).
-    /// Where pods are learnt of (the kubelet's pod log root).
-    pub fn pod_log_root(&self) -> &Path {
-        &self.pod_source.0
-    }
-
-    /// Whether any `TracingPolicyNamespaced` hook is in force (either
-    /// generation).
-    pub fn governs_pods(&self) -> bool {
-        !self.written[0].namespaces.is_empty() || !self.written[1].namespaces.is_empty()
-    }
-
     /// Whether a pod of a governed namespace is known but its cgroup was
     /// not found yet.
     pub fn pods_pending(&self) -> bool {
         self.pods_without_cgroup > 0
     }
 
+    /// Where pods are found: the kubelet's pod log root, and the cgroup
+    /// tree to look for their cgroups in (the scope cgroup, or the root).
     pub fn set_pod_source(&mut self, pod_log_root: PathBuf, cgroup_root: PathBuf) {
         self.pod_source = (pod_log_root, cgroup_root);
     }

@@ -433,7 +433,7 @@ pub fn network_rules(b: Backend) {
     assert_eq!(ev["args"][0]["sock_arg"]["daddr"], "127.0.0.1");
     assert_eq!(ev["args"][0]["sock_arg"]["dport"], dp);
     assert_eq!(ev["args"][0]["sock_arg"]["protocol"], "IPPROTO_TCP");
-    sends_without_connect(b, &mut agent, &cg.path);
+    sends_without_connect(b, &mut agent, &cg.path, dp);
     assert!(agent.stop().success());
 }
 
@@ -466,7 +466,7 @@ fn raw_send(
 /// sendmsg hook sees (raw sockets, whatever they carry; SCTP) is checked
 /// against the rule for its destination (LSM: at `socket_sendmsg`;
 /// fallback: dropped at the cgroup's egress); other addresses still go.
-fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path) {
+fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path, dp: u16) {
     // An ICMP echo request (type 8), checksum left to the receiver.
     let echo = "bytes([8,0,0,0,0,1,0,1])";
     let icmp = |to: &str| {
@@ -500,6 +500,32 @@ fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path) {
         Some(libc::EPERM),
         "hand-made UDP on a raw socket to a denied host"
     );
+    // The fallback reads the port of a hand-made header from the packet:
+    // the UDP port rule holds for it too (the LSM hook sees no port).
+    if b != Backend::Lsm {
+        let to_port = format!("bytes([0x30,0x39,{},{},0,9,0,0,0x78])", dp >> 8, dp & 0xff);
+        let other = format!(
+            "bytes([0x30,0x39,{},{},0,9,0,0,0x78])",
+            dp.wrapping_add(1) >> 8,
+            dp.wrapping_add(1) & 0xff
+        );
+        let udp_raw = |payload: &str| {
+            raw_send(
+                cg,
+                "AF_INET",
+                "SOCK_RAW",
+                "socket.IPPROTO_UDP",
+                payload,
+                "(\"127.0.0.1\", 0)",
+            )
+        };
+        assert_eq!(
+            udp_raw(&to_port),
+            Some(libc::EPERM),
+            "hand-made UDP to a denied port"
+        );
+        assert_eq!(udp_raw(&other), Some(0), "hand-made UDP to another port");
+    }
     // The same host through an IPv4-mapped IPv6 destination on a raw IPv6
     // socket is refused by the kernel or by the rule, never sent.
     let r6 = raw_send(
