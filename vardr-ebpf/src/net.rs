@@ -137,10 +137,19 @@ fn decide(
     backend: BackendKind,
     connect: bool,
 ) -> bool {
-    decide_as(family, proto, port, addr, backend, connect, Operation::Hook)
+    decide_as(
+        family,
+        proto,
+        port,
+        addr,
+        backend,
+        connect,
+        Operation::Hook as u32,
+    )
 }
 
-/// [`decide`], reported as `op`.
+/// [`decide`], reported as `op` (an [`Operation`]; with 0x100, only
+/// when blocked).
 #[inline(always)]
 fn decide_as(
     family: u16,
@@ -149,7 +158,7 @@ fn decide_as(
     addr: [u8; 16],
     backend: BackendKind,
     connect: bool,
-    op: Operation,
+    op: u32,
 ) -> bool {
     let meta = u32::from(family)
         | u32::from(proto) << 16
@@ -160,7 +169,7 @@ fn decide_as(
     a1.copy_from_slice(&addr[8..]);
     let blocked = vardr_decide_connect(
         meta,
-        u32::from(port) | (op as u32) << 16,
+        u32::from(port) | op << 16,
         u64::from_ne_bytes(a0),
         u64::from_ne_bytes(a1),
     );
@@ -187,11 +196,7 @@ pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -
     let mut addr = [0u8; 16];
     addr[..8].copy_from_slice(&a0.to_ne_bytes());
     addr[8..].copy_from_slice(&a1.to_ne_bytes());
-    let op = if port >> 16 == Operation::Send as u32 {
-        Operation::Send
-    } else {
-        Operation::Hook
-    };
+
     u32::from(decide_here(
         meta as u16,
         (meta >> 16) as u8,
@@ -199,7 +204,7 @@ pub extern "C" fn vardr_decide_connect(meta: u32, port: u32, a0: u64, a1: u64) -
         addr,
         backend,
         meta >> 31 != 0,
-        op,
+        port >> 16,
     ))
 }
 
@@ -211,8 +216,15 @@ fn decide_here(
     addr: [u8; 16],
     backend: BackendKind,
     connect: bool,
-    op: Operation,
+    op: u32,
 ) -> bool {
+    // As [`decide_as`] packs it.
+    let quiet = op & 0x100 != 0;
+    let op = if op & 0xff == Operation::Send as u32 {
+        Operation::Send
+    } else {
+        Operation::Hook
+    };
     let Some(ref cfg) = config() else {
         return false;
     };
@@ -244,6 +256,9 @@ fn decide_here(
         }
         None => return false,
     };
+    if quiet && !block {
+        return false;
+    }
     let report = Report {
         hook: Hook::Connect,
         backend,
@@ -313,13 +328,15 @@ const SOCK_DGRAM: i16 = 2;
 pub const IPPROTO_UDPLITE: u16 = 136;
 const IPPROTO_SCTP: u8 = 132;
 
-/// Sends to an address on sockets the cgroup hooks never see: raw sockets
-/// (whatever protocol they carry, `IP_HDRINCL` too), ICMP echo ("ping")
-/// sockets and SCTP (`sendto`/`sendmsg` with a destination, `sendmmsg`,
-/// io_uring). The destination is checked as a connect to it: raw and ICMP
-/// sends have no port (rules with ports do not match them), SCTP's is the
-/// address's. A send without an address goes where a checked connect
-/// pointed the socket.
+/// Sends on sockets the cgroup hooks never see: raw sockets (whatever
+/// protocol they carry), ICMP echo ("ping") sockets and SCTP (`sendto`,
+/// `sendmsg`, `sendmmsg`, `write`, io_uring). The destination a send
+/// names is checked as a connect to it (raw and ICMP sends have no port:
+/// rules with ports do not match them; SCTP's is the address's); a send
+/// without one goes to the socket's peer, checked again here (a socket
+/// connected before the policy, or passed in by another process), but
+/// reported only when refused (its connect was). What a hand-made IP
+/// header says is checked on the packet, at egress (`raw_send`).
 #[lsm(hook = "socket_sendmsg")]
 pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     // socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
@@ -330,17 +347,6 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     let off = offsets();
     let sock: *const u8 = ctx.arg(0);
     let msg: *const u8 = ctx.arg(1);
-    // `msg_name` is the kernel's copy of the address (or null).
-    let name = match read::<*const u8>(msg, off.msghdr_name) {
-        Some(n) if !n.is_null() => n,
-        _ => return 0,
-    };
-    let Some(family) = read::<u16>(name, 0) else {
-        return 0;
-    };
-    if family != AF_INET && family != AF_INET6 {
-        return 0;
-    }
     let sock_type: i16 = read::<i16>(sock, off.socket_type).unwrap_or(0) & 0xf;
     let sk = read::<*const u8>(sock, off.socket_sk).unwrap_or(core::ptr::null());
     let proto: u16 = if sk.is_null() || off.sk_protocol == 0 {
@@ -354,32 +360,73 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     if tcp || udp {
         return 0;
     }
-    let port = if proto == IPPROTO_SCTP as u16 {
-        u16::from_be(read::<u16>(name, 2).unwrap_or(0))
-    } else {
+    // The socket's own family and peer (`struct sock_common`), when the
+    // kernel's BTF gives them.
+    let own_family = if sk.is_null() || off.skc_family == 0 {
         0
-    };
-    let mut addr = [0u8; 16];
-    if family == AF_INET {
-        let a: [u8; 4] = read(name, 4).unwrap_or([0; 4]);
-        addr[..4].copy_from_slice(&a);
     } else {
-        addr = read(name, 8).unwrap_or([0; 16]);
+        read::<u16>(sk, off.skc_family).unwrap_or(0)
+    };
+    // `msg_name` is the kernel's copy of the address (or null).
+    let name = read::<*const u8>(msg, off.msghdr_name).unwrap_or(core::ptr::null());
+    let sctp = proto == IPPROTO_SCTP as u16;
+    let (family, port, addr, quiet) = if name.is_null() {
+        if own_family == 0 {
+            return 0;
+        }
+        let mut addr = [0u8; 16];
+        if own_family == AF_INET {
+            let a: [u8; 4] = read(sk, off.skc_daddr).unwrap_or([0; 4]);
+            addr[..4].copy_from_slice(&a);
+        } else {
+            addr = read(sk, off.skc_v6_daddr).unwrap_or([0; 16]);
+        }
+        if addr == [0; 16] {
+            // Not connected: the send fails without a destination.
+            return 0;
+        }
+        let port = if sctp {
+            u16::from_be(read::<u16>(sk, off.skc_dport).unwrap_or(0))
+        } else {
+            0
+        };
+        (own_family, port, addr, true)
+    } else {
+        let mut family = read::<u16>(name, 0).unwrap_or(0);
+        // A raw socket takes AF_UNSPEC as its own family.
+        if family == 0 {
+            family = own_family;
+        }
+        let port = if sctp {
+            u16::from_be(read::<u16>(name, 2).unwrap_or(0))
+        } else {
+            0
+        };
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            let a: [u8; 4] = read(name, 4).unwrap_or([0; 4]);
+            addr[..4].copy_from_slice(&a);
+        } else {
+            addr = read(name, 8).unwrap_or([0; 16]);
+        }
+        (family, port, addr, false)
+    };
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
     }
-    let send = Operation::Send;
-    if decide_as(
-        family,
-        proto as u8,
-        port,
-        addr,
-        BackendKind::Lsm,
-        false,
-        send,
-    ) {
+    let op = if quiet {
+        SEND_QUIET
+    } else {
+        Operation::Send as u32
+    };
+    if decide_as(family, proto as u8, port, addr, BackendKind::Lsm, false, op) {
         return -EPERM;
     }
     0
 }
+
+/// The operation code of a send reported only when refused.
+const SEND_QUIET: u32 = 0x100 | Operation::Send as u32;
 
 /// Backend the cgroup programs report as.
 #[inline(always)]

@@ -1,19 +1,23 @@
-//! Fallback: sends that never call `connect()` on sockets no cgroup
-//! connect or sendmsg hook sees (raw sockets, ICMP echo sockets, SCTP),
-//! dropped at the cgroup's egress when their destination is denied (the
-//! send fails with EPERM). With the LSM backend `socket_sendmsg` decides
-//! them before a packet exists, and these programs stand aside.
+//! Sends that never call `connect()` on sockets no cgroup connect or
+//! sendmsg hook sees (raw sockets, ICMP echo sockets, SCTP), judged by the
+//! packets they put out: a packet to a denied destination is dropped at
+//! the cgroup's egress and the send fails with EPERM. The fallback's only
+//! check of them; beside the LSM backend's `socket_sendmsg` (which judges
+//! the address a send names) the packet check still refuses what a
+//! hand-made IP header sends elsewhere, reporting only what it blocks.
 //!
 //! Who sends is known at the socket's creation (`cgroup/sock_create`, in
 //! the creating process): a governed creator's socket is recorded with
-//! its event header; egress checks only recorded sockets, so a packet the
-//! kernel sends from another context (a timer) is judged as its socket's.
+//! its event header until it is released (`cgroup/sock_release`). The map
+//! is not an LRU: a record is never pushed out by other sockets, and a
+//! governed process whose socket cannot be recorded (the map is full)
+//! does not get it (EPERM at `socket()`).
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_sock},
     cty::c_void,
     helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_fullsock},
     macros::{cgroup_sock, map},
-    maps::LruHashMap,
+    maps::HashMap,
     programs::SockContext,
 };
 use vardr_common::{
@@ -30,7 +34,7 @@ use crate::{
 /// Sockets of governed processes that no other hook sees, by cookie: the
 /// creator's event header.
 #[map]
-static RAW_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(1 << 14, 0);
+static RAW_OWNERS: HashMap<u64, EventHeader> = HashMap::with_max_entries(1 << 15, 0);
 
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
@@ -46,19 +50,33 @@ fn seen_elsewhere(type_: u32, proto: u32) -> bool {
         || (type_ == SOCK_DGRAM && (proto == IPPROTO_UDP || proto == u32::from(IPPROTO_UDPLITE)))
 }
 
-/// Records the sockets of governed processes that only egress sees.
+/// Records the sockets of governed processes that only egress sees;
+/// refuses one it cannot record.
 #[cgroup_sock(sock_create)]
 pub fn vardr_raw_sock_create(ctx: SockContext) -> i32 {
-    record(ctx.sock);
-    // Never refuses a socket.
+    match record(ctx.sock) {
+        Some(false) => 0,
+        _ => 1,
+    }
+}
+
+/// Forgets a released socket.
+#[cgroup_sock(sock_release)]
+pub fn vardr_raw_sock_release(ctx: SockContext) -> i32 {
+    // SAFETY: context fields of `struct bpf_sock`.
+    let (type_, proto) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
+    if !seen_elsewhere(type_, proto) {
+        // SAFETY: the context, as the helper wants it.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut c_void) };
+        let _ = RAW_OWNERS.remove(cookie);
+    }
     1
 }
 
+/// `Some(true)`: recorded; `Some(false)`: a governed socket that could
+/// not be; `None`: nothing to record.
 #[inline(always)]
-fn record(sk: *mut bpf_sock) -> Option<()> {
-    if sock_addr_backend() == BackendKind::Lsm {
-        return None;
-    }
+fn record(sk: *mut bpf_sock) -> Option<bool> {
     // SAFETY: context fields of `struct bpf_sock`.
     let (type_, proto) = unsafe { ((*sk).type_, (*sk).protocol) };
     if seen_elsewhere(type_, proto) {
@@ -72,7 +90,9 @@ fn record(sk: *mut bpf_sock) -> Option<()> {
     fill_header(&mut h, EventKind::Policy);
     // SAFETY: the context, as the helper wants it.
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
-    RAW_OWNERS.insert(cookie, h, 0).ok()
+    let recorded = RAW_OWNERS.insert(cookie, h, 0).is_ok();
+    // Refused only while connect rules are in force.
+    Some(recorded || cfg.active_mask & hook_bit(Hook::Connect) == 0)
 }
 
 /// Whether egress drops this packet: a recorded socket's packet to a
@@ -107,9 +127,14 @@ fn check(skb: *mut __sk_buff) -> Option<bool> {
     let cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
     // SAFETY: a map value, copied out.
     let owner = unsafe { *RAW_OWNERS.get(cookie)? };
+    let lsm = sock_addr_backend() == BackendKind::Lsm;
     // What the packet says: its transport protocol and, for the ones with
-    // ports (a raw socket's hand-made TCP or UDP header too), its port.
-    let (l4, l4proto, family, addr) = ip(skb, false)?;
+    // ports (a raw socket's hand-made TCP or UDP header too), its port. A
+    // hand-made packet that is not IPv4 or IPv6 cannot be checked: refused
+    // while connect rules are enforced.
+    let Some((l4, l4proto, family, addr)) = ip(skb, false) else {
+        return Some(cfg.enforce_mask & hook_bit(Hook::Connect) != 0);
+    };
     let port = if matches!(u32::from(l4proto), IPPROTO_TCP | IPPROTO_UDP)
         || l4proto == IPPROTO_SCTP
         || u16::from(l4proto) == IPPROTO_UDPLITE
@@ -132,6 +157,10 @@ fn check(skb: *mut __sk_buff) -> Option<bool> {
         }
     };
     let (v, block) = verdict(&cfg, Hook::Connect, &rule)?;
+    // `socket_sendmsg` reported the send already, by the address it named.
+    if lsm && !block {
+        return None;
+    }
     let Some(mut entry) = POLICY_EVENTS.reserve::<PolicyEvent>(0) else {
         count_lost(LOST_POLICY);
         return Some(block);
@@ -142,7 +171,7 @@ fn check(skb: *mut __sk_buff) -> Option<bool> {
         (*ev).header = owner;
         (*ev).header.boot_ns = bpf_ktime_get_boot_ns();
         (*ev).hook = Hook::Connect as u32;
-        (*ev).backend = BackendKind::Fallback as u32;
+        (*ev).backend = sock_addr_backend() as u32;
         (*ev).verdict = v as u32;
         (*ev).rule_id = rule.rule_id;
         (*ev).flags = 0;

@@ -141,9 +141,11 @@ pub mod progs {
     /// Server names, attached beside [`SOCK_ADDR`]: TLS ClientHellos
     /// leaving (domain rules, `--tls-capture`) and DNS responses arriving.
     pub const TLS_EGRESS: &str = "vardr_tls_egress";
-    /// Records the raw, ICMP and SCTP sockets of governed processes; the
-    /// egress program drops their packets to denied addresses (fallback).
+    /// Record (and forget) the raw, ICMP and SCTP sockets of governed
+    /// processes; the egress program drops their packets to denied
+    /// addresses.
     pub const RAW_SOCK_CREATE: &str = "vardr_raw_sock_create";
+    pub const RAW_SOCK_RELEASE: &str = "vardr_raw_sock_release";
     pub const DNS_INGRESS: &str = "vardr_dns_ingress";
 }
 

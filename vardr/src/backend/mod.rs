@@ -520,12 +520,13 @@ impl Enforcer {
             }
             // Raw, ICMP and SCTP sockets of governed processes, recorded
             // for egress, which drops their packets to denied addresses
-            // (the fallback; the LSM backend decides at `socket_sendmsg`).
-            let name = bpf::progs::RAW_SOCK_CREATE;
-            let p: &mut CgroupSock = prog(ebpf, name)?;
-            p.load().map_err(perr(name))?;
-            p.attach(&fd, CgroupAttachMode::Single)
-                .map_err(perr(name))?;
+            // (the LSM backend also judges their sends at `socket_sendmsg`).
+            for name in [bpf::progs::RAW_SOCK_CREATE, bpf::progs::RAW_SOCK_RELEASE] {
+                let p: &mut CgroupSock = prog(ebpf, name)?;
+                p.load().map_err(perr(name))?;
+                p.attach(&fd, CgroupAttachMode::Single)
+                    .map_err(perr(name))?;
+            }
             // Server names: idle (one config read per packet) until the
             // config asks for them, so a reload can turn them on.
             for (name, at) in [

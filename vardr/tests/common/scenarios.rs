@@ -500,9 +500,9 @@ fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path, dp: u16) {
         Some(libc::EPERM),
         "hand-made UDP on a raw socket to a denied host"
     );
-    // The fallback reads the port of a hand-made header from the packet:
+    // The port of a hand-made header is read from the packet at egress:
     // the UDP port rule holds for it too (the LSM hook sees no port).
-    if b != Backend::Lsm {
+    {
         let to_port = format!("bytes([0x30,0x39,{},{},0,9,0,0,0x78])", dp >> 8, dp & 0xff);
         let other = format!(
             "bytes([0x30,0x39,{},{},0,9,0,0,0x78])",
@@ -526,21 +526,37 @@ fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path, dp: u16) {
         );
         assert_eq!(udp_raw(&other), Some(0), "hand-made UDP to another port");
     }
-    // The same host through an IPv4-mapped IPv6 destination on a raw IPv6
-    // socket is refused by the kernel or by the rule, never sent.
-    let r6 = raw_send(
-        cg,
-        "AF_INET6",
-        "SOCK_RAW",
-        "socket.IPPROTO_ICMPV6",
-        echo,
-        "(\"::ffff:127.0.0.3\", 0)",
+    // A destination with family AF_UNSPEC, which a raw socket takes as
+    // its own family.
+    let unspec = format!(
+        "python3 -c 'import socket,ctypes,struct\nlibc=ctypes.CDLL(None, use_errno=True)\ns=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nsa=struct.pack(\"=H\",0)+struct.pack(\"!H\",0)+socket.inet_aton(\"127.0.0.3\")+bytes(8)\nm={echo}\nr=libc.sendto(s.fileno(), m, len(m), 0, sa, 16)\nprint(0 if r >= 0 else ctypes.get_errno())'"
     );
-    assert!(
-        r6.is_none_or(|e| e != 0),
-        "raw IPv6 to a v4-mapped denied host was sent"
+    let o = sh_in(cg, &unspec);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        libc::EPERM.to_string(),
+        "raw ICMP to a denied host named with AF_UNSPEC: {}",
+        stderr(&o)
     );
-    // SCTP (a module: absent kernels skip it).
+    // A raw socket connected outside the scope, then used from inside it
+    // (as one connected before the policy or passed in would be).
+    if b == Backend::Lsm {
+        let procs = cg.join("cgroup.procs");
+        let carried = format!(
+            "python3 -c 'import socket,os\ns=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\ns.connect((\"127.0.0.3\", 0))\nopen(\"{}\",\"w\").write(str(os.getpid()))\ntry:\n  s.send({echo}); print(0)\nexcept OSError as e: print(e.errno)'",
+            procs.display()
+        );
+        let o = sh(&carried);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            libc::EPERM.to_string(),
+            "send on a raw socket connected to a denied host before joining the scope: {}",
+            stderr(&o)
+        );
+    }
+    // SCTP (a module: absent kernels skip it). Only the LSM hook can fail
+    // the send itself: at egress the association's first packet is
+    // dropped, and the send of one-to-many SCTP returns before.
     if let Some(e) = raw_send(
         cg,
         "AF_INET",
@@ -549,7 +565,9 @@ fn sends_without_connect(b: Backend, agent: &mut AgentRun, cg: &Path, dp: u16) {
         "b\"x\"",
         "(\"127.0.0.3\", 9)",
     ) {
-        assert_eq!(e, libc::EPERM, "SCTP sendto a denied host");
+        if b == Backend::Lsm {
+            assert_eq!(e, libc::EPERM, "SCTP sendto a denied host");
+        }
     }
     let ev = agent.policy_event("raw ICMP deny", |e| {
         is(e, "connect", "no-host") && e["args"][0]["sock_arg"]["protocol"] == "IPPROTO_ICMP"
