@@ -131,6 +131,9 @@ pub struct Staged {
     metas: Vec<(u32, Arc<HookMeta>)>,
 }
 
+/// How long a pod seen without its cgroup is looked for again soon.
+const POD_CGROUP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct GenericHooks {
     ebpf: Ebpf,
     hooks: BpfHashMap<MapData, GenKey, GenHook>,
@@ -166,8 +169,10 @@ pub struct GenericHooks {
     /// The pod log root was missing at the last look (warned once).
     pod_root_missing: bool,
     /// Pods of the governed namespaces seen in the log root whose cgroup
-    /// was not found at the last sync (the agent looks again soon).
-    pods_without_cgroup: usize,
+    /// was not found at the last sync, and when each was first seen so:
+    /// the agent looks again soon for the new ones only (a finished pod
+    /// keeps its log directory but not its cgroup).
+    pods_without_cgroup: HashMap<String, std::time::Instant>,
     /// The kubelet's pod log root and the cgroup tree the pods are found
     /// in (see [`pods`]).
     pod_source: (PathBuf, PathBuf),
@@ -270,7 +275,7 @@ impl GenericHooks {
             pods_written: HashSet::new(),
             pod_cgroups: HashMap::new(),
             pod_root_missing: false,
-            pods_without_cgroup: 0,
+            pods_without_cgroup: HashMap::new(),
             pod_source: (
                 PathBuf::from(pods::POD_LOG_ROOT),
                 PathBuf::from("/sys/fs/cgroup"),
@@ -355,7 +360,10 @@ impl GenericHooks {
     /// Whether a pod of a governed namespace is known but its cgroup was
     /// not found yet.
     pub fn pods_pending(&self) -> bool {
-        self.pods_without_cgroup > 0
+        let now = std::time::Instant::now();
+        self.pods_without_cgroup
+            .values()
+            .any(|first| now.duration_since(*first) < POD_CGROUP_WAIT)
     }
 
     /// Where pods are found: the kubelet's pod log root, and the cgroup
@@ -375,7 +383,7 @@ impl GenericHooks {
             .cloned()
             .collect();
         if wanted.is_empty() && self.pods_written.is_empty() {
-            self.pods_without_cgroup = 0;
+            self.pods_without_cgroup.clear();
             return Ok(());
         }
         self.sync_pods_for(&wanted)
@@ -395,7 +403,12 @@ impl GenericHooks {
             cgroups: found,
             without_cgroup,
         } = pods::cgroups(root, &pods::pods(logs), &names);
-        self.pods_without_cgroup = without_cgroup;
+        let now = std::time::Instant::now();
+        self.pods_without_cgroup
+            .retain(|uid, _| without_cgroup.contains(uid));
+        for uid in without_cgroup {
+            self.pods_without_cgroup.entry(uid).or_insert(now);
+        }
         let mut desired = HashSet::new();
         for (ns, ids) in &found {
             let Some(&id) = self.pod_ids.get(ns) else {

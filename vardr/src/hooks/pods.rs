@@ -136,8 +136,8 @@ pub struct Found {
     /// Namespace -> the cgroup ids (v2: the directories' inode numbers)
     /// of its pods.
     pub cgroups: HashMap<String, HashSet<u64>>,
-    /// Pods of those namespaces with a log directory but no cgroup yet.
-    pub without_cgroup: usize,
+    /// Pods of those namespaces (uids) with a log directory but no cgroup.
+    pub without_cgroup: Vec<String>,
 }
 
 /// The cgroups of the pods of each namespace in `wanted`, found below
@@ -161,7 +161,8 @@ pub fn cgroups(root: &Path, pods: &HashMap<String, String>, wanted: &HashSet<&st
     out.without_cgroup = pods
         .iter()
         .filter(|(uid, ns)| wanted.contains(ns.as_str()) && !seen.contains(*uid))
-        .count();
+        .map(|(uid, _)| uid.clone())
+        .collect();
     out
 }
 
@@ -245,12 +246,12 @@ mod tests {
             Some(&HashSet::from([ino(&pod)]))
         );
         assert!(!found.cgroups.contains_key("web"));
-        assert_eq!(found.without_cgroup, 0);
+        assert!(found.without_cgroup.is_empty());
         // A pod the kubelet has logged but whose cgroup is not there yet.
         let late = "66666666-7777-8888-9999-000000000000";
         std::fs::create_dir_all(logs.join(format!("payments_late_{late}"))).unwrap();
         let found = cgroups(&cg, &super::pods(&logs), &wanted);
-        assert_eq!(found.without_cgroup, 1);
+        assert_eq!(found.without_cgroup, [late.replace('-', "_")]);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -157,7 +157,14 @@ spec:
     std::fs::create_dir_all(logs.join(format!("payments_batch_{UID_D}"))).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pod_d = tree.pod(&cg.path, UID_D);
+    let t1 = std::time::Instant::now();
     governed(&mut agent, 3);
+    let latency = t1.elapsed();
+    println!("a pod whose cgroup came late was governed {latency:?} after its cgroup");
+    assert!(
+        latency < Duration::from_millis(1000),
+        "a late cgroup was found only after {latency:?}: not looked for again soon"
+    );
     let o = mkdir(&pod_d);
     assert!(
         killed(&o),
