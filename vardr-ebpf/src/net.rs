@@ -290,8 +290,19 @@ pub fn vardr_socket_connect(ctx: LsmContext) -> i32 {
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    let sock_type: i16 = read(sock, offsets().socket_type).unwrap_or(0);
+    // The socket's protocol (ICMP for a ping socket, SCTP, a raw socket's),
+    // as the cgroup `connect4/6` programs see it; by type where the
+    // kernel's BTF does not give it.
+    let off = offsets();
+    let sk = read::<*const u8>(sock, off.socket_sk).unwrap_or(core::ptr::null());
+    let sk_proto: u16 = if sk.is_null() || off.sk_protocol == 0 {
+        0
+    } else {
+        read(sk, off.sk_protocol).unwrap_or(0)
+    };
+    let sock_type: i16 = read(sock, off.socket_type).unwrap_or(0);
     let proto = match sock_type & 0xf {
+        _ if sk_proto != 0 && sk_proto < 256 => sk_proto as u8,
         1 => IPPROTO_TCP,
         2 => IPPROTO_UDP,
         _ => 0,
