@@ -309,7 +309,10 @@ pub struct Config {
     pub protect_agent_cgroup: u32,
     /// `NAMES_*` bits: what the socket programs look at beyond addresses.
     pub names: u32,
-    pub _pad: u32,
+    /// Non-zero: some connect rule denies, so governed processes may not
+    /// send frames built by hand (`AF_PACKET`): no rule can be checked on
+    /// them (see [`RULE_PACKET_FRAMES`]).
+    pub packet_frames: u32,
 }
 
 /// [`Config::names`]: report every TLS server name (`--tls-capture`).
@@ -636,6 +639,14 @@ pub enum Operation {
     /// A send with a destination on a socket no cgroup connect or sendmsg
     /// hook sees (raw, ICMP echo, SCTP).
     Send = 23,
+    /// A frame built by hand (`AF_PACKET`) sent by a governed process
+    /// while connect rules deny (LSM `socket_sendmsg`; `protocol`: the
+    /// socket's ethertype): built-in, [`RULE_PACKET_FRAMES`].
+    PacketSend = 24,
+    /// A governed process making an `AF_PACKET` socket while connect rules
+    /// deny (the fallback's `socket()` tracepoint, which cannot tell a
+    /// send from a receive: SIGKILL): built-in, [`RULE_PACKET_FRAMES`].
+    PacketSocket = 25,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -653,6 +664,15 @@ pub const RULE_NONE: u32 = u32::MAX - 2;
 /// Rule id of the fanotify deny path's refusal when it cannot read its
 /// own path maps (userspace only): it fails closed.
 pub const RULE_PATHS_UNREADABLE: u32 = u32::MAX - 3;
+/// Rule id of the built-in refusal of frames built by hand (`AF_PACKET`)
+/// to governed processes while connect rules deny: a frame names no
+/// destination the socket layer checks, so it could reach any.
+pub const RULE_PACKET_FRAMES: u32 = u32::MAX - 4;
+/// `AF_PACKET`.
+pub const AF_PACKET: u16 = 17;
+/// A packet socket's ethertype, in a policy event's `protocol`, when the
+/// hook cannot read it (beyond any 16-bit ethertype).
+pub const PACKET_PROTO_UNKNOWN: u32 = 1 << 16;
 
 impl Operation {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -681,6 +701,8 @@ impl Operation {
             21 => Self::TlsClientHello,
             22 => Self::NameConnect,
             23 => Self::Send,
+            24 => Self::PacketSend,
+            25 => Self::PacketSocket,
             _ => return None,
         })
     }

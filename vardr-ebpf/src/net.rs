@@ -9,14 +9,15 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
-    macros::{cgroup_sock_addr, lsm, map},
+    macros::{cgroup_sock_addr, lsm, map, tracepoint},
     maps::{lpm_trie::Key, LruHashMap},
-    programs::{LsmContext, SockAddrContext},
+    programs::{LsmContext, SockAddrContext, TracePointContext},
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Hook, Operation, RuleRef, Verdict, NAMES_DNS, NAMES_RULES, NET4_KEY_LEN,
-    NET6_KEY_LEN, NET_KEY_HEAD_BITS, RULE_NONE,
+    Action, BackendKind, Hook, Operation, RuleRef, Verdict, AF_PACKET, NAMES_DNS, NAMES_RULES,
+    NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PACKET_PROTO_UNKNOWN, RULE_NONE,
+    RULE_PACKET_FRAMES,
 };
 
 use crate::{
@@ -365,12 +366,6 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     } else {
         read(sk, off.sk_protocol).unwrap_or(0)
     };
-    // TCP and UDP sends: the cgroup connect and sendmsg programs decide.
-    let tcp = sock_type == SOCK_STREAM && proto == IPPROTO_TCP as u16;
-    let udp = sock_type == SOCK_DGRAM && (proto == IPPROTO_UDP as u16 || proto == IPPROTO_UDPLITE);
-    if tcp || udp {
-        return 0;
-    }
     // The socket's own family and peer (`struct sock_common`), when the
     // kernel's BTF gives them.
     let own_family = if sk.is_null() || off.skc_family == 0 {
@@ -378,6 +373,27 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     } else {
         read::<u16>(sk, off.skc_family).unwrap_or(0)
     };
+    // Frames built by hand, before the protocol checks below: a packet
+    // socket's protocol is an ethertype, which can equal TCP's or UDP's.
+    if own_family == AF_PACKET {
+        // `sk_protocol` of a packet socket is not its ethertype (that is in
+        // `struct packet_sock`, which no offset here reaches): not reported.
+        return if packet_frames(
+            PACKET_PROTO_UNKNOWN,
+            BackendKind::Lsm,
+            Operation::PacketSend,
+        ) {
+            -EPERM
+        } else {
+            0
+        };
+    }
+    // TCP and UDP sends: the cgroup connect and sendmsg programs decide.
+    let tcp = sock_type == SOCK_STREAM && proto == IPPROTO_TCP as u16;
+    let udp = sock_type == SOCK_DGRAM && (proto == IPPROTO_UDP as u16 || proto == IPPROTO_UDPLITE);
+    if tcp || udp {
+        return 0;
+    }
     // `msg_name` is the kernel's copy of the address (or null).
     let name = read::<*const u8>(msg, off.msghdr_name).unwrap_or(core::ptr::null());
     let sctp = proto == IPPROTO_SCTP as u16;
@@ -435,6 +451,70 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     }
     0
 }
+
+/// A frame built by hand (`AF_PACKET`, `ethertype` its protocol, or
+/// [`PACKET_PROTO_UNKNOWN`]) from a
+/// governed process while some connect rule denies: refused (reported
+/// under [`RULE_PACKET_FRAMES`]), as no rule can be checked on it. Whether
+/// it is refused (false in audit mode).
+#[inline(always)]
+pub fn packet_frames(ethertype: u32, backend: BackendKind, op: Operation) -> bool {
+    let Some(ref cfg) = config() else {
+        return false;
+    };
+    if cfg.packet_frames == 0 || !governed(cfg, hook_bit(Hook::Connect)) {
+        return false;
+    }
+    let rule = RuleRef {
+        action: Action::Deny as u32,
+        rule_id: RULE_PACKET_FRAMES,
+    };
+    let Some((verdict, block)) = verdict(cfg, Hook::Connect, &rule) else {
+        return false;
+    };
+    let report = Report {
+        hook: Hook::Connect,
+        backend,
+        verdict,
+        rule_id: RULE_PACKET_FRAMES,
+        flags: 0,
+        family: AF_PACKET,
+        port: 0,
+        protocol: ethertype,
+        addr: [0; 16],
+        op: op as u32,
+    };
+    emit(&report, None);
+    block
+}
+
+/// Fallback: `socket(AF_PACKET, ...)` by a governed process while some
+/// connect rule denies. No hook of the fallback sees a packet socket's
+/// frames (the cgroup programs see only IP sockets), nor tells a send
+/// from a receive: the process is killed at the call's entry, and dies
+/// on its way back to user space, before it can use the socket.
+#[tracepoint]
+pub fn vardr_sys_socket(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets of the sys_enter_socket record (family, type, protocol).
+    let (family, proto) = unsafe { (ctx.read_at::<u64>(16), ctx.read_at::<u64>(32)) };
+    let (Ok(family), Ok(proto)) = (family, proto) else {
+        return 0;
+    };
+    if family != u64::from(AF_PACKET) {
+        return 0;
+    }
+    if packet_frames(
+        u32::from(u16::from_be(proto as u16)),
+        BackendKind::Fallback,
+        Operation::PacketSocket,
+    ) {
+        // SAFETY: signals the calling process.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+const SIGKILL: u32 = 9;
 
 /// The operation code of a send reported only when refused.
 const SEND_QUIET: u32 = 0x100 | Operation::Send as u32;

@@ -87,6 +87,9 @@ pub mod progs {
     /// Governed processes cannot start a child in another cgroup.
     pub const LSM_TASK_ALLOC: &str = "vardr_task_alloc";
     pub const EXEC_FALLBACK: &str = "vardr_exec_fallback";
+    /// Fallback: `socket(AF_PACKET)` of governed processes while connect
+    /// rules deny (SIGKILL), at `syscalls/sys_enter_socket`.
+    pub const PACKET_SOCKET_FALLBACK: &str = "vardr_sys_socket";
     /// LSM programs beside `file_open` for the file rules: changes to the
     /// tree (program, LSM hook).
     pub const LSM_PATH_HOOKS: [(&str, &str); 12] = [

@@ -129,6 +129,7 @@ impl Catalog {
             vardr_common::RULE_PROTECT_SCOPE => Some("protect-scope"),
             vardr_common::RULE_UNREADABLE_HELLO => Some("unreadable-client-hello"),
             vardr_common::RULE_PATHS_UNREADABLE => Some("path-rules-unreadable"),
+            vardr_common::RULE_PACKET_FRAMES => Some("packet-frames"),
             vardr_common::RULE_NONE => return None,
             _ => None,
         };

@@ -263,7 +263,7 @@ impl Enforcer {
             has_identities: 0,
             protect_agent_cgroup: u32::from(!crate::kernel::in_child_pid_namespace()),
             names: names_capture(opts),
-            _pad: 0,
+            packet_frames: 0,
         };
         maps::write_config(&mut maps, 0, &config)?;
         maps::select_config(&mut maps, 0)?;
@@ -503,7 +503,22 @@ impl Enforcer {
                 attach_lsm(ebpf, btf, bpf::progs::LSM_SOCKET_SENDMSG, "socket_sendmsg")?;
                 &bpf::progs::SOCK_ADDR
             }
-            Backend::Fallback | Backend::Audit => &bpf::progs::SOCK_ADDR,
+            Backend::Fallback | Backend::Audit => {
+                // Packet sockets: no cgroup program sees their frames. A
+                // kernel without system call tracepoints leaves them
+                // unchecked: said, not fatal (the rest still holds).
+                let (_, _tracefs) =
+                    mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;
+                let name = bpf::progs::PACKET_SOCKET_FALLBACK;
+                let p: &mut TracePoint = prog(ebpf, name)?;
+                p.load().map_err(perr(name))?;
+                if let Err(e) = p.attach("syscalls", "sys_enter_socket") {
+                    tracing::warn!(
+                        "AF_PACKET sockets are not checked: tracepoint syscalls/sys_enter_socket: {e}"
+                    );
+                }
+                &bpf::progs::SOCK_ADDR
+            }
             Backend::None => &[],
         };
         if !sock_addr.is_empty() {
@@ -584,6 +599,7 @@ impl Enforcer {
         let mut cfg = self.config;
         cfg.generation = next;
         cfg.active_mask = set.active_mask;
+        cfg.packet_frames = u32::from(set.connect_deny);
         cfg.has_exempt_pids = u32::from(!set.exempt_pids.is_empty());
         cfg.has_exempt_binaries = u32::from(set.has_exempt_binaries);
         cfg.has_interpreters = u32::from(set.has_interpreters);

@@ -226,6 +226,9 @@ pub struct RuleSet {
     pub exempt_pids: Vec<u32>,
     /// Bit per kernel hook that has at least one rule.
     pub active_mask: u32,
+    /// Some connect rule denies: frames built by hand (`AF_PACKET`) are
+    /// refused to governed processes.
+    pub connect_deny: bool,
     pub has_exempt_binaries: bool,
     /// Some binary is listed in `interpreters`.
     pub has_interpreters: bool,
@@ -321,6 +324,7 @@ pub fn compile(
         };
         let hook = kernel_hook(rule.hook);
         set.active_mask |= 1 << hook as u32;
+        set.connect_deny |= rule.hook == Hook::Connect && rule.action == Action::Deny;
         match rule.hook {
             Hook::FileOpen | Hook::FileWrite | Hook::Exec => {
                 for b in &rule.binaries {
@@ -524,6 +528,22 @@ mod tests {
         assert_eq!(key("elpmaxe.live\0"), Some(KAction::Deny as u32));
         assert_eq!(key("moc.elpmaxe.ko\0"), Some(KAction::Allow as u32));
         assert_eq!(set.active_mask, 1 << vardr_common::Hook::Connect as u32);
+    }
+
+    /// Frames built by hand are refused only while some connect rule
+    /// denies (an alert rule alone refuses nothing).
+    #[test]
+    fn packet_frames_follow_connect_denies() {
+        let rule = |action: &str| {
+            format!("    - name: n\n      hook: connect\n      action: {action}\n      match: {{ cidrs: [10.0.0.0/8] }}\n")
+        };
+        let limits = Limits::default();
+        let deny = compile(&mut policy(&rule("deny")), 1, &limits).unwrap();
+        assert!(deny.connect_deny);
+        let alert = compile(&mut policy(&rule("alert")), 1, &limits).unwrap();
+        assert!(!alert.connect_deny);
+        let file = "    - name: f\n      hook: file_open\n      action: deny\n      match: { paths: [/a] }\n";
+        assert!(!compile(&mut policy(file), 1, &limits).unwrap().connect_deny);
     }
 
     #[test]

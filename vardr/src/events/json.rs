@@ -327,6 +327,8 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::NameConnect => return "dns_name_connect",
         Operation::Send if p.backend == BackendKind::Lsm => return "security_socket_sendmsg",
         Operation::Send => return "cgroup_skb_egress",
+        Operation::PacketSend => return "security_socket_sendmsg",
+        Operation::PacketSocket => return "sys_socket",
     }
     match (p.backend, p.hook) {
         (BackendKind::Lsm, Hook::FileOpen | Hook::FileWrite) => "security_file_open",
@@ -344,6 +346,14 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
     if matches!(p.op, Operation::Signal | Operation::Rlimit) {
         return vec![Arg::Int(p.flags as i32)];
     }
+    if matches!(p.op, Operation::PacketSend | Operation::PacketSocket) {
+        return vec![Arg::Sock {
+            family: "AF_PACKET",
+            protocol: ethertype_name(p.flags),
+            daddr: String::new(),
+            dport: 0,
+        }];
+    }
     match (p.hook, &p.path, &p.remote) {
         (Hook::Connect, name, Some((ip, port, proto))) => {
             let mut args = vec![sock_arg(ip, *port, *proto)];
@@ -359,6 +369,21 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
             open_flags: p.flags,
         }],
         _ => Vec::new(),
+    }
+}
+
+/// A packet socket's protocol (an ethertype, `ETH_P_*`; empty when the
+/// hook could not read it).
+fn ethertype_name(t: u32) -> &'static str {
+    match t {
+        vardr_common::PACKET_PROTO_UNKNOWN => "",
+        0 => "ETH_P_NONE",
+        0x0003 => "ETH_P_ALL",
+        0x0800 => "ETH_P_IP",
+        0x0806 => "ETH_P_ARP",
+        0x86dd => "ETH_P_IPV6",
+        0x8100 => "ETH_P_8021Q",
+        _ => "ETH_P_OTHER",
     }
 }
 
@@ -415,7 +440,11 @@ pub fn action_name(m: &PolicyMatch) -> &'static str {
         (Verdict::Deny, BackendKind::Fallback, Hook::FileOpen | Hook::FileWrite | Hook::Exec) => {
             "KPROBE_ACTION_SIGKILL"
         }
-        (Verdict::Deny, _, _) if m.op == Operation::NameConnect => "KPROBE_ACTION_SIGKILL",
+        (Verdict::Deny, _, _)
+            if matches!(m.op, Operation::NameConnect | Operation::PacketSocket) =>
+        {
+            "KPROBE_ACTION_SIGKILL"
+        }
         (Verdict::Deny, _, _) => "KPROBE_ACTION_OVERRIDE",
         _ => "KPROBE_ACTION_POST",
     }
@@ -829,6 +858,51 @@ mod tests {
         assert_eq!(e["args"][0]["file_arg"]["flags"], "O_WRONLY|O_TRUNC", "{e}");
         assert_eq!(e["args"][0]["file_arg"]["open_flags"], 0o1001, "{e}");
         assert_eq!(e["action"], "KPROBE_ACTION_OVERRIDE", "{e}");
+    }
+
+    /// A refused packet socket: no address, the ethertype named; the
+    /// fallback's refusal is a kill.
+    #[test]
+    fn packet_frames_name_their_socket_and_what_was_done() {
+        for (backend, op, function, action) in [
+            (
+                BackendKind::Lsm,
+                Operation::PacketSend,
+                "security_socket_sendmsg",
+                "KPROBE_ACTION_OVERRIDE",
+            ),
+            (
+                BackendKind::Fallback,
+                Operation::PacketSocket,
+                "sys_socket",
+                "KPROBE_ACTION_SIGKILL",
+            ),
+        ] {
+            let known = backend == BackendKind::Fallback;
+            let proto = if known {
+                0x0800
+            } else {
+                vardr_common::PACKET_PROTO_UNKNOWN
+            };
+            let mut m = deny(backend, Hook::Connect, proto);
+            m.op = op;
+            m.path = None;
+            let j = serde_json::to_value(JsonEvent::policy(
+                &m,
+                None,
+                None,
+                None,
+                "n",
+                SystemTime::UNIX_EPOCH,
+            ))
+            .unwrap();
+            let e = &j["process_lsm"];
+            assert_eq!(e["function_name"], function, "{e}");
+            assert_eq!(e["action"], action, "{e}");
+            assert_eq!(e["args"][0]["sock_arg"]["family"], "AF_PACKET", "{e}");
+            let name = if known { "ETH_P_IP" } else { "" };
+            assert_eq!(e["args"][0]["sock_arg"]["protocol"], name, "{e}");
+        }
     }
 
     #[test]

@@ -329,7 +329,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Policy => {
             let ev: PolicyEvent = read(bytes, kind)?;
             let hook = Hook::from_u32(ev.hook).ok_or(DecodeError::Field("hook", ev.hook))?;
-            let remote = (hook == Hook::Connect).then(|| {
+            // A packet socket's frame has no address (its ethertype is
+            // carried in `flags`).
+            let packet = ev.family == vardr_common::AF_PACKET;
+            let remote = (hook == Hook::Connect && !packet).then(|| {
                 let ip = if ev.family == 2 {
                     IpAddr::V4(Ipv4Addr::new(
                         ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
@@ -347,7 +350,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 verdict: Verdict::from_u32(ev.verdict)
                     .ok_or(DecodeError::Field("verdict", ev.verdict))?,
                 rule_id: ev.rule_id,
-                flags: ev.flags,
+                flags: if packet { ev.protocol } else { ev.flags },
                 op: Operation::from_u32(ev.op).ok_or(DecodeError::Field("op", ev.op))?,
                 path: if ev.op == Operation::TlsClientHello as u32 {
                     // As the kernel matched it: names have no case.

@@ -93,7 +93,7 @@ pub fn choose(r: &Report, hook: HookKind) -> HookBackend {
             let what = match hook {
                 HookKind::File => "lsm/file_open returns EPERM",
                 HookKind::Exec => "lsm/bprm_check_security returns EACCES",
-                HookKind::Network => "lsm/socket_connect returns ECONNREFUSED; lsm/socket_sendmsg EPERM for raw, ICMP and SCTP sends",
+                HookKind::Network => "lsm/socket_connect returns ECONNREFUSED; lsm/socket_sendmsg EPERM for raw, ICMP and SCTP sends, and for AF_PACKET frames while connect rules deny",
             };
             return pick(Backend::Lsm, what.into());
         }
@@ -119,7 +119,7 @@ pub fn choose(r: &Report, hook: HookKind) -> HookBackend {
         ),
         HookKind::Network => (
             loads(r, "cgroup_sock_addr") && r.cgroup2.ok,
-            "cgroup connect4/6 and sendmsg4/6 return EPERM; raw, ICMP and SCTP sends dropped at cgroup egress",
+            "cgroup connect4/6 and sendmsg4/6 return EPERM; raw, ICMP and SCTP sends dropped at cgroup egress; AF_PACKET sockets of governed processes killed at socket() while connect rules deny",
             loads(r, "raw_tracepoint"),
         ),
     };

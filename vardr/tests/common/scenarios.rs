@@ -434,7 +434,55 @@ pub fn network_rules(b: Backend) {
     assert_eq!(ev["args"][0]["sock_arg"]["dport"], dp);
     assert_eq!(ev["args"][0]["sock_arg"]["protocol"], "IPPROTO_TCP");
     sends_without_connect(b, &mut agent, &cg.path, dp);
+    packet_frames(b, &mut agent, &cg.path);
     assert!(agent.stop().success());
+}
+
+/// Frames built by hand (`AF_PACKET`) name no destination a rule can be
+/// checked on: while connect rules deny, a governed process cannot send
+/// them (LSM: EPERM at the send; fallback, which cannot tell a send from
+/// a receive: killed at `socket()`). Outside the scope they still go.
+fn packet_frames(b: Backend, agent: &mut AgentRun, cg: &Path) {
+    // An Ethernet frame on the loopback carrying an IPv4 header to the
+    // denied 127.0.0.3 (checksum left out: the frame only has to leave).
+    let script = "python3 -c 'import socket\ns=socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))\nprint(\"made\", flush=True)\ns.bind((\"lo\", 0x0800))\nip=bytes([0x45,0,0,28,0,0,0,0,64,17,0,0,127,0,0,1,127,0,0,3])\nudp=bytes([0x30,0x39,0,9,0,8,0,0])\ntry:\n  s.send(bytes(12)+bytes([8,0])+ip+udp); print(\"sent\")\nexcept OSError as e: print(e.errno)'";
+    let outside = sh(script);
+    let out = String::from_utf8_lossy(&outside.stdout).to_string();
+    if !out.contains("sent") {
+        println!(
+            "CHECK NOT RUN (the test goes on): AF_PACKET sockets: {out:?} {}",
+            stderr(&outside)
+        );
+        return;
+    }
+    let o = sh_in(cg, script);
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let function = if b == Backend::Lsm {
+        assert_eq!(
+            out,
+            format!("made\n{}", libc::EPERM),
+            "an AF_PACKET send from a governed process: {}",
+            stderr(&o)
+        );
+        "security_socket_sendmsg"
+    } else {
+        assert!(
+            killed(&o) && !out.contains("made"),
+            "a governed process making an AF_PACKET socket must be killed at socket(): {out:?} {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+        "sys_socket"
+    };
+    let ev = agent.policy_event("packet frames refused", |e| {
+        is(e, "connect", "packet-frames")
+    });
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    assert_eq!(ev["function_name"], function, "{ev}");
+    assert_eq!(ev["args"][0]["sock_arg"]["family"], "AF_PACKET", "{ev}");
+    // The fallback reads it from the call; the LSM hook cannot.
+    let protocol = if b == Backend::Lsm { "" } else { "ETH_P_IP" };
+    assert_eq!(ev["args"][0]["sock_arg"]["protocol"], protocol, "{ev}");
 }
 
 /// `sendto` with a destination on a socket type of its own (python3; the
