@@ -58,7 +58,7 @@ fn governed_on_exempt(target: *const u8, all: bool) -> Option<(vardr_common::Con
 /// PID 1, a kernel thread, a member of the agent's cgroup, a process
 /// outside the scope.
 #[inline(always)]
-fn ungoverned(cfg: &vardr_common::Config, target: *const u8, tgid: u32) -> bool {
+pub fn ungoverned(cfg: &vardr_common::Config, target: *const u8, tgid: u32) -> bool {
     if tgid == 1 {
         return true;
     }

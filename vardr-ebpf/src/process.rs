@@ -7,16 +7,23 @@ use aya_ebpf::{
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
+    Global,
 };
+use vardr_common::{Action, BackendKind, Hook, Operation, RuleRef, RULE_PROTECT_SCOPE};
 use vardr_common::{
     EventKind, ExecEvent, ExemptTask, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED,
     EXEC_CREDS, EXEC_CWD_RESOLVED, EXEC_PATH_RESOLVED,
 };
 
 use crate::{
+    guard::ungoverned,
     maps::{inode_rule, EVENTS, EXEMPT_TASKS, FAN_LEASE},
     resolve::path_into,
-    shared::{config, count_lost, file_identity, fill_header, offsets, process_start_ticks, read},
+    scope::any_hook,
+    shared::{
+        conclude_op, config, count_lost, file_identity, fill_header, governed, offsets,
+        process_start_ticks, read,
+    },
 };
 
 /// A process is exempt by the binary the kernel executes for it now: the
@@ -162,6 +169,41 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Non-zero (set by the loader) where no LSM refuses `clone3` with
+/// `CLONE_INTO_CGROUP` (the fallback): a governed process's child started
+/// where no rule applies to it is reported here, and the agent ends it.
+#[unsafe(no_mangle)]
+pub static FORK_SCOPE_CHECK: Global<u32> = Global::new(0);
+
+/// A governed parent's new process `child` (tgid `tgid`) in a cgroup the
+/// rules do not cover (outside the scope, the agent's): reported under
+/// the built-in scope rule, with the child's pid in `flags`.
+#[inline(always)]
+fn escaped(child: *const u8, tgid: u32) {
+    let Some(ref cfg) = config() else {
+        return;
+    };
+    if (cfg.scope_cgroup_id == 0 && cfg.agent_cgroup_id == 0)
+        || !governed(cfg, any_hook())
+        || !ungoverned(cfg, child, tgid)
+    {
+        return;
+    }
+    let rule = RuleRef {
+        action: Action::Deny as u32,
+        rule_id: RULE_PROTECT_SCOPE,
+    };
+    conclude_op(
+        cfg,
+        Hook::FileWrite,
+        &rule,
+        Operation::CloneIntoCgroup,
+        tgid,
+        None,
+        BackendKind::Fallback,
+    );
+}
+
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn vardr_fork(ctx: BtfTracePointContext) -> i32 {
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
@@ -183,6 +225,9 @@ pub fn vardr_fork(ctx: BtfTracePointContext) -> i32 {
             t.start_ticks = process_start_ticks(child);
             let _ = EXEMPT_TASKS.insert(tgid, t, 0);
         }
+    }
+    if FORK_SCOPE_CHECK.load() != 0 {
+        escaped(child, tgid);
     }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count_lost(vardr_common::LOST_LIFECYCLE);

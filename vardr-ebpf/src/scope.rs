@@ -25,7 +25,7 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Any rule kind: a process governed for any of them is held to its cgroup.
 #[inline(always)]
-fn any_hook() -> u32 {
+pub fn any_hook() -> u32 {
     hook_bit(Hook::FileOpen)
         | hook_bit(Hook::FileWrite)
         | hook_bit(Hook::Exec)

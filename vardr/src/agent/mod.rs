@@ -443,6 +443,16 @@ impl Agent {
                         j.set_response(r);
                     }
                 }
+                if m.op == vardr_common::Operation::CloneIntoCgroup
+                    && m.backend == vardr_common::BackendKind::Fallback
+                {
+                    // No LSM refused the child: it is ended now.
+                    let r = self.responder.end_escaped(m.flags, m.header.boot_ns);
+                    if r == "killed" {
+                        tracing::warn!(pid = process.pid, child = m.flags, "a child started outside the rules (clone3 CLONE_INTO_CGROUP): child killed");
+                    }
+                    j.set_response(r);
+                }
                 if m.op == vardr_common::Operation::NameConnect
                     && m.verdict == vardr_common::Verdict::Deny
                 {

@@ -105,6 +105,48 @@ impl Responder {
         self.end(p, event_boot_ns, exempt_by_binary)
     }
 
+    /// Kills the child `pid` a governed process started where no rule
+    /// applies to it (`clone3` with `CLONE_INTO_CGROUP`, which only the LSM
+    /// can refuse), reported at its fork at `event_boot_ns`. It is outside
+    /// the scope by definition: only the agent and PID 1 are spared, and a
+    /// process started after the event is another one.
+    pub fn end_escaped(&self, pid: u32, event_boot_ns: u64) -> String {
+        if !self.enforce {
+            return "audit: would kill the child (enforcement off)".into();
+        }
+        if pid <= 1 || pid == self.agent_pid {
+            return "none: exempt process".into();
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            return format!("none: child gone ({})", std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        match start_boot_ns(pid) {
+            Some(start) if start <= event_boot_ns => {}
+            Some(_) => return "none: child gone (pid reused)".into(),
+            None => return "none: child gone".into(),
+        }
+        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
+        // siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            "killed".into()
+        } else {
+            format!("failed: {}", std::io::Error::last_os_error())
+        }
+    }
+
     /// Kills `p` (with the checks of [`Responder::kill`]) whatever Layer 1
     /// did: the end of a connection whose ClientHello a domain deny
     /// dropped, which would otherwise hang until TCP gives up.

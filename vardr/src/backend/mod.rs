@@ -229,9 +229,13 @@ impl Enforcer {
         } else {
             vardr_common::BackendKind::Fallback
         } as u32;
+        // Without the LSM's `task_alloc`, a child started in another cgroup
+        // is caught at fork (and ended by the agent).
+        let fork_scope_check = u32::from(plan.file.backend != Backend::Lsm);
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SOCK_ADDR_BACKEND", &sock_addr_backend, true)
+            .override_global("FORK_SCOPE_CHECK", &fork_scope_check, true)
             .load(bpf::AGENT_OBJECT)?;
         // aya's loader parses the kernel's BTF for itself (~17 MiB, freed
         // with the loader); the programs' loads take the shared parse,

@@ -321,6 +321,9 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::FileTruncate => return "security_file_truncate",
         Operation::Ptrace => return "security_ptrace_access_check",
         Operation::Signal => return "security_task_kill",
+        Operation::CloneIntoCgroup if p.backend == BackendKind::Fallback => {
+            return "sched_process_fork"
+        }
         Operation::CloneIntoCgroup => return "security_task_alloc",
         Operation::Rlimit => return "security_task_setrlimit",
         Operation::TlsClientHello => return "tls_client_hello",
@@ -343,7 +346,10 @@ fn function_name(p: &PolicyMatch) -> &'static str {
 }
 
 fn args(p: &PolicyMatch) -> Vec<Arg> {
-    if matches!(p.op, Operation::Signal | Operation::Rlimit) {
+    if matches!(p.op, Operation::Signal | Operation::Rlimit)
+        || (p.op == Operation::CloneIntoCgroup && p.backend == BackendKind::Fallback)
+    {
+        // The signal, the resource, or the child's pid.
         return vec![Arg::Int(p.flags as i32)];
     }
     if matches!(p.op, Operation::PacketSend | Operation::PacketSocket) {
@@ -438,6 +444,9 @@ pub fn open_flags_name(flags: u32) -> String {
 pub fn action_name(m: &PolicyMatch) -> &'static str {
     match (m.verdict, m.backend, m.hook) {
         (Verdict::Deny, BackendKind::Fallback, Hook::FileOpen | Hook::FileWrite | Hook::Exec) => {
+            "KPROBE_ACTION_SIGKILL"
+        }
+        (Verdict::Deny, BackendKind::Fallback, _) if m.op == Operation::CloneIntoCgroup => {
             "KPROBE_ACTION_SIGKILL"
         }
         (Verdict::Deny, _, _)

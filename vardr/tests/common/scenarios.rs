@@ -1313,7 +1313,9 @@ pub fn installed_after_start(b: Backend) {
 }
 
 /// `clone3(CLONE_INTO_CGROUP)` into the cgroup directory `argv[1]`: prints
-/// the errno (0 when the child started there) and waits for the child.
+/// the errno (0 when the child started there) and waits for the child,
+/// which sleeps `argv[2]` seconds if given ("0 signal N" when a signal
+/// ended it).
 const CLONE_INTO_CGROUP_C: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1322,6 +1324,7 @@ const CLONE_INTO_CGROUP_C: &str = r#"
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1335,10 +1338,12 @@ int main(int argc, char **argv) {
     a.exit_signal = SIGCHLD;
     a.cgroup = (uint64_t)cg;
     long pid = syscall(SYS_clone3, &a, sizeof a);
-    if (pid == 0) _exit(0);
+    if (pid == 0) { if (argc > 2) sleep(atoi(argv[2])); _exit(0); }
     if (pid < 0) { printf("%d\n", errno); return 0; }
-    waitpid((pid_t)pid, NULL, 0);
-    printf("0\n");
+    int st = 0;
+    waitpid((pid_t)pid, &st, 0);
+    if (WIFSIGNALED(st)) printf("0 signal %d\n", WTERMSIG(st));
+    else printf("0\n");
     return 0;
 }
 "#;
@@ -1537,9 +1542,41 @@ pub fn scope_escape(b: Backend) {
     assert_eq!(ev["backend"], deny_backend(b), "{ev}");
     // A child started in another cgroup: the LSM refuses CLONE_INTO_CGROUP
     // to governed processes (task_alloc cannot see the target); the
-    // fallback has no hook for it (a documented gap).
+    // fallback, which cannot refuse it, reports the child at its fork and
+    // the agent kills it.
+    let bin = tmp.join("clone_into_cgroup");
+    if b != Backend::Lsm && compile_c(CLONE_INTO_CGROUP_C, &bin) {
+        let o = sh_in(
+            &cg.path,
+            &format!("{} {} 20", bin.display(), outside.path.display()),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "0 signal 9",
+            "a child started outside the scope must be killed: {}",
+            stderr(&o)
+        );
+        let ev = agent.policy_event("clone3", |e| {
+            e["rule"] == "protect-scope" && e["function_name"] == "sched_process_fork"
+        });
+        assert_eq!(ev["verdict"], "deny", "{ev}");
+        assert_eq!(ev["backend"], "fallback", "{ev}");
+        assert_eq!(ev["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
+        assert_eq!(ev["response"], "killed", "{ev}");
+        assert!(ev["args"][0]["int_arg"].as_i64().is_some_and(|p| p > 1), "{ev}");
+        // Moves inside the scope are no escape.
+        let o = sh_in(
+            &cg.path,
+            &format!("{} {}", bin.display(), inner.path.display()),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "0",
+            "clone3 into a cgroup inside the scope: {}",
+            stderr(&o)
+        );
+    }
     if b == Backend::Lsm {
-        let bin = tmp.join("clone_into_cgroup");
         if compile_c(CLONE_INTO_CGROUP_C, &bin) {
             let o = sh_in(
                 &cg.path,
