@@ -229,6 +229,23 @@ mod tests {
         assert!(within("/anything", "/"));
     }
 
+    /// An escaped child is spared without `--enforce`, when it is PID 1 or
+    /// the agent, and when its pid names a process started after the
+    /// event (reused).
+    #[test]
+    fn escaped_child_kill_checks() {
+        let mut r = Responder::default();
+        let me = std::process::id();
+        assert!(r.end_escaped(me, u64::MAX).starts_with("audit:"));
+        r.enforce = true;
+        assert!(r.end_escaped(1, u64::MAX).starts_with("none: exempt"));
+        r.agent_pid = me;
+        assert!(r.end_escaped(me, u64::MAX).starts_with("none: exempt"));
+        r.agent_pid = 0;
+        // This test process started after boot time 0: a reused pid.
+        assert_eq!(r.end_escaped(me, 0), "none: child gone (pid reused)");
+    }
+
     #[test]
     fn no_kill_without_enforce_for_exempt_or_already_blocked() {
         let p = crate::process::sample(std::process::id(), "/bin/x", "/", None);

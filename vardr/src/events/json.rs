@@ -914,6 +914,31 @@ mod tests {
         }
     }
 
+    /// The fallback's report of a child started outside the rules: the
+    /// fork, the child's pid, and a kill.
+    #[test]
+    fn escaped_child_on_the_fallback_is_a_kill_at_fork() {
+        let mut m = deny(BackendKind::Fallback, Hook::FileWrite, 4242);
+        m.op = Operation::CloneIntoCgroup;
+        m.path = Some(String::new());
+        let j = serde_json::to_value(JsonEvent::policy(
+            &m,
+            None,
+            None,
+            None,
+            "n",
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        let e = &j["process_lsm"];
+        assert_eq!(e["function_name"], "sched_process_fork", "{e}");
+        assert_eq!(e["action"], "KPROBE_ACTION_SIGKILL", "{e}");
+        assert_eq!(e["args"][0]["int_arg"], 4242, "{e}");
+        m.backend = BackendKind::Lsm;
+        assert_eq!(function_name(&m), "security_task_alloc");
+        assert_eq!(action_name(&m), "KPROBE_ACTION_OVERRIDE");
+    }
+
     #[test]
     fn exec_line_is_what_serde_writes() {
         use crate::process::sample;

@@ -1563,7 +1563,10 @@ pub fn scope_escape(b: Backend) {
         assert_eq!(ev["backend"], "fallback", "{ev}");
         assert_eq!(ev["action"], "KPROBE_ACTION_SIGKILL", "{ev}");
         assert_eq!(ev["response"], "killed", "{ev}");
-        assert!(ev["args"][0]["int_arg"].as_i64().is_some_and(|p| p > 1), "{ev}");
+        assert!(
+            ev["args"][0]["int_arg"].as_i64().is_some_and(|p| p > 1),
+            "{ev}"
+        );
         // Moves inside the scope are no escape.
         let o = sh_in(
             &cg.path,
