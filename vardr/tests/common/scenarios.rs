@@ -421,6 +421,24 @@ pub fn network_rules(b: Backend) {
         "TCP Fast Open after a failed UDP connect to the same place: {}",
         stderr(&o)
     );
+    // Multipath TCP: a stream socket of a protocol of its own (262) whose
+    // subflows are TCP; the same rule holds.
+    let mptcp = |port: u16| {
+        let o = sh_in(
+            &cg.path,
+            &format!("python3 -c 'import socket\ntry:\n  s=socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\nexcept OSError as e:\n  print(\"nosocket\", e.errno); raise SystemExit\ntry:\n  s.connect((\"127.0.0.1\",{port})); print(0)\nexcept OSError as e: print(e.errno)'"),
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    match mptcp(dp) {
+        out if out.starts_with("nosocket") => {
+            println!("CHECK NOT RUN (the test goes on): MPTCP socket: {out}")
+        }
+        out => {
+            assert_eq!(out, want.to_string(), "MPTCP connect to a denied port");
+            assert_eq!(mptcp(op), "0", "MPTCP connect to another port");
+        }
+    }
     // Unconnected UDP sends are checked too (cgroup sendmsg hooks on both backends).
     assert_eq!(sendto(&cg.path, "127.0.0.1", dp), libc::EPERM, "UDP sendto");
     assert_eq!(
