@@ -647,6 +647,10 @@ pub enum Operation {
     /// deny (the fallback's `socket()` tracepoint, which cannot tell a
     /// send from a receive: SIGKILL): built-in, [`RULE_PACKET_FRAMES`].
     PacketSocket = 25,
+    /// A POSIX ACL set (6.2+: no longer an xattr hook's).
+    SetAcl = 26,
+    /// A POSIX ACL removed (6.2+).
+    RemoveAcl = 27,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -703,6 +707,8 @@ impl Operation {
             23 => Self::Send,
             24 => Self::PacketSend,
             25 => Self::PacketSocket,
+            26 => Self::SetAcl,
+            27 => Self::RemoveAcl,
             _ => return None,
         })
     }

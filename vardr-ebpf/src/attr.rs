@@ -1,7 +1,7 @@
 //! Changes to a governed file that leave its content alone but change who
 //! may do what with it: mode (setuid bits, permissions), owner, extended
-//! attributes (file capabilities, security labels) and `ftruncate(2)` on
-//! 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
+//! attributes (file capabilities, security labels), POSIX ACLs and
+//! `ftruncate(2)` on 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
 //! checked.
 use aya_ebpf::{helpers::bpf_get_current_task, macros::lsm, programs::LsmContext};
 use vardr_common::Operation;
@@ -81,6 +81,27 @@ pub fn vardr_inode_removexattr(ctx: LsmContext) -> i32 {
         return prev;
     }
     write_of_dentry(ctx.arg(1), Operation::RemoveXattr)
+}
+
+#[lsm(hook = "inode_set_acl")]
+pub fn vardr_inode_set_acl(ctx: LsmContext) -> i32 {
+    // inode_set_acl(idmap, struct dentry *dentry, const char *acl_name,
+    // struct posix_acl *kacl) (6.2+: ACLs no longer pass inode_setxattr).
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_dentry(ctx.arg(1), Operation::SetAcl)
+}
+
+#[lsm(hook = "inode_remove_acl")]
+pub fn vardr_inode_remove_acl(ctx: LsmContext) -> i32 {
+    // inode_remove_acl(idmap, struct dentry *dentry, const char *acl_name) (6.2+).
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    write_of_dentry(ctx.arg(1), Operation::RemoveAcl)
 }
 
 #[lsm(hook = "file_truncate")]

@@ -106,10 +106,14 @@ pub mod progs {
         ("vardr_inode_setxattr", "inode_setxattr"),
         ("vardr_inode_removexattr", "inode_removexattr"),
     ];
-    /// File hooks that not every kernel has (program, LSM hook):
-    /// `file_truncate` came with 6.2.
-    pub const LSM_OPTIONAL_FILE_HOOKS: [(&str, &str); 1] =
-        [("vardr_file_truncate", "file_truncate")];
+    /// File hooks that not every kernel has (program, LSM hook): these
+    /// came with 6.2 (before, `ftruncate(2)` passed `path_truncate` and
+    /// ACLs the xattr hooks).
+    pub const LSM_OPTIONAL_FILE_HOOKS: [(&str, &str); 3] = [
+        ("vardr_file_truncate", "file_truncate"),
+        ("vardr_inode_set_acl", "inode_set_acl"),
+        ("vardr_inode_remove_acl", "inode_remove_acl"),
+    ];
     /// LSM programs beside `bprm_check_security` for the exec rules:
     /// executable mappings (program, LSM hook).
     pub const LSM_MAP_HOOKS: [(&str, &str); 2] = [

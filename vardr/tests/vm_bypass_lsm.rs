@@ -1071,6 +1071,52 @@ fn metadata(agent: &mut AgentRun, cg: &Path) {
         String::from_utf8_lossy(&o.stdout).trim(),
         "['trusted.vardr']"
     );
+    // POSIX ACLs (a change of who may write): since 6.2 their own hooks,
+    // before that the xattr ones. Version 2, then user::rw-, group::r--
+    // and other::rw- (which would give everyone write access).
+    let acl = |path: &str| {
+        format!("import struct\na=struct.pack(\"<I\",2)+struct.pack(\"<HHI\",1,6,0xffffffff)+struct.pack(\"<HHI\",4,4,0xffffffff)+struct.pack(\"<HHI\",0x20,6,0xffffffff)\nos.setxattr(\"{path}\", \"system.posix_acl_access\", a)")
+    };
+    let outside = tr.p("acl-probe");
+    std::fs::write(&outside, "x").unwrap();
+    let supported = std::process::Command::new(PYTHON)
+        .args([
+            "-c",
+            &format!("import os\n{}", acl(&outside.to_string_lossy())),
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if supported {
+        assert_eq!(errno(cg, &acl(&format!("{d}/ro"))), EPERM, "ACL set");
+        assert_eq!(
+            errno(
+                cg,
+                &format!("os.removexattr(\"{d}/ro\", \"system.posix_acl_access\")")
+            ),
+            EPERM,
+            "ACL removal"
+        );
+        for (new, old) in [
+            ("security_inode_set_acl", "security_inode_setxattr"),
+            ("security_inode_remove_acl", "security_inode_removexattr"),
+        ] {
+            let ev = agent.policy_event(new, |e| {
+                e["rule"] == "ro-file" && (e["function_name"] == new || e["function_name"] == old)
+            });
+            assert_eq!(ev["verdict"], "deny", "{ev}");
+        }
+        let after = std::fs::metadata(&ro).unwrap();
+        assert_eq!(after.mode(), before.mode(), "ACL did not change the mode");
+        assert_eq!(
+            errno(cg, &acl(&format!("{d}/free"))),
+            0,
+            "ACL of the free file"
+        );
+    } else {
+        println!("CHECK NOT RUN (the test goes on): POSIX ACLs: not supported on {d}");
+    }
     // A descriptor opened for writing outside the scope, inherited by a
     // governed process: ftruncate is a write of the file too.
     let f = std::fs::OpenOptions::new().write(true).open(&ro).unwrap();

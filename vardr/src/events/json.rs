@@ -318,6 +318,8 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::Chown => return "security_path_chown",
         Operation::SetXattr => return "security_inode_setxattr",
         Operation::RemoveXattr => return "security_inode_removexattr",
+        Operation::SetAcl => return "security_inode_set_acl",
+        Operation::RemoveAcl => return "security_inode_remove_acl",
         Operation::FileTruncate => return "security_file_truncate",
         Operation::Ptrace => return "security_ptrace_access_check",
         Operation::Signal => return "security_task_kill",
