@@ -651,6 +651,9 @@ pub enum Operation {
     SetAcl = 26,
     /// A POSIX ACL removed (6.2+).
     RemoveAcl = 27,
+    /// Inode flags set through `ioctl` (`chattr`: immutable, append-only;
+    /// `FS_IOC_SETFLAGS`, `FS_IOC_FSSETXATTR`).
+    SetFlags = 28,
 }
 
 /// Rule id of the built-in deny of a governed process attaching to or
@@ -709,6 +712,7 @@ impl Operation {
             25 => Self::PacketSocket,
             26 => Self::SetAcl,
             27 => Self::RemoveAcl,
+            28 => Self::SetFlags,
             _ => return None,
         })
     }

@@ -1,7 +1,7 @@
 //! Changes to a governed file that leave its content alone but change who
 //! may do what with it: mode (setuid bits, permissions), owner, extended
-//! attributes (file capabilities, security labels), POSIX ACLs and
-//! `ftruncate(2)` on 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
+//! attributes (file capabilities, security labels), POSIX ACLs, inode
+//! flags (`chattr`) and `ftruncate(2)` on 6.2+. Each is a `file_write` of the file (EPERM). Timestamps are not
 //! checked.
 use aya_ebpf::{helpers::bpf_get_current_task, macros::lsm, programs::LsmContext};
 use vardr_common::Operation;
@@ -102,6 +102,45 @@ pub fn vardr_inode_remove_acl(ctx: LsmContext) -> i32 {
         return prev;
     }
     write_of_dentry(ctx.arg(1), Operation::RemoveAcl)
+}
+
+/// `FS_IOC_SETFLAGS` (`_IOW('f', 2, long)`), its 32-bit form
+/// `FS_IOC32_SETFLAGS`, and `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct
+/// fsxattr)`): the same numbers through the compat path.
+const SETFLAGS: u32 = 0x4008_6602;
+const SETFLAGS32: u32 = 0x4004_6602;
+const FSSETXATTR: u32 = 0x401c_5820;
+
+/// Inode flags through `ioctl`: `chattr +i` of a write-denied file would
+/// lock out the writers the rule does not govern, `chattr -a` lift an
+/// append-only guard. Every other command returns at once.
+#[inline(always)]
+fn set_flags(ctx: &LsmContext) -> i32 {
+    // file_ioctl(struct file *file, unsigned int cmd, unsigned long arg).
+    let prev: i32 = ctx.arg(3);
+    if prev != 0 {
+        return prev;
+    }
+    let cmd: u32 = ctx.arg(1);
+    if cmd != SETFLAGS && cmd != SETFLAGS32 && cmd != FSSETXATTR {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    write_of_path(
+        file.wrapping_add(offsets().file_f_path as usize),
+        Operation::SetFlags,
+    )
+}
+
+#[lsm(hook = "file_ioctl")]
+pub fn vardr_file_ioctl(ctx: LsmContext) -> i32 {
+    set_flags(&ctx)
+}
+
+#[lsm(hook = "file_ioctl_compat")]
+pub fn vardr_file_ioctl_compat(ctx: LsmContext) -> i32 {
+    // 6.8+: 32-bit programs' ioctls (same arguments).
+    set_flags(&ctx)
 }
 
 #[lsm(hook = "file_truncate")]

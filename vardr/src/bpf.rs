@@ -92,7 +92,7 @@ pub mod progs {
     pub const PACKET_SOCKET_FALLBACK: &str = "vardr_sys_socket";
     /// LSM programs beside `file_open` for the file rules: changes to the
     /// tree (program, LSM hook).
-    pub const LSM_PATH_HOOKS: [(&str, &str); 12] = [
+    pub const LSM_PATH_HOOKS: [(&str, &str); 13] = [
         ("vardr_path_unlink", "path_unlink"),
         ("vardr_path_rmdir", "path_rmdir"),
         ("vardr_path_mkdir", "path_mkdir"),
@@ -105,14 +105,17 @@ pub mod progs {
         ("vardr_path_chown", "path_chown"),
         ("vardr_inode_setxattr", "inode_setxattr"),
         ("vardr_inode_removexattr", "inode_removexattr"),
+        ("vardr_file_ioctl", "file_ioctl"),
     ];
-    /// File hooks that not every kernel has (program, LSM hook): these
-    /// came with 6.2 (before, `ftruncate(2)` passed `path_truncate` and
-    /// ACLs the xattr hooks).
-    pub const LSM_OPTIONAL_FILE_HOOKS: [(&str, &str); 3] = [
+    /// File hooks that not every kernel has (program, LSM hook): 6.2
+    /// brought the first three (before, `ftruncate(2)` passed
+    /// `path_truncate` and ACLs the xattr hooks), 6.8 the compat ioctl
+    /// hook (before, `file_ioctl` saw those too).
+    pub const LSM_OPTIONAL_FILE_HOOKS: [(&str, &str); 4] = [
         ("vardr_file_truncate", "file_truncate"),
         ("vardr_inode_set_acl", "inode_set_acl"),
         ("vardr_inode_remove_acl", "inode_remove_acl"),
+        ("vardr_file_ioctl_compat", "file_ioctl_compat"),
     ];
     /// LSM programs beside `bprm_check_security` for the exec rules:
     /// executable mappings (program, LSM hook).

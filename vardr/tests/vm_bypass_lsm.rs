@@ -1117,6 +1117,45 @@ fn metadata(agent: &mut AgentRun, cg: &Path) {
     } else {
         println!("CHECK NOT RUN (the test goes on): POSIX ACLs: not supported on {d}");
     }
+    // Inode flags (`chattr +i`: an immutable file locks out the writers
+    // no rule governs), through a read-only descriptor.
+    let flags = |path: &str, value: u32| {
+        format!("import fcntl, struct\nfd = os.open(\"{path}\", os.O_RDONLY)\nfcntl.ioctl(fd, 0x40086602, struct.pack(\"l\", {value}))")
+    };
+    let outside_flags = |value: u32| {
+        std::process::Command::new(PYTHON)
+            .args([
+                "-c",
+                &format!("import os\n{}", flags(&outside.to_string_lossy(), value)),
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // FS_IMMUTABLE_FL, then cleared (an immutable file cannot be removed).
+    if outside_flags(0x10) && outside_flags(0) {
+        let immutable = errno(cg, &flags(&format!("{d}/ro"), 0x10));
+        let ro_path = ro.to_string_lossy().into_owned();
+        // Whatever happened, the tree must stay removable.
+        let _ = std::process::Command::new(PYTHON)
+            .args(["-c", &format!("import os\n{}", flags(&ro_path, 0))])
+            .status();
+        assert_eq!(immutable, EPERM, "chattr +i of a write-denied file");
+        let ev = agent.policy_event("chattr", |e| {
+            e["rule"] == "ro-file" && e["function_name"] == "security_file_ioctl"
+        });
+        assert_eq!(ev["verdict"], "deny", "{ev}");
+        assert_eq!(
+            errno(cg, &flags(&format!("{d}/free"), 0)),
+            0,
+            "flags of the free file"
+        );
+    } else {
+        println!(
+            "CHECK NOT RUN (the test goes on): inode flags (FS_IOC_SETFLAGS): not supported on {d}"
+        );
+    }
     // A descriptor opened for writing outside the scope, inherited by a
     // governed process: ftruncate is a write of the file too.
     let f = std::fs::OpenOptions::new().write(true).open(&ro).unwrap();

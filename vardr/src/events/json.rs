@@ -320,6 +320,7 @@ fn function_name(p: &PolicyMatch) -> &'static str {
         Operation::RemoveXattr => return "security_inode_removexattr",
         Operation::SetAcl => return "security_inode_set_acl",
         Operation::RemoveAcl => return "security_inode_remove_acl",
+        Operation::SetFlags => return "security_file_ioctl",
         Operation::FileTruncate => return "security_file_truncate",
         Operation::Ptrace => return "security_ptrace_access_check",
         Operation::Signal => return "security_task_kill",
