@@ -677,6 +677,8 @@ pub const RULE_PATHS_UNREADABLE: u32 = u32::MAX - 3;
 pub const RULE_PACKET_FRAMES: u32 = u32::MAX - 4;
 /// `AF_PACKET`.
 pub const AF_PACKET: u16 = 17;
+/// `AF_XDP` (an XSK's frames are built by hand too).
+pub const AF_XDP: u16 = 44;
 /// A packet socket's ethertype, in a policy event's `protocol`, when the
 /// hook cannot read it (beyond any 16-bit ethertype).
 pub const PACKET_PROTO_UNKNOWN: u32 = 1 << 16;

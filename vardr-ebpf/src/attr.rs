@@ -110,6 +110,9 @@ pub fn vardr_inode_remove_acl(ctx: LsmContext) -> i32 {
 const SETFLAGS: u32 = 0x4008_6602;
 const SETFLAGS32: u32 = 0x4004_6602;
 const FSSETXATTR: u32 = 0x401c_5820;
+/// `FS_IOC_ENABLE_VERITY` (`_IOW('f', 133, struct fsverity_enable_arg)`):
+/// makes the file read-only for good.
+const ENABLE_VERITY: u32 = 0x4080_6685;
 
 /// Inode flags through `ioctl`: `chattr +i` of a write-denied file would
 /// lock out the writers the rule does not govern, `chattr -a` lift an
@@ -122,7 +125,7 @@ fn set_flags(ctx: &LsmContext) -> i32 {
         return prev;
     }
     let cmd: u32 = ctx.arg(1);
-    if cmd != SETFLAGS && cmd != SETFLAGS32 && cmd != FSSETXATTR {
+    if cmd != SETFLAGS && cmd != SETFLAGS32 && cmd != FSSETXATTR && cmd != ENABLE_VERITY {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);

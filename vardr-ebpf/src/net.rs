@@ -15,8 +15,8 @@ use aya_ebpf::{
     Global,
 };
 use vardr_common::{
-    Action, BackendKind, Hook, Operation, RuleRef, Verdict, AF_PACKET, NAMES_DNS, NAMES_RULES,
-    NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PACKET_PROTO_UNKNOWN, RULE_NONE,
+    Action, BackendKind, Hook, Operation, RuleRef, Verdict, AF_PACKET, AF_XDP, NAMES_DNS,
+    NAMES_RULES, NET4_KEY_LEN, NET6_KEY_LEN, NET_KEY_HEAD_BITS, PACKET_PROTO_UNKNOWN, RULE_NONE,
     RULE_PACKET_FRAMES,
 };
 
@@ -375,10 +375,11 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     };
     // Frames built by hand, before the protocol checks below: a packet
     // socket's protocol is an ethertype, which can equal TCP's or UDP's.
-    if own_family == AF_PACKET {
+    if own_family == AF_PACKET || own_family == AF_XDP {
         // `sk_protocol` of a packet socket is not its ethertype (that is in
         // `struct packet_sock`, which no offset here reaches): not reported.
         return if packet_frames(
+            own_family,
             PACKET_PROTO_UNKNOWN,
             BackendKind::Lsm,
             Operation::PacketSend,
@@ -452,13 +453,13 @@ pub fn vardr_socket_sendmsg(ctx: LsmContext) -> i32 {
     0
 }
 
-/// A frame built by hand (`AF_PACKET`, `ethertype` its protocol, or
-/// [`PACKET_PROTO_UNKNOWN`]) from a
+/// A frame built by hand (`family` `AF_PACKET` or `AF_XDP`, `ethertype`
+/// its protocol, or [`PACKET_PROTO_UNKNOWN`]) from a
 /// governed process while some connect rule denies: refused (reported
 /// under [`RULE_PACKET_FRAMES`]), as no rule can be checked on it. Whether
 /// it is refused (false in audit mode).
 #[inline(always)]
-pub fn packet_frames(ethertype: u32, backend: BackendKind, op: Operation) -> bool {
+pub fn packet_frames(family: u16, ethertype: u32, backend: BackendKind, op: Operation) -> bool {
     let Some(ref cfg) = config() else {
         return false;
     };
@@ -478,7 +479,7 @@ pub fn packet_frames(ethertype: u32, backend: BackendKind, op: Operation) -> boo
         verdict,
         rule_id: RULE_PACKET_FRAMES,
         flags: 0,
-        family: AF_PACKET,
+        family,
         port: 0,
         protocol: ethertype,
         addr: [0; 16],
@@ -496,15 +497,33 @@ pub fn packet_frames(ethertype: u32, backend: BackendKind, op: Operation) -> boo
 #[tracepoint]
 pub fn vardr_sys_socket(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets of the sys_enter_socket record (family, type, protocol).
-    let (family, proto) = unsafe { (ctx.read_at::<u64>(16), ctx.read_at::<u64>(32)) };
-    let (Ok(family), Ok(proto)) = (family, proto) else {
+    let (family, type_, proto) = unsafe {
+        (
+            ctx.read_at::<u64>(16),
+            ctx.read_at::<u64>(24),
+            ctx.read_at::<u64>(32),
+        )
+    };
+    let (Ok(family), Ok(type_), Ok(proto)) = (family, type_, proto) else {
         return 0;
     };
-    if family != u64::from(AF_PACKET) {
+    // The kernel takes the arguments as `int`: high bits are not part of
+    // them. `socket(AF_INET, SOCK_PACKET)` makes a packet socket too.
+    let family = family as u32;
+    let packet = family == u32::from(AF_PACKET)
+        || family == u32::from(AF_XDP)
+        || (family == u32::from(AF_INET) && type_ as u32 & 0xf == SOCK_PACKET);
+    if !packet {
         return 0;
     }
+    let (family, ethertype) = if family == u32::from(AF_XDP) {
+        (AF_XDP, 0)
+    } else {
+        (AF_PACKET, u32::from(u16::from_be(proto as u16)))
+    };
     if packet_frames(
-        u32::from(u16::from_be(proto as u16)),
+        family,
+        ethertype,
         BackendKind::Fallback,
         Operation::PacketSocket,
     ) {
@@ -515,6 +534,7 @@ pub fn vardr_sys_socket(ctx: TracePointContext) -> u32 {
 }
 
 const SIGKILL: u32 = 9;
+const SOCK_PACKET: u32 = 10;
 
 /// The operation code of a send reported only when refused.
 const SEND_QUIET: u32 = 0x100 | Operation::Send as u32;

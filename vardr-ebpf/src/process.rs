@@ -5,7 +5,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel_str_bytes,
         generated::bpf_probe_read_user,
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::HashMap,
     programs::BtfTracePointContext,
     Global,
 };
@@ -175,20 +176,36 @@ pub fn vardr_exec(ctx: BtfTracePointContext) -> i32 {
 #[unsafe(no_mangle)]
 pub static FORK_SCOPE_CHECK: Global<u32> = Global::new(0);
 
+/// Processes reported as started outside the rules, by tgid: their start
+/// time. A process they fork before the agent ends them is reported too
+/// (its parent is no longer governed by cgroup). Forgotten at exit.
+#[map]
+static ESCAPED: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
 /// A governed parent's new process `child` (tgid `tgid`) in a cgroup the
-/// rules do not cover (outside the scope, the agent's): reported under
-/// the built-in scope rule, with the child's pid in `flags`.
+/// rules do not cover (outside the scope, the agent's), or any child of
+/// such a process: reported under the built-in scope rule, with the
+/// child's pid in `flags`.
 #[inline(always)]
 fn escaped(child: *const u8, tgid: u32) {
     let Some(ref cfg) = config() else {
         return;
     };
-    if (cfg.scope_cgroup_id == 0 && cfg.agent_cgroup_id == 0)
-        || !governed(cfg, any_hook())
-        || !ungoverned(cfg, child, tgid)
-    {
+    if cfg.scope_cgroup_id == 0 && cfg.agent_cgroup_id == 0 {
         return;
     }
+    let ptgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup in a hash map of plain values.
+    let from_escaped = unsafe { ESCAPED.get(ptgid) }.is_some_and(|start| {
+        // SAFETY: helper without arguments; the current task is the parent.
+        *start == process_start_ticks(unsafe { bpf_get_current_task() } as *const u8)
+    });
+    if !from_escaped && (!governed(cfg, any_hook()) || !ungoverned(cfg, child, tgid)) {
+        return;
+    }
+    // Full (4096 escaped processes at once): still reported and ended, only
+    // their own children would go unseen.
+    let _ = ESCAPED.insert(tgid, process_start_ticks(child), 0);
     let rule = RuleRef {
         action: Action::Deny as u32,
         rule_id: RULE_PROTECT_SCOPE,
@@ -260,6 +277,9 @@ pub fn vardr_exit(_ctx: BtfTracePointContext) -> i32 {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = EXEMPT_TASKS.remove(tgid);
+    if FORK_SCOPE_CHECK.load() != 0 {
+        let _ = ESCAPED.remove(tgid);
+    }
     // The agent holding the fanotify lease is ending: its group closes
     // (and lets everything pending through) only after this point, so the
     // open tracepoints take over before any open goes unanswered.

@@ -445,6 +445,7 @@ impl Agent {
                 }
                 if m.op == vardr_common::Operation::CloneIntoCgroup
                     && m.backend == vardr_common::BackendKind::Fallback
+                    && m.verdict == vardr_common::Verdict::Deny
                 {
                     // No LSM refused the child: it is ended now.
                     let r = self.responder.end_escaped(m.flags, m.header.boot_ns);

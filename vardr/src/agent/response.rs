@@ -108,14 +108,20 @@ impl Responder {
     /// Kills the child `pid` a governed process started where no rule
     /// applies to it (`clone3` with `CLONE_INTO_CGROUP`, which only the LSM
     /// can refuse), reported at its fork at `event_boot_ns`. It is outside
-    /// the scope by definition: only the agent and PID 1 are spared, and a
-    /// process started after the event is another one.
+    /// the scope by definition: only the agent and PID 1 are spared. The
+    /// pid is the kernel's global one: an agent in a PID namespace of its
+    /// own cannot name it. The process must have started within a second
+    /// before the event (it was created right before it): any other is
+    /// another process that has the pid now.
     pub fn end_escaped(&self, pid: u32, event_boot_ns: u64) -> String {
         if !self.enforce {
             return "audit: would kill the child (enforcement off)".into();
         }
         if pid <= 1 || pid == self.agent_pid {
             return "none: exempt process".into();
+        }
+        if crate::kernel::in_child_pid_namespace() {
+            return "none: the agent runs in a PID namespace of its own".into();
         }
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
@@ -125,7 +131,7 @@ impl Responder {
         // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
         match start_boot_ns(pid) {
-            Some(start) if start <= event_boot_ns => {}
+            Some(start) if start <= event_boot_ns && event_boot_ns - start <= 1_000_000_000 => {}
             Some(_) => return "none: child gone (pid reused)".into(),
             None => return "none: child gone".into(),
         }
@@ -234,16 +240,31 @@ mod tests {
     /// event (reused).
     #[test]
     fn escaped_child_kill_checks() {
+        // A child of this test as the target: a regression kills it, never
+        // the test binary.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
         let mut r = Responder::default();
-        let me = std::process::id();
-        assert!(r.end_escaped(me, u64::MAX).starts_with("audit:"));
+        assert!(r.end_escaped(pid, u64::MAX).starts_with("audit:"));
         r.enforce = true;
         assert!(r.end_escaped(1, u64::MAX).starts_with("none: exempt"));
-        r.agent_pid = me;
-        assert!(r.end_escaped(me, u64::MAX).starts_with("none: exempt"));
+        r.agent_pid = pid;
+        assert!(r.end_escaped(pid, u64::MAX).starts_with("none: exempt"));
         r.agent_pid = 0;
-        // This test process started after boot time 0: a reused pid.
-        assert_eq!(r.end_escaped(me, 0), "none: child gone (pid reused)");
+        if !crate::kernel::in_child_pid_namespace() {
+            // Started after boot time 0, and long before "now + 1 h": not
+            // the process of either event.
+            assert_eq!(r.end_escaped(pid, 0), "none: child gone (pid reused)");
+            let later = start_boot_ns(pid).expect("start") + 3_600_000_000_000;
+            assert_eq!(r.end_escaped(pid, later), "none: child gone (pid reused)");
+            let at = start_boot_ns(pid).expect("start") + 1_000_000;
+            assert_eq!(r.end_escaped(pid, at), "killed");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

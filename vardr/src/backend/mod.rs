@@ -511,16 +511,24 @@ impl Enforcer {
                 // Packet sockets: no cgroup program sees their frames. A
                 // kernel without system call tracepoints leaves them
                 // unchecked: said, not fatal (the rest still holds).
-                let (_, _tracefs) =
-                    mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"))?;
+                let tracefs =
+                    mounts::ensure("tracefs", std::path::Path::new("/sys/kernel/tracing"));
                 let name = bpf::progs::PACKET_SOCKET_FALLBACK;
                 let p: &mut TracePoint = prog(ebpf, name)?;
                 p.load().map_err(perr(name))?;
-                if let Err(e) = p.attach("syscalls", "sys_enter_socket") {
+                let attached = match &tracefs {
+                    Ok(_) => p
+                        .attach("syscalls", "sys_enter_socket")
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("tracefs: {e}")),
+                };
+                if let Err(e) = attached {
                     tracing::warn!(
-                        "AF_PACKET sockets are not checked: tracepoint syscalls/sys_enter_socket: {e}"
+                        "AF_PACKET and AF_XDP sockets are not checked: tracepoint syscalls/sys_enter_socket: {e}"
                     );
                 }
+                drop(tracefs);
                 &bpf::progs::SOCK_ADDR
             }
             Backend::None => &[],

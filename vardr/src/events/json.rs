@@ -357,8 +357,12 @@ fn args(p: &PolicyMatch) -> Vec<Arg> {
     }
     if matches!(p.op, Operation::PacketSend | Operation::PacketSocket) {
         return vec![Arg::Sock {
-            family: "AF_PACKET",
-            protocol: ethertype_name(p.flags),
+            family: if p.flags >> 24 == u32::from(vardr_common::AF_XDP) {
+                "AF_XDP"
+            } else {
+                "AF_PACKET"
+            },
+            protocol: ethertype_name(p.flags & 0xff_ffff),
             daddr: String::new(),
             dport: 0,
         }];
@@ -896,7 +900,8 @@ mod tests {
             } else {
                 vardr_common::PACKET_PROTO_UNKNOWN
             };
-            let mut m = deny(backend, Hook::Connect, proto);
+            let family = u32::from(vardr_common::AF_PACKET) << 24;
+            let mut m = deny(backend, Hook::Connect, proto | family);
             m.op = op;
             m.path = None;
             let j = serde_json::to_value(JsonEvent::policy(

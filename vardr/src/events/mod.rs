@@ -329,9 +329,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Policy => {
             let ev: PolicyEvent = read(bytes, kind)?;
             let hook = Hook::from_u32(ev.hook).ok_or(DecodeError::Field("hook", ev.hook))?;
-            // A packet socket's frame has no address (its ethertype is
-            // carried in `flags`).
-            let packet = ev.family == vardr_common::AF_PACKET;
+            // A packet socket's frame has no address (its ethertype and
+            // family are carried in `flags`).
+            let packet = ev.family == vardr_common::AF_PACKET || ev.family == vardr_common::AF_XDP;
             let remote = (hook == Hook::Connect && !packet).then(|| {
                 let ip = if ev.family == 2 {
                     IpAddr::V4(Ipv4Addr::new(
@@ -350,7 +350,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 verdict: Verdict::from_u32(ev.verdict)
                     .ok_or(DecodeError::Field("verdict", ev.verdict))?,
                 rule_id: ev.rule_id,
-                flags: if packet { ev.protocol } else { ev.flags },
+                // A packet socket's: ethertype, and the family above it.
+                flags: if packet {
+                    ev.protocol | u32::from(ev.family) << 24
+                } else {
+                    ev.flags
+                },
                 op: Operation::from_u32(ev.op).ok_or(DecodeError::Field("op", ev.op))?,
                 path: if ev.op == Operation::TlsClientHello as u32 {
                     // As the kernel matched it: names have no case.

@@ -1333,7 +1333,8 @@ pub fn installed_after_start(b: Backend) {
 /// `clone3(CLONE_INTO_CGROUP)` into the cgroup directory `argv[1]`: prints
 /// the errno (0 when the child started there) and waits for the child,
 /// which sleeps `argv[2]` seconds if given ("0 signal N" when a signal
-/// ended it).
+/// ended it) and with `argv[3]` first forks a grandchild that sleeps as
+/// long.
 const CLONE_INTO_CGROUP_C: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1356,7 +1357,16 @@ int main(int argc, char **argv) {
     a.exit_signal = SIGCHLD;
     a.cgroup = (uint64_t)cg;
     long pid = syscall(SYS_clone3, &a, sizeof a);
-    if (pid == 0) { if (argc > 2) sleep(atoi(argv[2])); _exit(0); }
+    if (pid == 0) {
+        if (argc > 3) {
+            /* A grandchild at once, before the agent can act. */
+            pid_t g = fork();
+            /* Without the test's pipes, which would hold its output open. */
+            if (g == 0) { close(0); close(1); close(2); sleep(atoi(argv[2])); _exit(0); }
+        }
+        if (argc > 2) sleep(atoi(argv[2]));
+        _exit(0);
+    }
     if (pid < 0) { printf("%d\n", errno); return 0; }
     int st = 0;
     waitpid((pid_t)pid, &st, 0);
@@ -1566,13 +1576,26 @@ pub fn scope_escape(b: Backend) {
     if b != Backend::Lsm && compile_c(CLONE_INTO_CGROUP_C, &bin) {
         let o = sh_in(
             &cg.path,
-            &format!("{} {} 20", bin.display(), outside.path.display()),
+            &format!("{} {} 20 fork", bin.display(), outside.path.display()),
         );
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout).trim(),
-            "0 signal 9",
-            "a child started outside the scope must be killed: {}",
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            out.trim_end().ends_with("0 signal 9"),
+            "a child started outside the scope must be killed: {out:?} {}",
             stderr(&o)
+        );
+        // What it forked before the agent ended it (in the same cgroup)
+        // goes too: the cgroup empties.
+        let procs = outside.path.join("cgroup.procs");
+        let left = || std::fs::read_to_string(&procs).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !left().trim().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            left().trim(),
+            "",
+            "processes left outside the scope by the escaped child ({out:?})"
         );
         let ev = agent.policy_event("clone3", |e| {
             e["rule"] == "protect-scope" && e["function_name"] == "sched_process_fork"
