@@ -489,9 +489,9 @@ pub fn packet_frames(family: u16, ethertype: u32, backend: BackendKind, op: Oper
     block
 }
 
-/// Fallback: `socket(AF_PACKET, ...)` by a governed process while some
-/// connect rule denies. No hook of the fallback sees a packet socket's
-/// frames (the cgroup programs see only IP sockets), nor tells a send
+/// Fallback: `socket(AF_PACKET | AF_XDP, ...)` (or `AF_INET` with
+/// `SOCK_PACKET`) by a governed process while some connect rule denies.
+/// No hook of the fallback sees a packet socket's frames (the cgroup programs see only IP sockets), nor tells a send
 /// from a receive: the process is killed at the call's entry, and dies
 /// on its way back to user space, before it can use the socket.
 #[tracepoint]

@@ -10,10 +10,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
     Global,
 };
-use vardr_common::{Action, BackendKind, Hook, Operation, RuleRef, RULE_PROTECT_SCOPE};
 use vardr_common::{
-    EventKind, ExecEvent, ExemptTask, ExitEvent, ForkEvent, ARGS_LEN, EXEC_ARGS_TRUNCATED,
-    EXEC_CREDS, EXEC_CWD_RESOLVED, EXEC_PATH_RESOLVED,
+    Action, BackendKind, EventKind, ExecEvent, ExemptTask, ExitEvent, ForkEvent, Hook, Operation,
+    RuleRef, ARGS_LEN, EXEC_ARGS_TRUNCATED, EXEC_CREDS, EXEC_CWD_RESOLVED, EXEC_PATH_RESOLVED,
+    RULE_PROTECT_SCOPE,
 };
 
 use crate::{
