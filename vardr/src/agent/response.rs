@@ -44,6 +44,42 @@ fn start_boot_ns(pid: u32) -> Option<u64> {
     Some(ticks.saturating_mul(1_000_000_000 / hz))
 }
 
+/// A pidfd of `pid`, which pins the process: whatever happens to the pid
+/// after this, a signal through it goes to the process checked next. The
+/// error is the response to report (`what`: the process's name in it).
+fn pidfd_of(pid: u32, what: &str) -> Result<OwnedFd, String> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "none: {what} gone ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// SIGKILL through a pidfd: `killed`, or why not.
+fn sigkill(pidfd: &OwnedFd) -> String {
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
+    // siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        "killed".into()
+    } else {
+        format!("failed: {}", std::io::Error::last_os_error())
+    }
+}
+
 impl Responder {
     /// `--scope-cgroup` as a path relative to the cgroup v2 root.
     pub fn scope_of(scope_cgroup: Option<&Path>) -> Option<String> {
@@ -123,34 +159,16 @@ impl Responder {
         if crate::kernel::in_child_pid_namespace() {
             return "none: the agent runs in a PID namespace of its own".into();
         }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-        if fd < 0 {
-            return format!("none: child gone ({})", std::io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let pidfd = match pidfd_of(pid, "child") {
+            Ok(fd) => fd,
+            Err(e) => return e,
+        };
         match start_boot_ns(pid) {
             Some(start) if start <= event_boot_ns && event_boot_ns - start <= 1_000_000_000 => {}
             Some(_) => return "none: child gone (pid reused)".into(),
             None => return "none: child gone".into(),
         }
-        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
-        // siginfo and no flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc == 0 {
-            "killed".into()
-        } else {
-            format!("failed: {}", std::io::Error::last_os_error())
-        }
+        sigkill(&pidfd)
     }
 
     /// Kills `p` (with the checks of [`Responder::kill`]) whatever Layer 1
@@ -172,15 +190,10 @@ impl Responder {
         {
             return "none: exempt process".into();
         }
-        // A pidfd pins the process: whatever happens to the pid after this,
-        // the signal goes to the process checked below.
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::c_int, 0) };
-        if fd < 0 {
-            return format!("none: process gone ({})", std::io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by pidfd_open and is owned by no one else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let pidfd = match pidfd_of(p.pid, "process") {
+            Ok(fd) => fd,
+            Err(e) => return e,
+        };
         // The pid may have been reused since the event (events can wait in
         // the ring buffer): a process started after the event is another.
         match start_boot_ns(p.pid) {
@@ -204,22 +217,7 @@ impl Responder {
                 return "none: outside --scope-cgroup".into();
             }
         }
-        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
-        // siginfo and no flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc == 0 {
-            "killed".into()
-        } else {
-            format!("failed: {}", std::io::Error::last_os_error())
-        }
+        sigkill(&pidfd)
     }
 }
 

@@ -852,6 +852,20 @@ mod tests {
         }
     }
 
+    /// The `process_lsm` object a match is written as (no process known).
+    fn lsm_json(m: &PolicyMatch) -> serde_json::Value {
+        let j = serde_json::to_value(JsonEvent::policy(
+            m,
+            None,
+            None,
+            None,
+            "n",
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        j["process_lsm"].clone()
+    }
+
     /// Tetragon's schema has `file_arg.flags` as a string and an `action`
     /// enum: a number there fails a protobuf JSON decode.
     #[test]
@@ -861,16 +875,7 @@ mod tests {
             Hook::FileWrite,
             libc::O_WRONLY as u32 | libc::O_TRUNC as u32,
         );
-        let j = serde_json::to_value(JsonEvent::policy(
-            &m,
-            None,
-            None,
-            None,
-            "n",
-            SystemTime::UNIX_EPOCH,
-        ))
-        .unwrap();
-        let e = &j["process_lsm"];
+        let e = &lsm_json(&m);
         assert_eq!(e["args"][0]["file_arg"]["flags"], "O_WRONLY|O_TRUNC", "{e}");
         assert_eq!(e["args"][0]["file_arg"]["open_flags"], 0o1001, "{e}");
         assert_eq!(e["action"], "KPROBE_ACTION_OVERRIDE", "{e}");
@@ -904,16 +909,7 @@ mod tests {
             let mut m = deny(backend, Hook::Connect, proto | family);
             m.op = op;
             m.path = None;
-            let j = serde_json::to_value(JsonEvent::policy(
-                &m,
-                None,
-                None,
-                None,
-                "n",
-                SystemTime::UNIX_EPOCH,
-            ))
-            .unwrap();
-            let e = &j["process_lsm"];
+            let e = &lsm_json(&m);
             assert_eq!(e["function_name"], function, "{e}");
             assert_eq!(e["action"], action, "{e}");
             assert_eq!(e["args"][0]["sock_arg"]["family"], "AF_PACKET", "{e}");
@@ -929,16 +925,7 @@ mod tests {
         let mut m = deny(BackendKind::Fallback, Hook::FileWrite, 4242);
         m.op = Operation::CloneIntoCgroup;
         m.path = Some(String::new());
-        let j = serde_json::to_value(JsonEvent::policy(
-            &m,
-            None,
-            None,
-            None,
-            "n",
-            SystemTime::UNIX_EPOCH,
-        ))
-        .unwrap();
-        let e = &j["process_lsm"];
+        let e = &lsm_json(&m);
         assert_eq!(e["function_name"], "sched_process_fork", "{e}");
         assert_eq!(e["action"], "KPROBE_ACTION_SIGKILL", "{e}");
         assert_eq!(e["args"][0]["int_arg"], 4242, "{e}");
